@@ -1,0 +1,270 @@
+"""The stage contract: units, rejects, fingerprints and the manifest that marks a stage complete.
+
+Every stage splits its work into units and hands `run_units` one function that turns a unit into
+output files. This module owns resuming (finished units are skipped), forcing, the merged
+`_rejects.parquet`, the count invariant and `_manifest.json`, so no stage re-implements them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mvlp_core import atomic
+
+MANIFEST = "_manifest.json"
+REJECTS = "_rejects.parquet"
+UNITS_DIR = "_units"
+REJECT_SCHEMA = pa.schema(
+    [("key", pa.string()), ("reason", pa.string()), ("detail", pa.string()), ("unit", pa.string())]
+)
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+class StageError(RuntimeError):
+    """A run-level failure: the message names the cause and the fix."""
+
+
+class CountMismatch(StageError):
+    """inputs != outputs + rejects: a sample was lost or duplicated."""
+
+
+@dataclass
+class Reject:
+    key: str | None
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class UnitResult:
+    """What one unit produced. `files` maps paths relative to the stage folder to sample counts."""
+
+    files: dict[str, int]
+    samples_in: int
+    samples_out: int
+    rejects: list[Reject] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    stage: str
+    fingerprint: str
+    files: dict[str, dict[str, Any]]
+    samples_in: int
+    samples_out: int
+    rejects: dict[str, int]
+    seconds: float
+    units: int
+    extra: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+
+    @classmethod
+    def load(cls, out_dir: Path) -> Manifest | None:
+        path = Path(out_dir) / MANIFEST
+        if not path.exists():
+            return None
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+    def save(self, out_dir: Path) -> None:
+        atomic.write_json(Path(out_dir) / MANIFEST, asdict(self))
+
+
+def fingerprint(stage: str, config: dict[str, Any], inputs: dict[str, str], code: str) -> str:
+    payload = json.dumps(
+        {"stage": stage, "config": config, "inputs": inputs, "code": code},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def code_version(*modules: ModuleType) -> str:
+    """Hash of the source of the given modules (a package counts with all its .py files)."""
+    h = hashlib.sha256()
+    for mod in modules:
+        root = Path(mod.__file__)
+        files = sorted(root.parent.rglob("*.py")) if root.name == "__init__.py" else [root]
+        for f in files:
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def stage_fingerprint(
+    stage: str, config: dict[str, Any], inputs: dict[str, Path], *code_modules: ModuleType
+) -> str:
+    """Fingerprint from the stage's config, its input stages' manifests and its code."""
+    upstream = {}
+    for name, folder in sorted(inputs.items()):
+        m = Manifest.load(folder)
+        if m is None:
+            raise StageError(
+                f"{stage} needs the output of {name} ({folder}), which is not complete; "
+                f"run it first (mvlp run SPEC --only {name}) or run the whole pipeline"
+            )
+        upstream[name] = m.fingerprint
+    return fingerprint(stage, config, upstream, code_version(contract_module(), *code_modules))
+
+
+def contract_module() -> ModuleType:
+    import sys
+
+    return sys.modules[__name__]
+
+
+def is_complete(out_dir: Path, expected_fingerprint: str) -> bool:
+    m = Manifest.load(out_dir)
+    return m is not None and m.fingerprint == expected_fingerprint
+
+
+def read_rejects(out_dir: Path) -> pa.Table:
+    path = Path(out_dir) / REJECTS
+    return pq.read_table(path) if path.exists() else REJECT_SCHEMA.empty_table()
+
+
+def _reset(out_dir: Path) -> None:
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+
+
+def _unit_record_path(out_dir: Path, unit: str) -> Path:
+    return out_dir / UNITS_DIR / f"{unit}.json"
+
+
+def run_units(
+    stage: str,
+    out_dir: Path,
+    fp: str,
+    units: Sequence[str],
+    process: Callable[[str], UnitResult],
+    *,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    before: Callable[[list[str]], None] | None = None,
+    finalize: Callable[[Path, list[dict[str, Any]]], dict[str, Any]] | None = None,
+) -> Manifest:
+    """Run the units of a stage that are not done yet, then write the manifest.
+
+    `before(pending)` runs once ahead of the pending units (for engines that process many units in
+    one call, such as img2dataset); `finalize(out_dir, unit_records)` returns stage-specific
+    figures for the manifest's `extra`.
+    """
+    out_dir = Path(out_dir)
+    if not force and is_complete(out_dir, fp):
+        return Manifest.load(out_dir)
+    started = time.perf_counter()
+    marker = out_dir / UNITS_DIR / "_fingerprint"
+    if force or not marker.exists() or marker.read_text().strip() != fp:
+        _reset(out_dir)
+        (out_dir / UNITS_DIR).mkdir()
+        with atomic.atomic_open(marker) as f:
+            f.write(fp)
+    else:
+        (out_dir / MANIFEST).unlink(missing_ok=True)
+        atomic.remove_temporaries(out_dir)
+
+    if len(set(units)) != len(units):
+        raise StageError(f"{stage}: duplicate unit names {sorted(units)}; this is a bug in the stage")
+    pending = [u for u in units if not _unit_record_path(out_dir, u).exists()]
+    done = len(units) - len(pending)
+    if progress:
+        progress(done, len(units), "")
+    if pending and before:
+        before(pending)
+    for unit in pending:
+        t0 = time.perf_counter()
+        result = process(unit)
+        _commit_unit(out_dir, unit, result, time.perf_counter() - t0)
+        done += 1
+        if progress:
+            progress(done, len(units), unit)
+
+    records = [json.loads(_unit_record_path(out_dir, u).read_text()) for u in units]
+    extra = finalize(out_dir, records) if finalize else {}
+    earlier = sum(r["seconds"] for r in records if r["unit"] not in pending)
+    seconds = time.perf_counter() - started + earlier
+    return _write_manifest(stage, out_dir, fp, units, records, extra, seconds)
+
+
+def _commit_unit(out_dir: Path, unit: str, result: UnitResult, seconds: float) -> None:
+    rows = [
+        {"key": r.key, "reason": r.reason, "detail": r.detail, "unit": unit} for r in result.rejects
+    ]
+    atomic.write_parquet(
+        out_dir / UNITS_DIR / f"{unit}.rejects.parquet",
+        pa.Table.from_pylist(rows, schema=REJECT_SCHEMA),
+    )
+    files = {}
+    for rel, count in result.files.items():
+        path = out_dir / rel
+        if not path.exists():
+            raise StageError(f"unit {unit} reported {rel} but did not write it; this is a bug")
+        files[rel] = {
+            "samples": count,
+            "sha256": atomic.sha256_file(path),
+            "bytes": path.stat().st_size,
+        }
+    record = {
+        "unit": unit,
+        "files": files,
+        "samples_in": result.samples_in,
+        "samples_out": result.samples_out,
+        "rejects": len(rows),
+        "seconds": round(seconds, 3),
+        "extra": result.extra,
+    }
+    atomic.write_json(_unit_record_path(out_dir, unit), record)
+
+
+def _write_manifest(
+    stage: str,
+    out_dir: Path,
+    fp: str,
+    units: Sequence[str],
+    records: list[dict[str, Any]],
+    extra: dict[str, Any],
+    seconds: float,
+) -> Manifest:
+    tables = [pq.read_table(out_dir / UNITS_DIR / f"{u}.rejects.parquet") for u in units]
+    rejects = pa.concat_tables(tables) if tables else REJECT_SCHEMA.empty_table()
+    atomic.write_parquet(out_dir / REJECTS, rejects)
+    files: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        files.update(rec["files"])
+    samples_in = sum(r["samples_in"] for r in records)
+    samples_out = sum(r["samples_out"] for r in records)
+    if samples_in != samples_out + rejects.num_rows:
+        raise CountMismatch(
+            f"{stage}: {samples_in} samples in but {samples_out} out + {rejects.num_rows} rejected; "
+            "a sample was lost or duplicated. Re-run with --force; if it persists, report a bug."
+        )
+    manifest = Manifest(
+        stage=stage,
+        fingerprint=fp,
+        files=files,
+        samples_in=samples_in,
+        samples_out=samples_out,
+        rejects=dict(sorted(Counter(rejects.column("reason").to_pylist()).items())),
+        seconds=round(seconds, 3),
+        units=len(units),
+        extra=extra,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    manifest.save(out_dir)
+    return manifest

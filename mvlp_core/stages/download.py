@@ -1,0 +1,260 @@
+"""download: ingest shards -> images in WebDataset tars, through img2dataset.
+
+img2dataset does the fetching, resizing and tar writing (reader/downloader/resizer/writer); this
+module feeds it one input file per ingest shard so that img2dataset shard N is ingest unit N,
+carries our keys through `save_additional_columns`, maps its per-sample statuses to reject
+reasons, and commits a unit only after img2dataset has written that shard's `_stats.json` (which it
+writes after closing the tar), so a tar left by a killed run is redone, never read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import re
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mvlp_core import atomic, contract, urlpolicy
+from mvlp_core.spec import PipelineSpec, fingerprint_config
+
+WDS_DIR = "webdataset"
+INPUT_DIR = "_input"
+KEY_COLUMN = "mvlp_key"
+SAMPLES_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("row", pa.int64()),
+        ("url", pa.string()),
+        ("caption", pa.string()),
+        ("tar", pa.string()),
+        ("member", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+    ]
+)
+
+# img2dataset error text -> reject reason (first match wins)
+_ERROR_REASONS = [
+    (re.compile(r"HTTP Error (\d{3})"), lambda m: f"http_{m.group(1)}"),
+    (re.compile(r"timed out|timeout", re.I), lambda m: "timeout"),
+    (re.compile(r"cannot identify image|image file is truncated|decod", re.I), lambda m: "image_decode_error"),
+    (re.compile(r"image too small", re.I), lambda m: "image_too_small"),
+    (re.compile(r"aspect ratio", re.I), lambda m: "image_aspect_ratio"),
+    (re.compile(r"area too large|decompression", re.I), lambda m: "image_too_large"),
+    (re.compile(r"Connection|refused|reset|Name or service|urlopen error", re.I), lambda m: "connection_error"),
+]
+
+
+def error_reason(message: str | None, status: str) -> str:
+    text = message or ""
+    for pattern, reason in _ERROR_REASONS:
+        m = pattern.search(text)
+        if m:
+            return reason(m)
+    return "resize_error" if status == "failed_to_resize" else "download_error"
+
+
+def effective_url(url: str, mirrors: dict[str, str]) -> str:
+    """The URL actually fetched: the longest matching mirror prefix rewritten."""
+    for prefix in sorted(mirrors, key=len, reverse=True):
+        if url.startswith(prefix):
+            return mirrors[prefix] + url[len(prefix) :]
+    return url
+
+
+def config(spec: PipelineSpec) -> dict[str, Any]:
+    return {
+        "download": fingerprint_config(spec.download),
+        "url_policy": fingerprint_config(spec.ingest.url_policy),
+    }
+
+
+def _units(ingest_dir: Path) -> list[str]:
+    manifest = contract.Manifest.load(ingest_dir)
+    return sorted(
+        m.group(1) for f in manifest.files if (m := re.fullmatch(r"shard-(\d{5})\.parquet", f))
+    )
+
+
+def _write_inputs(spec: PipelineSpec, ingest_dir: Path, out_dir: Path, units: list[str]) -> tuple[
+    dict[str, int | None], dict[str, list[contract.Reject]]
+]:
+    """Write img2dataset's input files (all units, so shard ids line up) and return each unit's
+    img2dataset shard id (None when no row of the unit may be fetched) and pre-fetch rejects."""
+    shard_of: dict[str, int | None] = {}
+    blocked: dict[str, list[contract.Reject]] = {}
+    next_shard = 0
+    for unit in units:
+        table = pq.read_table(ingest_dir / f"shard-{unit}.parquet")
+        rows, blocked[unit] = [], []
+        for rec in table.to_pylist():
+            url = effective_url(rec["url"], spec.download.mirrors)
+            verdict = urlpolicy.check_url(url, spec.ingest.url_policy)
+            if verdict:
+                blocked[unit].append(contract.Reject(rec["key"], verdict[0], f"{url}: {verdict[1]}"))
+            else:
+                rows.append({"url": url, "caption": rec["caption"], KEY_COLUMN: rec["key"]})
+        atomic.write_parquet(
+            out_dir / INPUT_DIR / f"{unit}.parquet",
+            pa.Table.from_pylist(
+                rows,
+                schema=pa.schema(
+                    [("url", pa.string()), ("caption", pa.string()), (KEY_COLUMN, pa.string())]
+                ),
+            ),
+        )
+        n_shards = math.ceil(len(rows) / spec.ingest.shard_size)
+        shard_of[unit] = next_shard if n_shards else None
+        next_shard += n_shards
+    return shard_of, blocked
+
+
+def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> None:
+    from img2dataset import download as img2dataset_download
+
+    d = spec.download
+    logging.getLogger("img2dataset").setLevel(logging.WARNING)
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        img2dataset_download(
+            url_list=str(out_dir / INPUT_DIR),
+            input_format="parquet",
+            url_col="url",
+            caption_col="caption",
+            save_additional_columns=[KEY_COLUMN],
+            output_folder=str(out_dir / WDS_DIR),
+            output_format="webdataset",
+            image_size=d.image_size,
+            resize_mode=d.resize_mode,
+            encode_quality=d.encode_quality,
+            encode_format="jpg",
+            min_image_size=d.min_image_size,
+            max_aspect_ratio=d.max_aspect_ratio,
+            timeout=d.timeout,
+            retries=d.retries,
+            processes_count=d.processes,
+            thread_count=d.threads,
+            number_sample_per_shard=spec.ingest.shard_size,
+            incremental_mode="incremental",
+            distributor="multiprocessing",
+            extract_exif=False,
+            enable_wandb=False,
+            compute_hash="sha256",
+        )
+
+
+def _tar_members(path: Path) -> set[str]:
+    try:
+        with tarfile.open(path) as tar:
+            return {m.name for m in tar.getmembers()}
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise contract.StageError(
+            f"download: {path} is unreadable ({err}) although img2dataset marked it done; "
+            f"delete {path} and its _stats.json and re-run"
+        ) from None
+
+
+def _commit(
+    unit: str, shard: int | None, blocked: list[contract.Reject], ingest_dir: Path, out_dir: Path
+) -> contract.UnitResult:
+    ingest = pq.read_table(ingest_dir / f"shard-{unit}.parquet").to_pylist()
+    by_key = {r["key"]: r for r in ingest}
+    rejects = list(blocked)
+    samples = []
+    if shard is not None:
+        name = f"{shard:05d}"
+        stats = out_dir / WDS_DIR / f"{name}_stats.json"
+        if not stats.exists():
+            raise contract.StageError(
+                f"download: img2dataset did not finish shard {name} (no {stats.name}); "
+                "see its log above, then re-run: finished shards are kept"
+            )
+        members = _tar_members(out_dir / WDS_DIR / f"{name}.tar")
+        status = pq.read_table(out_dir / WDS_DIR / f"{name}.parquet").to_pylist()
+        for s in status:
+            key = s[KEY_COLUMN]
+            if s["status"] == "success" and f"{s['key']}.jpg" in members:
+                rec = by_key[key]
+                samples.append(
+                    {
+                        "key": key,
+                        "row": rec["row"],
+                        "url": rec["url"],
+                        "caption": rec["caption"],
+                        "tar": f"{WDS_DIR}/{name}.tar",
+                        "member": f"{s['key']}.jpg",
+                        "width": s["width"],
+                        "height": s["height"],
+                    }
+                )
+            elif s["status"] == "success":
+                rejects.append(contract.Reject(key, "missing_from_tar", f"{s['key']}.jpg"))
+            else:
+                msg = (s.get("error_message") or s["status"])[:300]
+                rejects.append(contract.Reject(key, error_reason(msg, s["status"]), msg))
+    samples.sort(key=lambda r: r["key"])
+    atomic.write_parquet(
+        out_dir / f"samples-{unit}.parquet", pa.Table.from_pylist(samples, schema=SAMPLES_SCHEMA)
+    )
+    files = {f"samples-{unit}.parquet": len(samples)}
+    if shard is not None:
+        files[f"{WDS_DIR}/{shard:05d}.tar"] = len(samples)
+    return contract.UnitResult(
+        files=files, samples_in=len(ingest), samples_out=len(samples), rejects=rejects
+    )
+
+
+def run_download(
+    spec: PipelineSpec,
+    inputs: dict[str, Path],
+    out_dir: Path,
+    *,
+    force: bool = False,
+    progress: contract.ProgressFn | None = None,
+) -> contract.Manifest:
+    out_dir = Path(out_dir)
+    ingest_dir = inputs["ingest"]
+    fp = contract.stage_fingerprint("download", config(spec), inputs, sys.modules[__name__])
+    units = _units(ingest_dir)
+    plan: dict[str, Any] = {}
+
+    def before(pending: list[str]) -> None:
+        plan["pending"] = pending
+        plan["shard_of"], plan["blocked"] = _write_inputs(spec, ingest_dir, out_dir, units)
+        t0 = time.perf_counter()
+        if any(plan["shard_of"][u] is not None for u in pending):
+            _run_img2dataset(spec, out_dir)
+        plan["fetch_seconds"] = time.perf_counter() - t0
+
+    def process(unit: str) -> contract.UnitResult:
+        return _commit(unit, plan["shard_of"][unit], plan["blocked"][unit], ingest_dir, out_dir)
+
+    def finalize(_: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+        fetched = sum(r["samples_out"] for r in records if r["unit"] in plan.get("pending", ()))
+        seconds = plan.get("fetch_seconds") or 0
+        rate = round(fetched / seconds, 2) if seconds else None
+        return {"images_per_second": rate, "image_size": spec.download.image_size}
+
+    return contract.run_units(
+        "download", out_dir, fp, units, process,
+        force=force, progress=progress, before=before, finalize=finalize,
+    )
+
+
+def iter_images(download_dir: Path, tar: str) -> dict[str, bytes]:
+    """All JPEGs of one img2dataset tar, by member name (one pass over the tar)."""
+    out = {}
+    with tarfile.open(Path(download_dir) / tar) as t:
+        for m in t:
+            if m.name.endswith(".jpg"):
+                out[m.name] = t.extractfile(m).read()
+    return out
+

@@ -1,0 +1,81 @@
+"""Which URLs may be fetched: http(s) only, and no loopback/private/link-local/multicast hosts
+unless the spec allows them.
+
+Applied at ingest to the listed URL and again at download to the URL actually fetched (after a
+mirror rewrite). Host names are checked as written (IP literals in dotted, decimal, hex and IPv6
+form, and `localhost`); resolving names to addresses belongs at the fetch point.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from mvlp_core.spec import UrlPolicy
+
+ALLOWED_SCHEMES = ("http", "https")
+
+
+def _inet_aton_part(part: str) -> int:
+    if part.lower().startswith("0x"):
+        return int(part, 16)
+    if len(part) > 1 and part.startswith("0"):
+        return int(part, 8)
+    return int(part, 10)
+
+
+def _parse_host_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    host = host.strip("[]")
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    # inet_aton forms that browsers and urllib accept: 2130706433, 0x7f000001, 0177.0.0.1
+    parts = host.split(".")
+    if not parts or not all(parts):
+        return None
+    try:
+        nums = [_inet_aton_part(p) for p in parts]
+    except ValueError:
+        return None
+    if len(nums) > 4 or any(n < 0 for n in nums):
+        return None
+    *head, last = nums
+    if any(n > 255 for n in head) or last >= 256 ** (4 - len(head)):
+        return None
+    value = 0
+    for n in head:
+        value = value * 256 + n
+    value = value * 256 ** (4 - len(head)) + last
+    return ipaddress.IPv4Address(value)
+
+
+def check_url(url: str, policy: UrlPolicy) -> tuple[str, str] | None:
+    """None if the URL may be fetched, else (reason, detail)."""
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+    except ValueError as err:
+        return "url_invalid", str(err)
+    if parts.scheme.lower() not in ALLOWED_SCHEMES:
+        return "url_scheme", f"scheme {parts.scheme or '(none)'!r} not in {ALLOWED_SCHEMES}"
+    if not host:
+        return "url_invalid", "no host"
+    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain") or host.lower().endswith(
+        ".localhost"
+    ):
+        return None if policy.allow_loopback else ("url_loopback", host)
+    ip = _parse_host_ip(host)
+    if ip is None:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return None if policy.allow_loopback else ("url_loopback", str(ip))
+    if ip.is_link_local:
+        return None if policy.allow_link_local else ("url_link_local", str(ip))
+    if ip.is_multicast:
+        return "url_multicast", str(ip)
+    if ip.is_private or ip.is_reserved or ip.is_unspecified:
+        return None if policy.allow_private else ("url_private", str(ip))
+    return None

@@ -1,0 +1,235 @@
+"""The align stage end to end with real eflomal: a template corpus with known gold alignments
+through `run_align`, and the real en-fr gold standard through the aligner itself."""
+
+import gzip
+import json
+import random
+import time
+from itertools import islice
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mvlp_core import contract
+from mvlp_core.spec import PipelineSpec
+from mvlp_core.stages.align import run_align
+from mvlp_core.stages.align import stage as align_stage
+from mvlp_core.stages.align.aer import parse_pharaoh, score
+from mvlp_core.stages.align.eflomal_runner import align_corpus
+from mvlp_core.stages.align.tokenize import tokenize
+
+DATA = Path("/work/shared/data")
+
+# (English, German, Chinese); nouns also carry the German dative plural before the Chinese.
+NUMBERS = [("two", "zwei", "两"), ("three", "drei", "三"), ("four", "vier", "四"),
+           ("five", "fünf", "五")]
+ADJECTIVES = [
+    ("red", "rot", "红色"), ("blue", "blau", "蓝色"), ("green", "grün", "绿色"),
+    ("black", "schwarz", "黑色"), ("white", "weiß", "白色"), ("big", "groß", "大"),
+    ("small", "klein", "小"), ("old", "alt", "老"),
+]
+NOUNS = [
+    ("dogs", "Hunde", "Hunden", "狗"), ("cats", "Katzen", "Katzen", "猫"),
+    ("birds", "Vögel", "Vögeln", "鸟"), ("horses", "Pferde", "Pferden", "马"),
+    ("cars", "Autos", "Autos", "汽车"), ("trees", "Bäume", "Bäumen", "树"),
+    ("houses", "Häuser", "Häusern", "房子"), ("boats", "Boote", "Booten", "船"),
+]
+VERBS = [
+    ("stand", "stehen", "站"), ("sit", "sitzen", "坐"), ("wait", "warten", "等"),
+    ("sleep", "schlafen", "睡觉"), ("play", "spielen", "玩"),
+]
+PREPOSITIONS = [
+    ("near", "bei", "附近"), ("next to", "neben", "旁边"), ("behind", "hinter", "后面"),
+    ("in front of", "vor", "前面"), ("under", "unter", "下面"),
+]
+REJECTED = ("test-900000000", "test-900000001")
+
+
+def draw(rng: random.Random) -> dict:
+    """One sentence of the grammar `[today] NUM ADJ NOUN VERB PREP NUM ADJ NOUN`."""
+    (n1, n2), (a1, a2) = rng.sample(NUMBERS, 2), rng.sample(ADJECTIVES, 2)
+    o1, o2 = rng.sample(NOUNS, 2)
+    return {"today": rng.random() < 0.3, "n1": n1, "a1": a1, "o1": o1,
+            "verb": rng.choice(VERBS), "prep": rng.choice(PREPOSITIONS),
+            "n2": n2, "a2": a2, "o2": o2}
+
+
+def translation(d: dict, lang: str) -> list[tuple[str, str]]:
+    """(word, grammar slot it translates). German moves the verb after "heute" (V2); Chinese
+    wraps the preposition as 在 NP LOCATIVE (站在三个蓝色汽车后面), both halves gold-linked to
+    it, and adds the classifier 个 to numbers."""
+    if lang == "de":
+        subject = [(d["n1"][1], "n1"), (d["a1"][1] + "e", "a1"), (d["o1"][1], "o1")]
+        verb = [(d["verb"][1], "verb")]
+        head = [("heute", "today"), *verb, *subject] if d["today"] else [*subject, *verb]
+        return head + [(d["prep"][1], "prep"), (d["n2"][1], "n2"), (d["a2"][1] + "en", "a2"),
+                       (d["o2"][2], "o2")]
+    phrases = [[(d[n][2], n), ("个", n), (d[a][2], a), (d[o][3], o)]
+               for n, a, o in (("n1", "a1", "o1"), ("n2", "a2", "o2"))]
+    return ([("今天", "today")] if d["today"] else []) + phrases[0] \
+        + [(d["verb"][2], "verb"), ("在", "prep")] + phrases[1] + [(d["prep"][2], "prep")]
+
+
+def render(d: dict, lang: str) -> dict:
+    """The pair as a gold jsonl record (character spans, links between span indices)."""
+    slots = ["today"] * d["today"] + ["n1", "a1", "o1", "verb", "prep", "n2", "a2", "o2"]
+    en = [(word, slot) for slot in slots
+          for word in ("today" if slot == "today" else d[slot][0]).split()]
+    xx = translation(d, lang)
+    record = {"lang": lang}
+    for side, words, sep in (("en", en, " "), ("xx", xx, " " if lang == "de" else "")):
+        text, spans = "", []
+        for word, _ in words:
+            text += sep if text else ""
+            spans.append([len(text), len(text) + len(word)])
+            text += word
+        record[side], record[f"{side}_spans"] = text, spans
+    record["links"] = [[i, j] for i, (_, a) in enumerate(en)
+                       for j, (_, b) in enumerate(xx) if a == b]
+    return record
+
+
+def save_stage(folder: Path, name: str, file: str, rows: list[dict]) -> Path:
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), folder / file)
+    contract.Manifest(stage=name, fingerprint=f"fp-{name}", files={}, samples_in=len(rows),
+                      samples_out=len(rows), rejects={}, seconds=0.0, units=1).save(folder)
+    return folder
+
+
+def make_spec(tmp: Path, languages: list[str], gold: Path | None = None) -> PipelineSpec:
+    return PipelineSpec.model_validate({
+        "name": "align-test",
+        "workdir": str(tmp),
+        "dataset": {"spec": {"name": "test", "url_list": "urls.tsv", "format": "tsv"}},
+        "languages": languages,
+        "translate": {"backend": "import", "import": {"path": str(tmp / "unused.jsonl")}},
+        "align": {"gold": str(gold) if gold else None},
+    })
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """300 grammar pairs per language plus two keys that must be rejected: one with an empty
+    English caption, one whose translations are empty or blank."""
+    tmp = tmp_path_factory.mktemp("align")
+    rng = random.Random(7)
+    draws = [draw(rng) for _ in range(300)]
+    keys = [f"test-{i:09d}" for i in range(len(draws))]
+    gold = {lang: [render(d, lang) for d in draws] for lang in ("de", "zh")}
+    lines = [json.dumps(g, ensure_ascii=False) + "\n" for records in gold.values() for g in records]
+    (tmp / "gold.jsonl").write_text("".join(lines), encoding="utf-8")
+    samples = [{"key": k, "row": i, "caption": g["en"]}
+               for i, (k, g) in enumerate(zip(keys, gold["de"]))]
+    samples += [{"key": REJECTED[0], "row": 900, "caption": ""},
+                {"key": REJECTED[1], "row": 901, "caption": "two dogs"}]
+    translated = [{"key": k, "lang": lang, "text": g["xx"], "provenance": "import"}
+                  for lang, records in gold.items() for k, g in zip(keys, records)]
+    translated += [
+        {"key": REJECTED[0], "lang": "de", "text": "zwei Hunde", "provenance": "import"},
+        {"key": REJECTED[0], "lang": "zh", "text": "两个狗", "provenance": "import"},
+        {"key": REJECTED[1], "lang": "de", "text": "", "provenance": "import"},
+        {"key": REJECTED[1], "lang": "zh", "text": " \u3000 ", "provenance": "import"},
+    ]
+    inputs = {
+        "download": save_stage(tmp / "download", "download", "samples-00000.parquet", samples),
+        "translate": save_stage(tmp / "translate", "translate", "00000.parquet", translated),
+    }
+    spec = make_spec(tmp, ["de", "zh"], tmp / "gold.jsonl")
+    started = time.perf_counter()
+    manifest = run_align(spec, inputs, tmp / "align")
+    print(f"run_align: {time.perf_counter() - started:.1f}s, extra={manifest.extra}")
+    return spec, inputs, tmp / "align", manifest
+
+
+def test_template_corpus_aligns_below_gold_aer(world):
+    _, _, _, manifest = world
+    assert manifest.extra["provenance"] == "eflomal:model3"
+    assert manifest.extra["gold_pairs"] == {"de": 300, "zh": 300}
+    for lang in ("de", "zh"):
+        assert manifest.extra["aer"][lang] < 0.2, manifest.extra
+
+
+def test_outputs_counts_and_rejects(world):
+    _, inputs, out, manifest = world
+    assert manifest.samples_in == 2 * 302
+    assert manifest.samples_out == 2 * 300
+    assert manifest.rejects == {"empty_tokens": 4}
+    assert manifest.samples_in == manifest.samples_out + sum(manifest.rejects.values())
+    counts = {rel: f["samples"] for rel, f in manifest.files.items()}
+    assert counts == {"de.parquet": 300, "zh.parquet": 300}
+    rejected = {(r["key"], r["unit"]) for r in contract.read_rejects(out).to_pylist()}
+    assert rejected == {(k, lang) for k in REJECTED for lang in ("de", "zh")}
+
+    table = pq.read_table(out / "zh.parquet")
+    assert table.schema.field("links").type == pa.list_(pa.list_(pa.int32()))
+    row = table.slice(0, 1).to_pylist()[0]
+    caption = pq.read_table(inputs["download"] / "samples-00000.parquet").column("caption")[0]
+    assert row["key"] == "test-000000000"
+    assert row["words_en"] == [w for w, _, _ in tokenize(caption.as_py(), "en")]
+    assert row["links"] == sorted(row["links"])
+    assert all(0 <= i < len(row["words_en"]) and 0 <= j < len(row["words"])
+               for i, j in row["links"])
+
+
+def test_second_run_is_a_no_op(world, monkeypatch):
+    spec, inputs, out, manifest = world
+
+    def fail(*args, **kwargs):
+        raise AssertionError("re-aligned a complete stage")
+
+    monkeypatch.setattr(align_stage, "align_corpus", fail)
+    mtime = (out / "de.parquet").stat().st_mtime_ns
+    started = time.perf_counter()
+    again = run_align(spec, inputs, out)
+    assert time.perf_counter() - started < 5
+    assert again == manifest
+    assert (out / "de.parquet").stat().st_mtime_ns == mtime
+
+
+def test_missing_upstream_is_a_stage_error(world, tmp_path):
+    spec, inputs, _, _ = world
+    with pytest.raises(contract.StageError, match="download"):
+        run_align(spec, {"translate": inputs["translate"]}, tmp_path / "align")
+    with pytest.raises(contract.StageError, match="not complete"):
+        run_align(spec, {**inputs, "translate": tmp_path / "nowhere"}, tmp_path / "align")
+
+
+def test_single_pair_and_no_pairs(world, tmp_path):
+    """One pair still aligns (poorly: nothing to learn from); a language without translations
+    yields an empty file."""
+    _, inputs, _, _ = world
+    row = {"key": "test-000000000", "lang": "ja", "text": "二匹の赤い犬", "provenance": "import"}
+    translate = save_stage(tmp_path / "translate", "translate", "00000.parquet", [row])
+    manifest = run_align(make_spec(tmp_path, ["ja", "fr"]), {**inputs, "translate": translate},
+                         tmp_path / "align")
+    assert (manifest.samples_in, manifest.samples_out, manifest.rejects) == (1, 1, {})
+    ja = pq.read_table(tmp_path / "align" / "ja.parquet").to_pylist()
+    assert len(ja) == 1 and ja[0]["links"]
+    assert pq.read_table(tmp_path / "align" / "fr.parquet").num_rows == 0
+    assert "aer" not in manifest.extra
+
+
+def test_real_en_fr_gold_aer():
+    """The 447 gold-aligned Hansard pairs (Mihalcea & Pedersen 2003, via awesome-align) appended
+    to 2000 Multi30k captions; only the gold lines are scored."""
+    gold_dir = DATA / "alignment-gold" / "en-fr"
+    with gzip.open(DATA / "multi30k" / "train.en.gz", "rt", encoding="utf-8") as en, \
+            gzip.open(DATA / "multi30k" / "train.fr.gz", "rt", encoding="utf-8") as fr:
+        corpus = [([w for w, _, _ in tokenize(e, "en")], [w for w, _, _ in tokenize(f, "fr")])
+                  for e, f in islice(zip(en, fr), 2000)]
+    lines = (gold_dir / "enfr.src-tgt").read_text(encoding="utf-8").splitlines()
+    gold_pairs = [tuple(side.split() for side in line.split(" ||| ")) for line in lines]
+    gold_lines = (gold_dir / "enfr.gold").read_text().splitlines()
+    gold = [parse_pharaoh(line, one_based=True) for line in gold_lines]
+    assert len(gold_pairs) == len(gold) == 447
+    pairs = corpus + gold_pairs
+    started = time.perf_counter()
+    links = align_corpus([s for s, _ in pairs], [t for _, t in pairs])
+    seconds = time.perf_counter() - started
+    result = score((a, s, p) for a, (s, p) in zip(links[len(corpus):], gold))
+    print(f"en-fr AER {result.aer:.4f} P {result.precision:.4f} R {result.recall:.4f} "
+          f"eflomal {seconds:.1f}s for {len(pairs)} pairs")
+    assert result.aer < 0.35
