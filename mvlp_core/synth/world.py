@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -107,4 +108,24 @@ def write_world(
         "iglue": write_iglue(out, seed, url_prefix),
     }
     write_json(out / "world.json", info)
+    return info
+
+
+def ensure_world(out_dir: Path, samples: int, seed: int) -> dict:
+    """The world for (samples, seed) in `out_dir`, written only when absent or different.
+
+    Written into a sibling temporary folder and renamed, so a killed write never leaves a
+    half-world that looks complete.
+    """
+    out_dir = Path(out_dir)
+    marker = out_dir / "world.json"
+    if marker.exists():
+        info = json.loads(marker.read_text(encoding="utf-8"))
+        if info["args"]["samples"] == samples and info["args"]["seed"] == seed:
+            return info
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    info = write_world(tmp, samples, seed)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
     return info

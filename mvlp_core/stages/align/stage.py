@@ -71,7 +71,7 @@ def _check(spec: PipelineSpec, inputs: dict[str, Path]) -> None:
         )
 
 
-def _config(spec: PipelineSpec) -> dict[str, Any]:
+def config(spec: PipelineSpec) -> dict[str, Any]:
     config = {**fingerprint_config(spec.align), "languages": spec.languages}
     config["versions"] = {name: metadata.version(name) for name in _VERSIONED}
     if spec.align.gold:
@@ -96,7 +96,7 @@ def run_align(
     inputs = {name: Path(folder) for name, folder in inputs.items()}
     _check(spec, inputs)
     fp = contract.stage_fingerprint(
-        STAGE, _config(spec), inputs, importlib.import_module(__package__)
+        STAGE, config(spec), inputs, importlib.import_module(__package__)
     )
     provenance = f"eflomal:model{spec.align.model}"
 

@@ -1,0 +1,20 @@
+"""Stage summaries as rows: the same figures for Prefect table artifacts, the CLI and --json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def rejects_text(rejects: dict[str, int]) -> str:
+    return ", ".join(f"{reason}: {n}" for reason, n in sorted(rejects.items(), key=lambda kv: -kv[1])) or "-"
+
+
+def summary_row(stage: str, state: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "stage": stage,
+        "state": state["state"],
+        "samples_in": state.get("samples_in", ""),
+        "samples_out": state.get("samples_out", ""),
+        "rejects": rejects_text(state.get("rejects", {})),
+        "seconds": state.get("seconds", ""),
+    }
