@@ -22,7 +22,9 @@ from mvlp_core import contract, pipeline
 from mvlp_core.spec import SPECS_ROOT, SpecError, load_spec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console()
+# The console writes to a duplicate of the terminal's fd, so stages that redirect fds 1/2 into
+# log files (img2dataset's worker processes) do not swallow the progress bars.
+console = Console(file=os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1))
 DEMO_SPEC = SPECS_ROOT / "pipelines" / "demo.yaml"
 UI_PORT = 4200
 

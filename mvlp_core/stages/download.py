@@ -10,7 +10,6 @@ writes after closing the tar), so a tar left by a killed run is redone, never re
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 import re
@@ -118,12 +117,32 @@ def _write_inputs(spec: PipelineSpec, ingest_dir: Path, out_dir: Path, units: li
     return shard_of, blocked
 
 
+@contextlib.contextmanager
+def _output_to(log: Path):
+    """Send this process's and its children's stdout/stderr (img2dataset's workers print) to a log."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log, "ab") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
 def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> None:
     from img2dataset import download as img2dataset_download
 
     d = spec.download
-    logging.getLogger("img2dataset").setLevel(logging.WARNING)
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    with _output_to(out_dir / "img2dataset.log"):
         img2dataset_download(
             url_list=str(out_dir / INPUT_DIR),
             input_format="parquet",

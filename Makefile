@@ -1,0 +1,36 @@
+# make demo / make test bootstrap .venv on first use; make setup only (re)installs it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+WORKDIR ?= runs/demo
+
+.PHONY: setup demo test test-slow status clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel
+	# the local CPU wheel; installed first so nothing pulls a CUDA build
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[test]"
+	# img2dataset pulls the py3.6 'dataclasses' backport, which shadows the stdlib module when
+	# Prefect's server puts site-packages first on sys.path
+	$(BIN)/pip uninstall -y -q dataclasses
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/mvlp demo --workdir $(WORKDIR)
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow
+
+status: setup
+	$(BIN)/mvlp status --workdir $(WORKDIR)
+
+clean:
+	rm -rf runs

@@ -1,0 +1,135 @@
+"""The demo as a user runs it: `mvlp demo` in a subprocess, then its outputs, the no-op re-run,
+and a SIGKILL during download followed by a re-run compared with an uninterrupted run."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mvlp_core.keys import is_valid_key
+from mvlp_core.stages.qa.filters import check
+from mvlp_core.stages.qa.parser import QAPair
+
+SAMPLES = 120
+MVLP = [sys.executable, "-m", "flows.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def demo(workdir: Path, **popen) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*MVLP, "demo", "--workdir", str(workdir), "--samples", str(SAMPLES)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True, **popen,
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def records(workdir: Path) -> dict[str, dict]:
+    """key -> {"jpg": bytes, "json": record} over every training shard."""
+    out: dict[str, dict] = {}
+    for tar_path in sorted((workdir / "shard").glob("shard-*.tar")):
+        with tarfile.open(tar_path) as tar:
+            for m in tar:
+                key, ext = m.name.split(".", 1)
+                entry = out.setdefault(key, {})
+                data = tar.extractfile(m).read()
+                entry[ext] = json.loads(data) if ext == "json" else data
+    return out
+
+
+def status(workdir: Path) -> dict:
+    res = subprocess.run([*MVLP, "status", "--workdir", str(workdir), "--json"], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    return json.loads(res.stdout)["stages"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("demo-ref")
+    out = finish(demo(workdir))
+    assert "Shards:" in out and "mvlp ui" in out
+    return workdir
+
+
+def test_demo_outputs(reference: Path) -> None:
+    stages = status(reference)
+    assert all(s["state"] == "complete" for s in stages.values()), stages
+    ingest, download, shard = stages["ingest"], stages["download"], stages["shard"]
+    # the world holds SAMPLES good rows + 8 bad ones; each bad one is a reject with its reason
+    assert ingest["samples_in"] == SAMPLES + 8
+    assert ingest["rejects"] == {"duplicate": 1, "empty_caption": 1, "url_scheme": 1}
+    assert download["rejects"] == {"http_404": 1, "http_500": 1, "image_decode_error": 2, "timeout": 1}
+    assert download["samples_out"] == shard["samples_out"] == SAMPLES
+    for s in stages.values():
+        assert s["samples_in"] == s["samples_out"] + sum(s["rejects"].values())
+
+    recs = records(reference)
+    assert len(recs) == SAMPLES
+    langs = {"en", "de", "fr", "cs", "ja", "zh"}
+    for key, entry in recs.items():
+        rec = entry["json"]
+        assert is_valid_key(key) and rec["key"] == key
+        assert set(rec["captions"]) == langs and all(rec["captions"].values())
+        assert set(rec["words"]) == langs and set(rec["alignments"]) == langs - {"en"}
+        for lang, links in rec["alignments"].items():
+            assert all(0 <= i < len(rec["words"]["en"]) and 0 <= j < len(rec["words"][lang]) for i, j in links)
+        assert rec["qa"] and all(
+            isinstance(check(rec["captions"]["en"], QAPair(q["question"], q["answer"])), QAPair)
+            for q in rec["qa"]
+        )
+        img = Image.open(io.BytesIO(entry["jpg"]))
+        assert (rec["image"]["width"], rec["image"]["height"]) == img.size == (64, 64)
+        assert rec["provenance"] == {"translate": "import:translations.tsv", "align": "eflomal:model3", "qa": "rules"}
+    aer = stages["align"]["aer"]
+    assert set(aer) == langs - {"en"}
+    assert sum(aer.values()) / len(aer) < 0.15, aer
+    assert max(aer.values()) < 0.25, aer
+
+
+def test_noop_rerun(reference: Path) -> None:
+    before = {p: p.stat().st_mtime_ns for p in reference.rglob("_manifest.json")}
+    t0 = time.perf_counter()
+    out = finish(demo(reference))
+    elapsed = time.perf_counter() - t0
+    assert "nothing to recompute" in " ".join(out.split())
+    assert {p: p.stat().st_mtime_ns for p in reference.rglob("_manifest.json")} == before
+    assert elapsed < 15
+
+
+def test_kill_during_download_then_resume(reference: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "killed"
+    proc = demo(workdir)
+    stats_dir = workdir / "download" / "webdataset"
+    deadline = time.monotonic() + 300
+    # kill once img2dataset has finished at least one shard but the stage is not complete
+    while not list(stats_dir.glob("*_stats.json")):
+        assert proc.poll() is None, "demo ended before download started"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert not (workdir / "download" / "_manifest.json").exists()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finish(demo(workdir))
+    got, want = records(workdir), records(reference)
+    assert sorted(got) == sorted(want)
+    for key in want:
+        a, b = got[key], want[key]
+        assert a["jpg"] == b["jpg"], key
+        assert a["json"]["captions"] == b["json"]["captions"]
+        assert a["json"]["qa"] == b["json"]["qa"]
+        assert a["json"]["source"] == b["json"]["source"]
