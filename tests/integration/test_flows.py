@@ -1,0 +1,48 @@
+"""The Prefect flows under Prefect's test harness: one parent run, one child run per stage,
+progress and summary artifacts."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import Artifact
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.pipeline_flow import data_pipeline
+from mvlp_core.spec import STAGES
+
+
+@pytest.fixture(scope="module")
+def harness():
+    with prefect_test_harness():
+        yield
+
+
+async def _runs_and_artifacts():
+    async with get_client() as client:
+        runs = await client.read_flow_runs(limit=200, sort=FlowRunSort.START_TIME_ASC)
+        response = await client._client.post("/artifacts/filter", json={"limit": 200})
+        artifacts = [Artifact.model_validate(a) for a in response.json()]
+        return runs, artifacts
+
+
+def test_pipeline_records_stage_runs(harness, tmp_path: Path) -> None:
+    result = data_pipeline("demo", str(tmp_path), ["dataset.samples=30", "shard.samples_per_shard=16"])
+    assert list(result) == list(STAGES)
+    assert all(s["state"] == "complete" for s in result.values())
+    assert result["shard"]["samples_out"] == 30
+    runs, artifacts = asyncio.run(_runs_and_artifacts())
+    parent = [r for r in runs if r.parent_task_run_id is None and r.name != "synth"]
+    children = {r.name for r in runs if r.parent_task_run_id is not None}
+    assert len(parent) == 1
+    assert set(STAGES) | {"synth"} <= children
+    keys = {a.key for a in artifacts}
+    assert {f"{s}-summary" for s in STAGES} <= keys
+    assert {f"{s}-progress" for s in STAGES} <= keys
+    assert "pipeline-summary" in keys
+    progress = [a for a in artifacts if a.type == "progress"]
+    assert progress and all(a.data == 100.0 for a in progress)

@@ -1,0 +1,271 @@
+"""The stage contract (contract.run_units): resume, force, fingerprints, temporaries, rejects and
+the count invariant."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mvlp_core import atomic, contract
+from mvlp_core.contract import CountMismatch, Manifest, Reject, UnitResult, run_units
+
+UNITS = ["u0", "u1", "u2"]
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def make_process(
+    out_dir: Path,
+    calls: Counter,
+    *,
+    fail_on: str | None = None,
+    fail_times: int = 1,
+    rejects: dict[str, list[Reject]] | None = None,
+    samples_in_extra: int = 0,
+    per_unit: int = 2,
+) -> Callable[[str], UnitResult]:
+    """A process that writes `<unit>.json` with `per_unit` samples (plus the unit's rejects)."""
+    failures = Counter()
+    rejects = rejects or {}
+
+    def process(unit: str) -> UnitResult:
+        calls[unit] += 1
+        if unit == fail_on and failures[unit] < fail_times:
+            failures[unit] += 1
+            raise Boom(f"failing on {unit}")
+        rel = f"{unit}.json"
+        atomic.write_json(out_dir / rel, {"unit": unit, "rows": list(range(per_unit))})
+        unit_rejects = rejects.get(unit, [])
+        return UnitResult(
+            files={rel: per_unit},
+            samples_in=per_unit + len(unit_rejects) + samples_in_extra,
+            samples_out=per_unit,
+            rejects=list(unit_rejects),
+        )
+
+    return process
+
+
+def test_full_run_writes_manifest(tmp_path: Path) -> None:
+    out = tmp_path / "stage"
+    calls: Counter = Counter()
+    m = run_units("s", out, "fp1", UNITS, make_process(out, calls))
+    assert calls == Counter({u: 1 for u in UNITS})
+    assert (out / contract.MANIFEST).exists()
+    assert m.stage == "s" and m.fingerprint == "fp1"
+    assert m.units == 3
+    assert m.samples_in == 6 and m.samples_out == 6
+    assert m.rejects == {}
+    assert set(m.files) == {"u0.json", "u1.json", "u2.json"}
+    for rel, info in m.files.items():
+        assert info["samples"] == 2
+        assert info["sha256"] == atomic.sha256_file(out / rel)
+        assert info["bytes"] == (out / rel).stat().st_size
+    loaded = Manifest.load(out)
+    assert loaded == m
+    assert contract.is_complete(out, "fp1")
+    assert not contract.is_complete(out, "other")
+
+
+def test_resume_after_failure_skips_finished_units(tmp_path: Path) -> None:
+    out = tmp_path / "stage"
+    calls: Counter = Counter()
+    process = make_process(out, calls, fail_on="u1")
+    with pytest.raises(Boom):
+        run_units("s", out, "fp1", UNITS, process)
+    assert calls == Counter({"u0": 1, "u1": 1})
+    assert not (out / contract.MANIFEST).exists()
+    assert (out / "u0.json").exists()
+    assert not (out / "u1.json").exists()
+
+    m = run_units("s", out, "fp1", UNITS, process)
+    # u0 was not re-processed; u1 retried once more; u2 processed once.
+    assert calls == Counter({"u0": 1, "u1": 2, "u2": 1})
+    assert m.samples_in == 6 and m.samples_out == 6 and m.units == 3
+    assert set(m.files) == {"u0.json", "u1.json", "u2.json"}
+    assert contract.is_complete(out, "fp1")
+
+
+def test_resume_with_rejects_keeps_totals(tmp_path: Path) -> None:
+    out = tmp_path / "stage"
+    calls: Counter = Counter()
+    rejects = {"u0": [Reject("k0", "bad")], "u2": [Reject("k2", "bad"), Reject(None, "worse")]}
+    process = make_process(out, calls, fail_on="u1", rejects=rejects)
+    with pytest.raises(Boom):
+        run_units("s", out, "fp1", UNITS, process)
+    m = run_units("s", out, "fp1", UNITS, process)
+    assert calls["u0"] == 1
+    assert m.samples_in == 9 and m.samples_out == 6
+    assert m.rejects == {"bad": 2, "worse": 1}
+    assert contract.read_rejects(out).num_rows == 3
+
+
+def test_count_mismatch_raises_and_writes_no_manifest(tmp_path: Path) -> None:
+    out = tmp_path / "stage"
+    calls: Counter = Counter()
+    process = make_process(out, calls, samples_in_extra=1)  # one sample "lost" per unit
+    with pytest.raises(CountMismatch) as info:
+        run_units("s", out, "fp1", UNITS, process)
+    assert isinstance(info.value, contract.StageError)
+    assert "9 samples in" in str(info.value) and "6 out" in str(info.value)
+    assert not (out / contract.MANIFEST).exists()
+    assert not contract.is_complete(out, "fp1")
+
+
+def test_complete_stage_is_skipped_and_force_recomputes(tmp_path: Path) -> None:
+    out = tmp_path / "stage"
+    calls: Counter = Counter()
+    process = make_process(out, calls)
+    first = run_units("s", out, "fp1", UNITS, process)
+    mtime = (out / contract.MANIFEST).stat().st_mtime_ns
+
+    def never(unit: str) -> UnitResult:
+        raise AssertionError(f"process called for {unit} on a complete stage")
+
+    again = run_units("s", out, "fp1", UNITS, never)
+    assert again == first
+    assert (out / contract.MANIFEST).stat().st_mtime_ns == mtime
+
+    (out / "junk.txt").write_text("left by someone")
+    forced = run_units("s", out, "fp1", UNITS, process, force=True)
+    assert calls == Counter({u: 2 for u in UNITS})
+    assert forced.samples_in == 6 and forced.samples_out == 6
+    assert not (out / "junk.txt").exists()  # force starts from an empty folder
+    assert contract.is_complete(out, "fp1")
+
+
+def test_changed_fingerprint_wipes_stale_partial_outputs(tmp_path: Path) -> None:
+    out = tmp_path / "stage"
+    calls: Counter = Counter()
+    with pytest.raises(Boom):
+        run_units("s", out, "fp-old", UNITS, make_process(out, calls, fail_on="u1"))
+    (out / "stale-only-in-old.json").write_text("{}")
+    assert (out / "u0.json").exists()
+
+    calls_new: Counter = Counter()
+    m = run_units("s", out, "fp-new", ["u0", "u1"], make_process(out, calls_new))
+    # u0 was finished under the old fingerprint, but must be recomputed under the new one.
+    assert calls_new == Counter({"u0": 1, "u1": 1})
+    assert not (out / "stale-only-in-old.json").exists()
+    assert m.fingerprint == "fp-new"
+    assert sorted(p.name for p in (out / contract.UNITS_DIR).glob("*.json")) == [
+        "u0.json",
+        "u1.json",
+    ]
+    assert set(m.files) == {"u0.json", "u1.json"}
+
+
+def test_changed_fingerprint_after_complete_run_recomputes(tmp_path: Path) -> None:
+    out = tmp_path / "stage"
+    calls: Counter = Counter()
+    run_units("s", out, "fp1", UNITS, make_process(out, calls))
+    m = run_units("s", out, "fp2", ["u0"], make_process(out, calls))
+    assert calls == Counter({"u0": 2, "u1": 1, "u2": 1})
+    assert set(m.files) == {"u0.json"}
+    assert not (out / "u1.json").exists() and not (out / "u2.json").exists()
+    assert Manifest.load(out).fingerprint == "fp2"
+
+
+def test_leftover_temporaries_removed_on_resume(tmp_path: Path) -> None:
+    out = tmp_path / "stage"
+    calls: Counter = Counter()
+    process = make_process(out, calls, fail_on="u1")
+    with pytest.raises(Boom):
+        run_units("s", out, "fp1", UNITS, process)
+    leftovers = [
+        out / f"u1.json{atomic.TMP_MARK}deadbeef",
+        out / contract.UNITS_DIR / f"u1.json{atomic.TMP_MARK}cafebabe",
+        out / "nested" / f"part.parquet{atomic.TMP_MARK}01234567",
+    ]
+    for p in leftovers:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"half-written")
+    run_units("s", out, "fp1", UNITS, process)
+    for p in leftovers:
+        assert not p.exists(), p
+    assert not list(out.rglob(f"*{atomic.TMP_MARK}*"))
+    assert calls["u0"] == 1
+
+
+def test_rejects_merged_with_reasons_counted(tmp_path: Path) -> None:
+    out = tmp_path / "stage"
+    calls: Counter = Counter()
+    rejects = {
+        "u0": [Reject("k-1", "bad_url", "ftp"), Reject(None, "malformed_row", "3 fields")],
+        "u2": [Reject("k-7", "bad_url", "file"), Reject("k-8", "duplicate")],
+    }
+    m = run_units("s", out, "fp1", UNITS, make_process(out, calls, rejects=rejects))
+    assert (out / contract.REJECTS).exists()
+    table = contract.read_rejects(out)
+    assert table.schema.equals(contract.REJECT_SCHEMA)
+    rows = sorted(table.to_pylist(), key=lambda r: (r["unit"], r["reason"]))
+    assert rows == [
+        {"key": "k-1", "reason": "bad_url", "detail": "ftp", "unit": "u0"},
+        {"key": None, "reason": "malformed_row", "detail": "3 fields", "unit": "u0"},
+        {"key": "k-7", "reason": "bad_url", "detail": "file", "unit": "u2"},
+        {"key": "k-8", "reason": "duplicate", "detail": "", "unit": "u2"},
+    ]
+    assert m.rejects == {"bad_url": 2, "duplicate": 1, "malformed_row": 1}
+    assert m.samples_in == 10 and m.samples_out == 6
+    assert m.samples_in == m.samples_out + sum(m.rejects.values())
+    on_disk = json.loads((out / contract.MANIFEST).read_text())
+    assert on_disk["rejects"] == {"bad_url": 2, "duplicate": 1, "malformed_row": 1}
+
+
+def test_read_rejects_of_missing_stage_is_empty(tmp_path: Path) -> None:
+    table = contract.read_rejects(tmp_path / "nothing")
+    assert table.num_rows == 0 and table.schema.equals(contract.REJECT_SCHEMA)
+
+
+def test_unit_reporting_unwritten_file_is_an_error(tmp_path: Path) -> None:
+    out = tmp_path / "stage"
+
+    def liar(unit: str) -> UnitResult:
+        return UnitResult(files={"missing.json": 1}, samples_in=1, samples_out=1)
+
+    with pytest.raises(contract.StageError, match="missing.json"):
+        run_units("s", out, "fp1", ["u0"], liar)
+    assert not (out / contract.MANIFEST).exists()
+
+
+def test_duplicate_unit_names_rejected(tmp_path: Path) -> None:
+    out = tmp_path / "stage"
+    with pytest.raises(contract.StageError, match="duplicate unit"):
+        run_units("s", out, "fp1", ["u0", "u0"], make_process(out, Counter()))
+
+
+def test_progress_and_finalize(tmp_path: Path) -> None:
+    out = tmp_path / "stage"
+    seen: list[tuple[int, int, str]] = []
+
+    def finalize(folder: Path, records: list[dict]) -> dict:
+        assert folder == out
+        return {"units_seen": [r["unit"] for r in records]}
+
+    m = run_units(
+        "s",
+        out,
+        "fp1",
+        UNITS,
+        make_process(out, Counter()),
+        progress=lambda d, t, u: seen.append((d, t, u)),
+        finalize=finalize,
+    )
+    assert seen == [(0, 3, ""), (1, 3, "u0"), (2, 3, "u1"), (3, 3, "u2")]
+    assert m.extra == {"units_seen": UNITS}
+
+
+def test_stage_fingerprint_requires_complete_inputs(tmp_path: Path) -> None:
+    with pytest.raises(contract.StageError, match="upstream"):
+        contract.stage_fingerprint("down", {}, {"upstream": tmp_path / "missing"})
+    up = tmp_path / "up"
+    run_units("up", up, "fpA", ["u0"], make_process(up, Counter()))
+    fp1 = contract.stage_fingerprint("down", {"a": 1}, {"upstream": up})
+    assert fp1 == contract.stage_fingerprint("down", {"a": 1}, {"upstream": up})
+    assert fp1 != contract.stage_fingerprint("down", {"a": 2}, {"upstream": up})
