@@ -133,3 +133,14 @@ def test_kill_during_download_then_resume(reference: Path, tmp_path: Path) -> No
         assert a["json"]["captions"] == b["json"]["captions"]
         assert a["json"]["qa"] == b["json"]["qa"]
         assert a["json"]["source"] == b["json"]["source"]
+
+
+def test_shards_are_reproducible(reference: Path, tmp_path: Path) -> None:
+    from mvlp_core import pipeline
+
+    spec = pipeline.load_saved_spec(reference)
+    before = pipeline.stage_state(spec, "shard")
+    first = {f: v["sha256"] for f, v in pipeline.run_stage(spec, "shard").files.items()}
+    again = pipeline.run_stage(spec, "shard", force=True)
+    assert {f: v["sha256"] for f, v in again.files.items()} == first
+    assert pipeline.stage_state(spec, "shard")["samples_out"] == before["samples_out"]
