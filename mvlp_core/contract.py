@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -118,13 +119,7 @@ def stage_fingerprint(
                 f"run it first (mvlp run SPEC --only {name}) or run the whole pipeline"
             )
         upstream[name] = m.fingerprint
-    return fingerprint(stage, config, upstream, code_version(contract_module(), *code_modules))
-
-
-def contract_module() -> ModuleType:
-    import sys
-
-    return sys.modules[__name__]
+    return fingerprint(stage, config, upstream, code_version(sys.modules[__name__], *code_modules))
 
 
 def is_complete(out_dir: Path, expected_fingerprint: str) -> bool:

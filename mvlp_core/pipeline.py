@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mvlp_core import contract
+from mvlp_core import atomic, contract
 from mvlp_core.spec import STAGES, PipelineSpec, SpecError
 
 SPEC_FILE = "spec.json"
@@ -116,8 +116,6 @@ def stage_states(spec: PipelineSpec, names: list[str] | None = None) -> dict[str
 
 
 def save_spec(spec: PipelineSpec) -> None:
-    from mvlp_core import atomic
-
     atomic.write_json(Path(spec.workdir) / SPEC_FILE, spec.model_dump(mode="json", by_alias=True))
 
 
