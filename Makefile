@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/demo
 
-.PHONY: setup demo test test-slow status clean
+.PHONY: setup demo test test-slow bench status clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,9 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow
+
+bench: setup
+	$(BIN)/python -m benchmarks.harness --runs $(or $(RUNS),3) $(if $(BENCH),--only $(BENCH))
 
 status: setup
 	$(BIN)/mvlp status --workdir $(WORKDIR)

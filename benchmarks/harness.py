@@ -1,0 +1,116 @@
+"""`make bench`: run every `benchmarks/bench_*.py`, then rewrite BENCHMARKS.md and results.json.
+
+Each benchmark module defines `run(runs: int) -> list[dict]` and measures its figure side by side
+with a baseline in the same process, so the ratio means something on any machine; absolute
+values are kept too, with the machine and the date. A module that fails is reported as failed in
+the table (with its error), never silently dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import sys
+import traceback
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results.json"
+REPORT = ROOT / "BENCHMARKS.md"
+KEYS = ("name", "value", "unit", "baseline", "baseline_value", "ratio", "runs", "higher_is_better", "notes")
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def discover(only: list[str] | None) -> list[str]:
+    names = sorted(p.stem for p in (ROOT / "benchmarks").glob("bench_*.py"))
+    return [n for n in names if not only or n.removeprefix("bench_") in only or n in only]
+
+
+def collect(modules: list[str], runs: int) -> tuple[list[dict], dict[str, str]]:
+    results: list[dict] = []
+    failures: dict[str, str] = {}
+    today = date.today().isoformat()
+    for name in modules:
+        print(f"== {name}", flush=True)
+        try:
+            rows = importlib.import_module(f"benchmarks.{name}").run(runs)
+        except Exception as err:  # a broken benchmark is reported, the others still run
+            traceback.print_exc()
+            failures[name] = f"{type(err).__name__}: {err}"
+            continue
+        for row in rows:
+            missing = [k for k in KEYS if k not in row]
+            if missing:
+                failures[name] = f"result {row.get('name')!r} lacks {missing}"
+                continue
+            results.append({**{k: row[k] for k in KEYS}, "date": today, "module": name})
+    return results, failures
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.3g}" if abs(x) < 1000 else f"{x:,.0f}"
+
+
+def render(results: list[dict], failures: dict[str, str], host: str) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (benchmarks/harness.py); do not edit by hand. Every figure is a",
+        "median over `runs` runs, measured side by side with its baseline in the same script, so",
+        "the ratio carries over between machines better than the absolute values do.",
+        "",
+        f"Machine: {host}. Date: {date.today().isoformat()}.",
+        "",
+        "| name | value | baseline | baseline value | ratio | runs | notes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        better = "higher is better" if r["higher_is_better"] else "lower is better"
+        lines.append(
+            f"| {r['name']} | {_fmt(r['value'])} {r['unit']} | {r['baseline']} | "
+            f"{_fmt(r['baseline_value'])} {r['unit']} | {_fmt(r['ratio'])} ({better}) | {r['runs']} | "
+            f"{r['notes']} |"
+        )
+    for name, err in failures.items():
+        lines.append(f"| {name} | failed | – | – | – | – | {err} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (the median is kept)")
+    parser.add_argument("--only", nargs="*", help="benchmark names (e.g. align translate)")
+    args = parser.parse_args(argv)
+    modules = discover(args.only)
+    if not modules:
+        print("no benchmarks found", file=sys.stderr)
+        return 2
+    results, failures = collect(modules, args.runs)
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() and args.only else []
+    names = {r["name"] for r in results}
+    merged = [r for r in previous if r["name"] not in names] + results
+    RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
+    REPORT.write_text(render(merged, failures, machine()))
+    print(REPORT.read_text())
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
