@@ -2,7 +2,8 @@
 
 The download stage is exercised for real (img2dataset over loopback) without internet: files under
 ``root`` are served by path, and ``/bad/*`` returns each failure a crawler meets in CC3M-style lists
-(404, 500, corrupt JPEG, HTML instead of an image, a server slower than the client's timeout).
+(404, 500, corrupt JPEG, HTML instead of an image, a server slower than the client's timeout, a
+redirect to any `?to=` URL, a body that never ends, a connection dropped mid-body).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from PIL import Image
 
@@ -45,9 +46,25 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
-        path = unquote(urlsplit(self.path).path)
+        parts = urlsplit(self.path)
+        path = unquote(parts.path)
         self.server.owner._count(path)
-        if path == "/bad/404.jpg":
+        if path == "/bad/redirect":
+            self.send_response(302)
+            self.send_header("Location", parse_qs(parts.query).get("to", ["/"])[0])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif path == "/bad/endless.jpg":
+            self._send_endless()
+        elif path == "/bad/drop-mid-body.jpg":
+            body = self.server.owner._slow_body
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+        elif path == "/bad/404.jpg":
             self._send(404, b"not found\n", "text/plain")
         elif path == "/bad/500.jpg":
             self._send(500, b"internal server error\n", "text/plain")
@@ -62,6 +79,16 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, self.server.owner._slow_body, "image/jpeg")
         else:
             self._serve_file(path)
+
+    def _send_endless(self) -> None:
+        """A body with no declared length that never ends (until the server stops)."""
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.end_headers()
+        self.close_connection = True
+        chunk = b"\xff" * 65536
+        while not self.server.owner._stopping.is_set():
+            self.wfile.write(chunk)
 
     def _serve_file(self, path: str) -> None:
         root = self.server.owner.root

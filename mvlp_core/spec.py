@@ -57,6 +57,9 @@ class UrlPolicy(Strict):
     allow_loopback: bool = False
     allow_private: bool = False
     allow_link_local: bool = False
+    allowed_ports: list[int] | None = Field(
+        None, description="ports that may be fetched (None: any); e.g. [80, 443] on a crawl"
+    )
 
 
 class IngestSpec(Strict):
@@ -76,6 +79,11 @@ class DownloadSpec(Strict):
     max_aspect_ratio: float = Field(float("inf"), gt=0)
     timeout: float = Field(10, gt=0)
     retries: int = Field(1, ge=0)
+    guard_fetch: bool = Field(
+        True,
+        description="route img2dataset through the URL-policy proxy (checks redirects and DNS)",
+    )
+    max_response_bytes: int = Field(50 * 2**20, gt=0, description="larger responses are refused or cut")
     processes: int = perf_only(2, gt=0)
     threads: int = perf_only(16, gt=0)
     mirrors: dict[str, str] = perf_only(

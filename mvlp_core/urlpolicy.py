@@ -2,8 +2,9 @@
 unless the spec allows them.
 
 Applied at ingest to the listed URL and again at download to the URL actually fetched (after a
-mirror rewrite). Host names are checked as written (IP literals in dotted, decimal, hex and IPv6
-form, and `localhost`); resolving names to addresses belongs at the fetch point.
+mirror rewrite). Host names are checked as written here (IP literals in dotted, decimal, hex and
+IPv6 form, and `localhost`); `mvlp_core.fetchguard` checks what names resolve to, and every
+redirect hop, where img2dataset fetches.
 """
 
 from __future__ import annotations
@@ -50,24 +51,10 @@ def _parse_host_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address |
     return ipaddress.IPv4Address(value)
 
 
-def check_url(url: str, policy: UrlPolicy) -> tuple[str, str] | None:
-    """None if the URL may be fetched, else (reason, detail)."""
-    try:
-        parts = urlsplit(url.strip())
-        host = parts.hostname
-    except ValueError as err:
-        return "url_invalid", str(err)
-    if parts.scheme.lower() not in ALLOWED_SCHEMES:
-        return "url_scheme", f"scheme {parts.scheme or '(none)'!r} not in {ALLOWED_SCHEMES}"
-    if not host:
-        return "url_invalid", "no host"
-    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain") or host.lower().endswith(
-        ".localhost"
-    ):
-        return None if policy.allow_loopback else ("url_loopback", host)
-    ip = _parse_host_ip(host)
-    if ip is None:
-        return None
+def check_ip(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address, policy: UrlPolicy
+) -> tuple[str, str] | None:
+    """None if an address may be contacted, else (reason, detail)."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
     if ip.is_loopback:
@@ -76,6 +63,32 @@ def check_url(url: str, policy: UrlPolicy) -> tuple[str, str] | None:
         return None if policy.allow_link_local else ("url_link_local", str(ip))
     if ip.is_multicast:
         return "url_multicast", str(ip)
-    if ip.is_private or ip.is_reserved or ip.is_unspecified:
+    # not is_global also catches shared address space (100.64/10) and other special ranges
+    if ip.is_private or ip.is_reserved or ip.is_unspecified or not ip.is_global:
         return None if policy.allow_private else ("url_private", str(ip))
     return None
+
+
+def check_url(url: str, policy: UrlPolicy) -> tuple[str, str] | None:
+    """None if the URL may be fetched, else (reason, detail)."""
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+        port = parts.port
+    except ValueError as err:
+        return "url_invalid", str(err)
+    if parts.scheme.lower() not in ALLOWED_SCHEMES:
+        return "url_scheme", f"scheme {parts.scheme or '(none)'!r} not in {ALLOWED_SCHEMES}"
+    if not host:
+        return "url_invalid", "no host"
+    if policy.allowed_ports is not None:
+        effective = port or (443 if parts.scheme.lower() == "https" else 80)
+        if effective not in policy.allowed_ports:
+            return "url_port", f"port {effective} not in {policy.allowed_ports}"
+    host = host.lower().rstrip(".")
+    if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
+        return None if policy.allow_loopback else ("url_loopback", host)
+    ip = _parse_host_ip(host)
+    if ip is None:
+        return None
+    return check_ip(ip, policy)

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mvlp_core import atomic, contract, urlpolicy
+from mvlp_core.fetchguard import BLOCK_PHRASE, FetchGuard, routed_through
 from mvlp_core.spec import PipelineSpec, fingerprint_config
 
 WDS_DIR = "webdataset"
@@ -43,6 +44,8 @@ SAMPLES_SCHEMA = pa.schema(
 
 # img2dataset error text -> reject reason (first match wins)
 _ERROR_REASONS = [
+    (re.compile(BLOCK_PHRASE + r": (\w+)"), lambda m: m.group(1)),
+    (re.compile(r"mvlp proxy connection error"), lambda m: "connection_error"),
     (re.compile(r"HTTP Error (\d{3})"), lambda m: f"http_{m.group(1)}"),
     (re.compile(r"timed out|timeout", re.I), lambda m: "timeout"),
     (re.compile(r"cannot identify image|image file is truncated|decod", re.I), lambda m: "image_decode_error"),
@@ -137,12 +140,19 @@ def _output_to(log: Path):
                 os.close(fd)
 
 
-def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> None:
+def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> dict[str, int]:
+    """Run img2dataset over the input files; returns requests the fetch guard refused, by reason."""
     from img2dataset import download as img2dataset_download
 
     d = spec.download
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    with _output_to(out_dir / "img2dataset.log"):
+    with contextlib.ExitStack() as stack:
+        if d.guard_fetch:
+            guard = stack.enter_context(
+                FetchGuard(spec.ingest.url_policy, max_bytes=d.max_response_bytes)
+            )
+            stack.enter_context(routed_through(guard))
+        stack.enter_context(_output_to(out_dir / "img2dataset.log"))
         img2dataset_download(
             url_list=str(out_dir / INPUT_DIR),
             input_format="parquet",
@@ -168,6 +178,7 @@ def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> None:
             enable_wandb=False,
             compute_hash="sha256",
         )
+    return guard.blocked if d.guard_fetch else {}
 
 
 def _tar_members(path: Path) -> set[str]:
@@ -250,7 +261,7 @@ def run_download(
         plan["shard_of"], plan["blocked"] = _write_inputs(spec, ingest_dir, out_dir, units)
         t0 = time.perf_counter()
         if any(plan["shard_of"][u] is not None for u in pending):
-            _run_img2dataset(spec, out_dir)
+            plan["guard_blocked"] = _run_img2dataset(spec, out_dir)
         plan["fetch_seconds"] = time.perf_counter() - t0
 
     def process(unit: str) -> contract.UnitResult:
@@ -260,7 +271,12 @@ def run_download(
         fetched = sum(r["samples_out"] for r in records if r["unit"] in plan.get("pending", ()))
         seconds = plan.get("fetch_seconds") or 0
         rate = round(fetched / seconds, 2) if seconds else None
-        return {"images_per_second": rate, "image_size": spec.download.image_size}
+        return {
+            "images_per_second": rate,
+            "image_size": spec.download.image_size,
+            "fetch_guard": spec.download.guard_fetch,
+            "fetch_guard_blocked": plan.get("guard_blocked", {}),
+        }
 
     return contract.run_units(
         "download", out_dir, fp, units, process,

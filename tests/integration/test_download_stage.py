@@ -67,3 +67,35 @@ def test_partial_shard_is_redone_not_read(run) -> None:
     assert again.samples_out == first.samples_out and again.rejects == first.rejects
     with tarfile.open(tar) as t:
         assert len([n for n in t.getnames() if n.endswith(".jpg")]) == 10
+
+
+def test_fetch_guard_refuses_redirect_hops_and_cuts_endless_bodies(tmp_path: Path) -> None:
+    """img2dataset follows redirects itself; the policy still holds on every hop it fetches."""
+    ensure_world(tmp_path / "world", 2, 0)
+    with ImageServer(tmp_path / "world") as server, ImageServer(tmp_path / "world") as secret:
+        rows = [
+            ("a good image", f"{server.url}images/000000.jpg"),
+            ("a hop to an internal port", f"{server.url}bad/redirect?to={secret.url}images/000001.jpg"),
+            ("a body that never ends", f"{server.url}bad/endless.jpg"),
+            ("a connection dropped mid-body", f"{server.url}bad/drop-mid-body.jpg"),
+        ]
+        (tmp_path / "urls.tsv").write_text(
+            "caption\turl\n" + "".join(f"{c}\t{u}\n" for c, u in rows), encoding="utf-8"
+        )
+        dataset = {"name": "guard", "url_list": str(tmp_path / "urls.tsv"), "format": "tsv"}
+        spec = load_spec(
+            "demo",
+            [f"dataset.spec={json.dumps(dataset)}", "download.timeout=5",
+             f"ingest.url_policy.allowed_ports=[{server.port}]",
+             f"download.max_response_bytes={1 << 20}"],
+            tmp_path,
+        )
+        run_ingest(spec, {}, tmp_path / "ingest")
+        m = run_download(spec, {"ingest": tmp_path / "ingest"}, tmp_path / "download")
+    assert m.samples_in == 4 and m.samples_out == 1
+    rejects = contract.read_rejects(tmp_path / "download").to_pylist()
+    by_key = {r["key"]: r["reason"] for r in rejects}
+    assert by_key["guard-000000001"] == "url_port"
+    assert by_key["guard-000000002"] != "url_port" and by_key["guard-000000003"] != "url_port"
+    assert m.extra["fetch_guard_blocked"] == {"response_too_large": 1, "url_port": 1}
+    assert secret.request_counts() == {}
