@@ -189,6 +189,7 @@ def test_fingerprint_config_recurses_into_nested_models(tmp_path: Path) -> None:
         "allow_loopback": True,
         "allow_private": False,
         "allow_link_local": False,
+        "allowed_ports": None,
     }
     changed = load_spec(DEMO, overrides=["ingest.url_policy.allow_private=true"], workdir=tmp_path)
     assert fingerprint_config(changed.ingest) != cfg
