@@ -6,21 +6,24 @@ http://169.254.169.254/` and names that resolve to private addresses. The worker
 `http_proxy`/`https_proxy`, so every request (the first and each redirect hop, HTTP and HTTPS
 CONNECT alike) passes through this proxy, which checks the URL, resolves the host, checks every
 address, and connects to the address it checked (no second lookup to rebind). A refused request
-gets `403 mvlp url policy: <reason> <detail>` (a declared body over `max_bytes` too; an undeclared
-one is cut at `max_bytes`); img2dataset records that status line, and the
+gets `403 mvlp url policy: <reason> <detail>`, and so does a response over `max_bytes` (bodies are
+read whole before they are passed on) and an image whose header declares more than `max_pixels`
+(a decompression bomb is refused before any worker decodes it); img2dataset records that status line, and the
 download stage turns it into a reject with that reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import ipaddress
-import os
+import re
 import socket
 import threading
+import warnings
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+
+from PIL import Image
 from urllib.parse import urlsplit
 
 from mvlp_core import urlpolicy
@@ -60,10 +63,11 @@ async def resolve_checked(host: str, port: int, policy: UrlPolicy) -> str:
 
 
 class _Proxy:
-    def __init__(self, policy: UrlPolicy, resolve, max_bytes: int) -> None:
+    def __init__(self, policy: UrlPolicy, resolve, max_bytes: int, max_pixels: int) -> None:
         self.policy = policy
         self.resolve = resolve
         self.max_bytes = max_bytes
+        self.max_pixels = max_pixels
         self.blocked: Counter[str] = Counter()
         self.requests = 0
 
@@ -113,13 +117,23 @@ class _Proxy:
         await upstream_w.drain()
         head = await upstream_r.readuntil(b"\r\n\r\n")
         declared = _content_length(head.decode("latin-1").split("\r\n")[1:])
-        if declared is not None and declared > self.max_bytes:
-            upstream_w.close()
-            raise Blocked("response_too_large", f"{declared} bytes > {self.max_bytes}")
-        writer.write(head)
-        if not await _pipe(upstream_r, writer, self.max_bytes):
-            self.blocked["response_too_large"] += 1
+        # the body is read whole before anything is answered, so an oversized or endless one
+        # can still be refused with a status line the client records
+        body = b""
+        if declared is None or declared <= self.max_bytes:
+            body = await upstream_r.read(self.max_bytes + 1)
+            while body and len(body) <= self.max_bytes and (chunk := await upstream_r.read(1 << 16)):
+                body += chunk
         upstream_w.close()
+        size = declared if declared is not None and declared > self.max_bytes else len(body)
+        if size > self.max_bytes:
+            raise Blocked("response_too_large", f"more than {self.max_bytes} bytes")
+        dims = _image_size(body)
+        if dims and dims[0] * dims[1] > self.max_pixels:
+            raise Blocked("image_too_large", f"{dims[0]}x{dims[1]} > {self.max_pixels} pixels")
+        writer.write(head + body)
+        await writer.drain()
+        writer.close()
 
     async def _tunnel(self, target: str, reader, writer) -> None:
         host, port = self._check(f"https://{target}/")
@@ -139,6 +153,20 @@ class _Proxy:
         writer.close()
 
 
+def _image_size(body: bytes) -> tuple[int, int] | None:
+    """Width and height from an image header (nothing is decoded); None if it is no image."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(body)) as img:
+                return img.size
+    except Image.DecompressionBombError as err:
+        match = re.search(r"\((\d+) pixels\)", str(err))
+        return (int(match[1]), 1) if match else (2**31, 1)
+    except Exception:  # not an image, or a broken one: img2dataset decides and rejects it
+        return None
+
+
 def _content_length(header_lines: list[str]) -> int | None:
     for h in header_lines:
         name, _, value = h.partition(":")
@@ -150,21 +178,15 @@ def _content_length(header_lines: list[str]) -> int | None:
     return None
 
 
-async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, limit: int | None = None) -> bool:
-    """Copy until EOF; False when `limit` bytes were exceeded and the copy was cut short."""
-    sent = 0
+async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
     try:
         while chunk := await src.read(1 << 16):
-            sent += len(chunk)
-            if limit is not None and sent > limit:
-                return False
             dst.write(chunk)
             await dst.drain()
     except ConnectionError:
         pass
     finally:
         dst.close()
-    return True
 
 
 class FetchGuard:
@@ -174,9 +196,13 @@ class FetchGuard:
     """
 
     def __init__(
-        self, policy: UrlPolicy, resolve=resolve_checked, max_bytes: int = 50 * 2**20
+        self,
+        policy: UrlPolicy,
+        resolve=resolve_checked,
+        max_bytes: int = 50 * 2**20,
+        max_pixels: int = 100_000_000,
     ) -> None:
-        self.proxy = _Proxy(policy, resolve, max_bytes)
+        self.proxy = _Proxy(policy, resolve, max_bytes, max_pixels)
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -216,18 +242,3 @@ class FetchGuard:
     @property
     def blocked(self) -> dict[str, int]:
         return dict(self.proxy.blocked)
-
-
-@contextmanager
-def routed_through(guard: FetchGuard) -> Iterator[None]:
-    """Set the proxy variables in this process (children spawned inside inherit them)."""
-    saved = {k: os.environ.get(k) for k in (*_PROXY_VARS, *_NO_PROXY_VARS)}
-    os.environ.update(guard.env())
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v

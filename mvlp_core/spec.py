@@ -83,6 +83,9 @@ class DownloadSpec(Strict):
         True,
         description="route img2dataset through the URL-policy proxy (checks redirects and DNS)",
     )
+    max_image_pixels: int = Field(
+        100_000_000, gt=0, description="images declaring more pixels are refused before decoding"
+    )
     max_response_bytes: int = Field(50 * 2**20, gt=0, description="larger responses are refused or cut")
     processes: int = perf_only(2, gt=0)
     threads: int = perf_only(16, gt=0)
@@ -192,12 +195,27 @@ def parse_override(text: str) -> tuple[str, Any]:
     return path.strip(), yaml.safe_load(value)
 
 
+def read_yaml(path: Path) -> Any:
+    """Safe-load a YAML file: specs are data, so tags that build Python objects are refused."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.constructor.ConstructorError as err:
+        raise SpecError(
+            f"invalid spec {path}: not safe YAML ({err.problem}); specs are data, tags such as "
+            "!!python/object are refused: write plain values"
+        ) from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"invalid spec {path}: not YAML ({' '.join(str(err).split())})") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(f"invalid spec {path}: not UTF-8 ({err.reason} at byte {err.start})") from None
+
+
 def load_dataset(ref: str) -> DatasetSpec:
     path = Path(ref) if ref.endswith((".yaml", ".yml")) else SPECS_ROOT / "datasets" / f"{ref}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in (SPECS_ROOT / "datasets").glob("*.yaml"))
         raise SpecError(f"dataset.ref: unknown dataset {ref!r}; allowed: {', '.join(known)}")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw = read_yaml(path)
     try:
         return DatasetSpec.model_validate(raw)
     except ValidationError as err:
@@ -225,7 +243,7 @@ def load_spec(
         if not candidate.exists():
             raise SpecError(f"spec file {path} not found (built-in specs: data_specs/pipelines/)")
         path = candidate
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise SpecError(f"invalid spec {path}: expected a YAML mapping at the top level")
     for item in overrides:

@@ -81,14 +81,14 @@ def check_url(url: str, policy: UrlPolicy) -> tuple[str, str] | None:
         return "url_scheme", f"scheme {parts.scheme or '(none)'!r} not in {ALLOWED_SCHEMES}"
     if not host:
         return "url_invalid", "no host"
-    if policy.allowed_ports is not None:
-        effective = port or (443 if parts.scheme.lower() == "https" else 80)
-        if effective not in policy.allowed_ports:
-            return "url_port", f"port {effective} not in {policy.allowed_ports}"
     host = host.lower().rstrip(".")
     if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
-        return None if policy.allow_loopback else ("url_loopback", host)
-    ip = _parse_host_ip(host)
-    if ip is None:
-        return None
-    return check_ip(ip, policy)
+        verdict = None if policy.allow_loopback else ("url_loopback", host)
+    else:
+        ip = _parse_host_ip(host)
+        verdict = check_ip(ip, policy) if ip is not None else None
+    if verdict is None and policy.allowed_ports is not None:
+        effective = port or (443 if parts.scheme.lower() == "https" else 80)
+        if effective not in policy.allowed_ports:
+            verdict = "url_port", f"port {effective} not in {policy.allowed_ports}"
+    return verdict

@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mvlp_core import atomic, contract, urlpolicy
-from mvlp_core.fetchguard import BLOCK_PHRASE, FetchGuard, routed_through
+from mvlp_core.environ import environ
+from mvlp_core.fetchguard import BLOCK_PHRASE, FetchGuard
 from mvlp_core.spec import PipelineSpec, fingerprint_config
 
 WDS_DIR = "webdataset"
@@ -48,10 +49,11 @@ _ERROR_REASONS = [
     (re.compile(r"mvlp proxy connection error"), lambda m: "connection_error"),
     (re.compile(r"HTTP Error (\d{3})"), lambda m: f"http_{m.group(1)}"),
     (re.compile(r"timed out|timeout", re.I), lambda m: "timeout"),
+    (re.compile(r"area too large|decompression|validateInputImageSize|CV_IO_MAX_IMAGE", re.I),
+     lambda m: "image_too_large"),
     (re.compile(r"cannot identify image|image file is truncated|decod", re.I), lambda m: "image_decode_error"),
     (re.compile(r"image too small", re.I), lambda m: "image_too_small"),
     (re.compile(r"aspect ratio", re.I), lambda m: "image_aspect_ratio"),
-    (re.compile(r"area too large|decompression", re.I), lambda m: "image_too_large"),
     (re.compile(r"Connection|refused|reset|Name or service|urlopen error", re.I), lambda m: "connection_error"),
 ]
 
@@ -147,11 +149,18 @@ def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> dict[str, int]:
     d = spec.download
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     with contextlib.ExitStack() as stack:
+        # OpenCV checks this limit against the image header before allocating: a small file
+        # declaring 50000x50000 pixels is refused instead of taking gigabytes in a worker
+        stack.enter_context(environ({"CV_IO_MAX_IMAGE_PIXELS": str(d.max_image_pixels)}))
         if d.guard_fetch:
             guard = stack.enter_context(
-                FetchGuard(spec.ingest.url_policy, max_bytes=d.max_response_bytes)
+                FetchGuard(
+                    spec.ingest.url_policy,
+                    max_bytes=d.max_response_bytes,
+                    max_pixels=d.max_image_pixels,
+                )
             )
-            stack.enter_context(routed_through(guard))
+            stack.enter_context(environ(guard.env()))
         stack.enter_context(_output_to(out_dir / "img2dataset.log"))
         img2dataset_download(
             url_list=str(out_dir / INPUT_DIR),
@@ -167,6 +176,7 @@ def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> dict[str, int]:
             encode_format="jpg",
             min_image_size=d.min_image_size,
             max_aspect_ratio=d.max_aspect_ratio,
+            max_image_area=d.max_image_pixels,
             timeout=d.timeout,
             retries=d.retries,
             processes_count=d.processes,
