@@ -18,10 +18,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from flows.cli_eval import eval_app
 from mvlp_core import contract, pipeline
 from mvlp_core.spec import SPECS_ROOT, SpecError, load_spec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app.add_typer(eval_app, name="eval")
 # The console writes to a duplicate of the terminal's fd, so stages that redirect fds 1/2 into
 # log files (img2dataset's worker processes) do not swallow the progress bars.
 console = Console(file=os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1))

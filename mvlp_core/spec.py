@@ -138,6 +138,50 @@ class ShardSpec(Strict):
     samples_per_shard: int = Field(1000, gt=0)
 
 
+IGLUE_TASKS = ("xvnli", "xgqa", "marvl", "xflickrco", "wit")
+
+
+class IglueFinetuneSpec(Strict):
+    """The fine-tune each (task, setting) starts with (mvlp_core/eval/finetune.py)."""
+
+    epochs: int = Field(3, ge=0, description="0: evaluate the pretrained model as is")
+    batch_size: int = Field(16, gt=0)
+    lr: float = Field(5e-5, gt=0, description="zero-shot (English) fine-tuning")
+    max_steps: int | None = Field(None, gt=0)
+    max_train_items: int | None = Field(None, gt=0, description="cap on English training items")
+
+
+class IglueSpec(Strict):
+    """IGLUE evaluation (stage iglue-eval): tasks x settings x languages over a root laid out like
+    IGLUE's datasets/ folder, with one image root per folder kind."""
+
+    root: str = Field("{workdir}/world/iglue", description="annotation root (IGLUE datasets/ layout)")
+    image_roots: dict[Literal["flickr30k", "coco", "gqa", "marvl", "nlvr2", "wit"], str] = Field(
+        {}, description="folder kind -> image folder; default: <root>/images/<kind> (coco: flickr30k's)"
+    )
+    tasks: list[Literal["xvnli", "xgqa", "marvl", "xflickrco", "wit"]] = list(IGLUE_TASKS)
+    settings: list[Literal["zero-shot", "few-shot", "translate-test"]] = ["zero-shot"]
+    languages: dict[str, list[str]] = Field(
+        {}, description="task -> test languages besides English; default: IGLUE's"
+    )
+    few_shot: dict[str, str] = Field(
+        {"xvnli": "48", "xgqa": "48", "marvl": "10", "xflickrco": "100"},
+        description="task -> shots of the train_<shots> file used in the few-shot setting",
+    )
+    lr_grid: list[float] = Field([1e-4, 5e-5, 1e-5], min_length=1, description="few-shot learning rates")
+    few_shot_epochs: int = Field(5, ge=1)
+    finetune: IglueFinetuneSpec = IglueFinetuneSpec()
+    rerank_k: int = Field(16, ge=0, description="retrieval: top-k re-ranked with the [match] score")
+    answer_normalisation: Literal["vqa", "lower", "none"] = "vqa"
+    max_test_items: int | None = Field(None, gt=0, description="cap per test file (smoke runs)")
+    max_dev_items: int | None = Field(200, gt=0, description="cap on English dev items for selection")
+    max_new_tokens: int = Field(8, gt=0, description="xGQA answer length")
+    seed: int = 0
+    batch_size: int = perf_only(16, gt=0)
+    workers: int = perf_only(1, ge=1, description="units evaluated in parallel (Ray tasks)")
+    device: str = perf_only("cpu", description="torch device of each unit")
+
+
 class PipelineSpec(Strict):
     name: str = Field(pattern=r"^[a-zA-Z0-9_.-]+$")
     description: str = ""
@@ -150,6 +194,7 @@ class PipelineSpec(Strict):
     align: AlignSpec = AlignSpec()
     qa: QASpec = QASpec()
     shard: ShardSpec = ShardSpec()
+    iglue: IglueSpec = IglueSpec()
 
     @field_validator("languages")
     @classmethod

@@ -1,0 +1,94 @@
+"""A small fine-tune loop over the model's own forward (nanoGPT-style): shuffle, batch, AdamW,
+linear warm-up/decay, and after each epoch a dev score; the best epoch's weights are kept.
+
+IGLUE's protocol: zero-shot fine-tunes on English and selects the checkpoint on English dev;
+few-shot continues from that model on one language's ``train_<shots>`` file for each learning rate
+of the grid and again selects on English dev.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mvlp_core.contract import StageError
+from mvlp_core.eval.model_api import EvalModel
+
+
+@dataclass
+class FinetuneResult:
+    best_dev: float
+    best_epoch: int
+    lr: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def finetune(em: EvalModel, examples: list[Any], dev_score: Callable[[EvalModel], float], *,
+             epochs: int, batch_size: int, lr: float, seed: int = 0, weight_decay: float = 0.01,
+             max_steps: int | None = None) -> FinetuneResult:
+    """Train ``em.model`` in place on ``examples``; leave it holding the best-dev weights.
+
+    Epoch 0 is the starting model, so a fine-tune that only hurts dev keeps the weights it got."""
+    if not examples:
+        raise StageError("fine-tuning has no training examples (every image missing?); check the "
+                         "image roots in the spec (iglue.image_roots)")
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    params = [p for p in em.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(examples) / batch_size)
+    total = min(epochs * steps_per_epoch, max_steps or epochs * steps_per_epoch)
+    warmup = max(1, total // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
+    best = FinetuneResult(dev_score(em), 0, lr)
+    best.history.append({"epoch": 0, "dev": best.best_dev})
+    best_state = copy.deepcopy(em.model.state_dict())
+    step = 0
+    for epoch in range(1, epochs + 1):
+        em.model.train()
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        losses = []
+        for start in range(0, len(order), batch_size):
+            if step >= total:
+                break
+            batch = em.on_device(em.collate([examples[i] for i in order[start:start + batch_size]]))
+            loss = em.model(batch)["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            losses.append(float(loss.detach()))
+        dev = dev_score(em)
+        best.history.append({"epoch": epoch, "dev": dev, "loss": sum(losses) / max(1, len(losses))})
+        if dev > best.best_dev:
+            best.best_dev, best.best_epoch = dev, epoch
+            best_state = copy.deepcopy(em.model.state_dict())
+        if step >= total:
+            break
+    em.model.load_state_dict(best_state)
+    return best
+
+
+def grid_search(em: EvalModel, examples: list[Any], dev_score: Callable[[EvalModel], float],
+                lrs: list[float], **kw: Any) -> FinetuneResult:
+    """Fine-tune a copy of the start weights for each learning rate; keep the best on dev."""
+    start = copy.deepcopy(em.model.state_dict())
+    best_state, best = start, None
+    for lr in lrs:
+        em.model.load_state_dict(start)
+        result = finetune(em, examples, dev_score, lr=lr, **kw)
+        if best is None or result.best_dev > best.best_dev:
+            best, best_state = result, copy.deepcopy(em.model.state_dict())
+    em.model.load_state_dict(best_state)
+    assert best is not None
+    return best

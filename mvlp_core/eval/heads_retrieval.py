@@ -1,0 +1,106 @@
+"""Retrieval the UniGen way: rank by contrastive similarity (``image_features`` x
+``text_features``), then re-rank each query's top k with the [match] score. Two matrices come
+out, one per direction: in the caption x image matrix for IR each caption's top-k images carry
+their match score (above every other image); for TR each image's top-k captions do likewise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mvlp_core.contract import Reject
+from mvlp_core.eval import data_retrieval, metrics
+from mvlp_core.eval.images import ImageRoots
+from mvlp_core.eval.model_api import EvalModel
+from mvlp_core.eval.prepared import ImageCache
+
+RERANK_OFFSET = 1e4  # lifts re-ranked entries above every similarity (cosines lie in [-1, 1])
+
+
+def resolve(rset: data_retrieval.RetrievalSet, roots: ImageRoots, wit: bool) -> tuple[list[Path | None], list[Reject]]:
+    paths = [roots.wit(im.ref) if wit else roots.flickr_or_coco(im.ref) for im in rset.images]
+    rejects = [Reject(im.key, "missing_image", im.ref) for im, p in zip(rset.images, paths) if p is None]
+    return paths, rejects
+
+
+def drop_missing(rset: data_retrieval.RetrievalSet, paths: list[Path | None]) -> tuple[data_retrieval.RetrievalSet, list[Path]]:
+    """The set without images that did not resolve (and their captions), indices renumbered."""
+    keep = [i for i, p in enumerate(paths) if p is not None]
+    new_index = {old: new for new, old in enumerate(keep)}
+    out = data_retrieval.RetrievalSet([rset.images[i] for i in keep])
+    for cap, img, cid in zip(rset.captions, rset.caption_image, rset.caption_ids):
+        if img in new_index:
+            out.captions.append(cap)
+            out.caption_image.append(new_index[img])
+            out.caption_ids.append(cid)
+    return out, [paths[i] for i in keep]
+
+
+@torch.no_grad()
+def score_matrices(em: EvalModel, images: list[torch.Tensor], captions: list[str], k: int,
+                   batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(IR matrix, TR matrix), both [captions, images]."""
+    em.model.eval()
+    img_emb = torch.cat([em.model.image_features(torch.stack(images[s:s + batch_size]).to(em.device))[1]
+                         for s in range(0, len(images), batch_size)])
+    txt_emb = []
+    for s in range(0, len(captions), batch_size):
+        ids, mask = em.encode(captions[s:s + batch_size])
+        txt_emb.append(em.model.text_features(ids.to(em.device), mask.to(em.device)))
+    sim = (torch.cat(txt_emb) @ img_emb.T).float().cpu().numpy().astype(np.float64)
+
+    def rerank(pairs: list[tuple[int, int]]) -> np.ndarray:
+        out = np.empty(len(pairs))
+        for s in range(0, len(pairs), batch_size):
+            chunk = pairs[s:s + batch_size]
+            ids, mask = em.encode([captions[c] for c, _ in chunk])
+            pixels = torch.stack([images[i] for _, i in chunk]).to(em.device)
+            out[s:s + len(chunk)] = em.model.match_score(pixels, ids.to(em.device), mask.to(em.device)).float().cpu().numpy()
+        return out
+
+    k_img, k_cap = min(k, sim.shape[1]), min(k, sim.shape[0])
+    ir, tr = sim.copy(), sim.copy()
+    if k_img:
+        top = np.argsort(-sim, axis=1, kind="stable")[:, :k_img]
+        pairs = [(c, int(i)) for c in range(sim.shape[0]) for i in top[c]]
+        for (c, i), s in zip(pairs, rerank(pairs)):
+            ir[c, i] = RERANK_OFFSET + s
+    if k_cap:
+        top = np.argsort(-sim.T, axis=1, kind="stable")[:, :k_cap]
+        pairs = [(int(c), i) for i in range(sim.shape[1]) for c in top[i]]
+        for (c, i), s in zip(pairs, rerank(pairs)):
+            tr[c, i] = RERANK_OFFSET + s
+    return ir, tr
+
+
+def evaluate(em: EvalModel, rset: data_retrieval.RetrievalSet, paths: list[Path], cache: ImageCache,
+             k: int) -> tuple[dict[str, float], list[Reject], list[list[int]]]:
+    """Recall@1/5/10 both ways, rejects for undecodable images, and VOLTA-style top-20 lists."""
+    tensors = [cache.get(p) for p in paths]
+    bad = [Reject(im.key, "bad_image", str(p)) for im, p, t in zip(rset.images, paths, tensors) if t is None]
+    if bad:
+        good = [p if t is not None else None for p, t in zip(paths, tensors)]
+        rset, paths = drop_missing(rset, good)
+        tensors = [cache.get(p) for p in paths]
+    if not rset.captions:
+        return {f"{d}_r{k}": 0.0 for d in ("ir", "tr") for k in metrics.RECALL_AT}, bad, []
+    ir, tr = score_matrices(em, tensors, rset.captions, k)
+    result = {**metrics.recalls(metrics.ir_ranks(ir, rset.caption_image), "ir"),
+              **metrics.recalls(metrics.tr_ranks(tr, rset.caption_image), "tr")}
+    top20 = np.argsort(-ir, axis=1, kind="stable")[:, :20].tolist()
+    return result, bad, top20
+
+
+def training_examples(em: EvalModel, rset: data_retrieval.RetrievalSet, paths: list[Path],
+                      cache: ImageCache, lang: str) -> list:
+    """[cap] examples carrying the caption for the in-batch contrastive and [match] losses."""
+    out = []
+    for cap, img in zip(rset.captions, rset.caption_image):
+        image = cache.get(paths[img])
+        if image is not None:
+            out.append(em.example(task="cap", image=image, source="", source_lang=lang,
+                                  target=cap, caption=cap))
+    return out

@@ -1,0 +1,244 @@
+"""The work of the iglue-eval stage as units: ``<task>.finetune`` (fine-tune on English, select on
+English dev, save) and ``<task>.<setting>.<lang>`` (zero-shot and translate-test test the saved
+model; few-shot first continues it on ``train_<shots>`` of the language over the learning-rate
+grid, selecting on English dev). ``compute_unit`` is a plain picklable function: the in-process
+runner calls it, ``ray_jobs/iglue_eval.py`` maps it over Ray tasks. Each writes its result JSON
+atomically, so a unit is either done or not.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mvlp_core import atomic
+from mvlp_core.contract import Reject, StageError
+from mvlp_core.eval import data_retrieval, heads_classify, heads_qa, heads_retrieval, metrics
+from mvlp_core.eval.finetune import finetune, grid_search
+from mvlp_core.eval.images import FOLDERS, ImageRoots
+from mvlp_core.eval.model_api import EvalModel
+from mvlp_core.eval.prepared import ImageCache, Prepared
+from mvlp_core.eval.tasks import FAMILY, HEADLINE, IGLUE_LANGUAGES, Layout
+from mvlp_core.spec import IglueSpec, PipelineSpec
+
+FINETUNED = "_finetuned"
+RESULTS = "results"
+PREDICTIONS = "predictions"
+
+
+@dataclass(frozen=True)
+class Unit:
+    task: str
+    setting: str  # "finetune" or an IGLUE setting
+    lang: str = "en"
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}.finetune" if self.setting == "finetune" else f"{self.task}.{self.setting}.{self.lang}"
+
+    @classmethod
+    def parse(cls, name: str) -> Unit:
+        parts = name.split(".")
+        return cls(parts[0], "finetune") if parts[1] == "finetune" else cls(*parts)
+
+    def result_path(self, out_dir: Path) -> Path:
+        if self.setting == "finetune":
+            return Path(out_dir) / RESULTS / self.task / "finetune.json"
+        return Path(out_dir) / RESULTS / self.task / self.setting / f"{self.lang}.json"
+
+
+def languages(cfg: IglueSpec, task: str) -> list[str]:
+    return ["en", *cfg.languages.get(task, IGLUE_LANGUAGES[task])]
+
+
+def plan(cfg: IglueSpec) -> list[Unit]:
+    """Fine-tunes first (every test unit of a task needs its fine-tuned model), then tests.
+    English has no translate-test; few-shot is per non-English language with a shots file."""
+    out = [Unit(t, "finetune") for t in cfg.tasks]
+    layout = Layout(Path(cfg.root))
+    for task in cfg.tasks:
+        for setting in cfg.settings:
+            for lang in languages(cfg, task):
+                if setting == "translate-test" and layout.test(task, lang, setting) is None:
+                    continue
+                if setting == "few-shot":
+                    shots = layout.few_shot(task, lang, cfg.few_shot.get(task, ""))
+                    if lang == "en" or task not in cfg.few_shot or shots is None or not shots.exists():
+                        continue  # IGLUE has few-shot files for some languages only
+                out.append(Unit(task, setting, lang))
+    return out
+
+
+def image_roots(cfg: IglueSpec) -> ImageRoots:
+    base = Path(cfg.root) / "images"
+    roots = {k: base / k for k in FOLDERS}
+    roots["coco"] = base / "flickr30k"  # the synthetic world keeps both halves in one folder
+    roots.update({k: Path(v) for k, v in cfg.image_roots.items()})
+    return ImageRoots(roots)
+
+
+def _cap(items: list, n: int | None, seed: int) -> list:
+    if n is None or len(items) <= n:
+        return items
+    keep = sorted(random.Random(seed).sample(range(len(items)), n))
+    return [items[i] for i in keep]
+
+
+def _require(path: Path | None, what: str) -> Path:
+    if path is None or not path.exists():
+        raise StageError(f"iglue-eval: {what} not found at {path}; IGLUE's public copy lacks some "
+                         "files (English training sets, xGQA test): put them under iglue.root or "
+                         "drop the task/setting from the spec")
+    return path
+
+
+class Evaluator:
+    """One task's data handling and heads for a loaded model."""
+
+    def __init__(self, em: EvalModel, cfg: IglueSpec, task: str) -> None:
+        self.em, self.cfg, self.task = em, cfg, task
+        self.family = FAMILY[task]
+        self.roots = image_roots(cfg)
+        self.cache = ImageCache(em.transform)
+
+    # classification / QA ------------------------------------------------------------------------
+    def prepare(self, path: Path, lang: str) -> tuple[list[Prepared], list[Reject]]:
+        fn = {"nli": heads_classify.prepare_xvnli, "pair": heads_classify.prepare_marvl,
+              "qa": heads_qa.prepare_xgqa}[self.family]
+        return fn(path, self.roots, lang)
+
+    def evaluate(self, path: Path, lang: str, cap: int | None) -> dict[str, Any]:
+        if self.family == "retrieval":
+            return self._evaluate_retrieval(path, cap)
+        items, rejects = self.prepare(path, lang)
+        items = _cap(items, cap, self.cfg.seed)
+        n_in = len(items) + len(rejects)
+        if self.family == "qa":
+            preds, bad = heads_qa.predict(self.em, items, self.cache, self.cfg.batch_size,
+                                          self.cfg.max_new_tokens)
+        else:
+            preds, bad = heads_classify.predict(self.em, items, heads_classify.LABEL_WORDS[self.task],
+                                                self.cache, self.cfg.batch_size)
+        rejects += bad
+        scored = [i for i in items if i.id in preds]
+        gold, pred = [i.gold for i in scored], [preds[i.id] for i in scored]
+        if self.family == "qa":
+            result = metrics.answer_accuracy(gold, pred, self.cfg.answer_normalisation)
+            top = Counter(gold).most_common(1)
+            chance = metrics.percent(top[0][1], len(gold)) if top else 0.0
+        else:
+            result = {"accuracy": metrics.accuracy(gold, pred)}
+            chance = 100.0 / len(heads_classify.LABEL_WORDS[self.task])
+        key = "questionId" if self.family == "qa" else "id"
+        return {"metrics": result, "chance": chance, "samples_in": n_in,
+                "samples_out": len(scored), "rejects": rejects,
+                "predictions": [{key: i.id, "prediction": preds[i.id]} for i in scored]}
+
+    def _retrieval_set(self, path: Path, cap: int | None) -> tuple[data_retrieval.RetrievalSet, list[Path], list[Reject]]:
+        rset = data_retrieval.load(path)
+        paths, rejects = heads_retrieval.resolve(rset, self.roots, wit=self.task == "wit")
+        rset, kept = heads_retrieval.drop_missing(rset, paths)
+        if cap is not None and len(rset.images) > cap:
+            keep = set(_cap(list(range(len(rset.images))), cap, self.cfg.seed))
+            rset, kept = heads_retrieval.drop_missing(rset, [p if i in keep else None for i, p in enumerate(kept)])
+        return rset, kept, rejects
+
+    def _evaluate_retrieval(self, path: Path, cap: int | None) -> dict[str, Any]:
+        rset, paths, rejects = self._retrieval_set(path, cap)
+        n_in = len(rset.images) + len(rejects)
+        result, bad, top20 = heads_retrieval.evaluate(self.em, rset, paths, self.cache, self.cfg.rerank_k)
+        n_images = len(rset.images) - len(bad)
+        return {"metrics": result, "chance": metrics.percent(1, n_images) if n_images else 0.0,
+                "samples_in": n_in, "samples_out": n_images, "rejects": rejects + bad,
+                "predictions": top20}
+
+    # training -------------------------------------------------------------------------------------
+    def training_examples(self, path: Path, lang: str, cap: int | None) -> tuple[list, list[Reject]]:
+        if self.family == "retrieval":
+            rset, paths, rejects = self._retrieval_set(path, cap)
+            return heads_retrieval.training_examples(self.em, rset, paths, self.cache, lang), rejects
+        items, rejects = self.prepare(path, lang)
+        items = _cap(items, cap, self.cfg.seed)
+        head = heads_qa if self.family == "qa" else heads_classify
+        return head.training_examples(self.em, items, self.cache), rejects
+
+    def dev_score(self) -> float:
+        dev = _require(Layout(Path(self.cfg.root)).dev(self.task), f"{self.task} English dev set")
+        out = self.evaluate(dev, "en", self.cfg.max_dev_items)
+        key = "accuracy_normalised" if self.family == "qa" else HEADLINE[self.task]
+        return out["metrics"][key]
+
+
+def _load(model_dir: Path, cfg: IglueSpec) -> EvalModel:
+    em = EvalModel.load(model_dir).to(cfg.device)
+    torch.manual_seed(cfg.seed)
+    return em
+
+
+def _write(path: Path, obj: Any) -> None:
+    atomic.write_json(path, obj)
+
+
+def _rejects_json(rejects: list[Reject]) -> list[dict[str, str]]:
+    return [{"key": str(r.key), "reason": r.reason, "detail": r.detail} for r in rejects]
+
+
+def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) -> dict[str, Any]:
+    """Run one unit and write its result JSON; return it. Picklable for Ray."""
+    cfg, unit, out = spec.iglue, Unit.parse(name), Path(out_dir)
+    layout = Layout(Path(cfg.root))
+    tuned = out / FINETUNED / unit.task
+    if unit.setting == "finetune":
+        em = _load(Path(model_dir), cfg)
+        ev = Evaluator(em, cfg, unit.task)
+        info: dict[str, Any] = {"epochs": cfg.finetune.epochs}
+        rejects: list[Reject] = []
+        n_in = n_out = 0
+        if cfg.finetune.epochs:
+            train = _require(layout.train(unit.task), f"{unit.task} English training set")
+            examples, rejects = ev.training_examples(train, "en", cfg.finetune.max_train_items)
+            n_in, n_out = len(examples) + len(rejects), len(examples)
+            res = finetune(em, examples, lambda _: ev.dev_score(), epochs=cfg.finetune.epochs,
+                           batch_size=cfg.finetune.batch_size, lr=cfg.finetune.lr, seed=cfg.seed,
+                           max_steps=cfg.finetune.max_steps)
+            info.update(best_dev=res.best_dev, best_epoch=res.best_epoch, lr=res.lr, history=res.history)
+        em.save(tuned)
+        result = {"unit": name, "task": unit.task, "setting": "finetune", "finetune": info,
+                  "samples_in": n_in, "samples_out": n_out, "rejects": _rejects_json(rejects)}
+        _write(unit.result_path(out), result)
+        return result
+
+    if not tuned.exists():
+        raise StageError(f"iglue-eval unit {name}: the English fine-tuned model {tuned} is missing; "
+                         f"unit {unit.task}.finetune must run first")
+    em = _load(tuned, cfg)
+    ev = Evaluator(em, cfg, unit.task)
+    info = {}
+    if unit.setting == "few-shot":
+        shots = cfg.few_shot[unit.task]
+        train = _require(layout.few_shot(unit.task, unit.lang, shots), f"{unit.task} {unit.lang} train_{shots}")
+        examples, _ = ev.training_examples(train, unit.lang, None)
+        res = grid_search(em, examples, lambda _: ev.dev_score(), cfg.lr_grid,
+                          epochs=cfg.few_shot_epochs, batch_size=cfg.finetune.batch_size, seed=cfg.seed)
+        info = {"shots": shots, "lr": res.lr, "best_dev": res.best_dev, "best_epoch": res.best_epoch}
+    test = _require(layout.test(unit.task, unit.lang, unit.setting), f"{unit.task} {unit.lang} {unit.setting} test file")
+    out_eval = ev.evaluate(test, unit.lang, cfg.max_test_items)
+    _write(out / PREDICTIONS / unit.task / unit.setting / f"{unit.lang}.json", out_eval["predictions"])
+    result = {"unit": name, "task": unit.task, "setting": unit.setting, "lang": unit.lang,
+              "file": str(test), "metrics": out_eval["metrics"], "headline": HEADLINE[unit.task],
+              "score": out_eval["metrics"][HEADLINE[unit.task]], "chance": out_eval["chance"],
+              "samples_in": out_eval["samples_in"], "samples_out": out_eval["samples_out"],
+              "rejects": _rejects_json(out_eval["rejects"]), "few_shot": info}
+    _write(unit.result_path(out), result)
+    return result
+
+
+def read_result(out_dir: Path, name: str) -> dict[str, Any] | None:
+    path = Unit.parse(name).result_path(out_dir)
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None

@@ -1,0 +1,68 @@
+"""The iglue-eval stage end to end on the synthetic world's IGLUE sets with a stand-in model:
+units, fine-tune + selection, every task, missing images as rejects, CSV tables, chart, manifest
+results; heads against the contract methods."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+import standin_model
+from mvlp_core import contract
+from mvlp_core.eval.model_api import EvalModel
+from mvlp_core.spec import load_spec
+from mvlp_core.stages.iglue_eval import run_iglue_eval
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mvlp_core.synth import write_world
+
+    out = tmp_path_factory.mktemp("run")
+    write_world(out / "world", 12, 0)
+    return out
+
+
+@pytest.mark.slow  # ~70 s on 2 shared cores
+def test_stage_runs_every_task_and_setting(world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(EvalModel, "load", classmethod(lambda cls, folder: standin_model.load(folder)))
+    pretrain = tmp_path / "pretrain"
+    (pretrain / "final").mkdir(parents=True)
+    contract.Manifest("pretrain", "fp0", {}, 0, 0, {}, 0.0, 1).save(pretrain)
+    missing = world / "world/iglue/images/gqa/n000000.jpg"
+    saved = missing.read_bytes()
+    missing.unlink()
+    try:
+        spec = load_spec("demo", [
+            "iglue.languages={xvnli: [de], xgqa: [de], marvl: [de], xflickrco: [de], wit: [zh]}",
+            "iglue.settings=[zero-shot, few-shot, translate-test]",
+            "iglue.finetune.epochs=2", "iglue.finetune.max_train_items=48", "iglue.lr_grid=[0.01, 0.001]",
+            "iglue.few_shot_epochs=1", "iglue.max_test_items=24", "iglue.max_dev_items=24",
+            "iglue.rerank_k=4", "iglue.few_shot={xvnli: '5', xgqa: '5', marvl: '10'}",
+        ], workdir=world)
+        out = tmp_path / "iglue-eval"
+        m = run_iglue_eval(spec, {"pretrain": pretrain}, out)
+    finally:
+        missing.write_bytes(saved)
+    res = m.extra["results"]
+    assert set(res) == {"xvnli", "xgqa", "marvl", "xflickrco", "wit"}
+    assert set(res["xvnli"]) == {"zero-shot", "few-shot", "translate-test", "metric", "chance"}
+    assert set(res["xvnli"]["zero-shot"]) == {"en", "de"} and set(res["xvnli"]["few-shot"]) == {"de"}
+    assert res["xvnli"]["chance"] == pytest.approx(33.33) and res["marvl"]["chance"] == 50.0
+    assert res["xflickrco"]["metric"] == "ir_r1" and "translate-test" not in res["wit"]
+    assert m.rejects.get("missing_image", 0) >= 1  # the deleted GQA image, named by question id
+    rejects = contract.read_rejects(out).to_pylist()
+    assert any(r["reason"] == "missing_image" and r["detail"] == "n000000.jpg" for r in rejects)
+    rows = list(csv.DictReader(open(out / "tables/xvnli.zero-shot.accuracy.csv", encoding="utf-8")))
+    assert list(rows[0]) == ["model", "en", "de", "avg"] and rows[0]["avg"] == rows[0]["de"]
+    assert (out / "tables/xgqa.zero-shot.accuracy_normalised.csv").exists()
+    assert (out / "iglue_bars.png").stat().st_size > 1000
+    ft = json.loads((out / "results/xvnli/finetune.json").read_text())
+    assert ft["finetune"]["history"][0]["epoch"] == 0 and len(ft["finetune"]["history"]) == 3
+    top20 = json.loads((out / "predictions/xflickrco/zero-shot/de.json").read_text())
+    assert len(top20) == 24 and all(len(r) == 20 for r in top20)
+    # a complete stage is not recomputed
+    assert run_iglue_eval(spec, {"pretrain": pretrain}, out).created == m.created
