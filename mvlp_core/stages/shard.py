@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from mvlp_core import contract
+from mvlp_core.keys import is_valid_key
 from mvlp_core.atomic import atomic_path
 from mvlp_core.spec import PipelineSpec, fingerprint_config
 from mvlp_core.stages.download import iter_images
@@ -141,6 +142,9 @@ def run_shard(
         name = f"shard-{unit}.tar"
         with atomic_path(out_dir / name) as tmp, tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
             for k in chunk:
+                if not is_valid_key(k):  # member names come from keys: no '/', '..' or dots
+                    rejects.append(contract.Reject(k, "bad_key", "not dataset-NNNNNNNNN"))
+                    continue
                 jpg = images[k]
                 try:
                     with Image.open(io.BytesIO(jpg)) as img:

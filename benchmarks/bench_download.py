@@ -1,0 +1,67 @@
+"""download stage vs the raw img2dataset CLI: same URL list, same loopback server, same settings.
+
+The stage adds its input files, the fetch guard (a policy proxy every request passes through),
+the per-unit commit and the manifest; the target is at most 5% more wall time than the CLI. The
+stage is also measured with the guard off, to show what the guard itself costs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks._world import median_seconds, result, run_stages, served_run
+from mvlp_core import pipeline
+from mvlp_core.stages.download import INPUT_DIR
+
+SAMPLES = 1500
+
+
+def _cli(spec, input_dir: Path, out: Path) -> None:
+    d = spec.download
+    shutil.rmtree(out, ignore_errors=True)
+    args = {
+        "url_list": input_dir, "input_format": "parquet", "url_col": "url", "caption_col": "caption",
+        "output_folder": out, "output_format": "webdataset", "image_size": d.image_size,
+        "resize_mode": d.resize_mode, "encode_quality": d.encode_quality, "encode_format": "jpg",
+        "min_image_size": d.min_image_size, "timeout": d.timeout, "retries": d.retries,
+        "processes_count": d.processes, "thread_count": d.threads,
+        "number_sample_per_shard": spec.ingest.shard_size, "distributor": "multiprocessing",
+        "extract_exif": False, "enable_wandb": False, "compute_hash": "sha256",
+    }
+    cmd = [str(Path(sys.executable).parent / "img2dataset")]
+    cmd += [f"--{k}={v}" for k, v in args.items()]
+    subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+
+
+def run(runs: int = 3) -> list[dict]:
+    with tempfile.TemporaryDirectory(prefix="mvlp-bench-download-") as tmp:
+        work = Path(tmp)
+        with served_run(work, SAMPLES, ["ingest.shard_size=500", f"dataset.limit={SAMPLES}"]) as spec:
+            run_stages(spec, ["ingest"])
+            download = work / "download"
+
+            def stage(guard: bool) -> None:
+                s = spec.model_copy(update={"download": spec.download.model_copy(update={"guard_fetch": guard})})
+                pipeline.run_stage(s, "download", force=True)
+
+            stage(True)  # warm-up; also writes the input files the CLI reads
+            inputs = work / "cli-input"
+            shutil.copytree(download / INPUT_DIR, inputs)
+            cli = median_seconds(lambda: _cli(spec, inputs, work / "cli-out"), runs)
+            guarded = median_seconds(lambda: stage(True), runs)
+            unguarded = median_seconds(lambda: stage(False), runs)
+    cores = os.cpu_count() or 1
+    note = f"{SAMPLES} synthetic 96 px JPEGs from a loopback server, resized to 64 px"
+    return [
+        result("download_vs_img2dataset", guarded, "s", "img2dataset CLI", cli, runs, False,
+               note + "; stage with the fetch guard"),
+        result("download_guard_off_vs_img2dataset", unguarded, "s", "img2dataset CLI", cli, runs,
+               False, note + "; stage without the fetch guard"),
+        result("download_images_per_second_per_core", SAMPLES / guarded / cores, "images/s/core",
+               "img2dataset CLI", SAMPLES / cli / cores, runs, True, note),
+    ]
