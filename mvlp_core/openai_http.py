@@ -198,6 +198,10 @@ class OpenAIClient:
     def post(self, path: str, body: Mapping[str, Any], expect: str = "") -> dict[str, Any]:
         return self._with_retries("POST", path, body, expect=expect)
 
+    def get(self, path: str, expect: str = "any") -> Any:
+        """GET `path` with the same retries; expect="any" accepts any JSON value (lists too)."""
+        return self._with_retries("GET", path, None, expect=expect)
+
     # --- machinery ----------------------------------------------------------------------------
 
     def backoff(self, retry: int) -> float:
@@ -289,6 +293,8 @@ class OpenAIClient:
 
 
 def _well_formed(data: Any, expect: str) -> bool:
+    if expect == "any":
+        return True
     if not isinstance(data, dict):
         return False
     if expect == "models":
