@@ -17,10 +17,12 @@ def build_tiny_marian(
     vocab_size: int = 120,
     seed: int = 0,
     extra_tokens: tuple[str, ...] = (),
+    eos_bias: float = 0.0,
 ) -> Path:
     """A random MarianMT. `favour` biases the output: "eos" (every output empty) or a word piece
     such as "▁a" (every output that piece repeated), so outcomes are deterministic; None leaves
-    the random model as it is (and drops the forced EOS, so greedy decoding is plain argmax)."""
+    the random model as it is (and drops the forced EOS, so greedy decoding is plain argmax);
+    a negative `eos_bias` makes its outputs longer."""
     import sentencepiece as spm
     import torch
     from transformers import MarianConfig, MarianMTModel, MarianTokenizer
@@ -53,8 +55,9 @@ def build_tiny_marian(
     )  # fmt: skip
     torch.manual_seed(seed)
     model = MarianMTModel(config)
-    if favour:
-        with torch.no_grad():
+    with torch.no_grad():
+        model.final_logits_bias[0, eos] = eos_bias
+        if favour:
             model.final_logits_bias[0, eos if favour == "eos" else vocab[favour]] = 100.0
     tokenizer.save_pretrained(folder)
     model.save_pretrained(folder)
