@@ -12,6 +12,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from flows.progress import stage_progress
+from flows.runners import run_stage
 from flows.summary import summary_row
 from mvlp_core import pipeline
 from mvlp_core.spec import STAGES, load_spec
@@ -23,7 +24,7 @@ def _make_stage_flow(name: str) -> Any:
         spec_path: str, workdir: str | None = None, overrides: list[str] | None = None, force: bool = False
     ) -> dict[str, Any]:
         spec = load_spec(spec_path, overrides or [], workdir)
-        manifest = pipeline.run_stage(spec, name, force=force, progress=stage_progress(name))
+        manifest = run_stage(spec, name, force=force, progress=stage_progress(name))
         state = pipeline.stage_state(spec, name)
         create_table_artifact(
             key=f"{name}-summary",

@@ -3,7 +3,6 @@ loaded by path through the production loading code."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,6 +12,7 @@ import pytest
 from mvlp_core import contract, keys
 from mvlp_core.spec import PipelineSpec
 from mvlp_core.stages.translate import run_translate
+from tests.tiny_marian import build_tiny_marian
 
 COLOURS = ["red", "blue", "green", "yellow", "purple"]
 SHAPES = ["circle", "square", "star", "triangle"]
@@ -124,58 +124,21 @@ def test_missing_import_column_stops_the_stage(tmp_path, download):
     assert contract.Manifest.load(tmp_path / "translate") is None
 
 
-def build_tiny_marian(folder: Path, corpus: Path, favour: str) -> None:
-    """A random MarianMT whose output bias favours one token: `eos` (every output empty) or a word
-    piece (every output non-empty), so both outcomes are deterministic."""
-    import sentencepiece as spm
-    import torch
-    from transformers import MarianConfig, MarianMTModel, MarianTokenizer
-
-    folder.mkdir(parents=True)
-    spm.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(folder / "spm"), vocab_size=120,
-        hard_vocab_limit=False, minloglevel=2,
-    )  # fmt: skip
-    sp = spm.SentencePieceProcessor(model_file=str(folder / "spm.model"))
-    vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
-    vocab["<pad>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    for name in ("source.spm", "target.spm"):
-        (folder / name).write_bytes((folder / "spm.model").read_bytes())
-    tokenizer = MarianTokenizer(
-        source_spm=str(folder / "source.spm"), target_spm=str(folder / "target.spm"),
-        vocab=str(folder / "vocab.json"),
-    )  # fmt: skip
-    pad, eos = vocab["<pad>"], vocab["</s>"]
-    config = MarianConfig(
-        vocab_size=len(vocab), d_model=16, encoder_layers=1, decoder_layers=1,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
-        decoder_ffn_dim=32, max_position_embeddings=64, pad_token_id=pad, eos_token_id=eos,
-        decoder_start_token_id=pad, forced_eos_token_id=eos,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = MarianMTModel(config)
-    with torch.no_grad():
-        model.final_logits_bias[0, eos if favour == "eos" else vocab["▁a"]] = 100.0
-    tokenizer.save_pretrained(folder)
-    model.save_pretrained(folder)
-
-
 def test_hf_backend_with_tiny_marian(tmp_path, download):
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(caption(r) for r in range(60)) + "\n", encoding="utf-8")
-    build_tiny_marian(tmp_path / "models" / "opus-mt-en-de", corpus, favour="word")
+    corpus = [caption(r) for r in range(60)]
+    build_tiny_marian(tmp_path / "models" / "opus-mt-en-de", corpus, favour="▁a")
     build_tiny_marian(tmp_path / "models" / "opus-mt-en-fr", corpus, favour="eos")
-    template = str(tmp_path / "models") + "/opus-mt-en-{lang}"
-    hf = {"model": template, "batch_size": 7, "max_new_tokens": 6}
-    spec = make_spec({"backend": "hf", "hf": hf})
+    template = str(tmp_path / "models") + "/{opus}"
+    hf = {"model": template, "batch_tokens": 60, "max_new_tokens": 6}
+    filters = {"length_ratio": {}, "max_repeats": 0}  # the biased model repeats one word
+    spec = make_spec({"backend": "hf", "hf": hf, "filters": filters})
     out = tmp_path / "translate"
     m = run_translate(spec, {"download": download}, out)
 
     assert m.samples_in == 80 and m.samples_out + sum(m.rejects.values()) == 80
     assert m.extra["per_language"] == {"de": 40, "fr": 0}
     assert m.rejects == {"empty_output": 40}
-    de_model = template.replace("{lang}", "de")
+    de_model = template.replace("{opus}", "opus-mt-en-de")
     assert m.extra["provenance"]["de"] == f"hf:{de_model}"
     table = read_output(out)
     assert set(table.column("lang").to_pylist()) == {"de"}
@@ -190,15 +153,14 @@ def test_hf_model_that_does_not_load(tmp_path, download):
     with pytest.raises(contract.StageError) as err:
         run_translate(spec, {"download": download}, tmp_path / "translate")
     message = str(err.value)
-    assert str(tmp_path / "nowhere" / "mt-de") in message and "local checkpoint folder" in message
+    assert str(tmp_path / "nowhere" / "mt-de") in message and "Give a local folder" in message
 
 
 def test_multilingual_checkpoints_are_steered_to_the_target_language():
     from transformers import NllbTokenizer
 
-    from mvlp_core.stages.translate.hf_backend import target_language_setup
+    from mvlp_core.stages.translate.seq2seq import Steering, steering
 
     tokenizer = NllbTokenizer()
-    kwargs = target_language_setup(tokenizer, "de", "nllb")
-    assert kwargs == {"forced_bos_token_id": tokenizer.convert_tokens_to_ids("deu_Latn")}
+    assert steering(tokenizer, "de", "nllb") == Steering(target_token="deu_Latn")
     assert tokenizer.src_lang == "eng_Latn"

@@ -1,0 +1,34 @@
+"""Which engine runs a stage: the in-process core function, or a distributed job in ray_jobs.
+
+`RUNNERS` maps a stage to a function that picks by the spec; stages without an entry run
+in-process (`pipeline.run_stage`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mvlp_core import contract, pipeline
+from mvlp_core.spec import PipelineSpec
+
+Runner = Callable[..., contract.Manifest]
+
+
+def _translate(spec: PipelineSpec, *, force: bool, progress: contract.ProgressFn | None) -> contract.Manifest:
+    if spec.translate.engine == "ray":
+        from ray_jobs.translate import run_job
+
+        return run_job(spec, force=force, progress=progress)
+    return pipeline.run_stage(spec, "translate", force=force, progress=progress)
+
+
+RUNNERS: dict[str, Runner] = {"translate": _translate}
+
+
+def run_stage(
+    spec: PipelineSpec, name: str, *, force: bool = False, progress: contract.ProgressFn | None = None
+) -> contract.Manifest:
+    runner = RUNNERS.get(name)
+    if runner is None:
+        return pipeline.run_stage(spec, name, force=force, progress=progress)
+    return runner(spec, force=force, progress=progress)

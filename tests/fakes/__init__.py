@@ -1,0 +1,1 @@
+"""Local stand-ins for external services (only paid/remote ones), driven by tests."""
