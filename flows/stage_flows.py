@@ -12,9 +12,18 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from flows.progress import stage_progress
-from flows.summary import summary_row
+from flows.summary import rejects_rows, summary_row
 from mvlp_core import pipeline
 from mvlp_core.spec import STAGES, load_spec
+
+
+def _run(spec: Any, name: str, force: bool, progress: Any) -> Any:
+    """The core stage, or its Ray job where the chosen backend needs Ray (qa with vLLM)."""
+    if name == "qa" and spec.qa.backend == "vllm":
+        from ray_jobs.qa import run as run_qa_vllm
+
+        return run_qa_vllm(spec, force=force, progress=progress)
+    return pipeline.run_stage(spec, name, force=force, progress=progress)
 
 
 def _make_stage_flow(name: str) -> Any:
@@ -23,12 +32,17 @@ def _make_stage_flow(name: str) -> Any:
         spec_path: str, workdir: str | None = None, overrides: list[str] | None = None, force: bool = False
     ) -> dict[str, Any]:
         spec = load_spec(spec_path, overrides or [], workdir)
-        manifest = pipeline.run_stage(spec, name, force=force, progress=stage_progress(name))
+        manifest = _run(spec, name, force, stage_progress(name))
         state = pipeline.stage_state(spec, name)
         create_table_artifact(
             key=f"{name}-summary",
             table=[summary_row(name, state)],
             description=f"{name}: samples in/out, rejects by reason, seconds",
+        )
+        create_table_artifact(
+            key=f"{name}-rejects",
+            table=rejects_rows(name, manifest.rejects, manifest.extra.get("filtered")),
+            description=f"{name}: rejects by reason",
         )
         get_run_logger().info(
             "%s: %d in, %d out, rejects %s, %.1fs", name, manifest.samples_in,

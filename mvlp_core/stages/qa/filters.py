@@ -81,7 +81,10 @@ def stem(word: str) -> str:
     w = w.removesuffix("'s")
     for suffix in ("ing", "ies", "es", "ed", "s"):
         if w.endswith(suffix) and len(w) - len(suffix) >= 3:
-            return w[: -len(suffix)] + ("y" if suffix == "ies" else "")
+            w = w[: -len(suffix)] + ("y" if suffix == "ies" else "")
+            if suffix in ("ing", "ed") and w[-1] == w[-2] and w[-1] not in "lsz":
+                w = w[:-1]  # running -> run, but rolling, passed stay
+            return w
     return w
 
 

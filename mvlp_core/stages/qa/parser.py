@@ -31,7 +31,7 @@ _NEW_EXAMPLE = re.compile(
     r"^(sentence|caption|text|input|description)\s*\d{0,3}\s*[:：]", re.IGNORECASE
 )
 _LIST_MARK = re.compile(r"^\s*(?:[-*•>#]+|\(?\d{1,3}[.)]|\d{1,3}\s*[-–])\s*")
-_EMPHASIS = re.compile(r"\*\*|__|`")
+_EMPHASIS = re.compile(r"\*\*|__|`|<\|[^|<>]{0,40}\|>|</?s>|\[/?INST\]")  # and chat-template tokens
 _EDGES = " \t\"'“”‘’*_`"
 
 
