@@ -120,12 +120,15 @@ class HFQASpec(Strict):
 class HTTPQASpec(Strict):
     """An OpenAI-compatible endpoint (a vLLM or llama.cpp server, a hosted API)."""
 
-    base_url: str = Field(description="ends in /v1, e.g. http://llm:8000/v1")
+    base_url: str = perf_only(
+        ..., description="ends in /v1, e.g. http://llm:8000/v1; where, not what: moving the "
+        "server does not recompute the stage (model and sampling fields do)"
+    )
     model: str
     mode: Literal["chat", "completion"] = Field(
         "chat", description="chat: /chat/completions with few-shot turns; completion: raw prompt"
     )
-    api_key_env: str | None = Field(
+    api_key_env: str | None = perf_only(
         None, description="NAME of the environment variable that holds the API key (never the key)"
     )
     temperature: float = Field(0.0, ge=0)
