@@ -10,6 +10,7 @@ question is kept once: the first answer wins.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ def locate(caption: str, answer: str) -> str | None:
     return m.group(0) if m else None
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
     """A crude stem, enough to match "run"/"runs"/"running" and "woman"/"women"."""
     w = _IRREGULAR.get(word.casefold(), word.casefold()).replace("’", "'")
