@@ -18,7 +18,7 @@ from mvlp_core.spec import STAGES
 
 @pytest.fixture(scope="module")
 def harness():
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=180):  # shared 2-core CI machines are slow
         yield
 
 
