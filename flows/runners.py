@@ -22,7 +22,15 @@ def _translate(spec: PipelineSpec, *, force: bool, progress: contract.ProgressFn
     return pipeline.run_stage(spec, "translate", force=force, progress=progress)
 
 
-RUNNERS: dict[str, Runner] = {"translate": _translate}
+def _qa(spec: PipelineSpec, *, force: bool, progress: contract.ProgressFn | None) -> contract.Manifest:
+    if spec.qa.backend == "vllm":  # vLLM engines run under ray.data.llm
+        from ray_jobs.qa import run as run_qa_vllm
+
+        return run_qa_vllm(spec, force=force, progress=progress)
+    return pipeline.run_stage(spec, "qa", force=force, progress=progress)
+
+
+RUNNERS: dict[str, Runner] = {"translate": _translate, "qa": _qa}
 
 
 def run_stage(

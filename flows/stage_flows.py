@@ -13,7 +13,7 @@ from prefect.artifacts import create_table_artifact
 
 from flows.progress import stage_progress
 from flows.runners import run_stage
-from flows.summary import summary_row
+from flows.summary import rejects_rows, summary_row
 from mvlp_core import pipeline
 from mvlp_core.spec import STAGES, load_spec
 
@@ -30,6 +30,11 @@ def _make_stage_flow(name: str) -> Any:
             key=f"{name}-summary",
             table=[summary_row(name, state)],
             description=f"{name}: samples in/out, rejects by reason, seconds",
+        )
+        create_table_artifact(
+            key=f"{name}-rejects",
+            table=rejects_rows(name, manifest.rejects, manifest.extra.get("filtered")),
+            description=f"{name}: rejects by reason",
         )
         get_run_logger().info(
             "%s: %d in, %d out, rejects %s, %.1fs", name, manifest.samples_in,

@@ -18,3 +18,15 @@ def summary_row(stage: str, state: dict[str, Any]) -> dict[str, Any]:
         "rejects": rejects_text(state.get("rejects", {})),
         "seconds": state.get("seconds", ""),
     }
+
+
+def rejects_rows(stage: str, rejects: dict[str, int], filtered: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """Rows of the "rejects by reason" artifact: samples rejected, and candidates a stage filtered
+    inside a sample (e.g. qa pairs) when its manifest reports them under extra["filtered"]."""
+    rows = []
+    for level, counts in (("sample", rejects), ("candidate", filtered or {})):
+        total = sum(counts.values())
+        for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            rows.append({"stage": stage, "level": level, "reason": reason, "count": n,
+                         "share": f"{n / total:.1%}"})  # fmt: skip
+    return rows or [{"stage": stage, "level": "sample", "reason": "-", "count": 0, "share": "-"}]

@@ -210,10 +210,58 @@ class HFQASpec(Strict):
     max_new_tokens: int = Field(96, gt=0)
 
 
+class HTTPQASpec(Strict):
+    """An OpenAI-compatible endpoint (a vLLM or llama.cpp server, a hosted API)."""
+
+    base_url: str = perf_only(
+        ..., description="ends in /v1, e.g. http://llm:8000/v1; where, not what: moving the "
+        "server does not recompute the stage (model and sampling fields do)"
+    )
+    model: str
+    mode: Literal["chat", "completion"] = Field(
+        "chat", description="chat: /chat/completions with few-shot turns; completion: raw prompt"
+    )
+    api_key_env: str | None = perf_only(
+        None, description="NAME of the environment variable that holds the API key (never the key)"
+    )
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: int = Field(128, gt=0)
+    timeout: float = perf_only(60.0, gt=0)
+    max_retries: int = perf_only(5, ge=0)
+    backoff_base: float = perf_only(1.0, ge=0)
+    backoff_max: float = perf_only(60.0, ge=0)
+    requests_per_second: float | None = perf_only(None, gt=0)
+    concurrency: int = perf_only(8, gt=0, description="requests in flight at once")
+
+
+class VLLMQASpec(Strict):
+    """vLLM engines run by ray.data.llm on GPU workers (`python -m ray_jobs.qa`)."""
+
+    model: str = Field(description="checkpoint name or path, readable by every GPU worker")
+    mode: Literal["chat", "completion"] = "chat"
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: int = Field(128, gt=0)
+    concurrency: int = perf_only(1, gt=0, description="vLLM engine replicas")
+    gpus_per_replica: int = perf_only(1, gt=0, description="tensor-parallel size of a replica")
+    batch_size: int = perf_only(64, gt=0)
+    max_model_len: int = perf_only(4096, gt=0)
+    engine_kwargs: dict[str, Any] = perf_only({}, description="extra vLLM engine arguments")
+
+
 class QASpec(Strict):
-    backend: Literal["rules", "hf"] = "rules"
-    max_pairs: int = Field(3, gt=0)
+    backend: Literal["rules", "hf", "http", "vllm"] = "rules"
+    pairs_per_caption: int = Field(
+        1, gt=0, description="QA pairs asked for and kept per caption (UniGen's CCQA3M: 1)"
+    )
+    max_output_chars: int = Field(
+        1500, gt=0, description="longer model outputs are truncated and counted as overlong_output"
+    )
+    checkpoint_every: int = perf_only(
+        256, gt=0, description="captions per saved batch inside a unit (resume granularity)"
+    )
     hf: HFQASpec | None = None
+    http: HTTPQASpec | None = None
+    vllm: VLLMQASpec | None = None
 
 
 class ShardSpec(Strict):
@@ -393,8 +441,11 @@ def load_spec(
     for backend in ("ctranslate2", "http"):
         if spec.translate.backend == backend and getattr(spec.translate, backend) is None:
             raise SpecError(f"invalid spec {path}:\n  translate.{backend}: required when backend is '{backend}'")
-    if spec.qa.backend == "hf" and spec.qa.hf is None:
-        raise SpecError(f"invalid spec {path}:\n  qa.hf: required when backend is 'hf' (model: name or path)")
+    if spec.qa.backend != "rules" and getattr(spec.qa, spec.qa.backend) is None:
+        raise SpecError(
+            f"invalid spec {path}:\n  qa.{spec.qa.backend}: required when backend is "
+            f"'{spec.qa.backend}' (at least model{', base_url' if spec.qa.backend == 'http' else ''})"
+        )
     return spec
 
 

@@ -18,7 +18,7 @@ from mvlp_core.spec import STAGES
 
 @pytest.fixture(scope="module")
 def harness():
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=180):  # shared 2-core CI machines are slow
         yield
 
 
@@ -43,6 +43,9 @@ def test_pipeline_records_stage_runs(harness, tmp_path: Path) -> None:
     keys = {a.key for a in artifacts}
     assert {f"{s}-summary" for s in STAGES} <= keys
     assert {f"{s}-progress" for s in STAGES} <= keys
+    assert {f"{s}-rejects" for s in STAGES} <= keys
+    rejects = {a.key: a.data for a in artifacts if a.key and a.key.endswith("-rejects")}
+    assert all("reason" in str(data) and "count" in str(data) for data in rejects.values())
     assert "pipeline-summary" in keys
     progress = [a for a in artifacts if a.type == "progress"]
     assert progress and all(a.data == 100.0 for a in progress)

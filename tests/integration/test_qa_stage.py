@@ -16,7 +16,7 @@ from mvlp_core.stages.qa import stage as qa_stage
 from mvlp_core.stages.qa.filters import filter_pairs
 from mvlp_core.stages.qa.hf import HFQuestioner
 from mvlp_core.stages.qa.parser import QAPair
-from mvlp_core.stages.qa.prompt import FEW_SHOT, SENTENCE
+from mvlp_core.stages.qa.prompt import FEW_SHOT, SENTENCE, few_shot
 
 SHARDS = [
     [
@@ -94,7 +94,7 @@ def assert_every_sample_accounted_for(out: Path, m: contract.Manifest) -> list[d
 
 
 def test_rules_backend(tmp_path, download):
-    spec = make_spec({"backend": "rules", "max_pairs": 2})
+    spec = make_spec({"backend": "rules", "pairs_per_caption": 2})
     out = tmp_path / "qa"
     m = run_qa(spec, {"download": download}, out)
 
@@ -121,12 +121,16 @@ def test_rules_backend(tmp_path, download):
     mtime = (out / "_manifest.json").stat().st_mtime_ns
     assert run_qa(spec, {"download": download}, out).fingerprint == m.fingerprint
     assert (out / "_manifest.json").stat().st_mtime_ns == mtime  # complete: nothing redone
-    unused_hf = make_spec({"backend": "rules", "max_pairs": 2, "hf": {"model": "/elsewhere"}})
-    assert run_qa(unused_hf, {"download": download}, out).fingerprint == m.fingerprint
+    unused = make_spec({
+        "backend": "rules", "pairs_per_caption": 2, "hf": {"model": "/elsewhere"},
+        "http": {"base_url": "http://x/v1", "model": "m"}, "vllm": {"model": "m"},
+        "max_output_chars": 99, "checkpoint_every": 3,
+    })  # fmt: skip
+    assert run_qa(unused, {"download": download}, out).fingerprint == m.fingerprint
     assert run_qa(spec, {"download": download}, out, force=True).created >= m.created
     assert (out / "_manifest.json").stat().st_mtime_ns != mtime
-    more = run_qa(make_spec({"backend": "rules"}), {"download": download}, out)
-    assert more.fingerprint != m.fingerprint and more.extra["pairs"] > m.extra["pairs"]
+    one = run_qa(make_spec({"backend": "rules"}), {"download": download}, out)  # UniGen: 1 pair
+    assert one.fingerprint != m.fingerprint and one.extra["pairs"] == one.samples_out == 6
 
 
 SCRIPT = {
@@ -153,14 +157,14 @@ SCRIPT = {
 
 def scripted(prompts: list[str]) -> list[str]:
     captions = [p.rsplit(f"{SENTENCE} ", 1)[1].split("\n", 1)[0] for p in prompts]
-    assert all(p.startswith(FEW_SHOT) for p in prompts)
+    assert all(p.startswith(few_shot(3)) for p in prompts)
     return [SCRIPT[c] for c in captions]
 
 
 def test_hf_backend_parses_and_filters_model_text(tmp_path, download, monkeypatch):
-    spec = make_spec({"backend": "hf", "max_pairs": 3, "hf": {"model": "org/llm"}})
+    spec = make_spec({"backend": "hf", "pairs_per_caption": 3, "hf": {"model": "org/llm"}})
     monkeypatch.setattr(
-        qa_stage, "make_backend", lambda s: HFQuestioner(s.qa.hf, generate=scripted)
+        qa_stage, "make_backend", lambda s: HFQuestioner(s.qa.hf, s.qa.pairs_per_caption, generate=scripted)
     )
     out = tmp_path / "qa"
     m = run_qa(spec, {"download": download}, out)

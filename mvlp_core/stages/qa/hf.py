@@ -2,7 +2,7 @@
 
 Generation is batched and greedy with left padding (decoder-only models continue from the right
 edge), and only the new tokens are decoded. Generation stops at the next worked example's marker;
-whatever the model writes is then parsed, so malformed text costs candidates, never the run.
+the stage parses whatever the model writes, so malformed text costs candidates, never the run.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mvlp_core.contract import StageError
 from mvlp_core.spec import HFQASpec
-from mvlp_core.stages.qa.parser import QAPair, parse_pairs
 from mvlp_core.stages.qa.prompt import CUE, SENTENCE, build_prompt
 
 GenerateFn = Callable[[list[str]], list[str]]
@@ -24,8 +23,10 @@ GenerateFn = Callable[[list[str]], list[str]]
 class HFQuestioner:
     """`generate` maps prompts to continuations; by default the model's, replaceable in tests."""
 
-    def __init__(self, spec: HFQASpec, generate: GenerateFn | None = None) -> None:
+    def __init__(self, spec: HFQASpec, pairs: int = 1, generate: GenerateFn | None = None) -> None:
         self.spec = spec
+        self.pairs = pairs
+        self.prefix = CUE  # the prompt ends with it; the model continues after it
         self.generator = f"hf:{spec.model}"
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._generate = generate
@@ -80,8 +81,7 @@ class HFQuestioner:
                 out += tok.batch_decode(new, skip_special_tokens=True)
         return out
 
-    def candidates(self, captions: list[str]) -> list[list[QAPair]]:
-        """Parsed pairs per caption; the prompt ends with the cue, which is put back to parse."""
+    def generate(self, captions: list[str]) -> list[str]:
+        """The model's continuation of the few-shot prompt for each caption."""
         self.load()
-        texts = self._generate([build_prompt(c) for c in captions])
-        return [parse_pairs(CUE + text) for text in texts]
+        return self._generate([build_prompt(c, self.pairs) for c in captions])

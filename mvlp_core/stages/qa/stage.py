@@ -1,8 +1,16 @@
 """qa: question–answer pairs for each downloaded sample's English caption (UniGen's CCQA3M).
 
 Units are download shards. An item is one sample: it is output when at least one pair survives the
-filters (one row per pair in `NNNNN.parquet`: key, question, answer, generator), otherwise it is one
-reject whose reason is the most common reason its candidates were filtered for, or `no_candidates`.
+filters (up to `pairs_per_caption` rows in `NNNNN.parquet`: key, question, answer, generator),
+otherwise it is one reject named after what went wrong: a problem of the model output as a whole
+(empty_output, missing_tags, repetition, overlong_output) or else the most common reason its
+candidate pairs were filtered for, or `no_candidates`.
+
+Backends either return candidate pairs directly (`rules`) or generate text that is parsed here
+(`hf`, `http`, `vllm`). Generated text is saved in batches inside a unit (`partial.PartialStore`),
+so a resumed run re-asks the model only for captions it has not answered yet. A backend that
+streams many units through one engine (`vllm`, run by `ray_jobs.qa`) generates for every pending
+unit up front, saving into the same store, and the units then only parse and filter.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import re
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,7 +28,8 @@ import pyarrow.parquet as pq
 from mvlp_core import atomic, contract
 from mvlp_core.spec import PipelineSpec, fingerprint_config
 from mvlp_core.stages.qa.filters import Filtered, filter_pairs
-from mvlp_core.stages.qa.parser import QAPair
+from mvlp_core.stages.qa.parser import OUTPUT_REASONS, QAPair, parse_output
+from mvlp_core.stages.qa.partial import PartialStore
 from mvlp_core.stages.qa.rules import RulesQuestioner
 
 STAGE = "qa"
@@ -27,32 +37,52 @@ SAMPLES_RE = re.compile(r"^samples-(\d+)\.parquet$")
 SCHEMA = pa.schema(
     [(name, pa.string()) for name in ("key", "question", "answer", "generator")]
 )
+MODEL_BACKENDS = ("hf", "http", "vllm")
+SaveFn = Callable[[str, list[str], list[str]], None]
 
 
 class Questioner(Protocol):
+    """`rules`-like backends define `candidates`; model backends define `generate` and `prefix`
+    (text put back in front of the output before parsing, e.g. the prompt's final "Q:")."""
+
     generator: str
 
     def load(self) -> None: ...
 
-    def candidates(self, captions: list[str]) -> list[list[QAPair]]: ...
-
 
 def make_backend(spec: PipelineSpec) -> Questioner:
-    if spec.qa.backend == "rules":
+    qa = spec.qa
+    if qa.backend == "rules":
         return RulesQuestioner()
-    if spec.qa.hf is None:
-        raise contract.StageError("qa.hf: required when qa.backend is 'hf' (model: name or path)")
-    # Imported here so that rules-only runs never pay for torch and transformers.
-    from mvlp_core.stages.qa.hf import HFQuestioner
+    section = getattr(qa, qa.backend)
+    if section is None:
+        raise contract.StageError(
+            f"qa.{qa.backend}: required when qa.backend is '{qa.backend}' (model: name or path)"
+        )
+    # Imported here so that rules-only runs never pay for torch, transformers or httpx.
+    if qa.backend == "hf":
+        from mvlp_core.stages.qa.hf import HFQuestioner
 
-    return HFQuestioner(spec.qa.hf)
+        return HFQuestioner(section, qa.pairs_per_caption)
+    if qa.backend == "http":
+        from mvlp_core.stages.qa.http import HTTPQuestioner
+
+        return HTTPQuestioner(section, qa.pairs_per_caption)
+    raise contract.StageError(
+        "qa.backend 'vllm' runs vLLM engines through Ray: run `python -m ray_jobs.qa --spec SPEC` "
+        "(the qa flow and `mvlp run` do this for you) on a cluster with GPUs and ray[llm]; "
+        "without GPUs use qa.backend=http (an OpenAI-compatible server) or hf"
+    )
 
 
 def fingerprint_inputs(spec: PipelineSpec) -> dict[str, Any]:
-    """The config that determines output; the hf section only counts when it is the backend."""
+    """The config that determines output; a backend's section only counts when it is active."""
     config = fingerprint_config(spec.qa)
-    if spec.qa.backend != "hf":
-        config.pop("hf")
+    for name in MODEL_BACKENDS:
+        if spec.qa.backend != name:
+            config.pop(name)
+    if spec.qa.backend == "rules":
+        config.pop("max_output_chars")  # rules write no text
     return config
 
 
@@ -60,18 +90,61 @@ def shard_ids(download: Path) -> list[str]:
     return sorted(m[1] for p in download.iterdir() if (m := SAMPLES_RE.match(p.name)))
 
 
-def caption_reject(key: str, caption: str, result: Filtered, generator: str) -> contract.Reject:
-    """One reject for a caption without a usable pair, named after its most common failure."""
+def read_unit(download: Path, unit: str) -> tuple[list[str], list[str]]:
+    samples = pq.read_table(download / f"samples-{unit}.parquet", columns=["key", "caption"])
+    captions = [c or "" for c in samples.column("caption").to_pylist()]
+    return samples.column("key").to_pylist(), captions
+
+
+def unique_captions(captions: list[str]) -> list[str]:
+    return list(dict.fromkeys(c for c in captions if c.strip()))
+
+
+def caption_reject(
+    key: str, caption: str, result: Filtered, generator: str, problems: list[str] = ()
+) -> contract.Reject:
+    """One reject for a caption without a usable pair, named after its main failure."""
+    output_problem = next((p for p in reversed(OUTPUT_REASONS) if p in problems), None)
+    if output_problem:
+        tally = ", ".join(f"{k}={v}" for k, v in Counter(r.reason for r in result.rejected).items())
+        return contract.Reject(key, output_problem, f"{generator}: {tally or 'no pair parsed'}")
     if not result.rejected:
         detail = "empty caption" if not caption.strip() else f"{generator} produced no pair"
         return contract.Reject(key, "no_candidates", detail)
     counts = Counter(r.reason for r in result.rejected)
     reason = counts.most_common(1)[0][0]
-    example = next(r.pair for r in result.rejected if r.reason == reason)
+    example = next(r for r in result.rejected if r.reason == reason)
     tally = ", ".join(f"{k}={v}" for k, v in counts.items())
-    return contract.Reject(
-        key, reason, f"{tally}; e.g. {example.question[:60]!r} -> {example.answer[:40]!r}"
-    )
+    q, a = example.pair
+    return contract.Reject(key, reason, f"{tally}; e.g. {q[:60]!r} -> {a[:40]!r}")
+
+
+def generate_unit(
+    backend: Any, unit: str, captions: list[str], store: PartialStore, batch: int
+) -> dict[str, str]:
+    """Generated text for every caption of a unit, resuming from and adding to the store."""
+    done = store.load(unit)
+    todo = [c for c in captions if c not in done]
+    for start in range(0, len(todo), batch):
+        chunk = todo[start : start + batch]
+        texts = backend.generate(chunk)
+        store.save(unit, chunk, texts)
+        done.update(zip(chunk, texts))
+    return done
+
+
+def candidates_for(
+    backend: Any, unit: str, captions: list[str], store: PartialStore, spec: PipelineSpec
+) -> dict[str, tuple[list[QAPair], list[str]]]:
+    """caption -> (candidate pairs, problems of the model output)."""
+    if hasattr(backend, "candidates"):
+        return {c: (pairs, []) for c, pairs in zip(captions, backend.candidates(captions))}
+    texts = generate_unit(backend, unit, captions, store, spec.qa.checkpoint_every)
+    out = {}
+    for caption in captions:
+        parsed = parse_output(backend.prefix + texts[caption], spec.qa.max_output_chars)
+        out[caption] = (parsed.pairs, parsed.problems)
+    return out
 
 
 def run_qa(
@@ -81,49 +154,62 @@ def run_qa(
     *,
     force: bool = False,
     progress: contract.ProgressFn | None = None,
+    backend: Questioner | None = None,
 ) -> contract.Manifest:
     """Ask questions about the download stage's captions (inputs = {"download": folder}).
 
     The backend loads in `before`, so a complete stage re-runs without touching a model.
+    `backend` is given by callers that build it themselves (`ray_jobs.qa` for vllm).
     """
     download = Path(inputs["download"])
     out_dir = Path(out_dir)
     fp = contract.stage_fingerprint(
         STAGE, fingerprint_inputs(spec), {"download": download}, sys.modules[__package__]
     )
-    backend = make_backend(spec)
-    max_pairs = spec.qa.max_pairs
+    backend = backend or make_backend(spec)
+    store = PartialStore(out_dir)
+    keep = spec.qa.pairs_per_caption
+
+    def before(pending: list[str]) -> None:
+        backend.load()
+        if hasattr(backend, "generate_units"):
+            todo = {}
+            for unit in pending:
+                done = store.load(unit)
+                captions = unique_captions(read_unit(download, unit)[1])
+                todo[unit] = [c for c in captions if c not in done]
+            backend.generate_units({u: c for u, c in todo.items() if c}, store.save)
 
     def process(unit: str) -> contract.UnitResult:
-        samples = pq.read_table(download / f"samples-{unit}.parquet", columns=["key", "caption"])
-        sample_keys = samples.column("key").to_pylist()
-        captions = [c or "" for c in samples.column("caption").to_pylist()]
-        unique = list(dict.fromkeys(c for c in captions if c.strip()))
-        by_caption = dict(zip(unique, backend.candidates(unique)))
+        sample_keys, captions = read_unit(download, unit)
+        by_caption = candidates_for(backend, unit, unique_captions(captions), store, spec)
         rows: list[dict[str, str]] = []
         rejects: list[contract.Reject] = []
         filtered: Counter[str] = Counter()
         for key, caption in zip(sample_keys, captions):
-            result = filter_pairs(caption, by_caption.get(caption, []))
+            pairs, problems = by_caption.get(caption, ([], []))
+            result = filter_pairs(caption, pairs)
             filtered.update(r.reason for r in result.rejected)
+            filtered.update(problems)
             if not result.kept:
-                rejects.append(caption_reject(key, caption, result, backend.generator))
+                rejects.append(caption_reject(key, caption, result, backend.generator, problems))
             rows += [
                 {"key": key, "question": q, "answer": a, "generator": backend.generator}
-                for q, a in result.kept[:max_pairs]
+                for q, a in result.kept[:keep]
             ]
         name = f"{unit}.parquet"
         atomic.write_parquet(out_dir / name, pa.Table.from_pylist(rows, schema=SCHEMA))
-        answered = len(samples) - len(rejects)
+        answered = len(sample_keys) - len(rejects)
         return contract.UnitResult(
             files={name: answered},
-            samples_in=len(samples),
+            samples_in=len(sample_keys),
             samples_out=answered,
             rejects=rejects,
             extra={"pairs": len(rows), "filtered": dict(filtered)},
         )
 
     def finalize(_: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+        store.clear()  # every unit is committed: the saved batches have done their job
         filtered: Counter[str] = Counter()
         for r in records:
             filtered.update(r["extra"]["filtered"])
@@ -141,6 +227,6 @@ def run_qa(
         process,
         force=force,
         progress=progress,
-        before=lambda _pending: backend.load(),
+        before=before,
         finalize=finalize,
     )

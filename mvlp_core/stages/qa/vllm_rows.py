@@ -1,0 +1,50 @@
+"""What the `vllm` backend hands ray.data.llm, as plain data (no ray, no vllm import here).
+
+`ray_jobs.qa` builds `vLLMEngineProcessorConfig(**processor_config_kwargs(spec))` and
+`build_processor(config, preprocess=..., postprocess=...)` from these functions, so everything but
+the engine itself is testable on a machine without GPUs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mvlp_core.spec import VLLMQASpec
+from mvlp_core.stages.qa.http import STOP
+from mvlp_core.stages.qa.prompt import build_messages, build_prompt
+
+
+def processor_config_kwargs(spec: VLLMQASpec) -> dict[str, Any]:
+    """Keyword arguments of ray.data.llm.vLLMEngineProcessorConfig (Ray >= 2.49 API)."""
+    engine = {
+        "max_model_len": spec.max_model_len,
+        "tensor_parallel_size": spec.gpus_per_replica,
+        "enable_prefix_caching": True,  # every prompt shares the few-shot prefix
+        **spec.engine_kwargs,
+    }
+    return {
+        "model_source": spec.model,
+        "engine_kwargs": engine,
+        "concurrency": spec.concurrency,
+        "batch_size": spec.batch_size,
+        "chat_template_stage": spec.mode == "chat",  # completion mode sends the raw prompt
+    }
+
+
+def sampling_params(spec: VLLMQASpec) -> dict[str, Any]:
+    return {"temperature": spec.temperature, "max_tokens": spec.max_tokens, "stop": STOP}
+
+
+def preprocess_row(row: dict[str, Any], spec: VLLMQASpec, pairs: int) -> dict[str, Any]:
+    """A (unit, caption) row -> the row ray.data.llm expects (messages or prompt)."""
+    out = {"unit": row["unit"], "caption": row["caption"], "sampling_params": sampling_params(spec)}
+    if spec.mode == "chat":
+        out["messages"] = build_messages(row["caption"], pairs)
+    else:
+        out["prompt"] = build_prompt(row["caption"], pairs)
+    return out
+
+
+def postprocess_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The engine's row -> (unit, caption, text); a failed row yields empty text (a reject)."""
+    return {"unit": row["unit"], "caption": row["caption"], "text": row.get("generated_text") or ""}
