@@ -99,14 +99,14 @@ def save_stage(folder: Path, name: str, file: str, rows: list[dict]) -> Path:
     return folder
 
 
-def make_spec(tmp: Path, languages: list[str], gold: Path | None = None) -> PipelineSpec:
+def make_spec(tmp: Path, languages: list[str], gold: Path | None = None, **align) -> PipelineSpec:
     return PipelineSpec.model_validate({
         "name": "align-test",
         "workdir": str(tmp),
         "dataset": {"spec": {"name": "test", "url_list": "urls.tsv", "format": "tsv"}},
         "languages": languages,
         "translate": {"backend": "import", "import": {"path": str(tmp / "unused.jsonl")}},
-        "align": {"gold": str(gold) if gold else None},
+        "align": {"gold": str(gold) if gold else None, **align},
     })
 
 
@@ -159,11 +159,11 @@ def test_outputs_counts_and_rejects(world):
     assert manifest.rejects == {"empty_tokens": 4}
     assert manifest.samples_in == manifest.samples_out + sum(manifest.rejects.values())
     counts = {rel: f["samples"] for rel, f in manifest.files.items()}
-    assert counts == {"de.parquet": 300, "zh.parquet": 300}
+    assert counts == {"de-00000.parquet": 300, "zh-00000.parquet": 300}
     rejected = {(r["key"], r["unit"]) for r in contract.read_rejects(out).to_pylist()}
-    assert rejected == {(k, lang) for k in REJECTED for lang in ("de", "zh")}
+    assert rejected == {(k, f"{lang}-00000") for k in REJECTED for lang in ("de", "zh")}
 
-    table = pq.read_table(out / "zh.parquet")
+    table = pq.read_table(out / "zh-00000.parquet")
     assert table.schema.field("links").type == pa.list_(pa.list_(pa.int32()))
     row = table.slice(0, 1).to_pylist()[0]
     caption = pq.read_table(inputs["download"] / "samples-00000.parquet").column("caption")[0]
@@ -180,13 +180,13 @@ def test_second_run_is_a_no_op(world, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("re-aligned a complete stage")
 
-    monkeypatch.setattr(align_stage, "align_corpus", fail)
-    mtime = (out / "de.parquet").stat().st_mtime_ns
+    monkeypatch.setattr(align_stage, "_align_chunk", fail)
+    mtime = (out / "de-00000.parquet").stat().st_mtime_ns
     started = time.perf_counter()
     again = run_align(spec, inputs, out)
     assert time.perf_counter() - started < 5
     assert again == manifest
-    assert (out / "de.parquet").stat().st_mtime_ns == mtime
+    assert (out / "de-00000.parquet").stat().st_mtime_ns == mtime
 
 
 def test_missing_upstream_is_a_stage_error(world, tmp_path):
@@ -206,10 +206,84 @@ def test_single_pair_and_no_pairs(world, tmp_path):
     manifest = run_align(make_spec(tmp_path, ["ja", "fr"]), {**inputs, "translate": translate},
                          tmp_path / "align")
     assert (manifest.samples_in, manifest.samples_out, manifest.rejects) == (1, 1, {})
-    ja = pq.read_table(tmp_path / "align" / "ja.parquet").to_pylist()
+    ja = pq.read_table(tmp_path / "align" / "ja-00000.parquet").to_pylist()
     assert len(ja) == 1 and ja[0]["links"]
-    assert pq.read_table(tmp_path / "align" / "fr.parquet").num_rows == 0
+    assert pq.read_table(tmp_path / "align" / "fr-00000.parquet").num_rows == 0
     assert "aer" not in manifest.extra
+
+
+def test_chunks_align_in_parallel_with_learned_priors(world, tmp_path):
+    """chunk_size 120 cuts each language into 3 units; priors learned once from the stage's own
+    pairs carry the corpus statistics into every chunk, so AER stays at the one-call level."""
+    one_call, inputs, _, whole = world
+    spec = make_spec(tmp_path, ["de", "zh"], Path(one_call.align.gold), chunk_size=120, workers=2)
+    manifest = run_align(spec, inputs, tmp_path / "align")
+    assert manifest.units == 6 and manifest.extra["chunks"] == {"de": 3, "zh": 3}
+    assert {rel: f["samples"] for rel, f in manifest.files.items()} == {
+        "de-00000.parquet": 120, "de-00001.parquet": 120, "de-00002.parquet": 60,
+        "zh-00000.parquet": 120, "zh-00001.parquet": 120, "zh-00002.parquet": 60}
+    assert manifest.rejects == whole.rejects
+    for lang in ("de", "zh"):
+        priors = manifest.extra["priors"][lang]
+        assert priors["source"] == "stage pairs" and priors["pairs"] == 300
+        assert (tmp_path / "align" / "priors" / f"{lang}.priors").read_text().startswith("LEX\t")
+        assert manifest.extra["aer"][lang] < 0.2, manifest.extra
+    assert manifest.extra["gold_pairs"] == {"de": 300, "zh": 300}
+    keys = [k for i in range(3) for k in
+            pq.read_table(tmp_path / "align" / f"de-{i:05d}.parquet").column("key").to_pylist()]
+    assert keys == sorted(keys) and len(set(keys)) == 300
+
+
+def test_killed_run_resumes_at_the_next_chunk_and_reuses_priors(world, tmp_path, monkeypatch):
+    _, inputs, _, whole = world
+    spec = make_spec(tmp_path, ["de"], chunk_size=110)
+    real = align_stage._align_chunk
+    done = []
+
+    def dies_on_second_chunk(job):
+        if job.rel == "de-00001.parquet":
+            raise KeyboardInterrupt("killed")
+        done.append(job.rel)
+        return real(job)
+
+    monkeypatch.setattr(align_stage, "_align_chunk", dies_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        run_align(spec, inputs, tmp_path / "align")
+    priors = tmp_path / "align" / "priors" / "de.priors"
+    learned_at = priors.stat().st_mtime_ns
+    assert done == ["de-00000.parquet"] and not (tmp_path / "align" / "_manifest.json").exists()
+
+    def no_relearning(job):
+        raise AssertionError("relearned priors on resume")
+
+    monkeypatch.setattr(align_stage, "_learn", no_relearning)
+    monkeypatch.setattr(align_stage, "_align_chunk", lambda job: done.append(job.rel) or real(job))
+    manifest = run_align(spec, inputs, tmp_path / "align")
+    assert done == ["de-00000.parquet", "de-00001.parquet", "de-00002.parquet"]
+    assert priors.stat().st_mtime_ns == learned_at
+    assert manifest.samples_out == 300 and manifest.extra["priors"]["de"]["pairs"] == 300
+    assert manifest.extra["priors"]["de"]["sha256"] == contract.atomic.sha256_file(priors)
+
+
+def test_priors_none_and_a_missing_priors_file(world, tmp_path):
+    _, inputs, _, _ = world
+    blind = run_align(make_spec(tmp_path, ["de"], chunk_size=150, priors="none"), inputs,
+                      tmp_path / "blind")
+    assert blind.extra["priors"] == {"de": None} and not (tmp_path / "blind" / "priors").exists()
+    with pytest.raises(contract.StageError, match="priors file .*nowhere-de.priors"):
+        run_align(make_spec(tmp_path, ["de"], priors=str(tmp_path / "nowhere-{lang}.priors")),
+                  inputs, tmp_path / "align")
+
+
+def test_dictionary_is_mined_from_the_links(world):
+    _, _, out, manifest = world
+    from mvlp_core.stages.align.dictionary import read_tsv
+
+    entries = {(e.en, e.xx): e for e in read_tsv(out / "dictionary-de.tsv")}
+    assert manifest.extra["dictionary"]["de"] == len(entries) > 0
+    # the grammar translates these words one to one (nouns in two cases)
+    assert ("dogs", "hunde") in entries and ("red", "rote") in entries
+    assert all(e.count >= 2 and e.prob >= 0.1 for e in entries.values())
 
 
 def test_real_en_fr_gold_aer():
