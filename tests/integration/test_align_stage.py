@@ -294,3 +294,36 @@ def test_real_en_fr_gold_aer_is_no_worse_than_the_raw_cli():
     print(f"en-fr AER {aer} in {time.perf_counter() - started:.1f}s")
     assert aer["ours"] <= min(aer["raw_fwd"], aer["raw_rev"]) + 0.02
     assert aer["ours"] < 0.3
+
+
+def test_align_cli_on_raw_text_files_with_priors(tmp_path):
+    """`mvlp align` tokenizes raw text per language, writes one 0-based links line per pair (an
+    empty pair gets an empty line) and round-trips priors it saved."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    rng = random.Random(5)
+    records = [render(draw(rng), "de") for _ in range(200)]
+    src, tgt = tmp_path / "en.txt", tmp_path / "de.txt"
+    src.write_text("".join(r["en"] + "\n" for r in records) + "\n", encoding="utf-8")
+    tgt.write_text("".join(r["xx"] + "\n" for r in records) + "leer\n", encoding="utf-8")
+    runner = CliRunner()
+    args = ["align", "--src", str(src), "--tgt", str(tgt), "--tgt-lang", "de"]
+    first = runner.invoke(app, args + ["--out", str(tmp_path / "a"), "--save-priors",
+                                       str(tmp_path / "p")])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, args + ["--out", str(tmp_path / "b"), "--priors", str(tmp_path / "p")])
+    assert again.exit_code == 0, again.output
+    for name in ("a", "b"):
+        lines = (tmp_path / name).read_text().splitlines()
+        assert len(lines) == 201 and lines[-1] == ""
+        predicted = [parse_links(line) for line in lines[:-1]]
+        gold = [{tuple(link) for link in r["links"]} for r in records]
+        hits = sum(len(p & g) for p, g in zip(predicted, gold))
+        assert hits / sum(len(g) for g in gold) > 0.8  # recall on the template corpus
+    assert runner.invoke(app, ["align", "--src", str(src), "--tgt", str(tgt)]).exit_code == 2
+
+
+def parse_links(line: str) -> set[tuple[int, int]]:
+    return {tuple(int(x) for x in item.split("-")) for item in line.split()}
