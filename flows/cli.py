@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from flows import cli_align
 from flows.cli_eval import eval_app
 from mvlp_core import contract, pipeline
 from mvlp_core.spec import SPECS_ROOT, SpecError, load_spec
@@ -184,6 +185,8 @@ def ui(port: int = UI_PORT) -> None:
         )
     )
 
+
+cli_align.register(app)
 
 if __name__ == "__main__":
     app()

@@ -55,13 +55,11 @@ class _Joined:
         self.words: dict[str, dict[str, list[str]]] = defaultdict(dict)
         self.links: dict[str, dict[str, list[list[int]]]] = defaultdict(dict)
         for lang in languages:
-            path = Path(inputs["align"]) / f"{lang}.parquet"
-            if not path.exists():
-                continue
-            for r in pq.read_table(path).to_pylist():
-                self.words[r["key"]]["en"] = r["words_en"]
-                self.words[r["key"]][lang] = r["words"]
-                self.links[r["key"]][lang] = r["links"]
+            for path in sorted(Path(inputs["align"]).glob(f"{lang}-[0-9]*.parquet")):
+                for r in pq.read_table(path).to_pylist():
+                    self.words[r["key"]]["en"] = r["words_en"]
+                    self.words[r["key"]][lang] = r["words"]
+                    self.links[r["key"]][lang] = r["links"]
         self.qa: dict[str, list[dict[str, str]]] = defaultdict(list)
         for r in _read_all(inputs["qa"], "[0-9]*.parquet"):
             self.qa[r["key"]].append(

@@ -42,6 +42,8 @@ class AlignmentScore:
     aer: float
     predicted: int
     sure: int
+    hit_sure: int = 0
+    hit_possible: int = 0
 
 
 def score(
@@ -60,10 +62,23 @@ def score(
         n_s += len(s)
         a_s += len(a & s)
         a_p += len(a & p)
+    return _from_counts(n_a, n_s, a_s, a_p)
+
+
+def combine(scores: Iterable[AlignmentScore]) -> AlignmentScore:
+    """The corpus-level score of several parts (chunks) scored separately."""
+    parts = list(scores)
+    return _from_counts(*(sum(getattr(s, f) for s in parts)
+                          for f in ("predicted", "sure", "hit_sure", "hit_possible")))
+
+
+def _from_counts(n_a: int, n_s: int, a_s: int, a_p: int) -> AlignmentScore:
     return AlignmentScore(
         precision=a_p / n_a if n_a else 1.0,
         recall=a_s / n_s if n_s else 1.0,
         aer=1.0 - (a_s + a_p) / (n_a + n_s) if n_a + n_s else 0.0,
         predicted=n_a,
         sure=n_s,
+        hit_sure=a_s,
+        hit_possible=a_p,
     )

@@ -1,9 +1,11 @@
-"""Run eflomal over a whole tokenized corpus and symmetrize its two directions.
+"""Run eflomal over tokenized sentence pairs, learn and apply its priors, symmetrize.
 
 eflomal is a Bayesian (Gibbs-sampled) IBM-1/HMM/fertility aligner: its statistics come from the
-whole corpus, so one call aligns every pair of a language at once, and alignments of tiny
-corpora (a handful of pairs) are valid but poor. It seeds its sampler randomly, so two runs may
-differ slightly. Its binary signals failure only by missing output, which is checked here.
+corpus it is given, so a tiny corpus aligns poorly. Priors carry statistics learned once from a
+large corpus (lexical, jump and fertility counts, eflomal's own `makepriors` format) into every
+later call, which is what lets a large stage align in independent chunks. eflomal seeds its
+sampler from /dev/urandom, so two runs differ slightly. Its binary signals failure only by
+missing output, which is checked here.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from mvlp_core import atomic
 from mvlp_core.stages.align.symmetrize import Link, grow_diag_final_and
 
 # eflomal's input writer silently empties sentences of 0x400 tokens or more.
 MAX_TOKENS = 0x3FF
+
+Sentences = Sequence[Sequence[str]]
 
 
 def _read_links(path: Path, n: int) -> list[list[Link]]:
@@ -34,6 +39,8 @@ def _link(item: str) -> Link:
 
 
 def _line(tokens: Sequence[str]) -> str:
+    """One sentence as eflomal reads it. Lowercased here (eflomal lowercases its vocabulary
+    too) so that priors learned from these lines match every later lookup."""
     if not tokens or len(tokens) > MAX_TOKENS:
         raise ValueError(f"eflomal needs 1..{MAX_TOKENS} tokens per sentence, got {len(tokens)}")
     if any(not t or t != "".join(t.split()) for t in tokens):
@@ -41,28 +48,80 @@ def _line(tokens: Sequence[str]) -> str:
     return " ".join(t.lower() for t in tokens) + "\n"
 
 
-def align_corpus(
-    source: Sequence[Sequence[str]], target: Sequence[Sequence[str]], *, model: int = 3
-) -> list[list[Link]]:
-    """Align sentence pairs of tokens; returns per pair the grow-diag-final-and links
-    (source index, target index), sorted. Tokens are lowercased before aligning."""
+def align_directional(
+    source: Sentences, target: Sentences, *, model: int = 3, priors: Path | None = None
+) -> tuple[list[list[Link]], list[list[Link]]]:
+    """eflomal's forward and reverse links per pair, both as (source index, target index)."""
     if len(source) != len(target):
         raise ValueError(f"{len(source)} source sentences but {len(target)} target sentences")
     if not source:
-        return []
+        return [], []
     from eflomal import Aligner
 
     src_lines = [_line(s) for s in source]
     trg_lines = [_line(t) for t in target]
     with tempfile.TemporaryDirectory(prefix="mvlp-eflomal-") as tmp:
         fwd_path, rev_path = Path(tmp) / "fwd", Path(tmp) / "rev"
-        Aligner(model=model).align(
-            src_lines,
-            trg_lines,
-            links_filename_fwd=str(fwd_path),
-            links_filename_rev=str(rev_path),
-            quiet=True,
-        )
-        forward = _read_links(fwd_path, len(source))
-        reverse = _read_links(rev_path, len(source))
+        priors_file = open(priors, encoding="utf-8") if priors else None
+        try:
+            Aligner(model=model).align(
+                src_lines,
+                trg_lines,
+                links_filename_fwd=str(fwd_path),
+                links_filename_rev=str(rev_path),
+                priors_input=priors_file,
+                quiet=True,
+            )
+        finally:
+            if priors_file:
+                priors_file.close()
+        return _read_links(fwd_path, len(source)), _read_links(rev_path, len(source))
+
+
+def align_corpus(
+    source: Sentences, target: Sentences, *, model: int = 3, priors: Path | None = None
+) -> list[list[Link]]:
+    """Align sentence pairs of tokens; returns per pair the grow-diag-final-and links
+    (source index, target index), sorted. Tokens are lowercased before aligning."""
+    forward, reverse = align_directional(source, target, model=model, priors=priors)
     return [grow_diag_final_and(f, r) for f, r in zip(forward, reverse)]
+
+
+def write_priors(
+    path: Path,
+    source: Sentences,
+    target: Sentences,
+    forward: Sequence[Sequence[Link]],
+    reverse: Sequence[Sequence[Link]],
+) -> int:
+    """Write eflomal priors (LEX/HMM/FERT counts, `eflomal-makepriors` format) learned from
+    aligned pairs, atomically; returns the number of lexical entries."""
+    from eflomal import calculate_priors, write_priors as write_eflomal_priors
+
+    src_lines = [_line(s) for s in source]
+    trg_lines = [_line(t) for t in target]
+    fwd_lines = [" ".join(f"{i}-{j}" for i, j in links) for links in forward]
+    rev_lines = [" ".join(f"{i}-{j}" for i, j in links) for links in reverse]
+    lexical, hmm_fwd, hmm_rev, fert_fwd, fert_rev = calculate_priors(
+        src_lines, trg_lines, fwd_lines, rev_lines
+    )
+    with atomic.atomic_open(Path(path), encoding="utf-8") as f:
+        write_eflomal_priors(f, lexical, hmm_fwd, hmm_rev, fert_fwd, fert_rev)
+    return len(lexical)
+
+
+def learn_priors(path: Path, source: Sentences, target: Sentences, *, model: int = 3) -> int:
+    """Align a corpus once and write the priors it yields (the first pass of a chunked run)."""
+    forward, reverse = align_directional(source, target, model=model)
+    return write_priors(path, source, target, forward, reverse)
+
+
+def check_priors(path: Path) -> None:
+    """Raise ValueError naming the line when `path` is not an eflomal priors file."""
+    from eflomal import read_priors
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            read_priors(f)
+    except (ValueError, IndexError, TypeError) as err:
+        raise ValueError(f"{path} is not an eflomal priors file ({err})") from None

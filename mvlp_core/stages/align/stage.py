@@ -1,15 +1,29 @@
-"""The align stage: tokenize English and translated captions, align each language with eflomal.
+"""The align stage: tokenize English and translated captions, align them with eflomal in chunks.
 
-Units are target languages, because eflomal learns its statistics from the whole corpus of a
-language pair: one call per language over every translated pair of that language.
+eflomal learns its statistics from the corpus it is given, so aligning a 3M-caption stage in
+small independent batches would align each batch nearly blind, and aligning it in one call would
+take one process and no resume. The stage does what eflomal's priors exist for: a first pass
+learns priors (from `align.prior_corpus`, or from up to `align.prior_pairs` of the stage's own
+pairs), written once and atomically under `priors/`; then units — chunks of `align.chunk_size`
+pairs of one language — align independently with those priors, in a process pool of
+`align.workers`, each committed on its own so a killed run resumes at the next chunk and reuses
+the priors. A language that fits in one chunk has all its statistics in that chunk: it aligns in
+one call with no first pass (unless a prior corpus or priors file adds outside statistics).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import math
+import multiprocessing
 import time
+from collections import defaultdict
+from collections.abc import Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from importlib import metadata
+from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,14 +32,21 @@ import pyarrow.parquet as pq
 
 from mvlp_core import atomic, contract
 from mvlp_core.languages import LANGUAGES
-from mvlp_core.spec import PipelineSpec, fingerprint_config
-from mvlp_core.stages.align.aer import score
-from mvlp_core.stages.align.eflomal_runner import MAX_TOKENS, align_corpus
+from mvlp_core.spec import AlignSpec, PipelineSpec, PriorCorpus, fingerprint_config
+from mvlp_core.stages.align import dictionary
+from mvlp_core.stages.align.aer import AlignmentScore, combine, score
+from mvlp_core.stages.align.eflomal_runner import (
+    MAX_TOKENS,
+    align_corpus,
+    check_priors,
+    learn_priors,
+)
 from mvlp_core.stages.align.gold import GoldPair, load_gold, project
 from mvlp_core.stages.align.symmetrize import Link
 from mvlp_core.stages.align.tokenize import Token, tokenize
 
 STAGE = "align"
+PRIORS_DIR = "priors"
 OUTPUT_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
@@ -36,6 +57,8 @@ OUTPUT_SCHEMA = pa.schema(
 )
 # Tokenizer dictionaries and the aligner change the output; their versions are part of the config.
 _VERSIONED = ("eflomal", "jieba", "fugashi", "unidic-lite")
+
+Row = tuple[str, str | None, str | None]  # key, English caption (None: missing), xx text
 
 
 def _read(folder: Path, pattern: str, columns: list[str], **kw: Any) -> pa.Table:
@@ -53,6 +76,13 @@ def _read(folder: Path, pattern: str, columns: list[str], **kw: Any) -> pa.Table
         ) from None
 
 
+def priors_path(align: AlignSpec, lang: str) -> Path | None:
+    """The user's priors file for `lang` when `align.priors` names one, else None."""
+    if align.priors in ("learn", "none"):
+        return None
+    return Path(align.priors.replace("{lang}", lang))
+
+
 def _check(spec: PipelineSpec, inputs: dict[str, Path]) -> None:
     missing = [name for name in ("download", "translate") if name not in inputs]
     if missing:
@@ -65,10 +95,34 @@ def _check(spec: PipelineSpec, inputs: dict[str, Path]) -> None:
             f"{STAGE}: cannot tokenize languages {unknown}; set languages to codes from "
             f"mvlp_core.languages ({', '.join(code for code in LANGUAGES if code != 'en')})"
         )
-    if spec.align.gold and not Path(spec.align.gold).is_file():
+    align = spec.align
+    if align.gold and not Path(align.gold).is_file():
         raise contract.StageError(
-            f"{STAGE}: gold alignments {spec.align.gold} not found; fix align.gold or remove it"
+            f"{STAGE}: gold alignments {align.gold} not found; fix align.gold or remove it"
         )
+    if align.prior_corpus and align.priors != "learn":
+        raise contract.StageError(
+            f"{STAGE}: align.prior_corpus is only read when align.priors is 'learn' "
+            f"(it is {align.priors!r}); set one or the other"
+        )
+    for lang, corpus in align.prior_corpus.items():
+        absent = [p for p in (corpus.src, corpus.tgt) if not Path(p).is_file()]
+        if lang not in spec.languages or absent:
+            what = f"files {absent} not found" if absent else f"{lang} is not in languages"
+            raise contract.StageError(f"{STAGE}: align.prior_corpus.{lang}: {what}; fix it")
+    for lang in spec.languages:
+        path = priors_path(align, lang)
+        if path is None:
+            continue
+        if not path.is_file():
+            raise contract.StageError(
+                f"{STAGE}: priors file {path} for {lang} not found; align.priors must be learn, "
+                "none or the path of an eflomal priors file ({lang} stands for the language)"
+            )
+        try:
+            check_priors(path)
+        except ValueError as err:
+            raise contract.StageError(f"{STAGE}: {err}; fix align.priors") from None
 
 
 def config(spec: PipelineSpec) -> dict[str, Any]:
@@ -76,86 +130,50 @@ def config(spec: PipelineSpec) -> dict[str, Any]:
     config["versions"] = {name: metadata.version(name) for name in _VERSIONED}
     if spec.align.gold:
         config["gold_sha256"] = atomic.sha256_file(Path(spec.align.gold))
+    inputs = {lang: [c.src, c.tgt] for lang, c in spec.align.prior_corpus.items()}
+    for lang in spec.languages:
+        path = priors_path(spec.align, lang)
+        if path is not None:
+            inputs[lang] = [str(path)]
+    config["prior_sha256"] = {
+        lang: [atomic.sha256_file(Path(p)) if Path(p).is_file() else None for p in paths]
+        for lang, paths in sorted(inputs.items())
+    }
     return config
 
 
-def run_align(
-    spec: PipelineSpec,
-    inputs: dict[str, Path],
-    out_dir: Path,
-    *,
-    force: bool = False,
-    progress: contract.ProgressFn | None = None,
-) -> contract.Manifest:
-    """Write `<lang>.parquet` (key, words_en, words, links) for every language in the spec.
+@dataclass(frozen=True)
+class _Chunk:
+    lang: str
+    rows: list[Row]
 
-    Pairs whose either side has no tokens are rejected (`empty_tokens`), as are pairs over
-    eflomal's sentence length limit (`too_many_tokens`). With `align.gold` set, AER against the
-    gold pairs found among the captions is reported per language in the manifest's `extra`.
-    """
-    inputs = {name: Path(folder) for name, folder in inputs.items()}
-    _check(spec, inputs)
-    fp = contract.stage_fingerprint(
-        STAGE, config(spec), inputs, importlib.import_module(__package__)
-    )
-    provenance = f"eflomal:model{spec.align.model}"
 
-    @functools.cache
-    def captions() -> dict[str, str]:
-        table = _read(inputs["download"], "samples-*.parquet", ["key", "caption"])
-        return dict(zip(table.column("key").to_pylist(), table.column("caption").to_pylist()))
-
-    @functools.cache
-    def gold() -> dict[tuple[str, str], GoldPair]:
-        try:
-            return load_gold(Path(spec.align.gold))
-        except ValueError as err:
-            fix = "fix the file or remove align.gold"
-            raise contract.StageError(f"{STAGE}: {err}; {fix}") from None
-
-    def process(lang: str) -> contract.UnitResult:
-        table = _read(
-            inputs["translate"], "*.parquet", ["key", "text"], filters=[("lang", "==", lang)]
-        )
-        pairs, rejects = _tokenized_pairs(lang, table, captions())
-        en_words = [[t for t, _, _ in p.en_tokens] for p in pairs]
-        xx_words = [[t for t, _, _ in p.xx_tokens] for p in pairs]
-        started = time.perf_counter()
-        try:
-            links = align_corpus(en_words, xx_words, model=spec.align.model)
-        except RuntimeError as err:
-            raise contract.StageError(f"{STAGE} {lang}: {err}") from None
-        seconds = time.perf_counter() - started
-        rel = f"{lang}.parquet"
-        columns = {
-            "key": [p.key for p in pairs],
-            "words_en": en_words,
-            "words": xx_words,
-            "links": [[list(link) for link in sent] for sent in links],
-        }
-        atomic.write_parquet(Path(out_dir) / rel, pa.table(columns, schema=OUTPUT_SCHEMA))
-        extra: dict[str, Any] = {"provenance": provenance, "eflomal_seconds": round(seconds, 3)}
-        if spec.align.gold:
-            extra.update(_gold_scores(lang, pairs, links, gold()))
-        return contract.UnitResult(
-            files={rel: len(pairs)},
-            samples_in=table.num_rows,
-            samples_out=len(pairs),
-            rejects=rejects,
-            extra=extra,
-        )
-
-    def finalize(_: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
-        extra: dict[str, Any] = {"provenance": provenance, "symmetrize": spec.align.symmetrize}
-        if spec.align.gold:
-            for name in ("aer", "precision", "recall", "gold_pairs"):
-                extra[name] = {r["unit"]: r["extra"][name] for r in records if name in r["extra"]}
-        return extra
-
-    return contract.run_units(
-        STAGE, Path(out_dir), fp, spec.languages, process,
-        force=force, progress=progress, finalize=finalize,
-    )
+def _plan(spec: PipelineSpec, inputs: dict[str, Path]) -> dict[str, _Chunk]:
+    """Units in language order: each language's rows sorted by key, cut every `chunk_size`
+    distinct keys (duplicates of a key stay in its chunk). A language without rows still gets
+    one (empty) unit, so its output file exists."""
+    table = _read(inputs["download"], "samples-*.parquet", ["key", "caption"])
+    captions = dict(zip(table.column("key").to_pylist(), table.column("caption").to_pylist()))
+    table = _read(inputs["translate"], "*.parquet", ["key", "lang", "text"])
+    by_lang: dict[str, list[Row]] = defaultdict(list)
+    for key, lang, text in zip(*(table.column(c).to_pylist() for c in ("key", "lang", "text"))):
+        by_lang[lang].append((key, captions.get(key), text))
+    units: dict[str, _Chunk] = {}
+    size = spec.align.chunk_size
+    for lang in spec.languages:
+        rows = sorted(by_lang.get(lang, []), key=lambda r: r[0])
+        chunks: list[list[Row]] = [[]]
+        distinct = 0
+        for row in rows:
+            if not chunks[-1] or row[0] != chunks[-1][-1][0]:
+                if distinct == size:
+                    chunks.append([])
+                    distinct = 0
+                distinct += 1
+            chunks[-1].append(row)
+        for index, chunk in enumerate(chunks):
+            units[f"{lang}-{index:05d}"] = _Chunk(lang, chunk)
+    return units
 
 
 class _Pair(NamedTuple):
@@ -166,16 +184,12 @@ class _Pair(NamedTuple):
     xx_tokens: list[Token]
 
 
-def _tokenized_pairs(
-    lang: str, table: pa.Table, captions: dict[str, str]
-) -> tuple[list[_Pair], list[contract.Reject]]:
-    """The translated rows of one language that eflomal can align, sorted by key; the others
-    as rejects."""
+def _tokenized_pairs(lang: str, rows: list[Row]) -> tuple[list[_Pair], list[contract.Reject]]:
+    """The rows (sorted by key) that eflomal can align; the others as rejects."""
     pairs: list[_Pair] = []
     rejects: list[contract.Reject] = []
     seen: set[str] = set()
-    for key, text in zip(table.column("key").to_pylist(), table.column("text").to_pylist()):
-        en = captions.get(key)
+    for key, en, text in rows:
         if key in seen:
             rejects.append(contract.Reject(key, "duplicate_pair", f"second {lang} row for key"))
             continue
@@ -192,20 +206,258 @@ def _tokenized_pairs(
             rejects.append(contract.Reject(key, "too_many_tokens", detail))
         else:
             pairs.append(_Pair(key, en, text, en_tokens, xx_tokens))
-    return sorted(pairs, key=lambda p: p.key), rejects
+    return pairs, rejects
 
 
-def _gold_scores(
-    lang: str,
-    pairs: list[_Pair],
-    links: list[list[Link]],
-    gold: dict[tuple[str, str], GoldPair],
+@dataclass(frozen=True)
+class _ChunkJob:
+    lang: str
+    rows: list[Row]
+    out: Path
+    rel: str
+    model: int
+    priors: Path | None
+    gold: dict[str, GoldPair]
+
+
+def _align_chunk(job: _ChunkJob) -> contract.UnitResult:
+    """Tokenize, align and write one chunk (runs in a pool worker when align.workers > 1)."""
+    pairs, rejects = _tokenized_pairs(job.lang, job.rows)
+    en_words = [[t for t, _, _ in p.en_tokens] for p in pairs]
+    xx_words = [[t for t, _, _ in p.xx_tokens] for p in pairs]
+    started = time.perf_counter()
+    try:
+        links = align_corpus(en_words, xx_words, model=job.model, priors=job.priors)
+    except RuntimeError as err:
+        raise contract.StageError(f"{STAGE} {job.rel}: {err}") from None
+    seconds = time.perf_counter() - started
+    columns = {
+        "key": [p.key for p in pairs],
+        "words_en": en_words,
+        "words": xx_words,
+        "links": [[list(link) for link in sent] for sent in links],
+    }
+    atomic.write_parquet(job.out / job.rel, pa.table(columns, schema=OUTPUT_SCHEMA))
+    extra: dict[str, Any] = {"lang": job.lang, "eflomal_seconds": round(seconds, 3)}
+    if job.gold:
+        extra.update(_gold_counts(pairs, links, job.gold))
+    return contract.UnitResult(
+        files={job.rel: len(pairs)},
+        samples_in=len(job.rows),
+        samples_out=len(pairs),
+        rejects=rejects,
+        extra=extra,
+    )
+
+
+@dataclass(frozen=True)
+class _PriorsJob:
+    lang: str
+    path: Path
+    model: int
+    rows: list[Row] | None = None  # pairs of the stage itself
+    corpus: PriorCorpus | None = None
+
+
+def _corpus_pairs(lang: str, corpus: PriorCorpus) -> tuple[list[list[str]], list[list[str]]]:
+    def words(line: str, code: str) -> list[str]:
+        if corpus.pretokenized:
+            return line.split()
+        return [t for t, _, _ in tokenize(line, code)]
+
+    src_words, tgt_words = [], []
+    with open(corpus.src, encoding="utf-8") as src, open(corpus.tgt, encoding="utf-8") as tgt:
+        for n, (s, t) in enumerate(islice(zip(src, tgt), corpus.limit), 1):
+            s_words, t_words = words(s, "en"), words(t, lang)
+            if 0 < len(s_words) <= MAX_TOKENS and 0 < len(t_words) <= MAX_TOKENS:
+                src_words.append(s_words)
+                tgt_words.append(t_words)
+    return src_words, tgt_words
+
+
+def _learn(job: _PriorsJob) -> dict[str, Any]:
+    """The first pass: align the prior corpus (or a sample of the stage's pairs) once and write
+    its priors atomically."""
+    if job.corpus is not None:
+        source, target = _corpus_pairs(job.lang, job.corpus)
+        origin = f"prior_corpus {Path(job.corpus.src).name}"
+    else:
+        pairs, _ = _tokenized_pairs(job.lang, job.rows or [])
+        source = [[t for t, _, _ in p.en_tokens] for p in pairs]
+        target = [[t for t, _, _ in p.xx_tokens] for p in pairs]
+        origin = "stage pairs"
+    if not source:
+        raise contract.StageError(
+            f"{STAGE} {job.lang}: no alignable pairs to learn priors from ({origin}); "
+            "give align.prior_corpus with text or set align.priors: none"
+        )
+    started = time.perf_counter()
+    try:
+        lexical = learn_priors(job.path, source, target, model=job.model)
+    except RuntimeError as err:
+        raise contract.StageError(f"{STAGE} {job.lang} priors: {err}") from None
+    return {"source": origin, "pairs": len(source), "lexical": lexical,
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _sample(rows: list[Row], limit: int) -> list[Row]:
+    """Every k-th row, spread over the whole (key-sorted) language: deterministic."""
+    step = max(1, math.ceil(len(rows) / limit))
+    return rows[::step][:limit]
+
+
+def run_align(
+    spec: PipelineSpec,
+    inputs: dict[str, Path],
+    out_dir: Path,
+    *,
+    force: bool = False,
+    progress: contract.ProgressFn | None = None,
+) -> contract.Manifest:
+    """Write `<lang>-<chunk>.parquet` (key, words_en, words, links) per chunk of every language,
+    `priors/<lang>.priors` where priors were learned, and `dictionary-<lang>.tsv`.
+
+    Pairs whose either side has no tokens are rejected (`empty_tokens`), as are pairs over
+    eflomal's sentence length limit (`too_many_tokens`). With `align.gold` set, AER against the
+    gold pairs found among the captions is reported per language in the manifest's `extra`.
+    """
+    inputs = {name: Path(folder) for name, folder in inputs.items()}
+    out_dir = Path(out_dir)
+    _check(spec, inputs)
+    align = spec.align
+    fp = contract.stage_fingerprint(
+        STAGE, config(spec), inputs, importlib.import_module(__package__)
+    )
+    if not force and contract.is_complete(out_dir, fp):
+        return contract.Manifest.load(out_dir)
+    provenance = f"eflomal:model{align.model}"
+    units = _plan(spec, inputs)
+    chunks_of: dict[str, list[str]] = defaultdict(list)
+    for unit, chunk in units.items():
+        chunks_of[chunk.lang].append(unit)
+
+    @functools.cache
+    def gold_by_lang() -> dict[str, dict[str, GoldPair]]:
+        try:
+            entries = load_gold(Path(align.gold))
+        except ValueError as err:
+            raise contract.StageError(f"{STAGE}: {err}; fix the file or remove align.gold") from None
+        out: dict[str, dict[str, GoldPair]] = defaultdict(dict)
+        for (lang, en), pair in entries.items():
+            out[lang][en] = pair
+        return out
+
+    def priors_for(lang: str) -> tuple[Path | None, _PriorsJob | None]:
+        """The priors file a language's chunks use, and the job that learns it if needed."""
+        given = priors_path(align, lang)
+        if given is not None or align.priors == "none":
+            return given, None
+        learned = out_dir / PRIORS_DIR / f"{lang}.priors"
+        corpus = align.prior_corpus.get(lang)
+        if corpus is not None:
+            return learned, _PriorsJob(lang, learned, align.model, corpus=corpus)
+        if len(chunks_of[lang]) > 1:
+            rows = [r for u in chunks_of[lang] for r in units[u].rows]
+            return learned, _PriorsJob(lang, learned, align.model, _sample(rows, align.prior_pairs))
+        return None, None
+
+    def job(unit: str) -> _ChunkJob:
+        chunk = units[unit]
+        gold = {}
+        if align.gold:
+            lang_gold = gold_by_lang().get(chunk.lang, {})
+            gold = {en: lang_gold[en] for _, en, _ in chunk.rows if en in lang_gold}
+        return _ChunkJob(chunk.lang, chunk.rows, out_dir, f"{unit}.parquet", align.model,
+                         priors_for(chunk.lang)[0], gold)
+
+    pool: ProcessPoolExecutor | None = None
+    futures: dict[str, Future] = {}
+    learned: dict[str, dict[str, Any]] = {}
+
+    def before(pending: list[str]) -> None:
+        """Learn the missing priors of the pending languages (a resumed run reuses those on
+        disk), then queue the pending chunks on the pool."""
+        nonlocal pool
+        if align.workers > 1:
+            pool = ProcessPoolExecutor(
+                align.workers, mp_context=multiprocessing.get_context("spawn")
+            )
+        langs = list(dict.fromkeys(units[u].lang for u in pending))
+        jobs = [j for lang in langs if (j := priors_for(lang)[1]) and not j.path.exists()]
+        results = pool.map(_learn, jobs) if pool else map(_learn, jobs)
+        learned.update((j.lang, r) for j, r in zip(jobs, results))
+        if pool:
+            futures.update((u, pool.submit(_align_chunk, job(u))) for u in pending)
+
+    def process(unit: str) -> contract.UnitResult:
+        result = futures.pop(unit).result() if pool else _align_chunk(job(unit))
+        lang = units[unit].lang
+        if lang in learned:  # recorded with the language's first chunk committed after it
+            result.extra["priors_learned"] = learned.pop(lang)
+        return result
+
+    def finalize(_: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+        extra: dict[str, Any] = {"provenance": provenance, "symmetrize": align.symmetrize,
+                                 "chunks": {lang: len(us) for lang, us in chunks_of.items()}}
+        extra["priors"] = _priors_summary(records, {lang: priors_for(lang)[0] for lang in chunks_of})
+        extra["dictionary"] = _write_dictionaries(out_dir, chunks_of, align)
+        if align.gold:
+            extra.update(_gold_summary(records))
+        return extra
+
+    try:
+        return contract.run_units(
+            STAGE, out_dir, fp, list(units), process,
+            force=force, progress=progress, before=before, finalize=finalize,
+        )
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _priors_summary(
+    records: list[dict[str, Any]], paths: dict[str, Path | None]
 ) -> dict[str, Any]:
-    """AER over the aligned pairs that have a gold entry with the same English and xx text
-    (a gold entry whose translation differs from ours cannot be mapped: counted, not scored)."""
+    """Per language: the priors file its chunks used (its sha256) and how it was learned."""
+    how = {r["extra"]["lang"]: r["extra"]["priors_learned"]
+           for r in records if "priors_learned" in r["extra"]}
+    summary: dict[str, Any] = {}
+    for lang, path in paths.items():
+        if path is None:
+            summary[lang] = None
+            continue
+        summary[lang] = {"file": str(path), "sha256": atomic.sha256_file(path)}
+        if lang in how:
+            summary[lang].update(how[lang])
+    return summary
+
+
+def _write_dictionaries(
+    out_dir: Path, chunks_of: dict[str, list[str]], align: AlignSpec
+) -> dict[str, int]:
+    """`dictionary-<lang>.tsv` mined from all chunks of each language; returns entry counts."""
+    sizes = {}
+    for lang, units in chunks_of.items():
+        def rows() -> Iterable[tuple[list[str], list[str], list[list[int]]]]:
+            for unit in units:
+                table = pq.read_table(out_dir / f"{unit}.parquet")
+                yield from zip(*(table.column(c).to_pylist() for c in ("words_en", "words", "links")))
+
+        entries = dictionary.select(dictionary.count_links(rows()),
+                                    min_count=align.dictionary_min_count,
+                                    min_prob=align.dictionary_min_prob)
+        sizes[lang] = dictionary.write_tsv(out_dir / f"dictionary-{lang}.tsv", entries)
+    return sizes
+
+
+def _gold_counts(
+    pairs: list[_Pair], links: list[list[Link]], gold: dict[str, GoldPair]
+) -> dict[str, Any]:
+    """Link counts against the gold pairs with the same English and xx text (a gold entry whose
+    translation differs from ours cannot be mapped: counted, not scored)."""
     scored, mismatched = [], 0
     for pair, predicted in zip(pairs, links):
-        entry = gold.get((lang, pair.en))
+        entry = gold.get(pair.en)
         if entry is None:
             continue
         if entry.xx != pair.xx:
@@ -215,12 +467,25 @@ def _gold_scores(
             entry, [(s, e) for _, s, e in pair.en_tokens], [(s, e) for _, s, e in pair.xx_tokens]
         )
         scored.append((predicted, sure, sure))
-    out: dict[str, Any] = {"gold_pairs": len(scored), "gold_text_mismatch": mismatched}
-    if scored:
-        result = score(scored)
-        out.update(
-            aer=round(result.aer, 4),
-            precision=round(result.precision, 4),
-            recall=round(result.recall, 4),
-        )
-    return out
+    result = score(scored)
+    return {"gold_pairs": len(scored), "gold_text_mismatch": mismatched,
+            "gold_counts": [result.predicted, result.sure, result.hit_sure, result.hit_possible]}
+
+
+def _gold_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """AER, precision and recall per language over all its chunks (counts summed)."""
+    parts: dict[str, list[AlignmentScore]] = defaultdict(list)
+    pairs: dict[str, int] = defaultdict(int)
+    for r in records:
+        extra = r["extra"]
+        if extra.get("gold_pairs"):
+            n_a, n_s, a_s, a_p = extra["gold_counts"]
+            parts[extra["lang"]].append(AlignmentScore(0, 0, 0, n_a, n_s, a_s, a_p))
+            pairs[extra["lang"]] += extra["gold_pairs"]
+    totals = {lang: combine(scores) for lang, scores in parts.items()}
+    return {
+        "aer": {lang: round(s.aer, 4) for lang, s in totals.items()},
+        "precision": {lang: round(s.precision, 4) for lang, s in totals.items()},
+        "recall": {lang: round(s.recall, 4) for lang, s in totals.items()},
+        "gold_pairs": dict(pairs),
+    }
