@@ -1,5 +1,5 @@
 """UniGen's losses: image–text InfoNCE (both ways, gathered across DDP ranks), ALBEF-style hard
-negative mining for [match], and per-task token cross-entropy over target positions only."""
+negative mining for [match]."""
 
 from __future__ import annotations
 
@@ -78,12 +78,3 @@ def mine_hard_negatives(
         (img_a, txt_a), (txt_b, img_b) = out
         return img_a, txt_a, img_b, txt_b
 
-
-def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next-token cross-entropy: position t predicts labels[t+1]; -100 is ignored.
-    Returns per-row sums of the loss [B] and per-row counts of supervised tokens [B]."""
-    shift_logits = logits[:, :-1].float()
-    shift_labels = labels[:, 1:]
-    loss = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=-100,
-                           reduction="none")  # fmt: skip
-    return loss.sum(dim=1), (shift_labels != -100).sum(dim=1)
