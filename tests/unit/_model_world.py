@@ -8,6 +8,8 @@ import random
 import tempfile
 from pathlib import Path
 
+import pytest
+import torch
 from mvlp_core.model import Example, Tokenizers, build_tokenizers, image_transform
 from mvlp_core.spec import ModelSpec
 from mvlp_core.synth.grammar import LANGS, caption, random_scene
@@ -22,6 +24,16 @@ def scenes(n: int, seed: int = 0) -> list:
 def world_texts(n: int = 120) -> list[str]:
     texts = [caption(s, lang) for s in scenes(n) for lang in LANGS]
     return texts + ["what colour is the circle?", "red", "green", "blue", "two", "three"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """One torch thread: on 2 shared cores, two threads per process oversubscribe and run the tiny
+    model ~20x slower. Imported by each model test module (autouse there)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @functools.lru_cache(maxsize=None)

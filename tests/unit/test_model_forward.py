@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from _model_world import examples, tiny_spec, tokenizers
+from _model_world import examples, single_thread, tiny_spec, tokenizers  # noqa: F401
 
 from mvlp_core.model import TASK_IDS, Example, build_model, collate
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from _model_world import single_thread  # noqa: F401
 
 from mvlp_core.model.losses import contrastive_loss, mine_hard_negatives
 

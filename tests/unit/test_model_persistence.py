@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from _model_world import examples, tiny_spec, tokenizers
+from _model_world import examples, single_thread, tiny_spec, tokenizers  # noqa: F401
 
 from mvlp_core.contract import StageError
 from mvlp_core.model import build_model, build_tokenizers, collate, load_model
