@@ -430,14 +430,32 @@ def _load_pretrained(cls, name: str, field: str, **kwargs):
         ) from None
 
 
-def build_model(spec: ModelSpec, tokenizers: Tokenizers) -> UniGen:
+def base_shaped_configs(spec: ModelSpec, tokenizers: Tokenizers) -> tuple[dict, dict, dict, dict]:
+    """The published shapes of the base parts (BLIP-2 ViT-g + Q-Former, xlm-roberta-base, gpt2),
+    for random-weight benchmarks (MFU on a GPU) where no checkpoint is at hand."""
+    from transformers import Blip2QFormerConfig, Blip2VisionConfig
+
+    vision = Blip2VisionConfig(hidden_size=1408, intermediate_size=6144, num_hidden_layers=39,
+                               num_attention_heads=16, image_size=spec.image_size, patch_size=14)  # fmt: skip
+    qformer = Blip2QFormerConfig(encoder_hidden_size=1408)  # 768 wide, 12 layers, cross-attn every 2nd
+    text = XLMRobertaConfig(vocab_size=max(250002, len(tokenizers.encoder)), max_position_embeddings=514,
+                            type_vocab_size=1, pad_token_id=tokenizers.encoder.pad_token_id)  # fmt: skip
+    decoder = GPT2Config(vocab_size=max(50257 + len(TASK_IDS), len(tokenizers.decoder)))
+    return _json(vision), _json(qformer), _json(text), _json(decoder)
+
+
+def build_model(spec: ModelSpec, tokenizers: Tokenizers, *, pretrained: bool = True) -> UniGen:
     """tiny: random weights from the spec's dims. base: BLIP-2 ViT + Q-Former, XLM-R and GPT-2 from
-    their checkpoints (name or path). With `spec.checkpoint` set, that UniGen checkpoint is loaded
-    instead (with its own tokenizers: use `model.tokenizers`)."""
+    their checkpoints (name or path); `pretrained=False` gives base shapes with random weights.
+    With `spec.checkpoint` set, that UniGen checkpoint is loaded instead (with its own tokenizers:
+    use `model.tokenizers`)."""
     if spec.checkpoint:
         return load_model(spec.checkpoint)
     parts: dict[str, nn.Module] = {}
-    if spec.size == "tiny":
+    if spec.size == "base" and not pretrained:
+        vision, qformer, text, decoder = base_shaped_configs(spec, tokenizers)
+        embed_dim = spec.embed_dim
+    elif spec.size == "tiny":
         vision, qformer = tiny_configs(spec)
         text, decoder = _tiny_parts(spec, tokenizers)
         embed_dim = spec.tiny.embed_dim

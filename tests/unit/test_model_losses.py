@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from _model_world import single_thread  # noqa: F401
 
@@ -66,3 +67,39 @@ def test_hard_negatives_prefer_similar_texts_and_drop_rows_without_negatives():
     img_a, txt_a, img_b, txt_b = mine_hard_negatives(torch.zeros(2, 2), everything, gen)
     assert len(img_a) == len(txt_a) == len(img_b) == len(txt_b) == 0
 
+
+
+def _rank_loss(rank: int, world: int, port: int, feats, out) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    image, text = feats
+    rows = slice(0, 2) if rank == 0 else slice(2, 5)  # ranks hold different row counts
+    local = image[rows].clone().requires_grad_()
+    loss = contrastive_loss(local, text[rows], torch.tensor(0.1))
+    loss.backward()
+    out[rank] = (loss.item(), local.grad.abs().sum().item())
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow  # spawns two interpreters that import torch + transformers (~1 min on 2 busy cores)
+def test_under_ddp_every_rank_contrasts_against_all_ranks_rows():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    torch.manual_seed(0)
+    image = torch.nn.functional.normalize(torch.randn(5, 4), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(5, 4), dim=-1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = mp.Manager().dict()
+    mp.spawn(_rank_loss, args=(2, port, (image, text), out), nprocs=2)
+    sim = image @ text.t() / 0.1
+    for rank, rows in ((0, range(0, 2)), (1, range(2, 5))):
+        rows = list(rows)
+        expected = (torch.nn.functional.cross_entropy(sim[rows], torch.tensor(rows))
+                    + torch.nn.functional.cross_entropy(sim.t()[rows], torch.tensor(rows))) / 2  # fmt: skip
+        assert abs(out[rank][0] - expected.item()) < 1e-5
+        assert out[rank][1] > 0  # the local slice carries the gradient

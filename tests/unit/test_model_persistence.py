@@ -165,3 +165,30 @@ def test_a_wrong_kind_of_vision_checkpoint_is_named(tmp_path, base_checkpoints):
         build_model(_base_spec(root, vision=str(root / "gpt2")), tok)
     with pytest.raises(StageError, match="num_query_tokens=4"):
         build_model(_base_spec(root, num_query_tokens=32), tok)
+
+
+def test_base_shapes_with_random_weights_and_the_papers_freezing():
+    """What a GPU benchmark builds: real sizes, no checkpoint (on the meta device: no memory)."""
+    spec = ModelSpec(size="base")
+    with torch.device("meta"):
+        model = build_model(spec, tokenizers(), pretrained=False)
+    vit = model.image_encoder.vision_model
+    assert 0.98e9 < sum(p.numel() for p in vit.parameters()) < 1.0e9  # ViT-g
+    assert not any(p.requires_grad for p in vit.parameters())
+    frozen = {int(n.split(".")[3]) for n, p in model.named_parameters()
+              if n.startswith("decoder.transformer.h.") and not p.requires_grad}  # fmt: skip
+    assert frozen == set(range(3, 9))  # the middle 6 of 12
+    assert 1.4e9 < model.num_params() < 1.6e9 and 0.4e9 < model.num_params(trainable_only=True) < 0.5e9
+
+
+def test_flops_estimate_counts_trainable_parts_three_times_frozen_ones(tmp_path):
+    tok = tokenizers()
+    batch = collate(examples(tiny_spec(), 4), tok, tiny_spec())
+    torch.manual_seed(0)
+    trainable = build_model(tiny_spec(freeze=[]), tok).flops_per_sample(batch)
+    frozen_vit = build_model(tiny_spec(freeze=["vision"]), tok).flops_per_sample(batch)
+    vit = build_model(tiny_spec(), tok).image_encoder.vision_model
+    patches = (64 // 8) ** 2 + 1
+    images = float(batch["has_image"].sum())
+    per_sample = images * patches * 4 * sum(p.numel() for p in vit.parameters()) / 4
+    assert trainable - frozen_vit == pytest.approx(per_sample, rel=1e-6)
