@@ -155,8 +155,10 @@ class UniGen(nn.Module):
         return F.normalize(self.text_proj(text_states[:, 0]), dim=-1)
 
     # ---------------------------------------------------------------- decoder
-    def _rows(self, image_states, image_mask, text_states, text_mask, task, targets, target_mask):
-        """One packed group of decoder rows: [image queries | text states | task token | target]."""
+    def _rows(self, image_states, image_mask, text_states, text_mask, task, targets, target_mask,
+              target_labels=None):  # fmt: skip
+        """One packed group of decoder rows: [image queries | text states | task token | target].
+        Labels: -100 on the prompt; `target_labels` (default: targets, -100 on padding) after it."""
         wte = self.decoder.transformer.wte
         prefix_img = self.image_to_decoder(image_states)
         prefix_txt = self.text_to_decoder(text_states)
@@ -167,7 +169,9 @@ class UniGen(nn.Module):
         ones = torch.ones_like(task).unsqueeze(1)
         mask = torch.cat([image_mask.long(), text_mask.long(), ones, target_mask.long()], dim=1)
         ignore = torch.full_like(mask[:, : mask.shape[1] - targets.shape[1]], -100)
-        labels = torch.cat([ignore, targets.masked_fill(target_mask == 0, -100)], dim=1)
+        if target_labels is None:
+            target_labels = targets.masked_fill(target_mask == 0, -100)
+        labels = torch.cat([ignore, target_labels], dim=1)
         return _pack(embeds, mask, labels)
 
     def _primary_rows(self, batch: dict, extra_image_rows: torch.Tensor | None = None):
@@ -184,9 +188,8 @@ class UniGen(nn.Module):
         uses_text = _isin(task, USES_TEXT)
         text_states = self._encode_text(batch["enc_ids"], batch["enc_mask"], uses_text)
         text_mask = batch["enc_mask"] * uses_text.unsqueeze(1)
-        labels = batch.get("labels")
-        target_mask = batch["dec_mask"] if labels is None else (labels != -100).long()
-        group = self._rows(image_states, img_mask, text_states, text_mask, task, batch["dec_ids"], target_mask)
+        group = self._rows(image_states, img_mask, text_states, text_mask, task, batch["dec_ids"],
+                           batch["dec_mask"], batch.get("labels"))  # fmt: skip
         return group, image_states
 
     def _token_logprobs(self, embeds, mask, labels):
@@ -334,7 +337,7 @@ class UniGen(nn.Module):
         b = batch["task"].shape[0]
         empty = batch["dec_ids"][:, :0]
         (embeds, mask, _), _ = self._primary_rows({**batch, "dec_ids": empty, "dec_mask": empty,
-                                                  "labels": empty})  # fmt: skip
+                                                  "labels": None})  # fmt: skip
         lengths = mask.sum(dim=1)
         embeds = F.pad(embeds, (0, 0, 0, max_new_tokens))
         mask = F.pad(mask, (0, max_new_tokens))

@@ -99,10 +99,14 @@ def test_padding_and_masked_labels_do_not_change_the_loss(tok):
     assert pad.any() and (batch["dec_ids"][pad] == tok.decoder.pad_token_id).all()
     changed = dict(batch, dec_ids=batch["dec_ids"].masked_fill(pad, 7))  # garbage under the padding
     assert torch.allclose(model(changed)["loss"], model(batch)["loss"], atol=1e-5)
-    # masking a target token's label removes exactly that token from the loss
-    masked = batch["labels"].clone()
-    masked[0, 0] = -100
-    assert model(dict(batch, labels=masked))["tokens"] == model(batch)["tokens"] - 1
+    # masking a target token's label drops it from the loss but not from the decoder's input:
+    # log p(target) = log p(rest | first token seen) + log p(first token)
+    rest, first = batch["labels"].clone(), torch.full_like(batch["labels"], -100)
+    rest[:, 0], first[:, 0] = -100, batch["labels"][:, 0]
+    full = model.score_targets(batch)
+    split = model.score_targets(dict(batch, labels=rest)) + model.score_targets(dict(batch, labels=first))
+    assert torch.allclose(full, split, atol=1e-4)
+    assert model(dict(batch, labels=rest))["tokens"] == model(batch)["tokens"] - 2
 
 
 def test_the_prompt_conditions_the_target(tok):
