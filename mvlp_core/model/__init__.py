@@ -2,8 +2,14 @@
 `iglue-eval` evaluates. See CONTRACT-model.md for the interface the trainer and eval rely on."""
 
 from mvlp_core.model.batch import Example, collate, image_transform
-from mvlp_core.model.tokenizers import TASK_IDS, TASK_TOKENS, Tokenizers, build_tokenizers, load_tokenizers
-from mvlp_core.model.unigen import UniGen, build_model, load_model
+from mvlp_core.model.tokenizers import (
+    TASK_IDS,
+    TASK_TOKENS,
+    Tokenizers,
+    build_tokenizers,
+    load_tokenizers,
+)
+from mvlp_core.model.unigen import UniGen, base_shaped_configs, build_model, load_model
 
 __all__ = [
     "TASK_IDS",
@@ -11,6 +17,7 @@ __all__ = [
     "Example",
     "Tokenizers",
     "UniGen",
+    "base_shaped_configs",
     "build_model",
     "build_tokenizers",
     "collate",

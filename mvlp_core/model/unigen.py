@@ -135,7 +135,8 @@ class UniGen(nn.Module):
         wanted = image_mask & rows.unsqueeze(1)
         states = pixels.new_zeros(b, k, q, d)
         if wanted.any():
-            states = states.index_put((wanted.nonzero(as_tuple=True)), self.image_encoder(pixels[wanted]))
+            encoded = self.image_encoder(pixels[wanted])
+            states = states.index_put(wanted.nonzero(as_tuple=True), encoded)
         mask = wanted.unsqueeze(-1).expand(-1, -1, q).reshape(b, k * q)
         return states.reshape(b, k * q, d), mask
 
@@ -277,11 +278,12 @@ class UniGen(nn.Module):
             return sum(p.numel() for p in module.parameters() if p.requires_grad == trainable)
 
         b = batch["task"].shape[0]
-        images = float(batch["image_mask"].sum()) if "image_mask" in batch else float(batch["has_image"].sum())
+        images = float(batch.get("image_mask", batch["has_image"]).sum())
         vit, qf = self.image_encoder.vision_model, self.image_encoder.qformer
         patches = (self.spec.image_size // vit.config.patch_size) ** 2 + 1
         text_tokens = float(batch["enc_mask"].sum() + batch["itc_mask"].sum())
-        dec_tokens = float(batch["dec_mask"].sum()) + b + images * self.spec.num_query_tokens + text_tokens
+        queries = images * self.spec.num_query_tokens
+        dec_tokens = float(batch["dec_mask"].sum()) + b + queries + text_tokens
         flops = images * patches * (6 * params(vit, True) + 2 * params(vit, False))
         flops += images * self.spec.num_query_tokens * 6 * sum(p.numel() for p in qf.parameters())
         flops += text_tokens * 6 * sum(p.numel() for p in self.text_encoder.parameters())
@@ -314,7 +316,9 @@ class UniGen(nn.Module):
         return self._token_logprobs(*group)[0]
 
     @torch.no_grad()
-    def match_score(self, pixel_values: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def match_score(
+        self, pixel_values: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         """[match]: log p("yes") − log p("no") [B] for each image (or image set) with its text."""
         b = ids.shape[0]
         base = {
@@ -328,7 +332,8 @@ class UniGen(nn.Module):
         for answer in (self.yes_ids, self.no_ids):
             target = torch.tensor(answer + [self.tokenizers.decoder.eos_token_id], device=ids.device)
             dec_ids = target.expand(b, -1)
-            scores.append(self.score_targets({**base, "dec_ids": dec_ids, "dec_mask": torch.ones_like(dec_ids)}))
+            dec_mask = torch.ones_like(dec_ids)
+            scores.append(self.score_targets({**base, "dec_ids": dec_ids, "dec_mask": dec_mask}))
         return scores[0] - scores[1]
 
     @torch.no_grad()
@@ -347,8 +352,9 @@ class UniGen(nn.Module):
         rows = torch.arange(b, device=embeds.device)
         for step in range(max_new_tokens):
             width = int(lengths.max())
-            hidden = self.decoder.transformer(inputs_embeds=embeds[:, :width],
-                                              attention_mask=mask[:, :width]).last_hidden_state  # fmt: skip
+            hidden = self.decoder.transformer(
+                inputs_embeds=embeds[:, :width], attention_mask=mask[:, :width]
+            ).last_hidden_state
             logits = self.decoder.lm_head(hidden[rows, lengths - 1])
             token = logits.argmax(dim=-1).masked_fill(done, eos)
             out[:, step] = token
@@ -358,7 +364,8 @@ class UniGen(nn.Module):
             embeds[rows, lengths] = self.decoder.transformer.wte(token).to(embeds.dtype)
             mask[rows, lengths] = 1
             lengths = lengths + 1
-        return [self.tokenizers.decoder.decode([t for t in row.tolist() if t != eos], skip_special_tokens=True).strip()
+        decode = self.tokenizers.decoder.decode
+        return [decode([t for t in row.tolist() if t != eos], skip_special_tokens=True).strip()
                 for row in out]  # fmt: skip
 
     # ---------------------------------------------------------------- persistence
@@ -438,8 +445,10 @@ def base_shaped_configs(spec: ModelSpec, tokenizers: Tokenizers) -> tuple[dict, 
     for random-weight benchmarks (MFU on a GPU) where no checkpoint is at hand."""
     from transformers import Blip2QFormerConfig, Blip2VisionConfig
 
-    vision = Blip2VisionConfig(hidden_size=1408, intermediate_size=6144, num_hidden_layers=39,
-                               num_attention_heads=16, image_size=spec.image_size, patch_size=14)  # fmt: skip
+    vision = Blip2VisionConfig(
+        hidden_size=1408, intermediate_size=6144, num_hidden_layers=39, num_attention_heads=16,
+        image_size=spec.image_size, patch_size=14,
+    )  # fmt: skip
     qformer = Blip2QFormerConfig(encoder_hidden_size=1408)  # 768 wide, 12 layers, cross-attn every 2nd
     text = XLMRobertaConfig(vocab_size=max(250002, len(tokenizers.encoder)), max_position_embeddings=514,
                             type_vocab_size=1, pad_token_id=tokenizers.encoder.pad_token_id)  # fmt: skip

@@ -28,7 +28,8 @@ class ImageEncoder(nn.Module):
         super().__init__()
         self.vision_model = Blip2VisionModel(Blip2VisionConfig(**vision_config))
         self.qformer = Blip2QFormerModel(Blip2QFormerConfig(**qformer_config))
-        self.query_tokens = nn.Parameter(torch.zeros(1, num_query_tokens, self.qformer.config.hidden_size))
+        width = self.qformer.config.hidden_size
+        self.query_tokens = nn.Parameter(torch.zeros(1, num_query_tokens, width))
         nn.init.normal_(self.query_tokens, std=self.qformer.config.initializer_range)
 
     @property
@@ -62,7 +63,7 @@ def _blip2_files(name: str) -> Path:
     if local.is_dir():
         if not (local / "config.json").exists():
             raise StageError(f"model.vision: {name} has no config.json; expected a BLIP-2 checkpoint"
-                             " folder written by Blip2Model/Blip2ForConditionalGeneration.save_pretrained")
+                             " folder (Blip2Model/Blip2ForConditionalGeneration.save_pretrained)")
         return local
     from transformers.utils import cached_file
 
