@@ -127,7 +127,6 @@ class ShardSpec(Strict):
     samples_per_shard: int = Field(1000, gt=0)
 
 
-_PLACEHOLDERS = {"monolingual": ("{lang}",), "wikimatrix": ("{src}", "{tgt}", "{pair}"), "moses": ("{lang}",)}
 
 
 class TextCorpusSpec(Strict):
@@ -191,14 +190,15 @@ class TextCorpusSpec(Strict):
         missing = [s for s in streams if s not in self.paths and self.path is None]
         if missing:
             raise ValueError(f"no path for {missing}: give `path` (a template) or `paths`")
-        marks = _PLACEHOLDERS["monolingual" if self.kind == "monolingual" else self.format]
+        marks = ("{lang}",) if self.kind == "monolingual" else ("{src}", "{tgt}", "{pair}")
         if self.format == "moses":
             lacking = [s for s in streams if "{lang}" not in self.paths.get(s, self.path)]
             if lacking:
                 raise ValueError(f"moses paths need {{lang}} (the two sides are two files); {lacking} lack it")
-        elif len(streams) > 1 and self.path is not None and not any(m in self.path for m in marks):
-            if any(s not in self.paths for s in streams):
-                raise ValueError(f"path serves {len(streams)} streams, so it needs one of {', '.join(marks)}")
+        else:
+            shared = [s for s in streams if s not in self.paths]
+            if len(shared) > 1 and not any(m in self.path for m in marks):
+                raise ValueError(f"path serves {len(shared)} streams, so it needs one of {', '.join(marks)}")
         return self
 
 
