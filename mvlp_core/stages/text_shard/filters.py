@@ -7,6 +7,7 @@ is), so one `min_words`/`max_length_ratio` works across en–ja and en–zh pair
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -24,12 +25,19 @@ def length(text: str, lang: str) -> int:
     return len(text.split())
 
 
+@functools.cache
+def _punctuation_to_space() -> dict[int, str]:
+    """str.translate table: every Unicode punctuation (P*) and symbol (S*) character -> space.
+    Built once from planes 0-1 (higher planes hold ideographs, tags and private use, no P/S);
+    a `\\W` regex would also drop combining marks and so break Tamil or Bengali words."""
+    return {cp: " " for cp in range(0x20000) if unicodedata.category(chr(cp))[0] in "PS"}
+
+
 def normalise(text: str) -> str:
     """For `dedup: normalised` and identical-side checks: NFKC, case-folded, digits as 0,
     punctuation and symbols dropped, whitespace collapsed (CCNet-style)."""
     text = _DIGITS.sub("0", unicodedata.normalize("NFKC", text).casefold())
-    kept = "".join(" " if unicodedata.category(ch)[0] in "PS" else ch for ch in text)
-    return " ".join(kept.split())
+    return " ".join(text.translate(_punctuation_to_space()).split())
 
 
 def dedup_hash(langs: tuple[str, ...], texts: tuple[str, ...], mode: str) -> int:
