@@ -17,7 +17,7 @@ import yaml
 from mvlp_core import contract, pipeline
 from mvlp_core.sampling import sampling_weights
 from mvlp_core.spec import load_spec
-from mvlp_core.synth.world import ensure_world
+from mvlp_core.synth.text import write_text_corpora
 
 ROOT = Path(__file__).resolve().parents[2]
 MULTI30K = next((p / "data" / "multi30k" for p in (ROOT / "shared", ROOT.parent / "shared", ROOT.parents[1] / "shared")
@@ -47,7 +47,7 @@ def tar_hashes(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> tuple:
     workdir = tmp_path_factory.mktemp("textdemo")
-    info = ensure_world(workdir / "world", 20, 0)
+    info = {"text": write_text_corpora(workdir / "world", seed=0)}  # the world's text/ part alone
     spec = load_spec("demo", workdir=workdir)
     manifest = pipeline.run_stage(spec, "text-shard")
     return spec, info, manifest

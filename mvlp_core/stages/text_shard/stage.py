@@ -41,6 +41,9 @@ class Unit:
     end: int
 
 
+Line = tuple[int, tuple[str, ...], float | None]  # (row, texts per side, score)
+
+
 def config(spec: PipelineSpec) -> dict[str, Any]:
     """Output-determining config: the text section, each corpus file's identity (see
     `readers.source_id`) and the sampling-weight code, whose result goes into the manifest."""
@@ -134,7 +137,7 @@ def _member(sorted_hashes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
     return sorted_hashes[pos] == hashes
 
 
-def _filter(unit: Unit, lines: list[tuple[int, tuple[bytes, ...]]]) -> tuple[list, list[contract.Reject]]:
+def _filter(unit: Unit, lines: list[tuple[int, tuple[bytes, ...]]]) -> tuple[list[Line], list[contract.Reject]]:
     """Lines that pass every filter but dedup, as (row, texts, score), and the rejects."""
     kept, rejects = [], []
     stream = unit.stream
@@ -150,6 +153,22 @@ def _filter(unit: Unit, lines: list[tuple[int, tuple[bytes, ...]]]) -> tuple[lis
         else:
             kept.append((row, texts, score))
     return kept, rejects
+
+
+def _dedup(stream: Stream, candidates: list[Line], earlier: np.ndarray) -> tuple[list[Line], list[contract.Reject], np.ndarray]:
+    """First occurrences among `candidates` not in `earlier` (the stream's earlier units), the
+    duplicate rejects, and the kept lines' hashes."""
+    mode = stream.corpus.dedup
+    hashes = np.array([filters.dedup_hash(stream.langs, texts, mode) for _, texts, _ in candidates], dtype=np.uint64)
+    out, rejects, first_row = [], [], {}
+    for line, h, dup in zip(candidates, hashes.tolist(), _member(earlier, hashes).tolist()):
+        if dup or h in first_row:
+            where = f"row {first_row[h]}" if h in first_row else "an earlier shard of this stream"
+            rejects.append(contract.Reject(stream.key(line[0]), "duplicate", f"same {mode} text as {where}"))
+        else:
+            first_row[h] = line[0]
+            out.append(line)
+    return out, rejects, np.array(list(first_row), dtype=np.uint64)
 
 
 def run_text_shard(
@@ -175,24 +194,10 @@ def run_text_shard(
         stream, mode = unit.stream, unit.stream.corpus.dedup
         lines = cursor.read(stream, unit.start, unit.end)
         candidates, rejects = _filter(unit, lines)
-        out: list[tuple[int, tuple[str, ...], float | None]] = []
-        kept_hashes: list[int] = []
-        if mode == "none":
-            out = candidates
-        else:
-            hashes = np.array(
-                [filters.dedup_hash(stream.langs, texts, mode) for _, texts, _ in candidates], dtype=np.uint64
-            )
-            in_earlier = _member(seen.before(i), hashes)
-            first_row: dict[int, int] = {}
-            for (row, texts, score), h, dup in zip(candidates, hashes.tolist(), in_earlier.tolist()):
-                if dup or h in first_row:
-                    where = f"row {first_row[h]}" if h in first_row else "an earlier shard of this stream"
-                    rejects.append(contract.Reject(stream.key(row), "duplicate", f"same {mode} text as {where}"))
-                    continue
-                first_row[h] = row
-                out.append((row, texts, score))
-            kept_hashes = list(first_row)
+        out = candidates
+        if mode != "none":
+            out, duplicates, kept = _dedup(stream, candidates, seen.before(i))
+            rejects += duplicates
         rejects.sort(key=lambda r: r.key)
         tar_name = f"text-{name}.tar"
         with atomic.atomic_path(out_dir / tar_name) as tmp, tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
@@ -201,13 +206,9 @@ def run_text_shard(
                 data = json.dumps(record(stream, key, texts, score), ensure_ascii=False).encode("utf-8")
                 _add(tar, f"{key}.json", data)
         if mode != "none":
-            seen.commit(i, np.array(kept_hashes, dtype=np.uint64))
+            seen.commit(i, kept)
         return contract.UnitResult(
-            files={tar_name: len(out)},
-            samples_in=len(lines),
-            samples_out=len(out),
-            rejects=rejects,
-            extra={"stream": stream.id, "out": len(out)},
+            files={tar_name: len(out)}, samples_in=len(lines), samples_out=len(out), rejects=rejects
         )
 
     def finalize(_: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
