@@ -62,6 +62,15 @@ def _print_outcome(spec_workdir: Path, states: dict[str, dict[str, Any]]) -> Non
     if shard.get("state") == "complete":
         tars = sorted((spec_workdir / "shard").glob("shard-*.tar"))
         console.print(f"Shards: [bold]{spec_workdir / 'shard'}[/] ({len(tars)} tars, {shard['samples_out']} samples)")
+    text = states.get("text-shard", {})
+    if text.get("state") == "complete" and text.get("samples_in"):
+        tars = sorted((spec_workdir / "text-shard").glob("text-*.tar"))
+        weights = "; ".join(
+            f"{kind} " + ", ".join(f"{k} {q:.2f}" for k, q in text["sampling_weights"][kind].items())
+            for kind in ("mono", "parallel") if text["sampling_weights"][kind]
+        )
+        console.print(f"Text shards: [bold]{spec_workdir / 'text-shard'}[/] ({len(tars)} tars, "
+                      f"{text['samples_out']} records); sampling weights (alpha {text['alpha']}): {weights}")
     aer = states.get("align", {}).get("aer")
     if aer:
         console.print("Alignment AER vs gold: " + ", ".join(f"{k} {v:.3f}" for k, v in aer.items()))

@@ -42,7 +42,7 @@ def _make_stage_flow(name: str) -> Any:
         )
         return state
 
-    stage_flow.__name__ = f"{name}_flow"
+    stage_flow.__name__ = f"{name.replace('-', '_')}_flow"
     return stage_flow
 
 
@@ -53,3 +53,4 @@ translate_flow = STAGE_FLOWS["translate"]
 align_flow = STAGE_FLOWS["align"]
 qa_flow = STAGE_FLOWS["qa"]
 shard_flow = STAGE_FLOWS["shard"]
+text_shard_flow = STAGE_FLOWS["text-shard"]

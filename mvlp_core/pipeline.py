@@ -24,7 +24,7 @@ SPEC_FILE = "spec.json"
 class StageDef:
     name: str
     deps: tuple[str, ...]
-    module: str  # holds run_<name>; its package (or module) is the code that is fingerprinted
+    module: str  # holds run_<name> (hyphens as _); its package (or module) is the fingerprinted code
     config: str  # name of the function(spec) -> fingerprinted config
 
 
@@ -35,6 +35,7 @@ DAG: dict[str, StageDef] = {
     "align": StageDef("align", ("download", "translate"), "mvlp_core.stages.align", "config"),
     "qa": StageDef("qa", ("download",), "mvlp_core.stages.qa", "fingerprint_inputs"),
     "shard": StageDef("shard", ("download", "translate", "align", "qa"), "mvlp_core.stages.shard", "config"),
+    "text-shard": StageDef("text-shard", (), "mvlp_core.stages.text_shard", "config"),
 }
 assert tuple(DAG) == STAGES
 
@@ -64,6 +65,11 @@ def select(start: str | None = None, stop: str | None = None, only: str | None =
     return names[lo : hi + 1]
 
 
+def run_function(name: str) -> str:
+    """Stage `a-b` is run by `run_a_b` (hyphens are not valid in Python names)."""
+    return "run_" + name.replace("-", "_")
+
+
 def _module(name: str) -> Any:
     return importlib.import_module(DAG[name].module)
 
@@ -75,7 +81,7 @@ def run_stage(
     force: bool = False,
     progress: contract.ProgressFn | None = None,
 ) -> contract.Manifest:
-    run: Callable[..., contract.Manifest] = getattr(_module(name), f"run_{name}")
+    run: Callable[..., contract.Manifest] = getattr(_module(name), run_function(name))
     return run(spec, inputs_for(spec, name), stage_dir(spec, name), force=force, progress=progress)
 
 

@@ -29,8 +29,10 @@ from mvlp_core.synth.grammar import (
 )
 from mvlp_core.synth.iglue import write_iglue
 from mvlp_core.synth.images import IMAGE_SIZE, JPEG_QUALITY, render_jpeg
+from mvlp_core.synth.text import write_text_corpora
 
 DEFAULT_URL_PREFIX = "http://images.synthetic.mvlp/"
+WORLD_FORMAT = 2  # bumped when the world gains files: an older world on disk is rewritten
 # kind -> path under the URL prefix; the image server answers each with that failure
 BAD_ROUTES = {"http_404": "bad/404.jpg", "http_500": "bad/500.jpg",
               "corrupt_image": "bad/corrupt.jpg", "not_an_image": "bad/not-an-image.jpg",
@@ -70,7 +72,8 @@ def write_world(
 
     Files: ``images/{row:06d}.jpg``, ``urls.tsv`` (caption, url; the good rows then the bad ones),
     ``translations.tsv`` (one row per distinct English caption, sorted), ``gold_alignments.jsonl``,
-    ``iglue/`` (see ``mvlp_core.synth.iglue``) and ``world.json``.
+    ``iglue/`` (see ``mvlp_core.synth.iglue``), ``text/`` (see ``mvlp_core.synth.text``) and
+    ``world.json``.
     """
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
@@ -106,13 +109,15 @@ def write_world(
                    "bad": dict(Counter(kind for kind, _, _ in bad)),
                    "distinct_captions": len(distinct), "alignments": len(alignments)},
         "iglue": write_iglue(out, seed, url_prefix),
+        "text": write_text_corpora(out, seed),
+        "format": WORLD_FORMAT,
     }
     write_json(out / "world.json", info)
     return info
 
 
 def ensure_world(out_dir: Path, samples: int, seed: int) -> dict:
-    """The world for (samples, seed) in `out_dir`, written only when absent or different.
+    """The world for (samples, seed) in `out_dir`, written only when absent, different or older.
 
     Written into a sibling temporary folder and renamed, so a killed write never leaves a
     half-world that looks complete.
@@ -121,7 +126,7 @@ def ensure_world(out_dir: Path, samples: int, seed: int) -> dict:
     marker = out_dir / "world.json"
     if marker.exists():
         info = json.loads(marker.read_text(encoding="utf-8"))
-        if info["args"]["samples"] == samples and info["args"]["seed"] == seed:
+        if info["args"]["samples"] == samples and info["args"]["seed"] == seed and info.get("format") == WORLD_FORMAT:
             return info
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,7 @@ def status(workdir: Path) -> dict:
 def reference(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("demo-ref")
     out = finish(demo(workdir))
-    assert "Shards:" in out and "mvlp ui" in out
+    assert "Shards:" in out and "Text shards:" in out and "mvlp ui" in out
     return workdir
 
 
@@ -95,6 +96,16 @@ def test_demo_outputs(reference: Path) -> None:
         img = Image.open(io.BytesIO(entry["jpg"]))
         assert (rec["image"]["width"], rec["image"]["height"]) == img.size == (64, 64)
         assert rec["provenance"] == {"translate": "import:translations.tsv", "align": "eflomal:model3", "qa": "rules"}
+    # text-shard: the world's corpora, each planted bad line rejected with its reason
+    world = json.loads((reference / "world" / "world.json").read_text(encoding="utf-8"))
+    corpora = [*world["text"]["parallel"].values(), *world["text"]["mono"].values()]
+    text = stages["text-shard"]
+    assert text["samples_out"] == sum(c["good"] for c in corpora)
+    assert text["rejects"] == dict(sum((Counter(c["planted"]) for c in corpora), Counter()))
+    assert set(text["sampling_weights"]["mono"]) == langs
+    assert set(text["sampling_weights"]["parallel"]) == {f"en-{xx}" for xx in langs - {"en"}}
+    tars = sorted((reference / "text-shard").glob("text-*.tar"))
+    assert text["counts"]["streams"]["mono:zh"]["shards"][1] == tars[-1].name  # the last stream
     aer = stages["align"]["aer"]
     assert set(aer) == langs - {"en"}
     assert sum(aer.values()) / len(aer) < 0.15, aer

@@ -18,6 +18,7 @@ from mvlp_core.spec import (
 
 DEMO = SPECS_ROOT / "pipelines" / "demo.yaml"
 UNIGEN = SPECS_ROOT / "pipelines" / "unigen-cc3m.yaml"
+WEAKLY = SPECS_ROOT / "pipelines" / "weakly-supervised.yaml"
 
 
 def test_demo_loads(tmp_path: Path) -> None:
@@ -32,6 +33,33 @@ def test_demo_loads(tmp_path: Path) -> None:
     assert spec.translate.import_.path == f"{tmp_path.resolve()}/world/translations.tsv"
     assert spec.ingest.url_policy.allow_loopback is True
     assert spec.download.image_size == 64
+
+
+def test_demo_text_corpora_point_into_the_world(tmp_path: Path) -> None:
+    spec = load_spec(DEMO, workdir=tmp_path)
+    wikimatrix, mono = spec.text.corpora
+    assert wikimatrix.path == f"{tmp_path.resolve()}/world/text/wikimatrix.{{src}}-{{tgt}}.tsv.gz"
+    assert (wikimatrix.kind, wikimatrix.format, wikimatrix.min_score) == ("parallel", "wikimatrix", 1.04)
+    assert (mono.kind, mono.format, mono.languages) == ("monolingual", "lines", ["en", "de", "fr", "cs", "ja", "zh"])
+    assert spec.text.alpha == 0.3
+
+
+def test_weakly_supervised_names_wikimatrix_and_cc100(tmp_path: Path) -> None:
+    from mvlp_core.stages.text_shard.readers import streams
+
+    spec = load_spec(WEAKLY, workdir=tmp_path)
+    found = streams(spec)
+    assert len(found) == 19 + 20
+    files = {s.id: s.files[0] for s in found}
+    assert files["wikimatrix:de-en"] == "s3://your-bucket/wikimatrix/WikiMatrix.de-en.tsv.gz"
+    assert files["cc100:zh"] == "s3://your-bucket/cc100/zh-Hans.txt.xz"
+    assert files["cc100:sw"] == "s3://your-bucket/cc100/sw.txt.xz"
+    assert spec.text.corpora[0].min_score == 1.04 and spec.text.alpha == 0.3
+
+
+def test_text_section_defaults_to_no_corpora(tmp_path: Path) -> None:
+    spec = load_spec(UNIGEN, workdir=tmp_path)
+    assert spec.text.corpora == [] and spec.text.alpha == 0.3 and spec.text.samples_per_shard == 10000
 
 
 def test_demo_loads_by_name(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ files shaped like the real ones."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import random
@@ -62,7 +63,8 @@ def test_same_seed_gives_identical_bytes_and_another_seed_does_not(world, tmp_pa
     write_world(tmp_path / "other", SAMPLES, seed=8)
     other, ours = tree_hashes(tmp_path / "other"), tree_hashes(root)
     for name in ("urls.tsv", "translations.tsv", "gold_alignments.jsonl", "images/000000.jpg",
-                 "iglue/XVNLI/annotations/en/test.jsonl", "iglue/images/gqa/n000000.jpg"):
+                 "iglue/XVNLI/annotations/en/test.jsonl", "iglue/images/gqa/n000000.jpg",
+                 "text/wikimatrix.en-de.tsv.gz", "text/mono.ja.txt"):
         assert other[name] != ours[name], name
 
 
@@ -382,3 +384,28 @@ def test_marvl_is_balanced_and_every_record_points_at_rendered_images(world):
                     seen += 1
     assert seen > 1000
     assert len(list((root / "iglue" / "images").rglob("*.jpg"))) == world[1]["iglue"]["images"]
+
+
+# -- text corpora ---------------------------------------------------------------------------------
+
+def test_text_corpora_are_translations_that_are_not_captions(world):
+    root, info = world
+    captions = {c for c, _ in good_rows(root)}
+    for xx in TARGET_LANGS:
+        counts = info["text"]["parallel"][f"en-{xx}"]
+        lines = gzip.decompress((root / f"text/wikimatrix.en-{xx}.tsv.gz").read_bytes()).split(b"\n")
+        assert lines[-1] == b"" and len(lines) - 1 == counts["lines"]
+        assert counts["lines"] == counts["good"] + sum(counts["planted"].values())
+        rows = [line.decode("utf-8", "replace").split("\t") for line in lines[:-1]]
+        scored = [float(r[0]) for r in rows if len(r) == 3 and r[0] != "n/a"]
+        assert scored[-3:] == sorted(scored[-3:], reverse=True) and max(scored[-3:]) < 1.04
+        good = [r for r in rows if len(r) == 3 and r[0] != "n/a" and float(r[0]) >= 1.04 and r[1] != r[2]]
+        assert len(good) > counts["good"]  # the planted length/dup/encoding lines are among these
+        assert not {r[1] for r in good} & captions
+    for lang in LANGS:
+        counts = info["text"]["mono"][lang]
+        data = (root / f"text/mono.{lang}.txt").read_bytes()
+        eol = b"\r\n" if lang == "cs" else b"\n"
+        assert data.count(eol) == counts["lines"] == counts["good"] + sum(counts["planted"].values())
+        assert data.startswith(b"\xef\xbb\xbf") == (lang == "fr")
+    assert info["text"]["mono"]["en"]["good"] > info["text"]["mono"]["zh"]["good"]  # skewed, as CC-100
