@@ -35,6 +35,8 @@ DAG: dict[str, StageDef] = {
     "align": StageDef("align", ("download", "translate"), "mvlp_core.stages.align", "config"),
     "qa": StageDef("qa", ("download",), "mvlp_core.stages.qa", "fingerprint_inputs"),
     "shard": StageDef("shard", ("download", "translate", "align", "qa"), "mvlp_core.stages.shard", "config"),
+    # depends on text-shard too once branch wip/textshard lands (the loader reads it when given)
+    "pretrain": StageDef("pretrain", ("shard",), "mvlp_core.stages.pretrain", "config"),
 }
 assert tuple(DAG) == STAGES
 
