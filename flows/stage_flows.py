@@ -11,7 +11,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
+from flows.artifacts import publish_stage
 from flows.progress import stage_progress
+from flows.runners import runner
 from flows.summary import summary_row
 from mvlp_core import pipeline
 from mvlp_core.spec import STAGES, load_spec
@@ -23,13 +25,14 @@ def _make_stage_flow(name: str) -> Any:
         spec_path: str, workdir: str | None = None, overrides: list[str] | None = None, force: bool = False
     ) -> dict[str, Any]:
         spec = load_spec(spec_path, overrides or [], workdir)
-        manifest = pipeline.run_stage(spec, name, force=force, progress=stage_progress(name))
+        manifest = runner(name)(spec, name, force=force, progress=stage_progress(name))
         state = pipeline.stage_state(spec, name)
         create_table_artifact(
             key=f"{name}-summary",
             table=[summary_row(name, state)],
             description=f"{name}: samples in/out, rejects by reason, seconds",
         )
+        publish_stage(name, spec, state)
         get_run_logger().info(
             "%s: %d in, %d out, rejects %s, %.1fs", name, manifest.samples_in,
             manifest.samples_out, manifest.rejects or "none", manifest.seconds,
@@ -47,3 +50,4 @@ translate_flow = STAGE_FLOWS["translate"]
 align_flow = STAGE_FLOWS["align"]
 qa_flow = STAGE_FLOWS["qa"]
 shard_flow = STAGE_FLOWS["shard"]
+pretrain_flow = STAGE_FLOWS["pretrain"]
