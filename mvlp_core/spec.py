@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mvlp_core.languages import SUPPORTED_LANGUAGES
 
@@ -182,6 +189,70 @@ class PretrainSpec(Strict):
     fail_at_step: int | None = perf_only(
         None, description="test knob: rank 1 exits hard once at this step (fault injection)"
     )
+class TinyModelSpec(Strict):
+    """Dimensions of the `tiny` model: random weights, small enough to learn the synthetic world on
+    2 CPU cores (~2-3M parameters with the defaults)."""
+
+    hidden_size: int = Field(128, gt=0, description="width of every tower (ViT, Q-Former, XLM-R, GPT-2)")
+    num_heads: int = Field(4, gt=0)
+    intermediate_size: int = Field(512, gt=0)
+    patch_size: int = Field(8, gt=0)
+    vision_layers: int = Field(2, gt=0)
+    qformer_layers: int = Field(2, gt=0)
+    text_layers: int = Field(2, gt=0)
+    decoder_layers: int = Field(2, gt=0)
+    encoder_vocab_size: int = Field(1000, ge=64, description="SentencePiece unigram size (a cap)")
+    decoder_vocab_size: int = Field(1000, ge=300, description="byte-level BPE size (256 bytes + merges)")
+    embed_dim: int = Field(64, gt=0, description="contrastive space width")
+    max_positions: int = Field(256, gt=0, description="position embeddings of XLM-R and GPT-2")
+
+
+class ModelSpec(Strict):
+    """UniGen: BLIP-2 ViT + Q-Former, XLM-R encoder, GPT-2 decoder (see mvlp_core/model)."""
+
+    size: Literal["tiny", "base"] = "tiny"
+    checkpoint: str | None = Field(None, description="folder written by UniGen.save_pretrained")
+    vision: str = Field(
+        "Salesforce/blip2-opt-2.7b",
+        description="base: BLIP-2 checkpoint name or path holding the ViT + Q-Former",
+    )
+    text_encoder: str = Field("xlm-roberta-base", description="base: XLM-R name or path")
+    decoder: str = Field("gpt2", description="base: GPT-2 name or path")
+    num_query_tokens: int = Field(32, gt=0)
+    image_size: int | None = Field(None, gt=0, description="default: 224 for base, 64 for tiny")
+    max_text_len: int = Field(64, ge=4, description="encoder tokens (source, caption)")
+    max_target_len: int = Field(32, ge=2, description="decoder target tokens, eos included")
+    freeze: list[Literal["vision", "qformer", "text_encoder", "decoder", "decoder.middle"]] | None = (
+        Field(
+            None,
+            description="frozen parts; default: the paper's ['vision', 'decoder.middle'] for base,"
+            " ['decoder.middle'] for tiny (its ViT is random, so it has to learn)",
+        )
+    )
+    decoder_middle_layers: int | None = Field(
+        None, ge=0, description="decoder.middle size; default: 6 for base (paper), a third for tiny"
+    )
+    alpha_qus: float = Field(1.0, ge=0, description="weight of L_qus")
+    beta_match: float = Field(1.0, ge=0, description="weight of L_match")
+    embed_dim: int = Field(256, gt=0, description="base: contrastive space width")
+    temperature: float = Field(0.07, gt=0, description="initial InfoNCE temperature (learnable)")
+    temperature_range: tuple[float, float] = (0.001, 0.5)
+    hard_negatives: bool = Field(True, description="[match] negatives mined from similarities")
+    tiny: TinyModelSpec = TinyModelSpec()
+
+    @model_validator(mode="after")
+    def _size_defaults(self) -> ModelSpec:
+        if self.image_size is None:
+            self.image_size = 224 if self.size == "base" else 64
+        if self.freeze is None:
+            self.freeze = ["vision", "decoder.middle"] if self.size == "base" else ["decoder.middle"]
+        if self.size == "tiny" and self.image_size % self.tiny.patch_size:
+            raise ValueError(
+                f"image_size {self.image_size} is not a multiple of tiny.patch_size {self.tiny.patch_size}"
+            )
+        if self.tiny.hidden_size % self.tiny.num_heads:
+            raise ValueError("tiny.hidden_size must be a multiple of tiny.num_heads")
+        return self
 
 
 class PipelineSpec(Strict):
@@ -197,6 +268,7 @@ class PipelineSpec(Strict):
     qa: QASpec = QASpec()
     shard: ShardSpec = ShardSpec()
     pretrain: PretrainSpec = PretrainSpec()
+    model: ModelSpec = ModelSpec()
 
     @field_validator("languages")
     @classmethod

@@ -1,0 +1,114 @@
+"""One training sample (`Example`), the image preprocessing and `collate`, which turns a list of
+examples into padded tensors. The decoder prompt (image queries, encoder states, task token) is
+assembled inside the model, so `labels` here cover the target only; the model puts -100 on every
+prompt position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mvlp_core.model.tokenizers import TASK_IDS, Tokenizers
+from mvlp_core.spec import ModelSpec
+
+# BLIP-2's (CLIP's) normalisation
+IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
+IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
+CHARS_PER_TOKEN = 16  # cut pathological texts before tokenizing: no token is longer than this
+
+
+@dataclass
+class Example:
+    task: str  # "cap" | "trans" | "qus" | "match"  ([match] + contrastive are also derived in-batch)
+    image: torch.Tensor | None  # [3,H,W] from image_transform, or [K,3,H,W]; None = text-only
+    source: str  # encoder text: trans -> non-English caption; qus -> question; cap -> ""
+    source_lang: str
+    target: str  # English target: cap/trans -> English caption; qus -> answer; match -> yes/no
+    caption: str | None = None  # text paired with the image for contrastive + match; None = none
+
+
+def image_transform(spec: ModelSpec) -> Callable:
+    """PIL image -> float tensor [3, S, S]: RGB, bicubic resize to `image_size`, normalised."""
+    size = spec.image_size
+    mean = torch.tensor(IMAGE_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGE_STD).view(3, 1, 1)
+
+    def transform(image) -> torch.Tensor:
+        from PIL import Image
+
+        image = image.convert("RGB")
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.BICUBIC)
+        array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return (array - mean) / std
+
+    return transform
+
+
+def _clip(text: str | None, max_len: int) -> str:
+    return (text or "")[: max_len * CHARS_PER_TOKEN]
+
+
+def _images(examples: list[Example], size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """pixel_values [B,3,S,S] (or [B,K,3,S,S] when any example has K images), has_image [B] and
+    image_mask [B,K] (K = 1 for single images)."""
+    b = len(examples)
+    ks = [0 if e.image is None else (e.image.shape[0] if e.image.dim() == 4 else 1) for e in examples]
+    multi = any(e.image is not None and e.image.dim() == 4 for e in examples)
+    k = max([1, *ks])
+    pixels = torch.zeros(b, k, 3, size, size)
+    mask = torch.zeros(b, k, dtype=torch.bool)
+    for i, e in enumerate(examples):
+        if e.image is None:
+            continue
+        image = e.image if e.image.dim() == 4 else e.image.unsqueeze(0)
+        if tuple(image.shape[1:]) != (3, size, size):
+            raise ValueError(f"image of shape {tuple(e.image.shape)}; expected [3,{size},{size}]"
+                             " from image_transform(spec)")  # fmt: skip
+        pixels[i, : image.shape[0]] = image
+        mask[i, : image.shape[0]] = True
+    has_image = mask.any(dim=1)
+    return (pixels if multi else pixels[:, 0]), has_image, mask
+
+
+def collate(examples: list[Example], tokenizers: Tokenizers, spec: ModelSpec) -> dict[str, torch.Tensor]:
+    """Pad a list of examples into the batch `UniGen.forward` takes (keys: see the contract)."""
+    if not examples:
+        raise ValueError("collate needs at least one example")
+    unknown = {e.task for e in examples} - set(TASK_IDS)
+    if unknown:
+        raise ValueError(f"unknown task(s) {sorted(unknown)}; allowed: {', '.join(TASK_IDS)}")
+    enc, dec = tokenizers.encoder, tokenizers.decoder
+    pixels, has_image, image_mask = _images(examples, spec.image_size)
+    source = enc([_clip(e.source, spec.max_text_len) for e in examples], padding=True,
+                 truncation=True, max_length=spec.max_text_len, return_tensors="pt")  # fmt: skip
+    itc = enc([_clip(e.caption, spec.max_text_len) for e in examples], padding=True,
+              truncation=True, max_length=spec.max_text_len, return_tensors="pt")  # fmt: skip
+    # target tokens + eos, truncated so eos always fits
+    targets = dec([_clip(e.target, spec.max_target_len) for e in examples], add_special_tokens=False,
+                  truncation=True, max_length=spec.max_target_len - 1)["input_ids"]  # fmt: skip
+    targets = [ids + [dec.eos_token_id] for ids in targets]
+    width = max(len(ids) for ids in targets)
+    dec_ids = torch.full((len(examples), width), dec.pad_token_id, dtype=torch.long)
+    dec_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, ids in enumerate(targets):
+        dec_ids[i, : len(ids)] = torch.tensor(ids)
+        dec_mask[i, : len(ids)] = 1
+    return {
+        "task": torch.tensor([TASK_IDS[e.task] for e in examples], dtype=torch.long),
+        "pixel_values": pixels,
+        "has_image": has_image,
+        "image_mask": image_mask,
+        "enc_ids": source["input_ids"],
+        "enc_mask": source["attention_mask"],
+        "itc_ids": itc["input_ids"],
+        "itc_mask": itc["attention_mask"],
+        "has_caption": torch.tensor([bool(e.caption and e.caption.strip()) for e in examples]),
+        "dec_ids": dec_ids,
+        "dec_mask": dec_mask,
+        "labels": dec_ids.masked_fill(dec_mask == 0, -100),
+    }

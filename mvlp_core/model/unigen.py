@@ -1,0 +1,467 @@
+"""UniGen: a BLIP-2 image encoder (ViT + Q-Former) and an XLM-R text encoder feed an English GPT-2
+decoder, which generates the target after a task token:
+
+    [trans]  XLM-R states of a non-English caption        -> English caption
+    [cap]    Q-Former query states of the image           -> English caption
+    [qus]    query states + XLM-R states of the question  -> answer
+    [match]  query states + XLM-R states of a text        -> "yes" / "no"
+
+plus an image–text contrastive loss between the first query's output (the image [CLS]) and XLM-R's
+first token (the text [CLS]). L = L_trans + L_cap + α·L_qus + β·L_match + L_CL.
+
+The decoder input is [prefix embeddings, task token, target tokens]; each row's valid positions are
+packed to the left (so sequences are ordinary right-padded GPT-2 inputs) and only target positions
+carry labels.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel, XLMRobertaConfig, XLMRobertaModel
+
+from mvlp_core.atomic import atomic_path, write_json
+from mvlp_core.contract import StageError
+from mvlp_core.model.losses import contrastive_loss, mine_hard_negatives
+from mvlp_core.model.tokenizers import TASK_IDS, Tokenizers, load_tokenizers
+from mvlp_core.model.vision import ImageEncoder, load_blip2_encoder, tiny_configs
+from mvlp_core.spec import ModelSpec
+
+CONFIG_FILE = "unigen.json"
+WEIGHTS_FILE = "model.safetensors"
+TRANS, CAP, QUS, MATCH = (TASK_IDS[t] for t in ("trans", "cap", "qus", "match"))
+USES_IMAGE = (CAP, QUS, MATCH)
+USES_TEXT = (TRANS, QUS, MATCH)
+
+
+def _isin(task: torch.Tensor, ids: tuple[int, ...]) -> torch.Tensor:
+    return torch.isin(task, torch.tensor(ids, device=task.device))
+
+
+def _pack(embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor):
+    """Move each row's valid positions to the left, keeping their order; trim to the longest row."""
+    order = torch.argsort((mask == 0).to(torch.int8), dim=1, stable=True)
+    order = order[:, : max(int(mask.sum(dim=1).max()), 1)]
+    embeds = embeds.gather(1, order.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
+    return embeds, mask.gather(1, order), labels.gather(1, order)
+
+
+def _pad_cat(groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
+    """Stack packed groups of rows, right-padding them to a common length."""
+    width = max(g[0].shape[1] for g in groups)
+    out = ([], [], [])
+    for embeds, mask, labels in groups:
+        extra = width - embeds.shape[1]
+        out[0].append(F.pad(embeds, (0, 0, 0, extra)))
+        out[1].append(F.pad(mask, (0, extra)))
+        out[2].append(F.pad(labels, (0, extra), value=-100))
+    return tuple(torch.cat(parts) for parts in out)
+
+
+class UniGen(nn.Module):
+    """The model. `config` holds the spec and every sub-model's HF config, so `from_pretrained`
+    rebuilds it without the hub.
+
+    DDP: every parameter that requires grad gets a gradient in every step (zero for a part the
+    batch did not use, e.g. the vision tower on a text-only batch), so plain
+    `DistributedDataParallel` works; `find_unused_parameters` is not needed.
+    """
+
+    def __init__(self, config: dict, tokenizers: Tokenizers, parts: dict[str, nn.Module] | None = None):
+        super().__init__()
+        parts = parts or {}
+        self.config = config
+        self.spec = ModelSpec.model_validate(config["spec"])
+        self.tokenizers = tokenizers
+        self.image_encoder = parts.get("image_encoder") or ImageEncoder(
+            config["vision_config"], config["qformer_config"], self.spec.num_query_tokens
+        )
+        self.text_encoder = parts.get("text_encoder") or XLMRobertaModel(
+            XLMRobertaConfig(**config["text_config"]), add_pooling_layer=False
+        )
+        self.decoder = parts.get("decoder") or GPT2LMHeadModel(GPT2Config(**config["decoder_config"]))
+        dq, dx = self.image_encoder.hidden_size, self.text_encoder.config.hidden_size
+        dg, e = self.decoder.config.n_embd, config["embed_dim"]
+        self.image_to_decoder = nn.Linear(dq, dg)
+        self.text_to_decoder = nn.Linear(dx, dg)
+        self.vision_proj = nn.Linear(dq, e)
+        self.text_proj = nn.Linear(dx, e)
+        self.temperature = nn.Parameter(torch.tensor(self.spec.temperature))
+        self.register_buffer("task_tokens", torch.tensor(config["task_token_ids"]), persistent=False)
+        self.yes_ids, self.no_ids = config["yes_ids"], config["no_ids"]
+        self._freeze()
+
+    # ---------------------------------------------------------------- parameters
+    def _middle_layers(self) -> range:
+        n = self.decoder.config.n_layer
+        k = self.spec.decoder_middle_layers
+        if k is None:
+            k = n // 2 if self.spec.size == "base" else n // 3
+        k = min(k, n)
+        start = (n - k) // 2
+        return range(start, start + k)
+
+    def _freeze(self) -> None:
+        frozen: list[nn.Parameter] = []
+        parts = {
+            "vision": [self.image_encoder.vision_model],
+            "qformer": [self.image_encoder.qformer],
+            "text_encoder": [self.text_encoder],
+            "decoder": [self.decoder],
+            "decoder.middle": [self.decoder.transformer.h[i] for i in self._middle_layers()],
+        }
+        for name in self.spec.freeze:
+            for module in parts[name]:
+                frozen.extend(module.parameters())
+        if "qformer" in self.spec.freeze:
+            frozen.append(self.image_encoder.query_tokens)
+        for p in frozen:
+            p.requires_grad_(False)
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        seen = {id(p): p for p in self.parameters() if p.requires_grad or not trainable_only}
+        return sum(p.numel() for p in seen.values())
+
+    # ---------------------------------------------------------------- encoders
+    def _encode_images(self, pixel_values: torch.Tensor, image_mask: torch.Tensor, rows: torch.Tensor):
+        """Query states [B, K*Q, Dq] (zeros for rows not in `rows`) and their mask [B, K*Q]."""
+        b = pixel_values.shape[0]
+        pixels = pixel_values if pixel_values.dim() == 5 else pixel_values.unsqueeze(1)
+        k, q, d = pixels.shape[1], self.spec.num_query_tokens, self.image_encoder.hidden_size
+        wanted = image_mask & rows.unsqueeze(1)
+        states = pixels.new_zeros(b, k, q, d)
+        if wanted.any():
+            states = states.index_put((wanted.nonzero(as_tuple=True)), self.image_encoder(pixels[wanted]))
+        mask = wanted.unsqueeze(-1).expand(-1, -1, q).reshape(b, k * q)
+        return states.reshape(b, k * q, d), mask
+
+    def _encode_text(self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """XLM-R states [B, L, Dx] for `rows` (zeros elsewhere)."""
+        b, length = ids.shape
+        states = torch.zeros(b, length, self.text_encoder.config.hidden_size, device=ids.device)
+        if rows.any():
+            out = self.text_encoder(input_ids=ids[rows], attention_mask=mask[rows]).last_hidden_state
+            states = states.to(out.dtype).index_put((rows.nonzero(as_tuple=True)), out)
+        return states
+
+    def _image_cls(self, query_states: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.vision_proj(query_states[:, 0]), dim=-1)
+
+    def _text_cls(self, text_states: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_proj(text_states[:, 0]), dim=-1)
+
+    # ---------------------------------------------------------------- decoder
+    def _rows(self, image_states, image_mask, text_states, text_mask, task, targets, target_mask):
+        """One packed group of decoder rows: [image queries | text states | task token | target]."""
+        wte = self.decoder.transformer.wte
+        prefix_img = self.image_to_decoder(image_states)
+        prefix_txt = self.text_to_decoder(text_states)
+        task_embed = wte(self.task_tokens[task]).unsqueeze(1)
+        target_embed = wte(targets)
+        embeds = torch.cat([prefix_img, prefix_txt.to(prefix_img.dtype), task_embed.to(prefix_img.dtype),
+                            target_embed.to(prefix_img.dtype)], dim=1)  # fmt: skip
+        ones = torch.ones_like(task).unsqueeze(1)
+        mask = torch.cat([image_mask.long(), text_mask.long(), ones, target_mask.long()], dim=1)
+        ignore = torch.full_like(mask[:, : mask.shape[1] - targets.shape[1]], -100)
+        labels = torch.cat([ignore, targets.masked_fill(target_mask == 0, -100)], dim=1)
+        return _pack(embeds, mask, labels)
+
+    def _primary_rows(self, batch: dict, extra_image_rows: torch.Tensor | None = None):
+        """Decoder rows of the batch's own examples, and the query states the encoders produced."""
+        task = batch["task"]
+        uses_image = _isin(task, USES_IMAGE) & batch["has_image"]
+        rows = uses_image if extra_image_rows is None else uses_image | extra_image_rows
+        image_mask = batch.get("image_mask")
+        if image_mask is None:
+            k = batch["pixel_values"].shape[1] if batch["pixel_values"].dim() == 5 else 1
+            image_mask = batch["has_image"].unsqueeze(1).expand(-1, k)
+        image_states, img_mask = self._encode_images(batch["pixel_values"], image_mask, rows)
+        img_mask = img_mask & uses_image.unsqueeze(1)
+        uses_text = _isin(task, USES_TEXT)
+        text_states = self._encode_text(batch["enc_ids"], batch["enc_mask"], uses_text)
+        text_mask = batch["enc_mask"] * uses_text.unsqueeze(1)
+        labels = batch.get("labels")
+        target_mask = batch["dec_mask"] if labels is None else (labels != -100).long()
+        group = self._rows(image_states, img_mask, text_states, text_mask, task, batch["dec_ids"], target_mask)
+        return group, image_states
+
+    def _token_logprobs(self, embeds, mask, labels):
+        """Per-row sum of target log-probs and target token counts; logits only where supervised."""
+        hidden = self.decoder.transformer(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        shift = labels[:, 1:]
+        where = shift != -100
+        logits = self.decoder.lm_head(hidden[:, :-1][where]).float()
+        logp = -F.cross_entropy(logits, shift[where], reduction="none")
+        row = where.nonzero(as_tuple=True)[0]
+        sums = torch.zeros(labels.shape[0], device=labels.device).index_add(0, row, logp)
+        return sums, where.sum(dim=1)
+
+    # ---------------------------------------------------------------- training
+    def _match_rows(self, batch, image_states, itc_rows, image_cls, text_states, text_cls):
+        """ALBEF: every image–caption pair ("yes"), plus for each image a hard negative text and for
+        each text a hard negative image ("no"), mined from the in-batch similarities."""
+        n = image_cls.shape[0]
+        if n < 2 or self.spec.beta_match == 0:
+            return None
+        idx = itc_rows.nonzero(as_tuple=True)[0]
+        ids = batch["itc_ids"][idx]
+        positive = (ids.unsqueeze(1) == ids.unsqueeze(0)).all(dim=-1)
+        if self.spec.hard_negatives:
+            similarity = image_cls @ text_cls.t()
+        else:
+            similarity = torch.zeros(n, n, device=image_cls.device)
+        img_a, txt_a, img_b, txt_b = mine_hard_negatives(similarity, positive)
+        if len(img_a) + len(img_b) == 0:
+            return None
+        ar = torch.arange(n, device=idx.device)
+        img = torch.cat([ar, img_a, img_b])
+        txt = torch.cat([ar, txt_a, txt_b])
+        yes = torch.tensor(self.yes_ids + [self.tokenizers.decoder.eos_token_id], device=idx.device)
+        no = torch.tensor(self.no_ids + [self.tokenizers.decoder.eos_token_id], device=idx.device)
+        width = max(len(yes), len(no))
+        targets = torch.full((len(img), width), self.tokenizers.decoder.pad_token_id, device=idx.device)
+        target_mask = torch.zeros_like(targets)
+        targets[:n, : len(yes)], target_mask[:n, : len(yes)] = yes, 1
+        targets[n:, : len(no)], target_mask[n:, : len(no)] = no, 1
+        q = self.spec.num_query_tokens
+        img_states = image_states[idx][:, :q][img]
+        img_mask = torch.ones(img_states.shape[:2], dtype=torch.long, device=idx.device)
+        task = torch.full((len(img),), MATCH, device=idx.device)
+        return self._rows(img_states, img_mask, text_states[txt], batch["itc_mask"][idx][txt], task,
+                          targets, target_mask)  # fmt: skip
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Losses of a `collate` batch (see the module docstring)."""
+        task = batch["task"]
+        single = batch["pixel_values"].dim() == 4
+        itc_rows = batch["has_image"] & batch["has_caption"] & single
+        group, image_states = self._primary_rows(batch, extra_image_rows=itc_rows)
+        groups, row_task = [group], [task]
+        zero = self.temperature.sum() * 0.0
+        loss_itc = zero
+        if itc_rows.any():
+            image_cls = self._image_cls(image_states[itc_rows])
+            text_states = self._encode_text(batch["itc_ids"], batch["itc_mask"], itc_rows)[itc_rows]
+            text_cls = self._text_cls(text_states)
+            temperature = self.temperature.clamp(*self.spec.temperature_range)
+            loss_itc = contrastive_loss(image_cls, text_cls, temperature)
+            match = self._match_rows(batch, image_states, itc_rows, image_cls, text_states, text_cls)
+            if match is not None:
+                groups.append(match)
+                row_task.append(torch.full((match[0].shape[0],), MATCH, device=task.device))
+        embeds, mask, labels = _pad_cat(groups)
+        logp, counts = self._token_logprobs(embeds, mask, labels)
+        row_task = torch.cat(row_task)
+        losses = {}
+        for name, t in TASK_IDS.items():
+            sel = row_task == t
+            tokens = counts[sel].sum()
+            losses[f"loss_{name}"] = -logp[sel].sum() / tokens if tokens > 0 else zero
+        # zero-weighted touch of every trainable parameter: DDP sees a gradient for each of them
+        touch = sum(p.view(-1)[0] for p in self.parameters() if p.requires_grad) * 0.0
+        loss = (losses["loss_trans"] + losses["loss_cap"] + self.spec.alpha_qus * losses["loss_qus"]
+                + self.spec.beta_match * losses["loss_match"] + loss_itc + touch)  # fmt: skip
+        return {"loss": loss, **losses, "loss_itc": loss_itc, "tokens": counts.sum()}
+
+    def flops_per_sample(self, batch: dict) -> float:
+        """Rough training FLOPs per sample (6·params·tokens for trainable parts, 2·params·tokens for
+        frozen ones that need no input gradient), for an MFU estimate; attention FLOPs ignored."""
+        def params(module, trainable):
+            return sum(p.numel() for p in module.parameters() if p.requires_grad == trainable)
+
+        b = batch["task"].shape[0]
+        images = float(batch["image_mask"].sum()) if "image_mask" in batch else float(batch["has_image"].sum())
+        vit, qf = self.image_encoder.vision_model, self.image_encoder.qformer
+        patches = (self.spec.image_size // vit.config.patch_size) ** 2 + 1
+        text_tokens = float(batch["enc_mask"].sum() + batch["itc_mask"].sum())
+        dec_tokens = float(batch["dec_mask"].sum()) + b + images * self.spec.num_query_tokens + text_tokens
+        flops = images * patches * (6 * params(vit, True) + 2 * params(vit, False))
+        flops += images * self.spec.num_query_tokens * 6 * sum(p.numel() for p in qf.parameters())
+        flops += text_tokens * 6 * sum(p.numel() for p in self.text_encoder.parameters())
+        dec = self.decoder.transformer.h
+        flops += dec_tokens * (6 * params(dec, True) + 4 * params(dec, False))
+        flops += float(batch["dec_mask"].sum()) * 6 * self.decoder.lm_head.weight.numel()
+        return flops / b
+
+    # ---------------------------------------------------------------- inference
+    @torch.no_grad()
+    def image_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(query states [B, K*Q, Dq] (Q per image), image [CLS] [B, E] L2-normalised; for K images
+        the normalised mean of their [CLS])."""
+        pixels = pixel_values if pixel_values.dim() == 5 else pixel_values.unsqueeze(1)
+        b, k = pixels.shape[:2]
+        states = self.image_encoder(pixels.flatten(0, 1))
+        cls = self._image_cls(states).view(b, k, -1).mean(dim=1)
+        return states.reshape(b, k * states.shape[1], -1), F.normalize(cls, dim=-1)
+
+    @torch.no_grad()
+    def text_features(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Text [CLS] [B, E], L2-normalised (the contrastive space)."""
+        return self._text_cls(self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state)
+
+    @torch.no_grad()
+    def score_targets(self, batch: dict) -> torch.Tensor:
+        """Sum of log-probs [B] of each example's target (eos included) given its prompt; the task
+        token comes from batch["task"]."""
+        group, _ = self._primary_rows(batch)
+        return self._token_logprobs(*group)[0]
+
+    @torch.no_grad()
+    def match_score(self, pixel_values: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[match]: log p("yes") − log p("no") [B] for each image (or image set) with its text."""
+        b = ids.shape[0]
+        base = {
+            "task": torch.full((b,), MATCH, device=ids.device),
+            "pixel_values": pixel_values,
+            "has_image": torch.ones(b, dtype=torch.bool, device=ids.device),
+            "enc_ids": ids,
+            "enc_mask": mask,
+        }
+        scores = []
+        for answer in (self.yes_ids, self.no_ids):
+            target = torch.tensor(answer + [self.tokenizers.decoder.eos_token_id], device=ids.device)
+            dec_ids = target.expand(b, -1)
+            scores.append(self.score_targets({**base, "dec_ids": dec_ids, "dec_mask": torch.ones_like(dec_ids)}))
+        return scores[0] - scores[1]
+
+    @torch.no_grad()
+    def generate(self, batch: dict, max_new_tokens: int = 16) -> list[str]:
+        """Greedy decoding after each example's prompt (its target is ignored)."""
+        b = batch["task"].shape[0]
+        empty = batch["dec_ids"][:, :0]
+        (embeds, mask, _), _ = self._primary_rows({**batch, "dec_ids": empty, "dec_mask": empty,
+                                                  "labels": empty})  # fmt: skip
+        lengths = mask.sum(dim=1)
+        embeds = F.pad(embeds, (0, 0, 0, max_new_tokens))
+        mask = F.pad(mask, (0, max_new_tokens))
+        eos = self.tokenizers.decoder.eos_token_id
+        out = torch.full((b, max_new_tokens), eos, device=embeds.device)
+        done = torch.zeros(b, dtype=torch.bool, device=embeds.device)
+        rows = torch.arange(b, device=embeds.device)
+        for step in range(max_new_tokens):
+            width = int(lengths.max())
+            hidden = self.decoder.transformer(inputs_embeds=embeds[:, :width],
+                                              attention_mask=mask[:, :width]).last_hidden_state  # fmt: skip
+            logits = self.decoder.lm_head(hidden[rows, lengths - 1])
+            token = logits.argmax(dim=-1).masked_fill(done, eos)
+            out[:, step] = token
+            done |= token == eos
+            if done.all():
+                break
+            embeds[rows, lengths] = self.decoder.transformer.wte(token).to(embeds.dtype)
+            mask[rows, lengths] = 1
+            lengths = lengths + 1
+        return [self.tokenizers.decoder.decode([t for t in row.tolist() if t != eos], skip_special_tokens=True).strip()
+                for row in out]  # fmt: skip
+
+    # ---------------------------------------------------------------- persistence
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Weights (safetensors), config (spec + sub-model configs) and both tokenizers."""
+        from safetensors.torch import save_model
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.tokenizers.save(folder)
+        with atomic_path(folder / WEIGHTS_FILE) as tmp:
+            save_model(self, str(tmp))
+        write_json(folder / CONFIG_FILE, self.config)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> UniGen:
+        from safetensors.torch import load_model as load_weights
+
+        folder = Path(folder)
+        if not (folder / CONFIG_FILE).exists():
+            raise StageError(f"{folder} is not a UniGen checkpoint (no {CONFIG_FILE}); give a folder"
+                             " written by UniGen.save_pretrained, e.g. pretrain/final")  # fmt: skip
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        model = cls(config, load_tokenizers(folder))
+        try:
+            load_weights(model, str(folder / WEIGHTS_FILE))
+        except (OSError, RuntimeError) as err:
+            raise StageError(f"cannot load the weights of {folder}: {err}; the checkpoint is"
+                             " incomplete or from another model version: re-save it") from None
+        return model
+
+
+def load_model(folder: str | Path) -> UniGen:
+    """The model (with its tokenizers) from a folder written by `UniGen.save_pretrained`."""
+    return UniGen.from_pretrained(folder)
+
+
+def _answer_ids(tokenizers: Tokenizers, word: str) -> list[int]:
+    return tokenizers.decoder(word, add_special_tokens=False)["input_ids"]
+
+
+def _json(config) -> dict:
+    return json.loads(config.to_json_string(use_diff=False))
+
+
+def _tiny_parts(spec: ModelSpec, tokenizers: Tokenizers) -> tuple[dict, dict]:
+    t = spec.tiny
+    text = XLMRobertaConfig(
+        vocab_size=len(tokenizers.encoder), hidden_size=t.hidden_size, num_hidden_layers=t.text_layers,
+        num_attention_heads=t.num_heads, intermediate_size=t.intermediate_size,
+        max_position_embeddings=t.max_positions + 2, type_vocab_size=1,
+        pad_token_id=tokenizers.encoder.pad_token_id, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    decoder = GPT2Config(
+        vocab_size=len(tokenizers.decoder), n_embd=t.hidden_size, n_layer=t.decoder_layers,
+        n_head=t.num_heads, n_inner=t.intermediate_size, n_positions=t.max_positions,
+        bos_token_id=tokenizers.decoder.eos_token_id, eos_token_id=tokenizers.decoder.eos_token_id,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )  # fmt: skip
+    return _json(text), _json(decoder)
+
+
+def _load_pretrained(cls, name: str, field: str, **kwargs):
+    try:
+        return cls.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as err:
+        raise StageError(
+            f"cannot load model.{field} {name!r} ({type(err).__name__}: {err}); the model hub is not"
+            f" reachable here: set model.{field} to a local checkpoint folder (save_pretrained) or"
+            " pre-populate the Hugging Face cache (HF_HOME)"
+        ) from None
+
+
+def build_model(spec: ModelSpec, tokenizers: Tokenizers) -> UniGen:
+    """tiny: random weights from the spec's dims. base: BLIP-2 ViT + Q-Former, XLM-R and GPT-2 from
+    their checkpoints (name or path). With `spec.checkpoint` set, that UniGen checkpoint is loaded
+    instead (with its own tokenizers: use `model.tokenizers`)."""
+    if spec.checkpoint:
+        return load_model(spec.checkpoint)
+    parts: dict[str, nn.Module] = {}
+    if spec.size == "tiny":
+        vision, qformer = tiny_configs(spec)
+        text, decoder = _tiny_parts(spec, tokenizers)
+        embed_dim = spec.tiny.embed_dim
+    else:
+        parts["image_encoder"] = load_blip2_encoder(spec.vision, spec.num_query_tokens)
+        parts["text_encoder"] = _load_pretrained(XLMRobertaModel, spec.text_encoder, "text_encoder",
+                                                 add_pooling_layer=False)  # fmt: skip
+        gpt2 = _load_pretrained(GPT2LMHeadModel, spec.decoder, "decoder")
+        gpt2.resize_token_embeddings(len(tokenizers.decoder))
+        parts["decoder"] = gpt2
+        vision = _json(parts["image_encoder"].vision_model.config)
+        qformer = _json(parts["image_encoder"].qformer.config)
+        text = _json(parts["text_encoder"].config)
+        decoder = _json(gpt2.config)
+        embed_dim = spec.embed_dim
+    config = {
+        "spec": spec.model_dump(mode="json"),
+        "vision_config": vision,
+        "qformer_config": qformer,
+        "text_config": text,
+        "decoder_config": decoder,
+        "embed_dim": embed_dim,
+        "task_token_ids": tokenizers.task_token_ids(),
+        "yes_ids": _answer_ids(tokenizers, "yes"),
+        "no_ids": _answer_ids(tokenizers, "no"),
+    }
+    return UniGen(config, tokenizers, parts)

@@ -1,0 +1,116 @@
+"""The image encoder: BLIP-2's ViT followed by its Q-Former with learnable query tokens.
+
+`base` loads only the `vision_model.*`, `qformer.*` and `query_tokens` weights of a BLIP-2
+checkpoint (Blip2Model, Blip2ForConditionalGeneration, ...) — not its multi-billion-parameter
+language model — by reading the safetensors shards that hold them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfig, Blip2VisionModel
+
+from mvlp_core.contract import StageError
+from mvlp_core.spec import ModelSpec
+
+PREFIXES = ("vision_model.", "qformer.", "query_tokens")
+# the Q-Former's text-branch FFN: older checkpoints hold it, queries never use it
+_TEXT_FFN = re.compile(r"^qformer\.encoder\.layer\.\d+\.(intermediate|output)\.")
+
+
+class ImageEncoder(nn.Module):
+    def __init__(self, vision_config: dict, qformer_config: dict, num_query_tokens: int) -> None:
+        super().__init__()
+        self.vision_model = Blip2VisionModel(Blip2VisionConfig(**vision_config))
+        self.qformer = Blip2QFormerModel(Blip2QFormerConfig(**qformer_config))
+        self.query_tokens = nn.Parameter(torch.zeros(1, num_query_tokens, self.qformer.config.hidden_size))
+        nn.init.normal_(self.query_tokens, std=self.qformer.config.initializer_range)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.qformer.config.hidden_size
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[N,3,H,W] -> query states [N,Q,D]."""
+        image_embeds = self.vision_model(pixel_values=pixel_values).last_hidden_state
+        mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
+        queries = self.query_tokens.expand(image_embeds.shape[0], -1, -1)
+        return self.qformer(query_embeds=queries, encoder_hidden_states=image_embeds,
+                            encoder_attention_mask=mask).last_hidden_state  # fmt: skip
+
+
+def tiny_configs(spec: ModelSpec) -> tuple[dict, dict]:
+    t = spec.tiny
+    vision = dict(hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
+                  num_hidden_layers=t.vision_layers, num_attention_heads=t.num_heads,
+                  image_size=spec.image_size, patch_size=t.patch_size)  # fmt: skip
+    qformer = dict(hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
+                   num_hidden_layers=t.qformer_layers, num_attention_heads=t.num_heads,
+                   encoder_hidden_size=t.hidden_size, cross_attention_frequency=1,
+                   vocab_size=2, max_position_embeddings=t.max_positions)  # fmt: skip
+    return vision, qformer
+
+
+def _blip2_files(name: str) -> Path:
+    """config.json of a BLIP-2 checkpoint (folder or hub name) -> its folder."""
+    local = Path(name)
+    if local.is_dir():
+        if not (local / "config.json").exists():
+            raise StageError(f"model.vision: {name} has no config.json; expected a BLIP-2 checkpoint"
+                             " folder written by Blip2Model/Blip2ForConditionalGeneration.save_pretrained")
+        return local
+    from transformers.utils import cached_file
+
+    try:
+        return Path(cached_file(name, "config.json")).parent
+    except OSError as err:
+        raise StageError(
+            f"cannot load the BLIP-2 checkpoint {name!r} for model.vision ({err}); the model hub is"
+            " not reachable here: set model.vision to a local BLIP-2 checkpoint folder or"
+            " pre-populate the Hugging Face cache (HF_HOME)"
+        ) from None
+
+
+def _weight_files(folder: Path, name: str) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return sorted({folder / f for k, f in weight_map.items() if k.startswith(PREFIXES)})
+    single = folder / "model.safetensors"
+    if not single.exists():
+        raise StageError(f"model.vision: {name} has no model.safetensors(.index.json); re-save it"
+                         " with save_pretrained (safetensors)")
+    return [single]
+
+
+def load_blip2_encoder(name: str, num_query_tokens: int) -> ImageEncoder:
+    """ViT + Q-Former + query tokens from a BLIP-2 checkpoint folder or hub name."""
+    from safetensors import safe_open
+
+    folder = _blip2_files(name)
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("model_type") != "blip-2":
+        raise StageError(f"model.vision: {name} is a {config.get('model_type')!r} checkpoint,"
+                         " not BLIP-2; give a Blip2Model/Blip2ForConditionalGeneration checkpoint")
+    vision = Blip2VisionConfig(**config.get("vision_config", {})).to_dict()
+    qformer = Blip2QFormerConfig(**config.get("qformer_config", {})).to_dict()
+    saved_queries = config.get("num_query_tokens", 32)
+    encoder = ImageEncoder(vision, qformer, saved_queries)
+    state = {}
+    for path in _weight_files(folder, name):
+        with safe_open(str(path), "pt") as f:
+            state.update({k: f.get_tensor(k) for k in f.keys() if k.startswith(PREFIXES)})
+    state = {k: v for k, v in state.items() if not _TEXT_FFN.search(k)}
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise StageError(f"model.vision: {name} does not match BLIP-2's ViT + Q-Former (missing"
+                         f" {missing[:5]}, unexpected {unexpected[:5]})")
+    if num_query_tokens != saved_queries:
+        raise StageError(f"model.num_query_tokens is {num_query_tokens} but {name} has"
+                         f" {saved_queries} query tokens; set model.num_query_tokens={saved_queries}")
+    return encoder

@@ -1,0 +1,49 @@
+"""Shared by the model tests: synthetic-world texts and examples, tokenizers trained once per
+session, and a tiny-model spec."""
+
+from __future__ import annotations
+
+import functools
+import random
+import tempfile
+from pathlib import Path
+
+from mvlp_core.model import Example, Tokenizers, build_tokenizers, image_transform
+from mvlp_core.spec import ModelSpec
+from mvlp_core.synth.grammar import LANGS, caption, random_scene
+from mvlp_core.synth.images import render
+
+
+def scenes(n: int, seed: int = 0) -> list:
+    rng = random.Random(seed)
+    return [random_scene(rng) for _ in range(n)]
+
+
+def world_texts(n: int = 120) -> list[str]:
+    texts = [caption(s, lang) for s in scenes(n) for lang in LANGS]
+    return texts + ["what colour is the circle?", "red", "green", "blue", "two", "three"]
+
+
+@functools.lru_cache(maxsize=None)
+def tokenizers() -> Tokenizers:
+    return build_tokenizers(ModelSpec(), world_texts(), Path(tempfile.mkdtemp(prefix="mvlp-tok-")))
+
+
+def tiny_spec(**kw) -> ModelSpec:
+    return ModelSpec(**kw)
+
+
+def examples(spec: ModelSpec, n: int, seed: int = 0, tasks=("cap", "trans", "qus", "match")) -> list[Example]:
+    """n examples cycling through `tasks`; every image-bearing one has a caption (for ITC/match)."""
+    transform = image_transform(spec)
+    out = []
+    for i, scene in enumerate(scenes(n, seed)):
+        task = tasks[i % len(tasks)]
+        lang = LANGS[1 + i % (len(LANGS) - 1)]
+        image = None if task == "trans" else transform(render(scene, random.Random(seed * 1000 + i)))
+        source = {"cap": "", "trans": caption(scene, lang), "qus": "what colour is the circle?",
+                  "match": caption(scene, lang)}[task]  # fmt: skip
+        target = {"cap": caption(scene), "trans": caption(scene), "qus": "red", "match": "yes"}[task]
+        out.append(Example(task, image, source, lang, target,
+                           caption(scene, LANGS[i % len(LANGS)]) if image is not None else None))  # fmt: skip
+    return out

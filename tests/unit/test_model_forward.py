@@ -1,0 +1,145 @@
+"""UniGen forward/backward on the tiny model: every task, gradients where (and only where) they
+belong, loss only on target positions, and collate that survives odd examples."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _model_world import examples, tiny_spec, tokenizers
+
+from mvlp_core.model import TASK_IDS, Example, build_model, collate
+
+LOSSES = ("loss_trans", "loss_cap", "loss_qus", "loss_match", "loss_itc")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tokenizers()
+
+
+def test_every_task_trains_and_gradients_reach_exactly_the_trainable_parts(tok):
+    # 3 decoder layers: decoder.middle is layer 1; the ViT is frozen as in the paper
+    spec = tiny_spec(freeze=["vision", "decoder.middle"], tiny={"decoder_layers": 3})
+    torch.manual_seed(0)
+    model = build_model(spec, tok)
+    batch = collate(examples(spec, 8), tok, spec)
+    assert set(batch["task"].tolist()) == set(TASK_IDS.values())
+    out = model(batch)
+    for name in LOSSES:
+        assert out[name].dim() == 0 and math.isfinite(out[name].item()) and out[name].item() > 0, name
+    expected = (out["loss_trans"] + out["loss_cap"] + spec.alpha_qus * out["loss_qus"]
+                + spec.beta_match * out["loss_match"] + out["loss_itc"])  # fmt: skip
+    assert torch.allclose(out["loss"], expected)
+    out["loss"].backward()
+
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert any(n.startswith("image_encoder.vision_model.") for n in frozen)
+    assert any(n.startswith("decoder.transformer.h.1.") for n in frozen)
+    assert not any(n.startswith(("decoder.transformer.h.0.", "decoder.transformer.h.2.")) for n in frozen)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient for {name}"
+        else:
+            assert p.grad is None, f"frozen {name} got a gradient"
+    assert model.num_params(trainable_only=True) < model.num_params() < 5_000_000
+
+
+def test_absent_tasks_contribute_zero_and_every_parameter_still_gets_a_gradient(tok):
+    spec = tiny_spec()
+    torch.manual_seed(0)
+    model = build_model(spec, tok)
+    text_only = [e for e in examples(spec, 8) if e.task == "trans"]
+    out = model(collate(text_only, tok, spec))
+    assert out["loss_trans"] > 0
+    for name in ("loss_cap", "loss_qus", "loss_match", "loss_itc"):
+        assert out[name].item() == 0.0, name
+    assert torch.allclose(out["loss"], out["loss_trans"])
+    out["loss"].backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert all(g is not None for g in grads.values())  # plain DDP needs a gradient for each
+    assert all(g.abs().sum() == 0 for n, g in grads.items() if n.startswith("image_encoder."))
+
+
+def test_loss_is_the_mean_over_target_tokens_only(tok):
+    """[cap] prompt = Q query states + task token: rebuild the decoder input by hand and compare."""
+    spec = tiny_spec()
+    torch.manual_seed(0)
+    model = build_model(spec, tok).eval()
+    example = next(e for e in examples(spec, 4) if e.task == "cap")
+    example.caption = None
+    batch = collate([example], tok, spec)
+    out = model(batch)
+    queries = model.image_encoder(batch["pixel_values"])
+    target = batch["dec_ids"][0]
+    wte = model.decoder.transformer.wte
+    embeds = torch.cat([model.image_to_decoder(queries)[0], wte(model.task_tokens[[TASK_IDS["cap"]]]),
+                        wte(target)]).unsqueeze(0)  # fmt: skip
+    logits = model.decoder(inputs_embeds=embeds).logits[0]
+    q = spec.num_query_tokens
+    manual = F.cross_entropy(logits[q : q + len(target)], target)
+    assert torch.allclose(out["loss_cap"], manual, atol=1e-5)
+    assert out["tokens"].item() == len(target)
+
+
+def test_padding_and_masked_labels_do_not_change_the_loss(tok):
+    spec = tiny_spec()
+    torch.manual_seed(0)
+    model = build_model(spec, tok).eval()
+    by_length = sorted(examples(spec, 12, tasks=("trans",)), key=lambda e: len(e.target))
+    short, long = by_length[0], by_length[-1]
+    alone = [model.score_targets(collate([e], tok, spec)) for e in (short, long)]
+    together = model.score_targets(collate([short, long], tok, spec))
+    assert torch.allclose(torch.cat(alone), together, atol=1e-4)
+
+    batch = collate([short, long], tok, spec)
+    pad = batch["labels"] == -100
+    assert pad.any() and (batch["dec_ids"][pad] == tok.decoder.pad_token_id).all()
+    changed = dict(batch, dec_ids=batch["dec_ids"].masked_fill(pad, 7))  # garbage under the padding
+    assert torch.allclose(model(changed)["loss"], model(batch)["loss"], atol=1e-5)
+    # masking a target token's label removes exactly that token from the loss
+    masked = batch["labels"].clone()
+    masked[0, 0] = -100
+    assert model(dict(batch, labels=masked))["tokens"] == model(batch)["tokens"] - 1
+
+
+def test_the_prompt_conditions_the_target(tok):
+    """Changing only the encoder text (the prompt) changes the target's likelihood."""
+    spec = tiny_spec()
+    torch.manual_seed(0)
+    model = build_model(spec, tok).eval()
+    a, b = examples(spec, 8, tasks=("trans",))[:2]
+    swapped = Example("trans", None, b.source, b.source_lang, a.target)
+    scores = model.score_targets(collate([a, swapped], tok, spec))
+    assert not torch.isclose(scores[0], scores[1])
+
+
+def test_collate_survives_odd_examples(tok):
+    spec = tiny_spec()
+    good = examples(spec, 4)
+    image = good[0].image
+    odd = [
+        Example("cap", image, "", "en", "", caption=""),  # empty everything
+        Example("trans", None, "x " * 200_000, "de", "y " * 100_000),  # huge texts
+        Example("qus", None, "what is it?", "en", "a circle"),  # missing image
+        Example("match", torch.stack([image, image]), "two images", "en", "no"),  # K = 2
+        good[1],
+    ]
+    batch = collate(odd, tok, spec)
+    assert batch["pixel_values"].shape == (5, 2, 3, spec.image_size, spec.image_size)
+    assert batch["has_image"].tolist() == [True, False, False, True, good[1].image is not None]
+    assert batch["image_mask"][3].all() and batch["image_mask"][0].tolist() == [True, False]
+    assert batch["enc_ids"].shape[1] <= spec.max_text_len and batch["dec_ids"].shape[1] <= spec.max_target_len
+    assert batch["has_caption"].tolist()[:4] == [False, False, False, False]
+    eos = tok.decoder.eos_token_id
+    lengths = batch["dec_mask"].sum(dim=1)
+    assert lengths[0] == 1 and batch["dec_ids"][0, 0] == eos  # empty target = eos only
+    assert all(batch["dec_ids"][i, n - 1] == eos for i, n in enumerate(lengths.tolist()))
+    assert (batch["labels"][batch["dec_mask"] == 0] == -100).all()
+    torch.manual_seed(0)
+    out = build_model(spec, tok)(batch)
+    assert math.isfinite(out["loss"].item())
+    with pytest.raises(ValueError, match="unknown task"):
+        collate([Example("mlm", None, "a", "en", "b")], tok, spec)
