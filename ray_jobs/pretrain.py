@@ -58,8 +58,8 @@ def train_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(job.spec.pretrain.seed + rank)
     model, batches = build(job, rank, world)
     device = ray.train.torch.get_device()
-    # find_unused_parameters: a batch without some task leaves that task's head without grads
-    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+    # UniGen gives every trainable parameter a gradient each step (see its docstring): plain DDP
+    model = ray.train.torch.prepare_model(model)
     from mvlp_core.train.data import loader
 
     loop.train(

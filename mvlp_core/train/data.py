@@ -23,10 +23,9 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from mvlp_core.model import Example
+from mvlp_core.model import TASK_IDS, Example
 from mvlp_core.spec import MixSpec
 
-TASK_IDS = {"trans": 0, "cap": 1, "qus": 2, "match": 3}  # the order of collate's batch["task"]
 MAX_SKIPPED_KEYS = 1000
 
 
