@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-SHARDS, PER_SHARD, BATCH, IMAGE = 4, 250, 32, 64
+SHARDS, PER_SHARD, BATCH, IMAGE, WIDTH = 4, 250, 32, 64, 64
 
 
 def write_shards(folder: Path) -> list[str]:
@@ -82,6 +82,7 @@ def ours(urls: list[str], transform, collate_fn) -> float:
 
 def ray_data(urls: list[str], transform, collate_fn) -> float:
     import ray
+    import torch
 
     from mvlp_core.spec import MixSpec
     from mvlp_core.train import data
@@ -91,14 +92,14 @@ def ray_data(urls: list[str], transform, collate_fn) -> float:
     ds = ray.data.read_webdataset(urls, decoder=None)
 
     def to_batch(rows):
-        import pandas as pd  # noqa: F401 (ray passes dict-of-arrays by default)
-
         exs = []
         for jpg, js, key in zip(rows["jpg"], rows["json"], rows["__key__"]):
             ex = data.image_example({"__key__": key, "jpg": jpg, "json": js}, mix, ["de", "fr"], transform, rng, skips)
             exs.append(ex)
         b = collate_fn(exs)
-        return {k: v.numpy() for k, v in b.items()}
+        # fixed-width token columns: Ray Data re-blocks rows, and padded lengths differ per batch
+        return {k: torch.nn.functional.pad(v, (0, WIDTH - v.shape[1])).numpy() if v.dim() == 2 else v.numpy()
+                for k, v in b.items()}
 
     ds = ds.map_batches(to_batch, batch_size=BATCH, batch_format="numpy")
     t0, n = time.perf_counter(), 0
