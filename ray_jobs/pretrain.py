@@ -34,7 +34,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class RayReporter:
-    """loop.Reporter over ray.train: report(metrics, checkpoint) and get_checkpoint()."""
+    """loop.Reporter over ray.train: report(metrics, checkpoint) and get_checkpoint().
+
+    A worker that dies right after a report can leave its checkpoint persisted in storage but
+    not yet registered with the controller, so after the restart `get_checkpoint()` returns an
+    older one (or None). With local storage the newest `checkpoint_STEP` folder in the run's
+    directory wins instead: a crash never sends training back further than it has to.
+    """
+
+    def __init__(self, run_dir: Path | None):
+        self.run_dir = run_dir
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         ckpt = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
@@ -44,6 +53,10 @@ class RayReporter:
     @contextlib.contextmanager
     def restore(self) -> Iterator[Path | None]:
         ckpt = ray.train.get_checkpoint()
+        on_disk = latest_checkpoint(self.run_dir) if self.run_dir else None
+        if on_disk is not None and (ckpt is None or on_disk.name > Path(ckpt.path).name):
+            yield on_disk
+            return
         if ckpt is None:
             yield None
             return
@@ -63,7 +76,7 @@ def train_worker(config: dict[str, Any]) -> None:
     from mvlp_core.train.data import loader
 
     loop.train(
-        model, loader(batches, job.spec.pretrain.loader.num_workers), job.spec.pretrain, RayReporter(),
+        model, loader(batches, job.spec.pretrain.loader.num_workers), job.spec.pretrain, RayReporter(run_dir(job.spec.pretrain)),
         rank=rank, world=world, device=device,
         metrics_path=job.metrics_path if rank == 0 else None, fault_marker=job.fault_marker,
     )
@@ -91,8 +104,13 @@ def connect(cfg: PretrainSpec) -> None:
     ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False, log_to_driver=True)
 
 
+def run_dir(cfg: PretrainSpec) -> Path | None:
+    """The run's folder when storage is a local path (None for fsspec URLs)."""
+    return None if "://" in cfg.storage_path else Path(cfg.storage_path) / cfg.run_name
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
+    found = sorted(p for p in run_dir.glob("checkpoint_*") if (p / loop.TRAIN_STATE).exists())
     return found[-1] if found else None
 
 
