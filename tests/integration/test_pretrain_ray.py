@@ -93,6 +93,7 @@ def test_two_workers_train_and_write_the_stage_outputs(trained) -> None:
     assert state["state"] == "complete" and state["step"] == 6 and state["loss_last"] == e["loss_last"]
 
 
+@pytest.mark.slow
 def test_relaunch_with_same_run_name_resumes(trained) -> None:
     from mvlp_core.train.job import prepare
     from ray_jobs.pretrain import train_with_ray
