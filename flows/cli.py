@@ -74,6 +74,12 @@ def _print_outcome(spec_workdir: Path, states: dict[str, dict[str, Any]]) -> Non
     aer = states.get("align", {}).get("aer")
     if aer:
         console.print("Alignment AER vs gold: " + ", ".join(f"{k} {v:.3f}" for k, v in aer.items()))
+    pre = states.get("pretrain", {})
+    if pre.get("state") == "complete" and "loss_first" in pre:
+        console.print(
+            f"Pretrain: {pre['step']} steps, loss {pre['loss_first']:.3f} -> {pre['loss_last']:.3f}; "
+            f"model [bold]{pre.get('final')}[/], curve {spec_workdir / 'pretrain' / 'loss_curve.png'}"
+        )
     console.print(
         "Prefect UI: run [bold]mvlp ui[/] and open "
         f"http://127.0.0.1:{UI_PORT}/runs to see this run, its stage runs and their artifacts."
@@ -131,13 +137,14 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="where the run goes")] = Path("runs/demo"),
     samples: Annotated[Optional[int], typer.Option(help="synthetic images to generate")] = None,
     force: bool = False,
+    to: Annotated[Optional[str], typer.Option(help="last stage (e.g. shard: data only)")] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Run the whole data DAG on the synthetic world (embedded defaults, one machine)."""
+    """Run the whole DAG on the synthetic world, pretraining included (embedded defaults, one machine)."""
     overrides = list(set_ or [])
     if samples is not None:
         overrides.append(f"dataset.samples={samples}")
-    _execute(DEMO_SPEC, workdir, overrides, force=force)
+    _execute(DEMO_SPEC, workdir, overrides, stop=to, force=force)
 
 
 @app.command()

@@ -30,7 +30,13 @@ def _qa(spec: PipelineSpec, *, force: bool, progress: contract.ProgressFn | None
     return pipeline.run_stage(spec, "qa", force=force, progress=progress)
 
 
-RUNNERS: dict[str, Runner] = {"translate": _translate, "qa": _qa}
+def _pretrain(spec: PipelineSpec, *, force: bool, progress: contract.ProgressFn | None) -> contract.Manifest:
+    from ray_jobs.pretrain import run_stage as run_pretrain  # imports ray: only when pretrain runs
+
+    return run_pretrain(spec, force=force, progress=progress)
+
+
+RUNNERS: dict[str, Runner] = {"translate": _translate, "qa": _qa, "pretrain": _pretrain}
 
 
 def run_stage(

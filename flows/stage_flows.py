@@ -11,6 +11,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
+from flows.artifacts import publish_stage
 from flows.progress import stage_progress
 from flows.runners import run_stage
 from flows.summary import rejects_rows, summary_row
@@ -36,13 +37,14 @@ def _make_stage_flow(name: str) -> Any:
             table=rejects_rows(name, manifest.rejects, manifest.extra.get("filtered")),
             description=f"{name}: rejects by reason",
         )
+        publish_stage(name, spec, state)
         get_run_logger().info(
             "%s: %d in, %d out, rejects %s, %.1fs", name, manifest.samples_in,
             manifest.samples_out, manifest.rejects or "none", manifest.seconds,
         )
         return state
 
-    stage_flow.__name__ = f"{name.replace('-', '_')}_flow"
+    stage_flow.__name__ = f"{name}_flow"
     return stage_flow
 
 
@@ -53,4 +55,4 @@ translate_flow = STAGE_FLOWS["translate"]
 align_flow = STAGE_FLOWS["align"]
 qa_flow = STAGE_FLOWS["qa"]
 shard_flow = STAGE_FLOWS["shard"]
-text_shard_flow = STAGE_FLOWS["text-shard"]
+pretrain_flow = STAGE_FLOWS["pretrain"]

@@ -36,6 +36,7 @@ DAG: dict[str, StageDef] = {
     "qa": StageDef("qa", ("download",), "mvlp_core.stages.qa", "fingerprint_inputs"),
     "shard": StageDef("shard", ("download", "translate", "align", "qa"), "mvlp_core.stages.shard", "config"),
     "text-shard": StageDef("text-shard", (), "mvlp_core.stages.text_shard", "config"),
+    "pretrain": StageDef("pretrain", ("shard", "text-shard"), "mvlp_core.stages.pretrain", "config"),
 }
 assert tuple(DAG) == STAGES
 

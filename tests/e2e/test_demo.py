@@ -26,9 +26,9 @@ MVLP = [sys.executable, "-m", "flows.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def demo(workdir: Path, **popen) -> subprocess.Popen:
+def demo(workdir: Path, *args: str, **popen) -> subprocess.Popen:
     return subprocess.Popen(
-        [*MVLP, "demo", "--workdir", str(workdir), "--samples", str(SAMPLES)],
+        [*MVLP, "demo", "--workdir", str(workdir), "--samples", str(SAMPLES), *args],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True, **popen,
     )
@@ -63,7 +63,7 @@ def status(workdir: Path) -> dict:
 def reference(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("demo-ref")
     out = finish(demo(workdir))
-    assert "Shards:" in out and "Text shards:" in out and "mvlp ui" in out
+    assert "Shards:" in out and "Text shards:" in out and "mvlp ui" in out and "Pretrain:" in out
     return workdir
 
 
@@ -112,6 +112,17 @@ def test_demo_outputs(reference: Path) -> None:
     assert max(aer.values()) < 0.25, aer
 
 
+def test_demo_pretrain_loss_falls(reference: Path) -> None:
+    from mvlp_core.model import load_model
+
+    pre = status(reference)["pretrain"]
+    assert pre["state"] == "complete" and pre["step"] == 60
+    assert pre["loss_last"] < 0.75 * pre["loss_first"], pre   # the tiny model learns the world
+    assert pre["checkpoint"].endswith("checkpoint_00000060")
+    assert (reference / "pretrain" / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert load_model(reference / "pretrain" / "final") is not None
+
+
 def test_noop_rerun(reference: Path) -> None:
     before = {p: p.stat().st_mtime_ns for p in reference.rglob("_manifest.json")}
     t0 = time.perf_counter()
@@ -124,7 +135,7 @@ def test_noop_rerun(reference: Path) -> None:
 
 def test_kill_during_download_then_resume(reference: Path, tmp_path: Path) -> None:
     workdir = tmp_path / "killed"
-    proc = demo(workdir)
+    proc = demo(workdir, "--to", "shard")
     stats_dir = workdir / "download" / "webdataset"
     deadline = time.monotonic() + 300
     # kill once img2dataset has finished at least one shard but the stage is not complete
@@ -135,7 +146,7 @@ def test_kill_during_download_then_resume(reference: Path, tmp_path: Path) -> No
     assert not (workdir / "download" / "_manifest.json").exists()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    finish(demo(workdir))
+    finish(demo(workdir, "--to", "shard"))
     got, want = records(workdir), records(reference)
     assert sorted(got) == sorted(want)
     for key in want:

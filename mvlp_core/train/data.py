@@ -1,0 +1,211 @@
+"""The data pretraining eats: WebDataset shards -> mixed `Example`s -> collated batches.
+
+One loader per Ray Train worker (and per DataLoader process inside it): shards are split by rank
+when there are enough of them, single samples otherwise (the demo has 2 shards for 2 ranks ×
+maybe several loader processes). The stream is endless: each pass over the data reshuffles with
+a new seed. A bad sample (undecodable JPEG, bad JSON, missing caption) is skipped and counted in
+`Skips`, never fatal. Built on webdataset 0.2's pipeline stages; see benchmarks/bench_loader.py
+for why not Ray Data.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import webdataset as wds
+from PIL import Image
+
+from mvlp_core.model import TASK_IDS, Example
+from mvlp_core.spec import MixSpec
+
+MAX_SKIPPED_KEYS = 1000
+
+
+@dataclass
+class Skips:
+    """Samples the loader skipped, by reason; keys kept (bounded) for the stage's rejects."""
+
+    counts: Counter = field(default_factory=Counter)
+    keys: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def add(self, key: str | None, reason: str, detail: str = "") -> None:
+        self.counts[reason] += 1
+        if key and len(self.keys) < MAX_SKIPPED_KEYS:
+            self.keys.setdefault(key, (reason, detail[:200]))
+
+    def handler(self, exn: Exception) -> bool:
+        """webdataset handler: an unreadable tar member is counted and the stream goes on."""
+        self.add(None, "tar_read_error", str(exn))
+        return True
+
+
+def shard_urls(folder: Path, pattern: str) -> list[str]:
+    return [str(p) for p in sorted(Path(folder).glob(pattern))]
+
+
+def _take(items: Iterable[Any], part: int, parts: int) -> Iterator[Any]:
+    for i, item in enumerate(items):
+        if i % parts == part:
+            yield item
+
+
+def raw_samples(
+    urls: list[str], part: int, parts: int, seed: int, shuffle_buffer: int, skips: Skips
+) -> Iterator[dict[str, Any]]:
+    """One pass of {"__key__", "jpg"?, "json"} dicts for this part (rank × loader process)."""
+    by_shard = len(urls) >= parts
+    own = list(_take(urls, part, parts)) if by_shard else list(urls)
+    random.Random(seed).shuffle(own)
+    stream: Iterator[dict[str, Any]] = iter(
+        wds.DataPipeline(wds.SimpleShardList(own), wds.tarfile_to_samples(handler=skips.handler))
+    )
+    if not by_shard:
+        stream = _take(stream, part, parts)
+    if shuffle_buffer > 1:
+        stream = wds.filters._shuffle(stream, shuffle_buffer, min(shuffle_buffer, 100), random.Random(seed))
+    yield from stream
+
+
+def image_example(
+    sample: dict[str, Any], mix: MixSpec, languages: list[str], transform: Callable, rng: random.Random,
+    skips: Skips,
+) -> Example | None:
+    """One image record -> one task: [qus], [cap], or [trans] with a random CC6L caption."""
+    key = sample.get("__key__")
+    try:
+        record = json.loads(sample["json"])
+        en = record["captions"]["en"]
+    except (KeyError, TypeError, ValueError) as err:
+        skips.add(key, "bad_json", repr(err))
+        return None
+    try:
+        with Image.open(io.BytesIO(sample["jpg"])) as img:
+            image = transform(img.convert("RGB"))
+    except (KeyError, OSError, ValueError, SyntaxError) as err:
+        skips.add(key, "image_decode_error", repr(err))
+        return None
+    qa = record.get("qa") or []
+    if qa and rng.random() < mix.qus / ((mix.cap + mix.qus) or 1):
+        pair = rng.choice(qa)
+        return Example("qus", image, pair["question"], "en", pair["answer"], caption=en)
+    other = [lang for lang in languages if record["captions"].get(lang)]
+    if other and rng.random() < mix.multilingual_fraction:
+        lang = rng.choice(other)
+        text = record["captions"][lang]
+        return Example("trans", image, text, lang, en, caption=text)
+    return Example("cap", image, "", "en", en, caption=en)
+
+
+def text_example(sample: dict[str, Any], mix: MixSpec, skips: Skips) -> Example | None:
+    """A parallel pair -> text-only [trans] into English; monolingual records are not UniGen's."""
+    key = sample.get("__key__")
+    try:
+        r = json.loads(sample["json"])
+        if r["kind"] != "parallel":
+            return None
+        if mix.min_pair_score is not None and (r.get("score") or 0) < mix.min_pair_score:
+            return None
+        if r["tgt_lang"] == "en":
+            return Example("trans", None, r["src"], r["src_lang"], r["tgt"])
+        if r["src_lang"] == "en":
+            return Example("trans", None, r["tgt"], r["tgt_lang"], r["src"])
+        return None
+    except (KeyError, TypeError, ValueError) as err:
+        skips.add(key, "bad_text_json", repr(err))
+        return None
+
+
+@dataclass
+class LoaderConfig:
+    image_urls: list[str]
+    text_urls: list[str]
+    mix: MixSpec
+    languages: list[str]
+    batch_size: int
+    shuffle_buffer: int
+    seed: int
+
+
+def examples(
+    cfg: LoaderConfig, transform: Callable, part: int, parts: int, skips: Skips, start_epoch: int = 0
+) -> Iterator[Example]:
+    """Endless mixed stream: image records (one task each) interleaved with text pairs."""
+    rng = random.Random(f"{cfg.seed}-{part}-{start_epoch}")
+    languages = cfg.mix.languages or cfg.languages
+
+    def images() -> Iterator[Example]:
+        epoch = start_epoch
+        while True:
+            n = 0
+            for s in raw_samples(cfg.image_urls, part, parts, cfg.seed * 100003 + epoch, cfg.shuffle_buffer, skips):
+                ex = image_example(s, cfg.mix, languages, transform, rng, skips)
+                if ex is not None:
+                    n += 1
+                    yield ex
+            if n == 0:
+                raise RuntimeError(f"loader part {part}/{parts}: no usable image sample in {cfg.image_urls}")
+            epoch += 1
+
+    def texts() -> Iterator[Example]:
+        epoch = start_epoch
+        while True:
+            n = 0
+            for s in raw_samples(cfg.text_urls, part, parts, cfg.seed * 100003 + epoch + 50001, cfg.shuffle_buffer, skips):
+                ex = text_example(s, cfg.mix, skips)
+                if ex is not None:
+                    n += 1
+                    yield ex
+            if n == 0:
+                return
+            epoch += 1
+
+    image_it = images()
+    text_it = texts() if cfg.text_urls and cfg.mix.text_pairs > 0 else iter(())
+    while True:
+        if rng.random() < cfg.mix.text_pairs:
+            ex = next(text_it, None)
+            if ex is not None:
+                yield ex
+                continue
+        yield next(image_it)
+
+
+class Batches(torch.utils.data.IterableDataset):
+    """Collated batches for one rank; also runs inside DataLoader processes (num_workers > 0)."""
+
+    def __init__(self, cfg: LoaderConfig, transform: Callable, collate: Callable[[list[Example]], dict],
+                 rank: int = 0, world: int = 1, start_epoch: int = 0):
+        self.cfg, self.transform, self.collate = cfg, transform, collate
+        self.rank, self.world, self.start_epoch = rank, world, start_epoch
+        self.skips = Skips()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        procs, proc = (info.num_workers, info.id) if info else (1, 0)
+        part, parts = self.rank * procs + proc, self.world * procs
+        stream = examples(self.cfg, self.transform, part, parts, self.skips, self.start_epoch)
+        while True:
+            chunk = [next(stream) for _ in range(self.cfg.batch_size)]
+            batch = self.collate(chunk)
+            batch["skipped"] = torch.tensor(sum(self.skips.counts.values()))
+            yield batch
+
+
+def loader(dataset: Batches, num_workers: int) -> Iterator[dict[str, Any]]:
+    if num_workers == 0:
+        return iter(dataset)
+    dl = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=num_workers, persistent_workers=True)
+    return iter(dl)
+
+
+def task_counts(task: torch.Tensor) -> dict[str, int]:
+    names = {v: k for k, v in TASK_IDS.items()}
+    return {names[int(t)]: int(n) for t, n in zip(*torch.unique(task, return_counts=True))}

@@ -1,0 +1,104 @@
+"""What one training worker needs, built once by the driver and shipped to every rank.
+
+The driver trains the tiny tokenizers (on the shards' captions, QA and text pairs) and saves the
+initial model with `save_pretrained` under `pretrain/init/`; every rank then loads that folder,
+so all ranks start from identical weights and tokenizers whatever the runner (Ray or plain).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mvlp_core.spec import PipelineSpec
+from mvlp_core.train import data
+
+INIT_DIR = "init"
+FAULT_MARKER = "_fault_injected"
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class TrainJob:
+    """Plain data (picklable): the spec, where things are, which shards to read."""
+
+    spec: PipelineSpec
+    out_dir: Path
+    init_dir: Path
+    image_urls: list[str]
+    text_urls: list[str]
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out_dir / METRICS
+
+    @property
+    def fault_marker(self) -> Path:
+        return self.out_dir / FAULT_MARKER
+
+
+def _texts(urls: list[str]) -> Iterator[str]:
+    """Every caption, question, answer and text pair in the shards (tokenizer training corpus)."""
+    for url in urls:
+        with tarfile.open(url) as tar:
+            for m in tar:
+                if not m.name.endswith(".json"):
+                    continue
+                try:
+                    r = json.loads(tar.extractfile(m).read())
+                except (ValueError, AttributeError):
+                    continue
+                yield from (r.get("captions") or {}).values()
+                for qa in r.get("qa") or []:
+                    yield qa.get("question", "")
+                    yield qa.get("answer", "")
+                for k in ("src", "tgt"):
+                    if r.get(k):
+                        yield r[k]
+
+
+def prepare(spec: PipelineSpec, inputs: dict[str, Path], out_dir: Path) -> TrainJob:
+    """Find the shards and write the initial model (once; a resumed stage reuses it)."""
+    from mvlp_core.model import build_model, build_tokenizers
+
+    image_urls = data.shard_urls(inputs["shard"], "shard-*.tar")
+    text_dir = inputs.get("text-shard")
+    text_urls = data.shard_urls(text_dir, "text-*.tar") if text_dir else []
+    init_dir = Path(out_dir) / INIT_DIR
+    if spec.model.checkpoint:
+        init_dir = Path(spec.model.checkpoint)
+    elif not init_dir.exists():
+        tmp = init_dir.with_name(INIT_DIR + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tokenizers = build_tokenizers(spec.model, list(_texts(image_urls + text_urls)), tmp / "tokenizers")
+        torch.manual_seed(spec.pretrain.seed)
+        build_model(spec.model, tokenizers).save_pretrained(tmp)
+        tmp.rename(init_dir)
+    return TrainJob(spec, Path(out_dir), init_dir, image_urls, text_urls)
+
+
+def build(job: TrainJob, rank: int, world: int) -> tuple[torch.nn.Module, data.Batches]:
+    """On a rank: the model from init_dir and its batch stream (the model's transform and collate)."""
+    from mvlp_core.model import collate, image_transform, load_model
+
+    spec = job.spec
+    model = load_model(job.init_dir)
+    tokenizers = model.tokenizers
+    cfg = data.LoaderConfig(
+        image_urls=job.image_urls, text_urls=job.text_urls, mix=spec.pretrain.mix, languages=spec.languages,
+        batch_size=spec.pretrain.batch_size, shuffle_buffer=spec.pretrain.loader.shuffle_buffer,
+        seed=spec.pretrain.seed,
+    )
+    transform = image_transform(spec.model)
+
+    def collate_fn(examples: list[Any]) -> dict[str, Any]:
+        return collate(examples, tokenizers, spec.model)
+
+    return model, data.Batches(cfg, transform, collate_fn, rank, world)

@@ -1,0 +1,237 @@
+"""The pretraining loop, nanoGPT-style: one function, read top to bottom.
+
+It knows nothing about Ray: a `Reporter` receives metrics and checkpoints and hands back the
+checkpoint to resume from, so the same loop runs under Ray Train (ray_jobs/pretrain.py), plainly
+in one process (the benchmark baseline, tests, `run_pretrain` without Ray) and under DDP (the
+model passed in may be wrapped; `unwrap` reaches the module).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+
+from mvlp_core.contract import StageError
+from mvlp_core.spec import PretrainSpec
+from mvlp_core.train.data import TASK_IDS
+
+TRAIN_STATE = "train_state.pt"
+MODEL_DIR = "model"
+H100_BF16_PEAK_FLOPS = 989e12
+TASK_LOSSES = ("trans", "cap", "qus", "match", "itc")
+
+
+class CheckpointError(StageError):
+    """A checkpoint exists but cannot be loaded: resuming must not silently start from step 0."""
+
+
+class Reporter(Protocol):
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        """Called by every rank at the same steps; only rank 0 passes a checkpoint folder."""
+
+    def restore(self) -> AbstractContextManager[Path | None]:
+        """The latest checkpoint folder to resume from, or None for a fresh start."""
+
+
+class LocalReporter:
+    """One process, no Ray: checkpoints are copied to `root/checkpoint_STEP`, the last K kept."""
+
+    def __init__(self, root: Path, keep: int = 2):
+        self.root, self.keep = Path(root), keep
+        self.history: list[dict[str, Any]] = []
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        self.history.append(dict(metrics))
+        if checkpoint_dir is None:
+            return
+        dest = self.root / f"checkpoint_{metrics['step']:08d}"
+        shutil.copytree(checkpoint_dir, dest.with_suffix(".tmp"), dirs_exist_ok=True)
+        os.replace(dest.with_suffix(".tmp"), dest)
+        for old in self.checkpoints()[: -self.keep]:
+            shutil.rmtree(old)
+
+    def checkpoints(self) -> list[Path]:
+        return sorted(p for p in self.root.glob("checkpoint_*") if p.is_dir() and p.suffix != ".tmp")
+
+    @contextlib.contextmanager
+    def restore(self) -> Iterator[Path | None]:
+        found = self.checkpoints()
+        yield found[-1] if found else None
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Matrices decay; biases, norms and scalars (e.g. the contrastive temperature) do not."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+def lr_at(step: int, cfg: PretrainSpec) -> float:
+    """Linear warm-up to cfg.lr, then linear decay to 0 at max_steps (UniGen's schedule)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    return cfg.lr * max(0.0, 1 - (step - cfg.warmup_steps) / span)
+
+
+def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    state: dict[str, Any]) -> None:
+    unwrap(model).save_pretrained(folder / MODEL_DIR)
+    torch.save({"optimizer": optimizer.state_dict(), **state}, folder / TRAIN_STATE)
+
+
+def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Weights (through the model class's from_pretrained), optimizer and counters, or a clear error."""
+    try:
+        module = unwrap(model)
+        loaded = type(module).from_pretrained(folder / MODEL_DIR)
+        module.load_state_dict(loaded.state_dict())
+        state = torch.load(folder / TRAIN_STATE, map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(state.pop("optimizer"))
+    except Exception as err:  # any failure here means the run cannot continue where it stopped
+        raise CheckpointError(
+            f"pretrain: cannot load checkpoint {folder} ({type(err).__name__}: {str(err)[:300]}). "
+            "Delete that checkpoint folder to resume from an earlier one, or re-run with --force "
+            "to start training from step 0."
+        ) from err
+    return state
+
+
+def _flops(model: torch.nn.Module, batch: dict[str, Any], tokens: float) -> float:
+    module = unwrap(model)
+    if hasattr(module, "flops_per_sample"):
+        return float(module.flops_per_sample(batch)) * len(batch["task"])
+    n = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return 6.0 * n * tokens
+
+
+def _all_sum(values: list[float], device: torch.device) -> list[float]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def train(
+    model: torch.nn.Module,
+    batches: Iterator[dict[str, Any]],
+    cfg: PretrainSpec,
+    reporter: Reporter,
+    *,
+    rank: int = 0,
+    world: int = 1,
+    device: torch.device = torch.device("cpu"),
+    metrics_path: Path | None = None,
+    fault_marker: Path | None = None,
+) -> dict[str, Any]:
+    """Train until cfg.max_steps, resuming from the reporter's checkpoint. Returns the last metrics."""
+    optimizer = torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
+        fused=device.type == "cuda",
+    )
+    step, samples_seen, restored_from = 0, 0, None
+    with reporter.restore() as ckpt:
+        if ckpt is not None:
+            state = load_checkpoint(Path(ckpt), model, optimizer)
+            step, samples_seen, restored_from = state["step"], state["samples"], state["step"]
+    if restored_from is not None and metrics_path is not None:
+        _append(metrics_path, {"event": "resume", "step": step})
+
+    use_bf16 = cfg.bf16 and device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+    is_ddp = hasattr(model, "no_sync")
+    window: dict[str, float] = defaultdict(float)
+    last: dict[str, Any] = {}
+    model.train()
+    t0 = time.perf_counter()
+    while step < cfg.max_steps:
+        if fault_marker is not None and cfg.fail_at_step == step and rank == min(1, world - 1):
+            if not fault_marker.exists():
+                fault_marker.write_text(str(step))
+                os._exit(1)  # a real worker death, not an exception Ray could catch
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        for micro in range(cfg.grad_accum):
+            batch = next(batches)
+            skipped = int(batch.pop("skipped", 0))
+            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            sync = not is_ddp or micro == cfg.grad_accum - 1
+            with (contextlib.nullcontext() if sync else model.no_sync()), autocast():
+                out = model(batch)
+                loss = out["loss"] / cfg.grad_accum
+            loss.backward()
+            tokens = float(out.get("tokens", 0))
+            window["loss"] += float(out["loss"].detach())
+            window["micro"] += 1
+            window["samples"] += len(batch["task"])
+            window["tokens"] += tokens
+            window["flops"] += _flops(model, batch, tokens) if device.type == "cuda" else 0.0
+            window["skipped"] = skipped
+            present = set(batch["task"].tolist())
+            for name in TASK_LOSSES:
+                key = f"loss_{name}"
+                if key in out and (name not in TASK_IDS or TASK_IDS[name] in present):
+                    window[key] += float(out[key].detach())
+                    window[f"n_{name}"] += 1
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+
+        checkpoint_now = step % cfg.checkpoint_every == 0 or step == cfg.max_steps
+        if step % cfg.log_every == 0 or checkpoint_now:
+            elapsed = time.perf_counter() - t0
+            loss_sum, micro, samples, tokens, flops = _all_sum(
+                [window["loss"], window["micro"], window["samples"], window["tokens"], window["flops"]], device
+            )
+            samples_seen += int(samples)
+            metrics = {
+                "step": step, "lr": lr, "loss": loss_sum / max(micro, 1),
+                "samples": samples_seen, "samples_per_second": samples / elapsed,
+                "tokens_per_second": tokens / elapsed, "skipped": int(window["skipped"]),
+                "restored_from": restored_from, "world": world,
+            }
+            for name in TASK_LOSSES:
+                if window[f"n_{name}"]:
+                    metrics[f"loss_{name}"] = window[f"loss_{name}"] / window[f"n_{name}"]
+            if device.type == "cuda":
+                metrics["mfu"] = flops / elapsed / (H100_BF16_PEAK_FLOPS * world)
+            if metrics_path is not None:
+                _append(metrics_path, metrics)
+            with tempfile.TemporaryDirectory(prefix="mvlp-ckpt-") as tmp:
+                folder = None
+                if checkpoint_now and rank == 0:
+                    folder = Path(tmp)
+                    save_checkpoint(folder, model, optimizer, {"step": step, "samples": samples_seen})
+                reporter.report(metrics, folder if checkpoint_now and rank == 0 else None)
+            last = metrics
+            window.clear()
+            t0 = time.perf_counter()
+    return last
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v) + "\n")

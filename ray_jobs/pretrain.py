@@ -1,0 +1,189 @@
+"""Pretraining as a Ray Train job: `python -m ray_jobs.pretrain --spec SPEC [--workdir DIR] [--set a.b=c] [--force]`.
+
+A `TorchTrainer` runs mvlp_core's loop on every worker (DDP through `prepare_model`). Rank 0
+saves checkpoints (`save_pretrained` + optimizer and step), every rank reports at the same
+steps. Ray Train V2 (the default in Ray 2.60) restores a run from the checkpoint-manager
+snapshot in `storage_path/run_name`: after a worker crash (`FailureConfig.max_failures`) and
+when the same run name is launched again. Before launching, the driver loads the newest
+checkpoint it finds there, so a corrupt one stops the run with its path and the fix instead of
+failing on every retry or being skipped into a fresh start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+
+from mvlp_core import contract, pipeline
+from mvlp_core.spec import PipelineSpec, PretrainSpec, SpecError, load_spec
+from mvlp_core.stages.pretrain import run_pretrain
+from mvlp_core.train import loop
+from mvlp_core.train.job import TrainJob, build
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class RayReporter:
+    """loop.Reporter over ray.train: report(metrics, checkpoint) and get_checkpoint().
+
+    A worker that dies right after a report can leave its checkpoint persisted in storage but
+    not yet registered with the controller, so after the restart `get_checkpoint()` returns an
+    older one (or None). With local storage the newest `checkpoint_STEP` folder in the run's
+    directory wins instead: a crash never sends training back further than it has to.
+    """
+
+    def __init__(self, run_dir: Path | None):
+        self.run_dir = run_dir
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        ckpt = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        name = f"checkpoint_{metrics['step']:08d}"
+        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
+
+    @contextlib.contextmanager
+    def restore(self) -> Iterator[Path | None]:
+        ckpt = ray.train.get_checkpoint()
+        on_disk = latest_checkpoint(self.run_dir) if self.run_dir else None
+        if on_disk is not None and (ckpt is None or on_disk.name > Path(ckpt.path).name):
+            yield on_disk
+            return
+        if ckpt is None:
+            yield None
+            return
+        with ckpt.as_directory() as folder:
+            yield Path(folder)
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    job: TrainJob = config["job"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(job.spec.pretrain.seed + rank)
+    model, batches = build(job, rank, world)
+    device = ray.train.torch.get_device()
+    # UniGen gives every trainable parameter a gradient each step (see its docstring): plain DDP
+    model = ray.train.torch.prepare_model(model)
+    from mvlp_core.train.data import loader
+
+    loop.train(
+        model, loader(batches, job.spec.pretrain.loader.num_workers), job.spec.pretrain, RayReporter(run_dir(job.spec.pretrain)),
+        rank=rank, world=world, device=device,
+        metrics_path=job.metrics_path if rank == 0 else None, fault_marker=job.fault_marker,
+    )
+
+
+def connect(cfg: PretrainSpec) -> None:
+    """Local Ray on demand, or the cluster at cfg.ray_address / RAY_ADDRESS."""
+    if cfg.submit == "rayjob":
+        raise contract.StageError(
+            "pretrain.submit=rayjob: submitting pretraining as a KubeRay RayJob is not available yet "
+            "(branch wip/ops); use submit=ray_address with RAY_ADDRESS pointing at the cluster, or local"
+        )
+    if ray.is_initialized():
+        return
+    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    if cfg.submit == "ray_address" and not address:
+        raise contract.StageError("pretrain.submit=ray_address needs pretrain.ray_address or RAY_ADDRESS")
+    paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+    if address and cfg.submit != "local":
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+        return
+    os.environ["PYTHONPATH"] = env["PYTHONPATH"]  # local workers inherit the driver's environment
+    need = int(cfg.workers * cfg.cpus_per_worker) + 1
+    ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False, log_to_driver=True)
+
+
+def run_dir(cfg: PretrainSpec) -> Path | None:
+    """The run's folder when storage is a local path (None for fsspec URLs)."""
+    return None if "://" in cfg.storage_path else Path(cfg.storage_path) / cfg.run_name
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted(p for p in run_dir.glob("checkpoint_*") if (p / loop.TRAIN_STATE).exists())
+    return found[-1] if found else None
+
+
+def check_resumable(job: TrainJob, run_dir: Path) -> None:
+    """Load the checkpoint the run will resume from, in the driver: fail once, clearly."""
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        return
+    model, _ = build(job, 0, 1)
+    optimizer = torch.optim.AdamW(loop.param_groups(model, 0.0))
+    loop.load_checkpoint(ckpt, model, optimizer)
+
+
+def train_with_ray(job: TrainJob) -> Path:
+    """Run the TorchTrainer; returns the folder of the final checkpoint."""
+    cfg = job.spec.pretrain
+    if "://" not in cfg.storage_path:
+        Path(cfg.storage_path).mkdir(parents=True, exist_ok=True)
+        check_resumable(job, Path(cfg.storage_path) / cfg.run_name)
+    connect(cfg)
+    trainer = ray.train.torch.TorchTrainer(
+        train_worker,
+        train_loop_config={"job": job},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.workers, use_gpu=cfg.use_gpu,
+            resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if cfg.use_gpu else {})},
+        ),
+        run_config=ray.train.RunConfig(
+            name=cfg.run_name, storage_path=cfg.storage_path,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as err:
+        raise contract.StageError(
+            f"pretrain: the Ray Train run {cfg.run_name} failed after {cfg.max_failures} retries: {err}. "
+            f"Worker logs: the Ray session logs; checkpoints: {cfg.storage_path}/{cfg.run_name}"
+        ) from err
+    if result.checkpoint is None:
+        raise contract.StageError(f"pretrain: the run {cfg.run_name} reported no checkpoint; see the worker logs")
+    if "://" in result.checkpoint.path:  # remote storage: fetch the final checkpoint next to the stage
+        return Path(result.checkpoint.to_directory(str(job.out_dir / "final-checkpoint")))
+    return Path(result.checkpoint.path)
+
+
+def run_stage(spec: PipelineSpec, *, force: bool = False, progress: contract.ProgressFn | None = None) -> contract.Manifest:
+    """The pretrain stage with the Ray Train runner (what flows/runners.py maps `pretrain` to)."""
+    name = "pretrain"
+    return run_pretrain(
+        spec, pipeline.inputs_for(spec, name), pipeline.stage_dir(spec, name),
+        force=force, progress=progress, train_fn=train_with_ray,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ray_jobs.pretrain", description=__doc__.splitlines()[0])
+    ap.add_argument("--spec", required=True)
+    ap.add_argument("--workdir")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="a.b=value")
+    ap.add_argument("--force", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        spec = load_spec(args.spec, args.overrides, args.workdir)
+        m = run_stage(spec, force=args.force)
+    except (SpecError, contract.StageError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    e = m.extra
+    print(f"pretrain: step {e.get('step')}, loss {e.get('loss_first')} -> {e.get('loss_last')}, final {e.get('final')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

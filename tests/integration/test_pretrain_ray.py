@@ -1,0 +1,136 @@
+"""Pretraining under real Ray Train (local Ray, 2 CPU workers, the tiny UniGen): the stage's
+outputs, a relaunch with the same run name resuming, a worker killed for real mid-run resuming
+from the last checkpoint (not step 0), and a corrupt checkpoint stopping with a clear error."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import random
+import tarfile
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+ray = pytest.importorskip("ray")
+
+from mvlp_core import contract, pipeline  # noqa: E402
+from mvlp_core.spec import load_spec  # noqa: E402
+from mvlp_core.train import curves  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+COLOURS = {"red": ("rot", "rouge"), "blue": ("blau", "bleu"), "green": ("grün", "vert")}
+FAST = [
+    "model.tiny.hidden_size=32", "model.tiny.intermediate_size=64", "model.tiny.num_heads=2",
+    "model.tiny.vision_layers=1", "model.tiny.qformer_layers=1", "model.tiny.text_layers=1",
+    "model.tiny.decoder_layers=1", "model.num_query_tokens=4", "model.image_size=32",
+    "pretrain.workers=2", "pretrain.batch_size=8", "pretrain.lr=0.001", "pretrain.warmup_steps=2",
+    "pretrain.log_every=3", "pretrain.checkpoint_every=3", "pretrain.max_failures=2",
+]
+
+
+def write_shard_stage(folder: Path, n: int = 48) -> None:
+    """A `shard` stage output (tars in the record schema + manifest), as the shard stage writes it."""
+    folder.mkdir(parents=True)
+    rng = random.Random(0)
+    with tarfile.open(folder / "shard-00000.tar", "w") as tar:
+        for i in range(n):
+            en_c = rng.choice(list(COLOURS))
+            de_c, fr_c = COLOURS[en_c]
+            img = Image.new("RGB", (32, 32), "white")
+            ImageDraw.Draw(img).ellipse([4, 4, 28, 28], fill=en_c)
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG")
+            key = f"synthetic-{i:09d}"
+            rec = {"key": key, "captions": {"en": f"a {en_c} circle", "de": f"ein {de_c} Kreis", "fr": f"un cercle {fr_c}"},
+                   "qa": [{"question": "what colour is the circle?", "answer": en_c, "generator": "rules"}]}
+            for name, data in ((f"{key}.jpg", buf.getvalue()), (f"{key}.json", json.dumps(rec).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    contract.Manifest("shard", "test-shards", {"shard-00000.tar": {"samples": n}}, n, n, {}, 0.0, 1).save(folder)
+
+
+def make_spec(workdir: Path, *extra: str):
+    return load_spec(ROOT / "data_specs/pipelines/demo.yaml", [*FAST, *extra], workdir)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def trained(local_ray, tmp_path_factory):
+    from ray_jobs.pretrain import run_stage
+
+    workdir = tmp_path_factory.mktemp("pretrain")
+    write_shard_stage(workdir / "shard")
+    spec = make_spec(workdir, "pretrain.max_steps=6")
+    manifest = run_stage(spec)
+    return spec, manifest
+
+
+def test_two_workers_train_and_write_the_stage_outputs(trained) -> None:
+    from mvlp_core.model import load_model
+
+    spec, manifest = trained
+    out = Path(spec.workdir) / "pretrain"
+    e = manifest.extra
+    assert e["step"] == 6 and e["loss_first"] > 0 and e["checkpoint"].endswith("checkpoint_00000006")
+    rows = curves.history(curves.read_metrics(out / "metrics.jsonl"))
+    assert [r["step"] for r in rows] == [3, 6] and all(r["world"] == 2 for r in rows)
+    assert rows[-1]["samples"] == 6 * 2 * 8  # both ranks' batches count
+    assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert load_model(out / "final") is not None
+    state = pipeline.stage_state(spec, "pretrain")
+    assert state["state"] == "complete" and state["step"] == 6 and state["loss_last"] == e["loss_last"]
+
+
+@pytest.mark.slow
+def test_relaunch_with_same_run_name_resumes(trained) -> None:
+    from mvlp_core.train.job import prepare
+    from ray_jobs.pretrain import train_with_ray
+
+    spec, _ = trained
+    longer = make_spec(Path(spec.workdir), "pretrain.max_steps=8")
+    job = prepare(longer, {"shard": Path(spec.workdir) / "shard"}, Path(spec.workdir) / "pretrain")
+    ckpt = train_with_ray(job)
+    rows = curves.read_metrics(job.metrics_path)
+    assert {"event": "resume", "step": 6} in rows
+    assert ckpt.name == "checkpoint_00000008" and rows[-1]["restored_from"] == 6
+
+
+def test_corrupt_checkpoint_is_reported_not_skipped(trained, tmp_path) -> None:
+    from mvlp_core.train.job import prepare
+    from ray_jobs.pretrain import latest_checkpoint, train_with_ray
+
+    spec, _ = trained
+    src = Path(spec.workdir) / "pretrain"
+    job = prepare(spec, {"shard": Path(spec.workdir) / "shard"}, src)
+    run_dir = Path(spec.pretrain.storage_path) / spec.pretrain.run_name
+    bad = latest_checkpoint(run_dir)
+    (bad / "train_state.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(contract.StageError, match=f"cannot load checkpoint {bad}.*--force"):
+        train_with_ray(dataclasses.replace(job))
+
+
+@pytest.mark.slow
+def test_killed_worker_resumes_from_last_checkpoint(local_ray, tmp_path) -> None:
+    from ray_jobs.pretrain import run_stage
+
+    write_shard_stage(tmp_path / "shard")
+    spec = make_spec(tmp_path, "pretrain.max_steps=6", "pretrain.fail_at_step=4")
+    manifest = run_stage(spec)
+    out = tmp_path / "pretrain"
+    assert (out / "_fault_injected").read_text() == "4"  # rank 1 really exited at step 4
+    rows = curves.read_metrics(out / "metrics.jsonl")
+    assert {"event": "resume", "step": 3} in rows       # restarted from the step-3 checkpoint
+    assert manifest.extra["resumed_at"] == [3] and manifest.extra["step"] == 6
+    assert curves.history(rows)[-1]["restored_from"] == 3

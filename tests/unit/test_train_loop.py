@@ -1,0 +1,90 @@
+"""The training loop without Ray: loss falls, the schedule and decay groups are UniGen's, a run
+resumes from its newest checkpoint at that step, and a corrupt checkpoint is a clear error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mvlp_core.spec import PretrainSpec
+from mvlp_core.train import curves, loop
+
+
+class Toy(torch.nn.Module):
+    """A stand-in with the model's interface: forward(batch) -> losses; save/from_pretrained."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 1)
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, batch: dict) -> dict:
+        err = (self.lin(batch["x"]).squeeze(-1) * self.scale - batch["y"]) ** 2
+        cap = err[batch["task"] == 1].mean() if (batch["task"] == 1).any() else err.sum() * 0
+        return {"loss": err.mean(), "loss_cap": cap, "loss_trans": err.sum() * 0, "tokens": torch.tensor(len(err))}
+
+    def save_pretrained(self, folder: Path) -> None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        torch.save(self.state_dict(), Path(folder) / "weights.pt")
+
+    @classmethod
+    def from_pretrained(cls, folder: Path) -> "Toy":
+        m = cls()
+        m.load_state_dict(torch.load(Path(folder) / "weights.pt"))
+        return m
+
+
+def batches(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    while True:
+        x = torch.randn(16, 4, generator=g)
+        yield {"x": x, "y": x @ w, "task": torch.ones(16, dtype=torch.long), "skipped": torch.tensor(0)}
+
+
+def cfg(**kw) -> PretrainSpec:
+    base = dict(lr=0.3, warmup_steps=2, max_steps=30, checkpoint_every=10, log_every=5, keep_checkpoints=2)
+    return PretrainSpec(**{**base, **kw})
+
+
+def test_loss_falls_and_metrics_are_written(tmp_path: Path) -> None:
+    reporter = loop.LocalReporter(tmp_path / "ckpt", keep=2)
+    last = loop.train(Toy(), batches(), cfg(), reporter, metrics_path=tmp_path / "m.jsonl")
+    rows = curves.read_metrics(tmp_path / "m.jsonl")
+    assert [r["step"] for r in rows] == [5, 10, 15, 20, 25, 30] and last["step"] == 30
+    assert rows[-1]["loss"] < 0.2 * rows[0]["loss"]
+    assert all(r["samples_per_second"] > 0 and "loss_cap" in r and "loss_trans" not in r for r in rows)
+    assert [p.name for p in reporter.checkpoints()] == ["checkpoint_00000020", "checkpoint_00000030"]
+    png = curves.plot(rows, tmp_path / "curve.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_schedule_and_decay_groups() -> None:
+    c = cfg(lr=1e-4, warmup_steps=2000, max_steps=10000)
+    assert loop.lr_at(0, c) == pytest.approx(5e-8) and loop.lr_at(1999, c) == pytest.approx(1e-4)
+    assert loop.lr_at(6000, c) == pytest.approx(5e-5) and loop.lr_at(10000, c) == 0
+    groups = loop.param_groups(Toy(), 0.05)
+    assert [len(g["params"]) for g in groups] == [1, 2] and [g["weight_decay"] for g in groups] == [0.05, 0.0]
+
+
+def test_resume_from_newest_checkpoint_not_step_zero(tmp_path: Path) -> None:
+    reporter = loop.LocalReporter(tmp_path / "ckpt")
+    loop.train(Toy(), batches(), cfg(max_steps=20), reporter, metrics_path=tmp_path / "m.jsonl")
+    model = Toy()
+    last = loop.train(model, batches(1), cfg(max_steps=30), reporter, metrics_path=tmp_path / "m.jsonl")
+    rows = curves.read_metrics(tmp_path / "m.jsonl")
+    assert {"event": "resume", "step": 20} in rows
+    assert last["restored_from"] == 20 and last["samples"] == 30 * 16
+    assert [r["step"] for r in curves.history(rows)] == [5, 10, 15, 20, 25, 30]
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    reporter = loop.LocalReporter(tmp_path / "ckpt")
+    loop.train(Toy(), batches(), cfg(max_steps=10), reporter)
+    bad = reporter.checkpoints()[-1]
+    (bad / loop.TRAIN_STATE).write_bytes(b"garbage")
+    with pytest.raises(loop.CheckpointError, match=f"cannot load checkpoint {bad}.*--force"):
+        loop.train(Toy(), batches(), cfg(max_steps=20), reporter)
