@@ -68,6 +68,8 @@ def train_worker(config: dict[str, Any]) -> None:
     job: TrainJob = config["job"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    # one intra-op thread per reserved CPU: more threads than cores makes small models far slower
+    torch.set_num_threads(max(1, int(job.spec.pretrain.cpus_per_worker)))
     torch.manual_seed(job.spec.pretrain.seed + rank)
     model, batches = build(job, rank, world)
     device = ray.train.torch.get_device()
