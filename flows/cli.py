@@ -107,6 +107,8 @@ def _execute(
         return
 
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Prefect's ephemeral API server gets 20 s to start by default: too little on a busy 2-core box
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from flows import progress as progress_mod
     from flows.pipeline_flow import data_pipeline
 
