@@ -103,7 +103,9 @@ def connect(cfg: PretrainSpec) -> None:
         return
     os.environ["PYTHONPATH"] = env["PYTHONPATH"]  # local workers inherit the driver's environment
     need = int(cfg.workers * cfg.cpus_per_worker) + 1
-    ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False, log_to_driver=True)
+    # worker logs stay in Ray's session folder (/tmp/ray/session_latest/logs) instead of flooding
+    # the terminal's progress display; metrics reach the run through metrics.jsonl and the manifest
+    ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False, log_to_driver=False)
 
 
 def run_dir(cfg: PretrainSpec) -> Path | None:
