@@ -31,7 +31,9 @@ async def _runs_and_artifacts():
 
 
 def test_pipeline_records_stage_runs(harness, tmp_path: Path) -> None:
-    result = data_pipeline("demo", str(tmp_path), ["dataset.samples=30", "shard.samples_per_shard=16"])
+    fast = ["dataset.samples=30", "shard.samples_per_shard=16", "pretrain.max_steps=4",
+            "pretrain.log_every=2", "pretrain.checkpoint_every=4"]
+    result = data_pipeline("demo", str(tmp_path), fast)
     assert list(result) == list(STAGES)
     assert all(s["state"] == "complete" for s in result.values())
     assert result["shard"]["samples_out"] == 30

@@ -61,6 +61,8 @@ def make_spec(workdir: Path, *extra: str):
 @pytest.fixture(scope="module")
 def local_ray():
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    if ray.is_initialized():  # an in-process pipeline run earlier in the session started one
+        ray.shutdown()
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
