@@ -202,6 +202,33 @@ def _tar_members(path: Path) -> set[str]:
         ) from None
 
 
+def _shard_intact(out_dir: Path, name: str) -> bool:
+    """Whether img2dataset's finished shard `name` (its stats file exists) still holds every image
+    its status file lists as a success, each readable to the end: a tar truncated or damaged after
+    img2dataset finished it (its unit not yet committed) is fetched again, never read."""
+    wds = out_dir / WDS_DIR
+    try:
+        status = pq.read_table(wds / f"{name}.parquet", columns=["key", "status"]).to_pylist()
+        members = set()
+        with tarfile.open(wds / f"{name}.tar") as tar:
+            for m in tar:
+                if m.isfile():
+                    tar.extractfile(m).read()  # raises on a member cut short
+                    members.add(m.name)
+    except (OSError, EOFError, tarfile.TarError, pa.ArrowException):
+        return False
+    return all(f"{s['key']}.jpg" in members for s in status if s["status"] == "success")
+
+
+def _forget_damaged_shards(out_dir: Path, shards: list[int]) -> None:
+    """Make img2dataset's incremental mode redo finished shards whose files are damaged."""
+    for shard in shards:
+        name = f"{shard:05d}"
+        if (out_dir / WDS_DIR / f"{name}_stats.json").exists() and not _shard_intact(out_dir, name):
+            for suffix in ("_stats.json", ".parquet", ".tar"):
+                (out_dir / WDS_DIR / f"{name}{suffix}").unlink(missing_ok=True)
+
+
 def _commit(
     unit: str, shard: int | None, blocked: list[contract.Reject], ingest_dir: Path, out_dir: Path
 ) -> contract.UnitResult:
@@ -269,6 +296,7 @@ def run_download(
     def before(pending: list[str]) -> None:
         plan["pending"] = pending
         plan["shard_of"], plan["blocked"] = _write_inputs(spec, ingest_dir, out_dir, units)
+        _forget_damaged_shards(out_dir, [s for u in pending if (s := plan["shard_of"][u]) is not None])
         t0 = time.perf_counter()
         if any(plan["shard_of"][u] is not None for u in pending):
             plan["guard_blocked"] = _run_img2dataset(spec, out_dir)
