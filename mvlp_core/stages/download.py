@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
 import os
 import re
 import sys
@@ -142,9 +145,42 @@ def _output_to(log: Path):
                 os.close(fd)
 
 
+def _distributor(processes_count, downloader, reader, _subjob_size, max_shard_retry) -> None:
+    """img2dataset's multiprocessing distributor, on ProcessPoolExecutor instead of
+    multiprocessing.Pool: when a worker dies (SIGKILL, OOM killer) Pool never returns its shard
+    and the stage hangs forever; the executor breaks loudly, and finished shards are kept."""
+    from img2dataset.distributor import retrier
+
+    with ProcessPoolExecutor(processes_count, mp_context=get_context("spawn"), max_tasks_per_child=5) as pool:
+
+        def run(shards) -> list:
+            futures = [pool.submit(downloader, shard) for shard in shards]
+            try:
+                return [row for f in as_completed(futures) for status, row in [f.result()] if not status]
+            except BrokenProcessPool:
+                raise contract.StageError(
+                    "download: an img2dataset worker process died mid-shard (killed, or out of "
+                    "memory); re-run the stage: finished shards are kept, the others are fetched again"
+                ) from None
+
+        retrier(run, run(reader), max_shard_retry)
+
+
+@contextlib.contextmanager
+def _patched(module: Any, name: str, value: Any):
+    saved = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, saved)
+
+
 def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> dict[str, int]:
     """Run img2dataset over the input files; returns requests the fetch guard refused, by reason."""
     from img2dataset import download as img2dataset_download
+
+    img2dataset_main = sys.modules["img2dataset.main"]  # the package's `main` names a function
 
     d = spec.download
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -161,6 +197,7 @@ def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> dict[str, int]:
                 )
             )
             stack.enter_context(environ(guard.env()))
+        stack.enter_context(_patched(img2dataset_main, "multiprocessing_distributor", _distributor))
         stack.enter_context(_output_to(out_dir / "img2dataset.log"))
         img2dataset_download(
             url_list=str(out_dir / INPUT_DIR),
