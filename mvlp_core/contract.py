@@ -143,9 +143,14 @@ def read_rejects(out_dir: Path) -> pa.Table:
 
 
 def _reset(out_dir: Path) -> None:
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
+    """Empty the stage folder, keeping the folder itself: it may be a mount point (a volume per
+    stage), which cannot be removed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for child in out_dir.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def _unit_record_path(out_dir: Path, unit: str) -> Path:

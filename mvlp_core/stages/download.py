@@ -57,7 +57,8 @@ _ERROR_REASONS = [
     (re.compile(r"cannot identify image|image file is truncated|decod", re.I), lambda m: "image_decode_error"),
     (re.compile(r"image too small", re.I), lambda m: "image_too_small"),
     (re.compile(r"aspect ratio", re.I), lambda m: "image_aspect_ratio"),
-    (re.compile(r"Connection|refused|reset|Name or service|urlopen error", re.I), lambda m: "connection_error"),
+    (re.compile(r"Connection|refused|reset|Name or service|urlopen error|IncompleteRead", re.I),
+     lambda m: "connection_error"),
 ]
 
 

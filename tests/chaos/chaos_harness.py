@@ -272,3 +272,15 @@ def check_resumed(live: Path, reference: Path, killed: str, before: dict[str, di
                            for i, j in links), (key, lang)
             else:
                 assert links == w_links[lang], (key, lang)
+
+
+def live_spec(live: Path, server_url: str | None = None):
+    """The spec the CLI's runs use, for calling stages in-process (`server_url`: the image server
+    standing in for the world's URL host)."""
+    from flows.cli import DEMO_SPEC
+    from mvlp_core.spec import load_spec
+
+    extra = [f"dataset.samples={SAMPLES}"]
+    if server_url:
+        extra.append(f'download.mirrors={json.dumps({"http://images.synthetic.mvlp/": server_url})}')
+    return load_spec(DEMO_SPEC, [*OVERRIDES, *extra], live)

@@ -341,3 +341,21 @@ def test_chaos_hook_kills_only_at_its_point(
     assert len(list((out / contract.UNITS_DIR).glob("u*.json"))) == committed
     assert len(list(out.glob("u*.json"))) == written
     assert (out / contract.MANIFEST).exists() == finished
+
+
+def test_reset_keeps_the_stage_folder_itself(tmp_path: Path) -> None:
+    """A stage folder may be a mount point (a volume per stage): a fresh run empties it in place."""
+    out = tmp_path / "stage"
+    run_units("s", out, "fp1", UNITS, make_process(out, Counter()))
+    (out / "sub").mkdir()
+    (out / "sub" / "old.bin").write_bytes(b"x")
+    import os
+
+    fd = os.open(out, os.O_RDONLY)  # a handle on this very folder (a recreated one would differ)
+    try:
+        run_units("s", out, "fp2", UNITS, make_process(out, Counter()))
+        assert "_manifest.json" in os.listdir(fd)
+    finally:
+        os.close(fd)
+    assert not (out / "sub").exists()
+    assert Manifest.load(out).fingerprint == "fp2"

@@ -1,5 +1,6 @@
-"""download's img2dataset distributor: a worker that dies mid-shard fails the stage loudly
-(multiprocessing.Pool, img2dataset's default, waits for the lost shard forever)."""
+"""download under faults: a worker that dies mid-shard fails the stage loudly
+(multiprocessing.Pool, img2dataset's default, waits for the lost shard forever); a connection
+dropped mid-body is a connection error."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import signal
 import pytest
 
 from mvlp_core.contract import StageError
-from mvlp_core.stages.download import _distributor
+from mvlp_core.stages.download import _distributor, error_reason
 
 
 def _downloader(shard: int) -> tuple[bool, int]:
@@ -37,3 +38,7 @@ def test_failed_shards_are_retried(tmp_path, monkeypatch, capfd) -> None:
     _distributor(2, _flaky, iter([0, 1, 2, 3]), None, 1)
     assert (tmp_path / "failed-once").exists()
     assert "Retrying 1 shards" in capfd.readouterr().out
+
+
+def test_body_cut_short_is_a_connection_error() -> None:
+    assert error_reason("IncompleteRead(386 bytes read, 387 more expected)", "failed_to_download") == "connection_error"
