@@ -18,9 +18,16 @@ from mvlp_core import atomic, contract, pipeline
 pytestmark = pytest.mark.chaos
 
 
-def spawn_workers(pid: int) -> list[int]:
-    """The pipeline's multiprocessing spawn workers (img2dataset's download processes)."""
-    return [c for c in children(pid) if "spawn_main" in cmdline(c)]
+def started(pid: int) -> int:
+    """Start time of a process (clock ticks since boot; field 22 of /proc/PID/stat)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+
+
+def download_workers(pid: int) -> list[int]:
+    """img2dataset's download worker processes: the pipeline's multiprocessing spawn children
+    except the oldest, which is img2dataset's logger process (started before the pool)."""
+    spawned = sorted((c for c in children(pid) if "spawn_main" in cmdline(c)), key=started)
+    return spawned[1:]
 
 
 def test_killed_img2dataset_worker_fails_loudly_then_rerun_completes(
@@ -32,10 +39,10 @@ def test_killed_img2dataset_worker_fails_loudly_then_rerun_completes(
     n = contract.Manifest.load(reference / "download").units
     proc = start_demo(live, log)
     try:
-        wait_for(lambda: bool(spawn_workers(proc.pid)) and len(list(stats.glob("*_stats.json"))) >= 1,
+        wait_for(lambda: bool(download_workers(proc.pid)) and len(list(stats.glob("*_stats.json"))) >= 1,
                  proc, log, "an img2dataset worker with one shard done")
         assert len(list(stats.glob("*_stats.json"))) < n, "download finished before the kill"
-        victim = spawn_workers(proc.pid)[0]
+        victim = download_workers(proc.pid)[0]
         tree = {c: cmdline(c)[:120] for c in children(proc.pid)}
         os.kill(victim, signal.SIGKILL)
         (chaos_base / "worker-kill.victim").write_text(f"victim {victim}\n{tree}\n")
