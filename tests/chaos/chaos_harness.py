@@ -129,9 +129,9 @@ def unit_kill(stage: str, rng: random.Random, ref: contract.Manifest) -> KillPoi
 
 
 def download_kill(stage: str, rng: random.Random, ref: contract.Manifest) -> KillPoint:
-    """Half the seeds kill img2dataset mid-run (k of n shards finished, its worker processes
-    fetching); the others kill at a unit commit point after img2dataset returned."""
-    if rng.random() < 0.5:
+    """Two thirds of the seeds kill img2dataset mid-run (k of n shards finished, its worker
+    processes fetching); the others kill at a unit commit point after img2dataset returned."""
+    if rng.randrange(3) == 0:
         return unit_kill(stage, rng, ref)
     k = rng.randrange(ref.units)
 
