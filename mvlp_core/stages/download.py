@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import get_context
+import multiprocessing
 import os
 import re
 import sys
 import tarfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +152,7 @@ def _distributor(processes_count, downloader, reader, _subjob_size, max_shard_re
     and the stage hangs forever; the executor breaks loudly, and finished shards are kept."""
     from img2dataset.distributor import retrier
 
-    with ProcessPoolExecutor(processes_count, mp_context=get_context("spawn"), max_tasks_per_child=5) as pool:
+    with ProcessPoolExecutor(processes_count, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=5) as pool:
 
         def run(shards) -> list:
             futures = [pool.submit(downloader, shard) for shard in shards]
@@ -175,6 +175,22 @@ def _patched(module: Any, name: str, value: Any):
         yield
     finally:
         setattr(module, name, saved)
+
+
+@contextlib.contextmanager
+def _logger_stopped_on_error():
+    """img2dataset joins its logger process only when it succeeds; on an error stop it here, or it
+    keeps polling until this process exits (a long-lived flow worker: forever)."""
+    from img2dataset.logger import LoggerProcess
+
+    try:
+        yield
+    except BaseException:
+        for child in multiprocessing.active_children():
+            if isinstance(child, LoggerProcess):
+                child.terminate()
+                child.join()
+        raise
 
 
 def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> dict[str, int]:
@@ -200,6 +216,7 @@ def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> dict[str, int]:
             stack.enter_context(environ(guard.env()))
         stack.enter_context(_patched(img2dataset_main, "multiprocessing_distributor", _distributor))
         stack.enter_context(_output_to(out_dir / "img2dataset.log"))
+        stack.enter_context(_logger_stopped_on_error())
         img2dataset_download(
             url_list=str(out_dir / INPUT_DIR),
             input_format="parquet",
