@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/demo
 
-.PHONY: setup demo test test-slow bench status clean
+.PHONY: setup demo test test-slow chaos bench status clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow
+
+# SIGKILL at seeded points inside every stage, then re-run and compare (CHAOS_SEEDS=N: how many)
+chaos: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m chaos tests/chaos
 
 bench: setup
 	$(BIN)/python -m benchmarks.harness --runs $(or $(RUNS),3) $(if $(BENCH),--only $(BENCH))

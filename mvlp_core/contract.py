@@ -7,13 +7,18 @@ output files. This module owns resuming (finished units are skipped), forcing, t
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
+import logging
+import os
 import shutil
+import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +38,11 @@ REJECT_SCHEMA = pa.schema(
 )
 
 ProgressFn = Callable[[int, int, str], None]
+# Fault injection for tests/chaos only: "STAGE:INDEX:PHASE" SIGKILLs the process at that point of
+# run_units (INDEX: the unit's position in the stage's unit list; PHASE: start, written or
+# committed). Unset (always, outside the chaos suite), nothing happens.
+CHAOS_ENV = "MVLP_CHAOS_KILL_AT"
+log = logging.getLogger(__name__)
 
 
 class StageError(RuntimeError):
@@ -133,13 +143,56 @@ def read_rejects(out_dir: Path) -> pa.Table:
 
 
 def _reset(out_dir: Path) -> None:
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
+    """Empty the stage folder, keeping the folder itself: it may be a mount point (a volume per
+    stage), which cannot be removed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for child in out_dir.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def _unit_record_path(out_dir: Path, unit: str) -> Path:
     return out_dir / UNITS_DIR / f"{unit}.json"
+
+
+def _chaos_point(stage: str, index: int, phase: str) -> None:
+    if os.environ.get(CHAOS_ENV) == f"{stage}:{index}:{phase}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _unit_intact(out_dir: Path, unit: str) -> bool:
+    """Whether a committed unit's files are still exactly what its record says (size and sha256):
+    a file truncated or changed after its commit must be redone, never read."""
+    try:
+        record = json.loads(_unit_record_path(out_dir, unit).read_text(encoding="utf-8"))
+        files = record["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if not (out_dir / UNITS_DIR / f"{unit}.rejects.parquet").is_file():
+        return False
+    for rel, info in files.items():
+        path = out_dir / rel
+        if not path.is_file() or path.stat().st_size != info["bytes"]:
+            return False
+        if atomic.sha256_file(path) != info["sha256"]:
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _disk_errors(stage: str, out_dir: Path) -> Iterator[None]:
+    """A full disk is a run-level error: say so, and where, instead of a bare OSError."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise StageError(
+            f"{stage}: no space left on the device holding {out_dir} ({err}); free space or move "
+            "the workdir to a larger disk, then re-run: finished units are kept"
+        ) from err
 
 
 def run_units(
@@ -173,6 +226,11 @@ def run_units(
     else:
         (out_dir / MANIFEST).unlink(missing_ok=True)
         atomic.remove_temporaries(out_dir)
+        for unit in units:
+            record = _unit_record_path(out_dir, unit)
+            if record.exists() and not _unit_intact(out_dir, unit):
+                log.warning("%s: unit %s's files no longer match its record; redoing it", stage, unit)
+                record.unlink()
 
     if len(set(units)) != len(units):
         raise StageError(f"{stage}: duplicate unit names {sorted(units)}; this is a bug in the stage")
@@ -181,11 +239,17 @@ def run_units(
     if progress:
         progress(done, len(units), "")
     if pending and before:
-        before(pending)
+        with _disk_errors(stage, out_dir):
+            before(pending)
+    position = {u: i for i, u in enumerate(units)}
     for unit in pending:
         t0 = time.perf_counter()
-        result = process(unit)
-        _commit_unit(out_dir, unit, result, time.perf_counter() - t0)
+        _chaos_point(stage, position[unit], "start")
+        with _disk_errors(stage, out_dir):
+            result = process(unit)
+            _chaos_point(stage, position[unit], "written")
+            _commit_unit(out_dir, unit, result, time.perf_counter() - t0)
+        _chaos_point(stage, position[unit], "committed")
         done += 1
         if progress:
             progress(done, len(units), unit)
@@ -194,7 +258,8 @@ def run_units(
     extra = finalize(out_dir, records) if finalize else {}
     earlier = sum(r["seconds"] for r in records if r["unit"] not in pending)
     seconds = time.perf_counter() - started + earlier
-    return _write_manifest(stage, out_dir, fp, units, records, extra, seconds)
+    with _disk_errors(stage, out_dir):
+        return _write_manifest(stage, out_dir, fp, units, records, extra, seconds)
 
 
 def _commit_unit(out_dir: Path, unit: str, result: UnitResult, seconds: float) -> None:

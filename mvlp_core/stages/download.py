@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+import multiprocessing
 import os
 import re
 import sys
 import tarfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +57,8 @@ _ERROR_REASONS = [
     (re.compile(r"cannot identify image|image file is truncated|decod", re.I), lambda m: "image_decode_error"),
     (re.compile(r"image too small", re.I), lambda m: "image_too_small"),
     (re.compile(r"aspect ratio", re.I), lambda m: "image_aspect_ratio"),
-    (re.compile(r"Connection|refused|reset|Name or service|urlopen error", re.I), lambda m: "connection_error"),
+    (re.compile(r"Connection|refused|reset|Name or service|urlopen error|IncompleteRead", re.I),
+     lambda m: "connection_error"),
 ]
 
 
@@ -142,9 +146,58 @@ def _output_to(log: Path):
                 os.close(fd)
 
 
+def _distributor(processes_count, downloader, reader, _subjob_size, max_shard_retry) -> None:
+    """img2dataset's multiprocessing distributor, on ProcessPoolExecutor instead of
+    multiprocessing.Pool: when a worker dies (SIGKILL, OOM killer) Pool never returns its shard
+    and the stage hangs forever; the executor breaks loudly, and finished shards are kept."""
+    from img2dataset.distributor import retrier
+
+    with ProcessPoolExecutor(processes_count, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=5) as pool:
+
+        def run(shards) -> list:
+            futures = [pool.submit(downloader, shard) for shard in shards]
+            try:
+                return [row for f in as_completed(futures) for status, row in [f.result()] if not status]
+            except BrokenProcessPool:
+                raise contract.StageError(
+                    "download: an img2dataset worker process died mid-shard (killed, or out of "
+                    "memory); re-run the stage: finished shards are kept, the others are fetched again"
+                ) from None
+
+        retrier(run, run(reader), max_shard_retry)
+
+
+@contextlib.contextmanager
+def _patched(module: Any, name: str, value: Any):
+    saved = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, saved)
+
+
+@contextlib.contextmanager
+def _logger_stopped_on_error():
+    """img2dataset joins its logger process only when it succeeds; on an error stop it here, or it
+    keeps polling until this process exits (a long-lived flow worker: forever)."""
+    from img2dataset.logger import LoggerProcess
+
+    try:
+        yield
+    except BaseException:
+        for child in multiprocessing.active_children():
+            if isinstance(child, LoggerProcess):
+                child.terminate()
+                child.join()
+        raise
+
+
 def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> dict[str, int]:
     """Run img2dataset over the input files; returns requests the fetch guard refused, by reason."""
     from img2dataset import download as img2dataset_download
+
+    img2dataset_main = sys.modules["img2dataset.main"]  # the package's `main` names a function
 
     d = spec.download
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -161,7 +214,9 @@ def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> dict[str, int]:
                 )
             )
             stack.enter_context(environ(guard.env()))
+        stack.enter_context(_patched(img2dataset_main, "multiprocessing_distributor", _distributor))
         stack.enter_context(_output_to(out_dir / "img2dataset.log"))
+        stack.enter_context(_logger_stopped_on_error())
         img2dataset_download(
             url_list=str(out_dir / INPUT_DIR),
             input_format="parquet",
@@ -200,6 +255,33 @@ def _tar_members(path: Path) -> set[str]:
             f"download: {path} is unreadable ({err}) although img2dataset marked it done; "
             f"delete {path} and its _stats.json and re-run"
         ) from None
+
+
+def _shard_intact(out_dir: Path, name: str) -> bool:
+    """Whether img2dataset's finished shard `name` (its stats file exists) still holds every image
+    its status file lists as a success, each readable to the end: a tar truncated or damaged after
+    img2dataset finished it (its unit not yet committed) is fetched again, never read."""
+    wds = out_dir / WDS_DIR
+    try:
+        status = pq.read_table(wds / f"{name}.parquet", columns=["key", "status"]).to_pylist()
+        members = set()
+        with tarfile.open(wds / f"{name}.tar") as tar:
+            for m in tar:
+                if m.isfile():
+                    tar.extractfile(m).read()  # raises on a member cut short
+                    members.add(m.name)
+    except (OSError, EOFError, tarfile.TarError, pa.ArrowException):
+        return False
+    return all(f"{s['key']}.jpg" in members for s in status if s["status"] == "success")
+
+
+def _forget_damaged_shards(out_dir: Path, shards: list[int]) -> None:
+    """Make img2dataset's incremental mode redo finished shards whose files are damaged."""
+    for shard in shards:
+        name = f"{shard:05d}"
+        if (out_dir / WDS_DIR / f"{name}_stats.json").exists() and not _shard_intact(out_dir, name):
+            for suffix in ("_stats.json", ".parquet", ".tar"):
+                (out_dir / WDS_DIR / f"{name}{suffix}").unlink(missing_ok=True)
 
 
 def _commit(
@@ -269,6 +351,7 @@ def run_download(
     def before(pending: list[str]) -> None:
         plan["pending"] = pending
         plan["shard_of"], plan["blocked"] = _write_inputs(spec, ingest_dir, out_dir, units)
+        _forget_damaged_shards(out_dir, [s for u in pending if (s := plan["shard_of"][u]) is not None])
         t0 = time.perf_counter()
         if any(plan["shard_of"][u] is not None for u in pending):
             plan["guard_blocked"] = _run_img2dataset(spec, out_dir)

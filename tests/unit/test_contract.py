@@ -269,3 +269,93 @@ def test_stage_fingerprint_requires_complete_inputs(tmp_path: Path) -> None:
     fp1 = contract.stage_fingerprint("down", {"a": 1}, {"upstream": up})
     assert fp1 == contract.stage_fingerprint("down", {"a": 1}, {"upstream": up})
     assert fp1 != contract.stage_fingerprint("down", {"a": 2}, {"upstream": up})
+
+
+@pytest.mark.parametrize("damage", ["truncate", "same_size_change", "delete"])
+def test_committed_file_damaged_before_resume_is_redone_not_trusted(tmp_path: Path, damage: str) -> None:
+    """A unit whose record exists but whose file no longer matches it (size or sha256) is redone."""
+    out = tmp_path / "stage"
+    calls: Counter = Counter()
+    process = make_process(out, calls, fail_on="u2")
+    with pytest.raises(Boom):
+        run_units("s", out, "fp1", UNITS, process)
+    good = (out / "u0.json").read_bytes()
+    victim = out / "u0.json"
+    if damage == "truncate":
+        victim.write_bytes(good[: len(good) // 2])
+    elif damage == "same_size_change":
+        victim.write_bytes(good.replace(b"0", b"9", 1))
+        assert victim.stat().st_size == len(good)
+    else:
+        victim.unlink()
+    m = run_units("s", out, "fp1", UNITS, process)
+    assert calls["u0"] == 2 and calls["u1"] == 1
+    assert victim.read_bytes() == good
+    assert m.files["u0.json"]["sha256"] == atomic.sha256_file(victim)
+
+
+def test_out_of_space_is_a_stage_error_naming_the_disk(tmp_path: Path) -> None:
+    out = tmp_path / "stage"
+
+    def process(unit: str) -> UnitResult:
+        raise OSError(28, "No space left on device", str(out / f"{unit}.json"))
+
+    with pytest.raises(contract.StageError, match=r"s: no space left on the device holding .*stage"):
+        run_units("s", out, "fp1", UNITS, process)
+
+
+CHAOS_SCRIPT = """
+import sys
+from pathlib import Path
+from mvlp_core import atomic
+from mvlp_core.contract import UnitResult, run_units
+out = Path(sys.argv[1])
+def process(unit):
+    atomic.write_json(out / f"{unit}.json", {"unit": unit})
+    return UnitResult(files={f"{unit}.json": 1}, samples_in=1, samples_out=1)
+run_units("s", out, "fp1", ["u0", "u1", "u2"], process)
+"""
+
+
+@pytest.mark.parametrize(
+    "point, committed, written",
+    [(None, 3, 3), ("s:1:start", 1, 1), ("s:1:written", 1, 2), ("s:1:committed", 2, 2),
+     ("other:1:start", 3, 3)],
+)
+def test_chaos_hook_kills_only_at_its_point(
+    tmp_path: Path, point: str | None, committed: int, written: int
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "stage"
+    env = {k: v for k, v in os.environ.items() if k != contract.CHAOS_ENV}
+    if point:
+        env[contract.CHAOS_ENV] = point
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", CHAOS_SCRIPT, str(out)], cwd=root, env=env)
+    finished = committed == 3
+    assert proc.returncode == (0 if finished else -signal.SIGKILL)
+    assert len(list((out / contract.UNITS_DIR).glob("u*.json"))) == committed
+    assert len(list(out.glob("u*.json"))) == written
+    assert (out / contract.MANIFEST).exists() == finished
+
+
+def test_reset_keeps_the_stage_folder_itself(tmp_path: Path) -> None:
+    """A stage folder may be a mount point (a volume per stage): a fresh run empties it in place."""
+    out = tmp_path / "stage"
+    run_units("s", out, "fp1", UNITS, make_process(out, Counter()))
+    (out / "sub").mkdir()
+    (out / "sub" / "old.bin").write_bytes(b"x")
+    import os
+
+    fd = os.open(out, os.O_RDONLY)  # a handle on this very folder (a recreated one would differ)
+    try:
+        run_units("s", out, "fp2", UNITS, make_process(out, Counter()))
+        assert "_manifest.json" in os.listdir(fd)
+    finally:
+        os.close(fd)
+    assert not (out / "sub").exists()
+    assert Manifest.load(out).fingerprint == "fp2"
