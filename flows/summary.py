@@ -18,3 +18,15 @@ def summary_row(stage: str, state: dict[str, Any]) -> dict[str, Any]:
         "rejects": rejects_text(state.get("rejects", {})),
         "seconds": state.get("seconds", ""),
     }
+
+
+def throughput_rows(stage: str, state: dict[str, Any]) -> list[dict[str, Any]]:
+    seconds = state.get("seconds") or 0.0
+    n_in, n_out = state.get("samples_in") or 0, state.get("samples_out") or 0
+    return [{
+        "stage": stage,
+        "samples_in": n_in,
+        "samples_out": n_out,
+        "seconds": round(seconds, 2),
+        "samples_per_second": round(n_in / seconds, 1) if seconds else "",
+    }]

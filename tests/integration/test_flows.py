@@ -18,7 +18,7 @@ from mvlp_core.spec import STAGES
 
 @pytest.fixture(scope="module")
 def harness():
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=180):  # a loaded 2-core CI box needs more than 30 s
         yield
 
 
