@@ -125,9 +125,5 @@ def _make_stage_flow(name: str) -> Any:
 
 
 STAGE_FLOWS = {name: _make_stage_flow(name) for name in STAGES}
-ingest_flow = STAGE_FLOWS["ingest"]
-download_flow = STAGE_FLOWS["download"]
-translate_flow = STAGE_FLOWS["translate"]
-align_flow = STAGE_FLOWS["align"]
-qa_flow = STAGE_FLOWS["qa"]
-shard_flow = STAGE_FLOWS["shard"]
+# module attributes `<stage>_flow` (ingest_flow, text_shard_flow, ...): the deployments' entrypoints
+globals().update({f.__name__: f for f in STAGE_FLOWS.values()})
