@@ -38,7 +38,10 @@ def deployment_name(spec: PipelineSpec, stage: str | None = None) -> str:
 def spec_param(spec_path: str | Path) -> str:
     """The spec path as the worker sees it: relative to the project root when inside it (the
     image has the project at /app), absolute otherwise."""
-    path = Path(spec_path).resolve()
+    path = Path(spec_path)
+    if not path.exists():  # a built-in spec by name, as load_spec resolves it
+        path = SPECS_ROOT / "pipelines" / f"{path.stem}.yaml"
+    path = path.resolve()
     try:
         return str(path.relative_to(PROJECT_ROOT))
     except ValueError:
