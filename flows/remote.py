@@ -56,7 +56,7 @@ def run_states(flow_run_id: UUID | str | None = None) -> tuple[dict[str, Any], d
             return {}, {}
         children = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id])),
-            sort=FlowRunSort.START_TIME_ASC,
+            sort=FlowRunSort.START_TIME_ASC, limit=200,
         )
         flow_name = client.read_flow(run.flow_id).name
     stages = {c.name: _row(c) for c in children} if children or flow_name == PIPELINE_FLOW else {run.name: _row(run)}

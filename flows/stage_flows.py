@@ -3,7 +3,8 @@ cluster per `spec.cluster`), publish its figures.
 
 Flows take the spec path plus `--set` overrides (not a spec object), so the same flows serve
 in-process runs and deployments. The work is a task cached on the stage fingerprint (a complete,
-current stage is a cache hit whatever the run id), retried with exponential backoff on transient
+current stage is a cache hit whatever the run id; outputs that are not current refresh the
+entry), retried with exponential backoff on transient
 errors (never on StageError/SpecError, which a retry cannot fix), with results persisted under the
 run's workdir. A stage flow started on its own (a deployment, `--only`) holds the workdir's
 concurrency slot; inside the end-to-end flow the parent holds it.
@@ -32,14 +33,12 @@ RESULTS_DIR = ".prefect-results"
 
 
 def stage_cache_key(spec: PipelineSpec, name: str) -> str | None:
-    """stage + workdir + expected fingerprint + the fingerprint on disk: a hit only when the
-    stage's outputs are complete and current (deleted outputs change the key)."""
+    """stage + workdir + the fingerprint the stage's outputs must carry (config, inputs, code);
+    None (no caching) while an input stage has no manifest."""
     expected = pipeline.expected_fingerprint(spec, name)
     if expected is None:
         return None
-    manifest = contract.Manifest.load(pipeline.stage_dir(spec, name))
-    on_disk = manifest.fingerprint if manifest else "none"
-    return hashlib.sha256(f"{name}|{spec.workdir}|{expected}|{on_disk}".encode()).hexdigest()
+    return hashlib.sha256(f"{name}|{spec.workdir}|{expected}".encode()).hexdigest()
 
 
 def result_storage(spec: PipelineSpec) -> LocalFileSystem:
@@ -93,7 +92,11 @@ def _make_stage_flow(name: str) -> Any:
         spec_path: str, workdir: str | None = None, overrides: list[str] | None = None, force: bool = False
     ) -> dict[str, Any]:
         spec = load_spec(spec_path, overrides or [], workdir)
-        stage_task = run_stage_task.with_options(result_storage=result_storage(spec), refresh_cache=force)
+        # outputs missing, partial or stale (deleted by hand, say) refresh the cache entry
+        current = pipeline.stage_state(spec, name)["state"] == "complete"
+        stage_task = run_stage_task.with_options(
+            result_storage=result_storage(spec), refresh_cache=force or not current
+        )
         if _standalone():
             with concurrency.hold(concurrency.workdir_limit(spec.workdir), 1):
                 state = stage_task(spec, name, force)

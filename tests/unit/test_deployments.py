@@ -5,6 +5,7 @@ stage flow plus the pipeline, schedule and parameters from the spec, prefect.yam
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -14,6 +15,15 @@ from flows.stage_flows import STAGE_FLOWS
 from mvlp_core.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_deploy_without_api_url_names_the_fix(tmp_path: Path) -> None:
+    from testkit.prefect_server import mvlp
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path)
+    out = mvlp(env, "deploy", "demo")
+    assert out.returncode == 2 and "PREFECT_API_URL is not set" in out.stdout
 
 
 def test_every_stage_flow_and_the_pipeline_get_a_deployment() -> None:
