@@ -72,10 +72,12 @@ def _print_outcome(spec_workdir: Path, states: dict[str, dict[str, Any]]) -> Non
     aer = states.get("align", {}).get("aer")
     if aer:
         console.print("Alignment AER vs gold: " + ", ".join(f"{k} {v:.3f}" for k, v in aer.items()))
-    console.print(
-        "Prefect UI: run [bold]mvlp ui[/] and open "
-        f"http://127.0.0.1:{UI_PORT}/runs to see this run, its stage runs and their artifacts."
+    api = os.environ.get("PREFECT_API_URL")
+    where = (
+        f"open {api.removesuffix('/api')}/runs" if api
+        else f"run [bold]mvlp ui[/] and open http://127.0.0.1:{UI_PORT}/runs"
     )
+    console.print(f"Prefect UI: {where} to see this run, its stage runs and their artifacts.")
 
 
 def _execute(
