@@ -43,6 +43,8 @@ def test_pipeline_records_stage_runs(harness, tmp_path: Path) -> None:
     keys = {a.key for a in artifacts}
     assert {f"{s}-summary" for s in STAGES} <= keys
     assert {f"{s}-progress" for s in STAGES} <= keys
+    assert {f"{s}-throughput" for s in STAGES} <= keys
+    assert "download-rejects" in keys  # the synthetic world's bad URLs
     assert "pipeline-summary" in keys
     progress = [a for a in artifacts if a.type == "progress"]
     assert progress and all(a.data == 100.0 for a in progress)
