@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/demo
 
-.PHONY: setup demo test test-slow chaos bench status clean
+.PHONY: setup demo test test-slow test-browser chaos manifests bench status clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,15 @@ test-slow: setup
 # SIGKILL at seeded points inside every stage, then re-run and compare (CHAOS_SEEDS=N: how many)
 chaos: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m chaos tests/chaos
+
+# the Prefect UI in headless Chromium (needs Debian's chromium + chromium-driver; .ci/run installs them)
+test-browser: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow tests/e2e/test_prefect_ui_browser.py
+	@echo "screenshots: runs/test-artifacts/prefect-flow-run*.png runs/test-artifacts/prefect-stage-run-artifacts.png"
+
+# render the kustomize overlays (kubectl's built-in kustomize) for review
+manifests:
+	kubectl kustomize infra/k8s/overlays/$(or $(OVERLAY),dev)
 
 bench: setup
 	$(BIN)/python -m benchmarks.harness --runs $(or $(RUNS),3) $(if $(BENCH),--only $(BENCH))

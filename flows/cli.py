@@ -1,7 +1,9 @@
-"""`mvlp`: run the DAG (demo or any spec), show stage status, write the synthetic world, open the UI.
+"""`mvlp`: run the DAG (demo or any spec), deploy it to a Prefect server, show stage status,
+write the synthetic world, open the UI.
 
 A run whose selected stages are all complete returns before Prefect is even imported, so a
-no-op re-run takes seconds; anything else runs as one Prefect parent flow with a child per stage.
+no-op re-run takes seconds; anything else runs as one Prefect parent flow with a child per stage,
+in this process or (`--remote`) as a deployment run on a worker, followed from here.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -32,6 +36,13 @@ DEMO_SPEC = SPECS_ROOT / "pipelines" / "demo.yaml"
 UI_PORT = 4200
 
 
+STATE_COLOURS = {
+    "complete": "green", "stale": "yellow", "partial": "yellow", "missing": "red",  # workdir
+    "completed": "green", "running": "cyan", "pending": "blue", "scheduled": "blue",  # Prefect API
+    "failed": "red", "crashed": "red", "cancelled": "magenta", "cancelling": "magenta", "paused": "yellow",
+}
+
+
 def _fail(err: Exception) -> None:
     console.print(f"[bold red]error:[/] {err}")
     raise typer.Exit(2)
@@ -43,11 +54,10 @@ def _status_table(states: dict[str, dict[str, Any]]) -> Table:
     table = Table(title="stages")
     for col in ("stage", "state", "in", "out", "rejects by reason", "seconds"):
         table.add_column(col, justify="right" if col in ("in", "out", "seconds") else "left")
-    colours = {"complete": "green", "stale": "yellow", "partial": "yellow", "missing": "red"}
     for name, s in states.items():
         table.add_row(
             name,
-            f"[{colours[s['state']]}]{s['state']}[/]",
+            f"[{STATE_COLOURS.get(s['state'], 'white')}]{s['state']}[/]",
             str(s.get("samples_in", "")),
             str(s.get("samples_out", "")),
             rejects_text(s.get("rejects", {})),
@@ -80,10 +90,12 @@ def _print_outcome(spec_workdir: Path, states: dict[str, dict[str, Any]]) -> Non
             f"Pretrain: {pre['step']} steps, loss {pre['loss_first']:.3f} -> {pre['loss_last']:.3f}; "
             f"model [bold]{pre.get('final')}[/], curve {spec_workdir / 'pretrain' / 'loss_curve.png'}"
         )
-    console.print(
-        "Prefect UI: run [bold]mvlp ui[/] and open "
-        f"http://127.0.0.1:{UI_PORT}/runs to see this run, its stage runs and their artifacts."
+    api = os.environ.get("PREFECT_API_URL")
+    where = (
+        f"open {api.removesuffix('/api')}/runs" if api
+        else f"run [bold]mvlp ui[/] and open http://127.0.0.1:{UI_PORT}/runs"
     )
+    console.print(f"Prefect UI: {where} to see this run, its stage runs and their artifacts.")
 
 
 def _execute(
@@ -158,26 +170,153 @@ def run(
     only: Annotated[Optional[str], typer.Option(help="run this stage alone from its inputs on disk")] = None,
     force: Annotated[bool, typer.Option(help="recompute selected stages even if complete")] = False,
     set_: SetOpt = None,
+    remote: Annotated[
+        bool, typer.Option(help="trigger the deployment (`mvlp deploy`) on PREFECT_API_URL and follow it")
+    ] = False,
+    poll: Annotated[float, typer.Option(help="--remote: seconds between status reads")] = 2.0,
 ) -> None:
-    """Run a pipeline spec (all stages, or --from/--to/--only)."""
-    _execute(spec, workdir, list(set_ or []), from_, to, only, force)
+    """Run a pipeline spec (all stages, or --from/--to/--only), here or on a worker (--remote)."""
+    if remote:
+        _run_remote(spec, workdir, list(set_ or []), from_, to, only, force, poll)
+    else:
+        _execute(spec, workdir, list(set_ or []), from_, to, only, force)
+
+
+def _require_api() -> str:
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        from prefect.settings import PREFECT_API_URL
+
+        url = PREFECT_API_URL.value()
+    if not url:
+        _fail(SpecError(
+            "PREFECT_API_URL is not set: start a server (`mvlp ui` or `prefect server start`) and "
+            "export PREFECT_API_URL=http://127.0.0.1:4200/api"
+        ))
+    return url
+
+
+def _run_remote(
+    spec_path: Path, workdir: Optional[Path], overrides: list[str], start: Optional[str],
+    stop: Optional[str], only: Optional[str], force: bool, poll: float,
+) -> None:
+    from flows import deploy, remote
+
+    try:
+        spec = load_spec(spec_path, overrides, workdir)
+        pipeline.select(start, stop, only)
+    except SpecError as err:
+        _fail(err)
+    api = _require_api()
+    params: dict[str, Any] = {
+        "spec_path": deploy.spec_param(spec_path), "workdir": str(workdir) if workdir else None,
+        "overrides": overrides, "force": force,
+    }
+    if not only:
+        params.update(start=start, stop=stop, only=None)
+    name = deploy.deployment_name(spec, only)
+    try:
+        run = remote.trigger(name, params)
+    except Exception as err:  # noqa: BLE001 - the API's own message says what is missing
+        _fail(SpecError(f"could not start deployment {name} on {api}: {err}; register it with `mvlp deploy {spec_path}`"))
+    console.print(f"Started [bold]{name}[/] flow run {run.name} ({run.id}) on {api}")
+    top = _watch(lambda: remote.run_states(run.id), poll, None)
+    console.print(f"{name}: [bold]{top.get('state_name', '?')}[/] — UI: {api.removesuffix('/api')}/runs/flow-run/{run.id}")
+    if top.get("state") != "completed":
+        raise typer.Exit(1)
+
+
+def _watch(read: Any, interval: float, max_iterations: Optional[int]) -> dict[str, Any]:
+    """Refresh a live stage table from `read() -> (run, stages)` until the run is terminal,
+    `max_iterations` reads were shown, or Ctrl-C. Returns the last run row."""
+    top: dict[str, Any] = {}
+    n = 0
+    try:
+        with Live(console=console, refresh_per_second=4, transient=False) as live:
+            while True:
+                top, stages = read()
+                title = f"{top.get('name', '')} {top.get('state_name', '')}".strip() or "stages"
+                table = _status_table(stages)
+                table.title = title
+                live.update(table)
+                n += 1
+                if top.get("terminal") or (max_iterations is not None and n >= max_iterations):
+                    break
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    return top
 
 
 @app.command()
 def status(
     workdir: Path = Path("runs/demo"),
     json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    api: Annotated[bool, typer.Option(help="read the latest pipeline run from the Prefect API instead")] = False,
+    flow_run: Annotated[Optional[str], typer.Option(help="--api: this flow run instead of the latest")] = None,
+    watch: Annotated[bool, typer.Option(help="refresh until every stage is terminal (Ctrl-C stops)")] = False,
+    interval: Annotated[float, typer.Option(help="--watch: seconds between refreshes")] = 2.0,
+    max_iterations: Annotated[Optional[int], typer.Option(help="--watch: stop after N refreshes")] = None,
 ) -> None:
-    """Each stage's state (complete, partial, missing, stale), counts, rejects and seconds."""
-    try:
-        spec = pipeline.load_saved_spec(workdir)
-    except SpecError as err:
-        _fail(err)
-    states = pipeline.stage_states(spec)
+    """Each stage's state (complete, partial, missing, stale), counts, rejects and seconds; with
+    --api, the stage runs of the latest pipeline run and their Prefect states."""
+    if api:
+        from flows import remote
+
+        _require_api()
+
+        def read() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+            return remote.run_states(flow_run)
+    else:
+        try:
+            spec = pipeline.load_saved_spec(workdir)
+        except SpecError as err:
+            _fail(err)
+
+        def read() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+            states = pipeline.stage_states(spec)
+            done = all(s["state"] == "complete" for s in states.values())
+            return {"name": str(spec.workdir), "terminal": done}, states
+
+    if watch:
+        _watch(read, interval, max_iterations)
+        return
+    top, states = read()
     if json_:
-        typer.echo(json.dumps({"workdir": str(spec.workdir), "stages": states}, indent=2, sort_keys=True))
+        key = {"run": top} if api else {"workdir": str(top["name"])}
+        typer.echo(json.dumps({**key, "stages": states}, indent=2, sort_keys=True, default=str))
     else:
         console.print(_status_table(states))
+
+
+@app.command(name="deploy")
+def deploy_cmd(
+    spec: Path,
+    work_pool: Annotated[str, typer.Option(help="work pool the deployments run on (created if missing)")] = "mvlp-local",
+    pool_type: Annotated[str, typer.Option(help="process (one machine) or kubernetes (the cluster)")] = "process",
+    set_: SetOpt = None,
+) -> None:
+    """Register the pipeline's deployments (end-to-end, on the spec's schedule, and one per stage)
+    on the Prefect API in PREFECT_API_URL."""
+    from flows import deploy
+
+    if pool_type not in ("process", "kubernetes"):
+        _fail(SpecError(f"--pool-type {pool_type!r}: allowed: process, kubernetes"))
+    overrides = list(set_ or [])
+    try:
+        loaded = load_spec(spec, overrides)
+    except SpecError as err:
+        _fail(err)
+    api = _require_api()
+    names = deploy.deploy(loaded, spec, overrides, work_pool, pool_type)
+    table = Table(title=f"deployments on {api} (work pool {work_pool}, {pool_type})")
+    table.add_column("deployment")
+    table.add_column("schedule")
+    for n in names:
+        table.add_row(n, loaded.schedule if n.startswith(deploy.PIPELINE_FLOW) and loaded.schedule else "on demand")
+    console.print(table)
+    worker = f"prefect worker start --pool {work_pool}" + (" --type kubernetes" if pool_type == "kubernetes" else "")
+    console.print(f"Start a worker: [bold]{worker}[/]; run: [bold]mvlp run {spec} --remote[/]")
 
 
 @app.command()

@@ -2,7 +2,8 @@
 
 For the synthetic world it also writes the world (its own child run) and serves its images on
 127.0.0.1 for the download stage, mapping the world's fixed URL host to the server with
-`download.mirrors`, so records keep stable URLs whatever port the server gets.
+`download.mirrors`, so records keep stable URLs whatever port the server gets. The run holds the
+workdir's concurrency slot from start to end.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
+from flows import concurrency
 from flows.stage_flows import STAGE_FLOWS
 from flows.summary import summary_row
 from mvlp_core import pipeline
@@ -47,6 +49,8 @@ def data_pipeline(
     names = pipeline.select(start, stop, only)
     dataset = spec.dataset.spec
     with contextlib.ExitStack() as stack:
+        # two runs never write the same workdir: the second waits for the first's slot
+        stack.enter_context(concurrency.hold(concurrency.workdir_limit(spec.workdir), 1))
         if dataset.kind == "synthetic":
             synth_flow(str(world_dir(spec)), spec.dataset.samples, spec.dataset.seed)
         if dataset.serve_locally and "download" in names:

@@ -1,22 +1,90 @@
-"""One Prefect flow per stage: load the spec, run the core stage, publish its figures.
+"""One Prefect flow per stage: load the spec, run the core stage (in-process, or its Ray job on a
+cluster per `spec.cluster`), publish its figures.
 
 Flows take the spec path plus `--set` overrides (not a spec object), so the same flows serve
-in-process runs and deployments.
+in-process runs and deployments. The work is a task cached on the stage fingerprint (a complete,
+current stage is a cache hit whatever the run id; outputs that are not current refresh the
+entry), retried with exponential backoff on transient
+errors (never on StageError/SpecError, which a retry cannot fix), with results persisted under the
+run's workdir. A stage flow started on its own (a deployment, `--only`) holds the workdir's
+concurrency slot; inside the end-to-end flow the parent holds it.
 """
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.context import FlowRunContext
+from prefect.filesystems import LocalFileSystem
+from prefect.tasks import exponential_backoff
 
+from flows import concurrency, runners
 from flows.artifacts import publish_stage
 from flows.progress import stage_progress
-from flows.runners import run_stage
-from flows.summary import rejects_rows, summary_row
-from mvlp_core import pipeline
-from mvlp_core.spec import STAGES, load_spec
+from flows.ray_stage import ray_entrypoint_module, run_remote, runs_remotely
+from flows.summary import rejects_rows, summary_row, throughput_rows
+from mvlp_core import contract, pipeline
+from mvlp_core.spec import STAGES, PipelineSpec, SpecError, load_spec
+
+RESULTS_DIR = ".prefect-results"
+
+
+def stage_cache_key(spec: PipelineSpec, name: str) -> str | None:
+    """stage + workdir + the fingerprint the stage's outputs must carry (config, inputs, code);
+    None (no caching) while an input stage has no manifest."""
+    expected = pipeline.expected_fingerprint(spec, name)
+    if expected is None:
+        return None
+    return hashlib.sha256(f"{name}|{spec.workdir}|{expected}".encode()).hexdigest()
+
+
+def result_storage(spec: PipelineSpec) -> LocalFileSystem:
+    """The run's result store, `<workdir>/.prefect-results`, saved as a block (Prefect needs
+    result storage it can find again from any worker)."""
+    path = str(Path(spec.workdir) / RESULTS_DIR)
+    storage = LocalFileSystem(basepath=path)
+    storage.save("mvlp-results-" + hashlib.sha256(path.encode()).hexdigest()[:16], overwrite=True)
+    return storage
+
+
+def _cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
+    return stage_cache_key(parameters["spec"], parameters["name"])
+
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    try:
+        state.result()
+    except (contract.StageError, SpecError):
+        return False
+    except Exception:  # noqa: BLE001 - anything else (I/O, network, a killed worker) may pass on retry
+        return True
+    return False
+
+
+@task(
+    cache_key_fn=_cache_key, persist_result=True, retries=2,
+    retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5,
+    retry_condition_fn=_transient, task_run_name="run-{name}",
+)
+def run_stage_task(spec: PipelineSpec, name: str, force: bool = False) -> dict[str, Any]:
+    if runs_remotely(spec, name):
+        with concurrency.hold(concurrency.GPU_LIMIT, spec.cluster.gpu_slots):
+            run_remote(spec, name, force=force)
+    elif ray_entrypoint_module(name):
+        with concurrency.hold(concurrency.GPU_LIMIT, spec.cluster.gpu_slots):
+            runners.run_stage(spec, name, force=force, progress=stage_progress(name))
+    else:
+        runners.run_stage(spec, name, force=force, progress=stage_progress(name))
+    return pipeline.stage_state(spec, name)
+
+
+def _standalone() -> bool:
+    ctx = FlowRunContext.get()
+    return ctx is None or ctx.flow_run.parent_task_run_id is None
 
 
 def _make_stage_flow(name: str) -> Any:
@@ -25,8 +93,16 @@ def _make_stage_flow(name: str) -> Any:
         spec_path: str, workdir: str | None = None, overrides: list[str] | None = None, force: bool = False
     ) -> dict[str, Any]:
         spec = load_spec(spec_path, overrides or [], workdir)
-        manifest = run_stage(spec, name, force=force, progress=stage_progress(name))
-        state = pipeline.stage_state(spec, name)
+        # outputs missing, partial or stale (deleted by hand, say) refresh the cache entry
+        current = pipeline.stage_state(spec, name)["state"] == "complete"
+        stage_task = run_stage_task.with_options(
+            result_storage=result_storage(spec), refresh_cache=force or not current
+        )
+        if _standalone():
+            with concurrency.hold(concurrency.workdir_limit(spec.workdir), 1):
+                state = stage_task(spec, name, force)
+        else:
+            state = stage_task(spec, name, force)
         create_table_artifact(
             key=f"{name}-summary",
             table=[summary_row(name, state)],
@@ -34,25 +110,24 @@ def _make_stage_flow(name: str) -> Any:
         )
         create_table_artifact(
             key=f"{name}-rejects",
-            table=rejects_rows(name, manifest.rejects, manifest.extra.get("filtered")),
+            table=rejects_rows(name, state.get("rejects", {}), state.get("filtered")),
             description=f"{name}: rejects by reason",
+        )
+        create_table_artifact(
+            key=f"{name}-throughput", table=throughput_rows(name, state),
+            description=f"{name}: samples per second",
         )
         publish_stage(name, spec, state)
         get_run_logger().info(
-            "%s: %d in, %d out, rejects %s, %.1fs", name, manifest.samples_in,
-            manifest.samples_out, manifest.rejects or "none", manifest.seconds,
+            "%s: %s in, %s out, rejects %s, %ss", name, state.get("samples_in"),
+            state.get("samples_out"), state.get("rejects") or "none", state.get("seconds"),
         )
         return state
 
-    stage_flow.__name__ = f"{name}_flow"
+    stage_flow.__name__ = f"{name.replace('-', '_')}_flow"
     return stage_flow
 
 
 STAGE_FLOWS = {name: _make_stage_flow(name) for name in STAGES}
-ingest_flow = STAGE_FLOWS["ingest"]
-download_flow = STAGE_FLOWS["download"]
-translate_flow = STAGE_FLOWS["translate"]
-align_flow = STAGE_FLOWS["align"]
-qa_flow = STAGE_FLOWS["qa"]
-shard_flow = STAGE_FLOWS["shard"]
-pretrain_flow = STAGE_FLOWS["pretrain"]
+# module attributes `<stage>_flow` (ingest_flow, text_shard_flow, ...): the deployments' entrypoints
+globals().update({f.__name__: f for f in STAGE_FLOWS.values()})

@@ -30,3 +30,15 @@ def rejects_rows(stage: str, rejects: dict[str, int], filtered: dict[str, int] |
             rows.append({"stage": stage, "level": level, "reason": reason, "count": n,
                          "share": f"{n / total:.1%}"})  # fmt: skip
     return rows or [{"stage": stage, "level": "sample", "reason": "-", "count": 0, "share": "-"}]
+
+
+def throughput_rows(stage: str, state: dict[str, Any]) -> list[dict[str, Any]]:
+    seconds = state.get("seconds") or 0.0
+    n_in, n_out = state.get("samples_in") or 0, state.get("samples_out") or 0
+    return [{
+        "stage": stage,
+        "samples_in": n_in,
+        "samples_out": n_out,
+        "seconds": round(seconds, 2),
+        "samples_per_second": round(n_in / seconds, 1) if seconds else "",
+    }]

@@ -569,6 +569,33 @@ class TextSpec(Strict):
             raise ValueError(f"corpus names must be unique (they prefix keys); repeated: {dup}")
         return corpora
 
+class ClusterSpec(Strict):
+    """Where Ray-backed stages (those with a `ray_jobs.<stage>` entrypoint) run. Never changes
+    outputs, so it is not part of any fingerprint.
+
+    `local`: in-process on this machine. `ray_address`: submitted to a running Ray cluster
+    through the Ray Jobs API at `address`. `rayjob`: a KubeRay RayJob created from `template`
+    in `namespace` (the job gets its own RayCluster, deleted when it ends)."""
+
+    mode: Literal["local", "ray_address", "rayjob"] = "local"
+    address: str = Field("http://127.0.0.1:8265", description="Ray Jobs API / dashboard URL (ray_address)")
+    namespace: str = Field("mvlp", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    image: str = Field("mvlp:0.1.0-cuda", description="GPU worker image (rayjob)")
+    cpu_image: str = Field("mvlp:0.1.0-cpu", description="head and submitter image (rayjob)")
+    template: str = Field(
+        "infra/k8s/base/rayjobs/{stage}.yaml", description="RayJob template; relative to the project root"
+    )
+    dashboard_url: str | None = Field(
+        None, description="Ray dashboard link shown in Prefect (rayjob; default: the RayJob's status.dashboardURL)"
+    )
+    working_dir: str | None = Field(None, description="ray_address: upload this folder as the job's code")
+    poll_seconds: float = Field(5.0, gt=0)
+    timeout_seconds: float = Field(7 * 86400, gt=0)
+    gpu_slots: int = Field(1, gt=0, description="Ray-backed stages running at once (Prefect concurrency limit)")
+
+
+CRON_FIELD = r"[0-9A-Za-z*/,?#LW-]+"
+
 
 class PipelineSpec(Strict):
     name: str = Field(pattern=r"^[a-zA-Z0-9_.-]+$")
@@ -586,6 +613,13 @@ class PipelineSpec(Strict):
     pretrain: PretrainSpec = PretrainSpec()
     model: ModelSpec = ModelSpec()
     text: TextSpec = TextSpec()
+    cluster: ClusterSpec = perf_only(ClusterSpec())
+    schedule: str | None = perf_only(
+        None,
+        pattern=rf"^\s*{CRON_FIELD}(\s+{CRON_FIELD}){{4}}\s*$",
+        description="cron (5 fields) for the deployments `mvlp deploy` registers; none: run on demand",
+    )
+    timezone: str = perf_only("UTC", description="time zone of `schedule`")
 
     @field_validator("languages")
     @classmethod

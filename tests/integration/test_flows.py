@@ -48,6 +48,8 @@ def test_pipeline_records_stage_runs(harness, tmp_path: Path) -> None:
     assert {f"{s}-rejects" for s in STAGES} <= keys
     rejects = {a.key: a.data for a in artifacts if a.key and a.key.endswith("-rejects")}
     assert all("reason" in str(data) and "count" in str(data) for data in rejects.values())
+    assert {f"{s}-throughput" for s in STAGES} <= keys
+    assert "download-rejects" in keys  # the synthetic world's bad URLs
     assert "pipeline-summary" in keys
     progress = [a for a in artifacts if a.type == "progress"]
     assert progress and all(a.data == 100.0 for a in progress)

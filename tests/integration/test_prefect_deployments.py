@@ -1,0 +1,85 @@
+"""Deployments against a REAL Prefect server started by the test: `mvlp deploy` registers the
+pipeline and every stage flow (cron from the spec, parameters = spec path + overrides, a process
+work pool); `mvlp run --remote` runs through a process worker and follows the run; a stage re-run
+is a cache hit on the stage fingerprint; `mvlp status --api` reads the stage runs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from prefect.client.schemas.sorting import DeploymentSort, TaskRunSort
+from testkit.prefect_server import mvlp, prefect_server, process_worker
+
+from mvlp_core.spec import STAGES
+
+pytestmark = pytest.mark.slow  # a real Prefect server: ~60 s to start on a loaded 2-core box
+
+POOL = "mvlp-test-pool"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with prefect_server(tmp_path_factory.mktemp("prefect-home")) as env:
+        yield env
+
+
+def _client(env):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    class _Ctx:
+        def __enter__(self):
+            self._settings = temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]})
+            self._settings.__enter__()
+            self._client = get_client(sync_client=True).__enter__()
+            return self._client
+
+        def __exit__(self, *exc):
+            self._client.__exit__(*exc)
+            self._settings.__exit__(*exc)
+
+    return _Ctx()
+
+
+def test_deploy_registers_pipeline_and_stage_deployments(server) -> None:
+    out = mvlp(server, "deploy", "demo", "--work-pool", POOL, "--set", "schedule=30 2 * * 1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    with _client(server) as client:
+        pool = client.read_work_pool(POOL)
+        assert pool.type == "process"
+        deployments = {f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in client.read_deployments(limit=100, sort=DeploymentSort.NAME_ASC)}
+        expected = {"mvlp-data-pipeline/demo"} | {f"{s}/demo" for s in STAGES}
+        assert expected <= set(deployments)
+        top = deployments["mvlp-data-pipeline/demo"]
+        assert [s.schedule.cron for s in top.schedules] == ["30 2 * * 1"]
+        assert top.parameters["spec_path"] == "data_specs/pipelines/demo.yaml"
+        assert top.parameters["overrides"] == ["schedule=30 2 * * 1"]
+        assert top.work_pool_name == POOL and top.global_concurrency_limit.limit == 1
+        shard = deployments["shard/demo"]
+        assert shard.entrypoint == "flows.stage_flows.shard_flow" and not shard.schedules
+        assert shard.job_variables["working_dir"] == str(Path(__file__).resolve().parents[2])
+
+
+def test_run_remote_through_a_worker_then_cached_stage_rerun(server, tmp_path: Path) -> None:
+    assert mvlp(server, "deploy", "demo", "--work-pool", POOL).returncode == 0
+    workdir = tmp_path / "run"
+    with process_worker(server, POOL, tmp_path / "worker.log"):
+        out = mvlp(server, "run", "demo", "--remote", "--to", "ingest", "--workdir", str(workdir),
+                   "--set", "dataset.samples=12", "--poll", "0.5")
+        assert out.returncode == 0, out.stdout + out.stderr + (tmp_path / "worker.log").read_text()[-3000:]
+        assert "Completed" in out.stdout and "ingest" in out.stdout
+        assert (workdir / "ingest" / "_manifest.json").exists()
+        status = mvlp(server, "status", "--api", "--json")
+        report = json.loads(status.stdout)
+        assert report["run"]["state"] == "completed"
+        assert report["stages"]["ingest"]["state"] == "completed"
+
+        again = mvlp(server, "run", "demo", "--remote", "--only", "ingest", "--workdir", str(workdir),
+                     "--set", "dataset.samples=12", "--poll", "0.5")
+        assert again.returncode == 0, again.stdout + again.stderr
+    with _client(server) as client:
+        task_runs = [t for t in client.read_task_runs(limit=200, sort=TaskRunSort.EXPECTED_START_TIME_ASC) if t.name == "run-ingest"]
+        assert sorted(t.state.name for t in task_runs) == ["Cached", "Completed"]

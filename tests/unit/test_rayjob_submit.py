@@ -1,0 +1,124 @@
+"""RayJob creation through the Kubernetes client: the exact body created, the poll sequence, the
+status stream and the failure paths (no cluster here, so CustomObjectsApi is a checked mock)."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from testkit.k8s_schema import CRD_DIR, validate
+
+from mvlp_core.contract import StageError
+from mvlp_core.spec import ClusterSpec
+from ray_jobs import submit
+
+CLUSTER = ClusterSpec(mode="rayjob", namespace="mvlp-dev", image="reg/mvlp:1-cuda", cpu_image="reg/mvlp:1-cpu")
+COMMAND = submit.entrypoint("iglue-eval", "/shared/runs/demo/spec.json")
+
+
+def _body() -> dict:
+    return submit.rayjob_body(CLUSTER, "iglue-eval", "mvlp-iglue-eval-demo-ab12", COMMAND, {"mvlp.io/stage": "iglue-eval"})
+
+
+def _obj(deployment: str, job: str, **extra: str) -> dict:
+    return {"status": {"jobDeploymentStatus": deployment, "jobStatus": job, **extra}}
+
+
+def _api(*statuses: dict) -> mock.Mock:
+    api = mock.create_autospec(client.CustomObjectsApi, instance=True)
+    api.get_namespaced_custom_object.side_effect = list(statuses)
+    return api
+
+
+def _containers(node):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "containers":
+                yield from v
+            else:
+                yield from _containers(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _containers(v)
+
+
+def test_body_fills_the_template() -> None:
+    body = _body()
+    assert body["metadata"]["name"] == "mvlp-iglue-eval-demo-ab12"
+    assert body["metadata"]["namespace"] == "mvlp-dev"
+    assert body["metadata"]["labels"]["mvlp.io/stage"] == "iglue-eval"
+    assert body["spec"]["entrypoint"] == "python -m ray_jobs.iglue_eval --spec /shared/runs/demo/spec.json"
+    images = {c["image"] for c in _containers(body)}
+    assert images == {"reg/mvlp:1-cpu", "reg/mvlp:1-cuda"}
+    assert body["spec"]["shutdownAfterJobFinishes"] is True
+    if CRD_DIR.exists():
+        validate(body)
+
+
+def test_job_name_is_dns_safe() -> None:
+    name = submit.job_name("UniGen_CC3M.v2", "iglue-eval", "0f3a9c2e-aaaa-bbbb")
+    assert name.startswith("mvlp-iglue-eval-unigen-cc3m-v2-0f3a9c2e")
+    assert len(name) <= 47 and name[-1] != "-"
+
+
+def test_creates_polls_streams_and_succeeds() -> None:
+    api = _api(
+        _obj("Initializing", "", dashboardURL="mvlp-head-svc.mvlp-dev.svc:8265"),
+        _obj("Running", "PENDING", dashboardURL="mvlp-head-svc.mvlp-dev.svc:8265"),
+        _obj("Running", "RUNNING", dashboardURL="mvlp-head-svc.mvlp-dev.svc:8265"),
+        _obj("Running", "RUNNING", dashboardURL="mvlp-head-svc.mvlp-dev.svc:8265"),
+        _obj("Complete", "SUCCEEDED", dashboardURL="mvlp-head-svc.mvlp-dev.svc:8265"),
+    )
+    seen, sleeps = [], []
+    body = _body()
+    final = submit.run_rayjob(api, body, on_status=seen.append, poll_seconds=7, timeout_seconds=3600, sleep=sleeps.append)
+    api.create_namespaced_custom_object.assert_called_once_with("ray.io", "v1", "mvlp-dev", "rayjobs", body)
+    assert api.get_namespaced_custom_object.call_args_list == [
+        mock.call("ray.io", "v1", "mvlp-dev", "rayjobs", "mvlp-iglue-eval-demo-ab12")
+    ] * 5
+    assert sleeps == [7] * 4
+    # one report per change: the repeated RUNNING observation is not reported twice
+    assert [(s.deployment, s.state) for s in seen] == [
+        ("Initializing", "PENDING"), ("Running", "PENDING"), ("Running", "RUNNING"), ("Complete", "SUCCEEDED")
+    ]
+    assert final.dashboard_url == "http://mvlp-head-svc.mvlp-dev.svc:8265"
+    api.delete_namespaced_custom_object.assert_not_called()
+
+
+def test_failed_job_fails_with_its_reason() -> None:
+    api = _api(
+        _obj("Running", "RUNNING"),
+        _obj("Failed", "FAILED", reason="AppFailed", message="Job entrypoint command failed with exit code 1"),
+    )
+    seen = []
+    with pytest.raises(StageError, match="Failed/FAILED: AppFailed Job entrypoint command failed with exit code 1"):
+        submit.run_rayjob(api, _body(), on_status=seen.append, poll_seconds=1, timeout_seconds=60, sleep=lambda s: None)
+    assert seen[-1].message.startswith("AppFailed")
+
+
+def test_create_forbidden_names_the_rbac_fix() -> None:
+    api = _api()
+    api.create_namespaced_custom_object.side_effect = ApiException(status=403, reason="Forbidden")
+    with pytest.raises(StageError, match="HTTP 403 Forbidden.*create on rayjobs.ray.io"):
+        submit.run_rayjob(api, _body(), on_status=print, poll_seconds=1, timeout_seconds=60, sleep=lambda s: None)
+    api.get_namespaced_custom_object.assert_not_called()
+
+
+def test_timeout_deletes_the_job() -> None:
+    api = _api(*[_obj("Initializing", "")] * 3)
+    ticks = iter([0.0, 10.0, 20.0, 40.0])
+    with pytest.raises(StageError, match="still Initializing after 30s: deleted it"):
+        submit.run_rayjob(
+            api, _body(), on_status=lambda s: None, poll_seconds=1, timeout_seconds=30,
+            sleep=lambda s: None, clock=lambda: next(ticks),
+        )
+    api.delete_namespaced_custom_object.assert_called_once_with(
+        "ray.io", "v1", "mvlp-dev", "rayjobs", "mvlp-iglue-eval-demo-ab12"
+    )
+
+
+def test_missing_template_names_the_field() -> None:
+    with pytest.raises(StageError, match="cluster.template"):
+        submit.rayjob_body(CLUSTER.model_copy(update={"template": "nowhere/{stage}.yaml"}), "pretrain", "x", "y", {})

@@ -1,0 +1,73 @@
+"""`mvlp status --watch`: a live table refreshed until every stage is terminal (or N refreshes),
+from the workdir; and the Ray job dashboard artifact's text."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows import cli
+from flows.ray_stage import runs_remotely, status_markdown
+from mvlp_core import pipeline
+from mvlp_core.spec import load_spec
+from mvlp_core.synth.world import ensure_world
+from ray_jobs.submit import JobStatus
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("run")
+    spec = load_spec("demo", ["dataset.samples=8"], workdir)
+    ensure_world(workdir / "world", 8, 0)
+    pipeline.save_spec(spec)
+    pipeline.run_stage(spec, "ingest")
+    return workdir
+
+
+def test_watch_stops_after_max_iterations(ingested: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "status", "--workdir", str(ingested), "--watch",
+         "--max-iterations", "2", "--interval", "0.05"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env={"COLUMNS": "160", "PATH": ""},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "ingest" in out.stdout and "complete" in out.stdout and "missing" in out.stdout
+
+
+def test_watch_stops_when_every_stage_is_terminal(monkeypatch) -> None:
+    reads = iter([
+        ({"name": "run", "terminal": False}, {"ingest": {"state": "running"}}),
+        ({"name": "run", "terminal": False}, {"ingest": {"state": "completed"}, "download": {"state": "running"}}),
+        ({"name": "run", "terminal": True, "state_name": "Completed"},
+         {"ingest": {"state": "completed"}, "download": {"state": "completed"}}),
+    ])
+    calls = []
+
+    def read():
+        calls.append(1)
+        return next(reads)
+
+    monkeypatch.setattr(cli.time, "sleep", lambda s: None)
+    top = cli._watch(read, interval=1.0, max_iterations=None)
+    assert len(calls) == 3 and top["state_name"] == "Completed"
+
+
+def test_ray_job_artifact_links_the_dashboard() -> None:
+    history = [
+        JobStatus("mvlp-pretrain-demo-1", "PENDING", "Initializing"),
+        JobStatus("mvlp-pretrain-demo-1", "FAILED", "Failed", "AppFailed exit code 1", "http://head:8265"),
+    ]
+    md = status_markdown("pretrain", "rayjob", history)
+    assert "[Ray dashboard](http://head:8265)" in md
+    assert "| 2 | FAILED | Failed | AppFailed exit code 1 |" in md
+
+
+def test_only_stages_with_a_ray_entrypoint_leave_the_process() -> None:
+    spec = load_spec("demo", ["cluster.mode=rayjob"])
+    assert not runs_remotely(spec, "shard")  # no ray_jobs.shard module
+    assert not runs_remotely(load_spec("demo"), "shard")
