@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flows import cli_align
+from flows.errors import fail
 from flows.cli_eval import eval_app
 from mvlp_core import contract, pipeline
 from mvlp_core.spec import SPECS_ROOT, SpecError, load_spec
@@ -43,9 +44,6 @@ STATE_COLOURS = {
 }
 
 
-def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}")
-    raise typer.Exit(2)
 
 
 def _status_table(states: dict[str, dict[str, Any]]) -> Table:
@@ -111,7 +109,7 @@ def _execute(
         spec = load_spec(spec_path, overrides, workdir)
         names = pipeline.select(start, stop, only)
     except SpecError as err:
-        _fail(err)
+        fail(err)
     states = pipeline.stage_states(spec, names)
     if not force and all(s["state"] == "complete" for s in states.values()):
         console.print(f"[green]All {len(names)} stages complete in {spec.workdir}: nothing to recompute.[/]")
@@ -137,7 +135,7 @@ def _execute(
         try:
             data_pipeline(str(spec_path), str(spec.workdir), overrides, start, stop, only, force)
         except (SpecError, contract.StageError) as err:
-            _fail(err)
+            fail(err)
         finally:
             progress_mod.set_terminal(None)
     _print_outcome(Path(spec.workdir), pipeline.stage_states(spec))
@@ -189,7 +187,7 @@ def _require_api() -> str:
 
         url = PREFECT_API_URL.value()
     if not url:
-        _fail(SpecError(
+        fail(SpecError(
             "PREFECT_API_URL is not set: start a server (`mvlp ui` or `prefect server start`) and "
             "export PREFECT_API_URL=http://127.0.0.1:4200/api"
         ))
@@ -206,7 +204,7 @@ def _run_remote(
         spec = load_spec(spec_path, overrides, workdir)
         pipeline.select(start, stop, only)
     except SpecError as err:
-        _fail(err)
+        fail(err)
     api = _require_api()
     params: dict[str, Any] = {
         "spec_path": deploy.spec_param(spec_path), "workdir": str(workdir) if workdir else None,
@@ -218,7 +216,7 @@ def _run_remote(
     try:
         run = remote.trigger(name, params)
     except Exception as err:  # noqa: BLE001 - the API's own message says what is missing
-        _fail(SpecError(f"could not start deployment {name} on {api}: {err}; register it with `mvlp deploy {spec_path}`"))
+        fail(SpecError(f"could not start deployment {name} on {api}: {err}; register it with `mvlp deploy {spec_path}`"))
     console.print(f"Started [bold]{name}[/] flow run {run.name} ({run.id}) on {api}")
     top = _watch(lambda: remote.run_states(run.id), poll, None)
     console.print(f"{name}: [bold]{top.get('state_name', '?')}[/] — UI: {api.removesuffix('/api')}/runs/flow-run/{run.id}")
@@ -271,7 +269,7 @@ def status(
         try:
             spec = pipeline.load_saved_spec(workdir)
         except SpecError as err:
-            _fail(err)
+            fail(err)
 
         def read() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
             states = pipeline.stage_states(spec)
@@ -301,12 +299,12 @@ def deploy_cmd(
     from flows import deploy
 
     if pool_type not in ("process", "kubernetes"):
-        _fail(SpecError(f"--pool-type {pool_type!r}: allowed: process, kubernetes"))
+        fail(SpecError(f"--pool-type {pool_type!r}: allowed: process, kubernetes"))
     overrides = list(set_ or [])
     try:
         loaded = load_spec(spec, overrides)
     except SpecError as err:
-        _fail(err)
+        fail(err)
     api = _require_api()
     names = deploy.deploy(loaded, spec, overrides, work_pool, pool_type)
     table = Table(title=f"deployments on {api} (work pool {work_pool}, {pool_type})")

@@ -11,16 +11,12 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from flows.errors import fail
 from mvlp_core.stages.align import textfiles
 from mvlp_core.stages.align.aer import score
 from mvlp_core.stages.align.eflomal_runner import check_priors
 
 console = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(2)
 
 
 def align(
@@ -44,17 +40,17 @@ def align(
     try:
         if joint is not None:
             if src or tgt:
-                _fail("give either --joint or --src and --tgt")
+                fail("give either --joint or --src and --tgt")
             src_lines, tgt_lines = textfiles.read_joint(joint)
         elif src is None or tgt is None:
-            _fail("give --src and --tgt (or --joint)")
+            fail("give --src and --tgt (or --joint)")
         else:
             src_lines = textfiles.read_lines(src, input_format)
             tgt_lines = textfiles.read_lines(tgt, input_format)
         if len(src_lines) != len(tgt_lines):
-            _fail(f"{len(src_lines)} source lines but {len(tgt_lines)} target lines")
+            fail(f"{len(src_lines)} source lines but {len(tgt_lines)} target lines")
         if (corpus_src is None) != (corpus_tgt is None):
-            _fail("give both --corpus-src and --corpus-tgt")
+            fail("give both --corpus-src and --corpus-tgt")
         if priors is not None:
             check_priors(priors)
         source = [textfiles.words(line, src_lang, pretokenized) for line in src_lines]
@@ -64,13 +60,13 @@ def align(
             c_src = textfiles.read_lines(corpus_src)
             c_tgt = textfiles.read_lines(corpus_tgt)
             if len(c_src) != len(c_tgt):
-                _fail(f"--corpus-src has {len(c_src)} lines but --corpus-tgt {len(c_tgt)}")
+                fail(f"--corpus-src has {len(c_src)} lines but --corpus-tgt {len(c_tgt)}")
             context = ([textfiles.words(s, src_lang, corpus_pretokenized) for s in c_src],
                        [textfiles.words(t, tgt_lang, corpus_pretokenized) for t in c_tgt])
         links = textfiles.align_sentences(source, target, context=context, model=model,
                                           priors=priors, save_priors=save_priors)
     except (OSError, ValueError, RuntimeError) as err:
-        _fail(str(err))
+        fail(str(err))
     text = "".join(textfiles.format_links(sent) + "\n" for sent in links)
     if out is None:
         sys.stdout.write(text)
@@ -94,9 +90,9 @@ def align_eval(
         reference = textfiles.read_gold(gold, gold_format, one_based=gold_one_based,
                                         reversed_=gold_reversed, sentences=gold_sentences)
     except (OSError, ValueError) as err:
-        _fail(str(err))
+        fail(str(err))
     if len(predicted) != len(reference):
-        _fail(f"{links} has {len(predicted)} lines but the gold has {len(reference)} pairs")
+        fail(f"{links} has {len(predicted)} lines but the gold has {len(reference)} pairs")
     result = score((a, s, p) for a, (s, p) in zip(predicted, reference))
     figures = {"pairs": len(reference), "precision": round(result.precision, 4),
                "recall": round(result.recall, 4), "aer": round(result.aer, 4),

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flows.errors import fail
 from mvlp_core.eval.io import AnnotationError
 from mvlp_core.eval.score import PredictionError, score_file
 from mvlp_core.eval.tasks import TASKS
@@ -30,8 +31,7 @@ def score(
     try:
         result = score_file(task, annotations, predictions, normalise)
     except (PredictionError, AnnotationError, ValueError) as err:
-        console.print(f"[bold red]error:[/] {err}")
-        raise typer.Exit(2) from None
+        fail(err)
     if json_:
         typer.echo(json.dumps(result, sort_keys=True))
         return

@@ -23,7 +23,7 @@ def test_deploy_without_api_url_names_the_fix(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path)
     out = mvlp(env, "deploy", "demo")
-    assert out.returncode == 2 and "PREFECT_API_URL is not set" in out.stdout
+    assert out.returncode == 2 and "PREFECT_API_URL is not set" in out.stderr
 
 
 def test_every_stage_flow_and_the_pipeline_get_a_deployment() -> None:
