@@ -80,10 +80,27 @@ def _print_outcome(spec_workdir: Path, states: dict[str, dict[str, Any]]) -> Non
             f"Pretrain: {pre['step']} steps, loss {pre['loss_first']:.3f} -> {pre['loss_last']:.3f}; "
             f"model [bold]{pre.get('final')}[/], curve {spec_workdir / 'pretrain' / 'loss_curve.png'}"
         )
+    iglue = states.get("iglue-eval", {})
+    if iglue.get("state") == "complete":
+        console.print("IGLUE (zero-shot, English / avg of the other languages; chance): " + "; ".join(
+            f"{task} {r['metric']} {_score(r, 'en')} / {_score(r, 'avg')} ({r['chance']})"
+            for task, r in iglue["results"].items()
+        ) + f"; tables {spec_workdir / 'iglue-eval' / 'tables'}")
+    if states.get("report", {}).get("state") == "complete":
+        console.print(f"Report: [bold]{spec_workdir / 'report' / 'report.md'}[/]")
     console.print(
         "Prefect UI: run [bold]mvlp ui[/] and open "
         f"http://127.0.0.1:{UI_PORT}/runs to see this run, its stage runs and their artifacts."
     )
+
+
+def _score(result: dict, lang: str) -> str:
+    """Zero-shot score of one language, or with lang "avg" the average without English."""
+    scores = result.get("zero-shot", {})
+    if lang == "avg":
+        others = [v for k, v in scores.items() if k != "en"]
+        return f"{sum(others) / len(others):.1f}" if others else "-"
+    return f"{scores[lang]:.1f}" if lang in scores else "-"
 
 
 def _execute(

@@ -37,6 +37,9 @@ DAG: dict[str, StageDef] = {
     "shard": StageDef("shard", ("download", "translate", "align", "qa"), "mvlp_core.stages.shard", "config"),
     "text-shard": StageDef("text-shard", (), "mvlp_core.stages.text_shard", "config"),
     "pretrain": StageDef("pretrain", ("shard", "text-shard"), "mvlp_core.stages.pretrain", "config"),
+    "iglue-eval": StageDef("iglue-eval", ("pretrain",), "mvlp_core.stages.iglue_eval", "config"),
+    "report": StageDef("report", ("ingest", "download", "translate", "align", "qa", "shard", "text-shard",
+                                  "pretrain", "iglue-eval"), "mvlp_core.stages.report", "config"),
 }
 assert tuple(DAG) == STAGES
 

@@ -2,8 +2,8 @@
 
 Units (``mvlp_core.eval.units``): one English fine-tune per task, then one test per (task,
 setting, language). Who runs them is a parameter: ``units_fn(spec, model_dir, out_dir, names)``
-runs a batch of pending units (each writes its result file); the default runs them here, one
-after the other; ``ray_jobs/iglue_eval.py`` passes one that fans them out as Ray tasks (the
+runs a batch of pending units (each writes its result file); by default (None) each unit runs
+here, one after the other, reporting progress as it goes; ``ray_jobs/iglue_eval.py`` passes one that fans them out as Ray tasks (the
 Prefect flow picks it through ``flows/runners.py``). Outputs: ``results.json``, CSV tables
 ``tables/<task>.<setting>.<metric>.csv`` (``model,en,<langs>,avg``), ``iglue_bars.png``, per-unit
 ``results/`` and ``predictions/`` (VOLTA's formats, scoreable with ``mvlp eval score``); the
@@ -33,11 +33,6 @@ def config(spec: PipelineSpec) -> dict[str, Any]:
     return {"iglue": fingerprint_config(spec.iglue)}
 
 
-def run_in_process(spec: PipelineSpec, model_dir: str, out_dir: str, names: list[str]) -> None:
-    for name in names:
-        compute_unit(spec, model_dir, out_dir, name)
-
-
 def run_iglue_eval(
     spec: PipelineSpec,
     inputs: dict[str, Path],
@@ -45,7 +40,7 @@ def run_iglue_eval(
     *,
     force: bool = False,
     progress: contract.ProgressFn | None = None,
-    units_fn: UnitsFn = run_in_process,
+    units_fn: UnitsFn | None = None,
 ) -> contract.Manifest:
     out_dir = Path(out_dir)
     if "pretrain" not in inputs:
@@ -59,7 +54,7 @@ def run_iglue_eval(
 
     def before(pending: list[str]) -> None:
         todo = [n for n in pending if read_result(out_dir, n) is None]
-        if todo:
+        if todo and units_fn is not None:
             units_fn(spec, str(model_dir), str(out_dir), todo)
 
     def process(name: str) -> contract.UnitResult:
