@@ -157,7 +157,7 @@ def demo(
     to: Annotated[Optional[str], typer.Option(help="last stage (e.g. shard: data only)")] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Run the whole DAG on the synthetic world, pretraining included (embedded defaults, one machine)."""
+    """Run the whole DAG on the synthetic world: data, pretraining, IGLUE, report (embedded defaults, one machine)."""
     overrides = list(set_ or [])
     if samples is not None:
         overrides.append(f"dataset.samples={samples}")

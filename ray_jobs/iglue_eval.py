@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 import ray
 
@@ -16,6 +18,8 @@ from mvlp_core import contract, pipeline
 from mvlp_core.eval.units import Unit, compute_unit
 from mvlp_core.spec import PipelineSpec, SpecError, load_spec
 from mvlp_core.stages.iglue_eval import run_iglue_eval
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @ray.remote(max_retries=2, retry_exceptions=True)
@@ -25,8 +29,15 @@ def _unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) -> str:
 
 
 def run_units_with_ray(spec: PipelineSpec, model_dir: str, out_dir: str, names: list[str]) -> None:
-    if not ray.is_initialized():
-        ray.init(num_cpus=spec.iglue.workers, include_dashboard=False, log_to_driver=False)
+    if not ray.is_initialized():  # RAY_ADDRESS (a cluster) when set, else local with `workers` CPUs
+        address = os.environ.get("RAY_ADDRESS")
+        paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+        if address:
+            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+        else:
+            os.environ["PYTHONPATH"] = env["PYTHONPATH"]  # local workers inherit the driver's environment
+            ray.init(num_cpus=spec.iglue.workers, include_dashboard=False, log_to_driver=False)
     remote = _unit.options(num_cpus=1)
     finetunes = [n for n in names if Unit.parse(n).setting == "finetune"]
     ray.get([remote.remote(spec, model_dir, out_dir, n) for n in finetunes])
