@@ -94,8 +94,9 @@ def expected_fingerprint(spec: PipelineSpec, name: str) -> str | None:
     mod = _module(name)
     stage_mod = importlib.import_module(f"{DAG[name].module}.stage") if hasattr(mod, "__path__") else mod
     config = getattr(stage_mod, DAG[name].config)(spec)
+    extra_code = [importlib.import_module(m) for m in getattr(stage_mod, "CODE_MODULES", ())]
     try:
-        return contract.stage_fingerprint(name, config, inputs_for(spec, name), mod)
+        return contract.stage_fingerprint(name, config, inputs_for(spec, name), mod, *extra_code)
     except contract.StageError:
         return None
 

@@ -25,6 +25,7 @@ from mvlp_core.spec import PipelineSpec, fingerprint_config
 DEPS = ("pretrain",)
 MODEL_DIR = "final"
 CHART = "iglue_bars.png"
+CODE_MODULES = ("mvlp_core.eval",)  # fingerprinted with this module (pipeline.expected_fingerprint too)
 
 UnitsFn = Callable[[PipelineSpec, str, str, list[str]], None]
 
@@ -46,7 +47,7 @@ def run_iglue_eval(
     if "pretrain" not in inputs:
         raise contract.StageError(f"iglue-eval needs the pretrain output; inputs were {sorted(inputs)}")
     fp = contract.stage_fingerprint("iglue-eval", config(spec), inputs, sys.modules[__name__],
-                                    sys.modules["mvlp_core.eval"])
+                                    *(sys.modules[m] for m in CODE_MODULES))
     model_dir = Path(inputs["pretrain"]) / MODEL_DIR
     if not model_dir.exists():
         raise contract.StageError(f"iglue-eval: no model at {model_dir}; re-run pretrain (it writes final/)")

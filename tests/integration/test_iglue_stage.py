@@ -66,3 +66,43 @@ def test_stage_runs_every_task_and_setting(world: Path, tmp_path: Path, monkeypa
     assert len(top20) == 24 and all(len(r) == 20 for r in top20)
     # a complete stage is not recomputed
     assert run_iglue_eval(spec, {"pretrain": pretrain}, out).created == m.created
+
+
+@pytest.mark.slow  # ~40 s on 2 shared cores
+def test_stage_with_the_real_tiny_unigen(world: Path, tmp_path: Path) -> None:
+    """The production path: a tiny UniGen saved by save_pretrained in pretrain/final/, loaded by
+    EvalModel.load (load_model, its tokenizers and spec), fine-tuned and tested on every task."""
+    import random
+
+    import torch
+
+    from mvlp_core.model import build_model, build_tokenizers
+    from mvlp_core.synth.grammar import LANGS, caption, random_scene
+
+    spec = load_spec("demo", [
+        "iglue.languages={xvnli: [de], xgqa: [de], marvl: [de], xflickrco: [de], wit: [de]}",
+        "iglue.finetune.epochs=1", "iglue.finetune.max_train_items=32", "iglue.max_test_items=12",
+        "iglue.max_dev_items=12", "iglue.rerank_k=2",
+    ], workdir=world)
+    rng = random.Random(0)
+    texts = [caption(random_scene(rng), lang) for _ in range(60) for lang in LANGS]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        tok = build_tokenizers(spec.model, [*texts, "entailment neutral contradiction true false yes no"],
+                               tmp_path / "tok")
+        pretrain = tmp_path / "pretrain"
+        build_model(spec.model, tok).save_pretrained(pretrain / "final")
+        contract.Manifest("pretrain", "fp0", {}, 0, 0, {}, 0.0, 1).save(pretrain)
+        em = EvalModel.load(pretrain / "final")
+        assert em.encode(["ein roter Kreis"])[0].shape[0] == 1
+        m = run_iglue_eval(spec, {"pretrain": pretrain}, tmp_path / "iglue-eval")
+    finally:
+        torch.set_num_threads(threads)
+    res = m.extra["results"]
+    assert set(res) == {"xvnli", "xgqa", "marvl", "xflickrco", "wit"}
+    assert all(set(res[t]["zero-shot"]) == {"en", "de"} for t in res)
+    assert all(0 <= v <= 100 for t in res for v in res[t]["zero-shot"].values())
+    top = json.loads((tmp_path / "iglue-eval/predictions/wit/zero-shot/de.json").read_text())
+    assert len(top) == 12
+    assert any((tmp_path / "iglue-eval/_finetuned/xvnli").iterdir())  # saved by save_pretrained
