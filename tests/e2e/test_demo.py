@@ -130,7 +130,8 @@ def test_demo_pretrain_loss_falls(reference: Path) -> None:
 # tiny model does not learn two-image relations or the contrastive space in this budget. Those are
 # expected failures, kept visible here rather than dropped.
 AT_CHANCE = pytest.mark.xfail(reason="tiny demo model at chance here within the demo budget", strict=False)
-MARGINS = {"xvnli": 10.0, "xgqa": 5.0, "marvl": 5.0, "xflickrco": 5.0, "wit": 5.0}  # points above chance
+MARGINS = {"xvnli": 20.0, "xgqa": 5.0, "marvl": 5.0, "xflickrco": 5.0, "wit": 5.0}  # English, points above chance
+AVG_MARGINS = {"xvnli": 5.0, "xgqa": 3.0, "marvl": 3.0, "xflickrco": 3.0, "wit": 3.0}  # the other languages
 IGLUE_CHECKS = [
     pytest.param(task, which, id=f"{task}-{which}",
                  marks=() if (task, which) in {("xvnli", "en"), ("xvnli", "avg"), ("xgqa", "en")} else AT_CHANCE)
@@ -138,8 +139,13 @@ IGLUE_CHECKS = [
 ]
 
 
-def test_demo_iglue_results_and_report(reference: Path) -> None:
-    ig = status(reference)["iglue-eval"]
+@pytest.fixture(scope="module")
+def iglue(reference: Path) -> dict:
+    return status(reference)["iglue-eval"]
+
+
+def test_demo_iglue_results_and_report(reference: Path, iglue: dict) -> None:
+    ig = iglue
     assert ig["state"] == "complete" and set(ig["results"]) == {"xvnli", "xgqa", "marvl", "xflickrco", "wit"}
     assert all(len(r["zero-shot"]) >= 3 for r in ig["results"].values()), ig["results"]
     header = (reference / "iglue-eval/tables/xvnli.zero-shot.accuracy.csv").read_text().splitlines()[0]
@@ -150,12 +156,12 @@ def test_demo_iglue_results_and_report(reference: Path) -> None:
 
 
 @pytest.mark.parametrize(("task", "which"), IGLUE_CHECKS)
-def test_demo_iglue_beats_chance(reference: Path, task: str, which: str) -> None:
-    res = status(reference)["iglue-eval"]["results"][task]
+def test_demo_iglue_beats_chance(iglue: dict, task: str, which: str) -> None:
+    res = iglue["results"][task]
     scores = res["zero-shot"]
     others = [v for lang, v in scores.items() if lang != "en"]
     score = scores["en"] if which == "en" else sum(others) / len(others)
-    assert score >= res["chance"] + MARGINS[task], res
+    assert score >= res["chance"] + (MARGINS if which == "en" else AVG_MARGINS)[task], res
 
 
 def test_noop_rerun(reference: Path) -> None:
