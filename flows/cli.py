@@ -88,12 +88,29 @@ def _print_outcome(spec_workdir: Path, states: dict[str, dict[str, Any]]) -> Non
             f"Pretrain: {pre['step']} steps, loss {pre['loss_first']:.3f} -> {pre['loss_last']:.3f}; "
             f"model [bold]{pre.get('final')}[/], curve {spec_workdir / 'pretrain' / 'loss_curve.png'}"
         )
+    iglue = states.get("iglue-eval", {})
+    if iglue.get("state") == "complete":
+        console.print("IGLUE (zero-shot, English / avg of the other languages; chance): " + "; ".join(
+            f"{task} {r['metric']} {_score(r, 'en')} / {_score(r, 'avg')} ({r['chance']})"
+            for task, r in iglue["results"].items()
+        ) + f"; tables {spec_workdir / 'iglue-eval' / 'tables'}")
+    if states.get("report", {}).get("state") == "complete":
+        console.print(f"Report: [bold]{spec_workdir / 'report' / 'report.md'}[/]")
     api = os.environ.get("PREFECT_API_URL")
     where = (
         f"open {api.removesuffix('/api')}/runs" if api
         else f"run [bold]mvlp ui[/] and open http://127.0.0.1:{UI_PORT}/runs"
     )
     console.print(f"Prefect UI: {where} to see this run, its stage runs and their artifacts.")
+
+
+def _score(result: dict, lang: str) -> str:
+    """Zero-shot score of one language, or with lang "avg" the average without English."""
+    scores = result.get("zero-shot", {})
+    if lang == "avg":
+        others = [v for k, v in scores.items() if k != "en"]
+        return f"{sum(others) / len(others):.1f}" if others else "-"
+    return f"{scores[lang]:.1f}" if lang in scores else "-"
 
 
 def _execute(
@@ -152,7 +169,7 @@ def demo(
     to: Annotated[Optional[str], typer.Option(help="last stage (e.g. shard: data only)")] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Run the whole DAG on the synthetic world, pretraining included (embedded defaults, one machine)."""
+    """Run the whole DAG on the synthetic world: data, pretraining, IGLUE, report (embedded defaults, one machine)."""
     overrides = list(set_ or [])
     if samples is not None:
         overrides.append(f"dataset.samples={samples}")

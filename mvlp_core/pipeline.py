@@ -37,6 +37,9 @@ DAG: dict[str, StageDef] = {
     "shard": StageDef("shard", ("download", "translate", "align", "qa"), "mvlp_core.stages.shard", "config"),
     "text-shard": StageDef("text-shard", (), "mvlp_core.stages.text_shard", "config"),
     "pretrain": StageDef("pretrain", ("shard", "text-shard"), "mvlp_core.stages.pretrain", "config"),
+    "iglue-eval": StageDef("iglue-eval", ("pretrain",), "mvlp_core.stages.iglue_eval", "config"),
+    "report": StageDef("report", ("ingest", "download", "translate", "align", "qa", "shard", "text-shard",
+                                  "pretrain", "iglue-eval"), "mvlp_core.stages.report", "config"),
 }
 assert tuple(DAG) == STAGES
 
@@ -91,8 +94,9 @@ def expected_fingerprint(spec: PipelineSpec, name: str) -> str | None:
     mod = _module(name)
     stage_mod = importlib.import_module(f"{DAG[name].module}.stage") if hasattr(mod, "__path__") else mod
     config = getattr(stage_mod, DAG[name].config)(spec)
+    extra_code = [importlib.import_module(m) for m in getattr(stage_mod, "CODE_MODULES", ())]
     try:
-        return contract.stage_fingerprint(name, config, inputs_for(spec, name), mod)
+        return contract.stage_fingerprint(name, config, inputs_for(spec, name), mod, *extra_code)
     except contract.StageError:
         return None
 

@@ -22,7 +22,7 @@ from pydantic import (
 from mvlp_core.languages import SUPPORTED_LANGUAGES
 
 SPECS_ROOT = Path(__file__).resolve().parent.parent / "data_specs"
-STAGES = ("ingest", "download", "translate", "align", "qa", "shard", "text-shard", "pretrain")
+STAGES = ("ingest", "download", "translate", "align", "qa", "shard", "text-shard", "pretrain", "iglue-eval", "report")
 
 
 def perf_only(default: Any, **kw: Any) -> Any:
@@ -353,6 +353,9 @@ class IglueSpec(Strict):
     max_new_tokens: int = Field(8, gt=0, description="xGQA answer length")
     seed: int = 0
     batch_size: int = perf_only(16, gt=0)
+    engine: Literal["local", "ray"] = perf_only(
+        "local", description="local: units one after the other in-process; ray: each unit a Ray task (retried)"
+    )
     workers: int = perf_only(1, ge=1, description="units evaluated in parallel (Ray tasks)")
     device: str = perf_only("cpu", description="torch device of each unit")
 

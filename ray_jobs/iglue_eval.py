@@ -1,19 +1,25 @@
 """iglue-eval units as Ray tasks: the English fine-tunes first (one task each, in parallel), then
 every (task, setting, language) test unit, retried by Ray when a worker fails. Passed to
 ``run_iglue_eval`` as ``units_fn`` (the Prefect flow picks it through flows/runners.py), or run
-alone: ``python -m ray_jobs.iglue_eval --spec SPEC --workdir DIR``.
+alone: ``python -m ray_jobs.iglue_eval --spec SPEC --workdir DIR [--set a.b=v]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
 from pathlib import Path
 
 import ray
 
-from mvlp_core import pipeline
+from mvlp_core import contract, pipeline
 from mvlp_core.eval.units import Unit, compute_unit
-from mvlp_core.spec import PipelineSpec, load_spec
+from mvlp_core.spec import PipelineSpec, SpecError, load_spec
+from mvlp_core.stages.iglue_eval import run_iglue_eval
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @ray.remote(max_retries=2, retry_exceptions=True)
@@ -23,29 +29,44 @@ def _unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) -> str:
 
 
 def run_units_with_ray(spec: PipelineSpec, model_dir: str, out_dir: str, names: list[str]) -> None:
-    if not ray.is_initialized():
-        ray.init(num_cpus=spec.iglue.workers, include_dashboard=False, log_to_driver=False)
+    if not ray.is_initialized():  # RAY_ADDRESS (a cluster) when set, else local with `workers` CPUs
+        address = os.environ.get("RAY_ADDRESS")
+        paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+        if address:
+            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+        else:
+            os.environ["PYTHONPATH"] = env["PYTHONPATH"]  # local workers inherit the driver's environment
+            ray.init(num_cpus=spec.iglue.workers, include_dashboard=False, log_to_driver=False)
     remote = _unit.options(num_cpus=1)
     finetunes = [n for n in names if Unit.parse(n).setting == "finetune"]
     ray.get([remote.remote(spec, model_dir, out_dir, n) for n in finetunes])
     ray.get([remote.remote(spec, model_dir, out_dir, n) for n in names if n not in finetunes])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--spec", required=True)
-    parser.add_argument("--workdir")
-    parser.add_argument("--force", action="store_true")
-    args = parser.parse_args()
-    spec = load_spec(args.spec, [], args.workdir)
-    from mvlp_core.stages.iglue_eval import run_iglue_eval
+def run_stage(spec: PipelineSpec, *, force: bool = False, progress: contract.ProgressFn | None = None) -> contract.Manifest:
+    """The iglue-eval stage with its units as Ray tasks (what flows/runners.py maps it to when
+    ``iglue.engine`` is ``ray``)."""
+    name = "iglue-eval"
+    return run_iglue_eval(spec, pipeline.inputs_for(spec, name), pipeline.stage_dir(spec, name),
+                          force=force, progress=progress, units_fn=run_units_with_ray)
 
-    m = run_iglue_eval(spec, {"pretrain": Path(spec.workdir) / "pretrain"},
-                       pipeline.stage_dir(spec, "iglue-eval") if "iglue-eval" in pipeline.DAG
-                       else Path(spec.workdir) / "iglue-eval",
-                       force=args.force, units_fn=run_units_with_ray)
-    print(m.extra["results"])
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ray_jobs.iglue_eval", description=__doc__.splitlines()[0])
+    ap.add_argument("--spec", required=True)
+    ap.add_argument("--workdir")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="a.b=value")
+    ap.add_argument("--force", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        m = run_stage(load_spec(args.spec, args.overrides, args.workdir), force=args.force)
+    except (SpecError, contract.StageError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(m.extra["results"], indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

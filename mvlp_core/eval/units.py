@@ -190,7 +190,11 @@ def _rejects_json(rejects: list[Reject]) -> list[dict[str, str]]:
 
 
 def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) -> dict[str, Any]:
-    """Run one unit and write its result JSON; return it. Picklable for Ray."""
+    """Run one unit and write its result JSON; return it. Picklable for Ray.
+
+    One torch thread: units run side by side (Ray tasks, one CPU each), and on a shared CPU the
+    tiny model is many times slower with more threads than cores."""
+    torch.set_num_threads(1)
     cfg, unit, out = spec.iglue, Unit.parse(name), Path(out_dir)
     layout = Layout(Path(cfg.root))
     tuned = out / FINETUNED / unit.task

@@ -2,8 +2,8 @@
 
 Units (``mvlp_core.eval.units``): one English fine-tune per task, then one test per (task,
 setting, language). Who runs them is a parameter: ``units_fn(spec, model_dir, out_dir, names)``
-runs a batch of pending units (each writes its result file); the default runs them here, one
-after the other; ``ray_jobs/iglue_eval.py`` passes one that fans them out as Ray tasks (the
+runs a batch of pending units (each writes its result file); by default (None) each unit runs
+here, one after the other, reporting progress as it goes; ``ray_jobs/iglue_eval.py`` passes one that fans them out as Ray tasks (the
 Prefect flow picks it through ``flows/runners.py``). Outputs: ``results.json``, CSV tables
 ``tables/<task>.<setting>.<metric>.csv`` (``model,en,<langs>,avg``), ``iglue_bars.png``, per-unit
 ``results/`` and ``predictions/`` (VOLTA's formats, scoreable with ``mvlp eval score``); the
@@ -25,17 +25,13 @@ from mvlp_core.spec import PipelineSpec, fingerprint_config
 DEPS = ("pretrain",)
 MODEL_DIR = "final"
 CHART = "iglue_bars.png"
+CODE_MODULES = ("mvlp_core.eval",)  # fingerprinted with this module (pipeline.expected_fingerprint too)
 
 UnitsFn = Callable[[PipelineSpec, str, str, list[str]], None]
 
 
 def config(spec: PipelineSpec) -> dict[str, Any]:
     return {"iglue": fingerprint_config(spec.iglue)}
-
-
-def run_in_process(spec: PipelineSpec, model_dir: str, out_dir: str, names: list[str]) -> None:
-    for name in names:
-        compute_unit(spec, model_dir, out_dir, name)
 
 
 def run_iglue_eval(
@@ -45,13 +41,13 @@ def run_iglue_eval(
     *,
     force: bool = False,
     progress: contract.ProgressFn | None = None,
-    units_fn: UnitsFn = run_in_process,
+    units_fn: UnitsFn | None = None,
 ) -> contract.Manifest:
     out_dir = Path(out_dir)
     if "pretrain" not in inputs:
         raise contract.StageError(f"iglue-eval needs the pretrain output; inputs were {sorted(inputs)}")
     fp = contract.stage_fingerprint("iglue-eval", config(spec), inputs, sys.modules[__name__],
-                                    sys.modules["mvlp_core.eval"])
+                                    *(sys.modules[m] for m in CODE_MODULES))
     model_dir = Path(inputs["pretrain"]) / MODEL_DIR
     if not model_dir.exists():
         raise contract.StageError(f"iglue-eval: no model at {model_dir}; re-run pretrain (it writes final/)")
@@ -59,7 +55,7 @@ def run_iglue_eval(
 
     def before(pending: list[str]) -> None:
         todo = [n for n in pending if read_result(out_dir, n) is None]
-        if todo:
+        if todo and units_fn is not None:
             units_fn(spec, str(model_dir), str(out_dir), todo)
 
     def process(name: str) -> contract.UnitResult:

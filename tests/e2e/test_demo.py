@@ -34,7 +34,7 @@ def demo(workdir: Path, *args: str, **popen) -> subprocess.Popen:
     )
 
 
-def finish(proc: subprocess.Popen, timeout: float = 600) -> str:
+def finish(proc: subprocess.Popen, timeout: float = 900) -> str:
     out, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, out[-3000:]
     return out
@@ -121,6 +121,48 @@ def test_demo_pretrain_loss_falls(reference: Path) -> None:
     assert pre["checkpoint"].endswith("checkpoint_00000060")
     assert (reference / "pretrain" / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert load_model(reference / "pretrain" / "final") is not None
+
+
+# Zero-shot points above chance each task must reach in the demo, on English and on the average of
+# the other languages. Measured with the demo budget (60 pretrain steps, 5 fine-tune epochs on 480
+# English items; 120 samples here): XVNLI English ~85 vs 33 chance, xGQA English ~44 vs 31. The
+# cross-lingual averages sit near chance (XVNLI: fr well above, cs/de/ja/zh around or below: +3 to
+# +15 points between runs; xGQA: non-English answers collapse to the majority answer), and MaRVL
+# and retrieval stay at chance — the tiny model does not learn two-image relations or the
+# contrastive space in this budget. Those are expected failures, kept visible rather than dropped.
+AT_CHANCE = pytest.mark.xfail(reason="tiny demo model at chance here within the demo budget", strict=False)
+MARGINS = {"xvnli": 20.0, "xgqa": 5.0, "marvl": 5.0, "xflickrco": 5.0, "wit": 5.0}  # English, points above chance
+AVG_MARGINS = {"xvnli": 5.0, "xgqa": 3.0, "marvl": 3.0, "xflickrco": 3.0, "wit": 3.0}  # the other languages
+IGLUE_CHECKS = [
+    pytest.param(task, which, id=f"{task}-{which}",
+                 marks=() if (task, which) in {("xvnli", "en"), ("xgqa", "en")} else AT_CHANCE)
+    for task in MARGINS for which in ("en", "avg")
+]
+
+
+@pytest.fixture(scope="module")
+def iglue(reference: Path) -> dict:
+    return status(reference)["iglue-eval"]
+
+
+def test_demo_iglue_results_and_report(reference: Path, iglue: dict) -> None:
+    ig = iglue
+    assert ig["state"] == "complete" and set(ig["results"]) == {"xvnli", "xgqa", "marvl", "xflickrco", "wit"}
+    assert all(len(r["zero-shot"]) >= 3 for r in ig["results"].values()), ig["results"]
+    header = (reference / "iglue-eval/tables/xvnli.zero-shot.accuracy.csv").read_text().splitlines()[0]
+    assert header == "model,en,cs,de,fr,ja,zh,avg"
+    report = (reference / "report/report.md").read_text(encoding="utf-8")
+    assert "## Data" in report and "## Training" in report and "## IGLUE" in report
+    assert "![IGLUE per language](iglue_bars.png)" in report and (reference / "report/iglue_bars.png").exists()
+
+
+@pytest.mark.parametrize(("task", "which"), IGLUE_CHECKS)
+def test_demo_iglue_beats_chance(iglue: dict, task: str, which: str) -> None:
+    res = iglue["results"][task]
+    scores = res["zero-shot"]
+    others = [v for lang, v in scores.items() if lang != "en"]
+    score = scores["en"] if which == "en" else sum(others) / len(others)
+    assert score >= res["chance"] + (MARGINS if which == "en" else AVG_MARGINS)[task], res
 
 
 def test_noop_rerun(reference: Path) -> None:

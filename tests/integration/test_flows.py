@@ -15,6 +15,10 @@ from prefect.testing.utilities import prefect_test_harness
 from flows.pipeline_flow import data_pipeline
 from mvlp_core.spec import STAGES
 
+# iglue-eval here shows the flow wiring, not the model: one task, no fine-tune, a few items
+CHEAP_IGLUE = ["iglue.tasks=[xvnli]", "iglue.finetune.epochs=0", "iglue.max_test_items=8",
+               "iglue.languages={xvnli: [de]}"]
+
 
 @pytest.fixture(scope="module")
 def harness():
@@ -32,7 +36,7 @@ async def _runs_and_artifacts():
 
 def test_pipeline_records_stage_runs(harness, tmp_path: Path) -> None:
     fast = ["dataset.samples=30", "shard.samples_per_shard=16", "pretrain.max_steps=4",
-            "pretrain.log_every=2", "pretrain.checkpoint_every=4"]
+            "pretrain.log_every=2", "pretrain.checkpoint_every=4", *CHEAP_IGLUE]
     result = data_pipeline("demo", str(tmp_path), fast)
     assert list(result) == list(STAGES)
     assert all(s["state"] == "complete" for s in result.values())
@@ -51,5 +55,7 @@ def test_pipeline_records_stage_runs(harness, tmp_path: Path) -> None:
     assert {f"{s}-throughput" for s in STAGES} <= keys
     assert "download-rejects" in keys  # the synthetic world's bad URLs
     assert "pipeline-summary" in keys
+    assert {"iglue-eval-results", "iglue-eval-bars", "run-report"} <= keys
+    assert "xvnli" in str([a.data for a in artifacts if a.key == "iglue-eval-results"])
     progress = [a for a in artifacts if a.type == "progress"]
     assert progress and all(a.data == 100.0 for a in progress)

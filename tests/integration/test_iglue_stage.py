@@ -66,3 +66,78 @@ def test_stage_runs_every_task_and_setting(world: Path, tmp_path: Path, monkeypa
     assert len(top20) == 24 and all(len(r) == 20 for r in top20)
     # a complete stage is not recomputed
     assert run_iglue_eval(spec, {"pretrain": pretrain}, out).created == m.created
+
+
+@pytest.fixture(scope="module")
+def tiny_unigen(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workdir whose pretrain/final/ holds a tiny random-init UniGen written by save_pretrained."""
+    import random
+
+    import torch
+
+    from mvlp_core.model import build_model, build_tokenizers
+    from mvlp_core.synth.grammar import LANGS, caption, random_scene
+
+    spec = load_spec("demo", [], workdir=world)
+    rng = random.Random(0)
+    texts = [caption(random_scene(rng), lang) for _ in range(60) for lang in LANGS]
+    out = tmp_path_factory.mktemp("tiny")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        tok = build_tokenizers(spec.model, [*texts, "entailment neutral contradiction true false yes no"], out / "tok")
+        build_model(spec.model, tok).save_pretrained(out / "pretrain/final")
+    finally:
+        torch.set_num_threads(threads)
+    contract.Manifest("pretrain", "fp0", {}, 0, 0, {}, 0.0, 1).save(out / "pretrain")
+    return out / "pretrain"
+
+
+SMALL = ["iglue.languages={xvnli: [de], xgqa: [de], marvl: [de], xflickrco: [de], wit: [de]}",
+         "iglue.finetune.epochs=1", "iglue.finetune.max_train_items=32", "iglue.max_test_items=12",
+         "iglue.max_dev_items=12", "iglue.rerank_k=2"]
+
+
+def test_stage_with_the_real_tiny_unigen(world: Path, tiny_unigen: Path, tmp_path: Path) -> None:
+    """The production path: a tiny UniGen saved by save_pretrained in pretrain/final/, loaded by
+    EvalModel.load (load_model, its tokenizers and spec), fine-tuned and tested on every task."""
+    import torch
+
+    spec = load_spec("demo", SMALL, workdir=world)
+    em = EvalModel.load(tiny_unigen / "final")
+    assert em.encode(["ein roter Kreis"])[0].shape[0] == 1
+    threads = torch.get_num_threads()
+    try:
+        m = run_iglue_eval(spec, {"pretrain": tiny_unigen}, tmp_path / "iglue-eval")
+    finally:
+        torch.set_num_threads(threads)  # units use one thread
+    res = m.extra["results"]
+    assert set(res) == {"xvnli", "xgqa", "marvl", "xflickrco", "wit"}
+    assert all(set(res[t]["zero-shot"]) == {"en", "de"} for t in res)
+    assert all(0 <= v <= 100 for t in res for v in res[t]["zero-shot"].values())
+    top = json.loads((tmp_path / "iglue-eval/predictions/wit/zero-shot/de.json").read_text())
+    assert len(top) == 12
+    assert any((tmp_path / "iglue-eval/_finetuned/xvnli").iterdir())  # saved by save_pretrained
+
+
+@pytest.mark.slow  # starts a local Ray (~30 s)
+def test_runner_fans_units_out_as_ray_tasks(world: Path, tiny_unigen: Path) -> None:
+    """iglue.engine=ray: flows/runners.py runs the stage through ray_jobs.iglue_eval, each unit a
+    Ray task in its own worker process; the outcome has the same shape as in-process."""
+    import shutil
+
+    import ray
+
+    from flows.runners import run_stage
+    from mvlp_core import pipeline
+
+    shutil.copytree(tiny_unigen, world / "pretrain", dirs_exist_ok=True)
+    spec = load_spec("demo", [*SMALL, "iglue.engine=ray", "iglue.workers=2", "iglue.tasks=[xvnli, marvl]"],
+                     workdir=world)
+    try:
+        m = run_stage(spec, "iglue-eval")
+        assert ray.is_initialized()
+    finally:
+        ray.shutdown()
+    assert set(m.extra["results"]) == {"xvnli", "marvl"} and m.units == 2 + 2 * 2
+    assert pipeline.stage_state(spec, "iglue-eval")["state"] == "complete"

@@ -1,0 +1,131 @@
+"""report: one Markdown report of a run — data (each stage's samples in/out, rejects by reason,
+seconds, from the manifests), training (pretrain's manifest figures and loss curve) and IGLUE
+(headline scores against chance, the IGLUE-style CSV tables, the per-language bar chart).
+
+It reads only what the upstream stages wrote, so it is cheap and always consistent with them. The
+figures are copied beside ``report.md`` and linked relatively: the folder is self-contained (copy
+it, open it in any Markdown viewer). One unit under the stage contract; the Prefect flow publishes
+the same text as a markdown artifact with the images embedded.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from mvlp_core import atomic, contract
+from mvlp_core.spec import PipelineSpec
+
+DEPS = ("ingest", "download", "translate", "align", "qa", "shard", "text-shard", "pretrain", "iglue-eval")
+REPORT = "report.md"
+FIGURES = {"pretrain": "loss_curve.png", "iglue-eval": "iglue_bars.png"}
+PRETRAIN_KEYS = ("step", "samples_seen", "loss_first", "loss_last", "loss_trans", "loss_cap", "loss_qus",
+                 "loss_itc", "samples_per_second", "tokens_per_second")
+
+
+def config(spec: PipelineSpec) -> dict[str, Any]:
+    return {"name": spec.name}
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return ["(none)"]
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_cell(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return lines
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def _rejects(rejects: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(rejects.items(), key=lambda kv: (-kv[1], kv[0]))) or "-"
+
+
+def data_section(manifests: dict[str, contract.Manifest]) -> list[str]:
+    rows = [{"stage": name, "samples in": m.samples_in, "samples out": m.samples_out,
+             "rejects": _rejects(m.rejects), "seconds": m.seconds}
+            for name, m in manifests.items()]
+    return ["## Data", "", *_table(rows), ""]
+
+
+def training_section(manifest: contract.Manifest | None, figure: str | None) -> list[str]:
+    if manifest is None:
+        return []
+    rows = [{"metric": k, "value": manifest.extra[k]} for k in PRETRAIN_KEYS if k in manifest.extra]
+    lines = ["## Training", "", *_table(rows), ""]
+    if figure:
+        lines += [f"![pretrain loss]({figure})", ""]
+    return lines
+
+
+def iglue_section(folder: Path, manifest: contract.Manifest | None, figure: str | None) -> list[str]:
+    if manifest is None:
+        return []
+    results = manifest.extra.get("results", {})
+    rows = []
+    for task, by_setting in results.items():
+        chance = by_setting.get("chance")
+        for setting, scores in by_setting.items():
+            if setting in ("metric", "chance"):
+                continue
+            others = [v for lang, v in scores.items() if lang != "en"]
+            avg = sum(others) / len(others) if others else None
+            rows.append({"task": task, "setting": setting, "metric": by_setting.get("metric"),
+                         "chance": chance, "en": scores.get("en", ""),
+                         "avg (no en)": "" if avg is None else round(avg, 2),
+                         "en - chance": "" if "en" not in scores or chance is None
+                         else round(scores["en"] - chance, 2)})
+    lines = ["## IGLUE", "", *_table(rows), ""]
+    if figure:
+        lines += [f"![IGLUE per language]({figure})", ""]
+    for path in sorted((folder / "tables").glob("*.csv")):
+        with open(path, encoding="utf-8", newline="") as f:
+            lines += [f"### {path.stem}", "", *_table(list(csv.DictReader(f))), ""]
+    return lines
+
+
+def render(spec: PipelineSpec, inputs: dict[str, Path], figures: dict[str, str]) -> str:
+    manifests = {name: m for name, folder in inputs.items() if (m := contract.Manifest.load(folder))}
+    lines = [f"# {spec.name}: run report", "", spec.description, "" if spec.description else None,
+             f"Languages: en, {', '.join(spec.languages)}. Workdir: `{spec.workdir}`.", ""]
+    lines = [line for line in lines if line is not None]
+    lines += data_section(manifests)
+    lines += training_section(manifests.get("pretrain"), figures.get("pretrain"))
+    if "iglue-eval" in inputs:
+        lines += iglue_section(Path(inputs["iglue-eval"]), manifests.get("iglue-eval"), figures.get("iglue-eval"))
+    return "\n".join(lines)
+
+
+def run_report(
+    spec: PipelineSpec,
+    inputs: dict[str, Path],
+    out_dir: Path,
+    *,
+    force: bool = False,
+    progress: contract.ProgressFn | None = None,
+) -> contract.Manifest:
+    out_dir = Path(out_dir)
+    fp = contract.stage_fingerprint("report", config(spec), inputs, sys.modules[__name__])
+
+    def process(unit: str) -> contract.UnitResult:
+        figures: dict[str, str] = {}
+        for stage, name in FIGURES.items():
+            src = Path(inputs[stage]) / name if stage in inputs else None
+            if src is not None and src.exists():
+                with atomic.atomic_open(out_dir / name, "wb") as f, open(src, "rb") as s:
+                    shutil.copyfileobj(s, f)
+                figures[stage] = name
+        with atomic.atomic_open(out_dir / REPORT, "w", encoding="utf-8") as f:
+            f.write(render(spec, inputs, figures))
+        return contract.UnitResult({REPORT: 0, **{n: 0 for n in figures.values()}}, 0, 0)
+
+    return contract.run_units("report", out_dir, fp, ["report"], process, force=force, progress=progress,
+                              finalize=lambda folder, _: {"report": str(folder / REPORT)})
