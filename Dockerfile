@@ -51,8 +51,8 @@ WORKDIR /build
 COPY pyproject.toml ./
 RUN pip install --upgrade pip wheel setuptools Cython numpy \
  && pip install --index-url "$TORCH_INDEX" "torch==2.13.0" \
- && python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('requirements.txt', 'w').write('\n'.join(d for d in deps if not d.startswith(('torch', 'eflomal'))))" \
- && pip install -r requirements.txt "prefect-kubernetes>=0.6" \
+ && python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; deps = p['dependencies'] + p['optional-dependencies']['k8s']; open('requirements.txt', 'w').write('\n'.join(d for d in deps if not d.startswith(('torch', 'eflomal'))))" \
+ && pip install -r requirements.txt \
  && (pip uninstall -y dataclasses || true)  # img2dataset pulls a py3.6 backport that shadows the stdlib
 # eflomal from source with a portable -march (see the header)
 RUN pip download --no-deps --no-binary :all: "eflomal==2.0.0" -d /build/src \

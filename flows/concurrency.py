@@ -1,20 +1,51 @@
-"""Prefect global concurrency limits: one run per workdir at a time, and at most
-`cluster.gpu_slots` Ray-backed (GPU) stages at once across all runs on the same Prefect API."""
+"""Two guarantees: one run writes a workdir at a time (a lock file the OS releases when the
+holder dies, so a killed run can be resumed at once), and at most `cluster.gpu_slots` Ray-backed
+(GPU) stages run at once across all runs on the same Prefect API (a global concurrency limit).
+
+The workdir lock is `flock` on `<workdir>/.mvlp.lock`: local disks and shared POSIX storage
+(NFSv4, CephFS, EFS) honour it; a Prefect limit would instead hold a killed run's slot until its
+lease expires."""
 
 from __future__ import annotations
 
-import hashlib
+import fcntl
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 
+from mvlp_core.contract import StageError
+
 GPU_LIMIT = "mvlp-gpu-stages"
+LOCK_FILE = ".mvlp.lock"
 
 
-def workdir_limit(workdir: str) -> str:
-    return "mvlp-workdir-" + hashlib.sha256(workdir.encode()).hexdigest()[:16]
+@contextmanager
+def workdir_lock(workdir: str | Path) -> Iterator[None]:
+    path = Path(workdir) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise StageError(
+                f"{workdir} is being written by another run ({holder}); wait for it to finish, or "
+                "give this run another --workdir"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @contextmanager

@@ -3,7 +3,7 @@
 For the synthetic world it also writes the world (its own child run) and serves its images on
 127.0.0.1 for the download stage, mapping the world's fixed URL host to the server with
 `download.mirrors`, so records keep stable URLs whatever port the server gets. The run holds the
-workdir's concurrency slot from start to end.
+workdir's lock from start to end.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def data_pipeline(
     names = pipeline.select(start, stop, only)
     dataset = spec.dataset.spec
     with contextlib.ExitStack() as stack:
-        # two runs never write the same workdir: the second waits for the first's slot
-        stack.enter_context(concurrency.hold(concurrency.workdir_limit(spec.workdir), 1))
+        # two runs never write the same workdir: the second stops with a clear error
+        stack.enter_context(concurrency.workdir_lock(spec.workdir))
         if dataset.kind == "synthetic":
             synth_flow(str(world_dir(spec)), spec.dataset.samples, spec.dataset.seed)
         if dataset.serve_locally and "download" in names:

@@ -7,7 +7,7 @@ current stage is a cache hit whatever the run id; outputs that are not current r
 entry), retried with exponential backoff on transient
 errors (never on StageError/SpecError, which a retry cannot fix), with results persisted under the
 run's workdir. A stage flow started on its own (a deployment, `--only`) holds the workdir's
-concurrency slot; inside the end-to-end flow the parent holds it.
+lock; inside the end-to-end flow the parent holds it.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def _make_stage_flow(name: str) -> Any:
             result_storage=result_storage(spec), refresh_cache=force or not current
         )
         if _standalone():
-            with concurrency.hold(concurrency.workdir_limit(spec.workdir), 1):
+            with concurrency.workdir_lock(spec.workdir):
                 state = stage_task(spec, name, force)
         else:
             state = stage_task(spec, name, force)

@@ -59,3 +59,45 @@ def test_pipeline_records_stage_runs(harness, tmp_path: Path) -> None:
     assert "xvnli" in str([a.data for a in artifacts if a.key == "iglue-eval-results"])
     progress = [a for a in artifacts if a.type == "progress"]
     assert progress and all(a.data == 100.0 for a in progress)
+
+
+def test_rayjob_stage_streams_status_into_the_run_and_fails_with_the_reason(harness, tmp_path: Path, monkeypatch) -> None:
+    """cluster.mode=rayjob inside a real flow run: the RayJob created through the (checked)
+    Kubernetes client, each status change logged and kept in the `<stage>-ray-job` artifact with
+    the dashboard link, and the job's failure reason failing the stage."""
+    from unittest import mock
+
+    from kubernetes import client as k8s
+    from prefect import flow
+
+    from flows import ray_stage
+    from mvlp_core.contract import StageError
+    from mvlp_core.spec import load_spec
+    from ray_jobs import submit
+
+    api = mock.create_autospec(k8s.CustomObjectsApi, instance=True)
+    dash = {"dashboardURL": "mvlp-pretrain-head-svc:8265"}
+    api.get_namespaced_custom_object.side_effect = [
+        {"status": {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING", **dash}},
+        {"status": {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "reason": "AppFailed",
+                    "message": "entrypoint exited with code 2", **dash}},
+    ]
+    monkeypatch.setattr(submit, "kubernetes_api", lambda: api)
+    spec = load_spec("demo", ["cluster.mode=rayjob", "cluster.namespace=mvlp-dev", "cluster.poll_seconds=0.01"], tmp_path)
+
+    @flow(name="rayjob-probe")
+    def probe() -> None:
+        ray_stage.run_remote(spec, "pretrain")
+
+    with pytest.raises(StageError, match="AppFailed entrypoint exited with code 2"):
+        probe()
+    (args, _), = api.create_namespaced_custom_object.call_args_list
+    assert args[:4] == ("ray.io", "v1", "mvlp-dev", "rayjobs")
+    assert args[4]["spec"]["entrypoint"] == f"python -m ray_jobs.pretrain --spec {tmp_path}/spec.json"
+    assert (tmp_path / "spec.json").exists()  # the job reads the resolved spec from shared storage
+    _, artifacts = asyncio.run(_runs_and_artifacts())
+    job = [a for a in artifacts if a.key == "pretrain-ray-job"]
+    assert len(job) == 2  # one version per status change
+    latest = max(job, key=lambda a: a.created)
+    assert "[Ray dashboard](http://mvlp-pretrain-head-svc:8265)" in latest.data
+    assert "FAILED" in latest.data and "AppFailed" in latest.data

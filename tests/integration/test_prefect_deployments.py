@@ -6,7 +6,6 @@ is a cache hit on the stage fingerprint; `mvlp status --api` reads the stage run
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
