@@ -126,7 +126,7 @@ def run(runs: int = 3) -> list[dict]:
             f"iter_torch_batches doing the same: {statistics.median(rd):.0f} samples/s per core "
             f"({cores} cores, first run incl. startup)")
     return [{
-        "name": "loader samples/s per core", "value": round(m, 1), "unit": "samples/s/core",
+        "name": "loader_vs_raw_decode", "value": round(m, 1), "unit": "samples/s/core",
         "baseline": "raw tar read + JPEG decode", "baseline_value": round(b, 1), "ratio": round(m / b, 3),
         "runs": runs, "higher_is_better": True, "notes": note,
     }]

@@ -64,7 +64,7 @@ def run(runs: int = 3) -> list[dict]:
         ray.shutdown()
     v, b = statistics.median(distributed), statistics.median(plain)
     return [{
-        "name": "pretrain samples/s (Ray Train, 2 CPU workers)", "value": round(v, 2), "unit": "samples/s",
+        "name": "train_ray_vs_plain_loop", "value": round(v, 2), "unit": "samples/s",
         "baseline": "plain single-process loop, same model and per-worker batch", "baseline_value": round(b, 2),
         "ratio": round(v / b, 3), "runs": runs, "higher_is_better": True,
         "notes": f"tiny UniGen (hidden 64), batch 16 per worker, {STEPS} steps, first {WARM} dropped; "
