@@ -172,6 +172,22 @@ def kubernetes_api() -> Any:
     return client.CustomObjectsApi()
 
 
+def _submit_when_ready(
+    client: Any, command: str, submission_id: str, runtime_env: dict[str, Any], sleep: Callable[[float], None],
+    attempts: int = 8,
+) -> str:
+    """submit_job, retried while the head answers 503 "no available agent" (a cluster that is
+    still starting its dashboard agents), 1 s, 2 s, 4 s, ... apart."""
+    for attempt in range(attempts):
+        try:
+            return client.submit_job(entrypoint=command, submission_id=submission_id, runtime_env=runtime_env)
+        except RuntimeError as err:
+            if "No available agent" not in str(err) or attempt == attempts - 1:
+                raise StageError(f"Ray job submission {submission_id} refused: {err}") from None
+            sleep(min(2.0**attempt, 30.0))
+    raise AssertionError("unreachable")
+
+
 def run_on_ray_cluster(
     address: str,
     command: str,
@@ -192,7 +208,7 @@ def run_on_ray_cluster(
         raise StageError(
             f"cannot reach the Ray Jobs API at {address} ({err}); start the cluster or fix cluster.address"
         ) from None
-    job_id = client.submit_job(entrypoint=command, submission_id=submission_id, runtime_env=runtime_env or {})
+    job_id = _submit_when_ready(client, command, submission_id, runtime_env or {}, sleep)
     url = f"{address.rstrip('/')}/#/jobs/{job_id}"
     deadline = time.monotonic() + timeout_seconds
     last = None
