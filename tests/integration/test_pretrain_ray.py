@@ -55,7 +55,13 @@ def write_shard_stage(folder: Path, n: int = 48) -> None:
 
 
 def make_spec(workdir: Path, *extra: str):
-    return load_spec(ROOT / "data_specs/pipelines/demo.yaml", [*FAST, *extra], workdir)
+    return load_spec(ROOT / "data_specs/pipelines/demo.yaml", [*FAST, "text.corpora=[]", *extra], workdir)
+
+
+def write_inputs(spec) -> None:
+    """pretrain's inputs: a shard stage, and an (empty) text-shard stage run for real."""
+    write_shard_stage(Path(spec.workdir) / "shard")
+    pipeline.run_stage(spec, "text-shard")
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +79,8 @@ def trained(local_ray, tmp_path_factory):
     from ray_jobs.pretrain import run_stage
 
     workdir = tmp_path_factory.mktemp("pretrain")
-    write_shard_stage(workdir / "shard")
     spec = make_spec(workdir, "pretrain.max_steps=6")
+    write_inputs(spec)
     manifest = run_stage(spec)
     return spec, manifest
 
@@ -127,8 +133,8 @@ def test_corrupt_checkpoint_is_reported_not_skipped(trained, tmp_path) -> None:
 def test_killed_worker_resumes_from_last_checkpoint(local_ray, tmp_path) -> None:
     from ray_jobs.pretrain import run_stage
 
-    write_shard_stage(tmp_path / "shard")
     spec = make_spec(tmp_path, "pretrain.max_steps=6", "pretrain.fail_at_step=4")
+    write_inputs(spec)
     manifest = run_stage(spec)
     out = tmp_path / "pretrain"
     assert (out / "_fault_injected").read_text() == "4"  # rank 1 really exited at step 4
