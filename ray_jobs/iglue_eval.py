@@ -6,7 +6,6 @@ alone: ``python -m ray_jobs.iglue_eval --spec SPEC --workdir DIR [--set a.b=v]``
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -16,8 +15,9 @@ import ray
 
 from mvlp_core import contract, pipeline
 from mvlp_core.eval.units import Unit, compute_unit
-from mvlp_core.spec import PipelineSpec, SpecError, load_spec
+from mvlp_core.spec import PipelineSpec
 from mvlp_core.stages.iglue_eval import run_iglue_eval
+from ray_jobs import entrypoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,21 +52,5 @@ def run_stage(spec: PipelineSpec, *, force: bool = False, progress: contract.Pro
                           force=force, progress=progress, units_fn=run_units_with_ray)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ray_jobs.iglue_eval", description=__doc__.splitlines()[0])
-    ap.add_argument("--spec", required=True)
-    ap.add_argument("--workdir")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="a.b=value")
-    ap.add_argument("--force", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        m = run_stage(load_spec(args.spec, args.overrides, args.workdir), force=args.force)
-    except (SpecError, contract.StageError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(m.extra["results"], indent=2))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entrypoint.main("iglue-eval", run_stage, summary=lambda _, m: json.dumps(m.extra["results"], indent=2)))

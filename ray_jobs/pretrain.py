@@ -11,7 +11,6 @@ failing on every retry or being skipped into a fresh start.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -25,10 +24,11 @@ import ray.train.torch
 import torch
 
 from mvlp_core import contract, pipeline
-from mvlp_core.spec import PipelineSpec, PretrainSpec, SpecError, load_spec
+from mvlp_core.spec import PipelineSpec, PretrainSpec
 from mvlp_core.stages.pretrain import run_pretrain
 from mvlp_core.train import loop
 from mvlp_core.train.job import TrainJob, build
+from ray_jobs import entrypoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -171,23 +171,10 @@ def run_stage(spec: PipelineSpec, *, force: bool = False, progress: contract.Pro
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ray_jobs.pretrain", description=__doc__.splitlines()[0])
-    ap.add_argument("--spec", required=True)
-    ap.add_argument("--workdir")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="a.b=value")
-    ap.add_argument("--force", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        spec = load_spec(args.spec, args.overrides, args.workdir)
-        m = run_stage(spec, force=args.force)
-    except (SpecError, contract.StageError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def _summary(stage: str, m: contract.Manifest) -> str:
     e = m.extra
-    print(f"pretrain: step {e.get('step')}, loss {e.get('loss_first')} -> {e.get('loss_last')}, final {e.get('final')}")
-    return 0
+    return f"pretrain: step {e.get('step')}, loss {e.get('loss_first')} -> {e.get('loss_last')}, final {e.get('final')}"
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entrypoint.main("pretrain", run_stage, summary=_summary))

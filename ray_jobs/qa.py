@@ -10,7 +10,7 @@ without GPUs.
 
 from __future__ import annotations
 
-import argparse
+import sys
 import importlib.util
 from collections import defaultdict
 from collections.abc import Callable
@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from mvlp_core import contract, pipeline
-from mvlp_core.spec import PipelineSpec, VLLMQASpec, load_spec
+from mvlp_core.spec import PipelineSpec, VLLMQASpec
 from mvlp_core.stages.qa import run_qa
 from mvlp_core.stages.qa.prompt import CUE
 from mvlp_core.stages.qa.vllm_rows import postprocess_row, preprocess_row, processor_config_kwargs
+from ray_jobs import entrypoint
 
 FIX = (
     "install Ray's LLM extra on the GPU nodes (pip install 'ray[llm]', which brings vLLM) or "
@@ -113,17 +114,5 @@ def run(
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--spec", required=True)
-    parser.add_argument("--workdir")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--force", action="store_true")
-    args = parser.parse_args(argv)
-    spec = load_spec(Path(args.spec), args.overrides, args.workdir)
-    m = run(spec, force=args.force)
-    print(f"qa: {m.samples_in} in, {m.samples_out} out, rejects {m.rejects or 'none'}")
-
-
 if __name__ == "__main__":
-    main()
+    sys.exit(entrypoint.main("qa", run))

@@ -11,8 +11,6 @@ Locally Ray starts on demand; on a cluster `RAY_ADDRESS` (KubeRay) is used.
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
 import sys
 from collections import defaultdict
@@ -25,7 +23,7 @@ import pyarrow.parquet as pq
 import ray
 
 from mvlp_core import contract, pipeline
-from mvlp_core.spec import PipelineSpec, load_spec
+from mvlp_core.spec import PipelineSpec
 from mvlp_core.stages.translate.stage import (
     Executor,
     Item,
@@ -36,6 +34,7 @@ from mvlp_core.stages.translate.stage import (
     samples_path,
     translate_records,
 )
+from ray_jobs import entrypoint
 
 UNIT_RE = re.compile(r"samples-(\d+)\.parquet$")
 CHARS_PER_TOKEN = 4  # a subword token is ~4 characters of English
@@ -142,26 +141,5 @@ def run_job(
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ray_jobs.translate", description=__doc__.split("\n")[0])
-    parser.add_argument("--spec", required=True)
-    parser.add_argument("--workdir")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="a.b=c")
-    parser.add_argument("--force", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        spec = load_spec(args.spec, args.overrides, args.workdir)
-        manifest = run_job(
-            spec, force=args.force,
-            progress=lambda done, total, unit: print(f"translate: {done}/{total} units", file=sys.stderr),
-        )  # fmt: skip
-    except (contract.StageError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    summary = {k: getattr(manifest, k) for k in ("samples_in", "samples_out", "rejects", "seconds")}
-    print(json.dumps({"stage": "translate", **summary}))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entrypoint.main("translate", run_job))

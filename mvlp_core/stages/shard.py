@@ -24,6 +24,7 @@ from mvlp_core.keys import is_valid_key
 from mvlp_core.atomic import atomic_path
 from mvlp_core.spec import PipelineSpec, fingerprint_config
 from mvlp_core.stages.download import iter_images
+from mvlp_core.tarmember import add_member
 
 DEPS = ("download", "translate", "align", "qa")
 
@@ -91,15 +92,6 @@ class _Joined:
         }
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
-
 
 def config(spec: PipelineSpec) -> dict[str, Any]:
     return {"shard": fingerprint_config(spec.shard), "languages": spec.languages}
@@ -151,8 +143,8 @@ def run_shard(
                     rejects.append(contract.Reject(k, "image_decode_error", str(err)[:200]))
                     continue
                 record = json.dumps(joined.record(k, jpg, width, height), ensure_ascii=False)
-                _add(tar, f"{k}.jpg", jpg)
-                _add(tar, f"{k}.json", record.encode("utf-8"))
+                add_member(tar, f"{k}.jpg", jpg)
+                add_member(tar, f"{k}.json", record.encode("utf-8"))
                 written += 1
         return contract.UnitResult(
             files={name: written}, samples_in=len(chunk), samples_out=written, rejects=rejects

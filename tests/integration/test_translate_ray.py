@@ -30,7 +30,8 @@ def local_ray(monkeypatch):
 
 @pytest.mark.slow  # Ray start-up and two actor-pool runs: ~1-3 min on 2 busy cores
 def test_ray_job_matches_the_in_process_stage(tmp_path, download, local_ray):
-    from ray_jobs.translate import main
+    from ray_jobs import entrypoint
+    from ray_jobs.translate import run_job
 
     path = tmp_path / "cc6l.tsv"
     write_import(path, skip={3}, empty_fr={5})
@@ -41,7 +42,7 @@ def test_ray_job_matches_the_in_process_stage(tmp_path, download, local_ray):
                       "import": {"path": str(path)},
                       "ray": {"concurrency": 1, "batch_tokens": 60}},
     }))  # fmt: skip
-    assert main(["--spec", str(spec_file), "--workdir", str(tmp_path)]) == 0
+    assert entrypoint.main("translate", run_job, ["--spec", str(spec_file), "--workdir", str(tmp_path)]) == 0
     out = tmp_path / "translate"
     by_ray = contract.Manifest.load(out)
 
@@ -65,6 +66,6 @@ def test_ray_job_matches_the_in_process_stage(tmp_path, download, local_ray):
     (out / "_units" / "00001.json").unlink()
     (out / "_manifest.json").unlink()
     kept = pq.read_table(out / "00000.parquet")
-    assert main(["--spec", str(spec_file), "--workdir", str(tmp_path)]) == 0
+    assert entrypoint.main("translate", run_job, ["--spec", str(spec_file), "--workdir", str(tmp_path)]) == 0
     assert contract.Manifest.load(out).files == local.files
     assert pq.read_table(out / "00000.parquet").equals(kept)

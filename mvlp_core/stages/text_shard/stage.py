@@ -14,7 +14,6 @@ units, so a resumed or re-run unit decides exactly as it did the first time.
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 import tarfile
@@ -29,6 +28,7 @@ from mvlp_core import atomic, contract, sampling
 from mvlp_core.spec import PipelineSpec, fingerprint_config
 from mvlp_core.stages.text_shard import filters
 from mvlp_core.stages.text_shard.readers import BadLine, Cursor, Stream, count_lines, parse, source_id, streams
+from mvlp_core.tarmember import add_member
 
 STAGE = "text-shard"
 
@@ -81,16 +81,6 @@ def record(stream: Stream, key: str, texts: tuple[str, ...], score: float | None
         "corpus": stream.corpus.name,
     }
 
-
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    """A member with fixed mtime, owner and mode, so the same input gives byte-identical tars."""
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
 
 
 class _Seen:
@@ -204,7 +194,7 @@ def run_text_shard(
             for row, texts, score in out:
                 key = stream.key(row)
                 data = json.dumps(record(stream, key, texts, score), ensure_ascii=False).encode("utf-8")
-                _add(tar, f"{key}.json", data)
+                add_member(tar, f"{key}.json", data)
         if mode != "none":
             seen.commit(i, kept)
         return contract.UnitResult(
