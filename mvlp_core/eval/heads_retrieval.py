@@ -56,7 +56,7 @@ def score_matrices(em: EvalModel, images: list[torch.Tensor], captions: list[str
         ids, mask = em.encode(captions[s:s + batch_size])
         txt_emb.append(em.model.text_features(ids.to(em.device), mask.to(em.device)))
     sim = (torch.cat(txt_emb) @ img_emb.T).float().cpu().numpy().astype(np.float64)
-    temperature = float(em.model.temperature.clamp(*em.model.spec.temperature_range))
+    temperature = em.model.itc_temperature()
 
     def rerank(pairs: list[tuple[int, int]]) -> np.ndarray:
         out = np.empty(len(pairs))
