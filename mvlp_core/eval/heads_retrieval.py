@@ -1,7 +1,12 @@
 """Retrieval the UniGen way: rank by contrastive similarity (``image_features`` x
 ``text_features``), then re-rank each query's top k with the [match] score. Two matrices come
 out, one per direction: in the caption x image matrix for IR each caption's top-k images carry
-their match score (above every other image); for TR each image's top-k captions do likewise.
+their re-rank score (above every other image); for TR each image's top-k captions do likewise.
+
+The re-rank score is the contrastive logit (similarity / temperature) plus the [match] log-odds,
+both log-scale evidence for the pair: a [match] head that has not learnt to look at the image
+(its log-odds the same for every image of a caption) then leaves the contrastive order as it is,
+instead of sending every caption to whichever image the head happens to like best.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ def score_matrices(em: EvalModel, images: list[torch.Tensor], captions: list[str
         ids, mask = em.encode(captions[s:s + batch_size])
         txt_emb.append(em.model.text_features(ids.to(em.device), mask.to(em.device)))
     sim = (torch.cat(txt_emb) @ img_emb.T).float().cpu().numpy().astype(np.float64)
+    temperature = em.model.itc_temperature()
 
     def rerank(pairs: list[tuple[int, int]]) -> np.ndarray:
         out = np.empty(len(pairs))
@@ -67,12 +73,12 @@ def score_matrices(em: EvalModel, images: list[torch.Tensor], captions: list[str
         top = np.argsort(-sim, axis=1, kind="stable")[:, :k_img]
         pairs = [(c, int(i)) for c in range(sim.shape[0]) for i in top[c]]
         for (c, i), s in zip(pairs, rerank(pairs)):
-            ir[c, i] = RERANK_OFFSET + s
+            ir[c, i] = RERANK_OFFSET + sim[c, i] / temperature + s
     if k_cap:
         top = np.argsort(-sim.T, axis=1, kind="stable")[:, :k_cap]
         pairs = [(int(c), i) for i in range(sim.shape[1]) for c in top[i]]
         for (c, i), s in zip(pairs, rerank(pairs)):
-            tr[c, i] = RERANK_OFFSET + s
+            tr[c, i] = RERANK_OFFSET + sim[c, i] / temperature + s
     return ir, tr
 
 

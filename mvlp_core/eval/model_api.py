@@ -1,7 +1,7 @@
 """What the heads need from a model, bound in one object: the UniGen inference methods of the
 model contract (``score_targets``, ``generate``, ``image_features``, ``text_features``,
-``match_score``), its ``forward`` for fine-tuning, and ``collate``/``Example``/``image_transform``
-bound to its tokenizers and spec. ``EvalModel.load`` is the production path (``load_model`` on a
+``match_score``, ``itc_temperature``), its ``forward`` for fine-tuning, and
+``collate``/``Example``/``image_transform`` bound to its tokenizers and spec. ``EvalModel.load`` is the production path (``load_model`` on a
 folder written by ``save_pretrained``); tests bind a small stand-in module the same way.
 """
 

@@ -303,6 +303,10 @@ class UniGen(nn.Module):
         cls = self._image_cls(states).view(b, k, -1).mean(dim=1)
         return states.reshape(b, k * states.shape[1], -1), F.normalize(cls, dim=-1)
 
+    def itc_temperature(self) -> float:
+        """The InfoNCE temperature in use: feature similarity / it = the contrastive logit."""
+        return float(self.temperature.clamp(*self.spec.temperature_range))
+
     @torch.no_grad()
     def text_features(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Text [CLS] [B, E], L2-normalised (the contrastive space)."""

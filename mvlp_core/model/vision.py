@@ -19,6 +19,12 @@ from mvlp_core.contract import StageError
 from mvlp_core.spec import ModelSpec
 
 PREFIXES = ("vision_model.", "qformer.", "query_tokens")
+# Blip2VisionConfig's default initializer_range is 1e-10 (BLIP-2's ViT always comes from a
+# checkpoint): a tiny ViT built from it starts with all-zero weights, every image encodes alike and
+# the contrastive loss never leaves chance. Tiny towers use the usual BERT/ViT std instead, and no
+# Q-Former dropout (as the tiny text encoder and decoder): at this width its noise on the first
+# query swamps the image signal and the image [CLS] cannot learn to tell images apart.
+TINY_INIT_STD = 0.02
 # the Q-Former's text-branch FFN: older checkpoints hold it, queries never use it
 _TEXT_FFN = re.compile(r"^qformer\.encoder\.layer\.\d+\.(intermediate|output)\.")
 
@@ -49,11 +55,13 @@ def tiny_configs(spec: ModelSpec) -> tuple[dict, dict]:
     t = spec.tiny
     vision = dict(hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
                   num_hidden_layers=t.vision_layers, num_attention_heads=t.num_heads,
-                  image_size=spec.image_size, patch_size=t.patch_size)  # fmt: skip
+                  image_size=spec.image_size, patch_size=t.patch_size,
+                  initializer_range=TINY_INIT_STD)  # fmt: skip
     qformer = dict(hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
                    num_hidden_layers=t.qformer_layers, num_attention_heads=t.num_heads,
                    encoder_hidden_size=t.hidden_size, cross_attention_frequency=1,
-                   vocab_size=2, max_position_embeddings=t.max_positions)  # fmt: skip
+                   vocab_size=2, max_position_embeddings=t.max_positions,
+                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # fmt: skip
     return vision, qformer
 
 

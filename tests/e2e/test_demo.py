@@ -125,11 +125,13 @@ def test_demo_pretrain_loss_falls(reference: Path) -> None:
 
 # Zero-shot points above chance each task must reach in the demo, on English and on the average of
 # the other languages. Measured with the demo budget (60 pretrain steps, 5 fine-tune epochs on 480
-# English items; 120 samples here): XVNLI English ~85 vs 33 chance, xGQA English ~44 vs 31. The
-# cross-lingual averages sit near chance (XVNLI: fr well above, cs/de/ja/zh around or below: +3 to
-# +15 points between runs; xGQA: non-English answers collapse to the majority answer), and MaRVL
-# and retrieval stay at chance — the tiny model does not learn two-image relations or the
-# contrastive space in this budget. Those are expected failures, kept visible rather than dropped.
+# English items), after the tiny ViT stopped starting from all-zero weights (it used to encode every
+# image alike): XVNLI English ~85 vs 33 chance, xGQA English 36-40 vs 29. The cross-lingual averages
+# sit near chance (XVNLI: fr well above, cs/de/ja/zh around or below: 33-45 between runs; xGQA:
+# non-English answers collapse to the majority answer). MaRVL stays at 50 (the fine-tune predicts
+# one label on dev every epoch) and retrieval R@1 at 0-6 vs 2.1: the contrastive loss does not leave
+# ln(batch) in pretraining (60 or 200 steps) and only wobbles in the retrieval fine-tune (R@10 ~44 vs
+# 21 chance, R@1 not). Those are expected failures, kept visible rather than dropped.
 AT_CHANCE = pytest.mark.xfail(reason="tiny demo model at chance here within the demo budget", strict=False)
 MARGINS = {"xvnli": 20.0, "xgqa": 5.0, "marvl": 5.0, "xflickrco": 5.0, "wit": 5.0}  # English, points above chance
 AVG_MARGINS = {"xvnli": 5.0, "xgqa": 3.0, "marvl": 3.0, "xflickrco": 3.0, "wit": 3.0}  # the other languages
