@@ -25,7 +25,7 @@ from prefect.tasks import exponential_backoff
 from flows import concurrency, runners
 from flows.artifacts import publish_stage
 from flows.progress import stage_progress
-from flows.ray_stage import ray_entrypoint_module, run_remote, runs_remotely
+from flows.ray_stage import run_remote, runs_remotely
 from flows.summary import rejects_rows, summary_row, throughput_rows
 from mvlp_core import contract, pipeline
 from mvlp_core.spec import STAGES, PipelineSpec, SpecError, load_spec
@@ -71,12 +71,11 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     retry_condition_fn=_transient, task_run_name="run-{name}",
 )
 def run_stage_task(spec: PipelineSpec, name: str, force: bool = False) -> dict[str, Any]:
+    # Only jobs sent to the cluster take a GPU slot: a Prefect concurrency lease outlives a killed
+    # process (until it expires), so holding one for in-process stages would stall a resumed run.
     if runs_remotely(spec, name):
         with concurrency.hold(concurrency.GPU_LIMIT, spec.cluster.gpu_slots):
             run_remote(spec, name, force=force)
-    elif ray_entrypoint_module(name):
-        with concurrency.hold(concurrency.GPU_LIMIT, spec.cluster.gpu_slots):
-            runners.run_stage(spec, name, force=force, progress=stage_progress(name))
     else:
         runners.run_stage(spec, name, force=force, progress=stage_progress(name))
     return pipeline.stage_state(spec, name)
