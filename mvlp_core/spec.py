@@ -407,8 +407,10 @@ class PretrainSpec(Strict):
     seed: int = 0
     mix: MixSpec = MixSpec()
     loader: LoaderSpec = LoaderSpec()
-    submit: Literal["local", "ray_address", "rayjob"] = perf_only(
-        "local", description="local Ray (started on demand; RAY_ADDRESS honoured), a given address, or a KubeRay RayJob"
+    submit: Literal["local", "ray_address"] = perf_only(
+        "local",
+        description="where this process runs the trainer: local Ray (started on demand; RAY_ADDRESS "
+        "honoured) or a given address; as a KubeRay RayJob: cluster.mode=rayjob (the flow submits it)",
     )
     ray_address: str | None = perf_only(None, description="ray://host:10001 or auto; None = RAY_ADDRESS or local")
     fail_at_step: int | None = perf_only(

@@ -86,11 +86,6 @@ def train_worker(config: dict[str, Any]) -> None:
 
 def connect(cfg: PretrainSpec) -> None:
     """Local Ray on demand, or the cluster at cfg.ray_address / RAY_ADDRESS."""
-    if cfg.submit == "rayjob":
-        raise contract.StageError(
-            "pretrain.submit=rayjob: submitting pretraining as a KubeRay RayJob is not available yet "
-            "(branch wip/ops); use submit=ray_address with RAY_ADDRESS pointing at the cluster, or local"
-        )
     if ray.is_initialized():
         return
     address = cfg.ray_address or os.environ.get("RAY_ADDRESS")

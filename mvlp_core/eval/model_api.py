@@ -29,12 +29,7 @@ class EvalModel:
     @classmethod
     def load(cls, folder: str | Path) -> EvalModel:
         """A UniGen from a ``save_pretrained`` folder (e.g. ``pretrain/final/``)."""
-        try:
-            from mvlp_core.model import Example, collate, image_transform, load_model
-        except ImportError as err:
-            raise StageError(
-                f"iglue-eval needs the UniGen model package (mvlp_core.model: {err}); merge the model "
-                "branch (wip/model) or install a build that has it") from None
+        from mvlp_core.model import Example, collate, image_transform, load_model  # torch: only when evaluating
         folder = Path(folder)
         if not folder.exists():
             raise StageError(f"no model at {folder}; run the pretrain stage first (mvlp run SPEC --only pretrain)")

@@ -51,17 +51,28 @@ def test_download_maps_statuses_and_keys(run) -> None:
         assert meta["mvlp_key"] == r["key"] and meta["url"].endswith(r["url"].rsplit("/", 1)[1])
 
 
-def test_partial_shard_is_redone_not_read(run) -> None:
+@pytest.mark.parametrize(
+    "stats_kept, cut",
+    [
+        # a killed run: the unit never committed, img2dataset's tar is truncated, no stats file
+        (False, 1000),
+        # img2dataset finished the shard (its stats file exists) but the unit was not committed, and
+        # the tar was cut short since: fetched again instead of read (or failing the stage)
+        (True, 1536),
+    ],
+    ids=["unfinished", "finished-then-damaged"],
+)
+def test_partial_shard_is_redone_not_read(run, stats_kept: bool, cut: int) -> None:
     spec, tmp, _ = run
     out = tmp / "download"
     first = run_download(spec, {"ingest": tmp / "ingest"}, out)
     before = samples(out)
-    # a killed run: the unit never committed, img2dataset's tar is truncated, no stats file
     (out / "_manifest.json").unlink()
     (out / contract.UNITS_DIR / "00001.json").unlink()
-    (out / "webdataset" / "00001_stats.json").unlink()
+    if not stats_kept:
+        (out / "webdataset" / "00001_stats.json").unlink()
     tar = out / "webdataset" / "00001.tar"
-    tar.write_bytes(tar.read_bytes()[:1000])
+    tar.write_bytes(tar.read_bytes()[:cut])
     again = run_download(spec, {"ingest": tmp / "ingest"}, out)
     assert samples(out) == before
     assert again.samples_out == first.samples_out and again.rejects == first.rejects
@@ -99,21 +110,3 @@ def test_fetch_guard_refuses_redirect_hops_and_cuts_endless_bodies(tmp_path: Pat
     assert by_key["guard-000000002"] == "response_too_large"
     assert m.extra["fetch_guard_blocked"] == {"response_too_large": 1, "url_port": 1}
     assert secret.request_counts() == {}
-
-
-def test_damaged_finished_shard_is_fetched_again_not_read(run) -> None:
-    """img2dataset finished shard 1 (its stats file exists) but its unit was not committed, and its
-    tar was cut short since: the shard is fetched again instead of read (or failing the stage)."""
-    spec, tmp, _ = run
-    out = tmp / "download"
-    first = run_download(spec, {"ingest": tmp / "ingest"}, out)
-    before = samples(out)
-    (out / "_manifest.json").unlink()
-    (out / contract.UNITS_DIR / "00001.json").unlink()
-    tar = out / "webdataset" / "00001.tar"
-    tar.write_bytes(tar.read_bytes()[:1536])
-    again = run_download(spec, {"ingest": tmp / "ingest"}, out)
-    assert samples(out) == before
-    assert again.samples_out == first.samples_out and again.rejects == first.rejects
-    with tarfile.open(tar) as t:
-        assert len([n for n in t.getnames() if n.endswith(".jpg")]) == 10
