@@ -14,7 +14,7 @@ from pathlib import Path
 
 from benchmarks._world import result
 
-BUDGET_SECONDS = 8 * 60
+BUDGET_SECONDS = 12 * 60  # issue 6: from URL list to IGLUE table in under 12 minutes on 2 cores
 
 
 def _demo(workdir: Path) -> float:

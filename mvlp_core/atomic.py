@@ -1,7 +1,7 @@
 """Crash-safe file writes: write under a temporary name, fsync, rename.
 
-A killed process leaves at most a `*.tmp-*` file behind, never a half-written file under a final
-name, so a resumed stage can trust every final name it finds.
+A killed process leaves at most a `*.tmp-*` file (or folder) behind, never a half-written file
+under a final name, so a resumed stage can trust every final name it finds.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,12 +64,34 @@ def write_parquet(final: Path, table: pa.Table) -> None:
         pq.write_table(table, tmp)
 
 
+def copy_tree(src: Path, final: Path) -> None:
+    """Copy folder `src` to `final` (which must not exist) under a temporary name, fsync, rename:
+    a copy killed midway leaves a `*.tmp-*` folder, never a partial folder under the final name."""
+    final = Path(final)
+    tmp = final.with_name(f"{final.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+    try:
+        shutil.copytree(src, tmp)
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb+") as fh:
+                    os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
 def remove_temporaries(folder: Path) -> int:
-    """Delete leftovers of killed writers under `folder`; returns how many were removed."""
+    """Delete leftovers of killed writers (files and folders) under `folder`; returns how many
+    were removed."""
     removed = 0
     if folder.exists():
-        for p in folder.rglob(f"*{TMP_MARK}*"):
-            if p.is_file():
+        for p in sorted(folder.rglob(f"*{TMP_MARK}*")):  # a folder before what it holds
+            if p.is_dir():
+                shutil.rmtree(p)
+                removed += 1
+            elif p.is_file():
                 p.unlink()
                 removed += 1
     return removed

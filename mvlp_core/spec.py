@@ -316,14 +316,35 @@ class ShardSpec(Strict):
 IGLUE_TASKS = ("xvnli", "xgqa", "marvl", "xflickrco", "wit")
 
 
+class IglueFinetuneTaskSpec(Strict):
+    """One task's departures from the shared fine-tune settings (unset: the shared value)."""
+
+    epochs: int | None = Field(None, ge=0)
+    batch_size: int | None = Field(None, gt=0)
+    lr: float | None = Field(None, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+    max_train_items: int | None = Field(None, gt=0)
+
+
 class IglueFinetuneSpec(Strict):
-    """The fine-tune each (task, setting) starts with (mvlp_core/eval/finetune.py)."""
+    """The fine-tune each (task, setting) starts with (mvlp_core/eval/finetune.py). `tasks`
+    overrides fields per task: retrieval fine-tunes the contrastive space, which a learning rate
+    that suits the label-word heads wrecks in a few steps."""
 
     epochs: int = Field(3, ge=0, description="0: evaluate the pretrained model as is")
     batch_size: int = Field(16, gt=0)
     lr: float = Field(5e-5, gt=0, description="zero-shot (English) fine-tuning")
     max_steps: int | None = Field(None, gt=0)
     max_train_items: int | None = Field(None, gt=0, description="cap on English training items")
+    tasks: dict[Literal["xvnli", "xgqa", "marvl", "xflickrco", "wit"], IglueFinetuneTaskSpec] = Field(
+        {}, description="task -> fields that differ from the shared ones, e.g. {wit: {lr: 3e-4}}"
+    )
+
+    def for_task(self, task: str) -> IglueFinetuneSpec:
+        """The settings `task` fine-tunes with: the shared ones, its own where given."""
+        own = self.tasks.get(task)
+        changes = own.model_dump(exclude_none=True) if own is not None else {}
+        return self.model_copy(update={**changes, "tasks": {}})
 
 
 class IglueSpec(Strict):
@@ -375,6 +396,12 @@ class MixSpec(Strict):
     languages: list[str] | None = Field(None, description="CC6L languages to draw from; None = spec languages")
     text_pairs: float = Field(0.2, ge=0, lt=1)
     min_pair_score: float | None = Field(None, description="drop text pairs scored below this")
+    code_switch: float = Field(
+        0.0, ge=0, le=1,
+        description="M3P code-switching: share of English encoder texts ([qus] questions, the "
+        "contrastive/[match] caption) in which words are swapped for their aligned translations",
+    )
+    code_switch_ratio: float = Field(0.5, ge=0, le=1, description="share of a text's words swapped")
 
 
 class LoaderSpec(Strict):
@@ -461,6 +488,11 @@ class ModelSpec(Strict):
     )
     alpha_qus: float = Field(1.0, ge=0, description="weight of L_qus")
     beta_match: float = Field(1.0, ge=0, description="weight of L_match")
+    gamma_itc: float = Field(
+        1.0, ge=0, description="weight of the contrastive loss (UniGen: 1; a tiny random-init model "
+        "needs more, or the generative losses swamp the shared towers' updates)",
+    )
+    max_images: int = Field(2, ge=1, description="images per example (MaRVL: 2), each with a position embedding")
     embed_dim: int = Field(256, gt=0, description="base: contrastive space width")
     temperature: float = Field(0.07, gt=0, description="initial InfoNCE temperature (learnable)")
     temperature_range: tuple[float, float] = (0.001, 0.5)

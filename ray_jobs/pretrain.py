@@ -6,12 +6,16 @@ steps. Ray Train V2 (the default in Ray 2.60) restores a run from the checkpoint
 snapshot in `storage_path/run_name`: after a worker crash (`FailureConfig.max_failures`) and
 when the same run name is launched again. Before launching, the driver loads the newest
 checkpoint it finds there, so a corrupt one stops the run with its path and the fix instead of
-failing on every retry or being skipped into a fresh start.
+failing on every retry or being skipped into a fresh start. With local storage a checkpoint is
+copied under a temporary name and renamed, and a snapshot torn by a kill is dropped, so a run
+killed at any moment resumes (`tests/chaos`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -23,7 +27,7 @@ import ray.train
 import ray.train.torch
 import torch
 
-from mvlp_core import contract, pipeline
+from mvlp_core import atomic, contract, pipeline
 from mvlp_core.spec import PipelineSpec, PretrainSpec
 from mvlp_core.stages.pretrain import run_pretrain
 from mvlp_core.train import loop
@@ -31,6 +35,8 @@ from mvlp_core.train.job import TrainJob, build
 from ray_jobs import entrypoint
 
 ROOT = Path(__file__).resolve().parent.parent
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's registry of a run's checkpoints
+log = logging.getLogger(__name__)
 
 
 class RayReporter:
@@ -48,7 +54,15 @@ class RayReporter:
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         ckpt = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         name = f"checkpoint_{metrics['step']:08d}"
-        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
+        upload = self.persist if self.run_dir else None
+        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name, checkpoint_upload_fn=upload)
+
+    def persist(self, checkpoint: ray.train.Checkpoint, name: str) -> ray.train.Checkpoint:
+        """Ray's own upload copies into the final folder: a kill midway would leave a
+        `checkpoint_*` folder that `restore` picks but cannot load. Copy, then rename."""
+        dest = self.run_dir / name
+        atomic.copy_tree(Path(checkpoint.path), dest)
+        return ray.train.Checkpoint.from_directory(str(dest))
 
     @contextlib.contextmanager
     def restore(self) -> Iterator[Path | None]:
@@ -109,8 +123,23 @@ def run_dir(cfg: PretrainSpec) -> Path | None:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted(p for p in run_dir.glob("checkpoint_*") if (p / loop.TRAIN_STATE).exists())
+    found = sorted(p for p in run_dir.glob("checkpoint_*")
+                   if atomic.TMP_MARK not in p.name and (p / loop.TRAIN_STATE).exists())
     return found[-1] if found else None
+
+
+def drop_torn_snapshot(run_dir: Path) -> None:
+    """Ray rewrites its snapshot in place, so a kill can leave it empty or cut short, and every
+    relaunch would then die in the controller. Without it Ray starts an empty registry (older
+    checkpoints are no longer pruned) and `RayReporter.restore` resumes from the newest on disk."""
+    path = run_dir / SNAPSHOT
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except ValueError:
+        log.warning("pretrain: %s is torn (a run was killed while Ray wrote it); removing it", path)
+        path.unlink()
 
 
 def check_resumable(job: TrainJob, run_dir: Path) -> None:
@@ -126,9 +155,11 @@ def check_resumable(job: TrainJob, run_dir: Path) -> None:
 def train_with_ray(job: TrainJob) -> Path:
     """Run the TorchTrainer; returns the folder of the final checkpoint."""
     cfg = job.spec.pretrain
-    if "://" not in cfg.storage_path:
-        Path(cfg.storage_path).mkdir(parents=True, exist_ok=True)
-        check_resumable(job, Path(cfg.storage_path) / cfg.run_name)
+    local = run_dir(cfg)
+    if local is not None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        drop_torn_snapshot(local)
+        check_resumable(job, local)
     connect(cfg)
     trainer = ray.train.torch.TorchTrainer(
         train_worker,
@@ -150,6 +181,11 @@ def train_with_ray(job: TrainJob) -> Path:
             f"pretrain: the Ray Train run {cfg.run_name} failed after {cfg.max_failures} retries: {err}. "
             f"Worker logs: the Ray session logs; checkpoints: {cfg.storage_path}/{cfg.run_name}"
         ) from err
+    # the newest on disk, as `restore` chose: a run resumed at max_steps reports no checkpoint,
+    # and one persisted just before a kill may never have reached Ray's registry
+    newest = latest_checkpoint(local) if local is not None else None
+    if newest is not None:
+        return newest
     if result.checkpoint is None:
         raise contract.StageError(f"pretrain: the run {cfg.run_name} reported no checkpoint; see the worker logs")
     if "://" in result.checkpoint.path:  # remote storage: fetch the final checkpoint next to the stage

@@ -1,11 +1,15 @@
-"""Classification the generative way (UniGen): the model reads the text as a [qus] source with the
-image(s) and the answer is the label word it finds most likely — XVNLI ranks
-entailment/neutral/contradiction over the premise image, MaRVL ranks true/false over the left and
-right images stacked as K=2. Fine-tuning uses the same example with the gold word as target.
+"""Classification the generative way (UniGen): the model reads the text with the image(s) after a
+task token and the answer is the label word it finds most likely. XVNLI asks [qus] and ranks
+entailment/neutral/contradiction over the premise image. MaRVL asks UniGen's [match] question —
+does the statement fit the images? — over the left and right images (K=2, each read on its own,
+see mvlp_core.model.unigen) and ranks yes/no, written as true/false: the pretrained [match] head
+already checks a text against an image, which a fresh pair of label words would have to relearn
+from a few hundred pairs. Fine-tuning uses the same example with the gold word as target.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,7 +20,20 @@ from mvlp_core.eval.images import ImageRoots
 from mvlp_core.eval.model_api import EvalModel
 from mvlp_core.eval.prepared import ImageCache, Prepared, decode_all, keep_resolved
 
-LABEL_WORDS = {"xvnli": data_xvnli.LABELS, "marvl": ("true", "false")}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    task: str  # the UniGen task token
+    words: tuple[str, ...]  # what the decoder is scored on, one per label
+    labels: tuple[str, ...]  # the labels the words stand for (gold and predictions)
+
+    def word(self, label: str) -> str:
+        return self.words[self.labels.index(label)]
+
+
+PROMPTS = {"xvnli": Prompt("qus", data_xvnli.LABELS, data_xvnli.LABELS),
+           "marvl": Prompt("match", ("yes", "no"), data_marvl.LABEL_WORDS)}
 
 
 def prepare_xvnli(path: Path, roots: ImageRoots, lang: str) -> tuple[list[Prepared], list[Reject]]:
@@ -37,30 +54,32 @@ def prepare_marvl(path: Path, roots: ImageRoots, lang: str) -> tuple[list[Prepar
                          [[i.left, i.right] for i in items])
 
 
-def examples(em: EvalModel, pairs: list[tuple[Prepared, torch.Tensor]], targets: list[str]) -> list:
-    return [em.example(task="qus", image=image, source=item.source, source_lang=item.lang,
-                       target=target, caption=None)
-            for (item, image), target in zip(pairs, targets)]
+def examples(em: EvalModel, pairs: list[tuple[Prepared, torch.Tensor]], prompt: Prompt,
+             words: list[str]) -> list:  # fmt: skip
+    return [em.example(task=prompt.task, image=image, source=item.source, source_lang=item.lang,
+                       target=word, caption=None)
+            for (item, image), word in zip(pairs, words)]
 
 
 @torch.no_grad()
-def predict(em: EvalModel, items: list[Prepared], labels: tuple[str, ...], cache: ImageCache,
+def predict(em: EvalModel, items: list[Prepared], prompt: Prompt, cache: ImageCache,
             batch_size: int = 16) -> tuple[dict[str, str], list[Reject]]:
-    """Item id -> the label word with the highest target log-probability."""
+    """Item id -> the label whose word has the highest target log-probability."""
     em.model.eval()
     pairs, rejects = decode_all(items, cache)
     out: dict[str, str] = {}
+    n = len(prompt.words)
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
-        expanded = [p for p in chunk for _ in labels]
-        batch = em.on_device(em.collate(examples(em, expanded, list(labels) * len(chunk))))
-        scores = em.model.score_targets(batch).view(len(chunk), len(labels))
+        expanded = [p for p in chunk for _ in range(n)]
+        batch = em.on_device(em.collate(examples(em, expanded, prompt, list(prompt.words) * len(chunk))))
+        scores = em.model.score_targets(batch).view(len(chunk), n)
         for (item, _), best in zip(chunk, scores.argmax(dim=1).tolist()):
-            out[item.id] = labels[best]
+            out[item.id] = prompt.labels[best]
     return out, rejects
 
 
-def training_examples(em: EvalModel, items: list[Prepared], cache: ImageCache) -> list:
-    """Items with a gold label as [qus] examples targeting the label word (``-`` items skipped)."""
+def training_examples(em: EvalModel, items: list[Prepared], prompt: Prompt, cache: ImageCache) -> list:
+    """Items with a gold label as examples targeting its word (XVNLI's ``-`` items skipped)."""
     pairs, _ = decode_all([i for i in items if i.gold is not None], cache)
-    return examples(em, pairs, [item.gold for item, _ in pairs])
+    return examples(em, pairs, prompt, [prompt.word(item.gold) for item, _ in pairs])

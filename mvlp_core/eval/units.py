@@ -123,7 +123,7 @@ class Evaluator:
             preds, bad = heads_qa.predict(self.em, items, self.cache, self.cfg.batch_size,
                                           self.cfg.max_new_tokens)
         else:
-            preds, bad = heads_classify.predict(self.em, items, heads_classify.LABEL_WORDS[self.task],
+            preds, bad = heads_classify.predict(self.em, items, heads_classify.PROMPTS[self.task],
                                                 self.cache, self.cfg.batch_size)
         rejects += bad
         scored = [i for i in items if i.id in preds]
@@ -134,7 +134,7 @@ class Evaluator:
             chance = metrics.percent(top[0][1], len(gold)) if top else 0.0
         else:
             result = {"accuracy": metrics.accuracy(gold, pred)}
-            chance = 100.0 / len(heads_classify.LABEL_WORDS[self.task])
+            chance = 100.0 / len(heads_classify.PROMPTS[self.task].labels)
         key = "questionId" if self.family == "qa" else "id"
         return {"metrics": result, "chance": chance, "samples_in": n_in,
                 "samples_out": len(scored), "rejects": rejects,
@@ -165,8 +165,9 @@ class Evaluator:
             return heads_retrieval.training_examples(self.em, rset, paths, self.cache, lang), rejects
         items, rejects = self.prepare(path, lang)
         items = _cap(items, cap, self.cfg.seed)
-        head = heads_qa if self.family == "qa" else heads_classify
-        return head.training_examples(self.em, items, self.cache), rejects
+        if self.family == "qa":
+            return heads_qa.training_examples(self.em, items, self.cache), rejects
+        return heads_classify.training_examples(self.em, items, heads_classify.PROMPTS[self.task], self.cache), rejects
 
     def dev_score(self) -> float:
         dev = _require(Layout(Path(self.cfg.root)).dev(self.task), f"{self.task} English dev set")
@@ -201,16 +202,16 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
     if unit.setting == "finetune":
         em = _load(Path(model_dir), cfg)
         ev = Evaluator(em, cfg, unit.task)
-        info: dict[str, Any] = {"epochs": cfg.finetune.epochs}
+        ft = cfg.finetune.for_task(unit.task)
+        info: dict[str, Any] = {"epochs": ft.epochs}
         rejects: list[Reject] = []
         n_in = n_out = 0
-        if cfg.finetune.epochs:
+        if ft.epochs:
             train = _require(layout.train(unit.task), f"{unit.task} English training set")
-            examples, rejects = ev.training_examples(train, "en", cfg.finetune.max_train_items)
+            examples, rejects = ev.training_examples(train, "en", ft.max_train_items)
             n_in, n_out = len(examples) + len(rejects), len(examples)
-            res = finetune(em, examples, lambda _: ev.dev_score(), epochs=cfg.finetune.epochs,
-                           batch_size=cfg.finetune.batch_size, lr=cfg.finetune.lr, seed=cfg.seed,
-                           max_steps=cfg.finetune.max_steps)
+            res = finetune(em, examples, lambda _: ev.dev_score(), epochs=ft.epochs,
+                           batch_size=ft.batch_size, lr=ft.lr, seed=cfg.seed, max_steps=ft.max_steps)
             info.update(best_dev=res.best_dev, best_epoch=res.best_epoch, lr=res.lr, history=res.history)
         em.save(tuned)
         result = {"unit": name, "task": unit.task, "setting": "finetune", "finetune": info,
@@ -228,8 +229,8 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
         shots = cfg.few_shot[unit.task]
         train = _require(layout.few_shot(unit.task, unit.lang, shots), f"{unit.task} {unit.lang} train_{shots}")
         examples, _ = ev.training_examples(train, unit.lang, None)
-        res = grid_search(em, examples, lambda _: ev.dev_score(), cfg.lr_grid,
-                          epochs=cfg.few_shot_epochs, batch_size=cfg.finetune.batch_size, seed=cfg.seed)
+        res = grid_search(em, examples, lambda _: ev.dev_score(), cfg.lr_grid, epochs=cfg.few_shot_epochs,
+                          batch_size=cfg.finetune.for_task(unit.task).batch_size, seed=cfg.seed)
         info = {"shots": shots, "lr": res.lr, "best_dev": res.best_dev, "best_epoch": res.best_epoch}
     test = _require(layout.test(unit.task, unit.lang, unit.setting), f"{unit.task} {unit.lang} {unit.setting} test file")
     out_eval = ev.evaluate(test, unit.lang, cfg.max_test_items)

@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 
-def _distributed() -> bool:
+def distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
@@ -16,11 +16,13 @@ def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     """All ranks' rows of `x` -> (rows [N_all, D], valid [N_all], offset of this rank's rows).
 
     Ranks may hold different row counts (not every sample has an image and a caption), so rows are
-    padded to the largest count and `valid` marks real ones. The local slice is `x` itself, so the
-    gradient flows to this rank's features; other ranks' rows are constants here (each rank
-    computes the loss for its own rows, as CLIP/ALBEF do). Single process: `x` as is.
+    padded to the largest count and `valid` marks real ones. The gather is differentiable: each
+    rank's rows also get the gradient of every other rank's loss, where they are negatives, so
+    the ranks' summed gradients are those of one big batch (open_clip's local loss with
+    gather_with_grad). Every rank must call this, and backpropagate through its result, at the
+    same steps, even with no rows of its own. Single process: `x` as is.
     """
-    if not _distributed():
+    if not distributed():
         return x, torch.ones(x.shape[0], dtype=torch.bool, device=x.device), 0
     world, rank = dist.get_world_size(), dist.get_rank()
     count = torch.tensor([x.shape[0]], device=x.device)
@@ -28,24 +30,38 @@ def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     dist.all_gather(counts, count)
     counts = [int(c.item()) for c in counts]
     most = max(counts)
-    padded = torch.zeros(most, *x.shape[1:], dtype=x.dtype, device=x.device)
-    padded[: x.shape[0]] = x.detach()
-    parts = [torch.zeros_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    parts[rank] = torch.cat([x, padded[x.shape[0]:]]) if most > x.shape[0] else x
+    padded = torch.cat([x, x.new_zeros(most - x.shape[0], *x.shape[1:])])
     valid = torch.zeros(world, most, dtype=torch.bool, device=x.device)
     for r, c in enumerate(counts):
         valid[r, :c] = True
-    return torch.cat(parts), valid.flatten(), rank * most
+    return _AllGather.apply(padded).flatten(0, 1), valid.flatten(), rank * most
+
+
+class _AllGather(torch.autograd.Function):
+    """[N, ...] on each rank -> [world, N, ...] everywhere; backward sums every rank's gradient
+    for this rank's slice."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.stack(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad[dist.get_rank()]
 
 
 def contrastive_loss(image: torch.Tensor, text: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
     """InfoNCE both ways between L2-normalised image and text features of the same rows:
-    (CE(image->texts) + CE(text->images)) / 2, negatives = every other row on every rank."""
-    if image.shape[0] == 0:
-        return image.sum() * 0.0
+    (CE(image->texts) + CE(text->images)) / 2, negatives = every other row on every rank. A rank
+    without rows gets a zero loss that still takes part in the gathers."""
     all_image, valid, offset = gather_with_grad(image)
     all_text, _, _ = gather_with_grad(text)
+    if image.shape[0] == 0:
+        return (all_image.sum() + all_text.sum()) * 0.0
     targets = torch.arange(image.shape[0], device=image.device) + offset
     i2t = image @ all_text.t() / temperature
     t2i = text @ all_image.t() / temperature

@@ -7,7 +7,14 @@ decoder, which generates the target after a task token:
     [match]  query states + XLM-R states of a text        -> "yes" / "no"
 
 plus an image–text contrastive loss between the first query's output (the image [CLS]) and XLM-R's
-first token (the text [CLS]). L = L_trans + L_cap + α·L_qus + β·L_match + L_CL.
+states averaged over the text's tokens (as multilingual CLIP reads XLM-R; its first token varies a
+hundred times less across texts in a freshly built encoder, and under DDP the contrastive loss then
+never left chance). L = L_trans + L_cap + α·L_qus + β·L_match + γ·L_CL.
+
+An example with K > 1 images (MaRVL's left and right) is read one image at a time: K decoder rows,
+each with one image's queries plus that image's position embedding, and the target's likelihood is
+the mixture (1/K)·Σ_k p(target | image k, text). Concatenating both images' queries instead lets
+the decoder blend them: a statement true of one image and false of the other reads as neither.
 
 The decoder input is [prefix embeddings, task token, target tokens]; each row's valid positions are
 packed to the left (so sequences are ordinary right-padded GPT-2 inputs) and only target positions
@@ -26,7 +33,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, XLMRobertaConfig, XLMRober
 
 from mvlp_core.atomic import atomic_path, write_json
 from mvlp_core.contract import StageError
-from mvlp_core.model.losses import contrastive_loss, mine_hard_negatives
+from mvlp_core.model.losses import contrastive_loss, distributed, mine_hard_negatives
 from mvlp_core.model.tokenizers import TASK_IDS, Tokenizers, load_tokenizers
 from mvlp_core.model.vision import ImageEncoder, load_blip2_encoder, tiny_configs
 from mvlp_core.spec import ModelSpec
@@ -91,6 +98,8 @@ class UniGen(nn.Module):
         self.vision_proj = nn.Linear(dq, e)
         self.text_proj = nn.Linear(dx, e)
         self.temperature = nn.Parameter(torch.tensor(self.spec.temperature))
+        # zeros: a model that never saw several images reads each of them as it reads one
+        self.image_position = nn.Parameter(torch.zeros(self.spec.max_images, dq))
         self.register_buffer("task_tokens", torch.tensor(config["task_token_ids"]), persistent=False)
         self.yes_ids, self.no_ids = config["yes_ids"], config["no_ids"]
         self._freeze()
@@ -152,8 +161,11 @@ class UniGen(nn.Module):
     def _image_cls(self, query_states: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.vision_proj(query_states[:, 0]), dim=-1)
 
-    def _text_cls(self, text_states: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.text_proj(text_states[:, 0]), dim=-1)
+    def _text_cls(self, text_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The text's contrastive feature: its token states averaged, projected, L2-normalised."""
+        weights = mask.unsqueeze(-1).to(text_states.dtype)
+        pooled = (text_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+        return F.normalize(self.text_proj(pooled), dim=-1)
 
     # ---------------------------------------------------------------- decoder
     def _rows(self, image_states, image_mask, text_states, text_mask, task, targets, target_mask,
@@ -176,22 +188,60 @@ class UniGen(nn.Module):
         return _pack(embeds, mask, labels)
 
     def _primary_rows(self, batch: dict, extra_image_rows: torch.Tensor | None = None):
-        """Decoder rows of the batch's own examples, and the query states the encoders produced."""
+        """Decoder rows of the batch's own examples, the query states the encoders produced, and
+        `owner` (None, or for K > 1 images per example the example each per-image row reads)."""
         task = batch["task"]
         uses_image = _isin(task, USES_IMAGE) & batch["has_image"]
-        rows = uses_image if extra_image_rows is None else uses_image | extra_image_rows
         image_mask = batch.get("image_mask")
         if image_mask is None:
             k = batch["pixel_values"].shape[1] if batch["pixel_values"].dim() == 5 else 1
             image_mask = batch["has_image"].unsqueeze(1).expand(-1, k)
-        image_states, img_mask = self._encode_images(batch["pixel_values"], image_mask, rows)
-        img_mask = img_mask & uses_image.unsqueeze(1)
         uses_text = _isin(task, USES_TEXT)
         text_states = self._encode_text(batch["enc_ids"], batch["enc_mask"], uses_text)
         text_mask = batch["enc_mask"] * uses_text.unsqueeze(1)
+        if batch["pixel_values"].dim() == 5 and batch["pixel_values"].shape[1] > 1:
+            return self._per_image_rows(batch, image_mask & uses_image.unsqueeze(1), text_states, text_mask)
+        rows = uses_image if extra_image_rows is None else uses_image | extra_image_rows
+        image_states, img_mask = self._encode_images(batch["pixel_values"], image_mask, rows)
+        img_mask = img_mask & uses_image.unsqueeze(1)
         group = self._rows(image_states, img_mask, text_states, text_mask, task, batch["dec_ids"],
                            batch["dec_mask"], batch.get("labels"))  # fmt: skip
-        return group, image_states
+        return group, image_states, None
+
+    def _per_image_rows(self, batch: dict, wanted: torch.Tensor, text_states: torch.Tensor,
+                        text_mask: torch.Tensor):  # fmt: skip
+        """One decoder row per (example, image) of a K-image batch (one row for an example without
+        images), each image's queries shifted by its position embedding."""
+        b, k = wanted.shape
+        if k > self.spec.max_images:
+            raise ValueError(f"{k} images per example; this model reads at most model.max_images="
+                             f"{self.spec.max_images}")  # fmt: skip
+        none = ~wanted.any(dim=1)
+        keep = wanted | (none.unsqueeze(1) & (torch.arange(k, device=wanted.device) == 0))
+        owner, position = keep.nonzero(as_tuple=True)
+        has = wanted[owner, position]
+        q, d = self.spec.num_query_tokens, self.image_encoder.hidden_size
+        states = text_states.new_zeros(len(owner), q, d)
+        if has.any():
+            encoded = self.image_encoder(batch["pixel_values"][owner[has], position[has]])
+            encoded = encoded + self.image_position[position[has]].unsqueeze(1).to(encoded.dtype)
+            states = states.to(encoded.dtype).index_put((has.nonzero(as_tuple=True)[0],), encoded)
+        img_mask = has.unsqueeze(1).expand(-1, q)
+        labels = batch.get("labels")
+        group = self._rows(states, img_mask, text_states[owner], text_mask[owner], batch["task"][owner],
+                           batch["dec_ids"][owner], batch["dec_mask"][owner],
+                           None if labels is None else labels[owner])  # fmt: skip
+        return group, None, owner
+
+    @staticmethod
+    def _mixture(logp: torch.Tensor, counts: torch.Tensor, owner: torch.Tensor, b: int):
+        """Per-image rows' target log-probs -> each example's log (1/K)·Σ_k p_k, and its token count."""
+        n = torch.zeros(b, device=logp.device).index_add(0, owner, torch.ones_like(logp))
+        top = logp.detach().new_full((b,), float("-inf")).scatter_reduce(0, owner, logp.detach(), "amax")
+        total = torch.zeros(b, device=logp.device).index_add(0, owner, (logp - top[owner]).exp())
+        tokens = counts.new_zeros(b)
+        tokens[owner] = counts  # every row of an example has its target
+        return top + total.log() - n.log(), tokens
 
     def _token_logprobs(self, embeds, mask, labels):
         """Per-row sum of target log-probs and target token counts; logits only where supervised."""
@@ -243,14 +293,15 @@ class UniGen(nn.Module):
         task = batch["task"]
         single = batch["pixel_values"].dim() == 4
         itc_rows = batch["has_image"] & batch["has_caption"] & single
-        group, image_states = self._primary_rows(batch, extra_image_rows=itc_rows)
+        group, image_states, owner = self._primary_rows(batch, extra_image_rows=itc_rows)
         groups, row_task = [group], [task]
         zero = self.temperature.sum() * 0.0
         loss_itc = zero
-        if itc_rows.any():
+        # under DDP every rank joins the contrastive gathers, with or without rows of its own
+        if image_states is not None and (itc_rows.any() or distributed()):
             image_cls = self._image_cls(image_states[itc_rows])
             text_states = self._encode_text(batch["itc_ids"], batch["itc_mask"], itc_rows)[itc_rows]
-            text_cls = self._text_cls(text_states)
+            text_cls = self._text_cls(text_states, batch["itc_mask"][itc_rows])
             temperature = self.temperature.clamp(*self.spec.temperature_range)
             loss_itc = contrastive_loss(image_cls, text_cls, temperature)
             match = self._match_rows(batch, image_states, itc_rows, image_cls, text_states, text_cls)
@@ -259,6 +310,10 @@ class UniGen(nn.Module):
                 row_task.append(torch.full((match[0].shape[0],), MATCH, device=task.device))
         embeds, mask, labels = _pad_cat(groups)
         logp, counts = self._token_logprobs(embeds, mask, labels)
+        if owner is not None:
+            n = group[0].shape[0]
+            mixed, tokens = self._mixture(logp[:n], counts[:n], owner, task.shape[0])
+            logp, counts = torch.cat([mixed, logp[n:]]), torch.cat([tokens, counts[n:]])
         row_task = torch.cat(row_task)
         losses = {}
         for name, t in TASK_IDS.items():
@@ -268,8 +323,10 @@ class UniGen(nn.Module):
         # zero-weighted touch of every trainable parameter: DDP sees a gradient for each of them
         touch = sum(p.view(-1)[0] for p in self.parameters() if p.requires_grad) * 0.0
         loss = (losses["loss_trans"] + losses["loss_cap"] + self.spec.alpha_qus * losses["loss_qus"]
-                + self.spec.beta_match * losses["loss_match"] + loss_itc + touch)  # fmt: skip
-        return {"loss": loss, **losses, "loss_itc": loss_itc, "tokens": counts.sum()}
+                + self.spec.beta_match * losses["loss_match"] + self.spec.gamma_itc * loss_itc
+                + touch)  # fmt: skip
+        rows = torch.bincount(row_task, minlength=len(TASK_IDS))  # [match] rows include derived ones
+        return {"loss": loss, **losses, "loss_itc": loss_itc, "tokens": counts.sum(), "task_rows": rows}
 
     def flops_per_sample(self, batch: dict) -> float:
         """Rough training FLOPs per sample (6·params·tokens for trainable parts, 2·params·tokens for
@@ -309,15 +366,16 @@ class UniGen(nn.Module):
 
     @torch.no_grad()
     def text_features(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Text [CLS] [B, E], L2-normalised (the contrastive space)."""
-        return self._text_cls(self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state)
+        """Text features [B, E], L2-normalised (the contrastive space)."""
+        return self._text_cls(self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
 
     @torch.no_grad()
     def score_targets(self, batch: dict) -> torch.Tensor:
         """Sum of log-probs [B] of each example's target (eos included) given its prompt; the task
         token comes from batch["task"]."""
-        group, _ = self._primary_rows(batch)
-        return self._token_logprobs(*group)[0]
+        group, _, owner = self._primary_rows(batch)
+        logp, counts = self._token_logprobs(*group)
+        return logp if owner is None else self._mixture(logp, counts, owner, batch["task"].shape[0])[0]
 
     @torch.no_grad()
     def match_score(
@@ -345,8 +403,11 @@ class UniGen(nn.Module):
         """Greedy decoding after each example's prompt (its target is ignored)."""
         b = batch["task"].shape[0]
         empty = batch["dec_ids"][:, :0]
-        (embeds, mask, _), _ = self._primary_rows({**batch, "dec_ids": empty, "dec_mask": empty,
-                                                  "labels": None})  # fmt: skip
+        (embeds, mask, _), _, owner = self._primary_rows({**batch, "dec_ids": empty, "dec_mask": empty,
+                                                         "labels": None})  # fmt: skip
+        if owner is not None:
+            raise ValueError("generate reads one image per example; rank label words with "
+                             "score_targets for several images (MaRVL)")
         lengths = mask.sum(dim=1)
         embeds = F.pad(embeds, (0, 0, 0, max_new_tokens))
         mask = F.pad(mask, (0, max_new_tokens))

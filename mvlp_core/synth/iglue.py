@@ -52,6 +52,11 @@ from mvlp_core.synth.images import render_jpeg
 
 TEST_ITEMS = 48  # images per test split (MaRVL/NLVR2: image pairs)
 TRAIN_ITEMS = 240  # images (pairs) per English training split
+# NLVR2 pairs: a two-image statement (is it about the left or the right image? does that image fit
+# it?) takes a tiny model far more examples than one image and a hypothesis
+NLVR2_TRAIN_ITEMS = 960
+# MaRVL and NLVR2 dev pairs: one item is one binary answer, so 48 would leave 7 points of noise
+PAIR_TEST_ITEMS = 144
 XVNLI_SHOTS = (1, 5, 10, 20, 25, 48)
 XGQA_SHOTS = (1, 5, 48)
 QUESTIONS_PER_IMAGE = 4
@@ -351,7 +356,7 @@ def _marvl(w: _Writer) -> None:
                  "gender": "n/a", "age": 0}
     for lang in TARGET_LANGS:
         rows, english = [], []
-        for k, (left, right, side, description, label) in enumerate(_pairs(w, TEST_ITEMS)):
+        for k, (left, right, side, description, label) in enumerate(_pairs(w, PAIR_TEST_ITEMS)):
             shape = description.objects[0].shape
             number = SHAPES.index(shape) + 1
             names = [w.image(f"marvl/{lang}", scene, f"{number}-{2 * k + j}")
@@ -365,7 +370,7 @@ def _marvl(w: _Writer) -> None:
             english.append({**row, "caption": language("en").statement(side, description)})
         w.jsonl(f"marvl/zero_shot/annotations/marvl-{lang}.jsonl", rows)
         w.jsonl(f"marvl/zero_shot/annotations_machine-translate/marvl-{lang}_gmt.jsonl", english)
-    for split, n in (("train", TRAIN_ITEMS), ("dev", TEST_ITEMS)):
+    for split, n in (("train", NLVR2_TRAIN_ITEMS), ("dev", PAIR_TEST_ITEMS)):
         rows = []
         for k, (left, right, side, description, label) in enumerate(_pairs(w, n)):
             urls = [w.url("nlvr2", w.image("nlvr2", scene, f"{split}-{k}-0-img{j}"))

@@ -25,12 +25,17 @@ SHORT = {"en": "circle", "de": "Kreis", "fr": "cercle", "cs": "kruh", "ja": "円
 
 
 def _form(rng: random.Random) -> tuple[str, tuple]:
-    """A sentence as (method of grammar.Language, its arguments): never an image caption."""
-    kind = rng.choice(("statement", "statement", "exist_q", "relation_q", "what_q"))
+    """A sentence as (method of grammar.Language, its arguments): never an image caption. The
+    questions cover every form xGQA asks, as a real parallel corpus would hold such questions."""
+    kind = rng.choice(("statement", "statement", "exist_q", "relation_q", "what_q", "colour_q", "shape_q"))
     if kind == "statement":
         return kind, (rng.choice(("left", "right")), random_scene(rng))
     if kind == "exist_q":
         return kind, (Obj(rng.choice(SHAPES), rng.choice(COLOURS), rng.choice(("small", "medium", "big"))),)
+    if kind == "colour_q":
+        return kind, (rng.choice(SHAPES), rng.random() < 0.3)
+    if kind == "shape_q":
+        return kind, (rng.choice(COLOURS),)
     a, b = (Obj(shape, rng.choice(COLOURS)) for shape in rng.sample(SHAPES, 2))
     rel = rng.choice(RELATIONS)
     return kind, ((a, rel, b) if kind == "relation_q" else (rel, b))

@@ -32,7 +32,7 @@ from mvlp_core.synth.images import IMAGE_SIZE, JPEG_QUALITY, render_jpeg
 from mvlp_core.synth.text import write_text_corpora
 
 DEFAULT_URL_PREFIX = "http://images.synthetic.mvlp/"
-WORLD_FORMAT = 2  # bumped when the world gains files: an older world on disk is rewritten
+WORLD_FORMAT = 3  # bumped when the world's files change: an older world on disk is rewritten
 # kind -> path under the URL prefix; the image server answers each with that failure
 BAD_ROUTES = {"http_404": "bad/404.jpg", "http_500": "bad/500.jpg",
               "corrupt_image": "bad/corrupt.jpg", "not_an_image": "bad/not-an-image.jpg",

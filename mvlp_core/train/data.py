@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,8 +26,10 @@ from PIL import Image
 
 from mvlp_core.model import TASK_IDS, Example
 from mvlp_core.spec import MixSpec
+from mvlp_core.stages.align.codeswitch import code_switch, tables_from_record
 
 MAX_SKIPPED_KEYS = 1000
+_WORD = re.compile(r"\w+|[^\w\s]")
 
 
 @dataclass
@@ -74,11 +77,28 @@ def raw_samples(
     yield from stream
 
 
+def code_switched(text: str, record: dict[str, Any], languages: list[str], ratio: float,
+                  rng: random.Random) -> str:  # fmt: skip
+    """`text` with a share of its words swapped for the translations the align stage linked to them
+    in this record (M³P's code-switching), so the text encoder learns that a word and its
+    translation play the same part; as is when the record holds no links for `languages`."""
+    try:
+        tables = {lang: t for lang, t in tables_from_record(record).items() if lang in languages}
+    except (KeyError, IndexError, TypeError):
+        return text
+    if not tables:
+        return text
+    switched = code_switch(_WORD.findall(text), tables, ratio=ratio, seed=rng.randrange(1 << 30),
+                           key=str(record.get("key", "")))  # fmt: skip
+    return " ".join(switched.words)
+
+
 def image_example(
     sample: dict[str, Any], mix: MixSpec, languages: list[str], transform: Callable, rng: random.Random,
     skips: Skips,
 ) -> Example | None:
-    """One image record -> one task: [qus], [cap], or [trans] with a random CC6L caption."""
+    """One image record -> one task: [qus], [cap], or [trans] with a random CC6L caption. With
+    `mix.code_switch`, English encoder texts (question, contrastive caption) may be code-switched."""
     key = sample.get("__key__")
     try:
         record = json.loads(sample["json"])
@@ -92,16 +112,21 @@ def image_example(
     except (KeyError, OSError, ValueError, SyntaxError) as err:
         skips.add(key, "image_decode_error", repr(err))
         return None
+    def switch(text: str) -> str:
+        if mix.code_switch and rng.random() < mix.code_switch:
+            return code_switched(text, record, languages, mix.code_switch_ratio, rng)
+        return text
+
     qa = record.get("qa") or []
     if qa and rng.random() < mix.qus / ((mix.cap + mix.qus) or 1):
         pair = rng.choice(qa)
-        return Example("qus", image, pair["question"], "en", pair["answer"], caption=en)
+        return Example("qus", image, switch(pair["question"]), "en", pair["answer"], caption=switch(en))
     other = [lang for lang in languages if record["captions"].get(lang)]
     if other and rng.random() < mix.multilingual_fraction:
         lang = rng.choice(other)
         text = record["captions"][lang]
         return Example("trans", image, text, lang, en, caption=text)
-    return Example("cap", image, "", "en", en, caption=en)
+    return Example("cap", image, "", "en", en, caption=switch(en))
 
 
 def text_example(sample: dict[str, Any], mix: MixSpec, skips: Skips) -> Example | None:

@@ -188,7 +188,8 @@ def train(
             window["tokens"] += tokens
             window["flops"] += _flops(model, batch, tokens) if device.type == "cuda" else 0.0
             window["skipped"] = skipped
-            present = set(batch["task"].tolist())
+            rows = out.get("task_rows")  # rows per task the model built (derived [match] included)
+            present = set(batch["task"].tolist()) if rows is None else {t for t, n in enumerate(rows.tolist()) if n}
             for name in TASK_LOSSES:
                 key = f"loss_{name}"
                 if key in out and (name not in TASK_IDS or TASK_IDS[name] in present):

@@ -1,6 +1,8 @@
 """Pretraining under real Ray Train (local Ray, 2 CPU workers, the tiny UniGen): the stage's
 outputs, a relaunch with the same run name resuming, a worker killed for real mid-run resuming
-from the last checkpoint (not step 0), and a corrupt checkpoint stopping with a clear error."""
+from the last checkpoint (not step 0), a corrupt checkpoint stopping with a clear error, and what
+a SIGKILL of the whole run leaves in its Ray folder (a checkpoint copy cut short, Ray's snapshot
+torn) not stopping the relaunch."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import io
 import json
 import os
 import random
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from PIL import Image, ImageDraw
 
 ray = pytest.importorskip("ray")
 
-from mvlp_core import contract, pipeline  # noqa: E402
+from mvlp_core import atomic, contract, pipeline  # noqa: E402
 from mvlp_core.spec import load_spec  # noqa: E402
 from mvlp_core.train import curves  # noqa: E402
 
@@ -142,3 +145,49 @@ def test_killed_worker_resumes_from_last_checkpoint(local_ray, tmp_path) -> None
     assert {"event": "resume", "step": 3} in rows       # restarted from the step-3 checkpoint
     assert manifest.extra["resumed_at"] == [3] and manifest.extra["step"] == 6
     assert curves.history(rows)[-1]["restored_from"] == 3
+
+
+def test_a_checkpoint_is_copied_whole_or_left_as_a_temporary(tmp_path) -> None:
+    from ray_jobs.pretrain import RayReporter, latest_checkpoint
+
+    src = tmp_path / "saved"
+    (src / "model").mkdir(parents=True)
+    (src / "model" / "model.safetensors").write_bytes(os.urandom(4096))
+    (src / "train_state.pt").write_bytes(os.urandom(512))
+    run = tmp_path / "run"
+    run.mkdir()
+    persisted = RayReporter(run).persist(ray.train.Checkpoint.from_directory(str(src)), "checkpoint_00000003")
+    assert Path(persisted.path) == run / "checkpoint_00000003"
+    for rel in ("model/model.safetensors", "train_state.pt"):
+        assert (run / "checkpoint_00000003" / rel).read_bytes() == (src / rel).read_bytes()
+    assert [p.name for p in run.iterdir()] == ["checkpoint_00000003"]
+    cut = run / f"checkpoint_00000006{atomic.TMP_MARK}0badf00d"  # a copy killed midway
+    shutil.copytree(src, cut)
+    assert latest_checkpoint(run) == run / "checkpoint_00000003"
+
+
+@pytest.mark.slow
+def test_what_a_killed_run_leaves_does_not_stop_the_relaunch(local_ray, tmp_path) -> None:
+    """Killed while checkpoint 6 was copied, then killed while Ray rewrote its snapshot after
+    checkpoint 6: each relaunch resumes at the newest whole checkpoint and ends at checkpoint 6."""
+    from mvlp_core.train.job import prepare
+    from ray_jobs.pretrain import SNAPSHOT, run_stage, train_with_ray
+
+    spec = make_spec(tmp_path, "pretrain.max_steps=3")
+    write_inputs(spec)
+    run_stage(spec)
+    run = Path(spec.pretrain.storage_path) / spec.pretrain.run_name
+    cut = run / f"checkpoint_00000006{atomic.TMP_MARK}0badf00d"
+    shutil.copytree(run / "checkpoint_00000003", cut)
+    state = cut / "train_state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    longer = make_spec(tmp_path, "pretrain.max_steps=6")
+    job = prepare(longer, {"shard": tmp_path / "shard"}, tmp_path / "pretrain")
+    assert train_with_ray(job) == run / "checkpoint_00000006"
+
+    snapshot = run / SNAPSHOT
+    snapshot.write_bytes(snapshot.read_bytes()[: snapshot.stat().st_size // 2])
+    assert train_with_ray(job) == run / "checkpoint_00000006"  # nothing left to train, none reported
+    rows = curves.read_metrics(job.metrics_path)
+    assert [r["step"] for r in rows if r.get("event") == "resume"] == [3, 6]
+    assert [r["step"] for r in curves.history(rows)] == [3, 6] and curves.history(rows)[-1]["restored_from"] == 3

@@ -182,15 +182,31 @@ def test_leftover_temporaries_removed_on_resume(tmp_path: Path) -> None:
         out / f"u1.json{atomic.TMP_MARK}deadbeef",
         out / contract.UNITS_DIR / f"u1.json{atomic.TMP_MARK}cafebabe",
         out / "nested" / f"part.parquet{atomic.TMP_MARK}01234567",
+        out / "nested" / f"checkpoint{atomic.TMP_MARK}89abcdef" / "model" / "weights.bin",  # a folder copy cut short
     ]
     for p in leftovers:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"half-written")
     run_units("s", out, "fp1", UNITS, process)
+    assert (out / "nested").is_dir()
     for p in leftovers:
         assert not p.exists(), p
     assert not list(out.rglob(f"*{atomic.TMP_MARK}*"))
     assert calls["u0"] == 1
+
+
+def test_copy_tree_lands_whole_under_the_final_name(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "model").mkdir(parents=True)
+    (src / "model" / "weights.bin").write_bytes(b"w" * 5000)
+    (src / "state.pt").write_bytes(b"s")
+    atomic.copy_tree(src, tmp_path / "dest")
+    assert sorted(str(p.relative_to(tmp_path / "dest")) for p in (tmp_path / "dest").rglob("*")) == [
+        "model", "model/weights.bin", "state.pt"]
+    assert (tmp_path / "dest" / "model" / "weights.bin").read_bytes() == b"w" * 5000
+    with pytest.raises(OSError):  # a failed copy leaves neither the final name nor a temporary
+        atomic.copy_tree(src, tmp_path / "dest")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest", "src"]
 
 
 def test_rejects_merged_with_reasons_counted(tmp_path: Path) -> None:

@@ -185,9 +185,10 @@ def test_synthetic_sets_load_through_the_same_code(world: Path) -> None:
         wit = data_retrieval.load(lay.test("wit", lang))
         assert len(wit.images) == 48 and all(roots.wit(im.ref) for im in wit.images)
     pairs = data_marvl.load(lay.test("marvl", "de"))
-    assert len(pairs) == 48 and all(roots.marvl("de", p.concept, p.left) for p in pairs)
+    assert len(pairs) == 144 and all(roots.marvl("de", p.concept, p.left) for p in pairs)
     nlvr2 = data_marvl.load(lay.train("marvl"))
-    assert nlvr2 and all(roots.nlvr2(p.left) and roots.nlvr2(p.right) for p in nlvr2)
+    assert len(nlvr2) == 960 and all(roots.nlvr2(p.left) and roots.nlvr2(p.right) for p in nlvr2)
+    assert len(data_marvl.load(lay.dev("marvl"))) == 144
     assert len(data_xvnli.load(lay.train("xvnli"))) == 240 * 3
     assert data_xgqa.load(lay.train("xgqa")) and data_retrieval.load(lay.train("xflickrco")).captions
     assert len(data_xvnli.load(lay.test("xvnli", "de", "translate-test"))) == 48 * 3

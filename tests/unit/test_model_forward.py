@@ -31,8 +31,9 @@ def test_every_task_trains_and_gradients_reach_exactly_the_trainable_parts(tok):
     for name in LOSSES:
         assert out[name].dim() == 0 and math.isfinite(out[name].item()) and out[name].item() > 0, name
     expected = (out["loss_trans"] + out["loss_cap"] + spec.alpha_qus * out["loss_qus"]
-                + spec.beta_match * out["loss_match"] + out["loss_itc"])  # fmt: skip
+                + spec.beta_match * out["loss_match"] + spec.gamma_itc * out["loss_itc"])  # fmt: skip
     assert torch.allclose(out["loss"], expected)
+    assert out["task_rows"][TASK_IDS["match"]] > (batch["task"] == TASK_IDS["match"]).sum()  # + derived rows
     out["loss"].backward()
 
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
@@ -40,11 +41,71 @@ def test_every_task_trains_and_gradients_reach_exactly_the_trainable_parts(tok):
     assert any(n.startswith("decoder.transformer.h.1.") for n in frozen)
     assert not any(n.startswith(("decoder.transformer.h.0.", "decoder.transformer.h.2.")) for n in frozen)
     for name, p in model.named_parameters():
-        if p.requires_grad:
+        if name == "image_position":  # only examples with several images use it (a zero gradient here)
+            assert p.grad is not None and p.grad.abs().sum() == 0
+        elif p.requires_grad:
             assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient for {name}"
         else:
             assert p.grad is None, f"frozen {name} got a gradient"
     assert model.num_params(trainable_only=True) < model.num_params() < 5_000_000
+
+
+def test_contrastive_weight_scales_only_the_contrastive_term(tok):
+    batch = None
+    outs = []
+    for gamma in (1.0, 3.0):
+        spec = tiny_spec(gamma_itc=gamma)
+        torch.manual_seed(0)
+        model = build_model(spec, tok)
+        batch = batch or collate(examples(spec, 8), tok, spec)
+        torch.manual_seed(1)  # the same hard negatives both times
+        outs.append(model(batch))
+    assert torch.allclose(outs[1]["loss"] - outs[0]["loss"], 2 * outs[0]["loss_itc"], atol=1e-5)
+
+
+def _pair_examples(spec, n=4):
+    """[match] examples over two images each (MaRVL's shape) and the single-image halves."""
+    singles = [e for e in examples(spec, 4 * n, seed=3) if e.image is not None][: 2 * n]
+    pairs = [Example("match", torch.stack([a.image, b.image]), a.caption, "en", "yes")
+             for a, b in zip(singles[::2], singles[1::2])]
+    halves = [[Example("match", img, p.source, "en", "yes") for p in pairs for img in [p.image[k]]]
+              for k in (0, 1)]
+    return pairs, halves
+
+
+def test_several_images_are_read_one_at_a_time_and_their_likelihoods_mixed(tok):
+    spec = tiny_spec()
+    torch.manual_seed(0)
+    model = build_model(spec, tok).eval()
+    pairs, (left, right) = _pair_examples(spec)
+    pair_score = model.score_targets(collate(pairs, tok, spec))
+    # a position embedding of zeros: each image read exactly as a lone image, p = (p_left + p_right) / 2
+    lone = [model.score_targets(collate(half, tok, spec)) for half in (left, right)]
+    mixed = torch.logsumexp(torch.stack(lone), dim=0) - math.log(2)
+    assert torch.allclose(pair_score, mixed, atol=1e-4)
+    swapped = [Example(p.task, p.image.flip(0), p.source, p.source_lang, p.target) for p in pairs]
+    assert torch.allclose(model.score_targets(collate(swapped, tok, spec)), pair_score, atol=1e-4)
+    # learned positions tell the left image from the right one
+    with torch.no_grad():
+        model.image_position.normal_(std=1.0)
+    moved = model.score_targets(collate(swapped, tok, spec)) - model.score_targets(collate(pairs, tok, spec))
+    assert moved.abs().max() > 1e-4
+
+
+def test_training_on_image_pairs_reaches_the_position_embedding(tok):
+    spec = tiny_spec()
+    torch.manual_seed(0)
+    model = build_model(spec, tok)
+    pairs, _ = _pair_examples(spec)
+    batch = collate(pairs + [e for e in examples(spec, 4) if e.image is None], tok, spec)  # + text-only rows
+    out = model(batch)
+    assert out["loss_match"] > 0 and out["loss_trans"] > 0 and out["loss_itc"] == 0
+    assert torch.allclose(out["loss_match"], -model.score_targets(batch)[batch["task"] == TASK_IDS["match"]].sum()
+                          / (batch["dec_mask"][batch["task"] == TASK_IDS["match"]].sum()), atol=1e-5)
+    out["loss"].backward()
+    assert model.image_position.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="one image per example"):
+        model.generate(collate(pairs, tok, spec))
 
 
 def test_absent_tasks_contribute_zero_and_every_parameter_still_gets_a_gradient(tok):

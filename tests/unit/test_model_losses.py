@@ -78,7 +78,10 @@ def _rank_loss(rank: int, world: int, port: int, feats, out) -> None:
     local = image[rows].clone().requires_grad_()
     loss = contrastive_loss(local, text[rows], torch.tensor(0.1))
     loss.backward()
-    out[rank] = (loss.item(), local.grad.abs().sum().item())
+    empty = image[:0].clone().requires_grad_() if rank == 0 else image[2:5].clone().requires_grad_()
+    other = contrastive_loss(empty, text[:0] if rank == 0 else text[2:5], torch.tensor(0.1))
+    other.backward()  # rank 0 without rows still joins both gathers and their backward
+    out[rank] = (loss.item(), local.grad.clone(), other.item())
     dist.destroy_process_group()
 
 
@@ -96,10 +99,18 @@ def test_under_ddp_every_rank_contrasts_against_all_ranks_rows():
         port = s.getsockname()[1]
     out = mp.Manager().dict()
     mp.spawn(_rank_loss, args=(2, port, (image, text), out), nprocs=2)
-    sim = image @ text.t() / 0.1
+    # one process, one batch: the ranks' losses, and the gradient of their sum for every row
+    feats = image.clone().requires_grad_()
+    sim = feats @ text.t() / 0.1
+    total = 0.0
     for rank, rows in ((0, range(0, 2)), (1, range(2, 5))):
         rows = list(rows)
         expected = (torch.nn.functional.cross_entropy(sim[rows], torch.tensor(rows))
                     + torch.nn.functional.cross_entropy(sim.t()[rows], torch.tensor(rows))) / 2  # fmt: skip
         assert abs(out[rank][0] - expected.item()) < 1e-5
-        assert out[rank][1] > 0  # the local slice carries the gradient
+        total = total + expected
+    total.backward()
+    # each rank's rows get the gradient of both ranks' losses (they are the other's negatives)
+    assert torch.allclose(out[0][1], feats.grad[0:2], atol=1e-5)
+    assert torch.allclose(out[1][1], feats.grad[2:5], atol=1e-5)
+    assert out[0][2] == 0.0 and out[1][2] > 0

@@ -221,3 +221,15 @@ def test_fingerprint_config_recurses_into_nested_models(tmp_path: Path) -> None:
     }
     changed = load_spec(DEMO, overrides=["ingest.url_policy.allow_private=true"], workdir=tmp_path)
     assert fingerprint_config(changed.ingest) != cfg
+
+
+def test_finetune_settings_per_task_fall_back_to_the_shared_ones(tmp_path: Path) -> None:
+    spec = load_spec("demo", ["iglue.finetune.lr=0.003", "iglue.finetune.epochs=4",
+                              "iglue.finetune.tasks={wit: {lr: 0.0003}, marvl: {epochs: 9, max_train_items: 960}}"],
+                     workdir=tmp_path)
+    ft = spec.iglue.finetune
+    assert (ft.for_task("wit").lr, ft.for_task("wit").epochs) == (0.0003, 4)
+    assert (ft.for_task("marvl").lr, ft.for_task("marvl").epochs, ft.for_task("marvl").max_train_items) == (0.003, 9, 960)
+    assert ft.for_task("xvnli").lr == 0.003 and ft.for_task("xvnli").tasks == {}
+    with pytest.raises(SpecError, match="iglue.finetune.tasks"):
+        load_spec("demo", ["iglue.finetune.tasks={vqa: {lr: 0.1}}"], workdir=tmp_path)

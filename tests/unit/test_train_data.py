@@ -93,3 +93,44 @@ def test_task_mix_follows_spec_and_text_pairs_mix_in(tmp_path: Path) -> None:
     trans = [e for e in exs if e.image is not None and e.task == "trans"]
     assert 0.35 < len(trans) / (len(trans) + tasks["cap"]) < 0.65  # half the captions go multilingual
     assert all(e.source_lang == "de" and e.caption == e.source and e.target.startswith("a red") for e in trans)
+
+
+def write_aligned_shard(path: Path, n: int) -> None:
+    """Records as the shard stage writes them: words and en↔de links over them."""
+    with tarfile.open(path, "w") as tar:
+        for i in range(n):
+            rec = {"key": f"k{i:03d}", "captions": {"en": "a red circle", "de": "ein roter Kreis"},
+                   "words": {"en": ["a", "red", "circle"], "de": ["ein", "roter", "Kreis"]},
+                   "alignments": {"de": [[0, 0], [1, 1], [2, 2]]},
+                   "qa": [{"question": "What colour is the circle?", "answer": "red"}]}
+            _add(tar, f"k{i:03d}.jpg", _jpeg())
+            _add(tar, f"k{i:03d}.json", json.dumps(rec).encode())
+
+
+def test_code_switching_swaps_aligned_words_in_english_encoder_texts_only(tmp_path: Path) -> None:
+    write_aligned_shard(tmp_path / "shard-00000.tar", 40)
+    mix = MixSpec(cap=1.0, qus=1.0, multilingual_fraction=0.0, text_pairs=0.0, code_switch=1.0,
+                  code_switch_ratio=0.67)
+    cfg = data.LoaderConfig(data.shard_urls(tmp_path, "shard-*.tar"), [], mix, ["de"], 8, 1, 0)
+    exs = [e for _, e in zip(range(200), data.examples(cfg, transform, 0, 1, data.Skips()))]
+    qus = [e for e in exs if e.task == "qus"]
+    cap = [e for e in exs if e.task == "cap"]
+    assert qus and cap
+    # two of the three words switched, each for the German word the alignment links to it
+    for e in cap:
+        words = e.caption.split()
+        assert len(words) == 3 and sum(w in {"ein", "roter", "Kreis"} for w in words) == 2, e.caption
+        assert e.target == "a red circle"  # targets stay English
+    assert {e.source for e in qus} == {"What colour is the Kreis ?"}  # "circle" is the one linked word
+    assert all(e.target == "red" for e in qus)
+    assert len({e.caption for e in cap}) > 1  # a fresh choice of words each time
+
+
+def test_code_switching_off_or_without_links_keeps_texts(tmp_path: Path) -> None:
+    write_aligned_shard(tmp_path / "aligned-00000.tar", 10)
+    write_shard(tmp_path / "plain-00000.tar", [f"p{i}" for i in range(10)])  # no words, no alignments
+    for pattern, mix in (("aligned-*.tar", MixSpec(multilingual_fraction=0.0, text_pairs=0.0)),
+                         ("plain-*.tar", MixSpec(multilingual_fraction=0.0, text_pairs=0.0, code_switch=1.0))):
+        cfg = data.LoaderConfig(data.shard_urls(tmp_path, pattern), [], mix, ["de"], 8, 1, 0)
+        exs = [e for _, e in zip(range(40), data.examples(cfg, transform, 0, 1, data.Skips()))]
+        assert all(e.caption.startswith("a red circle") for e in exs)
