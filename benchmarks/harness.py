@@ -33,7 +33,15 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+    host = f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            host = f"{torch.cuda.get_device_name(0)}, {host}"
+    except ImportError:
+        pass
+    return host
 
 
 def discover(only: list[str] | None) -> list[str]:
@@ -41,14 +49,22 @@ def discover(only: list[str] | None) -> list[str]:
     return [n for n in names if not only or n.removeprefix("bench_") in only or n in only]
 
 
-def collect(modules: list[str], runs: int) -> tuple[list[dict], dict[str, str]]:
+def collect(modules: list[str], runs: int) -> tuple[list[dict], dict[str, str], set[str]]:
+    """Run the modules; returns their rows, the failures and the modules this machine cannot run."""
     results: list[dict] = []
     failures: dict[str, str] = {}
-    today = date.today().isoformat()
+    skipped: set[str] = set()
+    today, host = date.today().isoformat(), machine()
     for name in modules:
         print(f"== {name}", flush=True)
         try:
-            rows = importlib.import_module(f"benchmarks.{name}").run(runs)
+            module = importlib.import_module(f"benchmarks.{name}")
+            why = module.available() if hasattr(module, "available") else None
+            if why:
+                print(f"skipped: {why}", flush=True)
+                skipped.add(name)
+                continue
+            rows = module.run(runs)
         except Exception as err:  # a broken benchmark is reported, the others still run
             traceback.print_exc()
             failures[name] = f"{type(err).__name__}: {err}"
@@ -58,8 +74,16 @@ def collect(modules: list[str], runs: int) -> tuple[list[dict], dict[str, str]]:
             if missing:
                 failures[name] = f"result {row.get('name')!r} lacks {missing}"
                 continue
-            results.append({**{k: row[k] for k in KEYS}, "date": today, "module": name})
-    return results, failures
+            results.append({**{k: row[k] for k in KEYS}, "date": today, "module": name, "machine": host})
+    return results, failures, skipped
+
+
+def merge(previous: list[dict], results: list[dict], skipped: set[str], keep_all: bool) -> list[dict]:
+    """Earlier rows stay when this run measured a subset (`keep_all`) or could not run their module
+    here (a GPU benchmark on a CPU machine); a figure measured now replaces its earlier row."""
+    names = {r["name"] for r in results}
+    keep = [r for r in previous if r["name"] not in names and (keep_all or r.get("module") in skipped)]
+    return keep + results
 
 
 def _fmt(x: float | None) -> str:
@@ -76,17 +100,18 @@ def render(results: list[dict], failures: dict[str, str], host: str) -> str:
         "median over `runs` runs, measured side by side with its baseline in the same script, so",
         "the ratio carries over between machines better than the absolute values do.",
         "",
-        f"Machine: {host}. Date: {date.today().isoformat()}.",
+        f"Machine: {host}, unless a row names another. Written: {date.today().isoformat()}.",
         "",
         "| name | value | baseline | baseline value | ratio | runs | notes |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         better = "higher is better" if r["higher_is_better"] else "lower is better"
+        where = f"measured {r['date']}" + (f" on {r['machine']}" if r.get("machine", host) != host else "")
         lines.append(
             f"| {r['name']} | {_fmt(r['value'])} {r['unit']} | {r['baseline']} | "
             f"{_fmt(r['baseline_value'])} {r['unit']} | {_fmt(r['ratio'])} ({better}) | {r['runs']} | "
-            f"{r['notes']} |"
+            f"{r['notes'].rstrip('.')}; {where} |"
         )
     for name, err in failures.items():
         lines.append(f"| {name} | failed | – | – | – | – | {err} |")
@@ -102,10 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     if not modules:
         print("no benchmarks found", file=sys.stderr)
         return 2
-    results, failures = collect(modules, args.runs)
-    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() and args.only else []
-    names = {r["name"] for r in results}
-    merged = [r for r in previous if r["name"] not in names] + results
+    results, failures, skipped = collect(modules, args.runs)
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    merged = merge(previous, results, skipped, keep_all=bool(args.only))
     RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
     REPORT.write_text(render(merged, failures, machine()))
     print(REPORT.read_text())

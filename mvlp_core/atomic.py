@@ -30,16 +30,24 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _temporary(final: Path) -> Path:
+    return final.with_name(f"{final.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path beside `final`; on success fsync it and rename it over `final`."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+    tmp = _temporary(final)
     try:
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        _fsync_file(tmp)
         os.replace(tmp, final)
         fsync_dir(final.parent)
     finally:
@@ -68,13 +76,12 @@ def copy_tree(src: Path, final: Path) -> None:
     """Copy folder `src` to `final` (which must not exist) under a temporary name, fsync, rename:
     a copy killed midway leaves a `*.tmp-*` folder, never a partial folder under the final name."""
     final = Path(final)
-    tmp = final.with_name(f"{final.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+    tmp = _temporary(final)
     try:
         shutil.copytree(src, tmp)
         for f in tmp.rglob("*"):
             if f.is_file():
-                with open(f, "rb+") as fh:
-                    os.fsync(fh.fileno())
+                _fsync_file(f)
         os.replace(tmp, final)
         fsync_dir(final.parent)
     finally:

@@ -472,6 +472,11 @@ class ModelSpec(Strict):
     )
     text_encoder: str = Field("xlm-roberta-base", description="base: XLM-R name or path")
     decoder: str = Field("gpt2", description="base: GPT-2 name or path")
+    weights: Literal["pretrained", "random"] = Field(
+        "pretrained",
+        description="base: 'random' builds the published shapes with random weights and tokenizers"
+        " trained on the shards (throughput and MFU runs where no checkpoint is at hand)",
+    )
     num_query_tokens: int = Field(32, gt=0)
     image_size: int | None = Field(None, gt=0, description="default: 224 for base, 64 for tiny")
     max_text_len: int = Field(64, ge=4, description="encoder tokens (source, caption)")

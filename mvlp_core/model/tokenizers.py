@@ -94,12 +94,12 @@ def _load(name: str, what: str, field: str):
 
 
 def build_tokenizers(spec: ModelSpec, texts: Iterable[str] | None, out_dir: Path) -> Tokenizers:
-    """Train (tiny) or load (base) both tokenizers and save them under `out_dir`."""
+    """Train (tiny, or base with random weights) or load (base) both tokenizers; save them under `out_dir`."""
     out_dir = Path(out_dir)
-    if spec.size == "tiny":
+    if spec.size == "tiny" or spec.weights == "random":
         texts = [t for t in (texts or []) if t and t.strip()]
         if not texts:
-            raise StageError("tiny tokenizers need training texts: pass the captions/questions/answers")
+            raise StageError("trained tokenizers need training texts: pass the captions/questions/answers")
         encoder = _train_sentencepiece(texts, spec.tiny.encoder_vocab_size)
         decoder = _train_byte_bpe(texts, spec.tiny.decoder_vocab_size)
     else:

@@ -521,15 +521,15 @@ def base_shaped_configs(spec: ModelSpec, tokenizers: Tokenizers) -> tuple[dict, 
     return _json(vision), _json(qformer), _json(text), _json(decoder)
 
 
-def build_model(spec: ModelSpec, tokenizers: Tokenizers, *, pretrained: bool = True) -> UniGen:
+def build_model(spec: ModelSpec, tokenizers: Tokenizers) -> UniGen:
     """tiny: random weights from the spec's dims. base: BLIP-2 ViT + Q-Former, XLM-R and GPT-2 from
-    their checkpoints (name or path); `pretrained=False` gives base shapes with random weights.
+    their checkpoints (name or path); `weights: random` gives base shapes with random weights.
     With `spec.checkpoint` set, that UniGen checkpoint is loaded instead (with its own tokenizers:
     use `model.tokenizers`)."""
     if spec.checkpoint:
         return load_model(spec.checkpoint)
     parts: dict[str, nn.Module] = {}
-    if spec.size == "base" and not pretrained:
+    if spec.size == "base" and spec.weights == "random":
         vision, qformer, text, decoder = base_shaped_configs(spec, tokenizers)
         embed_dim = spec.embed_dim
     elif spec.size == "tiny":

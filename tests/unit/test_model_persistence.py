@@ -169,9 +169,9 @@ def test_a_wrong_kind_of_vision_checkpoint_is_named(tmp_path, base_checkpoints):
 
 def test_base_shapes_with_random_weights_and_the_papers_freezing():
     """What a GPU benchmark builds: real sizes, no checkpoint (on the meta device: no memory)."""
-    spec = ModelSpec(size="base")
+    spec = ModelSpec(size="base", weights="random")
     with torch.device("meta"):
-        model = build_model(spec, tokenizers(), pretrained=False)
+        model = build_model(spec, tokenizers())
     vit = model.image_encoder.vision_model
     assert 0.98e9 < sum(p.numel() for p in vit.parameters()) < 1.0e9  # ViT-g
     assert not any(p.requires_grad for p in vit.parameters())
@@ -192,3 +192,16 @@ def test_flops_estimate_counts_trainable_parts_three_times_frozen_ones(tmp_path)
     images = float(batch["has_image"].sum())
     per_sample = images * patches * 4 * sum(p.numel() for p in vit.parameters()) / 4
     assert trainable - frozen_vit == pytest.approx(per_sample, rel=1e-6)
+
+
+def test_base_with_random_weights_trains_its_tokenizers_without_the_hub(tmp_path, monkeypatch):
+    """`model.weights: random` must never reach for a checkpoint: a GPU throughput run has none."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = ModelSpec(size="base", weights="random", text_encoder="no-such-org/xlmr", decoder="no-such-org/gpt2")
+    texts = ["a red circle above a blue square", "ein roter Kreis über einem blauen Quadrat"] * 20
+    tok = build_tokenizers(spec, texts, tmp_path / "tok")
+    assert tok.encoder.tokenize("a red circle") and len(tok.task_token_ids()) == 4
+    with pytest.raises(StageError, match="need training texts"):
+        build_tokenizers(spec, [], tmp_path / "none")
+    with pytest.raises(StageError, match="no-such-org/xlmr"):
+        build_tokenizers(ModelSpec(size="base", text_encoder="no-such-org/xlmr"), None, tmp_path / "hub")

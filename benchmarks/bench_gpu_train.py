@@ -1,0 +1,155 @@
+"""Pretraining on a GPU: the base-shaped UniGen (BLIP-2 ViT-g + Q-Former, XLM-R base, GPT-2 with
+random weights, `model.weights: random`, the paper's freezing) under Ray Train with `use_gpu`, bf16
+autocast next to fp32 on the same batches, through the same job and loop the pipeline runs.
+
+Samples/s and MFU come from the loop's own metrics (the first window, with CUDA warm-up, is
+dropped); Ray start-up, model build and checkpoint writing are not counted. Needs CUDA: on a
+machine without it `available()` says why and the harness keeps the figures measured on a GPU
+machine before (`benchmarks/gpu_device.sh` runs it on a lent one)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS, LOG_EVERY, BATCH = 24, 6, 64
+SPEC = ROOT / "data_specs" / "pipelines" / "unigen-cc3m.yaml"
+
+
+def available() -> str | None:
+    import torch
+
+    return None if torch.cuda.is_available() else "needs a CUDA GPU (figures kept from the last GPU run)"
+
+
+def _overrides(bf16: bool, run_name: str) -> list[str]:
+    cpus = max(1, (os.cpu_count() or 2) // 2)
+    return [
+        "model.size=base", "model.weights=random", "pretrain.use_gpu=true", "pretrain.workers=1",
+        f"pretrain.cpus_per_worker={cpus}", f"pretrain.loader.num_workers={min(4, cpus)}",
+        f"pretrain.batch_size={BATCH}", f"pretrain.max_steps={STEPS}", f"pretrain.log_every={LOG_EVERY}",
+        f"pretrain.checkpoint_every={STEPS}", "pretrain.warmup_steps=4", f"pretrain.bf16={str(bf16).lower()}",
+        f"pretrain.run_name={run_name}",
+    ]
+
+
+def _steady(metrics_path: Path) -> dict[str, float]:
+    from mvlp_core.train import curves
+
+    rows = curves.history(curves.read_metrics(metrics_path))[1:]
+    return {k: statistics.median(r[k] for r in rows) for k in ("samples_per_second", "mfu", "loss")}
+
+
+def runner() -> str:
+    """`ray` (Ray Train, use_gpu), or `plain` (the same loop in this process) where Ray is missing
+    or GPU_RUNNER=plain says it cannot start on that machine."""
+    if os.environ.get("GPU_RUNNER", "ray") == "plain":
+        return "plain"
+    try:
+        import ray  # noqa: F401
+    except ImportError as err:
+        print(f"Ray unavailable ({err}): the plain loop on cuda", file=sys.stderr)
+        return "plain"
+    return "ray"
+
+
+def _train(job, how: str) -> None:
+    if how == "plain":
+        _train_plain(job)
+        return
+    import ray
+    import torch
+
+    from ray_jobs.pretrain import train_with_ray
+
+    if not ray.is_initialized():  # say how many GPUs there are instead of relying on detection
+        ray.init(num_cpus=os.cpu_count(), num_gpus=torch.cuda.device_count(), include_dashboard=False,
+                 log_to_driver=True, runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
+    train_with_ray(job)
+
+
+def _train_plain(job) -> None:
+    import torch
+
+    from mvlp_core.train import loop
+    from mvlp_core.train.job import build
+
+    model, batches = build(job, 0, 1)
+    device = torch.device("cuda")
+    reporter = loop.LocalReporter(job.out_dir / "local", keep=1)
+    loop.train(model.to(device), iter(batches), job.spec.pretrain, reporter, device=device,
+               metrics_path=job.metrics_path)  # fmt: skip
+
+
+def write_shard_stage(folder: Path, n: int) -> None:
+    """A `shard` stage output from the synthetic world's grammar: 224 px images, captions in its six
+    languages, rule-based QA (the data stages need img2dataset and eflomal, which a GPU box lacks)."""
+    import json
+    import random
+    import tarfile
+
+    from mvlp_core import contract
+    from mvlp_core.stages.qa.rules import questions
+    from mvlp_core.synth.grammar import LANGS, caption, random_scene
+    from mvlp_core.synth.images import render_jpeg
+    from mvlp_core.tarmember import add_member
+
+    rng = random.Random(0)
+    folder.mkdir(parents=True)
+    with tarfile.open(folder / "shard-00000.tar", "w") as tar:
+        for i in range(n):
+            scene, key = random_scene(rng), f"synthetic-{i:09d}"
+            captions = {lang: caption(scene, lang) for lang in LANGS}
+            qa = [{"question": q.question, "answer": q.answer, "generator": "rules"} for q in questions(captions["en"])]
+            add_member(tar, f"{key}.jpg", render_jpeg(scene, rng, size=224))
+            add_member(tar, f"{key}.json", json.dumps({"key": key, "captions": captions, "qa": qa}).encode())
+    contract.Manifest("shard", "gpu-bench", {"shard-00000.tar": {"samples": n}}, n, n, {}, 0.0, 1).save(folder)
+
+
+def run(runs: int = 1) -> list[dict]:
+    import torch
+
+    from mvlp_core.spec import load_spec
+    from mvlp_core.train.job import prepare
+
+    figures: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+    gpu, how = torch.cuda.get_device_name(0), runner()
+    with tempfile.TemporaryDirectory() as tmp:
+        wd = Path(tmp)
+        write_shard_stage(wd / "shard", 4 * BATCH)
+        for i in range(runs):
+            for bf16 in (True, False):
+                spec = load_spec(SPEC, _overrides(bf16, f"gpu-{i}-{int(bf16)}"), wd)
+                job = prepare(spec, {"shard": wd / "shard"}, wd / "pretrain")  # the init is built once
+                job.metrics_path.unlink(missing_ok=True)
+                t0 = time.perf_counter()
+                _train(job, how)
+                figures[bf16].append(_steady(job.metrics_path))
+                print(f"bf16={bf16}: {figures[bf16][-1]} ({time.perf_counter() - t0:.0f} s)", flush=True)
+                shutil.rmtree(wd / "pretrain" / "ray", ignore_errors=True)  # ~10 GB of checkpoints
+                shutil.rmtree(wd / "pretrain" / "local", ignore_errors=True)
+
+    def med(bf16: bool, key: str) -> float:
+        return statistics.median(f[key] for f in figures[bf16])
+
+    v, b = med(True, "samples_per_second"), med(False, "samples_per_second")
+    note = (f"{gpu}; base-shaped UniGen (ViT-g frozen, decoder middle frozen), random weights, 224 px, "
+            f"32 queries, batch {BATCH}, " + ("1 Ray Train worker with use_gpu" if how == "ray" else "plain loop, no Ray")
+            + f", {STEPS} steps, first "
+            f"{LOG_EVERY} dropped; MFU vs 989 TFLOP/s dense bf16: bf16 {med(True, 'mfu'):.1%}, "
+            f"fp32 {med(False, 'mfu'):.1%}")
+    return [{
+        "name": "gpu_train_bf16_vs_fp32", "value": round(v, 1), "unit": "samples/s",
+        "baseline": "same run in fp32 (no autocast)", "baseline_value": round(b, 1),
+        "ratio": round(v / b, 3), "runs": runs, "higher_is_better": True, "notes": note,
+    }]
+
+
+if __name__ == "__main__":
+    print(run(1))

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The GPU checks on a lent GPU machine whose Python has torch and transformers but no Ray and no
+# registry to install from (benchmarks/README.md):
+#   benchmarks/gpu_device.sh wheels   here: fill .whl/ (git-ignored) with what that machine lacks,
+#                                     Ray repacked without its Java jars, RLlib, Serve and LLM parts
+#                                     (79 MB wheel -> 26 MB tar.xz, under the 64 MiB a call carries)
+#   benchmarks/gpu_device.sh run      there (carry .whl): install them, run bench_gpu_train through
+#                                     the harness, copy results.json, BENCHMARKS.md and the log to $OUT
+# Measured: the Ray path takes about 5 min there (two 1.5B-parameter runs with their checkpoints),
+# the plain fallback about 2.5 min; plus 1-2 min to start the machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WHL=.whl
+PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
+PACKAGES=(pydantic==2.14.4 pydantic_core==2.50.5 annotated_types typing_inspection webdataset==0.2.111
+          braceexpand==0.1.7 jsonschema jsonschema-specifications referencing rpds-py tensorboardX)
+
+case "${1:-}" in
+  wheels)
+    mkdir -p "$WHL"
+    grep -qx "/$WHL/" .git/info/exclude 2>/dev/null || echo "/$WHL/" >> .git/info/exclude
+    pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      "${PLATFORMS[@]}" -d "$WHL" "${PACKAGES[@]}"
+    tmp=$(mktemp -d)
+    pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      "${PLATFORMS[@]}" -d "$tmp" "ray==$(.venv/bin/python -c 'import ray; print(ray.__version__)')"
+    (cd "$tmp" && unzip -q ray-*.whl && rm ray-*.whl \
+      && rm -rf ray/jars ray/rllib ray/serve ray/llm ray/dashboard/client/build/static/js/*.map \
+      && tar -cf - . | xz -9 -T0 > ray.tar.xz)
+    mv "$tmp/ray.tar.xz" "$WHL/" && rm -rf "$tmp"
+    du -sh "$WHL"
+    ;;
+  run)
+    site=/tmp/mvlp-site
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$WHL"/*.whl
+    tar -xJf "$WHL/ray.tar.xz" -C "$site"
+    export PYTHONPATH="$site:$PWD" PYTHONUNBUFFERED=1
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    python3 -c 'import torch, transformers, ray; print("torch", torch.__version__, "transformers", transformers.__version__, "ray", ray.__version__)'
+    status=0
+    # Ray Train first; should Ray not come up in that machine's sandbox, the same loop in one process
+    timeout "${RAY_TIMEOUT:-480}" python3 -m benchmarks.harness --runs "${RUNS:-1}" --only gpu_train 2>&1 \
+      | tee "${OUT:-.}/gpu_bench.log" || status=$?
+    if [ "$status" != 0 ]; then
+      pkill -f raylet || true
+      status=0
+      GPU_RUNNER=plain python3 -m benchmarks.harness --runs "${RUNS:-1}" --only gpu_train 2>&1 \
+        | tee "${OUT:-.}/gpu_bench_plain.log" || status=$?
+    fi
+    cp benchmarks/results.json BENCHMARKS.md "${OUT:-.}/" 2>/dev/null || true
+    exit "$status"
+    ;;
+  *)
+    echo "usage: $0 wheels|run" >&2
+    exit 2
+    ;;
+esac
