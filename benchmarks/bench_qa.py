@@ -23,7 +23,7 @@ from mvlp_core.synth.grammar import English, random_scene
 
 N = 4000
 MAX_CHARS = 1500
-CORPUS = Path(__file__).resolve().parent.parent / "tests" / "unit" / "fixtures" / "qa_llm_outputs.json"
+CORPUS = Path(__file__).resolve().parent.parent / "tests" / "badinput" / "llm_outputs.json"
 
 
 def _render(caption: str, style: str) -> str:

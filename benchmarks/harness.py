@@ -127,11 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     if not modules:
         print("no benchmarks found", file=sys.stderr)
         return 2
-    results, failures, skipped = collect(modules, args.runs)
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    merged = merge(previous, results, skipped, keep_all=bool(args.only))
-    RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
-    REPORT.write_text(render(merged, failures, machine()))
+    results: list[dict] = []
+    failures: dict[str, str] = {}
+    skipped: set[str] = set()
+    for i, name in enumerate(modules):  # written after each module: a hang or a kill loses one
+        rows, failed, cannot = collect([name], args.runs)
+        results += rows
+        failures.update(failed)
+        skipped |= cannot
+        merged = merge(previous, results, skipped | set(modules[i + 1:]), keep_all=bool(args.only))
+        RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
+        REPORT.write_text(render(merged, failures, machine()))
     print(REPORT.read_text())
     return 1 if failures else 0
 

@@ -149,10 +149,14 @@ def _output_to(log: Path):
 def _distributor(processes_count, downloader, reader, _subjob_size, max_shard_retry) -> None:
     """img2dataset's multiprocessing distributor, on ProcessPoolExecutor instead of
     multiprocessing.Pool: when a worker dies (SIGKILL, OOM killer) Pool never returns its shard
-    and the stage hangs forever; the executor breaks loudly, and finished shards are kept."""
+    and the stage hangs forever; the executor breaks loudly, and finished shards are kept.
+
+    No `max_tasks_per_child` (img2dataset's Pool recycles workers every 5 shards): on Python
+    3.11-3.12 an executor whose workers all exit at that limit never replaces them and waits
+    forever (CPython gh-115634) — a run of more than processes x 5 shards hung."""
     from img2dataset.distributor import retrier
 
-    with ProcessPoolExecutor(processes_count, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=5) as pool:
+    with ProcessPoolExecutor(processes_count, mp_context=multiprocessing.get_context("spawn")) as pool:
 
         def run(shards) -> list:
             futures = [pool.submit(downloader, shard) for shard in shards]

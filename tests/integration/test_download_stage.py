@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tarfile
 from pathlib import Path
 
@@ -110,3 +111,18 @@ def test_fetch_guard_refuses_redirect_hops_and_cuts_endless_bodies(tmp_path: Pat
     assert by_key["guard-000000002"] == "response_too_large"
     assert m.extra["fetch_guard_blocked"] == {"response_too_large": 1, "url_port": 1}
     assert secret.request_counts() == {}
+
+
+@pytest.mark.timeout(300)
+def test_more_shards_than_a_recycled_worker_pool_would_take(tmp_path: Path) -> None:
+    """One worker, 15 shards: with img2dataset's recycling (5 shards a worker) the executor never
+    replaced its worker (CPython gh-115634) and the stage hung after shard 5."""
+    ensure_world(tmp_path / "world", SAMPLES, 3)
+    with ImageServer(tmp_path / "world", slow_seconds=4) as server:
+        mirror = json.dumps({"http://images.synthetic.mvlp/": server.url})
+        spec = load_spec("demo", [f"dataset.samples={SAMPLES}", "ingest.shard_size=2", "download.timeout=2",
+                                  "download.processes=1", f"download.mirrors={mirror}"], tmp_path)
+        ingest = run_ingest(spec, {}, tmp_path / "ingest")
+        m = run_download(spec, {"ingest": tmp_path / "ingest"}, tmp_path / "download")
+    assert len(list((tmp_path / "download" / "webdataset").glob("*_stats.json"))) == math.ceil(ingest.samples_out / 2) > 5
+    assert m.samples_in == ingest.samples_out and m.samples_out == SAMPLES

@@ -1,4 +1,4 @@
-"""A corpus of realistic messy LLM outputs (tests/unit/fixtures/qa_llm_outputs.json): each must
+"""A corpus of realistic messy LLM outputs (tests/badinput/llm_outputs.json): each must
 produce exactly its pairs and its reject reasons through the real parser and filters."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from mvlp_core.stages.qa.filters import REASONS, filter_pairs, looping, stem, unsupported_words
 from mvlp_core.stages.qa.parser import OUTPUT_REASONS, QAPair, parse_output
 
-CORPUS = json.loads((Path(__file__).parent / "fixtures" / "qa_llm_outputs.json").read_text())
+CORPUS = json.loads((Path(__file__).parent / "llm_outputs.json").read_text())
 MAX_CHARS = 1500
 
 
