@@ -16,6 +16,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mvlp_core.train.job import TrainJob
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS, LOG_EVERY, BATCH = 24, 6, 64
@@ -59,7 +63,7 @@ def runner() -> str:
     return "ray"
 
 
-def _train(job, how: str) -> None:
+def _train(job: TrainJob, how: str) -> None:
     if how == "plain":
         _train_plain(job)
         return
@@ -74,7 +78,7 @@ def _train(job, how: str) -> None:
     train_with_ray(job)
 
 
-def _train_plain(job) -> None:
+def _train_plain(job: TrainJob) -> None:
     import torch
 
     from mvlp_core.train import loop
@@ -142,7 +146,7 @@ def run(runs: int = 1) -> list[dict]:
     note = (f"{gpu}; base-shaped UniGen (ViT-g frozen, decoder middle frozen), random weights, 224 px, "
             f"32 queries, batch {BATCH}, " + ("1 Ray Train worker with use_gpu" if how == "ray" else "plain loop, no Ray")
             + f", {STEPS} steps, first "
-            f"{LOG_EVERY} dropped; MFU vs 989 TFLOP/s dense bf16: bf16 {med(True, 'mfu'):.1%}, "
+            f"{LOG_EVERY} steps dropped; MFU vs 989 TFLOP/s dense bf16: bf16 {med(True, 'mfu'):.1%}, "
             f"fp32 {med(False, 'mfu'):.1%}")
     return [{
         "name": "gpu_train_bf16_vs_fp32", "value": round(v, 1), "unit": "samples/s",

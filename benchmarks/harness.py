@@ -3,7 +3,9 @@
 Each benchmark module defines `run(runs: int) -> list[dict]` and measures its figure side by side
 with a baseline in the same process, so the ratio means something on any machine; absolute
 values are kept too, with the machine and the date. A module that fails is reported as failed in
-the table (with its error), never silently dropped.
+the table (with its error), never silently dropped. A module may define `available() -> str |
+None`: a reason means this machine cannot run it (a GPU benchmark on a CPU box); its earlier rows
+are kept, or, with none, it is listed as skipped with the reason.
 """
 
 from __future__ import annotations
@@ -49,11 +51,12 @@ def discover(only: list[str] | None) -> list[str]:
     return [n for n in names if not only or n.removeprefix("bench_") in only or n in only]
 
 
-def collect(modules: list[str], runs: int) -> tuple[list[dict], dict[str, str], set[str]]:
-    """Run the modules; returns their rows, the failures and the modules this machine cannot run."""
+def collect(modules: list[str], runs: int) -> tuple[list[dict], dict[str, str], dict[str, str]]:
+    """Run the modules; returns their rows, the failures and the modules this machine cannot run
+    (each with its reason)."""
     results: list[dict] = []
     failures: dict[str, str] = {}
-    skipped: set[str] = set()
+    skipped: dict[str, str] = {}
     today, host = date.today().isoformat(), machine()
     for name in modules:
         print(f"== {name}", flush=True)
@@ -62,7 +65,7 @@ def collect(modules: list[str], runs: int) -> tuple[list[dict], dict[str, str], 
             why = module.available() if hasattr(module, "available") else None
             if why:
                 print(f"skipped: {why}", flush=True)
-                skipped.add(name)
+                skipped[name] = why
                 continue
             rows = module.run(runs)
         except Exception as err:  # a broken benchmark is reported, the others still run
@@ -92,7 +95,7 @@ def _fmt(x: float | None) -> str:
     return f"{x:.3g}" if abs(x) < 1000 else f"{x:,.0f}"
 
 
-def render(results: list[dict], failures: dict[str, str], host: str) -> str:
+def render(results: list[dict], failures: dict[str, str], host: str, skipped: dict[str, str] | None = None) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -115,6 +118,10 @@ def render(results: list[dict], failures: dict[str, str], host: str) -> str:
         )
     for name, err in failures.items():
         lines.append(f"| {name} | failed | – | – | – | – | {err} |")
+    listed = {r.get("module") for r in results}
+    for name, why in (skipped or {}).items():
+        if name not in listed:
+            lines.append(f"| {name} | skipped | – | – | – | – | {why} |")
     return "\n".join(lines) + "\n"
 
 
@@ -130,15 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     results: list[dict] = []
     failures: dict[str, str] = {}
-    skipped: set[str] = set()
+    skipped: dict[str, str] = {}
     for i, name in enumerate(modules):  # written after each module: a hang or a kill loses one
         rows, failed, cannot = collect([name], args.runs)
         results += rows
         failures.update(failed)
-        skipped |= cannot
-        merged = merge(previous, results, skipped | set(modules[i + 1:]), keep_all=bool(args.only))
+        skipped.update(cannot)
+        merged = merge(previous, results, set(skipped) | set(modules[i + 1:]), keep_all=bool(args.only))
         RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
-        REPORT.write_text(render(merged, failures, machine()))
+        REPORT.write_text(render(merged, failures, machine(), skipped))
     print(REPORT.read_text())
     return 1 if failures else 0
 

@@ -475,7 +475,9 @@ class ModelSpec(Strict):
     weights: Literal["pretrained", "random"] = Field(
         "pretrained",
         description="base: 'random' builds the published shapes with random weights and tokenizers"
-        " trained on the shards (throughput and MFU runs where no checkpoint is at hand)",
+        " trained on the shards, capped at tiny.encoder_vocab_size / tiny.decoder_vocab_size"
+        " (throughput and MFU runs where no checkpoint is at hand); tiny is always random, and"
+        " `checkpoint` overrides both",
     )
     num_query_tokens: int = Field(32, gt=0)
     image_size: int | None = Field(None, gt=0, description="default: 224 for base, 64 for tiny")

@@ -151,9 +151,10 @@ def _distributor(processes_count, downloader, reader, _subjob_size, max_shard_re
     multiprocessing.Pool: when a worker dies (SIGKILL, OOM killer) Pool never returns its shard
     and the stage hangs forever; the executor breaks loudly, and finished shards are kept.
 
-    No `max_tasks_per_child` (img2dataset's Pool recycles workers every 5 shards): on Python
-    3.11-3.12 an executor whose workers all exit at that limit never replaces them and waits
-    forever (CPython gh-115634) — a run of more than processes x 5 shards hung."""
+    No `max_tasks_per_child` (img2dataset's Pool recycles workers every 5 shards): an executor
+    whose workers all exit at that limit never replaces them and waits forever (CPython
+    gh-115634, Python 3.11 up to the fix's backports) — a run of more than processes x 5 shards
+    hung. Workers therefore live for the whole stage; a worker that leaks memory is not recycled."""
     from img2dataset.distributor import retrier
 
     with ProcessPoolExecutor(processes_count, mp_context=multiprocessing.get_context("spawn")) as pool:

@@ -196,7 +196,9 @@ def test_flops_estimate_counts_trainable_parts_three_times_frozen_ones(tmp_path)
 
 def test_base_with_random_weights_trains_its_tokenizers_without_the_hub(tmp_path, monkeypatch):
     """`model.weights: random` must never reach for a checkpoint: a GPU throughput run has none."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     spec = ModelSpec(size="base", weights="random", text_encoder="no-such-org/xlmr", decoder="no-such-org/gpt2")
     texts = ["a red circle above a blue square", "ein roter Kreis über einem blauen Quadrat"] * 20
     tok = build_tokenizers(spec, texts, tmp_path / "tok")
