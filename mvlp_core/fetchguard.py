@@ -1,159 +1,202 @@
-"""The URL policy enforced where the bytes are fetched: a loopback forward proxy for img2dataset.
+"""The URL policy enforced where the bytes are fetched: a urllib opener for img2dataset's workers.
 
-img2dataset fetches in spawned worker processes with urllib, which follows redirects and resolves
-host names itself, so a policy checked only on the listed URL misses `302 Location:
-http://169.254.169.254/` and names that resolve to private addresses. The workers honour
-`http_proxy`/`https_proxy`, so every request (the first and each redirect hop, HTTP and HTTPS
-CONNECT alike) passes through this proxy, which checks the URL, resolves the host, checks every
-address, and connects to the address it checked (no second lookup to rebind). A refused request
-gets `403 mvlp url policy: <reason> <detail>`, and so does a response over `max_bytes` (bodies are
-read whole before they are passed on) and an image whose header declares more than `max_pixels`
-(a decompression bomb is refused before any worker decodes it); img2dataset records that status line, and the
-download stage turns it into a reject with that reason.
+img2dataset fetches in spawned worker processes with `urllib.request.urlopen`, which follows
+redirects and resolves host names itself, so a policy checked only on the listed URL misses
+`302 Location: http://169.254.169.254/` and names that resolve to private addresses. The download
+stage installs this opener in every worker (`install`, run as the worker pool's initializer), so
+each request and each redirect hop is checked in the worker that makes it:
+
+- the URL (scheme, literal address, port) before anything is sent;
+- every address the host name resolves to, and the connection goes to an address that was
+  checked (no second lookup a rebinding DNS name could answer differently);
+- a body over `max_bytes` (declared or streamed) and an image whose header declares more than
+  `max_pixels` (a decompression bomb is refused before img2dataset decodes it). These two limits
+  hold with the policy checks off too. They are checked here rather than through OpenCV's
+  `OPENCV_IO_MAX_IMAGE_PIXELS`, which OpenCV reads once when it loads, so a worker pool that
+  outlives one run could not change it.
+
+A refusal raises `Blocked`, whose text `mvlp url policy: <reason> <detail>` img2dataset records as
+the sample's error; the download stage turns it into a reject with that reason. Checking in the
+workers costs one `getaddrinfo` and one header parse per request; the loopback proxy this replaced
+put every request through one asyncio thread and cost the stage 29% of img2dataset's own time.
+While the guard is on, `http_proxy` is not used: a proxy would resolve names where they cannot be
+checked.
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
+import http.client
 import io
 import ipaddress
 import re
 import socket
-import threading
+import urllib.request
 import warnings
-from collections import Counter
+from typing import Callable
 
 from PIL import Image
-from urllib.parse import urlsplit
 
 from mvlp_core import urlpolicy
 from mvlp_core.spec import UrlPolicy
 
 BLOCK_PHRASE = "mvlp url policy"
-_PROXY_VARS = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")
-_NO_PROXY_VARS = ("no_proxy", "NO_PROXY")
-_HEAD_LIMIT = 64 * 1024
-_HOP_HEADERS = {"proxy-connection", "proxy-authorization", "connection", "keep-alive"}
+
+Resolver = Callable[[str, int], list[tuple]]
 
 
-class Blocked(Exception):
+class Blocked(OSError):
+    """A request the policy refuses; an OSError so urllib reports it like a failed connection."""
+
     def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason} {detail}")
+        super().__init__(f"{BLOCK_PHRASE}: {reason} {detail}")
         self.reason, self.detail = reason, detail
 
 
-def _check_addresses(host: str, addresses: list[str], policy: UrlPolicy) -> None:
-    for address in addresses:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
+def _getaddrinfo(host: str, port: int) -> list[tuple]:
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
+def _check_url(url: str, policy: UrlPolicy | None) -> None:
+    verdict = policy and urlpolicy.check_url(url, policy)
+    if verdict:
+        raise Blocked(*verdict)
+
+
+def connect_checked(
+    address: tuple[str, int],
+    timeout: float | None,
+    source_address: tuple[str, int] | None,
+    *,
+    policy: UrlPolicy,
+    resolve: Resolver = _getaddrinfo,
+) -> socket.socket:
+    """`socket.create_connection`, refusing a host any of whose addresses the policy refuses."""
+    host, port = address
+    infos = resolve(host, port)
+    for *_, sockaddr in infos:
+        ip = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
         verdict = urlpolicy.check_ip(ip, policy)
         if verdict:
             raise Blocked(verdict[0], f"{host} resolves to {ip}")
+    error: OSError | None = None
+    for family, type_, proto, _, sockaddr in infos:
+        sock = socket.socket(family, type_, proto)
+        try:
+            if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as err:
+            sock.close()
+            error = err
+    raise error or OSError(f"cannot resolve {host}")
 
 
-async def resolve_checked(host: str, port: int, policy: UrlPolicy) -> str:
-    """The address to connect to: every address `host` resolves to must pass the policy."""
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as err:
-        raise ConnectionError(f"cannot resolve {host}: {err}") from None
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
-    _check_addresses(host, addresses, policy)
-    return addresses[0]
+def _guarded_connection(base: type, connect: Callable[..., socket.socket]) -> type:
+    class Guarded(base):
+        # http.client opens every socket through this hook (HTTPS wraps it in TLS afterwards,
+        # with the host name for SNI and certificate checks)
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self._create_connection = connect
+
+    Guarded.__name__ = f"Guarded{base.__name__}"
+    return Guarded
 
 
-class _Proxy:
-    def __init__(self, policy: UrlPolicy, resolve, max_bytes: int, max_pixels: int) -> None:
+class _Handler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
+    """Opens http and https URLs through checked connections, and bounds what they return."""
+
+    handler_order = 400  # its response hook runs before HTTPErrorProcessor (1000)
+
+    def __init__(self, policy: UrlPolicy | None, resolve: Resolver, max_bytes: int, max_pixels: int) -> None:
+        urllib.request.HTTPHandler.__init__(self)
+        urllib.request.HTTPSHandler.__init__(self)
+        self.policy, self.max_bytes, self.max_pixels = policy, max_bytes, max_pixels
+        self._http, self._https = http.client.HTTPConnection, http.client.HTTPSConnection
+        if policy is not None:
+            connect = functools.partial(connect_checked, policy=policy, resolve=resolve)
+            self._http = _guarded_connection(self._http, connect)
+            self._https = _guarded_connection(self._https, connect)
+
+    def http_open(self, req: urllib.request.Request):
+        _check_url(req.full_url, self.policy)
+        return self.do_open(self._http, req)
+
+    def https_open(self, req: urllib.request.Request):
+        _check_url(req.full_url, self.policy)
+        return self.do_open(self._https, req, context=self._context)
+
+    def http_response(self, req: urllib.request.Request, response):
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            response.close()
+            raise Blocked("response_too_large", f"{declared} bytes declared > {self.max_bytes}")
+        read = response.read
+
+        def bounded_read(amt: int | None = None) -> bytes:
+            if amt is not None:
+                return read(amt)
+            # a declared length (checked above) is read whole, so a body cut short raises
+            # IncompleteRead; an undeclared (endless) one stops one byte past the limit
+            body = read() if declared.isdigit() else read(self.max_bytes + 1)
+            if len(body) > self.max_bytes:
+                raise Blocked("response_too_large", f"more than {self.max_bytes} bytes")
+            dims = image_size(body)
+            if dims and dims[0] * dims[1] > self.max_pixels:
+                raise Blocked("image_too_large", f"{dims[0]}x{dims[1]} > {self.max_pixels} pixels")
+            return body
+
+        response.read = bounded_read
+        return response
+
+    https_response = http_response
+
+
+class _RedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Refuses a redirect to a URL the policy refuses (an `ftp:` or `file:` hop included)."""
+
+    def __init__(self, policy: UrlPolicy | None) -> None:
         self.policy = policy
-        self.resolve = resolve
-        self.max_bytes = max_bytes
-        self.max_pixels = max_pixels
-        self.blocked: Counter[str] = Counter()
-        self.requests = 0
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            writer.close()
-            return
-        self.requests += 1
-        lines = head.decode("latin-1").split("\r\n")
-        try:
-            method, target, version = lines[0].split(" ", 2)
-        except ValueError:
-            await self._refuse(writer, 400, "bad request line")
-            return
-        try:
-            if method.upper() == "CONNECT":
-                await self._tunnel(target, reader, writer)
-            else:
-                await self._forward(method, target, version, lines[1:], reader, writer)
-        except Blocked as err:
-            self.blocked[err.reason] += 1
-            await self._refuse(writer, 403, f"{BLOCK_PHRASE}: {err.reason} {err.detail}")
-        except (ConnectionError, OSError, asyncio.TimeoutError) as err:
-            await self._refuse(writer, 502, f"mvlp proxy connection error: {err}")
-
-    def _check(self, url: str) -> tuple[str, int]:
-        verdict = urlpolicy.check_url(url, self.policy)
-        if verdict:
-            raise Blocked(*verdict)
-        parts = urlsplit(url)
-        return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
-
-    async def _forward(self, method, target, version, header_lines, reader, writer) -> None:
-        host, port = self._check(target)
-        address = await self.resolve(host, port, self.policy)
-        parts = urlsplit(target)
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        headers = [h for h in header_lines if h and h.split(":", 1)[0].strip().lower() not in _HOP_HEADERS]
-        upstream_r, upstream_w = await asyncio.open_connection(address, port)
-        request = f"{method} {path} {version}\r\n" + "".join(f"{h}\r\n" for h in headers)
-        upstream_w.write((request + "Connection: close\r\n\r\n").encode("latin-1"))
-        length = _content_length(headers) or 0
-        if length:
-            upstream_w.write(await reader.readexactly(length))
-        await upstream_w.drain()
-        head = await upstream_r.readuntil(b"\r\n\r\n")
-        declared = _content_length(head.decode("latin-1").split("\r\n")[1:])
-        # the body is read whole before anything is answered, so an oversized or endless one
-        # can still be refused with a status line the client records
-        body = b""
-        if declared is None or declared <= self.max_bytes:
-            body = await upstream_r.read(self.max_bytes + 1)
-            while body and len(body) <= self.max_bytes and (chunk := await upstream_r.read(1 << 16)):
-                body += chunk
-        upstream_w.close()
-        size = declared if declared is not None and declared > self.max_bytes else len(body)
-        if size > self.max_bytes:
-            raise Blocked("response_too_large", f"more than {self.max_bytes} bytes")
-        dims = _image_size(body)
-        if dims and dims[0] * dims[1] > self.max_pixels:
-            raise Blocked("image_too_large", f"{dims[0]}x{dims[1]} > {self.max_pixels} pixels")
-        writer.write(head + body)
-        await writer.drain()
-        writer.close()
-
-    async def _tunnel(self, target: str, reader, writer) -> None:
-        host, port = self._check(f"https://{target}/")
-        address = await self.resolve(host, port, self.policy)
-        upstream_r, upstream_w = await asyncio.open_connection(address, port)
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        await writer.drain()
-        await asyncio.gather(_pipe(reader, upstream_w), _pipe(upstream_r, writer))
-
-    async def _refuse(self, writer: asyncio.StreamWriter, status: int, phrase: str) -> None:
-        phrase = " ".join(phrase.split())[:300]
-        writer.write(f"HTTP/1.1 {status} {phrase}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode("latin-1", "replace"))
-        try:
-            await writer.drain()
-        except ConnectionError:
-            pass
-        writer.close()
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        _check_url(newurl, self.policy)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def _image_size(body: bytes) -> tuple[int, int] | None:
+def opener(
+    policy: UrlPolicy | None,
+    max_bytes: int = 50 * 2**20,
+    max_pixels: int = 100_000_000,
+    resolve: Resolver = _getaddrinfo,
+) -> urllib.request.OpenerDirector:
+    """A urllib opener that fetches only what `policy` allows (http and https, no env proxy), and
+    refuses bodies over `max_bytes` and image headers over `max_pixels`. With `policy` None only
+    the size limits hold (`download.guard_fetch: false`), and env proxies are used as urllib would."""
+    director = urllib.request.OpenerDirector()
+    handlers: list[urllib.request.BaseHandler] = [] if policy else [urllib.request.ProxyHandler()]
+    handlers += [
+        _Handler(policy, resolve, max_bytes, max_pixels),
+        _RedirectHandler(policy),
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPErrorProcessor(),
+        urllib.request.UnknownHandler(),  # any other scheme: "unknown url type"
+    ]
+    for handler in handlers:
+        director.add_handler(handler)
+    return director
+
+
+def install(policy: UrlPolicy | None, max_bytes: int, max_pixels: int) -> None:
+    """Make `urllib.request.urlopen` in this process go through `opener` (img2dataset's worker
+    pool runs this as its initializer)."""
+    urllib.request.install_opener(opener(policy, max_bytes, max_pixels))
+
+
+def image_size(body: bytes) -> tuple[int, int] | None:
     """Width and height from an image header (nothing is decoded); None if it is no image."""
     try:
         with warnings.catch_warnings():
@@ -165,80 +208,3 @@ def _image_size(body: bytes) -> tuple[int, int] | None:
         return (int(match[1]), 1) if match else (2**31, 1)
     except Exception:  # not an image, or a broken one: img2dataset decides and rejects it
         return None
-
-
-def _content_length(header_lines: list[str]) -> int | None:
-    for h in header_lines:
-        name, _, value = h.partition(":")
-        if name.strip().lower() == "content-length":
-            try:
-                return int(value.strip())
-            except ValueError:
-                return None
-    return None
-
-
-async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-    try:
-        while chunk := await src.read(1 << 16):
-            dst.write(chunk)
-            await dst.drain()
-    except ConnectionError:
-        pass
-    finally:
-        dst.close()
-
-
-class FetchGuard:
-    """Run the policy proxy on a free loopback port in a background thread.
-
-    `env()` gives the variables that route a child process's urllib through it.
-    """
-
-    def __init__(
-        self,
-        policy: UrlPolicy,
-        resolve=resolve_checked,
-        max_bytes: int = 50 * 2**20,
-        max_pixels: int = 100_000_000,
-    ) -> None:
-        self.proxy = _Proxy(policy, resolve, max_bytes, max_pixels)
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="mvlp-fetchguard", daemon=True)
-        self._server: asyncio.base_events.Server | None = None
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self.proxy.handle, "127.0.0.1", 0, limit=_HEAD_LIMIT)
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
-
-    def __enter__(self) -> FetchGuard:
-        self._thread.start()
-        self._ready.wait()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        def stop() -> None:
-            self._server.close()
-            self._loop.stop()
-
-        self._loop.call_soon_threadsafe(stop)
-        self._thread.join()
-        self._loop.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def env(self) -> dict[str, str]:
-        return {**{v: self.url for v in _PROXY_VARS}, **{v: "" for v in _NO_PROXY_VARS}}
-
-    @property
-    def blocked(self) -> dict[str, int]:
-        return dict(self.proxy.blocked)

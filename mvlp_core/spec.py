@@ -88,7 +88,8 @@ class DownloadSpec(Strict):
     retries: int = Field(1, ge=0)
     guard_fetch: bool = Field(
         True,
-        description="route img2dataset through the URL-policy proxy (checks redirects and DNS)",
+        description="check each request img2dataset makes (every redirect hop, every resolved "
+        "address) against the URL policy",
     )
     max_image_pixels: int = Field(
         100_000_000, gt=0, description="images declaring more pixels are refused before decoding"

@@ -10,6 +10,7 @@ writes after closing the tar), so a tar left by a killed run is redone, never re
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import multiprocessing
 import os
@@ -17,6 +18,7 @@ import re
 import sys
 import tarfile
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -26,8 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mvlp_core import atomic, contract, urlpolicy
-from mvlp_core.environ import environ
-from mvlp_core.fetchguard import BLOCK_PHRASE, FetchGuard
+from mvlp_core import fetchguard
 from mvlp_core.spec import PipelineSpec, fingerprint_config
 
 WDS_DIR = "webdataset"
@@ -48,8 +49,7 @@ SAMPLES_SCHEMA = pa.schema(
 
 # img2dataset error text -> reject reason (first match wins)
 _ERROR_REASONS = [
-    (re.compile(BLOCK_PHRASE + r": (\w+)"), lambda m: m.group(1)),
-    (re.compile(r"mvlp proxy connection error"), lambda m: "connection_error"),
+    (re.compile(fetchguard.BLOCK_PHRASE + r": (\w+)"), lambda m: m.group(1)),
     (re.compile(r"HTTP Error (\d{3})"), lambda m: f"http_{m.group(1)}"),
     (re.compile(r"timed out|timeout", re.I), lambda m: "timeout"),
     (re.compile(r"area too large|decompression|validateInputImageSize|CV_IO_MAX_IMAGE", re.I),
@@ -146,10 +146,24 @@ def _output_to(log: Path):
                 os.close(fd)
 
 
-def _distributor(processes_count, downloader, reader, _subjob_size, max_shard_retry) -> None:
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Workers forked from a forkserver that imported img2dataset once (3.4 s of imports, torch
+    among them): spawned workers paid that each, at every run; forking the stage's own process
+    instead would copy its threads' locks (Prefect's, the image server's) into the children.
+    The forkserver lives as long as this process and its children keep the environment it
+    started with: settings reach the workers as arguments (the initializer's), not env vars."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["img2dataset", "mvlp_core.fetchguard"])
+    return ctx
+
+
+def _distributor(
+    processes_count, downloader, reader, _subjob_size, max_shard_retry, *, guard: tuple
+) -> None:
     """img2dataset's multiprocessing distributor, on ProcessPoolExecutor instead of
     multiprocessing.Pool: when a worker dies (SIGKILL, OOM killer) Pool never returns its shard
-    and the stage hangs forever; the executor breaks loudly, and finished shards are kept.
+    and the stage hangs forever; the executor breaks loudly, and finished shards are kept. Each
+    worker fetches through `fetchguard.install(*guard)`'s opener.
 
     No `max_tasks_per_child` (img2dataset's Pool recycles workers every 5 shards): an executor
     whose workers all exit at that limit never replaces them and waits forever (CPython
@@ -157,7 +171,12 @@ def _distributor(processes_count, downloader, reader, _subjob_size, max_shard_re
     hung. Workers therefore live for the whole stage; a worker that leaks memory is not recycled."""
     from img2dataset.distributor import retrier
 
-    with ProcessPoolExecutor(processes_count, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(
+        processes_count,
+        mp_context=_worker_context(),
+        initializer=fetchguard.install,
+        initargs=guard,
+    ) as pool:
 
         def run(shards) -> list:
             futures = [pool.submit(downloader, shard) for shard in shards]
@@ -198,8 +217,8 @@ def _logger_stopped_on_error():
         raise
 
 
-def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> dict[str, int]:
-    """Run img2dataset over the input files; returns requests the fetch guard refused, by reason."""
+def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> None:
+    """Run img2dataset over the input files, its workers fetching through the fetch guard."""
     from img2dataset import download as img2dataset_download
 
     img2dataset_main = sys.modules["img2dataset.main"]  # the package's `main` names a function
@@ -207,19 +226,9 @@ def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> dict[str, int]:
     d = spec.download
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     with contextlib.ExitStack() as stack:
-        # OpenCV checks this limit against the image header before allocating: a small file
-        # declaring 50000x50000 pixels is refused instead of taking gigabytes in a worker
-        stack.enter_context(environ({"CV_IO_MAX_IMAGE_PIXELS": str(d.max_image_pixels)}))
-        if d.guard_fetch:
-            guard = stack.enter_context(
-                FetchGuard(
-                    spec.ingest.url_policy,
-                    max_bytes=d.max_response_bytes,
-                    max_pixels=d.max_image_pixels,
-                )
-            )
-            stack.enter_context(environ(guard.env()))
-        stack.enter_context(_patched(img2dataset_main, "multiprocessing_distributor", _distributor))
+        policy = spec.ingest.url_policy if d.guard_fetch else None
+        distributor = functools.partial(_distributor, guard=(policy, d.max_response_bytes, d.max_image_pixels))
+        stack.enter_context(_patched(img2dataset_main, "multiprocessing_distributor", distributor))
         stack.enter_context(_output_to(out_dir / "img2dataset.log"))
         stack.enter_context(_logger_stopped_on_error())
         img2dataset_download(
@@ -248,7 +257,6 @@ def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> dict[str, int]:
             enable_wandb=False,
             compute_hash="sha256",
         )
-    return guard.blocked if d.guard_fetch else {}
 
 
 def _tar_members(path: Path) -> set[str]:
@@ -334,8 +342,10 @@ def _commit(
     files = {f"samples-{unit}.parquet": len(samples)}
     if shard is not None:
         files[f"{WDS_DIR}/{shard:05d}.tar"] = len(samples)
+    guarded = Counter(r.reason for r in rejects if fetchguard.BLOCK_PHRASE in r.detail)
     return contract.UnitResult(
-        files=files, samples_in=len(ingest), samples_out=len(samples), rejects=rejects
+        files=files, samples_in=len(ingest), samples_out=len(samples), rejects=rejects,
+        extra={"fetch_guard_blocked": dict(guarded)},
     )
 
 
@@ -359,7 +369,7 @@ def run_download(
         _forget_damaged_shards(out_dir, [s for u in pending if (s := plan["shard_of"][u]) is not None])
         t0 = time.perf_counter()
         if any(plan["shard_of"][u] is not None for u in pending):
-            plan["guard_blocked"] = _run_img2dataset(spec, out_dir)
+            _run_img2dataset(spec, out_dir)
         plan["fetch_seconds"] = time.perf_counter() - t0
 
     def process(unit: str) -> contract.UnitResult:
@@ -373,7 +383,9 @@ def run_download(
             "images_per_second": rate,
             "image_size": spec.download.image_size,
             "fetch_guard": spec.download.guard_fetch,
-            "fetch_guard_blocked": plan.get("guard_blocked", {}),
+            "fetch_guard_blocked": dict(
+                sum((Counter(r["extra"].get("fetch_guard_blocked", {})) for r in records), Counter())
+            ),
         }
 
     return contract.run_units(

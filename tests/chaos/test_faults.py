@@ -24,10 +24,10 @@ def started(pid: int) -> int:
 
 
 def download_workers(pid: int) -> list[int]:
-    """img2dataset's download worker processes: the pipeline's multiprocessing spawn children
-    except the oldest, which is img2dataset's logger process (started before the pool)."""
-    spawned = sorted((c for c in children(pid) if "spawn_main" in cmdline(c)), key=started)
-    return spawned[1:]
+    """img2dataset's download worker processes: the children of the pipeline's multiprocessing
+    forkserver (the download stage's pool forks its workers there)."""
+    servers = [c for c in children(pid) if "forkserver" in cmdline(c)]
+    return sorted((w for s in servers for w in children(s)), key=started)
 
 
 def test_killed_img2dataset_worker_fails_loudly_then_rerun_completes(

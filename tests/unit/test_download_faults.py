@@ -19,23 +19,28 @@ def _downloader(shard: int) -> tuple[bool, int]:
     return True, shard
 
 
-def _flaky(shard: int) -> tuple[bool, int]:
-    """Fails shard 2 until its marker file exists (img2dataset's retrier gets it the second time)."""
-    marker = os.environ["MVLP_TEST_MARKER"]
+def _flaky(row: tuple[int, str]) -> tuple[bool, tuple[int, str]]:
+    """Fails shard 2 until its marker file exists (img2dataset's retrier gets it the second time).
+    The marker's path travels with the shard: the workers fork from a forkserver that keeps the
+    environment it started with."""
+    shard, marker = row
     if shard == 2 and not os.path.exists(marker):
         open(marker, "w").close()
-        return False, shard
-    return True, shard
+        return False, row
+    return True, row
+
+
+NO_GUARD = (None, 1 << 20, 10**8)
 
 
 def test_dead_worker_is_a_stage_error_not_a_hang() -> None:
     with pytest.raises(StageError, match="img2dataset worker process died"):
-        _distributor(1, _downloader, iter([0, 1, 2]), None, 1)
+        _distributor(1, _downloader, iter([0, 1, 2]), None, 1, guard=NO_GUARD)
 
 
-def test_failed_shards_are_retried(tmp_path, monkeypatch, capfd) -> None:
-    monkeypatch.setenv("MVLP_TEST_MARKER", str(tmp_path / "failed-once"))
-    _distributor(2, _flaky, iter([0, 1, 2, 3]), None, 1)
+def test_failed_shards_are_retried(tmp_path, capfd) -> None:
+    marker = str(tmp_path / "failed-once")
+    _distributor(2, _flaky, iter([(shard, marker) for shard in range(4)]), None, 1, guard=NO_GUARD)
     assert (tmp_path / "failed-once").exists()
     assert "Retrying 1 shards" in capfd.readouterr().out
 

@@ -1,18 +1,20 @@
 """The fetch guard: every request and redirect hop is checked where it is fetched.
 
 All traffic stays on 127.0.0.1: private and link-local targets are refused before any connection,
-which the tests check by giving the proxy a resolver that records what it was asked.
+which the tests check by giving the opener a resolver that records what it was asked.
 """
 
 from __future__ import annotations
 
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from mvlp_core.fetchguard import BLOCK_PHRASE, FetchGuard
+from mvlp_core import fetchguard
+from mvlp_core.fetchguard import BLOCK_PHRASE, Blocked
 from mvlp_core.imageserver import ImageServer
 from mvlp_core.spec import UrlPolicy
 
@@ -25,48 +27,67 @@ def server(tmp_path: Path):
         yield srv
 
 
-def _opener(guard: FetchGuard) -> urllib.request.OpenerDirector:
-    return urllib.request.build_opener(urllib.request.ProxyHandler({"http": guard.url, "https": guard.url}))
-
-
-def _fetch(guard: FetchGuard, url: str) -> bytes:
-    with _opener(guard).open(url, timeout=5) as r:
+def _fetch(opener: urllib.request.OpenerDirector, url: str) -> bytes:
+    with opener.open(url, timeout=5) as r:
         return r.read()
 
 
-def test_allowed_request_is_forwarded(server) -> None:
-    with FetchGuard(UrlPolicy(allow_loopback=True)) as guard:
-        assert _fetch(guard, server.url + "images/a.jpg") == b"\xff\xd8jpeg-bytes"
+def _no_resolving(host: str, port: int) -> list[tuple]:
+    raise AssertionError(f"{host} must be refused before it is resolved")
+
+
+def test_allowed_request_is_fetched(server) -> None:
+    assert _fetch(fetchguard.opener(UrlPolicy(allow_loopback=True)), server.url + "images/a.jpg") == b"\xff\xd8jpeg-bytes"
     assert server.request_counts()["/images/a.jpg"] == 1
+
+
+def test_env_proxy_is_not_used(server, monkeypatch) -> None:
+    """A proxy would resolve the names itself, out of the guard's reach."""
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens: using it would fail
+    assert _fetch(fetchguard.opener(UrlPolicy(allow_loopback=True)), server.url + "images/a.jpg")
 
 
 def test_redirect_hop_to_a_forbidden_port_is_refused(server, tmp_path: Path) -> None:
     with ImageServer(tmp_path) as secret:  # stands for an internal service
         policy = UrlPolicy(allow_loopback=True, allowed_ports=[server.port])
         target = secret.url + "images/a.jpg"
-        with FetchGuard(policy) as guard:
-            with pytest.raises(urllib.error.HTTPError) as err:
-                _fetch(guard, f"{server.url}bad/redirect?to={target}")
-        assert err.value.code == 403 and f"{BLOCK_PHRASE}: url_port" in str(err.value)
-        assert guard.blocked == {"url_port": 1}
+        with pytest.raises(Blocked) as err:
+            _fetch(fetchguard.opener(policy), f"{server.url}bad/redirect?to={target}")
+        assert err.value.reason == "url_port" and f"{BLOCK_PHRASE}: url_port" in str(err.value)
         assert secret.request_counts() == {}  # the internal service never saw a request
+    assert server.request_counts()["/bad/redirect"] == 1
 
 
-def test_name_resolving_to_private_address_is_refused_without_connecting() -> None:
+def test_redirect_hop_to_another_scheme_is_refused(server) -> None:
+    with pytest.raises(Blocked) as err:
+        _fetch(fetchguard.opener(UrlPolicy(allow_loopback=True)), f"{server.url}bad/redirect?to=ftp://example.org/a.jpg")
+    assert err.value.reason == "url_scheme"
+
+
+def test_name_resolving_to_private_address_is_refused_without_connecting(monkeypatch) -> None:
     asked: list[str] = []
 
-    async def resolver(host, port, policy):
-        asked.append(host)
-        from mvlp_core.fetchguard import _check_addresses
+    def resolver(host: str, port: int) -> list[tuple]:
+        asked.append(host)  # what a rebinding DNS name would answer
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.1.2.3", port))]
 
-        _check_addresses(host, ["10.1.2.3"], policy)  # what a rebinding DNS name would answer
+    def no_connect(*args):
         raise AssertionError("a private address must be refused before connecting")
 
-    with FetchGuard(UrlPolicy(), resolve=resolver) as guard:
-        with pytest.raises(urllib.error.HTTPError) as err:
-            _fetch(guard, "http://innocent.example/x.jpg")
+    monkeypatch.setattr(socket.socket, "connect", no_connect)
+    with pytest.raises(urllib.error.URLError) as err:
+        _fetch(fetchguard.opener(UrlPolicy(), resolve=resolver), "http://innocent.example/x.jpg")
     assert asked == ["innocent.example"]
     assert "url_private innocent.example resolves to 10.1.2.3" in str(err.value)
+
+
+def test_one_private_address_among_public_ones_is_refused() -> None:
+    def resolver(host: str, port: int) -> list[tuple]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in ("93.184.216.34", "169.254.169.254")]
+
+    with pytest.raises(urllib.error.URLError) as err:
+        _fetch(fetchguard.opener(UrlPolicy(), resolve=resolver), "https://mixed.example/x.jpg")
+    assert f"{BLOCK_PHRASE}: url_link_local mixed.example resolves to 169.254.169.254" in str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -74,33 +95,54 @@ def test_name_resolving_to_private_address_is_refused_without_connecting() -> No
     [
         ("http://169.254.169.254/latest/meta-data/", "url_link_local"),
         ("http://10.0.0.1/a.jpg", "url_private"),
+        ("https://10.0.0.1/a.jpg", "url_private"),
         ("http://100.64.0.1/a.jpg", "url_private"),
         ("http://127.0.0.1./a.jpg", "url_loopback"),
         ("http://2130706433/a.jpg", "url_loopback"),
         ("http://[::ffff:a9fe:a9fe]/a.jpg", "url_link_local"),
     ],
 )
-def test_literal_addresses_are_refused_at_the_proxy(url: str, reason: str) -> None:
-    async def resolver(host, port, policy):
-        raise AssertionError(f"{url} must be refused before resolving")
-
-    with FetchGuard(UrlPolicy(), resolve=resolver) as guard:
-        with pytest.raises(urllib.error.HTTPError) as err:
-            _fetch(guard, url)
-    assert err.value.code == 403 and f"{BLOCK_PHRASE}: {reason}" in str(err.value)
+def test_literal_addresses_are_refused_before_resolving(url: str, reason: str) -> None:
+    with pytest.raises(Blocked) as err:
+        _fetch(fetchguard.opener(UrlPolicy(), resolve=_no_resolving), url)
+    assert err.value.reason == reason and f"{BLOCK_PHRASE}: {reason}" in str(err.value)
 
 
-def test_https_connect_to_private_address_is_refused() -> None:
-    with FetchGuard(UrlPolicy()) as guard:
-        with pytest.raises(urllib.error.URLError) as err:
-            _fetch(guard, "https://10.0.0.1/a.jpg")
-    assert "403" in str(err.value)
-    assert guard.blocked == {"url_private": 1}
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.org/a.jpg", "data:,x"])
+def test_other_schemes_are_not_opened(url: str) -> None:
+    with pytest.raises(urllib.error.URLError, match="unknown url type"):
+        _fetch(fetchguard.opener(UrlPolicy(), resolve=_no_resolving), url)
 
 
 def test_endless_body_is_refused_at_the_byte_limit(server) -> None:
-    with FetchGuard(UrlPolicy(allow_loopback=True), max_bytes=1 << 20) as guard:
-        with pytest.raises(urllib.error.HTTPError) as err:
-            _fetch(guard, server.url + "bad/endless.jpg")
-    assert err.value.code == 403 and "response_too_large" in str(err.value)
-    assert guard.blocked == {"response_too_large": 1}
+    with pytest.raises(Blocked) as err:
+        _fetch(fetchguard.opener(UrlPolicy(allow_loopback=True), max_bytes=1 << 20), server.url + "bad/endless.jpg")
+    assert err.value.reason == "response_too_large"
+
+
+BOMB = Path(__file__).parents[1] / "badinput" / "images" / "bomb.png"  # 157 bytes, 20000x20000
+
+
+def test_declared_size_and_pixel_bombs_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "bomb.png").write_bytes(BOMB.read_bytes())
+    (tmp_path / "images" / "big.jpg").write_bytes(b"\xff\xd8" + b"\0" * 4096)
+    with ImageServer(tmp_path) as srv:
+        guarded = fetchguard.opener(UrlPolicy(allow_loopback=True), max_bytes=1024, max_pixels=10_000_000)
+        with pytest.raises(Blocked) as bomb:
+            _fetch(guarded, srv.url + "images/bomb.png")
+        with pytest.raises(Blocked) as big:
+            _fetch(guarded, srv.url + "images/big.jpg")
+    assert bomb.value.reason == "image_too_large" and "> 10000000 pixels" in str(bomb.value)
+    assert big.value.reason == "response_too_large" and "4098 bytes declared" in str(big.value)
+
+
+def test_size_limits_hold_with_the_policy_off(tmp_path: Path) -> None:
+    """`download.guard_fetch: false` drops the address checks, not the byte and pixel limits."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "bomb.png").write_bytes(BOMB.read_bytes())
+    with ImageServer(tmp_path) as srv:
+        with pytest.raises(Blocked) as bomb:
+            _fetch(fetchguard.opener(None, max_pixels=10_000_000), srv.url + "images/bomb.png")
+        assert _fetch(fetchguard.opener(None, max_pixels=10**9), srv.url + "images/bomb.png") == BOMB.read_bytes()
+    assert bomb.value.reason == "image_too_large"
