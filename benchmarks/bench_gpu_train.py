@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from benchmarks._metrics import steady
+
 if TYPE_CHECKING:
     from mvlp_core.train.job import TrainJob
 
@@ -39,15 +41,8 @@ def _overrides(bf16: bool, run_name: str) -> list[str]:
         f"pretrain.cpus_per_worker={cpus}", f"pretrain.loader.num_workers={min(4, cpus)}",
         f"pretrain.batch_size={BATCH}", f"pretrain.max_steps={STEPS}", f"pretrain.log_every={LOG_EVERY}",
         f"pretrain.checkpoint_every={STEPS}", "pretrain.warmup_steps=4", f"pretrain.bf16={str(bf16).lower()}",
-        f"pretrain.run_name={run_name}",
+        f"pretrain.run_name={run_name}", "pretrain.keep_checkpoints=1",
     ]
-
-
-def _steady(metrics_path: Path) -> dict[str, float]:
-    from mvlp_core.train import curves
-
-    rows = curves.history(curves.read_metrics(metrics_path))[1:]
-    return {k: statistics.median(r[k] for r in rows) for k in ("samples_per_second", "mfu", "loss")}
 
 
 def runner() -> str:
@@ -65,7 +60,9 @@ def runner() -> str:
 
 def _train(job: TrainJob, how: str) -> None:
     if how == "plain":
-        _train_plain(job)
+        from mvlp_core.stages.pretrain import train_in_process
+
+        train_in_process(job, device="cuda")
         return
     import ray
     import torch
@@ -76,19 +73,6 @@ def _train(job: TrainJob, how: str) -> None:
         ray.init(num_cpus=os.cpu_count(), num_gpus=torch.cuda.device_count(), include_dashboard=False,
                  log_to_driver=True, runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
     train_with_ray(job)
-
-
-def _train_plain(job: TrainJob) -> None:
-    import torch
-
-    from mvlp_core.train import loop
-    from mvlp_core.train.job import build
-
-    model, batches = build(job, 0, 1)
-    device = torch.device("cuda")
-    reporter = loop.LocalReporter(job.out_dir / "local", keep=1)
-    loop.train(model.to(device), iter(batches), job.spec.pretrain, reporter, device=device,
-               metrics_path=job.metrics_path)  # fmt: skip
 
 
 def write_shard_stage(folder: Path, n: int) -> None:
@@ -134,7 +118,7 @@ def run(runs: int = 1) -> list[dict]:
                 job.metrics_path.unlink(missing_ok=True)
                 t0 = time.perf_counter()
                 _train(job, how)
-                figures[bf16].append(_steady(job.metrics_path))
+                figures[bf16].append(steady(job.metrics_path, ("samples_per_second", "mfu", "loss"), 1))
                 print(f"bf16={bf16}: {figures[bf16][-1]} ({time.perf_counter() - t0:.0f} s)", flush=True)
                 shutil.rmtree(wd / "pretrain" / "ray", ignore_errors=True)  # ~10 GB of checkpoints
                 shutil.rmtree(wd / "pretrain" / "local", ignore_errors=True)

@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._metrics import steady
+
 ROOT = Path(__file__).resolve().parent.parent
 STEPS, WARM = 12, 2
 SPEC = [
@@ -24,13 +26,6 @@ SPEC = [
     "pretrain.batch_size=16", "pretrain.log_every=1", f"pretrain.checkpoint_every={STEPS}",
     f"pretrain.max_steps={STEPS}", "pretrain.warmup_steps=2",
 ]
-
-
-def _steady(metrics_path: Path) -> float:
-    from mvlp_core.train import curves
-
-    rows = curves.history(curves.read_metrics(metrics_path))[WARM:]
-    return statistics.median(r["samples_per_second"] for r in rows)
 
 
 def run(runs: int = 3) -> list[dict]:
@@ -55,11 +50,11 @@ def run(runs: int = 3) -> list[dict]:
                 spec = load_spec(ROOT / "data_specs/pipelines/demo.yaml", [*SPEC, "pretrain.workers=2"], wd)
                 job = prepare(spec, {"shard": wd / "shard"}, wd / "pretrain")
                 train_with_ray(job)
-                distributed.append(_steady(job.metrics_path))
+                distributed.append(steady(job.metrics_path, ("samples_per_second",), WARM)["samples_per_second"])
                 job.metrics_path.unlink()
                 job.spec.pretrain.workers = 1
                 train_in_process(job)
-                plain.append(_steady(job.metrics_path))
+                plain.append(steady(job.metrics_path, ("samples_per_second",), WARM)["samples_per_second"])
     finally:
         ray.shutdown()
     v, b = statistics.median(distributed), statistics.median(plain)

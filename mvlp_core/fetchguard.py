@@ -1,6 +1,6 @@
 """The URL policy enforced where the bytes are fetched: a urllib opener for img2dataset's workers.
 
-img2dataset fetches in spawned worker processes with `urllib.request.urlopen`, which follows
+img2dataset fetches in worker processes with `urllib.request.urlopen`, which follows
 redirects and resolves host names itself, so a policy checked only on the listed URL misses
 `302 Location: http://169.254.169.254/` and names that resolve to private addresses. The download
 stage installs this opener in every worker (`install`, run as the worker pool's initializer), so

@@ -500,6 +500,11 @@ class ModelSpec(Strict):
         1.0, ge=0, description="weight of the contrastive loss (UniGen: 1; a tiny random-init model "
         "needs more, or the generative losses swamp the shared towers' updates)",
     )
+    delta_xlc: float = Field(
+        0.0, ge=0, description="weight of the cross-lingual consistency loss (not in UniGen): a "
+        "parallel pair's source side, read as a [qus] or [match] prompt over an image of the batch, "
+        "must give the decoder's next-token distribution its English side gives",
+    )
     max_images: int = Field(2, ge=1, description="images per example (MaRVL: 2), each with a position embedding")
     embed_dim: int = Field(256, gt=0, description="base: contrastive space width")
     temperature: float = Field(0.07, gt=0, description="initial InfoNCE temperature (learnable)")

@@ -288,6 +288,40 @@ class UniGen(nn.Module):
         return self._rows(img_states, img_mask, text_states[txt], batch["itc_mask"][idx][txt], task,
                           targets, target_mask)  # fmt: skip
 
+    def _next_token_logits(self, image_states, text_states, text_mask, task) -> torch.Tensor:
+        """The decoder's logits right after the task token of [image queries | text | task]."""
+        n, q = image_states.shape[:2]
+        empty = text_mask.new_zeros(n, 0)
+        embeds, mask, _ = self._rows(image_states, torch.ones(n, q, dtype=torch.long, device=task.device),
+                                     text_states, text_mask, task, empty, empty)  # fmt: skip
+        hidden = self.decoder.transformer(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        last = hidden[torch.arange(n, device=task.device), mask.sum(dim=1) - 1]
+        return self.decoder.lm_head(last).float()
+
+    def _consistency(self, batch: dict, image_states: torch.Tensor, encoded: torch.Tensor) -> torch.Tensor | None:
+        """Cross-lingual consistency (xTune's example consistency, on parallel text): each text
+        pair's source side, as a [qus] or [match] prompt over an image drawn from the batch, is
+        pulled to the next-token distribution its English side gives there (KL, English side
+        held fixed). English-only task fine-tuning then reaches the other languages' questions and
+        statements, which [trans] alone never tied to the [qus]/[match] readings."""
+        pairs = ((batch["task"] == TRANS) & ~batch["has_image"] & batch["has_caption"]).nonzero(as_tuple=True)[0]
+        images = encoded.nonzero(as_tuple=True)[0]
+        if len(pairs) == 0 or len(images) == 0:
+            return None
+        n, device = len(pairs), pairs.device
+        pick = images[torch.randint(len(images), (n,), device=device)]
+        img = image_states[pick, : self.spec.num_query_tokens]
+        task = torch.where(torch.rand(n, device=device) < 0.5, QUS, MATCH)
+        everyone = torch.ones(n, dtype=torch.bool, device=device)
+        src_ids, src_mask = batch["enc_ids"][pairs], batch["enc_mask"][pairs]
+        student = self._next_token_logits(img, self._encode_text(src_ids, src_mask, everyone), src_mask, task)
+        with torch.no_grad():
+            en_ids, en_mask = batch["itc_ids"][pairs], batch["itc_mask"][pairs]
+            teacher = self._next_token_logits(img.detach(), self._encode_text(en_ids, en_mask, everyone),
+                                              en_mask, task)  # fmt: skip
+        return F.kl_div(F.log_softmax(student, dim=-1), F.log_softmax(teacher, dim=-1), log_target=True,
+                        reduction="batchmean")  # fmt: skip
+
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """Losses of a `collate` batch (see the module docstring)."""
         task = batch["task"]
@@ -325,8 +359,15 @@ class UniGen(nn.Module):
         loss = (losses["loss_trans"] + losses["loss_cap"] + self.spec.alpha_qus * losses["loss_qus"]
                 + self.spec.beta_match * losses["loss_match"] + self.spec.gamma_itc * loss_itc
                 + touch)  # fmt: skip
+        out = {}
+        if self.spec.delta_xlc and image_states is not None:
+            encoded = (_isin(task, USES_IMAGE) & batch["has_image"]) | itc_rows
+            loss_xlc = self._consistency(batch, image_states, encoded)
+            if loss_xlc is not None:
+                loss = loss + self.spec.delta_xlc * loss_xlc
+                out["loss_xlc"] = loss_xlc
         rows = torch.bincount(row_task, minlength=len(TASK_IDS))  # [match] rows include derived ones
-        return {"loss": loss, **losses, "loss_itc": loss_itc, "tokens": counts.sum(), "task_rows": rows}
+        return {"loss": loss, **losses, "loss_itc": loss_itc, **out, "tokens": counts.sum(), "task_rows": rows}
 
     def flops_per_sample(self, batch: dict) -> float:
         """Rough training FLOPs per sample (6·params·tokens for trainable parts, 2·params·tokens for

@@ -37,11 +37,14 @@ def config(spec: PipelineSpec) -> dict[str, Any]:
     }
 
 
-def train_in_process(job: TrainJob) -> Path:
-    """One process, no Ray: checkpoints under `pretrain/local/`, resumed from the newest."""
+def train_in_process(job: TrainJob, device: str = "cpu") -> Path:
+    """One process, no Ray, on `device`: checkpoints under `pretrain/local/`, resumed from the newest."""
+    import torch
+
     reporter = loop.LocalReporter(job.out_dir / "local", keep=job.spec.pretrain.keep_checkpoints)
     model, batches = build(job, rank=0, world=1)
-    loop.train(model, iter(batches), job.spec.pretrain, reporter, metrics_path=job.metrics_path)
+    loop.train(model.to(device), iter(batches), job.spec.pretrain, reporter, device=torch.device(device),
+               metrics_path=job.metrics_path)  # fmt: skip
     return reporter.checkpoints()[-1]
 
 

@@ -130,7 +130,8 @@ def image_example(
 
 
 def text_example(sample: dict[str, Any], mix: MixSpec, skips: Skips) -> Example | None:
-    """A parallel pair -> text-only [trans] into English; monolingual records are not UniGen's."""
+    """A parallel pair -> text-only [trans] into English, the English side also as its `caption`
+    (what the cross-lingual consistency loss reads); monolingual records are not UniGen's."""
     key = sample.get("__key__")
     try:
         r = json.loads(sample["json"])
@@ -139,9 +140,9 @@ def text_example(sample: dict[str, Any], mix: MixSpec, skips: Skips) -> Example 
         if mix.min_pair_score is not None and (r.get("score") or 0) < mix.min_pair_score:
             return None
         if r["tgt_lang"] == "en":
-            return Example("trans", None, r["src"], r["src_lang"], r["tgt"])
+            return Example("trans", None, r["src"], r["src_lang"], r["tgt"], caption=r["tgt"])
         if r["src_lang"] == "en":
-            return Example("trans", None, r["tgt"], r["tgt_lang"], r["src"])
+            return Example("trans", None, r["tgt"], r["tgt_lang"], r["src"], caption=r["src"])
         return None
     except (KeyError, TypeError, ValueError) as err:
         skips.add(key, "bad_text_json", repr(err))

@@ -63,6 +63,34 @@ def test_contrastive_weight_scales_only_the_contrastive_term(tok):
     assert torch.allclose(outs[1]["loss"] - outs[0]["loss"], 2 * outs[0]["loss_itc"], atol=1e-5)
 
 
+def _with_text_pairs(spec, sources: list[str]) -> list[Example]:
+    """Image examples, plus text-only pairs whose English side (the caption) reads "a red circle"."""
+    pairs = [Example("trans", None, src, "de", "a red circle", caption="a red circle") for src in sources]
+    return [*examples(spec, 6), *pairs]
+
+
+def test_consistency_loss_is_zero_for_identical_sides_and_trains_the_source_reading(tok):
+    spec = tiny_spec(delta_xlc=2.0)
+    torch.manual_seed(0)
+    model = build_model(spec, tok)
+    same = collate(_with_text_pairs(spec, ["a red circle", "a red circle"]), tok, spec)
+    assert model(same)["loss_xlc"].abs() < 1e-6  # the source reads exactly as its English side
+    other = collate(_with_text_pairs(spec, ["ein roter Kreis", "roter Kreis links"]), tok, spec)
+    torch.manual_seed(1)
+    out = model(other)
+    assert out["loss_xlc"] > 0
+    off = build_model(tiny_spec(), tok)
+    off.load_state_dict(model.state_dict())
+    torch.manual_seed(1)  # the same dropout and hard negatives
+    base = off(other)
+    assert "loss_xlc" not in base
+    assert torch.allclose(out["loss"] - base["loss"], 2.0 * out["loss_xlc"], atol=1e-5)
+    model.zero_grad()
+    out["loss_xlc"].backward()
+    assert model.text_encoder.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    assert model.temperature.grad is None or model.temperature.grad == 0  # contrastive untouched
+
+
 def _pair_examples(spec, n=4):
     """[match] examples over two images each (MaRVL's shape) and the single-image halves."""
     singles = [e for e in examples(spec, 4 * n, seed=3) if e.image is not None][: 2 * n]

@@ -88,6 +88,7 @@ def test_task_mix_follows_spec_and_text_pairs_mix_in(tmp_path: Path) -> None:
     text = [e for e in exs if e.image is None]
     assert 0.18 < len(text) / len(exs) < 0.32
     assert all(e.task == "trans" and e.source_lang == "fr" and e.target.startswith("hello") for e in text)
+    assert all(e.caption == e.target for e in text)  # the English side, for the consistency loss
     tasks = Counter(e.task for e in exs if e.image is not None)
     assert 0.4 < tasks["qus"] / sum(tasks.values()) < 0.6          # qus : cap+trans = 1 : 1
     trans = [e for e in exs if e.image is not None and e.task == "trans"]
