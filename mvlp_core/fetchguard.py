@@ -80,17 +80,10 @@ def connect_checked(
         if verdict:
             raise Blocked(verdict[0], f"{host} resolves to {ip}")
     error: OSError | None = None
-    for family, type_, proto, _, sockaddr in infos:
-        sock = socket.socket(family, type_, proto)
+    for *_, sockaddr in infos:  # numeric addresses: create_connection does no second lookup
         try:
-            if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
-                sock.settimeout(timeout)
-            if source_address:
-                sock.bind(source_address)
-            sock.connect(sockaddr)
-            return sock
+            return socket.create_connection(sockaddr[:2], timeout, source_address)
         except OSError as err:
-            sock.close()
             error = err
     raise error or OSError(f"cannot resolve {host}")
 

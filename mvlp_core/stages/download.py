@@ -27,8 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mvlp_core import atomic, contract, urlpolicy
-from mvlp_core import fetchguard
+from mvlp_core import atomic, contract, fetchguard, urlpolicy
 from mvlp_core.spec import PipelineSpec, fingerprint_config
 
 WDS_DIR = "webdataset"
