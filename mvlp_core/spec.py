@@ -325,6 +325,7 @@ class IglueFinetuneTaskSpec(Strict):
     lr: float | None = Field(None, gt=0)
     max_steps: int | None = Field(None, gt=0)
     max_train_items: int | None = Field(None, gt=0)
+    head_lr_scale: float | None = Field(None, gt=0)
 
 
 class IglueFinetuneSpec(Strict):
@@ -337,6 +338,9 @@ class IglueFinetuneSpec(Strict):
     lr: float = Field(5e-5, gt=0, description="zero-shot (English) fine-tuning")
     max_steps: int | None = Field(None, gt=0)
     max_train_items: int | None = Field(None, gt=0, description="cap on English training items")
+    head_lr_scale: float = Field(
+        1.0, gt=0, description="learning-rate factor for the parts only fine-tuning trains (UniGen's "
+        "multi-image gate and image positions, MaRVL): they start fresh while the body is pretrained")
     tasks: dict[Literal["xvnli", "xgqa", "marvl", "xflickrco", "wit"], IglueFinetuneTaskSpec] = Field(
         {}, description="task -> fields that differ from the shared ones, e.g. {wit: {lr: 3e-4}}"
     )

@@ -4,6 +4,10 @@ linear warm-up/decay, and after each epoch a dev score; the best epoch's weights
 IGLUE's protocol: zero-shot fine-tunes on English and selects the checkpoint on English dev;
 few-shot continues from that model on one language's ``train_<shots>`` file for each learning rate
 of the grid and again selects on English dev.
+
+Parameters the model lists in ``HEAD_PARAMS`` (name prefixes: parts pretraining never trains, like
+UniGen's multi-image gate) learn at ``lr × head_lr_scale``, as fresh classifier heads usually do:
+at the body's rate the gate barely leaves its start before the body has adapted around it.
 """
 
 from __future__ import annotations
@@ -29,9 +33,18 @@ class FinetuneResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def param_groups(model: torch.nn.Module, lr: float, head_lr_scale: float) -> list[dict[str, Any]]:
+    """AdamW groups: the model's ``HEAD_PARAMS`` at ``lr × head_lr_scale``, the rest at ``lr``."""
+    heads = tuple(getattr(model, "HEAD_PARAMS", ()))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    head = [p for n, p in named if heads and n.startswith(heads)]
+    body = [p for n, p in named if not (heads and n.startswith(heads))]
+    return [g for g in ({"params": body, "lr": lr}, {"params": head, "lr": lr * head_lr_scale}) if g["params"]]
+
+
 def finetune(em: EvalModel, examples: list[Any], dev_score: Callable[[EvalModel], float], *,
              epochs: int, batch_size: int, lr: float, seed: int = 0, weight_decay: float = 0.01,
-             max_steps: int | None = None) -> FinetuneResult:
+             max_steps: int | None = None, head_lr_scale: float = 1.0) -> FinetuneResult:
     """Train ``em.model`` in place on ``examples``; leave it holding the best-dev weights.
 
     Epoch 0 is the starting model, so a fine-tune that only hurts dev keeps the weights it got."""
@@ -40,8 +53,9 @@ def finetune(em: EvalModel, examples: list[Any], dev_score: Callable[[EvalModel]
                          "image roots in the spec (iglue.image_roots)")
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    params = [p for p in em.model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    groups = param_groups(em.model, lr, head_lr_scale)
+    params = [p for g in groups for p in g["params"]]
+    opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(examples) / batch_size)
     total = min(epochs * steps_per_epoch, max_steps or epochs * steps_per_epoch)
     warmup = max(1, total // 10)

@@ -211,7 +211,8 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
             examples, rejects = ev.training_examples(train, "en", ft.max_train_items)
             n_in, n_out = len(examples) + len(rejects), len(examples)
             res = finetune(em, examples, lambda _: ev.dev_score(), epochs=ft.epochs,
-                           batch_size=ft.batch_size, lr=ft.lr, seed=cfg.seed, max_steps=ft.max_steps)
+                           batch_size=ft.batch_size, lr=ft.lr, seed=cfg.seed, max_steps=ft.max_steps,
+                           head_lr_scale=ft.head_lr_scale)
             info.update(best_dev=res.best_dev, best_epoch=res.best_epoch, lr=res.lr, history=res.history)
         em.save(tuned)
         result = {"unit": name, "task": unit.task, "setting": "finetune", "finetune": info,
@@ -229,8 +230,9 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
         shots = cfg.few_shot[unit.task]
         train = _require(layout.few_shot(unit.task, unit.lang, shots), f"{unit.task} {unit.lang} train_{shots}")
         examples, _ = ev.training_examples(train, unit.lang, None)
+        ft = cfg.finetune.for_task(unit.task)
         res = grid_search(em, examples, lambda _: ev.dev_score(), cfg.lr_grid, epochs=cfg.few_shot_epochs,
-                          batch_size=cfg.finetune.for_task(unit.task).batch_size, seed=cfg.seed)
+                          batch_size=ft.batch_size, seed=cfg.seed, head_lr_scale=ft.head_lr_scale)
         info = {"shots": shots, "lr": res.lr, "best_dev": res.best_dev, "best_epoch": res.best_epoch}
     test = _require(layout.test(unit.task, unit.lang, unit.setting), f"{unit.task} {unit.lang} {unit.setting} test file")
     out_eval = ev.evaluate(test, unit.lang, cfg.max_test_items)

@@ -13,8 +13,12 @@ never left chance). L = L_trans + L_cap + α·L_qus + β·L_match + γ·L_CL.
 
 An example with K > 1 images (MaRVL's left and right) is read one image at a time: K decoder rows,
 each with one image's queries plus that image's position embedding, and the target's likelihood is
-the mixture (1/K)·Σ_k p(target | image k, text). Concatenating both images' queries instead lets
-the decoder blend them: a statement true of one image and false of the other reads as neither.
+the mixture Σ_k g_k·p(target | image k, text), g = softmax of a linear gate on the text's mean
+XLM-R state: which image the statement is about is a latent choice the text makes. The gate starts
+at zero (a uniform mixture) and only multi-image fine-tuning trains it, with a larger learning rate
+(HEAD_PARAMS). Concatenating both images' queries instead lets the decoder blend them, and a
+uniform mixture cannot tell "the left image shows X" from X shown on the right: both fine-tune to
+chance on the world's NLVR2, the gate to 70%.
 
 The decoder input is [prefix embeddings, task token, target tokens]; each row's valid positions are
 packed to the left (so sequences are ordinary right-padded GPT-2 inputs) and only target positions
@@ -57,6 +61,12 @@ def _pack(embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor):
     return embeds, mask.gather(1, order), labels.gather(1, order)
 
 
+def _mean_pool(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, L, D] states averaged over each row's unmasked tokens -> [B, D]."""
+    weights = mask.unsqueeze(-1).to(states.dtype)
+    return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+
+
 def _pad_cat(groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
     """Stack packed groups of rows, right-padding them to a common length."""
     width = max(g[0].shape[1] for g in groups)
@@ -77,6 +87,9 @@ class UniGen(nn.Module):
     batch did not use, e.g. the vision tower on a text-only batch), so plain
     `DistributedDataParallel` works; `find_unused_parameters` is not needed.
     """
+
+    # parameters only multi-image fine-tuning trains: still at their initial values when it starts
+    HEAD_PARAMS = ("image_gate.", "image_position")
 
     def __init__(self, config: dict, tokenizers: Tokenizers, parts: dict[str, nn.Module] | None = None):
         super().__init__()
@@ -100,6 +113,9 @@ class UniGen(nn.Module):
         self.temperature = nn.Parameter(torch.tensor(self.spec.temperature))
         # zeros: a model that never saw several images reads each of them as it reads one
         self.image_position = nn.Parameter(torch.zeros(self.spec.max_images, dq))
+        self.image_gate = nn.Linear(dx, self.spec.max_images)
+        nn.init.zeros_(self.image_gate.weight)
+        nn.init.zeros_(self.image_gate.bias)
         self.register_buffer("task_tokens", torch.tensor(config["task_token_ids"]), persistent=False)
         self.yes_ids, self.no_ids = config["yes_ids"], config["no_ids"]
         self._freeze()
@@ -163,9 +179,7 @@ class UniGen(nn.Module):
 
     def _text_cls(self, text_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The text's contrastive feature: its token states averaged, projected, L2-normalised."""
-        weights = mask.unsqueeze(-1).to(text_states.dtype)
-        pooled = (text_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
-        return F.normalize(self.text_proj(pooled), dim=-1)
+        return F.normalize(self.text_proj(_mean_pool(text_states, mask)), dim=-1)
 
     # ---------------------------------------------------------------- decoder
     def _rows(self, image_states, image_mask, text_states, text_mask, task, targets, target_mask,
@@ -189,7 +203,8 @@ class UniGen(nn.Module):
 
     def _primary_rows(self, batch: dict, extra_image_rows: torch.Tensor | None = None):
         """Decoder rows of the batch's own examples, the query states the encoders produced, and
-        `owner` (None, or for K > 1 images per example the example each per-image row reads)."""
+        the mixing (None, or for K > 1 images per example (owner, log gate weight) of each
+        per-image row: the example it reads and its image's share)."""
         task = batch["task"]
         uses_image = _isin(task, USES_IMAGE) & batch["has_image"]
         image_mask = batch.get("image_mask")
@@ -211,7 +226,8 @@ class UniGen(nn.Module):
     def _per_image_rows(self, batch: dict, wanted: torch.Tensor, text_states: torch.Tensor,
                         text_mask: torch.Tensor):  # fmt: skip
         """One decoder row per (example, image) of a K-image batch (one row for an example without
-        images), each image's queries shifted by its position embedding."""
+        images), each image's queries shifted by its position embedding, and each row's
+        log gate weight over its example's images."""
         b, k = wanted.shape
         if k > self.spec.max_images:
             raise ValueError(f"{k} images per example; this model reads at most model.max_images="
@@ -231,17 +247,20 @@ class UniGen(nn.Module):
         group = self._rows(states, img_mask, text_states[owner], text_mask[owner], batch["task"][owner],
                            batch["dec_ids"][owner], batch["dec_mask"][owner],
                            None if labels is None else labels[owner])  # fmt: skip
-        return group, None, owner
+        gate = self.image_gate(_mean_pool(text_states, text_mask)).float()[:, :k]
+        log_weight = torch.log_softmax(gate.masked_fill(~keep, float("-inf")), dim=1)[owner, position]
+        return group, None, (owner, log_weight)
 
     @staticmethod
-    def _mixture(logp: torch.Tensor, counts: torch.Tensor, owner: torch.Tensor, b: int):
-        """Per-image rows' target log-probs -> each example's log (1/K)·Σ_k p_k, and its token count."""
-        n = torch.zeros(b, device=logp.device).index_add(0, owner, torch.ones_like(logp))
-        top = logp.detach().new_full((b,), float("-inf")).scatter_reduce(0, owner, logp.detach(), "amax")
-        total = torch.zeros(b, device=logp.device).index_add(0, owner, (logp - top[owner]).exp())
+    def _mixture(logp: torch.Tensor, counts: torch.Tensor, mixing: tuple[torch.Tensor, torch.Tensor], b: int):
+        """Per-image rows' target log-probs -> each example's log Σ_k g_k·p_k, and its token count."""
+        owner, log_weight = mixing
+        x = logp + log_weight
+        top = x.detach().new_full((b,), float("-inf")).scatter_reduce(0, owner, x.detach(), "amax")
+        total = torch.zeros(b, device=logp.device).index_add(0, owner, (x - top[owner]).exp())
         tokens = counts.new_zeros(b)
         tokens[owner] = counts  # every row of an example has its target
-        return top + total.log() - n.log(), tokens
+        return top + total.log(), tokens
 
     def _token_logprobs(self, embeds, mask, labels):
         """Per-row sum of target log-probs and target token counts; logits only where supervised."""
@@ -327,7 +346,7 @@ class UniGen(nn.Module):
         task = batch["task"]
         single = batch["pixel_values"].dim() == 4
         itc_rows = batch["has_image"] & batch["has_caption"] & single
-        group, image_states, owner = self._primary_rows(batch, extra_image_rows=itc_rows)
+        group, image_states, mixing = self._primary_rows(batch, extra_image_rows=itc_rows)
         groups, row_task = [group], [task]
         zero = self.temperature.sum() * 0.0
         loss_itc = zero
@@ -344,9 +363,9 @@ class UniGen(nn.Module):
                 row_task.append(torch.full((match[0].shape[0],), MATCH, device=task.device))
         embeds, mask, labels = _pad_cat(groups)
         logp, counts = self._token_logprobs(embeds, mask, labels)
-        if owner is not None:
+        if mixing is not None:
             n = group[0].shape[0]
-            mixed, tokens = self._mixture(logp[:n], counts[:n], owner, task.shape[0])
+            mixed, tokens = self._mixture(logp[:n], counts[:n], mixing, task.shape[0])
             logp, counts = torch.cat([mixed, logp[n:]]), torch.cat([tokens, counts[n:]])
         row_task = torch.cat(row_task)
         losses = {}
@@ -414,9 +433,9 @@ class UniGen(nn.Module):
     def score_targets(self, batch: dict) -> torch.Tensor:
         """Sum of log-probs [B] of each example's target (eos included) given its prompt; the task
         token comes from batch["task"]."""
-        group, _, owner = self._primary_rows(batch)
+        group, _, mixing = self._primary_rows(batch)
         logp, counts = self._token_logprobs(*group)
-        return logp if owner is None else self._mixture(logp, counts, owner, batch["task"].shape[0])[0]
+        return logp if mixing is None else self._mixture(logp, counts, mixing, batch["task"].shape[0])[0]
 
     @torch.no_grad()
     def match_score(
@@ -444,9 +463,9 @@ class UniGen(nn.Module):
         """Greedy decoding after each example's prompt (its target is ignored)."""
         b = batch["task"].shape[0]
         empty = batch["dec_ids"][:, :0]
-        (embeds, mask, _), _, owner = self._primary_rows({**batch, "dec_ids": empty, "dec_mask": empty,
-                                                         "labels": None})  # fmt: skip
-        if owner is not None:
+        (embeds, mask, _), _, mixing = self._primary_rows({**batch, "dec_ids": empty, "dec_mask": empty,
+                                                          "labels": None})  # fmt: skip
+        if mixing is not None:
             raise ValueError("generate reads one image per example; rank label words with "
                              "score_targets for several images (MaRVL)")
         lengths = mask.sum(dim=1)

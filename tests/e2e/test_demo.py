@@ -22,7 +22,7 @@ from mvlp_core.keys import is_valid_key
 from mvlp_core.stages.qa.filters import check
 from mvlp_core.stages.qa.parser import QAPair
 
-SAMPLES = 240  # the demo's own size: what the IGLUE margins below were measured on
+SAMPLES = 2000  # the demo's own size: what the IGLUE margins below were measured on
 MVLP = [sys.executable, "-m", "flows.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -117,49 +117,43 @@ def test_demo_pretrain_loss_falls(reference: Path) -> None:
     from mvlp_core.model import load_model
 
     pre = status(reference)["pretrain"]
-    assert pre["state"] == "complete" and pre["step"] == 600
+    assert pre["state"] == "complete" and pre["step"] == 1500
     assert pre["loss_last"] < 0.75 * pre["loss_first"], pre   # the tiny model learns the world
     # the contrastive loss leaves chance, ln(32) for 2 workers x 16 (it used to sit there)
     assert pre["loss_itc"] < 0.6 * math.log(32), pre
-    assert pre["checkpoint"].endswith("checkpoint_00000600")
+    assert pre["checkpoint"].endswith("checkpoint_00001500")
     assert (reference / "pretrain" / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert load_model(reference / "pretrain" / "final") is not None
 
 
 # Zero-shot points above chance each task must reach in the demo, on English and on the average of
-# the other languages (IGLUE's headline). Measured on the demo runs while tuning (600 pretrain steps
-# on 2 Ray Train workers; eflomal's unseeded links make runs differ): XVNLI English 83-86 vs 33.3
-# chance, its average 38-45 (French 56-67, the others 26-59); xFlickr&CO R@1 12-44 / 11-35 and WIT
-# 22-56 / 18-34 vs 2.1; xGQA 40-55 / 33-43 vs 29.2 (the majority answer); MaRVL 52-56 / 50-55 vs 50
-# on 144 pairs a language. Averages need 3 points (about 2 sigma of sampling noise on 5 x 144
-# XVNLI items). Expected failures, kept visible rather than dropped:
-# - MaRVL: which image a statement is about (left/right) is not learnt from 960 NLVR2 pairs,
-#   neither with the per-image mixture and position embeddings nor as a product of the per-image
-#   answers, nor with a learned gate over the per-image rows (tried 2026-12-04: dev stays at 50-56
-#   with the [match] or a [qus] true/false head, lr 1e-4 to 3e-3). The limit is the per-image
-#   reading itself: scoring each dev statement on the image it names (an oracle gate) gives 58%
-#   after pretraining and 53% after fine-tuning, so no choice of image can lift MaRVL here;
-# - MaRVL in the other languages: it cannot transfer what its English lacks.
-# xGQA's average is asserted. Its templates ("Welche Farbe hat ...") are read like the English
-# ones since the cross-lingual consistency loss (model.delta_xlc: 1, mix.text_pairs: 0.4). Over
-# pretraining seeds 0-2 on one demo's data, the average went from 19 / 11 / 34 to 41 / 39 / 43 (bar
-# 32.2). Code-switching, and a dictionary mined from the parallel text with eflomal, had not moved it.
+# the other languages (IGLUE's headline). Measured over pretraining seeds 0-2 on one demo's data
+# (2,000 images, 1,500 steps on 2 Ray Train workers; English / average): XVNLI 85-86 / 37-48 vs
+# 33.3; xGQA 56-63 / 47-48 vs 29.2 (the majority answer); MaRVL 75-78 / 51-53 vs 50 (144 pairs a
+# language); xFlickr&CO R@1 58-71 / 50-52 and WIT 65-71 / 47-63 vs 2.1. Averages need 3 points
+# where they are noisiest (about 2 sigma of sampling noise on 5 x 144 XVNLI items). Expected
+# failures, kept visible:
+# - MaRVL in the other languages: the text gate that picks the image a statement names
+#   (model.image_gate) is trained on English only, and the side words of the other languages'
+#   statements ("Das linke Bild", "左の画像には") are not understood by the tiny model: on the
+#   fine-tuned model the gate gives the left image the same weight for "left" and "right"
+#   statements in every other language, while scoring each statement on the image it names still
+#   reaches 60-74% there. Its own [trans] renders every side as "right", and neither a gate on
+#   token maxima or on the decoder's reading, nor code-switching the English statements with the
+#   align stage's dictionary, moved the average above 54 (tried 2026-12-04).
 NOTHING_TO_TRANSFER = pytest.mark.xfail(
-    reason="MaRVL's other languages: its English is at chance, so there is nothing to transfer", strict=False)
+    reason="MaRVL's other languages: the image gate reads only English side words", strict=False)
 # XVNLI's cross-lingual average swings with eflomal's unseeded links (they drive the code-switching)
-# and with the pretraining seed: 38-45 in earlier sessions, 33.8 and 36.2 (Czech 21, French 61) in
-# two runs on 2026-12-04, then 38 / 46 / 43 over seeds 0-2 with the demo's consistency loss (39 / 39 /
-# 43 without it, on the same data)
+# and with the pretraining seed: 47.8 / 46.3 / 36.5 over seeds 0-2 (bar 36.3; Czech 19-46).
 NOISY_TRANSFER = pytest.mark.xfail(
     reason="XVNLI zero-shot average: run-to-run spread larger than its 3-point margin", strict=False)
-WHICH_IMAGE = pytest.mark.xfail(
-    reason="MaRVL: which of the two images a statement is about is not learnt at this size", strict=False)
-MARGINS = {"xvnli": 20.0, "xgqa": 5.0, "marvl": 5.0, "xflickrco": 5.0, "wit": 5.0}  # English, points above chance
-AVG_MARGINS = {"xvnli": 3.0, "xgqa": 3.0, "marvl": 3.0, "xflickrco": 3.0, "wit": 3.0}  # the other languages
+# Margins sit about 10 points under the worst seed, so a change that costs a task most of its gain fails.
+MARGINS = {"xvnli": 20.0, "xgqa": 15.0, "marvl": 15.0, "xflickrco": 30.0, "wit": 30.0}  # English, points above chance
+AVG_MARGINS = {"xvnli": 3.0, "xgqa": 8.0, "marvl": 3.0, "xflickrco": 20.0, "wit": 20.0}  # the other languages
 IGLUE_CHECKS = [
     pytest.param(task, which, id=f"{task}-{which}",
                  marks={("marvl", "avg"): NOTHING_TO_TRANSFER,
-                        ("marvl", "en"): WHICH_IMAGE, ("xvnli", "avg"): NOISY_TRANSFER}.get((task, which), ()))
+                        ("xvnli", "avg"): NOISY_TRANSFER}.get((task, which), ()))
     for task in MARGINS for which in ("en", "avg")
 ]
 

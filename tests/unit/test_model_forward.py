@@ -41,7 +41,7 @@ def test_every_task_trains_and_gradients_reach_exactly_the_trainable_parts(tok):
     assert any(n.startswith("decoder.transformer.h.1.") for n in frozen)
     assert not any(n.startswith(("decoder.transformer.h.0.", "decoder.transformer.h.2.")) for n in frozen)
     for name, p in model.named_parameters():
-        if name == "image_position":  # only examples with several images use it (a zero gradient here)
+        if name.startswith(model.HEAD_PARAMS):  # only examples with several images use them (zero here)
             assert p.grad is not None and p.grad.abs().sum() == 0
         elif p.requires_grad:
             assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient for {name}"
@@ -107,7 +107,7 @@ def test_several_images_are_read_one_at_a_time_and_their_likelihoods_mixed(tok):
     model = build_model(spec, tok).eval()
     pairs, (left, right) = _pair_examples(spec)
     pair_score = model.score_targets(collate(pairs, tok, spec))
-    # a position embedding of zeros: each image read exactly as a lone image, p = (p_left + p_right) / 2
+    # a position embedding and gate of zeros: each image read as a lone one, p = (p_left + p_right) / 2
     lone = [model.score_targets(collate(half, tok, spec)) for half in (left, right)]
     mixed = torch.logsumexp(torch.stack(lone), dim=0) - math.log(2)
     assert torch.allclose(pair_score, mixed, atol=1e-4)
@@ -118,6 +118,25 @@ def test_several_images_are_read_one_at_a_time_and_their_likelihoods_mixed(tok):
         model.image_position.normal_(std=1.0)
     moved = model.score_targets(collate(swapped, tok, spec)) - model.score_targets(collate(pairs, tok, spec))
     assert moved.abs().max() > 1e-4
+
+
+def test_the_text_gate_weights_each_image_by_what_the_statement_says(tok):
+    """With the gate's bias set to favour image k, the pair's score is that image's lone one; with
+    weights on the text, the mixture is no longer the uniform one."""
+    spec = tiny_spec()
+    torch.manual_seed(0)
+    model = build_model(spec, tok).eval()
+    pairs, halves = _pair_examples(spec)
+    lone = [model.score_targets(collate(half, tok, spec)) for half in halves]
+    for k in (0, 1):
+        with torch.no_grad():
+            model.image_gate.bias.copy_(torch.tensor([30.0, -30.0]) * (1 if k == 0 else -1))
+        assert torch.allclose(model.score_targets(collate(pairs, tok, spec)), lone[k], atol=1e-4)
+    with torch.no_grad():
+        model.image_gate.bias.zero_()
+        model.image_gate.weight.normal_(std=5.0)
+    mixed = torch.logsumexp(torch.stack(lone), dim=0) - math.log(2)
+    assert (model.score_targets(collate(pairs, tok, spec)) - mixed).abs().max() > 1e-3
 
 
 def test_training_on_image_pairs_reaches_the_position_embedding(tok):
@@ -132,6 +151,7 @@ def test_training_on_image_pairs_reaches_the_position_embedding(tok):
                           / (batch["dec_mask"][batch["task"] == TASK_IDS["match"]].sum()), atol=1e-5)
     out["loss"].backward()
     assert model.image_position.grad.abs().sum() > 0
+    assert model.image_gate.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="one image per example"):
         model.generate(collate(pairs, tok, spec))
 
