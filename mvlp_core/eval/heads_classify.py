@@ -1,10 +1,12 @@
 """Classification the generative way (UniGen): the model reads the text with the image(s) after a
-task token and the answer is the label word it finds most likely. XVNLI asks [qus] and ranks
-entailment/neutral/contradiction over the premise image. MaRVL asks UniGen's [match] question —
-does the statement fit the images? — over the left and right images (K=2, each read on its own,
-see mvlp_core.model.unigen) and ranks yes/no, written as true/false: the pretrained [match] head
-already checks a text against an image, which a fresh pair of label words would have to relearn
-from a few hundred pairs. Fine-tuning uses the same example with the gold word as target.
+task token and the answer is the label word it finds most likely. Both tasks ask UniGen's [match]
+question, does the text fit the image(s)? XVNLI ranks yes/maybe/no over the premise image, written
+as entailment/neutral/contradiction; MaRVL ranks yes/no over the left and right images (K=2, each
+read on its own and mixed by the statement's image gate, see mvlp_core.model.unigen), written as
+true/false. The pretrained [match] head already checks a text against an image: with [qus] and the
+label names as words, the world's XVNLI fine-tunes to chance (its hypotheses are balanced, so only
+the image tells the label), with [match] to 80%. Fine-tuning uses the same example with the gold
+word as target.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class Prompt:
         return self.words[self.labels.index(label)]
 
 
-PROMPTS = {"xvnli": Prompt("qus", data_xvnli.LABELS, data_xvnli.LABELS),
+PROMPTS = {"xvnli": Prompt("match", ("yes", "maybe", "no"), data_xvnli.LABELS),
            "marvl": Prompt("match", ("yes", "no"), data_marvl.LABEL_WORDS)}
 
 
