@@ -339,7 +339,7 @@ class IglueFinetuneSpec(Strict):
     max_steps: int | None = Field(None, gt=0)
     max_train_items: int | None = Field(None, gt=0, description="cap on English training items")
     head_lr_scale: float = Field(
-        30.0, gt=0, description="learning-rate factor for the parts only fine-tuning trains (UniGen's "
+        100.0, gt=0, description="learning-rate factor for the parts only fine-tuning trains (UniGen's "
         "multi-image gate and image positions, used by MaRVL alone): they start fresh while the body "
         "is pretrained; at 1 the world's NLVR2 fine-tunes to chance")
     tasks: dict[Literal["xvnli", "xgqa", "marvl", "xflickrco", "wit"], IglueFinetuneTaskSpec] = Field(
