@@ -131,8 +131,9 @@ def test_demo_pretrain_loss_falls(reference: Path) -> None:
 # (2,000 images, 1,500 steps on 2 Ray Train workers; English / average): XVNLI 64-72 / 53-64 vs
 # 33.3; xGQA 53-58 / 38-44 vs 29.9 (the majority answer); MaRVL 69-80 / 49-54 vs 50 (144 pairs a
 # language); xFlickr&CO R@1 48-60 / 39-43 and WIT 56-60 / 41-53 vs 2.1. Another run's data (eflomal's
-# links differ from run to run) gave xGQA 56 / 46 and retrieval 60-69 / 54. Margins sit well under
-# the worst seed, so a change that costs a task most of its gain fails. Expected failure, kept
+# links differ from run to run) gave xGQA 56 / 46 and retrieval 60-69 / 54, and a clean clone's run
+# XVNLI 56 / 52, xGQA 58 / 45, MaRVL 79 / 50 (its fine-tune at lr 1e-4, the gate at 100x). Margins sit
+# under the worst run, so a change that costs a task most of its gain fails. Expected failure, kept
 # visible:
 # - MaRVL in the other languages: the text gate that picks the image a statement names
 #   (model.image_gate) is trained on English only, and the side words of the other languages'
@@ -144,7 +145,7 @@ def test_demo_pretrain_loss_falls(reference: Path) -> None:
 #   align stage's dictionary, moved the average above 54 (tried 2026-12-04).
 NOTHING_TO_TRANSFER = pytest.mark.xfail(
     reason="MaRVL's other languages: the image gate reads only English side words", strict=False)
-MARGINS = {"xvnli": 20.0, "xgqa": 15.0, "marvl": 15.0, "xflickrco": 30.0, "wit": 30.0}  # English, points above chance
+MARGINS = {"xvnli": 15.0, "xgqa": 15.0, "marvl": 15.0, "xflickrco": 30.0, "wit": 30.0}  # English, points above chance
 AVG_MARGINS = {"xvnli": 10.0, "xgqa": 5.0, "marvl": 3.0, "xflickrco": 20.0, "wit": 20.0}  # the other languages
 IGLUE_CHECKS = [
     pytest.param(task, which, id=f"{task}-{which}",
