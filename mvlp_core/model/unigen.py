@@ -18,7 +18,7 @@ XLM-R state: which image the statement is about is a latent choice the text make
 at zero (a uniform mixture) and only multi-image fine-tuning trains it, with a larger learning rate
 (HEAD_PARAMS). Concatenating both images' queries instead lets the decoder blend them, and a
 uniform mixture cannot tell "the left image shows X" from X shown on the right: both fine-tune to
-chance on the world's NLVR2, the gate to 70%.
+chance on the world's NLVR2, the gate to 70-75%.
 
 The decoder input is [prefix embeddings, task token, target tokens]; each row's valid positions are
 packed to the left (so sequences are ordinary right-padded GPT-2 inputs) and only target positions
