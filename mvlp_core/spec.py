@@ -510,6 +510,11 @@ class ModelSpec(Strict):
         "parallel pair's source side, read as a [qus] or [match] prompt over an image of the batch, "
         "must give the decoder's next-token distribution its English side gives",
     )
+    epsilon_sent: float = Field(
+        0.0, ge=0, description="weight of the sentence alignment loss (not in UniGen): a parallel "
+        "pair's source side, its XLM-R states averaged, is pulled to its English side's average (MSE, "
+        "English side held fixed), as multilingual sentence encoders are distilled",
+    )
     max_images: int = Field(2, ge=1, description="images per example (MaRVL: 2), each with a position embedding")
     embed_dim: int = Field(256, gt=0, description="base: contrastive space width")
     temperature: float = Field(0.07, gt=0, description="initial InfoNCE temperature (learnable)")

@@ -9,7 +9,9 @@ decoder, which generates the target after a task token:
 plus an image–text contrastive loss between the first query's output (the image [CLS]) and XLM-R's
 states averaged over the text's tokens (as multilingual CLIP reads XLM-R; its first token varies a
 hundred times less across texts in a freshly built encoder, and under DDP the contrastive loss then
-never left chance). L = L_trans + L_cap + α·L_qus + β·L_match + γ·L_CL.
+never left chance). L = L_trans + L_cap + α·L_qus + β·L_match + γ·L_CL, plus two terms on the
+parallel text that UniGen does not have (weight 0 by default): δ·cross-lingual consistency of the
+[qus]/[match] readings and ε·alignment of the averaged XLM-R states.
 
 An example with K > 1 images (MaRVL's left and right) is read one image at a time: K decoder rows,
 each with one image's queries plus that image's position embedding, and the target's likelihood is
@@ -341,6 +343,25 @@ class UniGen(nn.Module):
         return F.kl_div(F.log_softmax(student, dim=-1), F.log_softmax(teacher, dim=-1), log_target=True,
                         reduction="batchmean")  # fmt: skip
 
+    def _sentence_alignment(self, batch: dict) -> torch.Tensor | None:
+        """MSE between each text pair's averaged source-side XLM-R states and its English side's
+        (held fixed), as multilingual sentence encoders are distilled: what reads the averaged
+        states (the contrastive space, MaRVL's image gate) after English-only fine-tuning then
+        reads the other languages alike. A text encoder that maps every sentence to one point also
+        meets it, which the other losses forbid only up to a weight: the demo's 5 trains, 10
+        collapsed the contrastive loss for hundreds of steps. (A ratio to the English sides' spread,
+        which collapsing does not lower, cost retrieval more than it gave MaRVL.)"""
+        pairs = ((batch["task"] == TRANS) & ~batch["has_image"] & batch["has_caption"]).nonzero(as_tuple=True)[0]
+        if len(pairs) == 0:
+            return None
+        everyone = torch.ones(len(pairs), dtype=torch.bool, device=pairs.device)
+        src_ids, src_mask = batch["enc_ids"][pairs], batch["enc_mask"][pairs]
+        source = _mean_pool(self._encode_text(src_ids, src_mask, everyone), src_mask)
+        with torch.no_grad():
+            en_ids, en_mask = batch["itc_ids"][pairs], batch["itc_mask"][pairs]
+            english = _mean_pool(self._encode_text(en_ids, en_mask, everyone), en_mask)
+        return F.mse_loss(source.float(), english.float())
+
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """Losses of a `collate` batch (see the module docstring)."""
         task = batch["task"]
@@ -385,6 +406,11 @@ class UniGen(nn.Module):
             if loss_xlc is not None:
                 loss = loss + self.spec.delta_xlc * loss_xlc
                 out["loss_xlc"] = loss_xlc
+        if self.spec.epsilon_sent:
+            loss_sent = self._sentence_alignment(batch)
+            if loss_sent is not None:
+                loss = loss + self.spec.epsilon_sent * loss_sent
+                out["loss_sent"] = loss_sent
         rows = torch.bincount(row_task, minlength=len(TASK_IDS))  # [match] rows include derived ones
         return {"loss": loss, **losses, "loss_itc": loss_itc, **out, "tokens": counts.sum(), "task_rows": rows}
 

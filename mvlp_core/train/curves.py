@@ -9,7 +9,7 @@ from typing import Any
 
 from mvlp_core.atomic import atomic_path
 
-TASK_KEYS = ("loss_cap", "loss_trans", "loss_qus", "loss_match", "loss_itc", "loss_xlc")
+TASK_KEYS = ("loss_cap", "loss_trans", "loss_qus", "loss_match", "loss_itc", "loss_xlc", "loss_sent")
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

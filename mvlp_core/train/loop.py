@@ -31,7 +31,7 @@ from mvlp_core.train.data import TASK_IDS
 TRAIN_STATE = "train_state.pt"
 MODEL_DIR = "model"
 H100_BF16_PEAK_FLOPS = 989e12
-TASK_LOSSES = ("trans", "cap", "qus", "match", "itc", "xlc")
+TASK_LOSSES = ("trans", "cap", "qus", "match", "itc", "xlc", "sent")
 
 
 class CheckpointError(StageError):

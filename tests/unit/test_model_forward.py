@@ -91,6 +91,39 @@ def test_consistency_loss_is_zero_for_identical_sides_and_trains_the_source_read
     assert model.temperature.grad is None or model.temperature.grad == 0  # contrastive untouched
 
 
+def _parallel(spec, pairs: list[tuple[str, str]]) -> list[Example]:
+    """Image examples plus text-only (source, English) pairs."""
+    return [*examples(spec, 6), *(Example("trans", None, src, "de", en, caption=en) for src, en in pairs)]
+
+
+def test_sentence_alignment_pulls_only_the_source_side_to_its_english_average(tok):
+    spec = tiny_spec(epsilon_sent=3.0)
+    torch.manual_seed(0)
+    model = build_model(spec, tok)
+    english = ["a red circle", "a blue square to the left of a star"]
+    same = collate(_parallel(spec, [(en, en) for en in english]), tok, spec)
+    assert model(same)["loss_sent"].abs() < 1e-10
+    sources = ["ein roter Kreis", "ein blaues Quadrat links von einem Stern"]
+    other = collate(_parallel(spec, list(zip(sources, english))), tok, spec)
+    torch.manual_seed(1)
+    out = model(other)
+    assert out["loss_sent"] > 0
+    off = build_model(tiny_spec(), tok)
+    off.load_state_dict(model.state_dict())
+    torch.manual_seed(1)  # the same hard negatives
+    base = off(other)
+    assert "loss_sent" not in base
+    assert torch.allclose(out["loss"] - base["loss"], 3.0 * out["loss_sent"], atol=1e-5)
+    model.zero_grad()
+    out["loss_sent"].backward()
+    grad = model.text_encoder.embeddings.word_embeddings.weight.grad
+    src_ids = set(tok.encoder(" ".join(sources), add_special_tokens=False)["input_ids"])
+    en_ids = set(tok.encoder(" ".join(english), add_special_tokens=False)["input_ids"]) - src_ids
+    assert all(grad[i].abs().sum() > 0 for i in src_ids)
+    assert en_ids and all(grad[i].abs().sum() == 0 for i in en_ids)  # the English side is the target
+    assert model.decoder.transformer.wte.weight.grad is None  # the decoder plays no part
+
+
 def _pair_examples(spec, n=4):
     """[match] examples over two images each (MaRVL's shape) and the single-image halves."""
     singles = [e for e in examples(spec, 4 * n, seed=3) if e.image is not None][: 2 * n]

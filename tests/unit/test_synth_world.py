@@ -404,6 +404,9 @@ def test_text_corpora_are_translations_that_are_not_captions(world):
         good = [r for r in rows if len(r) == 3 and r[0] != "n/a" and float(r[0]) >= 1.04 and r[1] != r[2]]
         assert len(good) > counts["good"]  # the planted length/dup/encoding lines are among these
         assert not {r[1] for r in good} & captions
+        # statements about each side of an image pair: what carries MaRVL's side words across languages
+        sides = Counter(r[1].split()[1] for r in good if r[1].startswith(("The left image", "The right image")))
+        assert min(sides["left"], sides["right"]) >= 8, (xx, sides)
     for lang in LANGS:
         counts = info["text"]["mono"][lang]
         data = (root / f"text/mono.{lang}.txt").read_bytes()
