@@ -129,9 +129,9 @@ def test_demo_pretrain_loss_falls(reference: Path) -> None:
 # Zero-shot points above chance each task must reach in the demo, on English and on the average of
 # the other languages (IGLUE's headline). Measured over pretraining seeds 0-2 on one demo's data
 # (2,000 images, 1,500 steps on 2 Ray Train workers; English / average): XVNLI 82-86 / 58-61 vs
-# 33.3; xGQA 56-61 / 41-53 vs 29.9 (the majority answer); MaRVL 78-81 / 55-60 vs 50 (144 pairs a
-# language); xFlickr&CO R@1 52-69 / 46-53 and WIT 48-60 / 46-49 vs 2.1. On another run's data
-# (eflomal's links differ from run to run) MaRVL's average was 56-58. Margins sit under the worst
+# 33.3; xGQA 56-61 / 41-53 vs 29.9 (the majority answer); MaRVL 78-82 / 56-58 vs 50 (144 pairs a
+# language); xFlickr&CO R@1 52-69 / 46-53 and WIT 48-60 / 46-49 vs 2.1. On two other runs' data
+# (eflomal's links differ from run to run) MaRVL's average was 57 and 59. Margins sit under the worst
 # run, so a change that costs a task most of its gain fails. MaRVL's average needs the image gate to
 # read the other languages' side words ("Das linke Bild", "左の画像には"): the sentence alignment
 # (model.epsilon_sent) and the side statements of the world's parallel text bring that; without
