@@ -319,31 +319,42 @@ class UniGen(nn.Module):
         last = hidden[torch.arange(n, device=task.device), mask.sum(dim=1) - 1]
         return self.decoder.lm_head(last).float()
 
-    def _consistency(self, batch: dict, image_states: torch.Tensor, encoded: torch.Tensor) -> torch.Tensor | None:
+    def _text_pairs(self, batch: dict):
+        """The batch's text-only parallel pairs, encoded once for the losses on them: (source
+        states, source mask, English states held fixed, English mask), or None without pairs."""
+        pairs = ((batch["task"] == TRANS) & ~batch["has_image"] & batch["has_caption"]).nonzero(as_tuple=True)[0]
+        if len(pairs) == 0:
+            return None
+        everyone = torch.ones(len(pairs), dtype=torch.bool, device=pairs.device)
+        src_ids, src_mask = batch["enc_ids"][pairs], batch["enc_mask"][pairs]
+        en_ids, en_mask = batch["itc_ids"][pairs], batch["itc_mask"][pairs]
+        source = self._encode_text(src_ids, src_mask, everyone)
+        with torch.no_grad():
+            english = self._encode_text(en_ids, en_mask, everyone)
+        return source, src_mask, english, en_mask
+
+    def _consistency(self, text_pairs, image_states: torch.Tensor, encoded: torch.Tensor) -> torch.Tensor | None:
         """Cross-lingual consistency (xTune's example consistency, on parallel text): each text
         pair's source side, as a [qus] or [match] prompt over an image drawn from the batch, is
         pulled to the next-token distribution its English side gives there (KL, English side
         held fixed). English-only task fine-tuning then reaches the other languages' questions and
         statements, which [trans] alone never tied to the [qus]/[match] readings."""
-        pairs = ((batch["task"] == TRANS) & ~batch["has_image"] & batch["has_caption"]).nonzero(as_tuple=True)[0]
         images = encoded.nonzero(as_tuple=True)[0]
-        if len(pairs) == 0 or len(images) == 0:
+        if len(images) == 0:
             return None
-        n, device = len(pairs), pairs.device
+        source, src_mask, english, en_mask = text_pairs
+        n, device = source.shape[0], source.device
         pick = images[torch.randint(len(images), (n,), device=device)]
         img = image_states[pick, : self.spec.num_query_tokens]
         task = torch.where(torch.rand(n, device=device) < 0.5, QUS, MATCH)
-        everyone = torch.ones(n, dtype=torch.bool, device=device)
-        src_ids, src_mask = batch["enc_ids"][pairs], batch["enc_mask"][pairs]
-        student = self._next_token_logits(img, self._encode_text(src_ids, src_mask, everyone), src_mask, task)
+        student = self._next_token_logits(img, source, src_mask, task)
         with torch.no_grad():
-            en_ids, en_mask = batch["itc_ids"][pairs], batch["itc_mask"][pairs]
-            teacher = self._next_token_logits(img.detach(), self._encode_text(en_ids, en_mask, everyone),
-                                              en_mask, task)  # fmt: skip
+            teacher = self._next_token_logits(img.detach(), english, en_mask, task)
         return F.kl_div(F.log_softmax(student, dim=-1), F.log_softmax(teacher, dim=-1), log_target=True,
                         reduction="batchmean")  # fmt: skip
 
-    def _sentence_alignment(self, batch: dict) -> torch.Tensor | None:
+    @staticmethod
+    def _sentence_alignment(text_pairs) -> torch.Tensor:
         """MSE between each text pair's averaged source-side XLM-R states and its English side's
         (held fixed), as multilingual sentence encoders are distilled: what reads the averaged
         states (the contrastive space, MaRVL's image gate) after English-only fine-tuning then
@@ -351,16 +362,8 @@ class UniGen(nn.Module):
         meets it, which the other losses forbid only up to a weight: the demo's 5 trains, 10
         collapsed the contrastive loss for hundreds of steps. (A ratio to the English sides' spread,
         which collapsing does not lower, cost retrieval more than it gave MaRVL.)"""
-        pairs = ((batch["task"] == TRANS) & ~batch["has_image"] & batch["has_caption"]).nonzero(as_tuple=True)[0]
-        if len(pairs) == 0:
-            return None
-        everyone = torch.ones(len(pairs), dtype=torch.bool, device=pairs.device)
-        src_ids, src_mask = batch["enc_ids"][pairs], batch["enc_mask"][pairs]
-        source = _mean_pool(self._encode_text(src_ids, src_mask, everyone), src_mask)
-        with torch.no_grad():
-            en_ids, en_mask = batch["itc_ids"][pairs], batch["itc_mask"][pairs]
-            english = _mean_pool(self._encode_text(en_ids, en_mask, everyone), en_mask)
-        return F.mse_loss(source.float(), english.float())
+        source, src_mask, english, en_mask = text_pairs
+        return F.mse_loss(_mean_pool(source, src_mask).float(), _mean_pool(english, en_mask).float())
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """Losses of a `collate` batch (see the module docstring)."""
@@ -400,17 +403,17 @@ class UniGen(nn.Module):
                 + self.spec.beta_match * losses["loss_match"] + self.spec.gamma_itc * loss_itc
                 + touch)  # fmt: skip
         out = {}
-        if self.spec.delta_xlc and image_states is not None:
+        consistency = bool(self.spec.delta_xlc) and image_states is not None
+        text_pairs = self._text_pairs(batch) if consistency or self.spec.epsilon_sent else None
+        if consistency and text_pairs is not None:
             encoded = (_isin(task, USES_IMAGE) & batch["has_image"]) | itc_rows
-            loss_xlc = self._consistency(batch, image_states, encoded)
+            loss_xlc = self._consistency(text_pairs, image_states, encoded)
             if loss_xlc is not None:
                 loss = loss + self.spec.delta_xlc * loss_xlc
                 out["loss_xlc"] = loss_xlc
-        if self.spec.epsilon_sent:
-            loss_sent = self._sentence_alignment(batch)
-            if loss_sent is not None:
-                loss = loss + self.spec.epsilon_sent * loss_sent
-                out["loss_sent"] = loss_sent
+        if self.spec.epsilon_sent and text_pairs is not None:
+            out["loss_sent"] = self._sentence_alignment(text_pairs)
+            loss = loss + self.spec.epsilon_sent * out["loss_sent"]
         rows = torch.bincount(row_task, minlength=len(TASK_IDS))  # [match] rows include derived ones
         return {"loss": loss, **losses, "loss_itc": loss_itc, **out, "tokens": counts.sum(), "task_rows": rows}
 
