@@ -326,6 +326,7 @@ class IglueFinetuneTaskSpec(Strict):
     max_steps: int | None = Field(None, gt=0)
     max_train_items: int | None = Field(None, gt=0)
     head_lr_scale: float | None = Field(None, gt=0)
+    freeze: list[str] | None = None
 
 
 class IglueFinetuneSpec(Strict):
@@ -342,6 +343,9 @@ class IglueFinetuneSpec(Strict):
         100.0, gt=0, description="learning-rate factor for the parts only fine-tuning trains (UniGen's "
         "multi-image gate and image positions, used by MaRVL alone): they start fresh while the body "
         "is pretrained; at 1 the world's NLVR2 fine-tunes to chance")
+    freeze: list[str] = Field(
+        [], description="parameter name prefixes held fixed, e.g. [text_encoder.embeddings]: English-only "
+        "fine-tuning otherwise moves the English tokens' embeddings away from the other languages'")
     tasks: dict[Literal["xvnli", "xgqa", "marvl", "xflickrco", "wit"], IglueFinetuneTaskSpec] = Field(
         {}, description="task -> fields that differ from the shared ones, e.g. {wit: {lr: 3e-4}}"
     )

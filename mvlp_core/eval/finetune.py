@@ -8,6 +8,10 @@ of the grid and again selects on English dev.
 Parameters the model lists in ``HEAD_PARAMS`` (name prefixes: parts pretraining never trains, like
 UniGen's multi-image gate) learn at ``lr × head_lr_scale``, as fresh classifier heads usually do:
 at the body's rate the gate barely leaves its start before the body has adapted around it.
+
+Parameters named by ``freeze`` (name prefixes) stay fixed: English-only fine-tuning moves the English
+tokens' embeddings alone, away from the other languages' that pretraining aligned with them, so
+holding the embeddings keeps the alignment zero-shot transfer reads.
 """
 
 from __future__ import annotations
@@ -33,10 +37,18 @@ class FinetuneResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def param_groups(model: torch.nn.Module, lr: float, head_lr_scale: float) -> list[dict[str, Any]]:
-    """AdamW groups: the model's ``HEAD_PARAMS`` at ``lr × head_lr_scale``, the rest at ``lr``."""
+def param_groups(model: torch.nn.Module, lr: float, head_lr_scale: float,
+                 freeze: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """AdamW groups: the model's ``HEAD_PARAMS`` at ``lr × head_lr_scale``, the rest at ``lr``,
+    without the parameters whose names start with a ``freeze`` prefix."""
+    names = [n for n, _ in model.named_parameters()]
+    unknown = [f for f in freeze if not any(n.startswith(f) for n in names)]
+    if unknown:
+        tops = sorted({n.split(".")[0] for n in names})
+        raise StageError(f"fine-tune freeze {unknown} names no parameter of the model; use name "
+                         f"prefixes such as 'text_encoder.embeddings' (its parts: {tops})")
     heads = tuple(getattr(model, "HEAD_PARAMS", ()))
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and not n.startswith(freeze)]
     head = [p for n, p in named if heads and n.startswith(heads)]
     body = [p for n, p in named if not (heads and n.startswith(heads))]
     return [g for g in ({"params": body, "lr": lr}, {"params": head, "lr": lr * head_lr_scale}) if g["params"]]
@@ -44,7 +56,8 @@ def param_groups(model: torch.nn.Module, lr: float, head_lr_scale: float) -> lis
 
 def finetune(em: EvalModel, examples: list[Any], dev_score: Callable[[EvalModel], float], *,
              epochs: int, batch_size: int, lr: float, seed: int = 0, weight_decay: float = 0.01,
-             max_steps: int | None = None, head_lr_scale: float = 1.0) -> FinetuneResult:
+             max_steps: int | None = None, head_lr_scale: float = 1.0,
+             freeze: tuple[str, ...] = ()) -> FinetuneResult:
     """Train ``em.model`` in place on ``examples``; leave it holding the best-dev weights.
 
     Epoch 0 is the starting model, so a fine-tune that only hurts dev keeps the weights it got."""
@@ -53,7 +66,7 @@ def finetune(em: EvalModel, examples: list[Any], dev_score: Callable[[EvalModel]
                          "image roots in the spec (iglue.image_roots)")
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    groups = param_groups(em.model, lr, head_lr_scale)
+    groups = param_groups(em.model, lr, head_lr_scale, freeze)
     params = [p for g in groups for p in g["params"]]
     opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(examples) / batch_size)

@@ -212,7 +212,7 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
             n_in, n_out = len(examples) + len(rejects), len(examples)
             res = finetune(em, examples, lambda _: ev.dev_score(), epochs=ft.epochs,
                            batch_size=ft.batch_size, lr=ft.lr, seed=cfg.seed, max_steps=ft.max_steps,
-                           head_lr_scale=ft.head_lr_scale)
+                           head_lr_scale=ft.head_lr_scale, freeze=tuple(ft.freeze))
             info.update(best_dev=res.best_dev, best_epoch=res.best_epoch, lr=res.lr, history=res.history)
         em.save(tuned)
         result = {"unit": name, "task": unit.task, "setting": "finetune", "finetune": info,
@@ -232,7 +232,7 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
         examples, _ = ev.training_examples(train, unit.lang, None)
         ft = cfg.finetune.for_task(unit.task)
         res = grid_search(em, examples, lambda _: ev.dev_score(), cfg.lr_grid, epochs=cfg.few_shot_epochs,
-                          batch_size=ft.batch_size, seed=cfg.seed, head_lr_scale=ft.head_lr_scale)
+                          batch_size=ft.batch_size, seed=cfg.seed, head_lr_scale=ft.head_lr_scale, freeze=tuple(ft.freeze))
         info = {"shots": shots, "lr": res.lr, "best_dev": res.best_dev, "best_epoch": res.best_epoch}
     test = _require(layout.test(unit.task, unit.lang, unit.setting), f"{unit.task} {unit.lang} {unit.setting} test file")
     out_eval = ev.evaluate(test, unit.lang, cfg.max_test_items)

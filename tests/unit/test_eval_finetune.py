@@ -1,10 +1,13 @@
-"""The fine-tune loop's learning rates: a model's HEAD_PARAMS learn at lr × head_lr_scale."""
+"""The fine-tune loop's learning rates: a model's HEAD_PARAMS learn at lr × head_lr_scale, and
+frozen prefixes stay where pretraining left them."""
 
 import itertools
 
+import pytest
 import torch
 from torch import nn
 
+from mvlp_core.contract import StageError
 from mvlp_core.eval.finetune import finetune, param_groups
 from mvlp_core.eval.model_api import EvalModel
 
@@ -47,3 +50,21 @@ def test_one_step_moves_the_head_scale_times_further_than_the_body():
     # Adam's first step moves every coordinate by about its learning rate
     assert torch.allclose(step["body.weight"], torch.full((1, 2), 1e-3), rtol=1e-2)
     assert torch.allclose(step["gate.weight"], torch.full((1, 2), 1e-2), rtol=1e-2)
+
+
+def test_frozen_prefixes_stay_fixed_while_the_rest_trains():
+    torch.manual_seed(0)
+    model = _Toy()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    examples = [(torch.randn(2), torch.randn(1)) for _ in range(8)]
+    dev = itertools.count()
+    finetune(_bound(model), examples, lambda em: float(next(dev)), epochs=2, batch_size=4, lr=1e-2,
+             freeze=("body.",))
+    after = dict(model.named_parameters())
+    assert all(torch.equal(after[n], before[n]) for n in ("body.weight", "body.bias"))
+    assert not torch.equal(after["gate.weight"], before["gate.weight"])
+
+
+def test_a_freeze_prefix_that_names_nothing_is_an_error_listing_the_parts():
+    with pytest.raises(StageError, match=r"\['text_encoder.embeddings'\] names no parameter.*\['body', 'gate'\]"):
+        param_groups(_Toy(), 1e-3, 1.0, ("text_encoder.embeddings",))
