@@ -19,7 +19,8 @@ from __future__ import annotations
 import copy
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,21 +38,33 @@ class FinetuneResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def param_groups(model: torch.nn.Module, lr: float, head_lr_scale: float,
-                 freeze: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """AdamW groups: the model's ``HEAD_PARAMS`` at ``lr × head_lr_scale``, the rest at ``lr``,
-    without the parameters whose names start with a ``freeze`` prefix."""
-    names = [n for n, _ in model.named_parameters()]
-    unknown = [f for f in freeze if not any(n.startswith(f) for n in names)]
-    if unknown:
-        tops = sorted({n.split(".")[0] for n in names})
-        raise StageError(f"fine-tune freeze {unknown} names no parameter of the model; use name "
-                         f"prefixes such as 'text_encoder.embeddings' (its parts: {tops})")
+def param_groups(model: torch.nn.Module, lr: float, head_lr_scale: float) -> list[dict[str, Any]]:
+    """AdamW groups: the model's ``HEAD_PARAMS`` at ``lr × head_lr_scale``, the rest at ``lr``."""
     heads = tuple(getattr(model, "HEAD_PARAMS", ()))
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and not n.startswith(freeze)]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     head = [p for n, p in named if heads and n.startswith(heads)]
     body = [p for n, p in named if not (heads and n.startswith(heads))]
     return [g for g in ({"params": body, "lr": lr}, {"params": head, "lr": lr * head_lr_scale}) if g["params"]]
+
+
+@contextmanager
+def held(model: torch.nn.Module, freeze: tuple[str, ...]) -> Iterator[None]:
+    """Parameters whose names start with a ``freeze`` prefix take no gradient inside the block
+    (no optimizer state, no backward into them), and train again after it."""
+    named = dict(model.named_parameters())
+    unknown = [f for f in freeze if not any(n.startswith(f) for n in named)]
+    if unknown:
+        tops = sorted({n.split(".")[0] for n in named})
+        raise StageError(f"fine-tune freeze {unknown} names no parameter of the model; use name "
+                         f"prefixes such as 'text_encoder.embeddings' (its parts: {tops})")
+    frozen = [p for n, p in named.items() if freeze and n.startswith(freeze) and p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 def finetune(em: EvalModel, examples: list[Any], dev_score: Callable[[EvalModel], float], *,
@@ -64,45 +77,46 @@ def finetune(em: EvalModel, examples: list[Any], dev_score: Callable[[EvalModel]
     if not examples:
         raise StageError("fine-tuning has no training examples (every image missing?); check the "
                          "image roots in the spec (iglue.image_roots)")
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    groups = param_groups(em.model, lr, head_lr_scale, freeze)
-    params = [p for g in groups for p in g["params"]]
-    opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(len(examples) / batch_size)
-    total = min(epochs * steps_per_epoch, max_steps or epochs * steps_per_epoch)
-    warmup = max(1, total // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
-    best = FinetuneResult(dev_score(em), 0, lr)
-    best.history.append({"epoch": 0, "dev": best.best_dev})
-    best_state = copy.deepcopy(em.model.state_dict())
-    step = 0
-    for epoch in range(1, epochs + 1):
-        em.model.train()
-        order = list(range(len(examples)))
-        rng.shuffle(order)
-        losses = []
-        for start in range(0, len(order), batch_size):
+    with held(em.model, freeze):
+        rng = random.Random(seed)
+        torch.manual_seed(seed)
+        groups = param_groups(em.model, lr, head_lr_scale)
+        params = [p for g in groups for p in g["params"]]
+        opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
+        steps_per_epoch = math.ceil(len(examples) / batch_size)
+        total = min(epochs * steps_per_epoch, max_steps or epochs * steps_per_epoch)
+        warmup = max(1, total // 10)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
+        best = FinetuneResult(dev_score(em), 0, lr)
+        best.history.append({"epoch": 0, "dev": best.best_dev})
+        best_state = copy.deepcopy(em.model.state_dict())
+        step = 0
+        for epoch in range(1, epochs + 1):
+            em.model.train()
+            order = list(range(len(examples)))
+            rng.shuffle(order)
+            losses = []
+            for start in range(0, len(order), batch_size):
+                if step >= total:
+                    break
+                batch = em.on_device(em.collate([examples[i] for i in order[start:start + batch_size]]))
+                loss = em.model(batch)["loss"]
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                step += 1
+                losses.append(float(loss.detach()))
+            dev = dev_score(em)
+            best.history.append({"epoch": epoch, "dev": dev, "loss": sum(losses) / max(1, len(losses))})
+            if dev > best.best_dev:
+                best.best_dev, best.best_epoch = dev, epoch
+                best_state = copy.deepcopy(em.model.state_dict())
             if step >= total:
                 break
-            batch = em.on_device(em.collate([examples[i] for i in order[start:start + batch_size]]))
-            loss = em.model(batch)["loss"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            step += 1
-            losses.append(float(loss.detach()))
-        dev = dev_score(em)
-        best.history.append({"epoch": epoch, "dev": dev, "loss": sum(losses) / max(1, len(losses))})
-        if dev > best.best_dev:
-            best.best_dev, best.best_epoch = dev, epoch
-            best_state = copy.deepcopy(em.model.state_dict())
-        if step >= total:
-            break
-    em.model.load_state_dict(best_state)
+        em.model.load_state_dict(best_state)
     return best
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mvlp_core.contract import StageError
-from mvlp_core.eval.finetune import finetune, param_groups
+from mvlp_core.eval.finetune import finetune, held, param_groups
 from mvlp_core.eval.model_api import EvalModel
 
 
@@ -67,4 +67,5 @@ def test_frozen_prefixes_stay_fixed_while_the_rest_trains():
 
 def test_a_freeze_prefix_that_names_nothing_is_an_error_listing_the_parts():
     with pytest.raises(StageError, match=r"\['text_encoder.embeddings'\] names no parameter.*\['body', 'gate'\]"):
-        param_groups(_Toy(), 1e-3, 1.0, ("text_encoder.embeddings",))
+        with held(_Toy(), ("text_encoder.embeddings",)):
+            pass
