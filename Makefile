@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/demo
 
-.PHONY: setup demo test test-slow test-browser chaos manifests bench status clean
+.PHONY: setup demo test lint format test-slow test-browser chaos manifests bench status clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,15 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# ruff: lint rules and formatting as configured in pyproject.toml (CI runs it before the tests)
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow

@@ -43,11 +43,25 @@ def raw_cli(source: Sentences, target: Sentences) -> tuple[list[set], list[set]]
         paths = {name: Path(tmp) / name for name in ("src", "tgt", "fwd", "rev")}
         paths["src"].write_text("".join(" ".join(s) + "\n" for s in source), encoding="utf-8")
         paths["tgt"].write_text("".join(" ".join(t) + "\n" for t in target), encoding="utf-8")
-        subprocess.run([eflomal_cli(), "-s", str(paths["src"]), "-t", str(paths["tgt"]),
-                        "-f", str(paths["fwd"]), "-r", str(paths["rev"])], check=True)
+        subprocess.run(
+            [
+                eflomal_cli(),
+                "-s",
+                str(paths["src"]),
+                "-t",
+                str(paths["tgt"]),
+                "-f",
+                str(paths["fwd"]),
+                "-r",
+                str(paths["rev"]),
+            ],
+            check=True,
+        )
         return tuple(  # type: ignore[return-value]
-            [{tuple(map(int, item.split("-"))) for item in line.split()}
-             for line in paths[d].read_text(encoding="utf-8").splitlines()]
+            [
+                {tuple(map(int, item.split("-"))) for item in line.split()}
+                for line in paths[d].read_text(encoding="utf-8").splitlines()
+            ]
             for d in ("fwd", "rev")
         )
 
@@ -56,10 +70,14 @@ def multi30k(lang: str, n: int | None = None) -> tuple[list[list[str]], list[lis
     """Multi30K train en–lang, tokenized with mvlp's tokenizers."""
     from mvlp_core.stages.align.tokenize import tokenize
 
-    with gzip.open(DATA / "multi30k" / "train.en.gz", "rt", encoding="utf-8") as en, \
-            gzip.open(DATA / "multi30k" / f"train.{lang}.gz", "rt", encoding="utf-8") as xx:
-        pairs = [([w for w, _, _ in tokenize(e, "en")], [w for w, _, _ in tokenize(x, lang)])
-                 for e, x in islice(zip(en, xx), n)]
+    with (
+        gzip.open(DATA / "multi30k" / "train.en.gz", "rt", encoding="utf-8") as en,
+        gzip.open(DATA / "multi30k" / f"train.{lang}.gz", "rt", encoding="utf-8") as xx,
+    ):
+        pairs = [
+            ([w for w, _, _ in tokenize(e, "en")], [w for w, _, _ in tokenize(x, lang)])
+            for e, x in islice(zip(en, xx), n)
+        ]
     return [s for s, _ in pairs], [t for _, t in pairs]
 
 
@@ -79,8 +97,10 @@ def gold_set(name: str, context_lines: int | None = None):
         d = GOLD / "en-hi"
         src, tgt = textfiles.read_lines(d / "test.eng", "wpt"), textfiles.read_lines(d / "test.hin", "wpt")
         gold = textfiles.read_gold(d / "test.eng.hin.wa", "wpt", sentences=d / "test.eng")
-        context = ([s.split() for s in textfiles.read_lines(d / "trial.eng", "wpt")],
-                   [t.split() for t in textfiles.read_lines(d / "trial.hin", "wpt")])
+        context = (
+            [s.split() for s in textfiles.read_lines(d / "trial.eng", "wpt")],
+            [t.split() for t in textfiles.read_lines(d / "trial.hin", "wpt")],
+        )
     else:
         raise ValueError(f"unknown gold set {name!r}")
     return [s.split() for s in src], [t.split() for t in tgt], gold, *context
@@ -116,22 +136,37 @@ def _time_stage(source: Sentences, target: Sentences, raw_en: list[str], raw_de:
         tmp = Path(tmp)
         keys = [f"m30k-{i:09d}" for i in range(len(raw_en))]
         for name, file, rows in (
-            ("download", "samples-00000.parquet",
-             [{"key": k, "caption": c} for k, c in zip(keys, raw_en)]),
-            ("translate", "00000.parquet",
-             [{"key": k, "lang": "de", "text": t} for k, t in zip(keys, raw_de)]),
+            ("download", "samples-00000.parquet", [{"key": k, "caption": c} for k, c in zip(keys, raw_en)]),
+            (
+                "translate",
+                "00000.parquet",
+                [{"key": k, "lang": "de", "text": t} for k, t in zip(keys, raw_de)],
+            ),
         ):
             (tmp / name).mkdir()
             pq.write_table(pa.Table.from_pylist(rows), tmp / name / file)
-            contract.Manifest(stage=name, fingerprint=name, files={}, samples_in=len(rows),
-                              samples_out=len(rows), rejects={}, seconds=0.0, units=1).save(tmp / name)
-        spec = PipelineSpec.model_validate({
-            "name": "bench", "workdir": str(tmp), "languages": ["de"],
-            "dataset": {"spec": {"name": "m30k", "url_list": "x", "format": "tsv"}},
-        })
+            contract.Manifest(
+                stage=name,
+                fingerprint=name,
+                files={},
+                samples_in=len(rows),
+                samples_out=len(rows),
+                rejects={},
+                seconds=0.0,
+                units=1,
+            ).save(tmp / name)
+        spec = PipelineSpec.model_validate(
+            {
+                "name": "bench",
+                "workdir": str(tmp),
+                "languages": ["de"],
+                "dataset": {"spec": {"name": "m30k", "url_list": "x", "format": "tsv"}},
+            }
+        )
         started = time.perf_counter()
-        manifest = run_align(spec, {"download": tmp / "download", "translate": tmp / "translate"},
-                             tmp / "align", force=True)
+        manifest = run_align(
+            spec, {"download": tmp / "download", "translate": tmp / "translate"}, tmp / "align", force=True
+        )
         ours = time.perf_counter() - started
         assert manifest.samples_out == len(raw_en), manifest
     started = time.perf_counter()
@@ -148,28 +183,43 @@ def run(runs: int = 3) -> list[dict]:
     source, target = multi30k("de")
     timings = [_time_stage(source, target, raw_en, raw_de) for _ in range(runs)]
     ours, raw = (statistics.median(t[i] for t in timings) for i in (0, 1))
-    results.append({
-        "name": "align_vs_eflomal", "value": round(ours, 2), "unit": "s",
-        "baseline": "eflomal-align CLI (pre-tokenized files)", "baseline_value": round(raw, 2),
-        "ratio": round(ours / raw, 3), "runs": runs, "higher_is_better": False,
-        "notes": f"{len(raw_en)} pairs; ours = run_align (tokenize, eflomal, grow-diag-final-and, "
-                 "parquet, dictionary), one chunk; baseline excludes tokenization",
-    })
-    notes = {"en-fr": "447 Hansard gold pairs + Multi30K en-fr train (29,000) appended",
-             "ro-en": "248 gold pairs alone (no larger ro-en corpus here)",
-             "en-hi": "90 gold pairs + 25 trial pairs, both sides identical for both"}
+    results.append(
+        {
+            "name": "align_vs_eflomal",
+            "value": round(ours, 2),
+            "unit": "s",
+            "baseline": "eflomal-align CLI (pre-tokenized files)",
+            "baseline_value": round(raw, 2),
+            "ratio": round(ours / raw, 3),
+            "runs": runs,
+            "higher_is_better": False,
+            "notes": f"{len(raw_en)} pairs; ours = run_align (tokenize, eflomal, grow-diag-final-and, "
+            "parquet, dictionary), one chunk; baseline excludes tokenization",
+        }
+    )
+    notes = {
+        "en-fr": "447 Hansard gold pairs + Multi30K en-fr train (29,000) appended",
+        "ro-en": "248 gold pairs alone (no larger ro-en corpus here)",
+        "en-hi": "90 gold pairs + 25 trial pairs, both sides identical for both",
+    }
     for name in ("en-fr", "ro-en", "en-hi"):
         aers = [compare_aer(name) for _ in range(runs)]
         med = {k: statistics.median(a[k] for a in aers) for k in aers[0]}
         best = min(("raw_fwd", "raw_rev"), key=med.get)
-        results.append({
-            "name": f"align_aer_{name.replace('-', '_')}", "value": round(med["ours"], 4),
-            "unit": "AER", "baseline": f"eflomal-align CLI {best[4:]} links",
-            "baseline_value": round(med[best], 4), "ratio": round(med["ours"] / med[best], 3),
-            "runs": runs, "higher_is_better": False,
-            "notes": f"{notes[name]}; raw fwd {med['raw_fwd']:.4f}, rev {med['raw_rev']:.4f}; "
-                     "ours = grow-diag-final-and of the same eflomal run's directions",
-        })
+        results.append(
+            {
+                "name": f"align_aer_{name.replace('-', '_')}",
+                "value": round(med["ours"], 4),
+                "unit": "AER",
+                "baseline": f"eflomal-align CLI {best[4:]} links",
+                "baseline_value": round(med[best], 4),
+                "ratio": round(med["ours"] / med[best], 3),
+                "runs": runs,
+                "higher_is_better": False,
+                "notes": f"{notes[name]}; raw fwd {med['raw_fwd']:.4f}, rev {med['raw_rev']:.4f}; "
+                "ours = grow-diag-final-and of the same eflomal run's directions",
+            }
+        )
     return results
 
 

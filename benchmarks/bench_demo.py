@@ -21,7 +21,8 @@ def _demo(workdir: Path) -> float:
     t0 = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "flows.cli", "demo", "--workdir", str(workdir)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     return time.perf_counter() - t0
 
@@ -34,8 +35,24 @@ def run(runs: int = 1) -> list[dict]:
             reruns.append(_demo(Path(tmp) / "demo"))
     wall, rerun = sorted(walls)[len(walls) // 2], sorted(reruns)[len(reruns) // 2]
     return [
-        result("demo_wall", wall, "s", "time budget", BUDGET_SECONDS, runs, False,
-               "fresh workdir, every stage of the demo spec"),
-        result("demo_rerun", rerun, "s", "the full demo run", wall, runs, False,
-               "same workdir again: nothing to recompute"),
+        result(
+            "demo_wall",
+            wall,
+            "s",
+            "time budget",
+            BUDGET_SECONDS,
+            runs,
+            False,
+            "fresh workdir, every stage of the demo spec",
+        ),
+        result(
+            "demo_rerun",
+            rerun,
+            "s",
+            "the full demo run",
+            wall,
+            runs,
+            False,
+            "same workdir again: nothing to recompute",
+        ),
     ]

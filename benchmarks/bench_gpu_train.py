@@ -37,11 +37,20 @@ def available() -> str | None:
 def _overrides(bf16: bool, run_name: str) -> list[str]:
     cpus = max(1, (os.cpu_count() or 2) // 2)
     return [
-        "model.size=base", "model.weights=random", "pretrain.use_gpu=true", "pretrain.workers=1",
-        f"pretrain.cpus_per_worker={cpus}", f"pretrain.loader.num_workers={min(4, cpus)}",
-        f"pretrain.batch_size={BATCH}", f"pretrain.max_steps={STEPS}", f"pretrain.log_every={LOG_EVERY}",
-        f"pretrain.checkpoint_every={STEPS}", "pretrain.warmup_steps=4", f"pretrain.bf16={str(bf16).lower()}",
-        f"pretrain.run_name={run_name}", "pretrain.keep_checkpoints=1",
+        "model.size=base",
+        "model.weights=random",
+        "pretrain.use_gpu=true",
+        "pretrain.workers=1",
+        f"pretrain.cpus_per_worker={cpus}",
+        f"pretrain.loader.num_workers={min(4, cpus)}",
+        f"pretrain.batch_size={BATCH}",
+        f"pretrain.max_steps={STEPS}",
+        f"pretrain.log_every={LOG_EVERY}",
+        f"pretrain.checkpoint_every={STEPS}",
+        "pretrain.warmup_steps=4",
+        f"pretrain.bf16={str(bf16).lower()}",
+        f"pretrain.run_name={run_name}",
+        "pretrain.keep_checkpoints=1",
     ]
 
 
@@ -70,8 +79,13 @@ def _train(job: TrainJob, how: str) -> None:
     from ray_jobs.pretrain import train_with_ray
 
     if not ray.is_initialized():  # say how many GPUs there are instead of relying on detection
-        ray.init(num_cpus=os.cpu_count(), num_gpus=torch.cuda.device_count(), include_dashboard=False,
-                 log_to_driver=True, runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
+        ray.init(
+            num_cpus=os.cpu_count(),
+            num_gpus=torch.cuda.device_count(),
+            include_dashboard=False,
+            log_to_driver=True,
+            runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}},
+        )
     train_with_ray(job)
 
 
@@ -94,10 +108,15 @@ def write_shard_stage(folder: Path, n: int) -> None:
         for i in range(n):
             scene, key = random_scene(rng), f"synthetic-{i:09d}"
             captions = {lang: caption(scene, lang) for lang in LANGS}
-            qa = [{"question": q.question, "answer": q.answer, "generator": "rules"} for q in questions(captions["en"])]
+            qa = [
+                {"question": q.question, "answer": q.answer, "generator": "rules"}
+                for q in questions(captions["en"])
+            ]
             add_member(tar, f"{key}.jpg", render_jpeg(scene, rng, size=224))
             add_member(tar, f"{key}.json", json.dumps({"key": key, "captions": captions, "qa": qa}).encode())
-    contract.Manifest("shard", "gpu-bench", {"shard-00000.tar": {"samples": n}}, n, n, {}, 0.0, 1).save(folder)
+    contract.Manifest("shard", "gpu-bench", {"shard-00000.tar": {"samples": n}}, n, n, {}, 0.0, 1).save(
+        folder
+    )
 
 
 def run(runs: int = 1) -> list[dict]:
@@ -127,16 +146,27 @@ def run(runs: int = 1) -> list[dict]:
         return statistics.median(f[key] for f in figures[bf16])
 
     v, b = med(True, "samples_per_second"), med(False, "samples_per_second")
-    note = (f"{gpu}; base-shaped UniGen (ViT-g frozen, decoder middle frozen), random weights, 224 px, "
-            f"32 queries, batch {BATCH}, " + ("1 Ray Train worker with use_gpu" if how == "ray" else "plain loop, no Ray")
-            + f", {STEPS} steps, first "
-            f"{LOG_EVERY} steps dropped; MFU vs 989 TFLOP/s dense bf16: bf16 {med(True, 'mfu'):.1%}, "
-            f"fp32 {med(False, 'mfu'):.1%}")
-    return [{
-        "name": "gpu_train_bf16_vs_fp32", "value": round(v, 1), "unit": "samples/s",
-        "baseline": "same run in fp32 (no autocast)", "baseline_value": round(b, 1),
-        "ratio": round(v / b, 3), "runs": runs, "higher_is_better": True, "notes": note,
-    }]
+    note = (
+        f"{gpu}; base-shaped UniGen (ViT-g frozen, decoder middle frozen), random weights, 224 px, "
+        f"32 queries, batch {BATCH}, "
+        + ("1 Ray Train worker with use_gpu" if how == "ray" else "plain loop, no Ray")
+        + f", {STEPS} steps, first "
+        f"{LOG_EVERY} steps dropped; MFU vs 989 TFLOP/s dense bf16: bf16 {med(True, 'mfu'):.1%}, "
+        f"fp32 {med(False, 'mfu'):.1%}"
+    )
+    return [
+        {
+            "name": "gpu_train_bf16_vs_fp32",
+            "value": round(v, 1),
+            "unit": "samples/s",
+            "baseline": "same run in fp32 (no autocast)",
+            "baseline_value": round(b, 1),
+            "ratio": round(v / b, 3),
+            "runs": runs,
+            "higher_is_better": True,
+            "notes": note,
+        }
+    ]
 
 
 if __name__ == "__main__":

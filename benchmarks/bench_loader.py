@@ -34,8 +34,11 @@ def write_shards(folder: Path) -> list[str]:
                 ImageDraw.Draw(img).ellipse([8, 8, 40, 40], fill=c)
                 buf = io.BytesIO()
                 img.save(buf, format="JPEG", quality=90)
-                rec = {"key": key, "captions": {"en": f"a {c} circle", "de": f"ein {c} Kreis", "fr": f"un cercle {c}"},
-                       "qa": [{"question": "what colour is the circle?", "answer": c}]}
+                rec = {
+                    "key": key,
+                    "captions": {"en": f"a {c} circle", "de": f"ein {c} Kreis", "fr": f"un cercle {c}"},
+                    "qa": [{"question": "what colour is the circle?", "answer": c}],
+                }
                 for name, data in ((f"{key}.jpg", buf.getvalue()), (f"{key}.json", json.dumps(rec).encode())):
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
@@ -94,12 +97,16 @@ def ray_data(urls: list[str], transform, collate_fn) -> float:
     def to_batch(rows):
         exs = []
         for jpg, js, key in zip(rows["jpg"], rows["json"], rows["__key__"]):
-            ex = data.image_example({"__key__": key, "jpg": jpg, "json": js}, mix, ["de", "fr"], transform, rng, skips)
+            ex = data.image_example(
+                {"__key__": key, "jpg": jpg, "json": js}, mix, ["de", "fr"], transform, rng, skips
+            )
             exs.append(ex)
         b = collate_fn(exs)
         # fixed-width token columns: Ray Data re-blocks rows, and padded lengths differ per batch
-        return {k: torch.nn.functional.pad(v, (0, WIDTH - v.shape[1])).numpy() if v.dim() == 2 else v.numpy()
-                for k, v in b.items()}
+        return {
+            k: torch.nn.functional.pad(v, (0, WIDTH - v.shape[1])).numpy() if v.dim() == 2 else v.numpy()
+            for k, v in b.items()
+        }
 
     ds = ds.map_batches(to_batch, batch_size=BATCH, batch_format="numpy")
     t0, n = time.perf_counter(), 0
@@ -121,15 +128,25 @@ def run(runs: int = 3) -> list[dict]:
             mine.append(ours(urls, transform, collate_fn))
         rd.append(ray_data(urls, transform, collate_fn) / cores)
     b, m = statistics.median(base), statistics.median(mine)
-    note = (f"{SHARDS}x{PER_SHARD} samples, {IMAGE}px JPEG, batch {BATCH}; both single-process (1 core); "
-            f"ours also transforms, mixes tasks, tokenises, collates. Ray Data read_webdataset+map_batches+"
-            f"iter_torch_batches doing the same: {statistics.median(rd):.0f} samples/s per core "
-            f"({cores} cores, first run incl. startup)")
-    return [{
-        "name": "loader_vs_raw_decode", "value": round(m, 1), "unit": "samples/s/core",
-        "baseline": "raw tar read + JPEG decode", "baseline_value": round(b, 1), "ratio": round(m / b, 3),
-        "runs": runs, "higher_is_better": True, "notes": note,
-    }]
+    note = (
+        f"{SHARDS}x{PER_SHARD} samples, {IMAGE}px JPEG, batch {BATCH}; both single-process (1 core); "
+        f"ours also transforms, mixes tasks, tokenises, collates. Ray Data read_webdataset+map_batches+"
+        f"iter_torch_batches doing the same: {statistics.median(rd):.0f} samples/s per core "
+        f"({cores} cores, first run incl. startup)"
+    )
+    return [
+        {
+            "name": "loader_vs_raw_decode",
+            "value": round(m, 1),
+            "unit": "samples/s/core",
+            "baseline": "raw tar read + JPEG decode",
+            "baseline_value": round(b, 1),
+            "ratio": round(m / b, 3),
+            "runs": runs,
+            "higher_is_better": True,
+            "notes": note,
+        }
+    ]
 
 
 if __name__ == "__main__":

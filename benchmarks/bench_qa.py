@@ -44,8 +44,17 @@ def _render(caption: str, style: str) -> str:
     }[style]
 
 
-STYLES = ("clean",) * 4 + ("chatter", "markdown", "unlabelled_answer", "yes_no", "hallucinated",
-                           "loop", "overlong", "refusal", "new_example")  # fmt: skip
+STYLES = ("clean",) * 4 + (
+    "chatter",
+    "markdown",
+    "unlabelled_answer",
+    "yes_no",
+    "hallucinated",
+    "loop",
+    "overlong",
+    "refusal",
+    "new_example",
+)
 
 
 def inputs(n: int = N, seed: int = 0) -> list[tuple[str, str]]:

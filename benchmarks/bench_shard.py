@@ -35,6 +35,14 @@ def run(runs: int = 3) -> list[dict]:
 
         cp = median_seconds(copy, runs)
     return [
-        result("shard_vs_cp", size_mb / stage, "MB/s", "cp + sync of the same tars", size_mb / cp,
-               runs, True, f"{SAMPLES} samples, {size_mb:.1f} MB of tars, 5 languages, QA"),
+        result(
+            "shard_vs_cp",
+            size_mb / stage,
+            "MB/s",
+            "cp + sync of the same tars",
+            size_mb / cp,
+            runs,
+            True,
+            f"{SAMPLES} samples, {size_mb:.1f} MB of tars, 5 languages, QA",
+        ),
     ]

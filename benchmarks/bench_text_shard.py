@@ -33,11 +33,32 @@ def _multi30k() -> Path:
 def _stage(data: Path, workdir: Path) -> tuple[float, int]:
     workdir.mkdir(parents=True, exist_ok=True)
     p = workdir / "spec.yaml"
-    p.write_text(yaml.safe_dump({
-        "name": "bench", "dataset": {"ref": "cc3m"}, "languages": ["de"], "translate": {"backend": "hf"},
-        "text": {"samples_per_shard": 10000, "corpora": [{
-            "name": "multi30k", "kind": "parallel", "format": "moses", "path": str(data / "train.{lang}.gz"),
-            "pairs": ["en-de"], "min_words": 3, "max_words": 40, "max_length_ratio": 2.0, "dedup": "normalised"}]}}))
+    p.write_text(
+        yaml.safe_dump(
+            {
+                "name": "bench",
+                "dataset": {"ref": "cc3m"},
+                "languages": ["de"],
+                "translate": {"backend": "hf"},
+                "text": {
+                    "samples_per_shard": 10000,
+                    "corpora": [
+                        {
+                            "name": "multi30k",
+                            "kind": "parallel",
+                            "format": "moses",
+                            "path": str(data / "train.{lang}.gz"),
+                            "pairs": ["en-de"],
+                            "min_words": 3,
+                            "max_words": 40,
+                            "max_length_ratio": 2.0,
+                            "dedup": "normalised",
+                        }
+                    ],
+                },
+            }
+        )
+    )
     spec = load_spec(p, workdir=workdir)
     t0 = time.perf_counter()
     manifest = pipeline.run_stage(spec, "text-shard", force=True)
@@ -47,8 +68,11 @@ def _stage(data: Path, workdir: Path) -> tuple[float, int]:
 def _bare(data: Path, workdir: Path) -> tuple[float, int]:
     t0 = time.perf_counter()
     n = 0
-    with open_binary(str(data / "train.en.gz")) as en, open_binary(str(data / "train.de.gz")) as de, \
-            tarfile.open(workdir / "bare.tar", "w") as tar:
+    with (
+        open_binary(str(data / "train.en.gz")) as en,
+        open_binary(str(data / "train.de.gz")) as de,
+        tarfile.open(workdir / "bare.tar", "w") as tar,
+    ):
         for n, (a, b) in enumerate(zip(en, de), 1):
             rec = {"key": f"m-{n:010d}", "src": a.decode().strip(), "tgt": b.decode().strip()}
             data_ = json.dumps(rec, ensure_ascii=False).encode()
@@ -68,11 +92,16 @@ def run(runs: int = 3) -> list[dict]:
             seconds, lines = _bare(data, Path(tmp))
             bare.append(lines / seconds)
     value, base = statistics.median(stage), statistics.median(bare)
-    return [{
-        "name": "text-shard Multi30K en-de lines/s",
-        "value": round(value, 1), "unit": "lines/s",
-        "baseline": "bare sharder (read both gz files, one KEY.json per pair into a tar)",
-        "baseline_value": round(base, 1), "ratio": round(value / base, 3), "runs": runs,
-        "higher_is_better": True,
-        "notes": "29,000 pairs; stage includes planning pass, filters, normalised dedup, rejects parquet, manifest",
-    }]
+    return [
+        {
+            "name": "text-shard Multi30K en-de lines/s",
+            "value": round(value, 1),
+            "unit": "lines/s",
+            "baseline": "bare sharder (read both gz files, one KEY.json per pair into a tar)",
+            "baseline_value": round(base, 1),
+            "ratio": round(value / base, 3),
+            "runs": runs,
+            "higher_is_better": True,
+            "notes": "29,000 pairs; stage includes planning pass, filters, normalised dedup, rejects parquet, manifest",
+        }
+    ]

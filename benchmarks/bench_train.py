@@ -20,11 +20,20 @@ from benchmarks._metrics import steady
 ROOT = Path(__file__).resolve().parent.parent
 STEPS, WARM = 12, 2
 SPEC = [
-    "model.image_size=32", "model.num_query_tokens=8", "model.tiny.hidden_size=64",
-    "model.tiny.intermediate_size=128", "model.tiny.num_heads=2", "model.tiny.vision_layers=1",
-    "model.tiny.qformer_layers=1", "model.tiny.text_layers=1", "model.tiny.decoder_layers=2",
-    "pretrain.batch_size=16", "pretrain.log_every=1", f"pretrain.checkpoint_every={STEPS}",
-    f"pretrain.max_steps={STEPS}", "pretrain.warmup_steps=2",
+    "model.image_size=32",
+    "model.num_query_tokens=8",
+    "model.tiny.hidden_size=64",
+    "model.tiny.intermediate_size=128",
+    "model.tiny.num_heads=2",
+    "model.tiny.vision_layers=1",
+    "model.tiny.qformer_layers=1",
+    "model.tiny.text_layers=1",
+    "model.tiny.decoder_layers=2",
+    "pretrain.batch_size=16",
+    "pretrain.log_every=1",
+    f"pretrain.checkpoint_every={STEPS}",
+    f"pretrain.max_steps={STEPS}",
+    "pretrain.warmup_steps=2",
 ]
 
 
@@ -43,14 +52,16 @@ def run(runs: int = 3) -> list[dict]:
     ray.init(num_cpus=os.cpu_count() + 1, include_dashboard=False, log_to_driver=False)
     plain, distributed = [], []
     try:
-        for i in range(runs):
+        for _ in range(runs):
             with tempfile.TemporaryDirectory() as tmp:
                 wd = Path(tmp)
                 write_shard_stage(wd / "shard", 256)
                 spec = load_spec(ROOT / "data_specs/pipelines/demo.yaml", [*SPEC, "pretrain.workers=2"], wd)
                 job = prepare(spec, {"shard": wd / "shard"}, wd / "pretrain")
                 train_with_ray(job)
-                distributed.append(steady(job.metrics_path, ("samples_per_second",), WARM)["samples_per_second"])
+                distributed.append(
+                    steady(job.metrics_path, ("samples_per_second",), WARM)["samples_per_second"]
+                )
                 job.metrics_path.unlink()
                 job.spec.pretrain.workers = 1
                 train_in_process(job)
@@ -58,13 +69,20 @@ def run(runs: int = 3) -> list[dict]:
     finally:
         ray.shutdown()
     v, b = statistics.median(distributed), statistics.median(plain)
-    return [{
-        "name": "train_ray_vs_plain_loop", "value": round(v, 2), "unit": "samples/s",
-        "baseline": "plain single-process loop, same model and per-worker batch", "baseline_value": round(b, 2),
-        "ratio": round(v / b, 3), "runs": runs, "higher_is_better": True,
-        "notes": f"tiny UniGen (hidden 64), batch 16 per worker, {STEPS} steps, first {WARM} dropped; "
-        f"{os.cpu_count()} cores: Ray runs 1 thread per worker, the plain loop uses torch's default threads",
-    }]
+    return [
+        {
+            "name": "train_ray_vs_plain_loop",
+            "value": round(v, 2),
+            "unit": "samples/s",
+            "baseline": "plain single-process loop, same model and per-worker batch",
+            "baseline_value": round(b, 2),
+            "ratio": round(v / b, 3),
+            "runs": runs,
+            "higher_is_better": True,
+            "notes": f"tiny UniGen (hidden 64), batch 16 per worker, {STEPS} steps, first {WARM} dropped; "
+            f"{os.cpu_count()} cores: Ray runs 1 thread per worker, the plain loop uses torch's default threads",
+        }
+    ]
 
 
 if __name__ == "__main__":

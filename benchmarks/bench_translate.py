@@ -46,17 +46,26 @@ def run(runs: int = 3) -> list[dict]:
     corpus = _sentences()
     texts = corpus[:SENTENCES]
     with tempfile.TemporaryDirectory() as tmp:
-        hf_dir = build_tiny_marian(Path(tmp) / "hf" / "m", corpus, d_model=256, layers=3,
-                                   vocab_size=4000, eos_bias=-20.0)  # fmt: skip
+        hf_dir = build_tiny_marian(
+            Path(tmp) / "hf" / "m", corpus, d_model=256, layers=3, vocab_size=4000, eos_bias=-20.0
+        )
         convert(str(hf_dir), Path(tmp) / "ct2" / "m")
-        hf = HFBackend(HFTranslateSpec(model=str(hf_dir), batch_tokens=BATCH_TOKENS,
-                                       max_new_tokens=MAX_TOKENS), ["de"])  # fmt: skip
+        hf = HFBackend(
+            HFTranslateSpec(model=str(hf_dir), batch_tokens=BATCH_TOKENS, max_new_tokens=MAX_TOKENS), ["de"]
+        )
         engines = {"hf": hf}
         for compute in ("int8", "float32"):
-            engines[compute] = CT2Backend(CT2TranslateSpec(
-                model=str(Path(tmp) / "ct2" / "m"), compute_type=compute, device="cpu",
-                batch_tokens=BATCH_TOKENS, max_decoding_length=MAX_TOKENS, intra_threads=THREADS,
-            ), ["de"])  # fmt: skip
+            engines[compute] = CT2Backend(
+                CT2TranslateSpec(
+                    model=str(Path(tmp) / "ct2" / "m"),
+                    compute_type=compute,
+                    device="cpu",
+                    batch_tokens=BATCH_TOKENS,
+                    max_decoding_length=MAX_TOKENS,
+                    intra_threads=THREADS,
+                ),
+                ["de"],
+            )
         tok = hf._model("de").tokenizer
         for engine in engines.values():
             engine.load()
@@ -74,15 +83,21 @@ def run(runs: int = 3) -> list[dict]:
     rows = []
     for compute in ("int8", "float32"):
         value = statistics.median(rates[compute])
-        rows.append({
-            "name": f"translate ctranslate2 ({compute}) vs hf generate, output tokens/s",
-            "value": round(value, 1), "unit": "tokens/s", "baseline": "hf generate (float32)",
-            "baseline_value": round(base, 1), "ratio": round(value / base, 2), "runs": runs,
-            "higher_is_better": True,
-            "notes": f"random MarianMT d256 3+3 layers, {SENTENCES} Multi30K en captions, greedy, "
-                     f"{MAX_TOKENS} tokens/sentence, {BATCH_TOKENS}-token batches, {THREADS} threads, "
-                     f"CPU; output tokens: ct2 {tokens[compute]}, hf {tokens['hf']}",
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": f"translate ctranslate2 ({compute}) vs hf generate, output tokens/s",
+                "value": round(value, 1),
+                "unit": "tokens/s",
+                "baseline": "hf generate (float32)",
+                "baseline_value": round(base, 1),
+                "ratio": round(value / base, 2),
+                "runs": runs,
+                "higher_is_better": True,
+                "notes": f"random MarianMT d256 3+3 layers, {SENTENCES} Multi30K en captions, greedy, "
+                f"{MAX_TOKENS} tokens/sentence, {BATCH_TOKENS}-token batches, {THREADS} threads, "
+                f"CPU; output tokens: ct2 {tokens[compute]}, hf {tokens['hf']}",
+            }
+        )
     return rows
 
 

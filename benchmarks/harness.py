@@ -95,7 +95,9 @@ def _fmt(x: float | None) -> str:
     return f"{x:.3g}" if abs(x) < 1000 else f"{x:,.0f}"
 
 
-def render(results: list[dict], failures: dict[str, str], host: str, skipped: dict[str, str] | None = None) -> str:
+def render(
+    results: list[dict], failures: dict[str, str], host: str, skipped: dict[str, str] | None = None
+) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         results += rows
         failures.update(failed)
         skipped.update(cannot)
-        merged = merge(previous, results, set(skipped) | set(modules[i + 1:]), keep_all=bool(args.only))
+        merged = merge(previous, results, set(skipped) | set(modules[i + 1 :]), keep_all=bool(args.only))
         RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
         REPORT.write_text(render(merged, failures, machine(), skipped))
     print(REPORT.read_text())

@@ -48,7 +48,8 @@ def publish_pretrain(spec: PipelineSpec, state: dict[str, Any]) -> None:
     )
     final = {k: v for k, v in state.items() if not isinstance(v, (dict, list))}
     create_table_artifact(
-        key="pretrain-metrics", table=[{"metric": k, "value": v} for k, v in sorted(final.items())],
+        key="pretrain-metrics",
+        table=[{"metric": k, "value": v} for k, v in sorted(final.items())],
         description="pretrain: final metrics (also in `mvlp status --json`)",
     )
 
@@ -59,14 +60,22 @@ def iglue_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     for task, by_setting in results.items():
         for setting, scores in by_setting.items():
             if setting not in ("metric", "chance"):
-                rows.append({"task": task, "setting": setting, "metric": by_setting["metric"],
-                             "chance": by_setting["chance"], **scores})
+                rows.append(
+                    {
+                        "task": task,
+                        "setting": setting,
+                        "metric": by_setting["metric"],
+                        "chance": by_setting["chance"],
+                        **scores,
+                    }
+                )
     return rows
 
 
 def publish_iglue_eval(spec: PipelineSpec, state: dict[str, Any]) -> None:
     create_table_artifact(
-        key="iglue-eval-results", table=iglue_rows(state.get("results", {})),
+        key="iglue-eval-results",
+        table=iglue_rows(state.get("results", {})),
         description="iglue-eval: headline score per task, setting and language (chance beside it)",
     )
     png = pipeline.stage_dir(spec, "iglue-eval") / CHART
@@ -82,9 +91,14 @@ def publish_report(spec: PipelineSpec, state: dict[str, Any]) -> None:
     folder = pipeline.stage_dir(spec, "report")
     text = (folder / REPORT).read_text(encoding="utf-8")
     for name in FIGURES.values():
-        if (folder / name).exists():
-            text = re.sub(rf"!\[([^\]]*)\]\({re.escape(name)}\)", lambda m: png_markdown(folder / name, m[1]), text)
-    create_markdown_artifact(key="run-report", markdown=text, description=f"{spec.name}: the run report ({folder / REPORT})")
+        png = folder / name
+        if png.exists():
+            text = re.sub(
+                rf"!\[([^\]]*)\]\({re.escape(name)}\)", lambda m, png=png: png_markdown(png, m[1]), text
+            )
+    create_markdown_artifact(
+        key="run-report", markdown=text, description=f"{spec.name}: the run report ({folder / REPORT})"
+    )
 
 
 PUBLISHERS = {"pretrain": publish_pretrain, "iglue-eval": publish_iglue_eval, "report": publish_report}

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,8 +23,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flows import cli_align
-from flows.errors import fail
 from flows.cli_eval import eval_app
+from flows.errors import fail
 from mvlp_core import contract, pipeline
 from mvlp_core.spec import SPECS_ROOT, SpecError, load_spec
 
@@ -38,12 +38,20 @@ UI_PORT = 4200
 
 
 STATE_COLOURS = {
-    "complete": "green", "stale": "yellow", "partial": "yellow", "missing": "red",  # workdir
-    "completed": "green", "running": "cyan", "pending": "blue", "scheduled": "blue",  # Prefect API
-    "failed": "red", "crashed": "red", "cancelled": "magenta", "cancelling": "magenta", "paused": "yellow",
+    "complete": "green",
+    "stale": "yellow",
+    "partial": "yellow",
+    "missing": "red",  # workdir
+    "completed": "green",
+    "running": "cyan",
+    "pending": "blue",
+    "scheduled": "blue",  # Prefect API
+    "failed": "red",
+    "crashed": "red",
+    "cancelled": "magenta",
+    "cancelling": "magenta",
+    "paused": "yellow",
 }
-
-
 
 
 def _status_table(states: dict[str, dict[str, Any]]) -> Table:
@@ -69,16 +77,21 @@ def _print_outcome(spec_workdir: Path, states: dict[str, dict[str, Any]]) -> Non
     shard = states.get("shard", {})
     if shard.get("state") == "complete":
         tars = sorted((spec_workdir / "shard").glob("shard-*.tar"))
-        console.print(f"Shards: [bold]{spec_workdir / 'shard'}[/] ({len(tars)} tars, {shard['samples_out']} samples)")
+        console.print(
+            f"Shards: [bold]{spec_workdir / 'shard'}[/] ({len(tars)} tars, {shard['samples_out']} samples)"
+        )
     text = states.get("text-shard", {})
     if text.get("state") == "complete" and text.get("samples_in"):
         tars = sorted((spec_workdir / "text-shard").glob("text-*.tar"))
         weights = "; ".join(
             f"{kind} " + ", ".join(f"{k} {q:.2f}" for k, q in text["sampling_weights"][kind].items())
-            for kind in ("mono", "parallel") if text["sampling_weights"][kind]
+            for kind in ("mono", "parallel")
+            if text["sampling_weights"][kind]
         )
-        console.print(f"Text shards: [bold]{spec_workdir / 'text-shard'}[/] ({len(tars)} tars, "
-                      f"{text['samples_out']} records); sampling weights (alpha {text['alpha']}): {weights}")
+        console.print(
+            f"Text shards: [bold]{spec_workdir / 'text-shard'}[/] ({len(tars)} tars, "
+            f"{text['samples_out']} records); sampling weights (alpha {text['alpha']}): {weights}"
+        )
     aer = states.get("align", {}).get("aer")
     if aer:
         console.print("Alignment AER vs gold: " + ", ".join(f"{k} {v:.3f}" for k, v in aer.items()))
@@ -90,15 +103,20 @@ def _print_outcome(spec_workdir: Path, states: dict[str, dict[str, Any]]) -> Non
         )
     iglue = states.get("iglue-eval", {})
     if iglue.get("state") == "complete":
-        console.print("IGLUE (zero-shot, English / avg of the other languages; chance): " + "; ".join(
-            f"{task} {r['metric']} {_score(r, 'en')} / {_score(r, 'avg')} ({r['chance']})"
-            for task, r in iglue["results"].items()
-        ) + f"; tables {spec_workdir / 'iglue-eval' / 'tables'}")
+        console.print(
+            "IGLUE (zero-shot, English / avg of the other languages; chance): "
+            + "; ".join(
+                f"{task} {r['metric']} {_score(r, 'en')} / {_score(r, 'avg')} ({r['chance']})"
+                for task, r in iglue["results"].items()
+            )
+            + f"; tables {spec_workdir / 'iglue-eval' / 'tables'}"
+        )
     if states.get("report", {}).get("state") == "complete":
         console.print(f"Report: [bold]{spec_workdir / 'report' / 'report.md'}[/]")
     api = os.environ.get("PREFECT_API_URL")
     where = (
-        f"open {api.removesuffix('/api')}/runs" if api
+        f"open {api.removesuffix('/api')}/runs"
+        if api
         else f"run [bold]mvlp ui[/] and open http://127.0.0.1:{UI_PORT}/runs"
     )
     console.print(f"Prefect UI: {where} to see this run, its stage runs and their artifacts.")
@@ -115,11 +133,11 @@ def _score(result: dict, lang: str) -> str:
 
 def _execute(
     spec_path: Path,
-    workdir: Optional[Path],
+    workdir: Path | None,
     overrides: list[str],
-    start: Optional[str] = None,
-    stop: Optional[str] = None,
-    only: Optional[str] = None,
+    start: str | None = None,
+    stop: str | None = None,
+    only: str | None = None,
     force: bool = False,
 ) -> None:
     try:
@@ -140,8 +158,11 @@ def _execute(
     from flows.pipeline_flow import data_pipeline
 
     with Progress(
-        TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=console,
+        TextColumn("{task.description:>10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
     ) as bars:
         tasks = {n: bars.add_task(n, total=None) for n in names}
 
@@ -158,15 +179,15 @@ def _execute(
     _print_outcome(Path(spec.workdir), pipeline.stage_states(spec))
 
 
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a spec field: a.b=value")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a spec field: a.b=value")]
 
 
 @app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="where the run goes")] = Path("runs/demo"),
-    samples: Annotated[Optional[int], typer.Option(help="synthetic images to generate")] = None,
+    samples: Annotated[int | None, typer.Option(help="synthetic images to generate")] = None,
     force: bool = False,
-    to: Annotated[Optional[str], typer.Option(help="last stage (e.g. shard: data only)")] = None,
+    to: Annotated[str | None, typer.Option(help="last stage (e.g. shard: data only)")] = None,
     set_: SetOpt = None,
 ) -> None:
     """Run the whole DAG on the synthetic world: data, pretraining, IGLUE, report (embedded defaults, one machine)."""
@@ -179,10 +200,10 @@ def demo(
 @app.command()
 def run(
     spec: Path,
-    workdir: Optional[Path] = None,
-    from_: Annotated[Optional[str], typer.Option("--from", help="first stage")] = None,
-    to: Annotated[Optional[str], typer.Option(help="last stage")] = None,
-    only: Annotated[Optional[str], typer.Option(help="run this stage alone from its inputs on disk")] = None,
+    workdir: Path | None = None,
+    from_: Annotated[str | None, typer.Option("--from", help="first stage")] = None,
+    to: Annotated[str | None, typer.Option(help="last stage")] = None,
+    only: Annotated[str | None, typer.Option(help="run this stage alone from its inputs on disk")] = None,
     force: Annotated[bool, typer.Option(help="recompute selected stages even if complete")] = False,
     set_: SetOpt = None,
     remote: Annotated[
@@ -204,16 +225,24 @@ def _require_api() -> str:
 
         url = PREFECT_API_URL.value()
     if not url:
-        fail(SpecError(
-            "PREFECT_API_URL is not set: start a server (`mvlp ui` or `prefect server start`) and "
-            "export PREFECT_API_URL=http://127.0.0.1:4200/api"
-        ))
+        fail(
+            SpecError(
+                "PREFECT_API_URL is not set: start a server (`mvlp ui` or `prefect server start`) and "
+                "export PREFECT_API_URL=http://127.0.0.1:4200/api"
+            )
+        )
     return url
 
 
 def _run_remote(
-    spec_path: Path, workdir: Optional[Path], overrides: list[str], start: Optional[str],
-    stop: Optional[str], only: Optional[str], force: bool, poll: float,
+    spec_path: Path,
+    workdir: Path | None,
+    overrides: list[str],
+    start: str | None,
+    stop: str | None,
+    only: str | None,
+    force: bool,
+    poll: float,
 ) -> None:
     from flows import deploy, remote
 
@@ -224,8 +253,10 @@ def _run_remote(
         fail(err)
     api = _require_api()
     params: dict[str, Any] = {
-        "spec_path": deploy.spec_param(spec_path), "workdir": str(workdir) if workdir else None,
-        "overrides": overrides, "force": force,
+        "spec_path": deploy.spec_param(spec_path),
+        "workdir": str(workdir) if workdir else None,
+        "overrides": overrides,
+        "force": force,
     }
     if not only:
         params.update(start=start, stop=stop, only=None)
@@ -233,15 +264,21 @@ def _run_remote(
     try:
         run = remote.trigger(name, params)
     except Exception as err:  # noqa: BLE001 - the API's own message says what is missing
-        fail(SpecError(f"could not start deployment {name} on {api}: {err}; register it with `mvlp deploy {spec_path}`"))
+        fail(
+            SpecError(
+                f"could not start deployment {name} on {api}: {err}; register it with `mvlp deploy {spec_path}`"
+            )
+        )
     console.print(f"Started [bold]{name}[/] flow run {run.name} ({run.id}) on {api}")
     top = _watch(lambda: remote.run_states(run.id), poll, None)
-    console.print(f"{name}: [bold]{top.get('state_name', '?')}[/] — UI: {api.removesuffix('/api')}/runs/flow-run/{run.id}")
+    console.print(
+        f"{name}: [bold]{top.get('state_name', '?')}[/] — UI: {api.removesuffix('/api')}/runs/flow-run/{run.id}"
+    )
     if top.get("state") != "completed":
         raise typer.Exit(1)
 
 
-def _watch(read: Any, interval: float, max_iterations: Optional[int]) -> dict[str, Any]:
+def _watch(read: Any, interval: float, max_iterations: int | None) -> dict[str, Any]:
     """Refresh a live stage table from `read() -> (run, stages)` until the run is terminal,
     `max_iterations` reads were shown, or Ctrl-C. Returns the last run row."""
     top: dict[str, Any] = {}
@@ -267,11 +304,13 @@ def _watch(read: Any, interval: float, max_iterations: Optional[int]) -> dict[st
 def status(
     workdir: Path = Path("runs/demo"),
     json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
-    api: Annotated[bool, typer.Option(help="read the latest pipeline run from the Prefect API instead")] = False,
-    flow_run: Annotated[Optional[str], typer.Option(help="--api: this flow run instead of the latest")] = None,
+    api: Annotated[
+        bool, typer.Option(help="read the latest pipeline run from the Prefect API instead")
+    ] = False,
+    flow_run: Annotated[str | None, typer.Option(help="--api: this flow run instead of the latest")] = None,
     watch: Annotated[bool, typer.Option(help="refresh until every stage is terminal (Ctrl-C stops)")] = False,
     interval: Annotated[float, typer.Option(help="--watch: seconds between refreshes")] = 2.0,
-    max_iterations: Annotated[Optional[int], typer.Option(help="--watch: stop after N refreshes")] = None,
+    max_iterations: Annotated[int | None, typer.Option(help="--watch: stop after N refreshes")] = None,
 ) -> None:
     """Each stage's state (complete, partial, missing, stale), counts, rejects and seconds; with
     --api, the stage runs of the latest pipeline run and their Prefect states."""
@@ -307,8 +346,12 @@ def status(
 @app.command(name="deploy")
 def deploy_cmd(
     spec: Path,
-    work_pool: Annotated[str, typer.Option(help="work pool the deployments run on (created if missing)")] = "mvlp-local",
-    pool_type: Annotated[str, typer.Option(help="process (one machine) or kubernetes (the cluster)")] = "process",
+    work_pool: Annotated[
+        str, typer.Option(help="work pool the deployments run on (created if missing)")
+    ] = "mvlp-local",
+    pool_type: Annotated[
+        str, typer.Option(help="process (one machine) or kubernetes (the cluster)")
+    ] = "process",
     set_: SetOpt = None,
 ) -> None:
     """Register the pipeline's deployments (end-to-end, on the spec's schedule, and one per stage)
@@ -328,9 +371,13 @@ def deploy_cmd(
     table.add_column("deployment")
     table.add_column("schedule")
     for n in names:
-        table.add_row(n, loaded.schedule if n.startswith(deploy.PIPELINE_FLOW) and loaded.schedule else "on demand")
+        table.add_row(
+            n, loaded.schedule if n.startswith(deploy.PIPELINE_FLOW) and loaded.schedule else "on demand"
+        )
     console.print(table)
-    worker = f"prefect worker start --pool {work_pool}" + (" --type kubernetes" if pool_type == "kubernetes" else "")
+    worker = f"prefect worker start --pool {work_pool}" + (
+        " --type kubernetes" if pool_type == "kubernetes" else ""
+    )
     console.print(f"Start a worker: [bold]{worker}[/]; run: [bold]mvlp run {spec} --remote[/]")
 
 
@@ -353,7 +400,15 @@ def ui(port: int = UI_PORT) -> None:
     console.print(f"Prefect UI at [bold]http://127.0.0.1:{port}[/] (Ctrl-C stops it)")
     raise typer.Exit(
         subprocess.call(
-            [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+            [
+                str(Path(sys.executable).parent / "prefect"),
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ]
         )
     )
 

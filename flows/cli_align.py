@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -20,20 +20,29 @@ console = Console(stderr=True)
 
 
 def align(
-    src: Annotated[Optional[Path], typer.Option(help="source sentences, one per line")] = None,
-    tgt: Annotated[Optional[Path], typer.Option(help="target sentences, line-parallel")] = None,
-    joint: Annotated[Optional[Path], typer.Option(help="instead of --src/--tgt: 'src ||| tgt' lines")] = None,
+    src: Annotated[Path | None, typer.Option(help="source sentences, one per line")] = None,
+    tgt: Annotated[Path | None, typer.Option(help="target sentences, line-parallel")] = None,
+    joint: Annotated[Path | None, typer.Option(help="instead of --src/--tgt: 'src ||| tgt' lines")] = None,
     src_lang: Annotated[str, typer.Option(help="source language (picks the tokenizer)")] = "en",
-    tgt_lang: Annotated[Optional[str], typer.Option(help="target language; needed unless --pretokenized")] = None,
+    tgt_lang: Annotated[
+        str | None, typer.Option(help="target language; needed unless --pretokenized")
+    ] = None,
     pretokenized: Annotated[bool, typer.Option(help="split input lines on spaces (gold sets are)")] = False,
     input_format: Annotated[str, typer.Option(help="plain, or wpt for <s snum=N>...</s> lines")] = "plain",
-    corpus_src: Annotated[Optional[Path], typer.Option(help="extra parallel corpus aligned along (more statistics), not written")] = None,
-    corpus_tgt: Annotated[Optional[Path], typer.Option(help="target side of --corpus-src")] = None,
-    corpus_pretokenized: Annotated[bool, typer.Option(help="split the extra corpus on spaces instead of tokenizing it")] = False,
-    priors: Annotated[Optional[Path], typer.Option(help="eflomal priors file (e.g. from --save-priors on a large corpus)")] = None,
-    save_priors: Annotated[Optional[Path], typer.Option(help="write the priors this run learns here")] = None,
+    corpus_src: Annotated[
+        Path | None,
+        typer.Option(help="extra parallel corpus aligned along (more statistics), not written"),
+    ] = None,
+    corpus_tgt: Annotated[Path | None, typer.Option(help="target side of --corpus-src")] = None,
+    corpus_pretokenized: Annotated[
+        bool, typer.Option(help="split the extra corpus on spaces instead of tokenizing it")
+    ] = False,
+    priors: Annotated[
+        Path | None, typer.Option(help="eflomal priors file (e.g. from --save-priors on a large corpus)")
+    ] = None,
+    save_priors: Annotated[Path | None, typer.Option(help="write the priors this run learns here")] = None,
     model: Annotated[int, typer.Option(min=1, max=3, help="1 IBM1, 2 +HMM, 3 +fertility")] = 3,
-    out: Annotated[Optional[Path], typer.Option(help="links file (default: stdout)")] = None,
+    out: Annotated[Path | None, typer.Option(help="links file (default: stdout)")] = None,
 ) -> None:
     """Align parallel text files: writes 0-based `i-j` links (grow-diag-final-and) per line in
     src–tgt order; a line with an empty side gets an empty line."""
@@ -61,10 +70,13 @@ def align(
             c_tgt = textfiles.read_lines(corpus_tgt)
             if len(c_src) != len(c_tgt):
                 fail(f"--corpus-src has {len(c_src)} lines but --corpus-tgt {len(c_tgt)}")
-            context = ([textfiles.words(s, src_lang, corpus_pretokenized) for s in c_src],
-                       [textfiles.words(t, tgt_lang, corpus_pretokenized) for t in c_tgt])
-        links = textfiles.align_sentences(source, target, context=context, model=model,
-                                          priors=priors, save_priors=save_priors)
+            context = (
+                [textfiles.words(s, src_lang, corpus_pretokenized) for s in c_src],
+                [textfiles.words(t, tgt_lang, corpus_pretokenized) for t in c_tgt],
+            )
+        links = textfiles.align_sentences(
+            source, target, context=context, model=model, priors=priors, save_priors=save_priors
+        )
     except (OSError, ValueError, RuntimeError) as err:
         fail(str(err))
     text = "".join(textfiles.format_links(sent) + "\n" for sent in links)
@@ -78,25 +90,35 @@ def align(
 def align_eval(
     links: Annotated[Path, typer.Option(help="predicted 0-based i-j links, one line per pair")],
     gold: Annotated[Path, typer.Option(help="gold links")],
-    gold_format: Annotated[str, typer.Option(help="pharaoh (i-j sure, ipj possible) or wpt (snum i j [S|P])")] = "pharaoh",
+    gold_format: Annotated[
+        str, typer.Option(help="pharaoh (i-j sure, ipj possible) or wpt (snum i j [S|P])")
+    ] = "pharaoh",
     gold_one_based: Annotated[bool, typer.Option(help="pharaoh gold counts words from 1")] = False,
     gold_reversed: Annotated[bool, typer.Option(help="gold's first index is the target side")] = False,
-    gold_sentences: Annotated[Optional[Path], typer.Option(help="wpt: the <s snum=N> text file giving the pair order")] = None,
+    gold_sentences: Annotated[
+        Path | None, typer.Option(help="wpt: the <s snum=N> text file giving the pair order")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Precision, recall and alignment error rate (AER) of links against gold sure/possible links."""
     try:
         predicted = textfiles.read_links(links)
-        reference = textfiles.read_gold(gold, gold_format, one_based=gold_one_based,
-                                        reversed_=gold_reversed, sentences=gold_sentences)
+        reference = textfiles.read_gold(
+            gold, gold_format, one_based=gold_one_based, reversed_=gold_reversed, sentences=gold_sentences
+        )
     except (OSError, ValueError) as err:
         fail(str(err))
     if len(predicted) != len(reference):
         fail(f"{links} has {len(predicted)} lines but the gold has {len(reference)} pairs")
     result = score((a, s, p) for a, (s, p) in zip(predicted, reference))
-    figures = {"pairs": len(reference), "precision": round(result.precision, 4),
-               "recall": round(result.recall, 4), "aer": round(result.aer, 4),
-               "predicted": result.predicted, "sure": result.sure}
+    figures = {
+        "pairs": len(reference),
+        "precision": round(result.precision, 4),
+        "recall": round(result.recall, 4),
+        "aer": round(result.aer, 4),
+        "predicted": result.predicted,
+        "sure": result.sure,
+    }
     if as_json:
         print(json.dumps(figures))
     else:

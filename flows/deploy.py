@@ -75,16 +75,22 @@ def build_deployments(
     schedules = [Cron(spec.schedule, timezone=spec.timezone)] if spec.schedule else []
     out = [
         data_pipeline.to_deployment(
-            spec.name, parameters={**base, "start": None, "stop": None, "only": None, "force": False},
-            schedules=schedules, concurrency_limit=1,
-            description=f"{spec.name}: the whole DAG", **common,
+            spec.name,
+            parameters={**base, "start": None, "stop": None, "only": None, "force": False},
+            schedules=schedules,
+            concurrency_limit=1,
+            description=f"{spec.name}: the whole DAG",
+            **common,
         )
     ]
     for stage, stage_flow in STAGE_FLOWS.items():
         out.append(
             stage_flow.to_deployment(
-                spec.name, parameters={**base, "force": False}, concurrency_limit=1,
-                description=f"{spec.name}: re-run the {stage} stage alone from its inputs", **common,
+                spec.name,
+                parameters={**base, "force": False},
+                concurrency_limit=1,
+                description=f"{spec.name}: re-run the {stage} stage alone from its inputs",
+                **common,
             )
         )
     return out
@@ -124,25 +130,38 @@ def prefect_yaml(stages: list[str]) -> dict[str, Any]:
     """prefect.yaml for `prefect deploy --all` (demo spec, process pool `mvlp-local`)."""
     params = {"spec_path": "data_specs/pipelines/demo.yaml", "workdir": None, "overrides": []}
     pool = {"name": "{{ $MVLP_WORK_POOL }}", "job_variables": {}}
-    deployments = [{
-        "name": "demo", "entrypoint": PIPELINE_ENTRYPOINT, "description": "demo: the whole DAG",
-        "tags": ["mvlp", "pipeline:demo"], "concurrency_limit": 1,
-        "parameters": {**params, "start": None, "stop": None, "only": None, "force": False},
-        "schedules": [], "work_pool": pool,
-    }]
+    deployments = [
+        {
+            "name": "demo",
+            "entrypoint": PIPELINE_ENTRYPOINT,
+            "description": "demo: the whole DAG",
+            "tags": ["mvlp", "pipeline:demo"],
+            "concurrency_limit": 1,
+            "parameters": {**params, "start": None, "stop": None, "only": None, "force": False},
+            "schedules": [],
+            "work_pool": pool,
+        }
+    ]
     for stage in stages:
-        deployments.append({
-            "name": "demo", "entrypoint": stage_entrypoint(stage),
-            "description": f"demo: re-run the {stage} stage alone from its inputs",
-            "tags": ["mvlp", "pipeline:demo"], "concurrency_limit": 1,
-            "parameters": {**params, "force": False}, "work_pool": pool,
-        })
+        deployments.append(
+            {
+                "name": "demo",
+                "entrypoint": stage_entrypoint(stage),
+                "description": f"demo: re-run the {stage} stage alone from its inputs",
+                "tags": ["mvlp", "pipeline:demo"],
+                "concurrency_limit": 1,
+                "parameters": {**params, "force": False},
+                "work_pool": pool,
+            }
+        )
     return {
         "name": "mvlp",
         "prefect-version": "3.8.8",
         "build": None,
         "push": None,
-        "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $MVLP_PROJECT_DIR }}"}}],
+        "pull": [
+            {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $MVLP_PROJECT_DIR }}"}}
+        ],
         "deployments": deployments,
     }
 

@@ -9,7 +9,7 @@ log lines and as a markdown artifact `<stage>-ray-job` with the Ray dashboard li
 from __future__ import annotations
 
 import importlib.util
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ def _run_id() -> str:
     try:
         return str(get_run_context().flow_run.id)[:8]
     except (RuntimeError, AttributeError):
-        return datetime.now(timezone.utc).strftime("%H%M%S")
+        return datetime.now(UTC).strftime("%H%M%S")
 
 
 def status_markdown(stage: str, mode: str, history: list[submit.JobStatus]) -> str:
@@ -54,7 +54,9 @@ def run_remote(spec: PipelineSpec, stage: str, *, force: bool = False) -> submit
     """Submit the stage's Ray entrypoint per `spec.cluster`, follow it, fail with its reason."""
     logger = get_run_logger()
     pipeline.save_spec(spec)  # the job reads the resolved spec from shared storage
-    command = submit.entrypoint(stage, Path(spec.workdir) / pipeline.SPEC_FILE) + (" --force" if force else "")
+    command = submit.entrypoint(stage, Path(spec.workdir) / pipeline.SPEC_FILE) + (
+        " --force" if force else ""
+    )
     cluster = spec.cluster
     name = submit.job_name(spec.name, stage, _run_id())
     history: list[submit.JobStatus] = []
@@ -62,12 +64,17 @@ def run_remote(spec: PipelineSpec, stage: str, *, force: bool = False) -> submit
     def on_status(status: submit.JobStatus) -> None:
         history.append(status)
         logger.info(
-            "%s: Ray job %s %s %s%s%s", stage, status.job, status.state, status.deployment,
+            "%s: Ray job %s %s %s%s%s",
+            stage,
+            status.job,
+            status.state,
+            status.deployment,
             f" — {status.message}" if status.message else "",
             f" ({status.dashboard_url})" if status.dashboard_url else "",
         )
         create_markdown_artifact(
-            key=f"{stage}-ray-job", markdown=status_markdown(stage, cluster.mode, history),
+            key=f"{stage}-ray-job",
+            markdown=status_markdown(stage, cluster.mode, history),
             description=f"{stage}: Ray job status and dashboard link",
         )
 
@@ -76,11 +83,20 @@ def run_remote(spec: PipelineSpec, stage: str, *, force: bool = False) -> submit
         labels = {"app.kubernetes.io/part-of": "mvlp", "mvlp.io/stage": stage, "mvlp.io/pipeline": spec.name}
         body = submit.rayjob_body(cluster, stage, name, command, labels)
         return submit.run_rayjob(
-            submit.kubernetes_api(), body, on_status=on_status, poll_seconds=cluster.poll_seconds,
-            timeout_seconds=cluster.timeout_seconds, dashboard_url=cluster.dashboard_url,
+            submit.kubernetes_api(),
+            body,
+            on_status=on_status,
+            poll_seconds=cluster.poll_seconds,
+            timeout_seconds=cluster.timeout_seconds,
+            dashboard_url=cluster.dashboard_url,
         )
     runtime_env: dict[str, Any] = {"working_dir": cluster.working_dir} if cluster.working_dir else {}
     return submit.run_on_ray_cluster(
-        cluster.address, command, name, on_status=on_status, poll_seconds=cluster.poll_seconds,
-        timeout_seconds=cluster.timeout_seconds, runtime_env=runtime_env,
+        cluster.address,
+        command,
+        name,
+        on_status=on_status,
+        poll_seconds=cluster.poll_seconds,
+        timeout_seconds=cluster.timeout_seconds,
+        runtime_env=runtime_env,
     )

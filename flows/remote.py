@@ -41,7 +41,8 @@ def _row(run: FlowRun) -> dict[str, Any]:
 def latest_pipeline_run(client: SyncPrefectClient) -> FlowRun | None:
     runs = client.read_flow_runs(
         flow_filter=FlowFilter(name=FlowFilterName(any_=[PIPELINE_FLOW])),
-        sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=1,
+        sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+        limit=1,
     )
     return runs[0] if runs else None
 
@@ -56,8 +57,13 @@ def run_states(flow_run_id: UUID | str | None = None) -> tuple[dict[str, Any], d
             return {}, {}
         children = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id])),
-            sort=FlowRunSort.START_TIME_ASC, limit=200,
+            sort=FlowRunSort.START_TIME_ASC,
+            limit=200,
         )
         flow_name = client.read_flow(run.flow_id).name
-    stages = {c.name: _row(c) for c in children} if children or flow_name == PIPELINE_FLOW else {run.name: _row(run)}
+    stages = (
+        {c.name: _row(c) for c in children}
+        if children or flow_name == PIPELINE_FLOW
+        else {run.name: _row(run)}
+    )
     return {"name": run.name, "flow": flow_name, **_row(run)}, stages

@@ -36,7 +36,9 @@ def _pretrain(spec: PipelineSpec, *, force: bool, progress: contract.ProgressFn 
     return run_pretrain(spec, force=force, progress=progress)
 
 
-def _iglue_eval(spec: PipelineSpec, *, force: bool, progress: contract.ProgressFn | None) -> contract.Manifest:
+def _iglue_eval(
+    spec: PipelineSpec, *, force: bool, progress: contract.ProgressFn | None
+) -> contract.Manifest:
     if spec.iglue.engine == "ray":  # each (task, setting, language) unit a Ray task, retried on failure
         from ray_jobs.iglue_eval import run_stage as run_iglue_ray
 
@@ -44,7 +46,12 @@ def _iglue_eval(spec: PipelineSpec, *, force: bool, progress: contract.ProgressF
     return pipeline.run_stage(spec, "iglue-eval", force=force, progress=progress)
 
 
-RUNNERS: dict[str, Runner] = {"translate": _translate, "qa": _qa, "pretrain": _pretrain, "iglue-eval": _iglue_eval}
+RUNNERS: dict[str, Runner] = {
+    "translate": _translate,
+    "qa": _qa,
+    "pretrain": _pretrain,
+    "iglue-eval": _iglue_eval,
+}
 
 
 def run_stage(

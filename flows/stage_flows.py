@@ -66,9 +66,13 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
 
 
 @task(
-    cache_key_fn=_cache_key, persist_result=True, retries=2,
-    retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5,
-    retry_condition_fn=_transient, task_run_name="run-{name}",
+    cache_key_fn=_cache_key,
+    persist_result=True,
+    retries=2,
+    retry_delay_seconds=exponential_backoff(backoff_factor=10),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_transient,
+    task_run_name="run-{name}",
 )
 def run_stage_task(spec: PipelineSpec, name: str, force: bool = False) -> dict[str, Any]:
     # Only jobs sent to the cluster take a GPU slot: a Prefect concurrency lease outlives a killed
@@ -113,13 +117,18 @@ def _make_stage_flow(name: str) -> Any:
             description=f"{name}: rejects by reason",
         )
         create_table_artifact(
-            key=f"{name}-throughput", table=throughput_rows(name, state),
+            key=f"{name}-throughput",
+            table=throughput_rows(name, state),
             description=f"{name}: samples per second",
         )
         publish_stage(name, spec, state)
         get_run_logger().info(
-            "%s: %s in, %s out, rejects %s, %ss", name, state.get("samples_in"),
-            state.get("samples_out"), state.get("rejects") or "none", state.get("seconds"),
+            "%s: %s in, %s out, rejects %s, %ss",
+            name,
+            state.get("samples_in"),
+            state.get("samples_out"),
+            state.get("rejects") or "none",
+            state.get("seconds"),
         )
         return state
 

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -263,9 +263,7 @@ def run_units(
 
 
 def _commit_unit(out_dir: Path, unit: str, result: UnitResult, seconds: float) -> None:
-    rows = [
-        {"key": r.key, "reason": r.reason, "detail": r.detail, "unit": unit} for r in result.rejects
-    ]
+    rows = [{"key": r.key, "reason": r.reason, "detail": r.detail, "unit": unit} for r in result.rejects]
     atomic.write_parquet(
         out_dir / UNITS_DIR / f"{unit}.rejects.parquet",
         pa.Table.from_pylist(rows, schema=REJECT_SCHEMA),
@@ -324,7 +322,7 @@ def _write_manifest(
         seconds=round(seconds, 3),
         units=len(units),
         extra=extra,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     manifest.save(out_dir)
     return manifest

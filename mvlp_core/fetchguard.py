@@ -33,7 +33,7 @@ import re
 import socket
 import urllib.request
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 from PIL import Image
 

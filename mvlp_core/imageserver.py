@@ -20,8 +20,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from PIL import Image
 
-CORRUPT_JPEG = (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
-                + b"".join(hashlib.sha256(bytes([i])).digest() for i in range(64)))
+CORRUPT_JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + b"".join(
+    hashlib.sha256(bytes([i])).digest() for i in range(64)
+)
 NOT_AN_IMAGE = b"<!doctype html><html><body><h1>Not an image</h1></body></html>\n"
 
 
@@ -119,9 +120,7 @@ class ImageServer:
     cuts the stall short, so shutdown never waits for it.
     """
 
-    def __init__(
-        self, root: Path, host: str = "127.0.0.1", port: int = 0, slow_seconds: float = 5.0
-    ) -> None:
+    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0, slow_seconds: float = 5.0) -> None:
         self.root = Path(root).resolve()
         self.host, self.slow_seconds = host, slow_seconds
         self._requested_port = self.port = port
@@ -147,8 +146,11 @@ class ImageServer:
         self.port = self._server.server_address[1]
         # a short poll interval keeps stop() quick: shutdown() waits for the loop's next poll
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-            name="mvlp-imageserver", daemon=True)
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="mvlp-imageserver",
+            daemon=True,
+        )
         self._thread.start()
         return self
 

@@ -10,7 +10,7 @@ import hashlib
 import re
 
 ROW_DIGITS = 9
-_KEY_RE = re.compile(r"^[a-z0-9]{1,12}-\d{%d}$" % ROW_DIGITS)
+_KEY_RE = re.compile(rf"^[a-z0-9]{{1,12}}-\d{{{ROW_DIGITS}}}$")
 
 
 def make_key(dataset: str, row: int) -> str:

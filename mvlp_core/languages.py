@@ -34,6 +34,4 @@ def script_of(lang: str) -> str:
     try:
         return LANGUAGES[lang][1]
     except KeyError:
-        raise ValueError(
-            f"unknown language {lang!r}; allowed: {', '.join(SUPPORTED_LANGUAGES)}"
-        ) from None
+        raise ValueError(f"unknown language {lang!r}; allowed: {', '.join(SUPPORTED_LANGUAGES)}") from None

@@ -223,8 +223,7 @@ class OpenAIClient:
                 last = str(failure)
                 if not failure.retry:
                     raise EndpointError(
-                        f"{method} {self.redact(_safe_url(url))} failed: {last}. "
-                        f"{self._fix_for(last)}"
+                        f"{method} {self.redact(_safe_url(url))} failed: {last}. {self._fix_for(last)}"
                     ) from None
                 if attempt + 1 == attempts:
                     break
@@ -233,9 +232,13 @@ class OpenAIClient:
                     wait = max(wait, min(failure.wait, self.config.max_retry_after))
                 log.warning(
                     "%s %s: %s; retry %d/%d in %.2fs",
-                    method, self.redact(_safe_url(url)), last, attempt + 1,
-                    self.config.max_retries, wait,
-                )  # fmt: skip
+                    method,
+                    self.redact(_safe_url(url)),
+                    last,
+                    attempt + 1,
+                    self.config.max_retries,
+                    wait,
+                )
                 self._sleep(wait)
         raise EndpointError(
             f"{method} {self.redact(_safe_url(url))} failed after {attempts} attempt(s); "
@@ -259,9 +262,7 @@ class OpenAIClient:
             return f"Fix: check {f}.base_url (it usually ends in /v1) and {f}.model"
         return f"Fix: check the request parameters in {f} against what the server accepts"
 
-    def _attempt(
-        self, method: str, url: str, body: Mapping[str, Any] | None, expect: str
-    ) -> dict[str, Any]:
+    def _attempt(self, method: str, url: str, body: Mapping[str, Any] | None, expect: str) -> dict[str, Any]:
         self._limiter.acquire()
         try:
             response = self._http.request(method, url, json=body)

@@ -38,8 +38,12 @@ DAG: dict[str, StageDef] = {
     "text-shard": StageDef("text-shard", (), "mvlp_core.stages.text_shard", "config"),
     "pretrain": StageDef("pretrain", ("shard", "text-shard"), "mvlp_core.stages.pretrain", "config"),
     "iglue-eval": StageDef("iglue-eval", ("pretrain",), "mvlp_core.stages.iglue_eval", "config"),
-    "report": StageDef("report", ("ingest", "download", "translate", "align", "qa", "shard", "text-shard",
-                                  "pretrain", "iglue-eval"), "mvlp_core.stages.report", "config"),
+    "report": StageDef(
+        "report",
+        ("ingest", "download", "translate", "align", "qa", "shard", "text-shard", "pretrain", "iglue-eval"),
+        "mvlp_core.stages.report",
+        "config",
+    ),
 }
 assert tuple(DAG) == STAGES
 
@@ -133,5 +137,7 @@ def save_spec(spec: PipelineSpec) -> None:
 def load_saved_spec(workdir: Path) -> PipelineSpec:
     path = Path(workdir) / SPEC_FILE
     if not path.exists():
-        raise SpecError(f"{workdir} holds no run ({SPEC_FILE} missing); start one with `mvlp run` or `mvlp demo`")
+        raise SpecError(
+            f"{workdir} holds no run ({SPEC_FILE} missing); start one with `mvlp run` or `mvlp demo`"
+        )
     return PipelineSpec.model_validate(json.loads(path.read_text(encoding="utf-8")))

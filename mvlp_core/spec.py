@@ -22,7 +22,18 @@ from pydantic import (
 from mvlp_core.languages import SUPPORTED_LANGUAGES
 
 SPECS_ROOT = Path(__file__).resolve().parent.parent / "data_specs"
-STAGES = ("ingest", "download", "translate", "align", "qa", "shard", "text-shard", "pretrain", "iglue-eval", "report")
+STAGES = (
+    "ingest",
+    "download",
+    "translate",
+    "align",
+    "qa",
+    "shard",
+    "text-shard",
+    "pretrain",
+    "iglue-eval",
+    "report",
+)
 
 
 def perf_only(default: Any, **kw: Any) -> Any:
@@ -78,9 +89,7 @@ class IngestSpec(Strict):
 
 class DownloadSpec(Strict):
     image_size: int = Field(224, gt=0)
-    resize_mode: Literal["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"] = (
-        "center_crop"
-    )
+    resize_mode: Literal["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"] = "center_crop"
     encode_quality: int = Field(95, ge=1, le=100)
     min_image_size: int = Field(0, ge=0)
     max_aspect_ratio: float = Field(float("inf"), gt=0)
@@ -142,8 +151,7 @@ class HTTPTranslateSpec(Strict):
         None, description="name of the environment variable holding the API key (never the key)"
     )
     prompt: str = Field(
-        "Translate the following English image caption into {language}. "
-        "Reply with the translation only.",
+        "Translate the following English image caption into {language}. Reply with the translation only.",
         description="openai: system prompt; {language} is the target language's English name",
     )
     temperature: float = Field(0.0, ge=0)
@@ -178,9 +186,7 @@ class TranslateFilters(Strict):
     script_share: float = Field(
         0.5, ge=0, le=1, description="least share of letters in the target's script; 0 disables"
     )
-    max_repeats: int = Field(
-        3, ge=0, description="most consecutive repeats of one 1-4-gram; 0 disables"
-    )
+    max_repeats: int = Field(3, ge=0, description="most consecutive repeats of one 1-4-gram; 0 disables")
 
 
 class TranslateRaySpec(Strict):
@@ -260,8 +266,9 @@ class HTTPQASpec(Strict):
     """An OpenAI-compatible endpoint (a vLLM or llama.cpp server, a hosted API)."""
 
     base_url: str = perf_only(
-        ..., description="ends in /v1, e.g. http://llm:8000/v1; where, not what: moving the "
-        "server does not recompute the stage (model and sampling fields do)"
+        ...,
+        description="ends in /v1, e.g. http://llm:8000/v1; where, not what: moving the "
+        "server does not recompute the stage (model and sampling fields do)",
     )
     model: str
     mode: Literal["chat", "completion"] = Field(
@@ -340,12 +347,17 @@ class IglueFinetuneSpec(Strict):
     max_steps: int | None = Field(None, gt=0)
     max_train_items: int | None = Field(None, gt=0, description="cap on English training items")
     head_lr_scale: float = Field(
-        100.0, gt=0, description="learning-rate factor for the parts only fine-tuning trains (UniGen's "
+        100.0,
+        gt=0,
+        description="learning-rate factor for the parts only fine-tuning trains (UniGen's "
         "multi-image gate and image positions, used by MaRVL alone): they start fresh while the body "
-        "is pretrained; at 1 the world's NLVR2 fine-tunes to chance")
+        "is pretrained; at 1 the world's NLVR2 fine-tunes to chance",
+    )
     freeze: list[str] = Field(
-        [], description="parameter name prefixes held fixed, e.g. [text_encoder.embeddings]: English-only "
-        "fine-tuning otherwise moves the English tokens' embeddings away from the other languages'")
+        [],
+        description="parameter name prefixes held fixed, e.g. [text_encoder.embeddings]: English-only "
+        "fine-tuning otherwise moves the English tokens' embeddings away from the other languages'",
+    )
     tasks: dict[Literal["xvnli", "xgqa", "marvl", "xflickrco", "wit"], IglueFinetuneTaskSpec] = Field(
         {}, description="task -> fields that differ from the shared ones, e.g. {wit: {lr: 3e-4}}"
     )
@@ -385,7 +397,8 @@ class IglueSpec(Strict):
     seed: int = 0
     batch_size: int = perf_only(16, gt=0)
     engine: Literal["local", "ray"] = perf_only(
-        "local", description="local: units one after the other in-process; ray: each unit a Ray task (retried)"
+        "local",
+        description="local: units one after the other in-process; ray: each unit a Ray task (retried)",
     )
     workers: int = perf_only(1, ge=1, description="units evaluated in parallel (Ray tasks)")
     device: str = perf_only("cpu", description="torch device of each unit")
@@ -403,11 +416,15 @@ class MixSpec(Strict):
     cap: float = Field(1.0, ge=0)
     qus: float = Field(0.5, ge=0)
     multilingual_fraction: float = Field(0.1, ge=0, le=1)
-    languages: list[str] | None = Field(None, description="CC6L languages to draw from; None = spec languages")
+    languages: list[str] | None = Field(
+        None, description="CC6L languages to draw from; None = spec languages"
+    )
     text_pairs: float = Field(0.2, ge=0, lt=1)
     min_pair_score: float | None = Field(None, description="drop text pairs scored below this")
     code_switch: float = Field(
-        0.0, ge=0, le=1,
+        0.0,
+        ge=0,
+        le=1,
         description="M3P code-switching: share of English encoder texts ([qus] questions, the "
         "contrastive/[match] caption) in which words are swapped for their aligned translations",
     )
@@ -439,7 +456,9 @@ class PretrainSpec(Strict):
     keep_checkpoints: int = perf_only(2, ge=1)
     max_failures: int = perf_only(3, ge=0)
     log_every: int = perf_only(10, gt=0)
-    storage_path: str = perf_only("{workdir}/pretrain/ray", description="Ray Train storage: path or fsspec URL")
+    storage_path: str = perf_only(
+        "{workdir}/pretrain/ray", description="Ray Train storage: path or fsspec URL"
+    )
     run_name: str = perf_only("pretrain", pattern=r"^[a-zA-Z0-9_.-]+$")
     seed: int = 0
     mix: MixSpec = MixSpec()
@@ -449,10 +468,14 @@ class PretrainSpec(Strict):
         description="where this process runs the trainer: local Ray (started on demand; RAY_ADDRESS "
         "honoured) or a given address; as a KubeRay RayJob: cluster.mode=rayjob (the flow submits it)",
     )
-    ray_address: str | None = perf_only(None, description="ray://host:10001 or auto; None = RAY_ADDRESS or local")
+    ray_address: str | None = perf_only(
+        None, description="ray://host:10001 or auto; None = RAY_ADDRESS or local"
+    )
     fail_at_step: int | None = perf_only(
         None, description="test knob: rank 1 exits hard once at this step (fault injection)"
     )
+
+
 class TinyModelSpec(Strict):
     """Dimensions of the `tiny` model: random weights, small enough to learn the synthetic world on
     2 CPU cores (~2-3M parameters with the defaults)."""
@@ -493,12 +516,10 @@ class ModelSpec(Strict):
     image_size: int | None = Field(None, gt=0, description="default: 224 for base, 64 for tiny")
     max_text_len: int = Field(64, ge=4, description="encoder tokens (source, caption)")
     max_target_len: int = Field(32, ge=2, description="decoder target tokens, eos included")
-    freeze: list[Literal["vision", "qformer", "text_encoder", "decoder", "decoder.middle"]] | None = (
-        Field(
-            None,
-            description="frozen parts; default: the paper's ['vision', 'decoder.middle'] for base,"
-            " ['decoder.middle'] for tiny (its ViT is random, so it has to learn)",
-        )
+    freeze: list[Literal["vision", "qformer", "text_encoder", "decoder", "decoder.middle"]] | None = Field(
+        None,
+        description="frozen parts; default: the paper's ['vision', 'decoder.middle'] for base,"
+        " ['decoder.middle'] for tiny (its ViT is random, so it has to learn)",
     )
     decoder_middle_layers: int | None = Field(
         None, ge=0, description="decoder.middle size; default: 6 for base (paper), a third for tiny"
@@ -506,20 +527,28 @@ class ModelSpec(Strict):
     alpha_qus: float = Field(1.0, ge=0, description="weight of L_qus")
     beta_match: float = Field(1.0, ge=0, description="weight of L_match")
     gamma_itc: float = Field(
-        1.0, ge=0, description="weight of the contrastive loss (UniGen: 1; a tiny random-init model "
+        1.0,
+        ge=0,
+        description="weight of the contrastive loss (UniGen: 1; a tiny random-init model "
         "needs more, or the generative losses swamp the shared towers' updates)",
     )
     delta_xlc: float = Field(
-        0.0, ge=0, description="weight of the cross-lingual consistency loss (not in UniGen): a "
+        0.0,
+        ge=0,
+        description="weight of the cross-lingual consistency loss (not in UniGen): a "
         "parallel pair's source side, read as a [qus] or [match] prompt over an image of the batch, "
         "must give the decoder's next-token distribution its English side gives",
     )
     epsilon_sent: float = Field(
-        0.0, ge=0, description="weight of the sentence alignment loss (not in UniGen): a parallel "
+        0.0,
+        ge=0,
+        description="weight of the sentence alignment loss (not in UniGen): a parallel "
         "pair's source side, its XLM-R states averaged, is pulled to its English side's average (MSE, "
         "English side held fixed), as multilingual sentence encoders are distilled",
     )
-    max_images: int = Field(2, ge=1, description="images per example (MaRVL: 2), each with a position embedding")
+    max_images: int = Field(
+        2, ge=1, description="images per example (MaRVL: 2), each with a position embedding"
+    )
     embed_dim: int = Field(256, gt=0, description="base: contrastive space width")
     temperature: float = Field(0.07, gt=0, description="initial InfoNCE temperature (learnable)")
     temperature_range: tuple[float, float] = (0.001, 0.5)
@@ -541,9 +570,6 @@ class ModelSpec(Strict):
         return self
 
 
-
-
-
 class TextCorpusSpec(Strict):
     """One text corpus: parallel (WikiMatrix TSV or Moses line-aligned files) or monolingual
     (one sentence per line). Each language (monolingual) or pair (parallel) is one stream, read
@@ -560,7 +586,9 @@ class TextCorpusSpec(Strict):
     paths: dict[str, str] = Field({}, description="per-stream override of path: lang or src-tgt -> path")
     languages: list[str] = Field([], description="monolingual: one stream per language")
     pairs: list[str] = Field([], description="parallel: one stream per pair src-tgt, in column/file order")
-    min_score: float | None = Field(None, description="wikimatrix only: margin-score threshold (1.04-1.06 in the LASER papers)")
+    min_score: float | None = Field(
+        None, description="wikimatrix only: margin-score threshold (1.04-1.06 in the LASER papers)"
+    )
     min_words: int = Field(1, ge=1, description="per side; ja/zh count characters")
     max_words: int | None = Field(None, gt=0)
     min_chars: int = Field(1, ge=1)
@@ -573,7 +601,9 @@ class TextCorpusSpec(Strict):
     def _consistent(self) -> TextCorpusSpec:
         allowed = {"parallel": ("wikimatrix", "moses"), "monolingual": ("lines",)}[self.kind]
         if self.format not in allowed:
-            raise ValueError(f"format {self.format!r} does not fit kind {self.kind!r}; allowed: {', '.join(allowed)}")
+            raise ValueError(
+                f"format {self.format!r} does not fit kind {self.kind!r}; allowed: {', '.join(allowed)}"
+            )
         if self.kind == "monolingual":
             if not self.languages or self.pairs:
                 raise ValueError("a monolingual corpus lists `languages` (not `pairs`)")
@@ -609,7 +639,9 @@ class TextCorpusSpec(Strict):
         if self.format == "moses":
             lacking = [s for s in streams if "{lang}" not in self.paths.get(s, self.path)]
             if lacking:
-                raise ValueError(f"moses paths need {{lang}} (the two sides are two files); {lacking} lack it")
+                raise ValueError(
+                    f"moses paths need {{lang}} (the two sides are two files); {lacking} lack it"
+                )
         else:
             shared = [s for s in streams if s not in self.paths]
             if len(shared) > 1 and not any(m in self.path for m in marks):
@@ -621,7 +653,9 @@ class TextSpec(Strict):
     """Text-only corpora for the text-shard stage; no corpora: the stage writes an empty manifest."""
 
     corpora: list[TextCorpusSpec] = []
-    samples_per_shard: int = Field(10000, gt=0, description="input lines per unit; each tar holds at most this many")
+    samples_per_shard: int = Field(
+        10000, gt=0, description="input lines per unit; each tar holds at most this many"
+    )
     alpha: float = Field(0.3, ge=0, le=1, description="language sampling q_i ~ p_i^alpha (XLM-R, M3P: 0.3)")
 
     @field_validator("corpora")
@@ -632,6 +666,7 @@ class TextSpec(Strict):
         if dup:
             raise ValueError(f"corpus names must be unique (they prefix keys); repeated: {dup}")
         return corpora
+
 
 class ClusterSpec(Strict):
     """Where Ray-backed stages (those with a `ray_jobs.<stage>` entrypoint) run. Never changes
@@ -650,12 +685,15 @@ class ClusterSpec(Strict):
         "infra/k8s/base/rayjobs/{stage}.yaml", description="RayJob template; relative to the project root"
     )
     dashboard_url: str | None = Field(
-        None, description="Ray dashboard link shown in Prefect (rayjob; default: the RayJob's status.dashboardURL)"
+        None,
+        description="Ray dashboard link shown in Prefect (rayjob; default: the RayJob's status.dashboardURL)",
     )
     working_dir: str | None = Field(None, description="ray_address: upload this folder as the job's code")
     poll_seconds: float = Field(5.0, gt=0)
     timeout_seconds: float = Field(7 * 86400, gt=0)
-    gpu_slots: int = Field(1, gt=0, description="Ray-backed stages running at once (Prefect concurrency limit)")
+    gpu_slots: int = Field(
+        1, gt=0, description="Ray-backed stages running at once (Prefect concurrency limit)"
+    )
 
 
 CRON_FIELD = r"[0-9A-Za-z*/,?#LW-]+"
@@ -766,9 +804,7 @@ def _expand(value: Any, workdir: str) -> Any:
     return value
 
 
-def load_spec(
-    path: str | Path, overrides: list[str] = (), workdir: str | Path | None = None
-) -> PipelineSpec:
+def load_spec(path: str | Path, overrides: list[str] = (), workdir: str | Path | None = None) -> PipelineSpec:
     """Load and validate a pipeline spec: workdir made absolute, `{workdir}` expanded in every
     string, the dataset reference resolved into `dataset.spec`."""
     path = Path(path)
@@ -799,7 +835,9 @@ def load_spec(
         raise SpecError(f"invalid spec {path}:\n  translate.import: required when backend is 'import'")
     for backend in ("ctranslate2", "http"):
         if spec.translate.backend == backend and getattr(spec.translate, backend) is None:
-            raise SpecError(f"invalid spec {path}:\n  translate.{backend}: required when backend is '{backend}'")
+            raise SpecError(
+                f"invalid spec {path}:\n  translate.{backend}: required when backend is '{backend}'"
+            )
     if spec.qa.backend != "rules" and getattr(spec.qa, spec.qa.backend) is None:
         raise SpecError(
             f"invalid spec {path}:\n  qa.{spec.qa.backend}: required when backend is "

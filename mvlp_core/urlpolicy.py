@@ -51,9 +51,7 @@ def _parse_host_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address |
     return ipaddress.IPv4Address(value)
 
 
-def check_ip(
-    ip: ipaddress.IPv4Address | ipaddress.IPv6Address, policy: UrlPolicy
-) -> tuple[str, str] | None:
+def check_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, policy: UrlPolicy) -> tuple[str, str] | None:
     """None if an address may be contacted, else (reason, detail)."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped

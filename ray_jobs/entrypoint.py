@@ -31,7 +31,9 @@ def main(
 ) -> int:
     """Parse the shared arguments, run `run(spec, force=..., progress=...)`, print its summary."""
     module = stage.replace("-", "_")
-    parser = argparse.ArgumentParser(prog=f"python -m ray_jobs.{module}", description=f"the {stage} stage as a Ray job")
+    parser = argparse.ArgumentParser(
+        prog=f"python -m ray_jobs.{module}", description=f"the {stage} stage as a Ray job"
+    )
     parser.add_argument("--spec", required=True, help="pipeline spec (YAML, or a run's spec.json)")
     parser.add_argument("--workdir", help="where the run lives (default: the spec's workdir)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="a.b=value")

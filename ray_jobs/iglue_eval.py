@@ -44,13 +44,25 @@ def run_units_with_ray(spec: PipelineSpec, model_dir: str, out_dir: str, names: 
     ray.get([remote.remote(spec, model_dir, out_dir, n) for n in names if n not in finetunes])
 
 
-def run_stage(spec: PipelineSpec, *, force: bool = False, progress: contract.ProgressFn | None = None) -> contract.Manifest:
+def run_stage(
+    spec: PipelineSpec, *, force: bool = False, progress: contract.ProgressFn | None = None
+) -> contract.Manifest:
     """The iglue-eval stage with its units as Ray tasks (what flows/runners.py maps it to when
     ``iglue.engine`` is ``ray``)."""
     name = "iglue-eval"
-    return run_iglue_eval(spec, pipeline.inputs_for(spec, name), pipeline.stage_dir(spec, name),
-                          force=force, progress=progress, units_fn=run_units_with_ray)
+    return run_iglue_eval(
+        spec,
+        pipeline.inputs_for(spec, name),
+        pipeline.stage_dir(spec, name),
+        force=force,
+        progress=progress,
+        units_fn=run_units_with_ray,
+    )
 
 
 if __name__ == "__main__":
-    sys.exit(entrypoint.main("iglue-eval", run_stage, summary=lambda _, m: json.dumps(m.extra["results"], indent=2)))
+    sys.exit(
+        entrypoint.main(
+            "iglue-eval", run_stage, summary=lambda _, m: json.dumps(m.extra["results"], indent=2)
+        )
+    )

@@ -92,9 +92,15 @@ def train_worker(config: dict[str, Any]) -> None:
     from mvlp_core.train.data import loader
 
     loop.train(
-        model, loader(batches, job.spec.pretrain.loader.num_workers), job.spec.pretrain, RayReporter(run_dir(job.spec.pretrain)),
-        rank=rank, world=world, device=device,
-        metrics_path=job.metrics_path if rank == 0 else None, fault_marker=job.fault_marker,
+        model,
+        loader(batches, job.spec.pretrain.loader.num_workers),
+        job.spec.pretrain,
+        RayReporter(run_dir(job.spec.pretrain)),
+        rank=rank,
+        world=world,
+        device=device,
+        metrics_path=job.metrics_path if rank == 0 else None,
+        fault_marker=job.fault_marker,
     )
 
 
@@ -123,8 +129,11 @@ def run_dir(cfg: PretrainSpec) -> Path | None:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted(p for p in run_dir.glob("checkpoint_*")
-                   if atomic.TMP_MARK not in p.name and (p / loop.TRAIN_STATE).exists())
+    found = sorted(
+        p
+        for p in run_dir.glob("checkpoint_*")
+        if atomic.TMP_MARK not in p.name and (p / loop.TRAIN_STATE).exists()
+    )
     return found[-1] if found else None
 
 
@@ -165,11 +174,16 @@ def train_with_ray(job: TrainJob) -> Path:
         train_worker,
         train_loop_config={"job": job},
         scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.workers, use_gpu=cfg.use_gpu,
-            resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if cfg.use_gpu else {})},
+            num_workers=cfg.workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker={
+                "CPU": cfg.cpus_per_worker,
+                **({"GPU": cfg.gpus_per_worker} if cfg.use_gpu else {}),
+            },
         ),
         run_config=ray.train.RunConfig(
-            name=cfg.run_name, storage_path=cfg.storage_path,
+            name=cfg.run_name,
+            storage_path=cfg.storage_path,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
         ),
@@ -187,18 +201,26 @@ def train_with_ray(job: TrainJob) -> Path:
     if newest is not None:
         return newest
     if result.checkpoint is None:
-        raise contract.StageError(f"pretrain: the run {cfg.run_name} reported no checkpoint; see the worker logs")
+        raise contract.StageError(
+            f"pretrain: the run {cfg.run_name} reported no checkpoint; see the worker logs"
+        )
     if "://" in result.checkpoint.path:  # remote storage: fetch the final checkpoint next to the stage
         return Path(result.checkpoint.to_directory(str(job.out_dir / "final-checkpoint")))
     return Path(result.checkpoint.path)
 
 
-def run_stage(spec: PipelineSpec, *, force: bool = False, progress: contract.ProgressFn | None = None) -> contract.Manifest:
+def run_stage(
+    spec: PipelineSpec, *, force: bool = False, progress: contract.ProgressFn | None = None
+) -> contract.Manifest:
     """The pretrain stage with the Ray Train runner (what flows/runners.py maps `pretrain` to)."""
     name = "pretrain"
     return run_pretrain(
-        spec, pipeline.inputs_for(spec, name), pipeline.stage_dir(spec, name),
-        force=force, progress=progress, train_fn=train_with_ray,
+        spec,
+        pipeline.inputs_for(spec, name),
+        pipeline.stage_dir(spec, name),
+        force=force,
+        progress=progress,
+        train_fn=train_with_ray,
     )
 
 

@@ -10,11 +10,10 @@ without GPUs.
 
 from __future__ import annotations
 
-import sys
 import importlib.util
+import sys
 from collections import defaultdict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from mvlp_core import contract, pipeline

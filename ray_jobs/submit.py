@@ -67,7 +67,9 @@ def _replace_images(node: Any, images: dict[str, str]) -> None:
             _replace_images(v, images)
 
 
-def rayjob_body(cluster: ClusterSpec, stage: str, name: str, command: str, labels: dict[str, str]) -> dict[str, Any]:
+def rayjob_body(
+    cluster: ClusterSpec, stage: str, name: str, command: str, labels: dict[str, str]
+) -> dict[str, Any]:
     """The RayJob to create: the stage's template with name, namespace, entrypoint and images set."""
     path = Path(cluster.template.replace("{stage}", stage))
     path = path if path.is_absolute() else PROJECT_ROOT / path
@@ -173,7 +175,11 @@ def kubernetes_api() -> Any:
 
 
 def _submit_when_ready(
-    client: Any, command: str, submission_id: str, runtime_env: dict[str, Any], sleep: Callable[[float], None],
+    client: Any,
+    command: str,
+    submission_id: str,
+    runtime_env: dict[str, Any],
+    sleep: Callable[[float], None],
     attempts: int = 8,
 ) -> str:
     """submit_job, retried while the head answers 503 "no available agent" (a cluster that is

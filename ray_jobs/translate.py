@@ -55,9 +55,14 @@ class TranslateActor:
         for lang in self.spec.languages:
             for item in translate_records(self.backend, self.spec.translate.filters, keys, captions, lang):
                 reject = item.reject or contract.Reject(None, "", "")
-                for column, value in (("unit", unit_of[item.key]), ("key", item.key), ("lang", lang),
-                                      ("text", item.text), ("reason", reject.reason),
-                                      ("detail", reject.detail)):  # fmt: skip
+                for column, value in (
+                    ("unit", unit_of[item.key]),
+                    ("key", item.key),
+                    ("lang", lang),
+                    ("text", item.text),
+                    ("reason", reject.reason),
+                    ("detail", reject.detail),
+                ):
                     out[column].append(value)
         return dict(out)
 
@@ -86,10 +91,12 @@ def ray_executor(spec: PipelineSpec, download: Path) -> Executor:
             ray.init(log_to_driver=False)
         paths = [samples_path(download, u) for u in pending]
         selected = {
-            u: sum(is_selected(k, spec.translate.sample_fraction)
-                   for k in pq.read_table(p, columns=["key"]).column("key").to_pylist())
+            u: sum(
+                is_selected(k, spec.translate.sample_fraction)
+                for k in pq.read_table(p, columns=["key"]).column("key").to_pylist()
+            )
             for u, p in zip(pending, paths)
-        }  # fmt: skip
+        }
         expected = {u: n * len(spec.languages) for u, n in selected.items()}
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # units arrive in order: bounded buffering

@@ -31,9 +31,12 @@ def build_tiny_marian(
     corpus = folder / "corpus.txt"
     corpus.write_text("\n".join(sentences) + "\n", encoding="utf-8")
     spm.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(folder / "spm"), vocab_size=vocab_size,
-        hard_vocab_limit=False, minloglevel=2,
-    )  # fmt: skip
+        input=str(corpus),
+        model_prefix=str(folder / "spm"),
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
     sp = spm.SentencePieceProcessor(model_file=str(folder / "spm.model"))
     vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
     for token in (*extra_tokens, "<pad>"):
@@ -42,17 +45,26 @@ def build_tiny_marian(
     for name in ("source.spm", "target.spm"):
         (folder / name).write_bytes((folder / "spm.model").read_bytes())
     tokenizer = MarianTokenizer(
-        source_spm=str(folder / "source.spm"), target_spm=str(folder / "target.spm"),
+        source_spm=str(folder / "source.spm"),
+        target_spm=str(folder / "target.spm"),
         vocab=str(folder / "vocab.json"),
-    )  # fmt: skip
+    )
     pad, eos = vocab["<pad>"], vocab["</s>"]
     config = MarianConfig(
-        vocab_size=len(vocab), d_model=d_model, encoder_layers=layers, decoder_layers=layers,
-        encoder_attention_heads=4 if d_model >= 64 else 2, decoder_attention_heads=4 if d_model >= 64 else 2,
-        encoder_ffn_dim=2 * d_model, decoder_ffn_dim=2 * d_model, max_position_embeddings=256,
-        pad_token_id=pad, eos_token_id=eos, decoder_start_token_id=pad,
+        vocab_size=len(vocab),
+        d_model=d_model,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        encoder_attention_heads=4 if d_model >= 64 else 2,
+        decoder_attention_heads=4 if d_model >= 64 else 2,
+        encoder_ffn_dim=2 * d_model,
+        decoder_ffn_dim=2 * d_model,
+        max_position_embeddings=256,
+        pad_token_id=pad,
+        eos_token_id=eos,
+        decoder_start_token_id=pad,
         forced_eos_token_id=eos if favour else None,
-    )  # fmt: skip
+    )
     torch.manual_seed(seed)
     model = MarianMTModel(config)
     with torch.no_grad():

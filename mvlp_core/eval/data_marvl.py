@@ -43,8 +43,17 @@ def load_marvl(path: str | Path) -> list[PairItem]:
     for n, row in enumerate(read_jsonl(path), 1):
         where = f"{path}:{n}"
         require(row, ("concept", "language", "caption", "left_img", "right_img", "id", "label"), where)
-        items.append(PairItem(str(row["id"]), row["language"], row["caption"], row["left_img"],
-                              row["right_img"], _bool(row["label"], where), row["concept"]))
+        items.append(
+            PairItem(
+                str(row["id"]),
+                row["language"],
+                row["caption"],
+                row["left_img"],
+                row["right_img"],
+                _bool(row["label"], where),
+                row["concept"],
+            )
+        )
     return items
 
 
@@ -54,8 +63,16 @@ def load_nlvr2(path: str | Path) -> list[PairItem]:
         where = f"{path}:{n}"
         require(row, ("identifier", "sentence", "left_url", "right_url", "label"), where)
         stem = row["identifier"].rsplit("-", 1)[0]
-        items.append(PairItem(row["identifier"], "en", row["sentence"], f"{stem}-img0",
-                              f"{stem}-img1", _bool(row["label"], where)))
+        items.append(
+            PairItem(
+                row["identifier"],
+                "en",
+                row["sentence"],
+                f"{stem}-img0",
+                f"{stem}-img1",
+                _bool(row["label"], where),
+            )
+        )
     return items
 
 

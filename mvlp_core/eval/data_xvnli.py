@@ -33,6 +33,13 @@ def load(path: str | Path) -> list[NLIItem]:
         gold = row["gold_label"]
         if gold != "-" and gold not in LABELS:
             raise AnnotationError(f"{path}:{n}: gold_label {gold!r}; allowed: {', '.join(LABELS)}, -")
-        items.append(NLIItem(str(row["pairID"]), str(row["Flikr30kID"]), row["sentence2"],
-                             row["sentence1"], None if gold == "-" else gold))
+        items.append(
+            NLIItem(
+                str(row["pairID"]),
+                str(row["Flikr30kID"]),
+                row["sentence2"],
+                row["sentence1"],
+                None if gold == "-" else gold,
+            )
+        )
     return items

@@ -44,7 +44,9 @@ def param_groups(model: torch.nn.Module, lr: float, head_lr_scale: float) -> lis
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     head = [p for n, p in named if heads and n.startswith(heads)]
     body = [p for n, p in named if not (heads and n.startswith(heads))]
-    return [g for g in ({"params": body, "lr": lr}, {"params": head, "lr": lr * head_lr_scale}) if g["params"]]
+    return [
+        g for g in ({"params": body, "lr": lr}, {"params": head, "lr": lr * head_lr_scale}) if g["params"]
+    ]
 
 
 @contextmanager
@@ -55,8 +57,10 @@ def held(model: torch.nn.Module, freeze: tuple[str, ...]) -> Iterator[None]:
     unknown = [f for f in freeze if not any(n.startswith(f) for n in named)]
     if unknown:
         tops = sorted({n.split(".")[0] for n in named})
-        raise StageError(f"fine-tune freeze {unknown} names no parameter of the model; use name "
-                         f"prefixes such as 'text_encoder.embeddings' (its parts: {tops})")
+        raise StageError(
+            f"fine-tune freeze {unknown} names no parameter of the model; use name "
+            f"prefixes such as 'text_encoder.embeddings' (its parts: {tops})"
+        )
     frozen = [p for n, p in named.items() if freeze and n.startswith(freeze) and p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
@@ -67,16 +71,28 @@ def held(model: torch.nn.Module, freeze: tuple[str, ...]) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-def finetune(em: EvalModel, examples: list[Any], dev_score: Callable[[EvalModel], float], *,
-             epochs: int, batch_size: int, lr: float, seed: int = 0, weight_decay: float = 0.01,
-             max_steps: int | None = None, head_lr_scale: float = 1.0,
-             freeze: tuple[str, ...] = ()) -> FinetuneResult:
+def finetune(
+    em: EvalModel,
+    examples: list[Any],
+    dev_score: Callable[[EvalModel], float],
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int = 0,
+    weight_decay: float = 0.01,
+    max_steps: int | None = None,
+    head_lr_scale: float = 1.0,
+    freeze: tuple[str, ...] = (),
+) -> FinetuneResult:
     """Train ``em.model`` in place on ``examples``; leave it holding the best-dev weights.
 
     Epoch 0 is the starting model, so a fine-tune that only hurts dev keeps the weights it got."""
     if not examples:
-        raise StageError("fine-tuning has no training examples (every image missing?); check the "
-                         "image roots in the spec (iglue.image_roots)")
+        raise StageError(
+            "fine-tuning has no training examples (every image missing?); check the "
+            "image roots in the spec (iglue.image_roots)"
+        )
     with held(em.model, freeze):
         rng = random.Random(seed)
         torch.manual_seed(seed)
@@ -87,7 +103,8 @@ def finetune(em: EvalModel, examples: list[Any], dev_score: Callable[[EvalModel]
         total = min(epochs * steps_per_epoch, max_steps or epochs * steps_per_epoch)
         warmup = max(1, total // 10)
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
+            opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
+        )
         best = FinetuneResult(dev_score(em), 0, lr)
         best.history.append({"epoch": 0, "dev": best.best_dev})
         best_state = copy.deepcopy(em.model.state_dict())
@@ -100,7 +117,7 @@ def finetune(em: EvalModel, examples: list[Any], dev_score: Callable[[EvalModel]
             for start in range(0, len(order), batch_size):
                 if step >= total:
                     break
-                batch = em.on_device(em.collate([examples[i] for i in order[start:start + batch_size]]))
+                batch = em.on_device(em.collate([examples[i] for i in order[start : start + batch_size]]))
                 loss = em.model(batch)["loss"]
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -120,8 +137,9 @@ def finetune(em: EvalModel, examples: list[Any], dev_score: Callable[[EvalModel]
     return best
 
 
-def grid_search(em: EvalModel, examples: list[Any], dev_score: Callable[[EvalModel], float],
-                lrs: list[float], **kw: Any) -> FinetuneResult:
+def grid_search(
+    em: EvalModel, examples: list[Any], dev_score: Callable[[EvalModel], float], lrs: list[float], **kw: Any
+) -> FinetuneResult:
     """Fine-tune a copy of the start weights for each learning rate; keep the best on dev."""
     start = copy.deepcopy(em.model.state_dict())
     best_state, best = start, None

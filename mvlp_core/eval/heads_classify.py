@@ -23,7 +23,6 @@ from mvlp_core.eval.model_api import EvalModel
 from mvlp_core.eval.prepared import ImageCache, Prepared, decode_all, keep_resolved
 
 
-
 @dataclass(frozen=True)
 class Prompt:
     task: str  # the UniGen task token
@@ -34,14 +33,18 @@ class Prompt:
         return self.words[self.labels.index(label)]
 
 
-PROMPTS = {"xvnli": Prompt("match", ("yes", "maybe", "no"), data_xvnli.LABELS),
-           "marvl": Prompt("match", ("yes", "no"), data_marvl.LABEL_WORDS)}
+PROMPTS = {
+    "xvnli": Prompt("match", ("yes", "maybe", "no"), data_xvnli.LABELS),
+    "marvl": Prompt("match", ("yes", "no"), data_marvl.LABEL_WORDS),
+}
 
 
 def prepare_xvnli(path: Path, roots: ImageRoots, lang: str) -> tuple[list[Prepared], list[Reject]]:
     items = data_xvnli.load(path)
-    return keep_resolved([(i.id, [roots.flickr_id(i.image)], i.hypothesis, lang, i.label) for i in items],
-                         [[f"{i.image}.jpg"] for i in items])
+    return keep_resolved(
+        [(i.id, [roots.flickr_id(i.image)], i.hypothesis, lang, i.label) for i in items],
+        [[f"{i.image}.jpg"] for i in items],
+    )
 
 
 def prepare_marvl(path: Path, roots: ImageRoots, lang: str) -> tuple[list[Prepared], list[Reject]]:
@@ -49,30 +52,43 @@ def prepare_marvl(path: Path, roots: ImageRoots, lang: str) -> tuple[list[Prepar
     if "nlvr2" in Path(path).parts:
         paths = [[roots.nlvr2(i.left), roots.nlvr2(i.right)] for i in items]
     else:
-        paths = [[roots.marvl(i.lang, i.concept, i.left), roots.marvl(i.lang, i.concept, i.right)]
-                 for i in items]
+        paths = [
+            [roots.marvl(i.lang, i.concept, i.left), roots.marvl(i.lang, i.concept, i.right)] for i in items
+        ]
     gold = ["true" if i.label else "false" for i in items]
-    return keep_resolved([(i.id, p, i.statement, lang, g) for i, p, g in zip(items, paths, gold)],
-                         [[i.left, i.right] for i in items])
+    return keep_resolved(
+        [(i.id, p, i.statement, lang, g) for i, p, g in zip(items, paths, gold)],
+        [[i.left, i.right] for i in items],
+    )
 
 
-def examples(em: EvalModel, pairs: list[tuple[Prepared, torch.Tensor]], prompt: Prompt,
-             words: list[str]) -> list:  # fmt: skip
-    return [em.example(task=prompt.task, image=image, source=item.source, source_lang=item.lang,
-                       target=word, caption=None)
-            for (item, image), word in zip(pairs, words)]
+def examples(
+    em: EvalModel, pairs: list[tuple[Prepared, torch.Tensor]], prompt: Prompt, words: list[str]
+) -> list:
+    return [
+        em.example(
+            task=prompt.task,
+            image=image,
+            source=item.source,
+            source_lang=item.lang,
+            target=word,
+            caption=None,
+        )
+        for (item, image), word in zip(pairs, words)
+    ]
 
 
 @torch.no_grad()
-def predict(em: EvalModel, items: list[Prepared], prompt: Prompt, cache: ImageCache,
-            batch_size: int = 16) -> tuple[dict[str, str], list[Reject]]:
+def predict(
+    em: EvalModel, items: list[Prepared], prompt: Prompt, cache: ImageCache, batch_size: int = 16
+) -> tuple[dict[str, str], list[Reject]]:
     """Item id -> the label whose word has the highest target log-probability."""
     em.model.eval()
     pairs, rejects = decode_all(items, cache)
     out: dict[str, str] = {}
     n = len(prompt.words)
     for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
+        chunk = pairs[start : start + batch_size]
         expanded = [p for p in chunk for _ in range(n)]
         batch = em.on_device(em.collate(examples(em, expanded, prompt, list(prompt.words) * len(chunk))))
         scores = em.model.score_targets(batch).view(len(chunk), n)

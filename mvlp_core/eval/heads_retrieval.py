@@ -25,13 +25,17 @@ from mvlp_core.eval.prepared import ImageCache
 RERANK_OFFSET = 1e4  # lifts re-ranked entries above every similarity (cosines lie in [-1, 1])
 
 
-def resolve(rset: data_retrieval.RetrievalSet, roots: ImageRoots, wit: bool) -> tuple[list[Path | None], list[Reject]]:
+def resolve(
+    rset: data_retrieval.RetrievalSet, roots: ImageRoots, wit: bool
+) -> tuple[list[Path | None], list[Reject]]:
     paths = [roots.wit(im.ref) if wit else roots.flickr_or_coco(im.ref) for im in rset.images]
     rejects = [Reject(im.key, "missing_image", im.ref) for im, p in zip(rset.images, paths) if p is None]
     return paths, rejects
 
 
-def drop_missing(rset: data_retrieval.RetrievalSet, paths: list[Path | None]) -> tuple[data_retrieval.RetrievalSet, list[Path]]:
+def drop_missing(
+    rset: data_retrieval.RetrievalSet, paths: list[Path | None]
+) -> tuple[data_retrieval.RetrievalSet, list[Path]]:
     """The set without images that did not resolve (and their captions), indices renumbered."""
     keep = [i for i, p in enumerate(paths) if p is not None]
     new_index = {old: new for new, old in enumerate(keep)}
@@ -45,15 +49,20 @@ def drop_missing(rset: data_retrieval.RetrievalSet, paths: list[Path | None]) ->
 
 
 @torch.no_grad()
-def score_matrices(em: EvalModel, images: list[torch.Tensor], captions: list[str], k: int,
-                   batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def score_matrices(
+    em: EvalModel, images: list[torch.Tensor], captions: list[str], k: int, batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
     """(IR matrix, TR matrix), both [captions, images]."""
     em.model.eval()
-    img_emb = torch.cat([em.model.image_features(torch.stack(images[s:s + batch_size]).to(em.device))[1]
-                         for s in range(0, len(images), batch_size)])
+    img_emb = torch.cat(
+        [
+            em.model.image_features(torch.stack(images[s : s + batch_size]).to(em.device))[1]
+            for s in range(0, len(images), batch_size)
+        ]
+    )
     txt_emb = []
     for s in range(0, len(captions), batch_size):
-        ids, mask = em.encode(captions[s:s + batch_size])
+        ids, mask = em.encode(captions[s : s + batch_size])
         txt_emb.append(em.model.text_features(ids.to(em.device), mask.to(em.device)))
     sim = (torch.cat(txt_emb) @ img_emb.T).float().cpu().numpy().astype(np.float64)
     temperature = em.model.itc_temperature()
@@ -61,10 +70,12 @@ def score_matrices(em: EvalModel, images: list[torch.Tensor], captions: list[str
     def rerank(pairs: list[tuple[int, int]]) -> np.ndarray:
         out = np.empty(len(pairs))
         for s in range(0, len(pairs), batch_size):
-            chunk = pairs[s:s + batch_size]
+            chunk = pairs[s : s + batch_size]
             ids, mask = em.encode([captions[c] for c, _ in chunk])
             pixels = torch.stack([images[i] for _, i in chunk]).to(em.device)
-            out[s:s + len(chunk)] = em.model.match_score(pixels, ids.to(em.device), mask.to(em.device)).float().cpu().numpy()
+            out[s : s + len(chunk)] = (
+                em.model.match_score(pixels, ids.to(em.device), mask.to(em.device)).float().cpu().numpy()
+            )
         return out
 
     k_img, k_cap = min(k, sim.shape[1]), min(k, sim.shape[0])
@@ -82,8 +93,9 @@ def score_matrices(em: EvalModel, images: list[torch.Tensor], captions: list[str
     return ir, tr
 
 
-def evaluate(em: EvalModel, rset: data_retrieval.RetrievalSet, paths: list[Path], cache: ImageCache,
-             k: int) -> tuple[dict[str, float], list[Reject], list[list[int]]]:
+def evaluate(
+    em: EvalModel, rset: data_retrieval.RetrievalSet, paths: list[Path], cache: ImageCache, k: int
+) -> tuple[dict[str, float], list[Reject], list[list[int]]]:
     """Recall@1/5/10 both ways, rejects for undecodable images, and VOLTA-style top-20 lists."""
     tensors = [cache.get(p) for p in paths]
     bad = [Reject(im.key, "bad_image", str(p)) for im, p, t in zip(rset.images, paths, tensors) if t is None]
@@ -94,19 +106,23 @@ def evaluate(em: EvalModel, rset: data_retrieval.RetrievalSet, paths: list[Path]
     if not rset.captions:
         return {f"{d}_r{k}": 0.0 for d in ("ir", "tr") for k in metrics.RECALL_AT}, bad, []
     ir, tr = score_matrices(em, tensors, rset.captions, k)
-    result = {**metrics.recalls(metrics.ir_ranks(ir, rset.caption_image), "ir"),
-              **metrics.recalls(metrics.tr_ranks(tr, rset.caption_image), "tr")}
+    result = {
+        **metrics.recalls(metrics.ir_ranks(ir, rset.caption_image), "ir"),
+        **metrics.recalls(metrics.tr_ranks(tr, rset.caption_image), "tr"),
+    }
     top20 = np.argsort(-ir, axis=1, kind="stable")[:, :20].tolist()
     return result, bad, top20
 
 
-def training_examples(em: EvalModel, rset: data_retrieval.RetrievalSet, paths: list[Path],
-                      cache: ImageCache, lang: str) -> list:
+def training_examples(
+    em: EvalModel, rset: data_retrieval.RetrievalSet, paths: list[Path], cache: ImageCache, lang: str
+) -> list:
     """[cap] examples carrying the caption for the in-batch contrastive and [match] losses."""
     out = []
     for cap, img in zip(rset.captions, rset.caption_image):
         image = cache.get(paths[img])
         if image is not None:
-            out.append(em.example(task="cap", image=image, source="", source_lang=lang,
-                                  target=cap, caption=cap))
+            out.append(
+                em.example(task="cap", image=image, source="", source_lang=lang, target=cap, caption=cap)
+            )
     return out

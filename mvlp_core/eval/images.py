@@ -48,13 +48,15 @@ class ImageRoots:
     def marvl(self, lang: str, concept: str, file: str) -> Path | None:
         """Zero-shot rows name ``39-0.jpg`` inside ``<lang>/images/<concept>/``; few-shot rows name
         ``<concept>/<file>`` already; the synthetic world keeps ``<lang>/<file>`` flat."""
-        return self._first("marvl", f"{lang}/images/{concept}/{file}", f"{lang}/images/{file}",
-                           f"{lang}/{file}")
+        return self._first(
+            "marvl", f"{lang}/images/{concept}/{file}", f"{lang}/images/{file}", f"{lang}/{file}"
+        )
 
     def nlvr2(self, stem: str) -> Path | None:
         split = stem.split("-", 1)[0]
-        return self._first("nlvr2", *(f"{d}{stem}.{ext}" for d in ("", f"{split}/")
-                                      for ext in ("png", "jpg")))
+        return self._first(
+            "nlvr2", *(f"{d}{stem}.{ext}" for d in ("", f"{split}/") for ext in ("png", "jpg"))
+        )
 
     def wit(self, url: str) -> Path | None:
         return self._first("wit", url_file_name(url))
@@ -78,8 +80,11 @@ def wit_url_rows(annotation_files: Iterable[str | Path]) -> list[dict[str, str]]
         for row in read_jsonl(path):
             url = row["image_url"]
             if url not in seen:
-                seen[url] = {"url": url, "caption": row["caption_reference_description"],
-                             "key": url_file_name(url)}
+                seen[url] = {
+                    "url": url,
+                    "caption": row["caption_reference_description"],
+                    "key": url_file_name(url),
+                }
     return list(seen.values())
 
 
@@ -90,8 +95,13 @@ def write_wit_url_list(annotation_files: Iterable[str | Path], out: str | Path) 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["url", "caption", "key"], delimiter="\t",
-                                quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+        writer = csv.DictWriter(
+            f,
+            fieldnames=["url", "caption", "key"],
+            delimiter="\t",
+            quoting=csv.QUOTE_MINIMAL,
+            lineterminator="\n",
+        )
         writer.writeheader()
         for row in rows:
             writer.writerow({k: v.replace("\t", " ").replace("\n", " ") for k, v in row.items()})

@@ -38,8 +38,20 @@ def accuracy(gold: Sequence[object | None], pred: Sequence[object]) -> float:
 # -- xGQA answers ---------------------------------------------------------------------------------
 
 _ARTICLES = {"a", "an", "the"}
-_NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
-            "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+_NUMBERS = {
+    "none": "0",
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
+}
 _PUNCT = re.compile(r"[;/\[\]\"{}()=+\\_\-><@`,?!*#%^&$~|:.']")
 
 
@@ -69,6 +81,7 @@ def answer_accuracy(gold: Sequence[str], pred: Sequence[str], mode: str = "vqa")
 
 
 # -- retrieval ------------------------------------------------------------------------------------
+
 
 def _ranks(scores: np.ndarray, gold: np.ndarray) -> np.ndarray:
     """0-based rank of column gold[i] in row i of ``scores`` (descending, stable)."""
@@ -106,8 +119,10 @@ def retrieval_scores(scores: np.ndarray, caption_image: Sequence[int]) -> dict[s
         raise ValueError(f"score matrix of shape {scores.shape} for {len(caption_image)} captions")
     if len(caption_image) and max(caption_image) >= scores.shape[1]:
         raise ValueError(f"caption points at image {max(caption_image)} of {scores.shape[1]}")
-    return {**recalls(ir_ranks(scores, caption_image), "ir"),
-            **recalls(tr_ranks(scores, caption_image), "tr")}
+    return {
+        **recalls(ir_ranks(scores, caption_image), "ir"),
+        **recalls(tr_ranks(scores, caption_image), "tr"),
+    }
 
 
 def ir_from_topk(topk: Sequence[Sequence[int]], caption_image: Sequence[int]) -> dict[str, float]:

@@ -29,20 +29,35 @@ class EvalModel:
     @classmethod
     def load(cls, folder: str | Path) -> EvalModel:
         """A UniGen from a ``save_pretrained`` folder (e.g. ``pretrain/final/``)."""
-        from mvlp_core.model import Example, collate, image_transform, load_model  # torch: only when evaluating
+        from mvlp_core.model import (
+            Example,
+            collate,
+            image_transform,
+            load_model,
+        )  # torch: only when evaluating
+
         folder = Path(folder)
         if not folder.exists():
-            raise StageError(f"no model at {folder}; run the pretrain stage first (mvlp run SPEC --only pretrain)")
+            raise StageError(
+                f"no model at {folder}; run the pretrain stage first (mvlp run SPEC --only pretrain)"
+            )
         model = load_model(folder)
         tok, spec = model.tokenizers, model.spec
 
         def encode(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-            out = tok.encoder(texts, padding=True, truncation=True, max_length=spec.max_text_len,
-                              return_tensors="pt")
+            out = tok.encoder(
+                texts, padding=True, truncation=True, max_length=spec.max_text_len, return_tensors="pt"
+            )
             return out["input_ids"], out["attention_mask"]
 
-        return cls(model, lambda exs: collate(exs, tok, spec), Example, image_transform(spec),
-                   encode, model.save_pretrained)
+        return cls(
+            model,
+            lambda exs: collate(exs, tok, spec),
+            Example,
+            image_transform(spec),
+            encode,
+            model.save_pretrained,
+        )
 
     def to(self, device: str | torch.device) -> EvalModel:
         self.model.to(device)

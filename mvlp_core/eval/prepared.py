@@ -25,8 +25,9 @@ class Prepared:
     gold: Any  # label word, True/False, answer string; None = no gold (XVNLI "-")
 
 
-def keep_resolved(candidates: list[tuple[str, list[Path | None], str, str, Any]],
-                  refs: list[list[str]]) -> tuple[list[Prepared], list[Reject]]:
+def keep_resolved(
+    candidates: list[tuple[str, list[Path | None], str, str, Any]], refs: list[list[str]]
+) -> tuple[list[Prepared], list[Reject]]:
     """(id, resolved paths, source, lang, gold) -> Prepared, or a missing_image reject naming the
     unresolved reference."""
     kept, rejects = [], []
@@ -59,7 +60,9 @@ class ImageCache:
         return tensors[0] if len(tensors) == 1 else torch.stack(tensors)
 
 
-def decode_all(items: list[Prepared], cache: ImageCache) -> tuple[list[tuple[Prepared, torch.Tensor]], list[Reject]]:
+def decode_all(
+    items: list[Prepared], cache: ImageCache
+) -> tuple[list[tuple[Prepared, torch.Tensor]], list[Reject]]:
     """Pair each item with its image tensor; undecodable images become ``bad_image`` rejects."""
     out, rejects = [], []
     for item in items:

@@ -51,11 +51,13 @@ def _align(ids: list[str], preds: dict[str, Any], path: str) -> list[Any]:
     missing = [i for i in ids if i not in preds]
     extra = sorted(set(preds) - set(ids))
     if missing:
-        raise PredictionError(f"{path}: no prediction for {len(missing)} of {len(ids)} annotated "
-                              f"items (first: {missing[:3]})")
+        raise PredictionError(
+            f"{path}: no prediction for {len(missing)} of {len(ids)} annotated items (first: {missing[:3]})"
+        )
     if extra:
-        raise PredictionError(f"{path}: {len(extra)} prediction(s) for ids not in the annotations "
-                              f"(first: {extra[:3]})")
+        raise PredictionError(
+            f"{path}: {len(extra)} prediction(s) for ids not in the annotations (first: {extra[:3]})"
+        )
     return [preds[i] for i in ids]
 
 
@@ -64,8 +66,9 @@ def _nli_label(value: Any, path: str) -> str:
         return VOLTA_NLI[value]
     if isinstance(value, str) and value.strip().lower() in data_xvnli.LABELS:
         return value.strip().lower()
-    raise PredictionError(f"{path}: prediction {value!r} is not one of {', '.join(data_xvnli.LABELS)} "
-                          "or 0/1/2")
+    raise PredictionError(
+        f"{path}: prediction {value!r} is not one of {', '.join(data_xvnli.LABELS)} or 0/1/2"
+    )
 
 
 def _bool(value: Any, path: str) -> bool:
@@ -105,25 +108,30 @@ def score_retrieval(annotations: str | Path, preds: Any, path: str) -> dict[str,
     if isinstance(preds, dict) and "scores" in preds:
         scores = np.asarray(preds["scores"], dtype=float)
         if scores.shape != (n_caps, n_imgs):
-            raise PredictionError(f"{path}: score matrix has shape {list(scores.shape)}; the "
-                                  f"annotations need [{n_caps} captions, {n_imgs} images]")
+            raise PredictionError(
+                f"{path}: score matrix has shape {list(scores.shape)}; the "
+                f"annotations need [{n_caps} captions, {n_imgs} images]"
+            )
         return metrics.retrieval_scores(scores, rset.caption_image)
     if not isinstance(preds, list) or not all(isinstance(r, list) for r in preds):
-        raise PredictionError(f"{path}: expected a list (one per caption) of ranked image indices, "
-                              'or {"scores": [[...]]}')
+        raise PredictionError(
+            f'{path}: expected a list (one per caption) of ranked image indices, or {{"scores": [[...]]}}'
+        )
     if len(preds) != n_caps:
-        raise PredictionError(f"{path}: {len(preds)} ranked lists but the annotations hold "
-                              f"{n_caps} captions (one list per caption, in annotation order)")
+        raise PredictionError(
+            f"{path}: {len(preds)} ranked lists but the annotations hold "
+            f"{n_caps} captions (one list per caption, in annotation order)"
+        )
     for n, ranked in enumerate(preds):
         bad = [i for i in ranked if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n_imgs]
         if bad:
-            raise PredictionError(f"{path}: list {n} holds {bad[0]!r}, not an image index in "
-                                  f"0..{n_imgs - 1}")
+            raise PredictionError(f"{path}: list {n} holds {bad[0]!r}, not an image index in 0..{n_imgs - 1}")
     return metrics.ir_from_topk(preds, rset.caption_image)
 
 
-def score_file(task: str, annotations: str | Path, predictions: str | Path,
-               normalise: str = "vqa") -> dict[str, float]:
+def score_file(
+    task: str, annotations: str | Path, predictions: str | Path, normalise: str = "vqa"
+) -> dict[str, float]:
     if task not in TASKS:
         raise PredictionError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
     path = str(predictions)

@@ -42,8 +42,11 @@ def table_rows(results: list[Result], model: str) -> dict[tuple[str, str, str], 
     for key, by_lang in sorted(tables.items()):
         langs = (["en"] if "en" in by_lang else []) + sorted(lang for lang in by_lang if lang != "en")
         avg = average_without_english(by_lang)
-        row = {"model": model, **{lang: by_lang[lang] for lang in langs},
-               "avg": round(avg, 2) if avg is not None else ""}
+        row = {
+            "model": model,
+            **{lang: by_lang[lang] for lang in langs},
+            "avg": round(avg, 2) if avg is not None else "",
+        }
         out[key] = [row]
     return out
 
@@ -53,7 +56,6 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-
 
     with atomic.atomic_open(path, "w", encoding="utf-8") as f:
         f.write(buf.getvalue())
@@ -65,8 +67,6 @@ def bar_chart(results: list[Result], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-
 
     data = nested(results)
     tasks = list(data)

@@ -20,8 +20,13 @@ IGLUE_LANGUAGES = {
     "xflickrco": ("de", "es", "id", "ja", "ru", "tr", "zh"),
     "wit": ("ar", "bg", "da", "el", "et", "id", "ja", "ko", "tr", "vi"),
 }
-HEADLINE = {"xvnli": "accuracy", "xgqa": "accuracy", "marvl": "accuracy",
-            "xflickrco": "ir_r1", "wit": "ir_r1"}
+HEADLINE = {
+    "xvnli": "accuracy",
+    "xgqa": "accuracy",
+    "marvl": "accuracy",
+    "xflickrco": "ir_r1",
+    "wit": "ir_r1",
+}
 FAMILY = {"xvnli": "nli", "xgqa": "qa", "marvl": "pair", "xflickrco": "retrieval", "wit": "retrieval"}
 
 
@@ -52,8 +57,10 @@ class Layout:
         if task == "xgqa":
             if lang == "en":
                 return self.root / "gqa/annotations/testdev_balanced_questions.json"
-            return self._pick(f"xGQA/annotations/zero_shot/testdev_balanced_questions_{lang}.json",
-                              f"xGQA/annotations/few_shot/{lang}/dev.json")
+            return self._pick(
+                f"xGQA/annotations/zero_shot/testdev_balanced_questions_{lang}.json",
+                f"xGQA/annotations/few_shot/{lang}/dev.json",
+            )
         if task == "marvl":
             if lang == "en":
                 return self._pick("nlvr2/annotations/test.jsonl", "nlvr2/annotations/dev.jsonl")
@@ -66,13 +73,16 @@ class Layout:
 
     def train(self, task: str) -> Path:
         """English training data (zero-shot fine-tuning)."""
-        return self.root / {
-            "xvnli": "XVNLI/annotations/en/train.jsonl",
-            "xgqa": "gqa/annotations/train_balanced_questions.json",
-            "marvl": "nlvr2/annotations/train.jsonl",
-            "xflickrco": "flickr30k/annotations/train_ann.jsonl",
-            "wit": "wit/annotations/train_en.jsonl",
-        }[task]
+        return (
+            self.root
+            / {
+                "xvnli": "XVNLI/annotations/en/train.jsonl",
+                "xgqa": "gqa/annotations/train_balanced_questions.json",
+                "marvl": "nlvr2/annotations/train.jsonl",
+                "xflickrco": "flickr30k/annotations/train_ann.jsonl",
+                "wit": "wit/annotations/train_en.jsonl",
+            }[task]
+        )
 
     def dev(self, task: str) -> Path:
         """English dev data (checkpoint and learning-rate selection)."""

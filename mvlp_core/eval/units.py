@@ -40,7 +40,11 @@ class Unit:
 
     @property
     def name(self) -> str:
-        return f"{self.task}.finetune" if self.setting == "finetune" else f"{self.task}.{self.setting}.{self.lang}"
+        return (
+            f"{self.task}.finetune"
+            if self.setting == "finetune"
+            else f"{self.task}.{self.setting}.{self.lang}"
+        )
 
     @classmethod
     def parse(cls, name: str) -> Unit:
@@ -92,9 +96,11 @@ def _cap(items: list, n: int | None, seed: int) -> list:
 
 def _require(path: Path | None, what: str) -> Path:
     if path is None or not path.exists():
-        raise StageError(f"iglue-eval: {what} not found at {path}; IGLUE's public copy lacks some "
-                         "files (English training sets, xGQA test): put them under iglue.root or "
-                         "drop the task/setting from the spec")
+        raise StageError(
+            f"iglue-eval: {what} not found at {path}; IGLUE's public copy lacks some "
+            "files (English training sets, xGQA test): put them under iglue.root or "
+            "drop the task/setting from the spec"
+        )
     return path
 
 
@@ -109,8 +115,11 @@ class Evaluator:
 
     # classification / QA ------------------------------------------------------------------------
     def prepare(self, path: Path, lang: str) -> tuple[list[Prepared], list[Reject]]:
-        fn = {"nli": heads_classify.prepare_xvnli, "pair": heads_classify.prepare_marvl,
-              "qa": heads_qa.prepare_xgqa}[self.family]
+        fn = {
+            "nli": heads_classify.prepare_xvnli,
+            "pair": heads_classify.prepare_marvl,
+            "qa": heads_qa.prepare_xgqa,
+        }[self.family]
         return fn(path, self.roots, lang)
 
     def evaluate(self, path: Path, lang: str, cap: int | None) -> dict[str, Any]:
@@ -120,11 +129,13 @@ class Evaluator:
         items = _cap(items, cap, self.cfg.seed)
         n_in = len(items) + len(rejects)
         if self.family == "qa":
-            preds, bad = heads_qa.predict(self.em, items, self.cache, self.cfg.batch_size,
-                                          self.cfg.max_new_tokens)
+            preds, bad = heads_qa.predict(
+                self.em, items, self.cache, self.cfg.batch_size, self.cfg.max_new_tokens
+            )
         else:
-            preds, bad = heads_classify.predict(self.em, items, heads_classify.PROMPTS[self.task],
-                                                self.cache, self.cfg.batch_size)
+            preds, bad = heads_classify.predict(
+                self.em, items, heads_classify.PROMPTS[self.task], self.cache, self.cfg.batch_size
+            )
         rejects += bad
         scored = [i for i in items if i.id in preds]
         gold, pred = [i.gold for i in scored], [preds[i.id] for i in scored]
@@ -136,17 +147,26 @@ class Evaluator:
             result = {"accuracy": metrics.accuracy(gold, pred)}
             chance = 100.0 / len(heads_classify.PROMPTS[self.task].labels)
         key = "questionId" if self.family == "qa" else "id"
-        return {"metrics": result, "chance": chance, "samples_in": n_in,
-                "samples_out": len(scored), "rejects": rejects,
-                "predictions": [{key: i.id, "prediction": preds[i.id]} for i in scored]}
+        return {
+            "metrics": result,
+            "chance": chance,
+            "samples_in": n_in,
+            "samples_out": len(scored),
+            "rejects": rejects,
+            "predictions": [{key: i.id, "prediction": preds[i.id]} for i in scored],
+        }
 
-    def _retrieval_set(self, path: Path, cap: int | None) -> tuple[data_retrieval.RetrievalSet, list[Path], list[Reject]]:
+    def _retrieval_set(
+        self, path: Path, cap: int | None
+    ) -> tuple[data_retrieval.RetrievalSet, list[Path], list[Reject]]:
         rset = data_retrieval.load(path)
         paths, rejects = heads_retrieval.resolve(rset, self.roots, wit=self.task == "wit")
         rset, kept = heads_retrieval.drop_missing(rset, paths)
         if cap is not None and len(rset.images) > cap:
             keep = set(_cap(list(range(len(rset.images))), cap, self.cfg.seed))
-            rset, kept = heads_retrieval.drop_missing(rset, [p if i in keep else None for i, p in enumerate(kept)])
+            rset, kept = heads_retrieval.drop_missing(
+                rset, [p if i in keep else None for i, p in enumerate(kept)]
+            )
         return rset, kept, rejects
 
     def _evaluate_retrieval(self, path: Path, cap: int | None) -> dict[str, Any]:
@@ -154,9 +174,14 @@ class Evaluator:
         n_in = len(rset.images) + len(rejects)
         result, bad, top20 = heads_retrieval.evaluate(self.em, rset, paths, self.cache, self.cfg.rerank_k)
         n_images = len(rset.images) - len(bad)
-        return {"metrics": result, "chance": metrics.percent(1, n_images) if n_images else 0.0,
-                "samples_in": n_in, "samples_out": n_images, "rejects": rejects + bad,
-                "predictions": top20}
+        return {
+            "metrics": result,
+            "chance": metrics.percent(1, n_images) if n_images else 0.0,
+            "samples_in": n_in,
+            "samples_out": n_images,
+            "rejects": rejects + bad,
+            "predictions": top20,
+        }
 
     # training -------------------------------------------------------------------------------------
     def training_examples(self, path: Path, lang: str, cap: int | None) -> tuple[list, list[Reject]]:
@@ -167,7 +192,9 @@ class Evaluator:
         items = _cap(items, cap, self.cfg.seed)
         if self.family == "qa":
             return heads_qa.training_examples(self.em, items, self.cache), rejects
-        return heads_classify.training_examples(self.em, items, heads_classify.PROMPTS[self.task], self.cache), rejects
+        return heads_classify.training_examples(
+            self.em, items, heads_classify.PROMPTS[self.task], self.cache
+        ), rejects
 
     def dev_score(self) -> float:
         dev = _require(Layout(Path(self.cfg.root)).dev(self.task), f"{self.task} English dev set")
@@ -210,38 +237,79 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
             train = _require(layout.train(unit.task), f"{unit.task} English training set")
             examples, rejects = ev.training_examples(train, "en", ft.max_train_items)
             n_in, n_out = len(examples) + len(rejects), len(examples)
-            res = finetune(em, examples, lambda _: ev.dev_score(), epochs=ft.epochs,
-                           batch_size=ft.batch_size, lr=ft.lr, seed=cfg.seed, max_steps=ft.max_steps,
-                           head_lr_scale=ft.head_lr_scale, freeze=tuple(ft.freeze))
+            res = finetune(
+                em,
+                examples,
+                lambda _: ev.dev_score(),
+                epochs=ft.epochs,
+                batch_size=ft.batch_size,
+                lr=ft.lr,
+                seed=cfg.seed,
+                max_steps=ft.max_steps,
+                head_lr_scale=ft.head_lr_scale,
+                freeze=tuple(ft.freeze),
+            )
             info.update(best_dev=res.best_dev, best_epoch=res.best_epoch, lr=res.lr, history=res.history)
         em.save(tuned)
-        result = {"unit": name, "task": unit.task, "setting": "finetune", "finetune": info,
-                  "samples_in": n_in, "samples_out": n_out, "rejects": _rejects_json(rejects)}
+        result = {
+            "unit": name,
+            "task": unit.task,
+            "setting": "finetune",
+            "finetune": info,
+            "samples_in": n_in,
+            "samples_out": n_out,
+            "rejects": _rejects_json(rejects),
+        }
         _write(unit.result_path(out), result)
         return result
 
     if not tuned.exists():
-        raise StageError(f"iglue-eval unit {name}: the English fine-tuned model {tuned} is missing; "
-                         f"unit {unit.task}.finetune must run first")
+        raise StageError(
+            f"iglue-eval unit {name}: the English fine-tuned model {tuned} is missing; "
+            f"unit {unit.task}.finetune must run first"
+        )
     em = _load(tuned, cfg)
     ev = Evaluator(em, cfg, unit.task)
     info = {}
     if unit.setting == "few-shot":
         shots = cfg.few_shot[unit.task]
-        train = _require(layout.few_shot(unit.task, unit.lang, shots), f"{unit.task} {unit.lang} train_{shots}")
+        train = _require(
+            layout.few_shot(unit.task, unit.lang, shots), f"{unit.task} {unit.lang} train_{shots}"
+        )
         examples, _ = ev.training_examples(train, unit.lang, None)
         ft = cfg.finetune.for_task(unit.task)
-        res = grid_search(em, examples, lambda _: ev.dev_score(), cfg.lr_grid, epochs=cfg.few_shot_epochs,
-                          batch_size=ft.batch_size, seed=cfg.seed, head_lr_scale=ft.head_lr_scale, freeze=tuple(ft.freeze))
+        res = grid_search(
+            em,
+            examples,
+            lambda _: ev.dev_score(),
+            cfg.lr_grid,
+            epochs=cfg.few_shot_epochs,
+            batch_size=ft.batch_size,
+            seed=cfg.seed,
+            head_lr_scale=ft.head_lr_scale,
+            freeze=tuple(ft.freeze),
+        )
         info = {"shots": shots, "lr": res.lr, "best_dev": res.best_dev, "best_epoch": res.best_epoch}
-    test = _require(layout.test(unit.task, unit.lang, unit.setting), f"{unit.task} {unit.lang} {unit.setting} test file")
+    test = _require(
+        layout.test(unit.task, unit.lang, unit.setting), f"{unit.task} {unit.lang} {unit.setting} test file"
+    )
     out_eval = ev.evaluate(test, unit.lang, cfg.max_test_items)
     _write(out / PREDICTIONS / unit.task / unit.setting / f"{unit.lang}.json", out_eval["predictions"])
-    result = {"unit": name, "task": unit.task, "setting": unit.setting, "lang": unit.lang,
-              "file": str(test), "metrics": out_eval["metrics"], "headline": HEADLINE[unit.task],
-              "score": out_eval["metrics"][HEADLINE[unit.task]], "chance": out_eval["chance"],
-              "samples_in": out_eval["samples_in"], "samples_out": out_eval["samples_out"],
-              "rejects": _rejects_json(out_eval["rejects"]), "few_shot": info}
+    result = {
+        "unit": name,
+        "task": unit.task,
+        "setting": unit.setting,
+        "lang": unit.lang,
+        "file": str(test),
+        "metrics": out_eval["metrics"],
+        "headline": HEADLINE[unit.task],
+        "score": out_eval["metrics"][HEADLINE[unit.task]],
+        "chance": out_eval["chance"],
+        "samples_in": out_eval["samples_in"],
+        "samples_out": out_eval["samples_out"],
+        "rejects": _rejects_json(out_eval["rejects"]),
+        "few_shot": info,
+    }
     _write(unit.result_path(out), result)
     return result
 

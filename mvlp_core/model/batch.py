@@ -67,8 +67,10 @@ def _images(examples: list[Example], size: int) -> tuple[torch.Tensor, torch.Ten
             continue
         image = e.image if e.image.dim() == 4 else e.image.unsqueeze(0)
         if tuple(image.shape[1:]) != (3, size, size):
-            raise ValueError(f"image of shape {tuple(e.image.shape)}; expected [3,{size},{size}]"
-                             " from image_transform(spec)")  # fmt: skip
+            raise ValueError(
+                f"image of shape {tuple(e.image.shape)}; expected [3,{size},{size}]"
+                " from image_transform(spec)"
+            )
         pixels[i, : image.shape[0]] = image
         mask[i, : image.shape[0]] = True
     has_image = mask.any(dim=1)
@@ -84,13 +86,27 @@ def collate(examples: list[Example], tokenizers: Tokenizers, spec: ModelSpec) ->
         raise ValueError(f"unknown task(s) {sorted(unknown)}; allowed: {', '.join(TASK_IDS)}")
     enc, dec = tokenizers.encoder, tokenizers.decoder
     pixels, has_image, image_mask = _images(examples, spec.image_size)
-    source = enc([_clip(e.source, spec.max_text_len) for e in examples], padding=True,
-                 truncation=True, max_length=spec.max_text_len, return_tensors="pt")  # fmt: skip
-    itc = enc([_clip(e.caption, spec.max_text_len) for e in examples], padding=True,
-              truncation=True, max_length=spec.max_text_len, return_tensors="pt")  # fmt: skip
+    source = enc(
+        [_clip(e.source, spec.max_text_len) for e in examples],
+        padding=True,
+        truncation=True,
+        max_length=spec.max_text_len,
+        return_tensors="pt",
+    )
+    itc = enc(
+        [_clip(e.caption, spec.max_text_len) for e in examples],
+        padding=True,
+        truncation=True,
+        max_length=spec.max_text_len,
+        return_tensors="pt",
+    )
     # target tokens + eos, truncated so eos always fits
-    targets = dec([_clip(e.target, spec.max_target_len) for e in examples], add_special_tokens=False,
-                  truncation=True, max_length=spec.max_target_len - 1)["input_ids"]  # fmt: skip
+    targets = dec(
+        [_clip(e.target, spec.max_target_len) for e in examples],
+        add_special_tokens=False,
+        truncation=True,
+        max_length=spec.max_target_len - 1,
+    )["input_ids"]
     targets = [ids + [dec.eos_token_id] for ids in targets]
     width = max(len(ids) for ids in targets)
     dec_ids = torch.full((len(examples), width), dec.pad_token_id, dtype=torch.long)

@@ -93,4 +93,3 @@ def mine_hard_negatives(
             out.append((rows, picks))
         (img_a, txt_a), (txt_b, img_b) = out
         return img_a, txt_a, img_b, txt_b
-

@@ -46,15 +46,23 @@ def _train_sentencepiece(texts: list[str], vocab_size: int):
         corpus = Path(tmp) / "corpus.txt"
         corpus.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n", encoding="utf-8")
         spm.SentencePieceTrainer.train(
-            input=str(corpus), model_prefix=str(Path(tmp) / "spm"), model_type="unigram",
-            vocab_size=vocab_size, hard_vocab_limit=False, character_coverage=1.0,
-            normalization_rule_name="identity", minloglevel=2,
-        )  # fmt: skip
+            input=str(corpus),
+            model_prefix=str(Path(tmp) / "spm"),
+            model_type="unigram",
+            vocab_size=vocab_size,
+            hard_vocab_limit=False,
+            character_coverage=1.0,
+            normalization_rule_name="identity",
+            minloglevel=2,
+        )
         sp = spm.SentencePieceProcessor(model_file=str(Path(tmp) / "spm.model"))
     # XLM-R's layout: <s> <pad> </s> <unk>, the pieces, <mask> last
     vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    vocab += [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())
-              if not (sp.is_control(i) or sp.is_unknown(i))]  # fmt: skip
+    vocab += [
+        (sp.id_to_piece(i), sp.get_score(i))
+        for i in range(sp.get_piece_size())
+        if not (sp.is_control(i) or sp.is_unknown(i))
+    ]
     vocab.append(("<mask>", 0.0))
     return XLMRobertaTokenizer(vocab=vocab)
 
@@ -65,10 +73,15 @@ def _train_byte_bpe(texts: list[str], vocab_size: int):
 
     bpe = ByteLevelBPETokenizer()
     corpus = list(texts) + [" ".join(LABEL_WORDS)] * 50
-    bpe.train_from_iterator(corpus, vocab_size=vocab_size, min_frequency=1,
-                            special_tokens=["<|endoftext|>"], show_progress=False)  # fmt: skip
-    return GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>",
-                             eos_token="<|endoftext|>", unk_token="<|endoftext|>")  # fmt: skip
+    bpe.train_from_iterator(
+        corpus, vocab_size=vocab_size, min_frequency=1, special_tokens=["<|endoftext|>"], show_progress=False
+    )
+    return GPT2TokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
 
 
 def _prepare_decoder(tok) -> object:

@@ -184,8 +184,9 @@ class UniGen(nn.Module):
         return F.normalize(self.text_proj(_mean_pool(text_states, mask)), dim=-1)
 
     # ---------------------------------------------------------------- decoder
-    def _rows(self, image_states, image_mask, text_states, text_mask, task, targets, target_mask,
-              target_labels=None):  # fmt: skip
+    def _rows(
+        self, image_states, image_mask, text_states, text_mask, task, targets, target_mask, target_labels=None
+    ):
         """One packed group of decoder rows: [image queries | text states | task token | target].
         Labels: -100 on the prompt; `target_labels` (default: targets, -100 on padding) after it."""
         wte = self.decoder.transformer.wte
@@ -193,8 +194,15 @@ class UniGen(nn.Module):
         prefix_txt = self.text_to_decoder(text_states)
         task_embed = wte(self.task_tokens[task]).unsqueeze(1)
         target_embed = wte(targets)
-        embeds = torch.cat([prefix_img, prefix_txt.to(prefix_img.dtype), task_embed.to(prefix_img.dtype),
-                            target_embed.to(prefix_img.dtype)], dim=1)  # fmt: skip
+        embeds = torch.cat(
+            [
+                prefix_img,
+                prefix_txt.to(prefix_img.dtype),
+                task_embed.to(prefix_img.dtype),
+                target_embed.to(prefix_img.dtype),
+            ],
+            dim=1,
+        )
         ones = torch.ones_like(task).unsqueeze(1)
         mask = torch.cat([image_mask.long(), text_mask.long(), ones, target_mask.long()], dim=1)
         ignore = torch.full_like(mask[:, : mask.shape[1] - targets.shape[1]], -100)
@@ -221,19 +229,29 @@ class UniGen(nn.Module):
         rows = uses_image if extra_image_rows is None else uses_image | extra_image_rows
         image_states, img_mask = self._encode_images(batch["pixel_values"], image_mask, rows)
         img_mask = img_mask & uses_image.unsqueeze(1)
-        group = self._rows(image_states, img_mask, text_states, text_mask, task, batch["dec_ids"],
-                           batch["dec_mask"], batch.get("labels"))  # fmt: skip
+        group = self._rows(
+            image_states,
+            img_mask,
+            text_states,
+            text_mask,
+            task,
+            batch["dec_ids"],
+            batch["dec_mask"],
+            batch.get("labels"),
+        )
         return group, image_states, None
 
-    def _per_image_rows(self, batch: dict, wanted: torch.Tensor, text_states: torch.Tensor,
-                        text_mask: torch.Tensor):  # fmt: skip
+    def _per_image_rows(
+        self, batch: dict, wanted: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor
+    ):
         """One decoder row per (example, image) of a K-image batch (one row for an example without
         images), each image's queries shifted by its position embedding, and each row's
         log gate weight over its example's images."""
         b, k = wanted.shape
         if k > self.spec.max_images:
-            raise ValueError(f"{k} images per example; this model reads at most model.max_images="
-                             f"{self.spec.max_images}")  # fmt: skip
+            raise ValueError(
+                f"{k} images per example; this model reads at most model.max_images={self.spec.max_images}"
+            )
         none = ~wanted.any(dim=1)
         keep = wanted | (none.unsqueeze(1) & (torch.arange(k, device=wanted.device) == 0))
         owner, position = keep.nonzero(as_tuple=True)
@@ -246,9 +264,16 @@ class UniGen(nn.Module):
             states = states.to(encoded.dtype).index_put((has.nonzero(as_tuple=True)[0],), encoded)
         img_mask = has.unsqueeze(1).expand(-1, q)
         labels = batch.get("labels")
-        group = self._rows(states, img_mask, text_states[owner], text_mask[owner], batch["task"][owner],
-                           batch["dec_ids"][owner], batch["dec_mask"][owner],
-                           None if labels is None else labels[owner])  # fmt: skip
+        group = self._rows(
+            states,
+            img_mask,
+            text_states[owner],
+            text_mask[owner],
+            batch["task"][owner],
+            batch["dec_ids"][owner],
+            batch["dec_mask"][owner],
+            None if labels is None else labels[owner],
+        )
         gate = self.image_gate(_mean_pool(text_states, text_mask)).float()[:, :k]
         log_weight = torch.log_softmax(gate.masked_fill(~keep, float("-inf")), dim=1)[owner, position]
         return group, None, (owner, log_weight)
@@ -306,15 +331,23 @@ class UniGen(nn.Module):
         img_states = image_states[idx][:, :q][img]
         img_mask = torch.ones(img_states.shape[:2], dtype=torch.long, device=idx.device)
         task = torch.full((len(img),), MATCH, device=idx.device)
-        return self._rows(img_states, img_mask, text_states[txt], batch["itc_mask"][idx][txt], task,
-                          targets, target_mask)  # fmt: skip
+        return self._rows(
+            img_states, img_mask, text_states[txt], batch["itc_mask"][idx][txt], task, targets, target_mask
+        )
 
     def _next_token_logits(self, image_states, text_states, text_mask, task) -> torch.Tensor:
         """The decoder's logits right after the task token of [image queries | text | task]."""
         n, q = image_states.shape[:2]
         empty = text_mask.new_zeros(n, 0)
-        embeds, mask, _ = self._rows(image_states, torch.ones(n, q, dtype=torch.long, device=task.device),
-                                     text_states, text_mask, task, empty, empty)  # fmt: skip
+        embeds, mask, _ = self._rows(
+            image_states,
+            torch.ones(n, q, dtype=torch.long, device=task.device),
+            text_states,
+            text_mask,
+            task,
+            empty,
+            empty,
+        )
         hidden = self.decoder.transformer(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         last = hidden[torch.arange(n, device=task.device), mask.sum(dim=1) - 1]
         return self.decoder.lm_head(last).float()
@@ -322,7 +355,9 @@ class UniGen(nn.Module):
     def _text_pairs(self, batch: dict):
         """The batch's text-only parallel pairs, encoded once for the losses on them: (source
         states, source mask, English states held fixed, English mask), or None without pairs."""
-        pairs = ((batch["task"] == TRANS) & ~batch["has_image"] & batch["has_caption"]).nonzero(as_tuple=True)[0]
+        pairs = ((batch["task"] == TRANS) & ~batch["has_image"] & batch["has_caption"]).nonzero(
+            as_tuple=True
+        )[0]
         if len(pairs) == 0:
             return None
         everyone = torch.ones(len(pairs), dtype=torch.bool, device=pairs.device)
@@ -333,7 +368,9 @@ class UniGen(nn.Module):
             english = self._encode_text(en_ids, en_mask, everyone)
         return source, src_mask, english, en_mask
 
-    def _consistency(self, text_pairs, image_states: torch.Tensor, encoded: torch.Tensor) -> torch.Tensor | None:
+    def _consistency(
+        self, text_pairs, image_states: torch.Tensor, encoded: torch.Tensor
+    ) -> torch.Tensor | None:
         """Cross-lingual consistency (xTune's example consistency, on parallel text): each text
         pair's source side, as a [qus] or [match] prompt over an image drawn from the batch, is
         pulled to the next-token distribution its English side gives there (KL, English side
@@ -350,8 +387,12 @@ class UniGen(nn.Module):
         student = self._next_token_logits(img, source, src_mask, task)
         with torch.no_grad():
             teacher = self._next_token_logits(img.detach(), english, en_mask, task)
-        return F.kl_div(F.log_softmax(student, dim=-1), F.log_softmax(teacher, dim=-1), log_target=True,
-                        reduction="batchmean")  # fmt: skip
+        return F.kl_div(
+            F.log_softmax(student, dim=-1),
+            F.log_softmax(teacher, dim=-1),
+            log_target=True,
+            reduction="batchmean",
+        )
 
     @staticmethod
     def _sentence_alignment(text_pairs) -> torch.Tensor:
@@ -399,9 +440,14 @@ class UniGen(nn.Module):
             losses[f"loss_{name}"] = -logp[sel].sum() / tokens if tokens > 0 else zero
         # zero-weighted touch of every trainable parameter: DDP sees a gradient for each of them
         touch = sum(p.view(-1)[0] for p in self.parameters() if p.requires_grad) * 0.0
-        loss = (losses["loss_trans"] + losses["loss_cap"] + self.spec.alpha_qus * losses["loss_qus"]
-                + self.spec.beta_match * losses["loss_match"] + self.spec.gamma_itc * loss_itc
-                + touch)  # fmt: skip
+        loss = (
+            losses["loss_trans"]
+            + losses["loss_cap"]
+            + self.spec.alpha_qus * losses["loss_qus"]
+            + self.spec.beta_match * losses["loss_match"]
+            + self.spec.gamma_itc * loss_itc
+            + touch
+        )
         out = {}
         consistency = bool(self.spec.delta_xlc) and image_states is not None
         text_pairs = self._text_pairs(batch) if consistency or self.spec.epsilon_sent else None
@@ -415,11 +461,19 @@ class UniGen(nn.Module):
             out["loss_sent"] = self._sentence_alignment(text_pairs)
             loss = loss + self.spec.epsilon_sent * out["loss_sent"]
         rows = torch.bincount(row_task, minlength=len(TASK_IDS))  # [match] rows include derived ones
-        return {"loss": loss, **losses, "loss_itc": loss_itc, **out, "tokens": counts.sum(), "task_rows": rows}
+        return {
+            "loss": loss,
+            **losses,
+            "loss_itc": loss_itc,
+            **out,
+            "tokens": counts.sum(),
+            "task_rows": rows,
+        }
 
     def flops_per_sample(self, batch: dict) -> float:
         """Rough training FLOPs per sample (6·params·tokens for trainable parts, 2·params·tokens for
         frozen ones that need no input gradient), for an MFU estimate; attention FLOPs ignored."""
+
         def params(module, trainable):
             return sum(p.numel() for p in module.parameters() if p.requires_grad == trainable)
 
@@ -467,9 +521,7 @@ class UniGen(nn.Module):
         return logp if mixing is None else self._mixture(logp, counts, mixing, batch["task"].shape[0])[0]
 
     @torch.no_grad()
-    def match_score(
-        self, pixel_values: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
+    def match_score(self, pixel_values: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[match]: log p("yes") − log p("no") [B] for each image (or image set) with its text."""
         b = ids.shape[0]
         base = {
@@ -492,11 +544,14 @@ class UniGen(nn.Module):
         """Greedy decoding after each example's prompt (its target is ignored)."""
         b = batch["task"].shape[0]
         empty = batch["dec_ids"][:, :0]
-        (embeds, mask, _), _, mixing = self._primary_rows({**batch, "dec_ids": empty, "dec_mask": empty,
-                                                          "labels": None})  # fmt: skip
+        (embeds, mask, _), _, mixing = self._primary_rows(
+            {**batch, "dec_ids": empty, "dec_mask": empty, "labels": None}
+        )
         if mixing is not None:
-            raise ValueError("generate reads one image per example; rank label words with "
-                             "score_targets for several images (MaRVL)")
+            raise ValueError(
+                "generate reads one image per example; rank label words with "
+                "score_targets for several images (MaRVL)"
+            )
         lengths = mask.sum(dim=1)
         embeds = F.pad(embeds, (0, 0, 0, max_new_tokens))
         mask = F.pad(mask, (0, max_new_tokens))
@@ -519,8 +574,9 @@ class UniGen(nn.Module):
             mask[rows, lengths] = 1
             lengths = lengths + 1
         decode = self.tokenizers.decoder.decode
-        return [decode([t for t in row.tolist() if t != eos], skip_special_tokens=True).strip()
-                for row in out]  # fmt: skip
+        return [
+            decode([t for t in row.tolist() if t != eos], skip_special_tokens=True).strip() for row in out
+        ]
 
     # ---------------------------------------------------------------- persistence
     def save_pretrained(self, folder: str | Path) -> None:
@@ -540,15 +596,19 @@ class UniGen(nn.Module):
 
         folder = Path(folder)
         if not (folder / CONFIG_FILE).exists():
-            raise StageError(f"{folder} is not a UniGen checkpoint (no {CONFIG_FILE}); give a folder"
-                             " written by UniGen.save_pretrained, e.g. pretrain/final")  # fmt: skip
+            raise StageError(
+                f"{folder} is not a UniGen checkpoint (no {CONFIG_FILE}); give a folder"
+                " written by UniGen.save_pretrained, e.g. pretrain/final"
+            )
         config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         model = cls(config, load_tokenizers(folder))
         try:
             load_weights(model, str(folder / WEIGHTS_FILE))
         except (OSError, RuntimeError) as err:
-            raise StageError(f"cannot load the weights of {folder}: {err}; the checkpoint is"
-                             " incomplete or from another model version: re-save it") from None
+            raise StageError(
+                f"cannot load the weights of {folder}: {err}; the checkpoint is"
+                " incomplete or from another model version: re-save it"
+            ) from None
         return model
 
 
@@ -568,18 +628,30 @@ def _json(config) -> dict:
 def _tiny_parts(spec: ModelSpec, tokenizers: Tokenizers) -> tuple[dict, dict]:
     t = spec.tiny
     text = XLMRobertaConfig(
-        vocab_size=len(tokenizers.encoder), hidden_size=t.hidden_size, num_hidden_layers=t.text_layers,
-        num_attention_heads=t.num_heads, intermediate_size=t.intermediate_size,
-        max_position_embeddings=t.max_positions + 2, type_vocab_size=1,
-        pad_token_id=tokenizers.encoder.pad_token_id, hidden_dropout_prob=0.0,
+        vocab_size=len(tokenizers.encoder),
+        hidden_size=t.hidden_size,
+        num_hidden_layers=t.text_layers,
+        num_attention_heads=t.num_heads,
+        intermediate_size=t.intermediate_size,
+        max_position_embeddings=t.max_positions + 2,
+        type_vocab_size=1,
+        pad_token_id=tokenizers.encoder.pad_token_id,
+        hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
-    )  # fmt: skip
+    )
     decoder = GPT2Config(
-        vocab_size=len(tokenizers.decoder), n_embd=t.hidden_size, n_layer=t.decoder_layers,
-        n_head=t.num_heads, n_inner=t.intermediate_size, n_positions=t.max_positions,
-        bos_token_id=tokenizers.decoder.eos_token_id, eos_token_id=tokenizers.decoder.eos_token_id,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-    )  # fmt: skip
+        vocab_size=len(tokenizers.decoder),
+        n_embd=t.hidden_size,
+        n_layer=t.decoder_layers,
+        n_head=t.num_heads,
+        n_inner=t.intermediate_size,
+        n_positions=t.max_positions,
+        bos_token_id=tokenizers.decoder.eos_token_id,
+        eos_token_id=tokenizers.decoder.eos_token_id,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     return _json(text), _json(decoder)
 
 
@@ -600,12 +672,20 @@ def base_shaped_configs(spec: ModelSpec, tokenizers: Tokenizers) -> tuple[dict, 
     from transformers import Blip2QFormerConfig, Blip2VisionConfig
 
     vision = Blip2VisionConfig(
-        hidden_size=1408, intermediate_size=6144, num_hidden_layers=39, num_attention_heads=16,
-        image_size=spec.image_size, patch_size=14,
-    )  # fmt: skip
+        hidden_size=1408,
+        intermediate_size=6144,
+        num_hidden_layers=39,
+        num_attention_heads=16,
+        image_size=spec.image_size,
+        patch_size=14,
+    )
     qformer = Blip2QFormerConfig(encoder_hidden_size=1408)  # 768 wide, 12 layers, cross-attn every 2nd
-    text = XLMRobertaConfig(vocab_size=max(250002, len(tokenizers.encoder)), max_position_embeddings=514,
-                            type_vocab_size=1, pad_token_id=tokenizers.encoder.pad_token_id)  # fmt: skip
+    text = XLMRobertaConfig(
+        vocab_size=max(250002, len(tokenizers.encoder)),
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        pad_token_id=tokenizers.encoder.pad_token_id,
+    )
     decoder = GPT2Config(vocab_size=max(50257 + len(TASK_IDS), len(tokenizers.decoder)))
     return _json(vision), _json(qformer), _json(text), _json(decoder)
 
@@ -627,8 +707,9 @@ def build_model(spec: ModelSpec, tokenizers: Tokenizers) -> UniGen:
         embed_dim = spec.tiny.embed_dim
     else:
         parts["image_encoder"] = load_blip2_encoder(spec.vision, spec.num_query_tokens)
-        parts["text_encoder"] = _load_pretrained(XLMRobertaModel, spec.text_encoder, "text_encoder",
-                                                 add_pooling_layer=False)  # fmt: skip
+        parts["text_encoder"] = _load_pretrained(
+            XLMRobertaModel, spec.text_encoder, "text_encoder", add_pooling_layer=False
+        )
         gpt2 = _load_pretrained(GPT2LMHeadModel, spec.decoder, "decoder")
         gpt2.resize_token_embeddings(len(tokenizers.decoder))
         parts["decoder"] = gpt2

@@ -47,21 +47,34 @@ class ImageEncoder(nn.Module):
         image_embeds = self.vision_model(pixel_values=pixel_values).last_hidden_state
         mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
         queries = self.query_tokens.expand(image_embeds.shape[0], -1, -1)
-        return self.qformer(query_embeds=queries, encoder_hidden_states=image_embeds,
-                            encoder_attention_mask=mask).last_hidden_state  # fmt: skip
+        return self.qformer(
+            query_embeds=queries, encoder_hidden_states=image_embeds, encoder_attention_mask=mask
+        ).last_hidden_state
 
 
 def tiny_configs(spec: ModelSpec) -> tuple[dict, dict]:
     t = spec.tiny
-    vision = dict(hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
-                  num_hidden_layers=t.vision_layers, num_attention_heads=t.num_heads,
-                  image_size=spec.image_size, patch_size=t.patch_size,
-                  initializer_range=TINY_INIT_STD)  # fmt: skip
-    qformer = dict(hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
-                   num_hidden_layers=t.qformer_layers, num_attention_heads=t.num_heads,
-                   encoder_hidden_size=t.hidden_size, cross_attention_frequency=1,
-                   vocab_size=2, max_position_embeddings=t.max_positions,
-                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # fmt: skip
+    vision = dict(
+        hidden_size=t.hidden_size,
+        intermediate_size=t.intermediate_size,
+        num_hidden_layers=t.vision_layers,
+        num_attention_heads=t.num_heads,
+        image_size=spec.image_size,
+        patch_size=t.patch_size,
+        initializer_range=TINY_INIT_STD,
+    )
+    qformer = dict(
+        hidden_size=t.hidden_size,
+        intermediate_size=t.intermediate_size,
+        num_hidden_layers=t.qformer_layers,
+        num_attention_heads=t.num_heads,
+        encoder_hidden_size=t.hidden_size,
+        cross_attention_frequency=1,
+        vocab_size=2,
+        max_position_embeddings=t.max_positions,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     return vision, qformer
 
 
@@ -70,8 +83,10 @@ def _blip2_files(name: str) -> Path:
     local = Path(name)
     if local.is_dir():
         if not (local / "config.json").exists():
-            raise StageError(f"model.vision: {name} has no config.json; expected a BLIP-2 checkpoint"
-                             " folder (Blip2Model/Blip2ForConditionalGeneration.save_pretrained)")
+            raise StageError(
+                f"model.vision: {name} has no config.json; expected a BLIP-2 checkpoint"
+                " folder (Blip2Model/Blip2ForConditionalGeneration.save_pretrained)"
+            )
         return local
     from transformers.utils import cached_file
 
@@ -92,8 +107,10 @@ def _weight_files(folder: Path, name: str) -> list[Path]:
         return sorted({folder / f for k, f in weight_map.items() if k.startswith(PREFIXES)})
     single = folder / "model.safetensors"
     if not single.exists():
-        raise StageError(f"model.vision: {name} has no model.safetensors(.index.json); re-save it"
-                         " with save_pretrained (safetensors)")
+        raise StageError(
+            f"model.vision: {name} has no model.safetensors(.index.json); re-save it"
+            " with save_pretrained (safetensors)"
+        )
     return [single]
 
 
@@ -104,8 +121,10 @@ def load_blip2_encoder(name: str, num_query_tokens: int) -> ImageEncoder:
     folder = _blip2_files(name)
     config = json.loads((folder / "config.json").read_text())
     if config.get("model_type") != "blip-2":
-        raise StageError(f"model.vision: {name} is a {config.get('model_type')!r} checkpoint,"
-                         " not BLIP-2; give a Blip2Model/Blip2ForConditionalGeneration checkpoint")
+        raise StageError(
+            f"model.vision: {name} is a {config.get('model_type')!r} checkpoint,"
+            " not BLIP-2; give a Blip2Model/Blip2ForConditionalGeneration checkpoint"
+        )
     vision = Blip2VisionConfig(**config.get("vision_config", {})).to_dict()
     qformer = Blip2QFormerConfig(**config.get("qformer_config", {})).to_dict()
     saved_queries = config.get("num_query_tokens", 32)
@@ -117,9 +136,13 @@ def load_blip2_encoder(name: str, num_query_tokens: int) -> ImageEncoder:
     state = {k: v for k, v in state.items() if not _TEXT_FFN.search(k)}
     missing, unexpected = encoder.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise StageError(f"model.vision: {name} does not match BLIP-2's ViT + Q-Former (missing"
-                         f" {missing[:5]}, unexpected {unexpected[:5]})")
+        raise StageError(
+            f"model.vision: {name} does not match BLIP-2's ViT + Q-Former (missing"
+            f" {missing[:5]}, unexpected {unexpected[:5]})"
+        )
     if num_query_tokens != saved_queries:
-        raise StageError(f"model.num_query_tokens is {num_query_tokens} but {name} has"
-                         f" {saved_queries} query tokens; set model.num_query_tokens={saved_queries}")
+        raise StageError(
+            f"model.num_query_tokens is {num_query_tokens} but {name} has"
+            f" {saved_queries} query tokens; set model.num_query_tokens={saved_queries}"
+        )
     return encoder

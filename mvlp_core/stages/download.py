@@ -51,13 +51,20 @@ _ERROR_REASONS = [
     (re.compile(fetchguard.BLOCK_PHRASE + r": (\w+)"), lambda m: m.group(1)),
     (re.compile(r"HTTP Error (\d{3})"), lambda m: f"http_{m.group(1)}"),
     (re.compile(r"timed out|timeout", re.I), lambda m: "timeout"),
-    (re.compile(r"area too large|decompression|validateInputImageSize|CV_IO_MAX_IMAGE", re.I),
-     lambda m: "image_too_large"),
-    (re.compile(r"cannot identify image|image file is truncated|decod", re.I), lambda m: "image_decode_error"),
+    (
+        re.compile(r"area too large|decompression|validateInputImageSize|CV_IO_MAX_IMAGE", re.I),
+        lambda m: "image_too_large",
+    ),
+    (
+        re.compile(r"cannot identify image|image file is truncated|decod", re.I),
+        lambda m: "image_decode_error",
+    ),
     (re.compile(r"image too small", re.I), lambda m: "image_too_small"),
     (re.compile(r"aspect ratio", re.I), lambda m: "image_aspect_ratio"),
-    (re.compile(r"Connection|refused|reset|Name or service|urlopen error|IncompleteRead", re.I),
-     lambda m: "connection_error"),
+    (
+        re.compile(r"Connection|refused|reset|Name or service|urlopen error|IncompleteRead", re.I),
+        lambda m: "connection_error",
+    ),
 ]
 
 
@@ -87,14 +94,12 @@ def config(spec: PipelineSpec) -> dict[str, Any]:
 
 def _units(ingest_dir: Path) -> list[str]:
     manifest = contract.Manifest.load(ingest_dir)
-    return sorted(
-        m.group(1) for f in manifest.files if (m := re.fullmatch(r"shard-(\d{5})\.parquet", f))
-    )
+    return sorted(m.group(1) for f in manifest.files if (m := re.fullmatch(r"shard-(\d{5})\.parquet", f)))
 
 
-def _write_inputs(spec: PipelineSpec, ingest_dir: Path, out_dir: Path, units: list[str]) -> tuple[
-    dict[str, int | None], dict[str, list[contract.Reject]]
-]:
+def _write_inputs(
+    spec: PipelineSpec, ingest_dir: Path, out_dir: Path, units: list[str]
+) -> tuple[dict[str, int | None], dict[str, list[contract.Reject]]]:
     """Write img2dataset's input files (all units, so shard ids line up) and return each unit's
     img2dataset shard id (None when no row of the unit may be fetched) and pre-fetch rejects."""
     shard_of: dict[str, int | None] = {}
@@ -114,9 +119,7 @@ def _write_inputs(spec: PipelineSpec, ingest_dir: Path, out_dir: Path, units: li
             out_dir / INPUT_DIR / f"{unit}.parquet",
             pa.Table.from_pylist(
                 rows,
-                schema=pa.schema(
-                    [("url", pa.string()), ("caption", pa.string()), (KEY_COLUMN, pa.string())]
-                ),
+                schema=pa.schema([("url", pa.string()), ("caption", pa.string()), (KEY_COLUMN, pa.string())]),
             ),
         )
         n_shards = math.ceil(len(rows) / spec.ingest.shard_size)
@@ -156,9 +159,7 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     return ctx
 
 
-def _distributor(
-    processes_count, downloader, reader, _subjob_size, max_shard_retry, *, guard: tuple
-) -> None:
+def _distributor(processes_count, downloader, reader, _subjob_size, max_shard_retry, *, guard: tuple) -> None:
     """img2dataset's multiprocessing distributor, on ProcessPoolExecutor instead of
     multiprocessing.Pool: when a worker dies (SIGKILL, OOM killer) Pool never returns its shard
     and the stage hangs forever; the executor breaks loudly, and finished shards are kept. Each
@@ -226,7 +227,9 @@ def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> None:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     with contextlib.ExitStack() as stack:
         policy = spec.ingest.url_policy if d.guard_fetch else None
-        distributor = functools.partial(_distributor, guard=(policy, d.max_response_bytes, d.max_image_pixels))
+        distributor = functools.partial(
+            _distributor, guard=(policy, d.max_response_bytes, d.max_image_pixels)
+        )
         stack.enter_context(_patched(img2dataset_main, "multiprocessing_distributor", distributor))
         stack.enter_context(_output_to(out_dir / "img2dataset.log"))
         stack.enter_context(_logger_stopped_on_error())
@@ -343,7 +346,10 @@ def _commit(
         files[f"{WDS_DIR}/{shard:05d}.tar"] = len(samples)
     guarded = Counter(r.reason for r in rejects if fetchguard.BLOCK_PHRASE in r.detail)
     return contract.UnitResult(
-        files=files, samples_in=len(ingest), samples_out=len(samples), rejects=rejects,
+        files=files,
+        samples_in=len(ingest),
+        samples_out=len(samples),
+        rejects=rejects,
         extra={"fetch_guard_blocked": dict(guarded)},
     )
 
@@ -388,8 +394,15 @@ def run_download(
         }
 
     return contract.run_units(
-        "download", out_dir, fp, units, process,
-        force=force, progress=progress, before=before, finalize=finalize,
+        "download",
+        out_dir,
+        fp,
+        units,
+        process,
+        force=force,
+        progress=progress,
+        before=before,
+        finalize=finalize,
     )
 
 
@@ -401,4 +414,3 @@ def iter_images(download_dir: Path, tar: str) -> dict[str, bytes]:
             if m.name.endswith(".jpg"):
                 out[m.name] = t.extractfile(m).read()
     return out
-

@@ -46,8 +46,9 @@ def run_iglue_eval(
     out_dir = Path(out_dir)
     if "pretrain" not in inputs:
         raise contract.StageError(f"iglue-eval needs the pretrain output; inputs were {sorted(inputs)}")
-    fp = contract.stage_fingerprint("iglue-eval", config(spec), inputs, sys.modules[__name__],
-                                    *(sys.modules[m] for m in CODE_MODULES))
+    fp = contract.stage_fingerprint(
+        "iglue-eval", config(spec), inputs, sys.modules[__name__], *(sys.modules[m] for m in CODE_MODULES)
+    )
     model_dir = Path(inputs["pretrain"]) / MODEL_DIR
     if not model_dir.exists():
         raise contract.StageError(f"iglue-eval: no model at {model_dir}; re-run pretrain (it writes final/)")
@@ -62,9 +63,13 @@ def run_iglue_eval(
         result = read_result(out_dir, name) or compute_unit(spec, str(model_dir), str(out_dir), name)
         rejects = [contract.Reject(r["key"], r["reason"], r["detail"]) for r in result["rejects"]]
         rel = str(Unit.parse(name).result_path(Path(".")))
-        return contract.UnitResult({rel: result["samples_out"]}, result["samples_in"],
-                                   result["samples_out"], rejects,
-                                   {"score": result.get("score")})
+        return contract.UnitResult(
+            {rel: result["samples_out"]},
+            result["samples_in"],
+            result["samples_out"],
+            rejects,
+            {"score": result.get("score")},
+        )
 
     def finalize(folder: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
         results = [read_result(folder, r["unit"]) for r in records]
@@ -74,5 +79,14 @@ def run_iglue_eval(
         tables.bar_chart(results, folder / CHART, f"{spec.name}: IGLUE")
         return {"results": tables.nested(results), "chart": str(folder / CHART)}
 
-    return contract.run_units("iglue-eval", out_dir, fp, units, process, force=force,
-                              progress=progress, before=before, finalize=finalize)
+    return contract.run_units(
+        "iglue-eval",
+        out_dir,
+        fp,
+        units,
+        process,
+        force=force,
+        progress=progress,
+        before=before,
+        finalize=finalize,
+    )

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from mvlp_core import atomic, contract, keys, urlpolicy
 from mvlp_core.spec import DatasetSpec, PipelineSpec, fingerprint_config
@@ -84,9 +84,7 @@ def _read_delimited(ds: DatasetSpec, f: io.BufferedReader) -> Iterator[RawRow]:
         if error:
             yield RawRow(index, error=error)
         else:
-            fields = (
-                text.split("\t") if delimiter == "\t" else next(csv.reader([text], delimiter=","))
-            )
+            fields = text.split("\t") if delimiter == "\t" else next(csv.reader([text], delimiter=","))
             if len(fields) != len(columns):
                 yield RawRow(
                     index,
@@ -142,8 +140,7 @@ def source_id(location: str) -> str:
         return atomic.sha256_file(Path(path))
     info = fs.info(path)
     return hashlib.sha256(
-        json.dumps({k: str(info.get(k)) for k in ("size", "ETag", "etag", "mtime", "LastModified")})
-        .encode()
+        json.dumps({k: str(info.get(k)) for k in ("size", "ETag", "etag", "mtime", "LastModified")}).encode()
     ).hexdigest()
 
 
@@ -192,7 +189,9 @@ def partition(spec: PipelineSpec) -> _Shards:
             try:
                 row_id = int(rec.get(ds.id_column))
             except (TypeError, ValueError):
-                shards.reject(None, "bad_row_id", f"row {raw.index}: {ds.id_column}={rec.get(ds.id_column)!r}")
+                shards.reject(
+                    None, "bad_row_id", f"row {raw.index}: {ds.id_column}={rec.get(ds.id_column)!r}"
+                )
                 continue
         try:
             key = keys.make_key(ds.name, row_id)

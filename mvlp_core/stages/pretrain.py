@@ -43,8 +43,14 @@ def train_in_process(job: TrainJob, device: str = "cpu") -> Path:
 
     reporter = loop.LocalReporter(job.out_dir / "local", keep=job.spec.pretrain.keep_checkpoints)
     model, batches = build(job, rank=0, world=1)
-    loop.train(model.to(device), iter(batches), job.spec.pretrain, reporter, device=torch.device(device),
-               metrics_path=job.metrics_path)  # fmt: skip
+    loop.train(
+        model.to(device),
+        iter(batches),
+        job.spec.pretrain,
+        reporter,
+        device=torch.device(device),
+        metrics_path=job.metrics_path,
+    )
     return reporter.checkpoints()[-1]
 
 
@@ -68,7 +74,9 @@ def run_pretrain(
     def process(unit: str) -> contract.UnitResult:
         job = prepare(spec, inputs, out_dir)
         if not job.image_urls:
-            raise contract.StageError(f"pretrain: no shard-*.tar in {inputs['shard']}; re-run the shard stage")
+            raise contract.StageError(
+                f"pretrain: no shard-*.tar in {inputs['shard']}; re-run the shard stage"
+            )
         checkpoint = Path(train_fn(job))
         final = out_dir / FINAL_DIR
         shutil.rmtree(final, ignore_errors=True)
@@ -76,7 +84,9 @@ def run_pretrain(
         final.with_name(FINAL_DIR + ".tmp").rename(final)
         rows = curves.read_metrics(job.metrics_path)
         if not curves.history(rows):
-            raise contract.StageError(f"pretrain: training wrote no metrics to {job.metrics_path}; see the worker logs")
+            raise contract.StageError(
+                f"pretrain: training wrote no metrics to {job.metrics_path}; see the worker logs"
+            )
         curves.plot(rows, out_dir / CURVE, title=f"{spec.name}: pretrain loss")
         result.update(curves.summary(rows), checkpoint=str(checkpoint), final=str(final))
         n = shard_manifest.samples_out

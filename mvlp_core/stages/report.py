@@ -22,8 +22,18 @@ from mvlp_core.spec import PipelineSpec
 DEPS = ("ingest", "download", "translate", "align", "qa", "shard", "text-shard", "pretrain", "iglue-eval")
 REPORT = "report.md"
 FIGURES = {"pretrain": "loss_curve.png", "iglue-eval": "iglue_bars.png"}
-PRETRAIN_KEYS = ("step", "samples_seen", "loss_first", "loss_last", "loss_trans", "loss_cap", "loss_qus",
-                 "loss_itc", "samples_per_second", "tokens_per_second")
+PRETRAIN_KEYS = (
+    "step",
+    "samples_seen",
+    "loss_first",
+    "loss_last",
+    "loss_trans",
+    "loss_cap",
+    "loss_qus",
+    "loss_itc",
+    "samples_per_second",
+    "tokens_per_second",
+)
 
 
 def config(spec: PipelineSpec) -> dict[str, Any]:
@@ -50,9 +60,16 @@ def _rejects(rejects: dict[str, int]) -> str:
 
 
 def data_section(manifests: dict[str, contract.Manifest]) -> list[str]:
-    rows = [{"stage": name, "samples in": m.samples_in, "samples out": m.samples_out,
-             "rejects": _rejects(m.rejects), "seconds": m.seconds}
-            for name, m in manifests.items()]
+    rows = [
+        {
+            "stage": name,
+            "samples in": m.samples_in,
+            "samples out": m.samples_out,
+            "rejects": _rejects(m.rejects),
+            "seconds": m.seconds,
+        }
+        for name, m in manifests.items()
+    ]
     return ["## Data", "", *_table(rows), ""]
 
 
@@ -78,11 +95,19 @@ def iglue_section(folder: Path, manifest: contract.Manifest | None, figure: str 
                 continue
             others = [v for lang, v in scores.items() if lang != "en"]
             avg = sum(others) / len(others) if others else None
-            rows.append({"task": task, "setting": setting, "metric": by_setting.get("metric"),
-                         "chance": chance, "en": scores.get("en", ""),
-                         "avg (no en)": "" if avg is None else round(avg, 2),
-                         "en - chance": "" if "en" not in scores or chance is None
-                         else round(scores["en"] - chance, 2)})
+            rows.append(
+                {
+                    "task": task,
+                    "setting": setting,
+                    "metric": by_setting.get("metric"),
+                    "chance": chance,
+                    "en": scores.get("en", ""),
+                    "avg (no en)": "" if avg is None else round(avg, 2),
+                    "en - chance": ""
+                    if "en" not in scores or chance is None
+                    else round(scores["en"] - chance, 2),
+                }
+            )
     lines = ["## IGLUE", "", *_table(rows), ""]
     if figure:
         lines += [f"![IGLUE per language]({figure})", ""]
@@ -94,13 +119,21 @@ def iglue_section(folder: Path, manifest: contract.Manifest | None, figure: str 
 
 def render(spec: PipelineSpec, inputs: dict[str, Path], figures: dict[str, str]) -> str:
     manifests = {name: m for name, folder in inputs.items() if (m := contract.Manifest.load(folder))}
-    lines = [f"# {spec.name}: run report", "", spec.description, "" if spec.description else None,
-             f"Languages: en, {', '.join(spec.languages)}. Workdir: `{spec.workdir}`.", ""]
+    lines = [
+        f"# {spec.name}: run report",
+        "",
+        spec.description,
+        "" if spec.description else None,
+        f"Languages: en, {', '.join(spec.languages)}. Workdir: `{spec.workdir}`.",
+        "",
+    ]
     lines = [line for line in lines if line is not None]
     lines += data_section(manifests)
     lines += training_section(manifests.get("pretrain"), figures.get("pretrain"))
     if "iglue-eval" in inputs:
-        lines += iglue_section(Path(inputs["iglue-eval"]), manifests.get("iglue-eval"), figures.get("iglue-eval"))
+        lines += iglue_section(
+            Path(inputs["iglue-eval"]), manifests.get("iglue-eval"), figures.get("iglue-eval")
+        )
     return "\n".join(lines)
 
 
@@ -127,5 +160,13 @@ def run_report(
             f.write(render(spec, inputs, figures))
         return contract.UnitResult({REPORT: 0, **{n: 0 for n in figures.values()}}, 0, 0)
 
-    return contract.run_units("report", out_dir, fp, ["report"], process, force=force, progress=progress,
-                              finalize=lambda folder, _: {"report": str(folder / REPORT)})
+    return contract.run_units(
+        "report",
+        out_dir,
+        fp,
+        ["report"],
+        process,
+        force=force,
+        progress=progress,
+        finalize=lambda folder, _: {"report": str(folder / REPORT)},
+    )

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from mvlp_core import contract
-from mvlp_core.keys import is_valid_key
 from mvlp_core.atomic import atomic_path
+from mvlp_core.keys import is_valid_key
 from mvlp_core.spec import PipelineSpec, fingerprint_config
 from mvlp_core.stages.download import iter_images
 from mvlp_core.tarmember import add_member
@@ -78,7 +78,9 @@ class _Joined:
     def record(self, key: str, jpg: bytes, width: int, height: int) -> dict[str, Any]:
         s = self.samples[key]
         captions = {"en": s["caption"]}
-        captions.update({lang: self.captions[key][lang] for lang in self.languages if lang in self.captions[key]})
+        captions.update(
+            {lang: self.captions[key][lang] for lang in self.languages if lang in self.captions[key]}
+        )
         words = self.words.get(key, {})
         return {
             "key": key,
@@ -86,11 +88,12 @@ class _Joined:
             "image": {"width": width, "height": height, "sha256": hashlib.sha256(jpg).hexdigest()},
             "captions": captions,
             "words": {lang: words[lang] for lang in ["en", *self.languages] if lang in words},
-            "alignments": {lang: self.links[key][lang] for lang in self.languages if lang in self.links.get(key, {})},
+            "alignments": {
+                lang: self.links[key][lang] for lang in self.languages if lang in self.links.get(key, {})
+            },
             "qa": self.qa.get(key, []),
             "provenance": self.provenance,
         }
-
 
 
 def config(spec: PipelineSpec) -> dict[str, Any]:

@@ -160,11 +160,21 @@ class Language(ABC):
 
 class English(Language):
     code = "en"
-    _PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles",
-               "star": "stars", "cross": "crosses", "diamond": "diamonds"}
+    _PLURAL = {
+        "circle": "circles",
+        "square": "squares",
+        "triangle": "triangles",
+        "star": "stars",
+        "cross": "crosses",
+        "diamond": "diamonds",
+    }
     _NUM = {2: "two", 3: "three"}
-    _REL = {"above": ["above"], "below": ["below"],
-            "left": ["to", "the", "left", "of"], "right": ["to", "the", "right", "of"]}
+    _REL = {
+        "above": ["above"],
+        "below": ["below"],
+        "left": ["to", "the", "left", "of"],
+        "right": ["to", "the", "right", "of"],
+    }
     _REL_ROLES = {"to": "rel_to", "the": "rel_the", "of": "rel_of"}
 
     def _np(self, obj: Obj, i: int, n: int = 1) -> list[_Tok]:
@@ -207,23 +217,43 @@ class English(Language):
 
 class German(Language):
     code = "de"
-    _NOUN = {"circle": ("Kreis", "Kreise", "m"), "square": ("Quadrat", "Quadrate", "n"),
-             "triangle": ("Dreieck", "Dreiecke", "n"), "star": ("Stern", "Sterne", "m"),
-             "cross": ("Kreuz", "Kreuze", "n"), "diamond": ("Raute", "Rauten", "f")}
-    _ADJ = {"red": "rot", "green": "grün", "blue": "blau", "yellow": "gelb", "black": "schwarz",
-            "purple": "violett", "small": "klein", "big": "groß"}
-    _INDEF = {"nom": {"m": "ein", "f": "eine", "n": "ein"},
-              "acc": {"m": "einen", "f": "eine", "n": "ein"},
-              "dat": {"m": "einem", "f": "einer", "n": "einem"}}
-    _MIXED = {"nom": {"m": "er", "f": "e", "n": "es"}, "acc": {"m": "en", "f": "e", "n": "es"},
-              "dat": {"m": "en", "f": "en", "n": "en"}}  # adjective endings after ein-words
-    _DEF = {"nom": {"m": "der", "f": "die", "n": "das"},
-            "dat": {"m": "dem", "f": "der", "n": "dem"}}
+    _NOUN = {
+        "circle": ("Kreis", "Kreise", "m"),
+        "square": ("Quadrat", "Quadrate", "n"),
+        "triangle": ("Dreieck", "Dreiecke", "n"),
+        "star": ("Stern", "Sterne", "m"),
+        "cross": ("Kreuz", "Kreuze", "n"),
+        "diamond": ("Raute", "Rauten", "f"),
+    }
+    _ADJ = {
+        "red": "rot",
+        "green": "grün",
+        "blue": "blau",
+        "yellow": "gelb",
+        "black": "schwarz",
+        "purple": "violett",
+        "small": "klein",
+        "big": "groß",
+    }
+    _INDEF = {
+        "nom": {"m": "ein", "f": "eine", "n": "ein"},
+        "acc": {"m": "einen", "f": "eine", "n": "ein"},
+        "dat": {"m": "einem", "f": "einer", "n": "einem"},
+    }
+    _MIXED = {
+        "nom": {"m": "er", "f": "e", "n": "es"},
+        "acc": {"m": "en", "f": "e", "n": "es"},
+        "dat": {"m": "en", "f": "en", "n": "en"},
+    }  # adjective endings after ein-words
+    _DEF = {"nom": {"m": "der", "f": "die", "n": "das"}, "dat": {"m": "dem", "f": "der", "n": "dem"}}
     _WEAK = {"nom": "e", "dat": "en"}  # adjective endings after der-words (singular)
     _NUM = {2: "zwei", 3: "drei"}
-    _REL = {"above": [("über", "rel")], "below": [("unter", "rel")],
-            "left": [("links", "rel"), ("von", "rel_of")],
-            "right": [("rechts", "rel"), ("von", "rel_of")]}
+    _REL = {
+        "above": [("über", "rel")],
+        "below": [("unter", "rel")],
+        "left": [("links", "rel"), ("von", "rel_of")],
+        "right": [("rechts", "rel"), ("von", "rel_of")],
+    }
 
     def _np(self, obj: Obj, i: int, n: int, case: str) -> list[_Tok]:
         sg, pl, gender = self._NOUN[obj.shape]
@@ -278,18 +308,32 @@ class German(Language):
 
 class French(Language):
     code = "fr"
-    _NOUN = {"circle": ("cercle", "cercles", "m"), "square": ("carré", "carrés", "m"),
-             "triangle": ("triangle", "triangles", "m"), "star": ("étoile", "étoiles", "f"),
-             "cross": ("croix", "croix", "f"), "diamond": ("losange", "losanges", "m")}
-    _ADJ = {"red": ("rouge", "rouge"), "green": ("vert", "verte"), "blue": ("bleu", "bleue"),
-            "yellow": ("jaune", "jaune"), "black": ("noir", "noire"),
-            "purple": ("violet", "violette"), "small": ("petit", "petite"),
-            "big": ("grand", "grande")}  # (masculine, feminine)
+    _NOUN = {
+        "circle": ("cercle", "cercles", "m"),
+        "square": ("carré", "carrés", "m"),
+        "triangle": ("triangle", "triangles", "m"),
+        "star": ("étoile", "étoiles", "f"),
+        "cross": ("croix", "croix", "f"),
+        "diamond": ("losange", "losanges", "m"),
+    }
+    _ADJ = {
+        "red": ("rouge", "rouge"),
+        "green": ("vert", "verte"),
+        "blue": ("bleu", "bleue"),
+        "yellow": ("jaune", "jaune"),
+        "black": ("noir", "noire"),
+        "purple": ("violet", "violette"),
+        "small": ("petit", "petite"),
+        "big": ("grand", "grande"),
+    }  # (masculine, feminine)
     _NUM = {2: "deux", 3: "trois"}
     # relation words before "de"; "de" itself fuses with the next article (d'un, du, de l')
-    _REL = {"above": [("au-dessus", "rel")], "below": [("au-dessous", "rel")],
-            "left": [("à", "rel_to"), ("gauche", "rel")],
-            "right": [("à", "rel_to"), ("droite", "rel")]}
+    _REL = {
+        "above": [("au-dessus", "rel")],
+        "below": [("au-dessous", "rel")],
+        "left": [("à", "rel_to"), ("gauche", "rel")],
+        "right": [("à", "rel_to"), ("droite", "rel")],
+    }
     _DE_ROLE = {"above": None, "below": None, "left": "rel_of", "right": "rel_of"}
 
     def _adj(self, word: str, gender: str, n: int) -> str:
@@ -360,22 +404,33 @@ class Czech(Language):
     _NOUN = {
         "circle": ("kruh", "kruh", "kruhu", "kruhem", "kruhy", "m"),
         "square": ("čtverec", "čtverec", "čtverce", "čtvercem", "čtverce", "m"),
-        "triangle": ("trojúhelník", "trojúhelník", "trojúhelníku", "trojúhelníkem", "trojúhelníky",
-                     "m"),
+        "triangle": ("trojúhelník", "trojúhelník", "trojúhelníku", "trojúhelníkem", "trojúhelníky", "m"),
         "star": ("hvězda", "hvězdu", "hvězdy", "hvězdou", "hvězdy", "f"),
         "cross": ("kříž", "kříž", "kříže", "křížem", "kříže", "m"),
-        "diamond": ("kosočtverec", "kosočtverec", "kosočtverce", "kosočtvercem", "kosočtverce",
-                    "m"),
+        "diamond": ("kosočtverec", "kosočtverec", "kosočtverce", "kosočtvercem", "kosočtverce", "m"),
     }
     _CASES = ("nom", "acc", "gen", "ins", "pl")
-    _STEM = {"red": "červen", "green": "zelen", "blue": "modr", "yellow": "žlut",
-             "black": "čern", "purple": "fialov", "small": "mal", "big": "velk"}
-    _ENDING = {"m": {"nom": "ý", "acc": "ý", "gen": "ého", "ins": "ým", "pl": "é"},  # inanimate
-               "f": {"nom": "á", "acc": "ou", "gen": "é", "ins": "ou", "pl": "é"}}
+    _STEM = {
+        "red": "červen",
+        "green": "zelen",
+        "blue": "modr",
+        "yellow": "žlut",
+        "black": "čern",
+        "purple": "fialov",
+        "small": "mal",
+        "big": "velk",
+    }
+    _ENDING = {
+        "m": {"nom": "ý", "acc": "ý", "gen": "ého", "ins": "ým", "pl": "é"},  # inanimate
+        "f": {"nom": "á", "acc": "ou", "gen": "é", "ins": "ou", "pl": "é"},
+    }
     _NUM = {2: {"m": "dva", "f": "dvě"}, 3: {"m": "tři", "f": "tři"}}
-    _REL = {"above": ([("nad", "rel")], "ins"), "below": ([("pod", "rel")], "ins"),
-            "left": ([("vlevo", "rel"), ("od", "rel_of")], "gen"),
-            "right": ([("vpravo", "rel"), ("od", "rel_of")], "gen")}
+    _REL = {
+        "above": ([("nad", "rel")], "ins"),
+        "below": ([("pod", "rel")], "ins"),
+        "left": ([("vlevo", "rel"), ("od", "rel_of")], "gen"),
+        "right": ([("vpravo", "rel"), ("od", "rel_of")], "gen"),
+    }
 
     def _np(self, obj: Obj, i: int, n: int, case: str) -> list[_Tok]:
         forms, gender = self._NOUN[obj.shape][:5], self._NOUN[obj.shape][5]
@@ -424,11 +479,24 @@ class Czech(Language):
 class Japanese(Language):
     code = "ja"
     sep = ""
-    _NOUN = {"circle": "円", "square": "正方形", "triangle": "三角形", "star": "星",
-             "cross": "十字", "diamond": "ひし形"}
-    _ADJ = {"red": ("赤い",), "green": ("緑", "の"), "blue": ("青い",), "yellow": ("黄色い",),
-            "black": ("黒い",), "purple": ("紫", "の"), "small": ("小さな",),
-            "big": ("大きな",)}
+    _NOUN = {
+        "circle": "円",
+        "square": "正方形",
+        "triangle": "三角形",
+        "star": "星",
+        "cross": "十字",
+        "diamond": "ひし形",
+    }
+    _ADJ = {
+        "red": ("赤い",),
+        "green": ("緑", "の"),
+        "blue": ("青い",),
+        "yellow": ("黄色い",),
+        "black": ("黒い",),
+        "purple": ("紫", "の"),
+        "small": ("小さな",),
+        "big": ("大きな",),
+    }
     _NUM = {2: "二つ", 3: "三つ"}
     _REL = {"above": "上", "below": "下", "left": "左", "right": "右"}
 
@@ -474,19 +542,33 @@ class Japanese(Language):
 class Chinese(Language):
     code = "zh"
     sep = ""
-    _NOUN = {"circle": ("圆形", "个"), "square": ("正方形", "个"), "triangle": ("三角形", "个"),
-             "star": ("星星", "颗"), "cross": ("十字", "个"),
-             "diamond": ("菱形", "个")}  # (noun, measure word)
-    _COLOUR = {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色",
-               "black": "黑色", "purple": "紫色"}
+    _NOUN = {
+        "circle": ("圆形", "个"),
+        "square": ("正方形", "个"),
+        "triangle": ("三角形", "个"),
+        "star": ("星星", "颗"),
+        "cross": ("十字", "个"),
+        "diamond": ("菱形", "个"),
+    }  # (noun, measure word)
+    _COLOUR = {
+        "red": "红色",
+        "green": "绿色",
+        "blue": "蓝色",
+        "yellow": "黄色",
+        "black": "黑色",
+        "purple": "紫色",
+    }
     _SIZE = {"small": "小", "big": "大"}
     _NUM = {1: "一", 2: "两", 3: "三"}
     _REL = {"above": "上方", "below": "下方", "left": "左边", "right": "右边"}
 
     def _np(self, obj: Obj, i: int, n: int = 1) -> list[_Tok]:
         noun, measure = self._NOUN[obj.shape]
-        toks = [_Tok(self._NUM[n] + measure, f"det{i}" if n == 1 else f"num{i}"),
-                _Tok(self._COLOUR[obj.colour], f"col{i}"), _Tok("的")]
+        toks = [
+            _Tok(self._NUM[n] + measure, f"det{i}" if n == 1 else f"num{i}"),
+            _Tok(self._COLOUR[obj.colour], f"col{i}"),
+            _Tok("的"),
+        ]
         if obj.size != "medium":
             toks.append(_Tok(self._SIZE[obj.size], f"size{i}"))
         return toks + [_Tok(noun, f"shape{i}")]
@@ -498,8 +580,13 @@ class Chinese(Language):
         if scene.kind != "relation":
             return self._np(scene.objects[0], 0, scene.count)
         a, b = scene.objects  # existential: "B 的 REL 有 一个 A"
-        return [_Tok(self._COLOUR[b.colour], "col1"), _Tok(self._NOUN[b.shape][0], "shape1"),
-                _Tok("的"), _Tok(self._REL[scene.relation], "rel"), _Tok("有")] + self._np(a, 0)
+        return [
+            _Tok(self._COLOUR[b.colour], "col1"),
+            _Tok(self._NOUN[b.shape][0], "shape1"),
+            _Tok("的"),
+            _Tok(self._REL[scene.relation], "rel"),
+            _Tok("有"),
+        ] + self._np(a, 0)
 
     def noun(self, shape: str) -> str:
         return self._NOUN[shape][0]
@@ -527,8 +614,9 @@ class Chinese(Language):
         return f"{where}图中有{self.text(scene)}。"
 
 
-_LANGUAGES: dict[str, Language] = {lang.code: lang for lang in
-                                   (English(), German(), French(), Czech(), Japanese(), Chinese())}
+_LANGUAGES: dict[str, Language] = {
+    lang.code: lang for lang in (English(), German(), French(), Czech(), Japanese(), Chinese())
+}
 
 
 def language(code: str) -> Language:
@@ -549,5 +637,10 @@ def caption(scene: Scene, lang: str = "en") -> str:
 
 def gold_links(en: Realisation, xx: Realisation) -> list[tuple[int, int]]:
     """Sure links [en_word, xx_word]: every pair of tokens that realise the same role."""
-    return [(i, j) for i, role in enumerate(en.roles) if role is not None
-            for j, other in enumerate(xx.roles) if other == role]
+    return [
+        (i, j)
+        for i, role in enumerate(en.roles)
+        if role is not None
+        for j, other in enumerate(xx.roles)
+        if other == role
+    ]

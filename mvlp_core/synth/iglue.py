@@ -61,13 +61,13 @@ XVNLI_SHOTS = (1, 5, 10, 20, 25, 48)
 XGQA_SHOTS = (1, 5, 48)
 QUESTIONS_PER_IMAGE = 4
 ANSWERS = sorted(("yes", "no") + COLOURS + SHAPES)
-_REL_WORDS = {"above": "above", "below": "below", "left": "to the left of",
-              "right": "to the right of"}
+_REL_WORDS = {"above": "above", "below": "below", "left": "to the left of", "right": "to the right of"}
 
 Record = dict[str, Any]
 
 
 # -- semantics ------------------------------------------------------------------------------------
+
 
 def nli_label(image: Scene, hypothesis: Scene) -> str:
     """XVNLI label of a caption-shaped hypothesis about an image's scene.
@@ -119,6 +119,7 @@ def _perturbed(scene: Scene, rng: random.Random) -> Scene:
 
 
 # -- writing --------------------------------------------------------------------------------------
+
 
 class _Writer:
     """Renders images and writes annotation files under ``world/iglue``, counting both."""
@@ -194,16 +195,26 @@ def _xvnli(w: _Writer) -> None:
         out = []
         for _ in range(n):
             hypothesis = Obj(w.rng.choice(SHAPES), w.rng.choice(COLOURS), w.rng.choice(("small", "big")))
-            premises = [(label, w.image("flickr30k", premise), premise)
-                        for label, premise in _premises(hypothesis, w.rng)]
+            premises = [
+                (label, w.image("flickr30k", premise), premise)
+                for label, premise in _premises(hypothesis, w.rng)
+            ]
             out.append((Scene("single", (hypothesis,)), premises))
         return out
 
     def rows(data: list[tuple[Scene, list[tuple[str, str, Scene]]]], lang: str) -> list[Record]:
-        return [{"gold_label": label, "sentence1": caption(premise, lang),
-                 "sentence2": caption(hypothesis, lang), "captionID": f"{fid}.jpg#0",
-                 "pairID": f"{fid}.jpg#0r1{label[0]}", "Flikr30kID": fid}
-                for hypothesis, premises in data for label, fid, premise in premises]
+        return [
+            {
+                "gold_label": label,
+                "sentence1": caption(premise, lang),
+                "sentence2": caption(hypothesis, lang),
+                "captionID": f"{fid}.jpg#0",
+                "pairID": f"{fid}.jpg#0r1{label[0]}",
+                "Flikr30kID": fid,
+            }
+            for hypothesis, premises in data
+            for label, fid, premise in premises
+        ]
 
     test, few = items(TEST_ITEMS), items(max(XVNLI_SHOTS))
     for lang in LANGS:
@@ -232,8 +243,9 @@ class _Questions:
         for i, o in enumerate(objs[:1] if plural else objs):
             self._about(i, o, plural)
         o = rng.choice(objs)
-        absent = rng.choice([(s, c) for s in SHAPES for c in COLOURS
-                             if all((p.shape, p.colour) != (s, c) for p in objs)])
+        absent = rng.choice(
+            [(s, c) for s in SHAPES for c in COLOURS if all((p.shape, p.colour) != (s, c) for p in objs)]
+        )
         self._exists(o.shape, o.colour, str(objs.index(o)))
         self._exists(*absent, "-")
         if scene.kind == "relation":
@@ -241,36 +253,67 @@ class _Questions:
             self._relations(a, scene.relation, b)
             self._relations(b, CONVERSE[scene.relation], a)
 
-    def _add(self, kind: str, args: tuple, answer: str, full: str,
-             program: list[tuple[str, list[int], str]], types: tuple[str, str, str],
-             groups: tuple[str | None, str]) -> None:
-        self.out.append({
-            "kind": kind, "args": args, "answer": answer, "full": full,
-            "semantic": [{"operation": op, "dependencies": deps, "argument": arg}
-                         for op, deps, arg in program],
-            "types": dict(zip(("detailed", "semantic", "structural"), types)),
-            "groups": dict(zip(("global", "local"), groups))})
+    def _add(
+        self,
+        kind: str,
+        args: tuple,
+        answer: str,
+        full: str,
+        program: list[tuple[str, list[int], str]],
+        types: tuple[str, str, str],
+        groups: tuple[str | None, str],
+    ) -> None:
+        self.out.append(
+            {
+                "kind": kind,
+                "args": args,
+                "answer": answer,
+                "full": full,
+                "semantic": [
+                    {"operation": op, "dependencies": deps, "argument": arg} for op, deps, arg in program
+                ],
+                "types": dict(zip(("detailed", "semantic", "structural"), types)),
+                "groups": dict(zip(("global", "local"), groups)),
+            }
+        )
 
     def _about(self, i: int, o: Obj, plural: bool) -> None:
         name = f"{o.shape}s" if plural else o.shape
         full = f"The {name} {'are' if plural else 'is'} {o.colour}."
-        self._add("colour", (o.shape, plural), o.colour, full,
-                  [("select", [], f"{name} ({i})"), ("query", [0], "color")],
-                  ("directOf", "attr", "query"), ("color", f"10q-{o.shape}_color"))
+        self._add(
+            "colour",
+            (o.shape, plural),
+            o.colour,
+            full,
+            [("select", [], f"{name} ({i})"), ("query", [0], "color")],
+            ("directOf", "attr", "query"),
+            ("color", f"10q-{o.shape}_color"),
+        )
         if len({p.shape for p in self.scene.objects if p.colour == o.colour}) == 1:
-            self._add("shape", (o.colour,), o.shape, full,
-                      [("select", [], f"shape ({i})"), ("filter color", [0], o.colour),
-                       ("query", [1], "name")],
-                      ("categoryThat", "cat", "query"), ("shape", f"12q-shape_{o.colour}"))
+            self._add(
+                "shape",
+                (o.colour,),
+                o.shape,
+                full,
+                [("select", [], f"shape ({i})"), ("filter color", [0], o.colour), ("query", [1], "name")],
+                ("categoryThat", "cat", "query"),
+                ("shape", f"12q-shape_{o.colour}"),
+            )
 
     def _exists(self, shape: str, colour: str, ref: str) -> None:
         answer = "no" if ref == "-" else "yes"
-        full = (f"No, there is no {colour} {shape}." if answer == "no"
-                else f"Yes, there is a {colour} {shape}.")
-        self._add("exist", (Obj(shape, colour),), answer, full,
-                  [("select", [], f"{shape} ({ref})"), ("filter color", [0], colour),
-                   ("exist", [1], "?")],
-                  ("existAttr", "obj", "verify"), (None, f"06existAttr-{colour}_{shape}"))
+        full = (
+            f"No, there is no {colour} {shape}." if answer == "no" else f"Yes, there is a {colour} {shape}."
+        )
+        self._add(
+            "exist",
+            (Obj(shape, colour),),
+            answer,
+            full,
+            [("select", [], f"{shape} ({ref})"), ("filter color", [0], colour), ("exist", [1], "?")],
+            ("existAttr", "obj", "verify"),
+            (None, f"06existAttr-{colour}_{shape}"),
+        )
 
     def _relations(self, x: Obj, rel: str, y: Obj) -> None:
         """Is X REL/CONVERSE(REL) Y? (yes/no) and What is REL Y? (X's shape)."""
@@ -278,13 +321,24 @@ class _Questions:
         fact = f"{x.colour} {x.shape} is {_REL_WORDS[rel]} the {y.colour} {y.shape}."
         select = [("select", [], f"{y.shape} ({yi})"), ("filter color", [0], y.colour)]
         for asked, answer in ((rel, "yes"), (CONVERSE[rel], "no")):
-            self._add("relation", (x, asked, y), answer, f"{answer.capitalize()}, the {fact}",
-                      select + [("verify rel", [1], f"{x.shape},{_REL_WORDS[asked]},s ({xi})")],
-                      ("relVerify", "rel", "verify"), (None, f"13-{x.shape}_{y.shape}"))
-        self._add("what", (rel, y), x.shape, f"The {fact}",
-                  select + [("relate", [1], f"_,{_REL_WORDS[rel]},s ({xi})"),
-                            ("query", [2], "name")],
-                  ("relS", "rel", "query"), ("shape", f"14-{y.shape}_{_REL_WORDS[rel]},s"))
+            self._add(
+                "relation",
+                (x, asked, y),
+                answer,
+                f"{answer.capitalize()}, the {fact}",
+                select + [("verify rel", [1], f"{x.shape},{_REL_WORDS[asked]},s ({xi})")],
+                ("relVerify", "rel", "verify"),
+                (None, f"13-{x.shape}_{y.shape}"),
+            )
+        self._add(
+            "what",
+            (rel, y),
+            x.shape,
+            f"The {fact}",
+            select + [("relate", [1], f"_,{_REL_WORDS[rel]},s ({xi})"), ("query", [2], "name")],
+            ("relS", "rel", "query"),
+            ("shape", f"14-{y.shape}_{_REL_WORDS[rel]},s"),
+        )
 
 
 def _xgqa(w: _Writer) -> None:
@@ -305,18 +359,30 @@ def _xgqa(w: _Writer) -> None:
             semantic_str = "->".join(
                 f"{op['operation']}: {op['argument']}"
                 + (f" {op['dependencies']}" if op["dependencies"] else "")
-                for op in q["semantic"])
+                for op in q["semantic"]
+            )
             question = getattr(language(lang), f"{q['kind']}_q")(*q["args"])
-            out[qid] = {"semantic": q["semantic"], "entailed": [], "equivalent": [qid],
-                        "question": question, "imageId": image, "isBalanced": True,
-                        "groups": q["groups"], "answer": q["answer"], "semanticStr": semantic_str,
-                        "annotations": {"answer": {}, "question": {}, "fullAnswer": {}},
-                        "types": q["types"], "fullAnswer": q["full"]}
+            out[qid] = {
+                "semantic": q["semantic"],
+                "entailed": [],
+                "equivalent": [qid],
+                "question": question,
+                "imageId": image,
+                "isBalanced": True,
+                "groups": q["groups"],
+                "answer": q["answer"],
+                "semanticStr": semantic_str,
+                "annotations": {"answer": {}, "question": {}, "fullAnswer": {}},
+                "types": q["types"],
+                "fullAnswer": q["full"],
+            }
         return out
 
     def lxmert(questions: dict[str, Record]) -> list[Record]:
-        return [{"img_id": q["imageId"], "label": {q["answer"]: 1.0}, "question_id": qid,
-                 "sent": q["question"]} for qid, q in questions.items()]
+        return [
+            {"img_id": q["imageId"], "label": {q["answer"]: 1.0}, "question_id": qid, "sent": q["question"]}
+            for qid, q in questions.items()
+        ]
 
     test, few = items(TEST_ITEMS), items(max(XGQA_SHOTS))
     few_images = list(dict.fromkeys(image for _, image, _ in few))
@@ -324,15 +390,18 @@ def _xgqa(w: _Writer) -> None:
         w.json(f"xGQA/annotations/few_shot/{lang}/dev.json", balanced(test, lang))
         for shots in XGQA_SHOTS:
             keep = set(few_images[:shots])
-            w.json(f"xGQA/annotations/few_shot/{lang}/train_{shots}.json",
-                   balanced([item for item in few if item[1] in keep], lang))
+            w.json(
+                f"xGQA/annotations/few_shot/{lang}/train_{shots}.json",
+                balanced([item for item in few if item[1] in keep], lang),
+            )
     testdev, train = balanced(test, "en"), balanced(items(TRAIN_ITEMS), "en")
     w.json("gqa/annotations/testdev_balanced_questions.json", testdev)
     w.json("gqa/annotations/train_balanced_questions.json", train)
     w.json("gqa/annotations/testdev.json", lxmert(testdev), indent=4)
     w.json("gqa/annotations/train.json", lxmert(train), indent=4)
-    w.json("gqa/annotations/trainval_ans2label.json",
-           {answer: i for i, answer in enumerate(ANSWERS)}, indent=4)
+    w.json(
+        "gqa/annotations/trainval_ans2label.json", {answer: i for i, answer in enumerate(ANSWERS)}, indent=4
+    )
     w.json("gqa/annotations/trainval_label2ans.json", ANSWERS)
 
 
@@ -351,20 +420,32 @@ def _pairs(w: _Writer, n: int) -> list[tuple[Scene, Scene, str, Scene, bool]]:
 
 
 def _marvl(w: _Writer) -> None:
-    annotator = {"country_of_birth": "synthetic", "country_of_residence": "synthetic",
-                 "gender": "n/a", "age": 0}
+    annotator = {
+        "country_of_birth": "synthetic",
+        "country_of_residence": "synthetic",
+        "gender": "n/a",
+        "age": 0,
+    }
     for lang in TARGET_LANGS:
         rows, english = [], []
         for k, (left, right, side, description, label) in enumerate(_pairs(w, PAIR_TEST_ITEMS)):
             shape = description.objects[0].shape
             number = SHAPES.index(shape) + 1
-            names = [w.image(f"marvl/{lang}", scene, f"{number}-{2 * k + j}")
-                     for j, scene in enumerate((left, right))]
-            row = {"concept": f"{number}-{language(lang).noun(shape)}", "language": lang,
-                   "caption": language(lang).statement(side, description),
-                   "left_img": f"{names[0]}.jpg", "right_img": f"{names[1]}.jpg",
-                   "annotator_info": {"annotator_id": f"{lang}_00", **annotator},
-                   "chapter": "Shapes", "id": f"{lang}-{k}", "label": label}
+            names = [
+                w.image(f"marvl/{lang}", scene, f"{number}-{2 * k + j}")
+                for j, scene in enumerate((left, right))
+            ]
+            row = {
+                "concept": f"{number}-{language(lang).noun(shape)}",
+                "language": lang,
+                "caption": language(lang).statement(side, description),
+                "left_img": f"{names[0]}.jpg",
+                "right_img": f"{names[1]}.jpg",
+                "annotator_info": {"annotator_id": f"{lang}_00", **annotator},
+                "chapter": "Shapes",
+                "id": f"{lang}-{k}",
+                "label": label,
+            }
             rows.append(row)
             english.append({**row, "caption": language("en").statement(side, description)})
         w.jsonl(f"marvl/zero_shot/annotations/marvl-{lang}.jsonl", rows)
@@ -372,14 +453,25 @@ def _marvl(w: _Writer) -> None:
     for split, n in (("train", NLVR2_TRAIN_ITEMS), ("dev", PAIR_TEST_ITEMS)):
         rows = []
         for k, (left, right, side, description, label) in enumerate(_pairs(w, n)):
-            urls = [w.url("nlvr2", w.image("nlvr2", scene, f"{split}-{k}-0-img{j}"))
-                    for j, scene in enumerate((left, right))]
+            urls = [
+                w.url("nlvr2", w.image("nlvr2", scene, f"{split}-{k}-0-img{j}"))
+                for j, scene in enumerate((left, right))
+            ]
             shape = description.objects[0].shape
-            rows.append({"validation": {"0": str(label)},
-                         "sentence": language("en").statement(side, description),
-                         "left_url": urls[0], "writer": "0", "label": str(label),
-                         "right_url": urls[1], "synset": shape, "query": f"{shape} {k}",
-                         "identifier": f"{split}-{k}-0-0", "extra_validations": {}})
+            rows.append(
+                {
+                    "validation": {"0": str(label)},
+                    "sentence": language("en").statement(side, description),
+                    "left_url": urls[0],
+                    "writer": "0",
+                    "label": str(label),
+                    "right_url": urls[1],
+                    "synset": shape,
+                    "query": f"{shape} {k}",
+                    "identifier": f"{split}-{k}-0-0",
+                    "extra_validations": {},
+                }
+            )
         w.jsonl(f"nlvr2/annotations/{split}.jsonl", rows)
 
 
@@ -395,37 +487,58 @@ def _retrieval(w: _Writer) -> None:
     def flickr(n: int) -> list[tuple[str, Scene]]:
         return [(w.image("flickr30k", scene), scene) for scene in w.scenes(n, distinct=True)]
 
-    def rows(data: list[tuple[str, Scene]],
-             sentences: Callable[[Scene], list[str]]) -> list[Record]:
-        return [{"sentences": sentences(scene), "id": fid, "img_path": f"{fid}.jpg"}
-                for fid, scene in data]
+    def rows(data: list[tuple[str, Scene]], sentences: Callable[[Scene], list[str]]) -> list[Record]:
+        return [{"sentences": sentences(scene), "id": fid, "img_path": f"{fid}.jpg"} for fid, scene in data]
 
     test = flickr(TEST_ITEMS)
     for lang in LANGS:
-        w.jsonl(f"xFlickrCO/annotations/{lang}/test.jsonl",
-                rows(test, lambda scene, lang=lang: [caption(scene, lang)]))
+        w.jsonl(
+            f"xFlickrCO/annotations/{lang}/test.jsonl",
+            rows(test, lambda scene, lang=lang: [caption(scene, lang)]),
+        )
     for lang in TARGET_LANGS:
-        w.jsonl(f"xFlickrCO/annotations_machine-translate/{lang}/test_gmt.jsonl",
-                rows(test, lambda scene: [caption(scene)]))
+        w.jsonl(
+            f"xFlickrCO/annotations_machine-translate/{lang}/test_gmt.jsonl",
+            rows(test, lambda scene: [caption(scene)]),
+        )
     splits = (("test", test), ("valid", flickr(TEST_ITEMS)), ("train", flickr(TRAIN_ITEMS)))
     for split, data in splits:
         w.jsonl(f"flickr30k/annotations/{split}_ann.jsonl", rows(data, _english_captions))
 
-    pool = [(w.image("wit", scene, f"test-{k:06d}"), scene)
-            for k, scene in enumerate(w.scenes(TEST_ITEMS, distinct=True))]
+    pool = [
+        (w.image("wit", scene, f"test-{k:06d}"), scene)
+        for k, scene in enumerate(w.scenes(TEST_ITEMS, distinct=True))
+    ]
     for lang in LANGS:
-        w.jsonl(f"wit/annotations/test_{lang}.jsonl", [
-            {"image_idx": k, "image_url": w.url("wit", stem),
-             "meta_url": f"{w.url_prefix}wit/meta/{stem}",
-             "caption_reference_description": caption(scene, lang), "language": lang,
-             "page_url": f"{w.url_prefix}wit/{lang}/{stem}", "wit_ix": f"wit-test_{k}"}
-            for k, (stem, scene) in enumerate(pool)])
+        w.jsonl(
+            f"wit/annotations/test_{lang}.jsonl",
+            [
+                {
+                    "image_idx": k,
+                    "image_url": w.url("wit", stem),
+                    "meta_url": f"{w.url_prefix}wit/meta/{stem}",
+                    "caption_reference_description": caption(scene, lang),
+                    "language": lang,
+                    "page_url": f"{w.url_prefix}wit/{lang}/{stem}",
+                    "wit_ix": f"wit-test_{k}",
+                }
+                for k, (stem, scene) in enumerate(pool)
+            ],
+        )
     for split, n in (("train", TRAIN_ITEMS), ("val", TEST_ITEMS)):
-        w.jsonl(f"wit/annotations/{split}_en.jsonl", [
-            {"language": "en", "page_url": f"{w.url_prefix}wit/en/{split}-{k:06d}",
-             "image_url": w.url("wit", w.image("wit", scene, f"{split}-{k:06d}")),
-             "caption_reference_description": caption(scene), "wit_ix": f"wit_{split}_{k}"}
-            for k, scene in enumerate(w.scenes(n, distinct=True))])
+        w.jsonl(
+            f"wit/annotations/{split}_en.jsonl",
+            [
+                {
+                    "language": "en",
+                    "page_url": f"{w.url_prefix}wit/en/{split}-{k:06d}",
+                    "image_url": w.url("wit", w.image("wit", scene, f"{split}-{k:06d}")),
+                    "caption_reference_description": caption(scene),
+                    "wit_ix": f"wit_{split}_{k}",
+                }
+                for k, scene in enumerate(w.scenes(n, distinct=True))
+            ],
+        )
 
 
 def write_iglue(world: Path, seed: int, url_prefix: str) -> dict[str, Any]:
@@ -454,5 +567,6 @@ def image_paths(task: str, record: Record, lang: str = "en") -> list[str]:
     if task in ("nlvr2", "wit"):
         keys = ("left_url", "right_url") if task == "nlvr2" else ("image_url",)
         return [f"{base}/" + record[key].split(f"/{base}/", 1)[1] for key in keys]
-    raise ValueError(f"unknown IGLUE task {task!r}; known: xvnli, xgqa, marvl, nlvr2, xflickrco, "
-                     "flickr30k, wit")
+    raise ValueError(
+        f"unknown IGLUE task {task!r}; known: xvnli, xgqa, marvl, nlvr2, xflickrco, flickr30k, wit"
+    )

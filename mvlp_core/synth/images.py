@@ -30,14 +30,28 @@ PALETTE = {
 RADIUS = {"small": (8, 10), "medium": (13, 15), "big": (22, 25)}
 
 
-_STAR = [(radius * math.cos(angle), -radius * math.sin(angle)) for radius, angle in
-         ((1 if k % 2 == 0 else 0.45, math.pi / 2 + k * math.pi / 5) for k in range(10))]
+_STAR = [
+    (radius * math.cos(angle), -radius * math.sin(angle))
+    for radius, angle in ((1 if k % 2 == 0 else 0.45, math.pi / 2 + k * math.pi / 5) for k in range(10))
+]
 _SHAPES = {
     "square": [(-0.85, -0.85), (0.85, -0.85), (0.85, 0.85), (-0.85, 0.85)],
     "triangle": [(0, -1), (0.95, 0.75), (-0.95, 0.75)],
     "star": _STAR,
-    "cross": [(-0.3, -1), (0.3, -1), (0.3, -0.3), (1, -0.3), (1, 0.3), (0.3, 0.3), (0.3, 1),
-              (-0.3, 1), (-0.3, 0.3), (-1, 0.3), (-1, -0.3), (-0.3, -0.3)],
+    "cross": [
+        (-0.3, -1),
+        (0.3, -1),
+        (0.3, -0.3),
+        (1, -0.3),
+        (1, 0.3),
+        (0.3, 0.3),
+        (0.3, 1),
+        (-0.3, 1),
+        (-0.3, 0.3),
+        (-1, 0.3),
+        (-1, -0.3),
+        (-0.3, -0.3),
+    ],
     "diamond": [(0, -1), (0.75, 0), (0, 1), (-0.75, 0)],
 }
 
@@ -64,8 +78,10 @@ def layout(scene: Scene, rng: random.Random, size: int = IMAGE_SIZE) -> list[tup
         cell = size / 3
         cells = rng.sample(range(9), scene.count)
         jitter = [(rng.randint(-1, 1), rng.randint(-1, 1)) for _ in cells]
-        return [((c % 3 + 0.5) * cell + dx, (c // 3 + 0.5) * cell + dy, r)
-                for c, r, (dx, dy) in zip(cells, radii, jitter)]
+        return [
+            ((c % 3 + 0.5) * cell + dx, (c // 3 + 0.5) * cell + dy, r)
+            for c, r, (dx, dy) in zip(cells, radii, jitter)
+        ]
     r = max(radii)
     near = rng.randint(r + 2, size - 3 * r - 6)  # the first object along the relation's axis
     far = rng.randint(near + 2 * r + 4, size - r - 2)

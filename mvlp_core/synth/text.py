@@ -15,7 +15,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from mvlp_core.synth.grammar import COLOURS, LANGS, RELATIONS, SHAPES, TARGET_LANGS, Obj, Scene, language, random_scene
+from mvlp_core.synth.grammar import (
+    COLOURS,
+    LANGS,
+    RELATIONS,
+    SHAPES,
+    TARGET_LANGS,
+    Obj,
+    Scene,
+    language,
+    random_scene,
+)
 
 # good lines per file, skewed as in WikiMatrix and CC-100 so the sampling weights differ. ja and zh
 # went from 50 and 40 to 80 and 70: 15-18 side statements were too few for MaRVL's gate to transfer
@@ -30,7 +40,9 @@ def _form(rng: random.Random) -> tuple[str, tuple]:
     questions cover every form xGQA asks, as a real parallel corpus would hold such questions.
     Statements are 3 in 8: the pretraining text is where the side words ("the left image") of the
     other languages meet the English ones that MaRVL's gate learns."""
-    kind = rng.choice(("statement", "statement", "statement", "exist_q", "relation_q", "what_q", "colour_q", "shape_q"))
+    kind = rng.choice(
+        ("statement", "statement", "statement", "exist_q", "relation_q", "what_q", "colour_q", "shape_q")
+    )
     if kind == "statement":
         return kind, (rng.choice(("left", "right")), random_scene(rng))
     if kind == "exist_q":
@@ -70,8 +82,10 @@ def _join(lang: str, parts: list[str]) -> str:
 def _wikimatrix(rng: random.Random, xx: str) -> tuple[bytes, dict[str, Any]]:
     """score<TAB>en<TAB>xx lines, sorted by descending score like the real files, bad lines mixed in."""
     forms = _unique_forms(rng, PARALLEL_LINES[xx], "en")
-    good = sorted(((round(rng.uniform(MIN_SCORE + 0.001, 1.3), 4), _say(f, "en"), _say(f, xx)) for f in forms),
-                  key=lambda line: -line[0])
+    good = sorted(
+        ((round(rng.uniform(MIN_SCORE + 0.001, 1.3), 4), _say(f, "en"), _say(f, xx)) for f in forms),
+        key=lambda line: -line[0],
+    )
     lines = [f"{s}\t{en}\t{tx}".encode() for s, en, tx in good]
     low = sorted((round(rng.uniform(0.9, MIN_SCORE - 0.001), 4) for _ in range(3)), reverse=True)
     tail = [f"{s}\t{_say(f, 'en')}\t{_say(f, xx)}".encode() for s, f in zip(low, _unique_forms(rng, 3, "en"))]
@@ -83,8 +97,14 @@ def _wikimatrix(rng: random.Random, xx: str) -> tuple[bytes, dict[str, Any]]:
         ("identical_sides", f"{s}\t{en}\t{en}".encode()),
         ("empty", f"{s}\t{en}\t ".encode()),
         ("too_short", f"{s}\t{SHORT['en']}\t{SHORT[xx]}".encode()),
-        ("too_long", f"{s}\t{_join('en', _singles('en', COLOURS[:5]))}\t{_join(xx, _singles(xx, COLOURS[:5]))}".encode()),
-        ("length_ratio", f"{s}\t{_join('en', _singles('en', COLOURS[:4]))}\t{language(xx).text(Scene('single', (Obj('square', 'red'),)))}".encode()),
+        (
+            "too_long",
+            f"{s}\t{_join('en', _singles('en', COLOURS[:5]))}\t{_join(xx, _singles(xx, COLOURS[:5]))}".encode(),
+        ),
+        (
+            "length_ratio",
+            f"{s}\t{_join('en', _singles('en', COLOURS[:4]))}\t{language(xx).text(Scene('single', (Obj('square', 'red'),)))}".encode(),
+        ),
     ]
     for _, line in planted:
         lines.insert(rng.randrange(len(lines) + 1), line)
@@ -103,8 +123,12 @@ def _mono(rng: random.Random, lang: str) -> tuple[bytes, dict[str, Any]]:
     """One sentence per line; blank lines between "documents" as in CC-100; bad lines mixed in."""
     good = [_say(f, lang) for f in _unique_forms(rng, MONO_LINES[lang], lang)]
     lines = [t.encode() for t in good]
-    planted = [("empty", b""), ("empty", b"   "), ("too_short", SHORT[lang].encode()),
-               ("encoding_error", b"\xc3\x28 " + good[0].encode())]
+    planted = [
+        ("empty", b""),
+        ("empty", b"   "),
+        ("too_short", SHORT[lang].encode()),
+        ("encoding_error", b"\xc3\x28 " + good[0].encode()),
+    ]
     for _, line in planted:
         lines.insert(rng.randrange(1, len(lines) + 1), line)
     again = good[rng.randrange(len(good) // 2)].encode()

@@ -34,17 +34,18 @@ from mvlp_core.synth.text import write_text_corpora
 DEFAULT_URL_PREFIX = "http://images.synthetic.mvlp/"
 WORLD_FORMAT = 3  # bumped when the world's files change: an older world on disk is rewritten
 # kind -> path under the URL prefix; the image server answers each with that failure
-BAD_ROUTES = {"http_404": "bad/404.jpg", "http_500": "bad/500.jpg",
-              "corrupt_image": "bad/corrupt.jpg", "not_an_image": "bad/not-an-image.jpg",
-              "slow": "bad/slow.jpg"}
+BAD_ROUTES = {
+    "http_404": "bad/404.jpg",
+    "http_500": "bad/500.jpg",
+    "corrupt_image": "bad/corrupt.jpg",
+    "not_an_image": "bad/not-an-image.jpg",
+    "slow": "bad/slow.jpg",
+}
 
 
-def _bad_rows(
-    rng: random.Random, good: list[tuple[str, str]], url_prefix: str
-) -> list[tuple[str, str, str]]:
+def _bad_rows(rng: random.Random, good: list[tuple[str, str]], url_prefix: str) -> list[tuple[str, str, str]]:
     """(kind, caption, url) rows that must end as rejects: one per failure a crawler meets."""
-    rows = [(kind, caption(random_scene(rng)), url_prefix + path)
-            for kind, path in BAD_ROUTES.items()]
+    rows = [(kind, caption(random_scene(rng)), url_prefix + path) for kind, path in BAD_ROUTES.items()]
     ftp = urlsplit(url_prefix)._replace(scheme="ftp").geturl() + "images/000000.jpg"
     rows.append(("bad_scheme", caption(random_scene(rng)), ftp))
     rows.append(("empty_caption", "", url_prefix + "bad/empty-caption.jpg"))
@@ -58,10 +59,16 @@ def _alignment_records(captions: list[str], scenes: dict[str, Scene]) -> list[di
         en = realise(scenes[text], "en")
         for lang in TARGET_LANGS:
             xx = realise(scenes[text], lang)
-            records.append({"en": en.text, "lang": lang, "xx": xx.text,
-                            "en_spans": [list(span) for span in en.spans],
-                            "xx_spans": [list(span) for span in xx.spans],
-                            "links": [list(link) for link in gold_links(en, xx)]})
+            records.append(
+                {
+                    "en": en.text,
+                    "lang": lang,
+                    "xx": xx.text,
+                    "en_spans": [list(span) for span in en.spans],
+                    "xx_spans": [list(span) for span in xx.spans],
+                    "links": [list(link) for link in gold_links(en, xx)],
+                }
+            )
     return records
 
 
@@ -99,15 +106,20 @@ def write_world(
     (out / "translations.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     alignments = _alignment_records(distinct, by_caption)
     (out / "gold_alignments.jsonl").write_text(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in alignments), encoding="utf-8")
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in alignments), encoding="utf-8"
+    )
 
     info = {
         "args": {"samples": samples, "seed": seed, "url_prefix": url_prefix},
         "image": {"size": IMAGE_SIZE, "format": "jpeg", "quality": JPEG_QUALITY},
         "languages": list(LANGS),
-        "counts": {"rows": len(good) + len(bad), "good": len(good),
-                   "bad": dict(Counter(kind for kind, _, _ in bad)),
-                   "distinct_captions": len(distinct), "alignments": len(alignments)},
+        "counts": {
+            "rows": len(good) + len(bad),
+            "good": len(good),
+            "bad": dict(Counter(kind for kind, _, _ in bad)),
+            "distinct_captions": len(distinct),
+            "alignments": len(alignments),
+        },
         "iglue": write_iglue(out, seed, url_prefix),
         "text": write_text_corpora(out, seed),
         "format": WORLD_FORMAT,
@@ -126,7 +138,11 @@ def ensure_world(out_dir: Path, samples: int, seed: int) -> dict:
     marker = out_dir / "world.json"
     if marker.exists():
         info = json.loads(marker.read_text(encoding="utf-8"))
-        if info["args"]["samples"] == samples and info["args"]["seed"] == seed and info.get("format") == WORLD_FORMAT:
+        if (
+            info["args"]["samples"] == samples
+            and info["args"]["seed"] == seed
+            and info.get("format") == WORLD_FORMAT
+        ):
             return info
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

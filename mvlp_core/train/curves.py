@@ -31,8 +31,11 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     resumes = [r["step"] for r in rows if r.get("event") == "resume"]
     last = h[-1]
     out = {
-        "step": last["step"], "loss_first": round(h[0]["loss"], 4), "loss_last": round(last["loss"], 4),
-        "samples_seen": last.get("samples"), "resumed_at": resumes,
+        "step": last["step"],
+        "loss_first": round(h[0]["loss"], 4),
+        "loss_last": round(last["loss"], 4),
+        "samples_seen": last.get("samples"),
+        "resumed_at": resumes,
         "samples_per_second": round(sum(r["samples_per_second"] for r in h) / len(h), 2),
         "tokens_per_second": round(sum(r.get("tokens_per_second", 0) for r in h) / len(h), 1),
     }

@@ -77,8 +77,9 @@ def raw_samples(
     yield from stream
 
 
-def code_switched(text: str, record: dict[str, Any], languages: list[str], ratio: float,
-                  rng: random.Random) -> str:  # fmt: skip
+def code_switched(
+    text: str, record: dict[str, Any], languages: list[str], ratio: float, rng: random.Random
+) -> str:
     """`text` with a share of its words swapped for the translations the align stage linked to them
     in this record (M³P's code-switching), so the text encoder learns that a word and its
     translation play the same part; as is when the record holds no links for `languages`."""
@@ -88,13 +89,18 @@ def code_switched(text: str, record: dict[str, Any], languages: list[str], ratio
         return text
     if not tables:
         return text
-    switched = code_switch(_WORD.findall(text), tables, ratio=ratio, seed=rng.randrange(1 << 30),
-                           key=str(record.get("key", "")))  # fmt: skip
+    switched = code_switch(
+        _WORD.findall(text), tables, ratio=ratio, seed=rng.randrange(1 << 30), key=str(record.get("key", ""))
+    )
     return " ".join(switched.words)
 
 
 def image_example(
-    sample: dict[str, Any], mix: MixSpec, languages: list[str], transform: Callable, rng: random.Random,
+    sample: dict[str, Any],
+    mix: MixSpec,
+    languages: list[str],
+    transform: Callable,
+    rng: random.Random,
     skips: Skips,
 ) -> Example | None:
     """One image record -> one task: [qus], [cap], or [trans] with a random CC6L caption. With
@@ -112,6 +118,7 @@ def image_example(
     except (KeyError, OSError, ValueError, SyntaxError) as err:
         skips.add(key, "image_decode_error", repr(err))
         return None
+
     def switch(text: str) -> str:
         if mix.code_switch and rng.random() < mix.code_switch:
             return code_switched(text, record, languages, mix.code_switch_ratio, rng)
@@ -171,7 +178,9 @@ def examples(
         epoch = start_epoch
         while True:
             n = 0
-            for s in raw_samples(cfg.image_urls, part, parts, cfg.seed * 100003 + epoch, cfg.shuffle_buffer, skips):
+            for s in raw_samples(
+                cfg.image_urls, part, parts, cfg.seed * 100003 + epoch, cfg.shuffle_buffer, skips
+            ):
                 ex = image_example(s, cfg.mix, languages, transform, rng, skips)
                 if ex is not None:
                     n += 1
@@ -184,7 +193,9 @@ def examples(
         epoch = start_epoch
         while True:
             n = 0
-            for s in raw_samples(cfg.text_urls, part, parts, cfg.seed * 100003 + epoch + 50001, cfg.shuffle_buffer, skips):
+            for s in raw_samples(
+                cfg.text_urls, part, parts, cfg.seed * 100003 + epoch + 50001, cfg.shuffle_buffer, skips
+            ):
                 ex = text_example(s, cfg.mix, skips)
                 if ex is not None:
                     n += 1
@@ -207,8 +218,15 @@ def examples(
 class Batches(torch.utils.data.IterableDataset):
     """Collated batches for one rank; also runs inside DataLoader processes (num_workers > 0)."""
 
-    def __init__(self, cfg: LoaderConfig, transform: Callable, collate: Callable[[list[Example]], dict],
-                 rank: int = 0, world: int = 1, start_epoch: int = 0):
+    def __init__(
+        self,
+        cfg: LoaderConfig,
+        transform: Callable,
+        collate: Callable[[list[Example]], dict],
+        rank: int = 0,
+        world: int = 1,
+        start_epoch: int = 0,
+    ):
         self.cfg, self.transform, self.collate = cfg, transform, collate
         self.rank, self.world, self.start_epoch = rank, world, start_epoch
         self.skips = Skips()
@@ -228,7 +246,9 @@ class Batches(torch.utils.data.IterableDataset):
 def loader(dataset: Batches, num_workers: int) -> Iterator[dict[str, Any]]:
     if num_workers == 0:
         return iter(dataset)
-    dl = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=num_workers, persistent_workers=True)
+    dl = torch.utils.data.DataLoader(
+        dataset, batch_size=None, num_workers=num_workers, persistent_workers=True
+    )
     return iter(dl)
 
 

@@ -92,8 +92,12 @@ def build(job: TrainJob, rank: int, world: int) -> tuple[torch.nn.Module, data.B
     model = load_model(job.init_dir)
     tokenizers = model.tokenizers
     cfg = data.LoaderConfig(
-        image_urls=job.image_urls, text_urls=job.text_urls, mix=spec.pretrain.mix, languages=spec.languages,
-        batch_size=spec.pretrain.batch_size, shuffle_buffer=spec.pretrain.loader.shuffle_buffer,
+        image_urls=job.image_urls,
+        text_urls=job.text_urls,
+        mix=spec.pretrain.mix,
+        languages=spec.languages,
+        batch_size=spec.pretrain.batch_size,
+        shuffle_buffer=spec.pretrain.loader.shuffle_buffer,
         seed=spec.pretrain.seed,
     )
     transform = image_transform(spec.model)

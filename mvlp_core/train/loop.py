@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
@@ -93,8 +93,9 @@ def lr_at(step: int, cfg: PretrainSpec) -> float:
     return cfg.lr * max(0.0, 1 - (step - cfg.warmup_steps) / span)
 
 
-def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    state: dict[str, Any]) -> None:
+def save_checkpoint(
+    folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
     unwrap(model).save_pretrained(folder / MODEL_DIR)
     torch.save({"optimizer": optimizer.state_dict(), **state}, folder / TRAIN_STATE)
 
@@ -140,13 +141,16 @@ def train(
     *,
     rank: int = 0,
     world: int = 1,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device | None = None,
     metrics_path: Path | None = None,
     fault_marker: Path | None = None,
 ) -> dict[str, Any]:
     """Train until cfg.max_steps, resuming from the reporter's checkpoint. Returns the last metrics."""
+    device = device or torch.device("cpu")
     optimizer = torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
+        param_groups(model, cfg.weight_decay),
+        lr=cfg.lr,
+        betas=tuple(cfg.betas),
         fused=device.type == "cuda",
     )
     step, samples_seen, restored_from = 0, 0, None
@@ -175,9 +179,11 @@ def train(
         for micro in range(cfg.grad_accum):
             batch = next(batches)
             skipped = int(batch.pop("skipped", 0))
-            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            batch = {
+                k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+            }
             sync = not is_ddp or micro == cfg.grad_accum - 1
-            with (contextlib.nullcontext() if sync else model.no_sync()), autocast():
+            with contextlib.nullcontext() if sync else model.no_sync(), autocast():
                 out = model(batch)
                 loss = out["loss"] / cfg.grad_accum
             loss.backward()
@@ -189,7 +195,9 @@ def train(
             window["flops"] += _flops(model, batch, tokens) if device.type == "cuda" else 0.0
             window["skipped"] = skipped
             rows = out.get("task_rows")  # rows per task the model built (derived [match] included)
-            present = set(batch["task"].tolist()) if rows is None else {t for t, n in enumerate(rows.tolist()) if n}
+            present = (
+                set(batch["task"].tolist()) if rows is None else {t for t, n in enumerate(rows.tolist()) if n}
+            )
             for name in TASK_LOSSES:
                 key = f"loss_{name}"
                 if key in out and (name not in TASK_IDS or TASK_IDS[name] in present):
@@ -205,14 +213,20 @@ def train(
         if step % cfg.log_every == 0 or checkpoint_now:
             elapsed = time.perf_counter() - t0
             loss_sum, micro, samples, tokens, flops = _all_sum(
-                [window["loss"], window["micro"], window["samples"], window["tokens"], window["flops"]], device
+                [window["loss"], window["micro"], window["samples"], window["tokens"], window["flops"]],
+                device,
             )
             samples_seen += int(samples)
             metrics = {
-                "step": step, "lr": lr, "loss": loss_sum / max(micro, 1),
-                "samples": samples_seen, "samples_per_second": samples / elapsed,
-                "tokens_per_second": tokens / elapsed, "skipped": int(window["skipped"]),
-                "restored_from": restored_from, "world": world,
+                "step": step,
+                "lr": lr,
+                "loss": loss_sum / max(micro, 1),
+                "samples": samples_seen,
+                "samples_per_second": samples / elapsed,
+                "tokens_per_second": tokens / elapsed,
+                "skipped": int(window["skipped"]),
+                "restored_from": restored_from,
+                "world": world,
             }
             for name in TASK_LOSSES:
                 if window[f"n_{name}"]:
@@ -235,4 +249,6 @@ def train(
 
 def _append(path: Path, row: dict[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v) + "\n")
+        f.write(
+            json.dumps(row, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v) + "\n"
+        )

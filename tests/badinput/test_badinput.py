@@ -49,7 +49,9 @@ def _run(tmp: Path, phase: str, urls: dict[str, str], overrides: list[str]) -> d
     assert manifest.samples_in == len(cases)
     outcome: dict[int, str] = {}
     for rec in contract.read_rejects(out_dir).to_pylist():
-        row = int(rec["key"].rsplit("-", 1)[1]) if rec["key"] else int(re.match(r"row (\d+)", rec["detail"])[1])
+        row = (
+            int(rec["key"].rsplit("-", 1)[1]) if rec["key"] else int(re.match(r"row (\d+)", rec["detail"])[1])
+        )
         assert row not in outcome, f"row {row} rejected twice"
         outcome[row] = rec["reason"]
     pattern = "shard-*.parquet" if phase == "ingest" else "samples-*.parquet"
@@ -76,9 +78,15 @@ def test_url_rows_fetched_through_the_guard(tmp_path: Path) -> None:
     with ImageServer(HERE, slow_seconds=4) as server, ImageServer(HERE) as secret:
         urls = {"server": server.url, "secret": secret.url}
         outcome = _run(
-            tmp_path, "download", urls,
-            [f"ingest.url_policy.allowed_ports=[{server.port}]", "download.timeout=2",
-             f"download.max_response_bytes={1 << 20}", f"download.max_image_pixels={10_000_000}"],
+            tmp_path,
+            "download",
+            urls,
+            [
+                f"ingest.url_policy.allowed_ports=[{server.port}]",
+                "download.timeout=2",
+                f"download.max_response_bytes={1 << 20}",
+                f"download.max_image_pixels={10_000_000}",
+            ],
         )
         assert secret.request_counts() == {}
     _check("download", outcome)

@@ -60,8 +60,13 @@ def test_stems_and_unsupported_words():
 
 @pytest.mark.parametrize(
     "text, loops",
-    [("a dog a dog a dog", True), ("very very very big", True), ("a dog and a cat", False),
-     ("the the", False), ("red and white and blue", False)],
-)  # fmt: skip
+    [
+        ("a dog a dog a dog", True),
+        ("very very very big", True),
+        ("a dog and a cat", False),
+        ("the the", False),
+        ("red and white and blue", False),
+    ],
+)
 def test_looping(text, loops):
     assert looping(text) is loops

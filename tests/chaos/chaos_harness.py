@@ -62,8 +62,9 @@ def start_demo(workdir: Path, log: Path, env: dict[str, str] | None = None, *ext
     for item in [*OVERRIDES, *extra]:
         args += ["--set", item]
     with open(log, "ab") as out:
-        return subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                env=full_env, start_new_session=True)
+        return subprocess.Popen(
+            args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
+        )
 
 
 def log_tail(log: Path, chars: int = 4000) -> str:
@@ -109,8 +110,9 @@ def kill_group(proc: subprocess.Popen, timeout: float = 60) -> None:
     proc.wait()
 
 
-def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, log: Path, what: str,
-             timeout: float = RUN_TIMEOUT) -> None:
+def wait_for(
+    condition: Callable[[], bool], proc: subprocess.Popen, log: Path, what: str, timeout: float = RUN_TIMEOUT
+) -> None:
     """Poll a condition on the run's files (20 ms) while the run is alive."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -167,9 +169,11 @@ def download_kill(stage: str, rng: random.Random, ref: contract.Manifest) -> Kil
 
     def ready(workdir: Path) -> bool:
         folder = workdir / stage
-        return ((folder / contract.UNITS_DIR / "_fingerprint").exists()
-                and (folder / "_input").is_dir()
-                and len(list((folder / "webdataset").glob("*_stats.json"))) >= k)
+        return (
+            (folder / contract.UNITS_DIR / "_fingerprint").exists()
+            and (folder / "_input").is_dir()
+            and len(list((folder / "webdataset").glob("*_stats.json"))) >= k
+        )
 
     return KillPoint(label=f"download:img2dataset:{k}-shards-done", ready=ready)
 
@@ -197,7 +201,8 @@ def pretrain_kill(stage: str, rng: random.Random, ref: contract.Manifest) -> Kil
 
     def ready(workdir: Path) -> bool:
         return at in checkpoints(workdir) and any(
-            r["step"] >= at + past for r in metrics(workdir) if "event" not in r)
+            r["step"] >= at + past for r in metrics(workdir) if "event" not in r
+        )
 
     return KillPoint(label=f"pretrain:checkpoint-{at}:step-{at + past}", ready=ready)
 
@@ -290,8 +295,13 @@ def reject_pairs(folder: Path) -> Counter:
 # ---------------------------------------------------------------------------- the comparison
 
 
-def check_resumed(live: Path, reference: Path, killed: str, before: dict[str, dict[str, bytes]],
-                  resumed_from: int | None = None) -> None:
+def check_resumed(
+    live: Path,
+    reference: Path,
+    killed: str,
+    before: dict[str, dict[str, bytes]],
+    resumed_from: int | None = None,
+) -> None:
     """Everything the contract promises after a kill and a re-run, against the reference
     (`resumed_from`: the newest pretrain checkpoint the kill left, if any)."""
     order = list(STAGES_UNDER_TEST)
@@ -309,7 +319,11 @@ def check_resumed(live: Path, reference: Path, killed: str, before: dict[str, di
         assert got is not None, f"{name}: no manifest after the re-run"
         assert got.fingerprint == want.fingerprint, name
         assert got.samples_in == got.samples_out + sum(got.rejects.values()), name
-        assert (got.samples_in, got.samples_out, got.rejects) == (want.samples_in, want.samples_out, want.rejects), name
+        assert (got.samples_in, got.samples_out, got.rejects) == (
+            want.samples_in,
+            want.samples_out,
+            want.rejects,
+        ), name
         assert reject_pairs(live / name) == reject_pairs(reference / name), name
         assert set(got.files) == set(want.files), name
         for rel, info in got.files.items():  # the manifest describes the files on disk
@@ -337,8 +351,9 @@ def check_resumed(live: Path, reference: Path, killed: str, before: dict[str, di
         for lang, links in g_links.items():
             if tainted["align"]:  # eflomal re-ran: the shard carries this run's links, in bounds
                 assert links == live_links[lang][key], (key, lang)
-                assert all(0 <= i < len(g["words"]["en"]) and 0 <= j < len(g["words"][lang])
-                           for i, j in links), (key, lang)
+                assert all(
+                    0 <= i < len(g["words"]["en"]) and 0 <= j < len(g["words"][lang]) for i, j in links
+                ), (key, lang)
             else:
                 assert links == w_links[lang], (key, lang)
     check_pretrain(live, reference, resumed_from)
@@ -359,8 +374,10 @@ def check_pretrain(live: Path, reference: Path, resumed_from: int | None) -> Non
     resumes = [r["step"] for r in rows if r.get("event") == "resume"]
     assert resumes == ([] if resumed_from is None else [resumed_from]), resumes
     if resumed_from is not None:  # every row after the resume continues from that checkpoint
-        after = rows[rows.index({"event": "resume", "step": resumed_from}) + 1:]
-        assert [r["step"] for r in after] == list(range(resumed_from + LOG_EVERY, PRETRAIN_STEPS + 1, LOG_EVERY)), after
+        after = rows[rows.index({"event": "resume", "step": resumed_from}) + 1 :]
+        assert [r["step"] for r in after] == list(
+            range(resumed_from + LOG_EVERY, PRETRAIN_STEPS + 1, LOG_EVERY)
+        ), after
         assert all(r["restored_from"] == resumed_from for r in after), after
     got, want = (contract.Manifest.load(w / "pretrain").extra for w in (live, reference))
     assert got["resumed_at"] == resumes
@@ -385,5 +402,5 @@ def live_spec(live: Path, server_url: str | None = None):
 
     extra = [f"dataset.samples={SAMPLES}"]
     if server_url:
-        extra.append(f'download.mirrors={json.dumps({"http://images.synthetic.mvlp/": server_url})}')
+        extra.append(f"download.mirrors={json.dumps({'http://images.synthetic.mvlp/': server_url})}")
     return load_spec(DEMO_SPEC, [*OVERRIDES, *extra], live)

@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from chaos_harness import finish, start_demo
 
 

@@ -10,9 +10,21 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from chaos_harness import (
+    STAGES_UNDER_TEST,
+    check_resumed,
+    children,
+    cmdline,
+    finish,
+    kill_group,
+    live_spec,
+    log_tail,
+    prepare,
+    start_demo,
+    unit_records,
+    wait_for,
+)
 
-from chaos_harness import (check_resumed, children, cmdline, finish, kill_group, live_spec,
-                           log_tail, prepare, start_demo, unit_records, wait_for, STAGES_UNDER_TEST)
 from mvlp_core import atomic, contract, pipeline
 
 pytestmark = pytest.mark.chaos
@@ -39,8 +51,12 @@ def test_killed_img2dataset_worker_fails_loudly_then_rerun_completes(
     n = contract.Manifest.load(reference / "download").units
     proc = start_demo(live, log)
     try:
-        wait_for(lambda: bool(download_workers(proc.pid)) and len(list(stats.glob("*_stats.json"))) >= 1,
-                 proc, log, "an img2dataset worker with one shard done")
+        wait_for(
+            lambda: bool(download_workers(proc.pid)) and len(list(stats.glob("*_stats.json"))) >= 1,
+            proc,
+            log,
+            "an img2dataset worker with one shard done",
+        )
         assert len(list(stats.glob("*_stats.json"))) < n, "download finished before the kill"
         victim = download_workers(proc.pid)[0]
         tree = {c: cmdline(c)[:120] for c in children(proc.pid)}
@@ -62,14 +78,19 @@ def test_killed_img2dataset_worker_fails_loudly_then_rerun_completes(
     shutil.copytree(live, chaos_base / "worker-kill")
 
 
-def test_full_disk_is_a_clear_error_then_resume_on_a_roomy_disk(reference: Path, live: Path, chaos_base: Path) -> None:
+def test_full_disk_is_a_clear_error_then_resume_on_a_roomy_disk(
+    reference: Path, live: Path, chaos_base: Path
+) -> None:
     prepare(live, reference, "shard")
     folder = live / "shard"
     folder.mkdir()
     total = sum(f.stat().st_size for f in (reference / "shard").glob("shard-*.tar"))
     size_kb = max(8, total // 2 // 4096 * 4)  # room for about half the tars
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); needs root or CAP_SYS_ADMIN")
     spec = live_spec(live)
@@ -100,8 +121,10 @@ def test_connections_dropped_mid_body_become_rejects(reference: Path, live: Path
     urls = live / "world" / "urls.tsv"
     header, *rows = urls.read_text(encoding="utf-8").splitlines()
     assert header.split("\t") == ["caption", "url"]
-    dropped = [f"a red circle cut short {i}\thttp://images.synthetic.mvlp/bad/drop-mid-body.jpg?n={i}"
-               for i in range(3)]
+    dropped = [
+        f"a red circle cut short {i}\thttp://images.synthetic.mvlp/bad/drop-mid-body.jpg?n={i}"
+        for i in range(3)
+    ]
     urls.write_text("\n".join([header, *rows, *dropped]) + "\n", encoding="utf-8")
     log = chaos_base / "drop-mid-body.log"
     finish(start_demo(live, log), log)
@@ -115,4 +138,7 @@ def test_connections_dropped_mid_body_become_rejects(reference: Path, live: Path
         m = contract.Manifest.load(live / name)
         assert m.samples_in == m.samples_out + sum(m.rejects.values()), name
     assert ingest.samples_out == contract.Manifest.load(reference / "ingest").samples_out + 3
-    assert contract.Manifest.load(live / "shard").samples_out == contract.Manifest.load(reference / "shard").samples_out
+    assert (
+        contract.Manifest.load(live / "shard").samples_out
+        == contract.Manifest.load(reference / "shard").samples_out
+    )

@@ -10,9 +10,19 @@ import signal
 from pathlib import Path
 
 import pytest
+from chaos_harness import (
+    CHAOS,
+    check_resumed,
+    checkpoints,
+    finish,
+    kill_group,
+    log_tail,
+    prepare,
+    start_demo,
+    unit_records,
+    wait_for,
+)
 
-from chaos_harness import (CHAOS, check_resumed, checkpoints, finish, kill_group, log_tail, prepare,
-                           start_demo, unit_records, wait_for)
 from mvlp_core import contract
 
 pytestmark = pytest.mark.chaos
@@ -35,7 +45,9 @@ def test_kill_inside_a_stage_then_resume(seed: int, reference: Path, live: Path,
         rc = proc.wait(timeout=600)
         kill_group(proc)
         assert rc == -signal.SIGKILL, f"{point.label}: run was not killed (rc {rc}):\n{log_tail(log)}"
-        assert contract.Manifest.load(live / stage) is None, f"{point.label}: {stage} completed before the kill"
+        assert contract.Manifest.load(live / stage) is None, (
+            f"{point.label}: {stage} completed before the kill"
+        )
         before = unit_records(live)
         resumed_from = max(checkpoints(live), default=None)  # pretrain must resume here, not earlier
         finish(start_demo(live, log), log)

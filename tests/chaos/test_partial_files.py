@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from chaos_harness import live_spec, reject_pairs
+
 from mvlp_core import atomic, contract, pipeline
 from mvlp_core.imageserver import ImageServer
 
@@ -60,7 +60,10 @@ def test_truncated_output_is_redone_never_read(
     assert path.stat().st_size > len(whole) // 2, "the cut-short file was kept"
     assert manifest.files[rel]["sha256"] == atomic.sha256_file(path)
     assert (manifest.samples_in, manifest.samples_out, manifest.rejects) == (
-        want.samples_in, want.samples_out, want.rejects)
+        want.samples_in,
+        want.samples_out,
+        want.rejects,
+    )
     assert reject_pairs(folder) == reject_pairs(reference / stage)
     if committed is not None:
         assert record_path.stat().st_ino != committed, "the damaged unit was not redone"
@@ -72,6 +75,7 @@ def test_truncated_output_is_redone_never_read(
         assert tar_contents(path).keys() == tar_contents(reference / stage / rel).keys()
         got, ref = tar_contents(path), tar_contents(reference / stage / rel)
         assert {n: b for n, b in got.items() if n.endswith(".jpg")} == {
-            n: b for n, b in ref.items() if n.endswith(".jpg")}
+            n: b for n, b in ref.items() if n.endswith(".jpg")
+        }
     else:
         assert path.read_bytes() == (reference / stage / rel).read_bytes()

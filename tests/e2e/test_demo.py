@@ -30,8 +30,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def demo(workdir: Path, *args: str, **popen) -> subprocess.Popen:
     return subprocess.Popen(
         [*MVLP, "demo", "--workdir", str(workdir), "--samples", str(SAMPLES), *args],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True, **popen,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        **popen,
     )
 
 
@@ -55,8 +59,13 @@ def records(workdir: Path) -> dict[str, dict]:
 
 
 def status(workdir: Path) -> dict:
-    res = subprocess.run([*MVLP, "status", "--workdir", str(workdir), "--json"], cwd=ROOT,
-                         capture_output=True, text=True, check=True)
+    res = subprocess.run(
+        [*MVLP, "status", "--workdir", str(workdir), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(res.stdout)["stages"]
 
 
@@ -89,14 +98,20 @@ def test_demo_outputs(reference: Path) -> None:
         assert set(rec["captions"]) == langs and all(rec["captions"].values())
         assert set(rec["words"]) == langs and set(rec["alignments"]) == langs - {"en"}
         for lang, links in rec["alignments"].items():
-            assert all(0 <= i < len(rec["words"]["en"]) and 0 <= j < len(rec["words"][lang]) for i, j in links)
+            assert all(
+                0 <= i < len(rec["words"]["en"]) and 0 <= j < len(rec["words"][lang]) for i, j in links
+            )
         assert rec["qa"] and all(
             isinstance(check(rec["captions"]["en"], QAPair(q["question"], q["answer"])), QAPair)
             for q in rec["qa"]
         )
         img = Image.open(io.BytesIO(entry["jpg"]))
         assert (rec["image"]["width"], rec["image"]["height"]) == img.size == (64, 64)
-        assert rec["provenance"] == {"translate": "import:translations.tsv", "align": "eflomal:model3", "qa": "rules"}
+        assert rec["provenance"] == {
+            "translate": "import:translations.tsv",
+            "align": "eflomal:model3",
+            "qa": "rules",
+        }
     # text-shard: the world's corpora, each planted bad line rejected with its reason
     world = json.loads((reference / "world" / "world.json").read_text(encoding="utf-8"))
     corpora = [*world["text"]["parallel"].values(), *world["text"]["mono"].values()]
@@ -118,7 +133,7 @@ def test_demo_pretrain_loss_falls(reference: Path) -> None:
 
     pre = status(reference)["pretrain"]
     assert pre["state"] == "complete" and pre["step"] == 1500
-    assert pre["loss_last"] < 0.75 * pre["loss_first"], pre   # the tiny model learns the world
+    assert pre["loss_last"] < 0.75 * pre["loss_first"], pre  # the tiny model learns the world
     # the contrastive loss leaves chance, ln(32) for 2 workers x 16 (it used to sit there)
     assert pre["loss_itc"] < 0.6 * math.log(32), pre
     assert pre["checkpoint"].endswith("checkpoint_00001500")
@@ -139,9 +154,17 @@ def test_demo_pretrain_loss_falls(reference: Path) -> None:
 # read the other languages' side words ("Das linke Bild", "左の画像には"): the sentence alignment
 # (model.epsilon_sent) and the side statements of the world's parallel text bring that; without
 # them the average sat at 49-54.
-MARGINS = {"xvnli": 25.0, "xgqa": 15.0, "marvl": 15.0, "xflickrco": 30.0, "wit": 30.0}  # English, points above chance
+MARGINS = {
+    "xvnli": 25.0,
+    "xgqa": 15.0,
+    "marvl": 15.0,
+    "xflickrco": 30.0,
+    "wit": 30.0,
+}  # English, points above chance
 AVG_MARGINS = {"xvnli": 8.0, "xgqa": 5.0, "marvl": 3.0, "xflickrco": 20.0, "wit": 20.0}  # the other languages
-IGLUE_CHECKS = [pytest.param(task, which, id=f"{task}-{which}") for task in MARGINS for which in ("en", "avg")]
+IGLUE_CHECKS = [
+    pytest.param(task, which, id=f"{task}-{which}") for task in MARGINS for which in ("en", "avg")
+]
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +180,9 @@ def test_demo_iglue_results_and_report(reference: Path, iglue: dict) -> None:
     assert header == "model,en,cs,de,fr,ja,zh,avg"
     report = (reference / "report/report.md").read_text(encoding="utf-8")
     assert "## Data" in report and "## Training" in report and "## IGLUE" in report
-    assert "![IGLUE per language](iglue_bars.png)" in report and (reference / "report/iglue_bars.png").exists()
+    assert (
+        "![IGLUE per language](iglue_bars.png)" in report and (reference / "report/iglue_bars.png").exists()
+    )
 
 
 @pytest.mark.parametrize(("task", "which"), IGLUE_CHECKS)

@@ -30,8 +30,14 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-dev-shm-usage", "--window-size=1600,1200"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-dev-shm-usage",
+        "--window-size=1600,1200",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
@@ -64,8 +70,19 @@ def test_flow_run_page_shows_stage_runs_and_artifacts(tmp_path: Path, browser) -
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with prefect_server(tmp_path / "prefect-home") as env:
-        out = mvlp(env, "run", "demo", "--to", "shard", "--workdir", str(tmp_path / "run"),
-                   "--set", "dataset.samples=16", "--set", "shard.samples_per_shard=8")
+        out = mvlp(
+            env,
+            "run",
+            "demo",
+            "--to",
+            "shard",
+            "--workdir",
+            str(tmp_path / "run"),
+            "--set",
+            "dataset.samples=16",
+            "--set",
+            "shard.samples_per_shard=8",
+        )
         assert out.returncode == 0, out.stdout + out.stderr
         run, stages = _latest_pipeline_run(env)
         run_id = run["flow_run_id"]

@@ -143,9 +143,7 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 return
             fault = fake._next_fault(body) if method == "POST" else None
             with fake._lock:
-                fake.requests.append(
-                    Recorded(method, self.path, dict(self.headers.items()), body, fault)
-                )
+                fake.requests.append(Recorded(method, self.path, dict(self.headers.items()), body, fault))
             if fault is not None:
                 if fault.kind == "drop":
                     self.close_connection = True

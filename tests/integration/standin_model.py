@@ -13,8 +13,24 @@ import torch.nn.functional as F
 
 from mvlp_core.eval.model_api import EvalModel
 
-WORDS = ["<unk>", "entailment", "neutral", "contradiction", "true", "false", "yes", "no",
-         "red", "green", "blue", "yellow", "circle", "square", "triangle", "star"]
+WORDS = [
+    "<unk>",
+    "entailment",
+    "neutral",
+    "contradiction",
+    "true",
+    "false",
+    "yes",
+    "no",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "circle",
+    "square",
+    "triangle",
+    "star",
+]
 DIM = 64
 
 
@@ -85,10 +101,13 @@ class StandIn(torch.nn.Module):
 
 def collate(examples: list[Example]) -> dict:
     pixels = torch.stack([e.image for e in examples])
-    return {"pixel_values": pixels, "enc": torch.stack([bag(e.source) for e in examples]),
-            "itc": torch.stack([bag(e.caption or "") for e in examples]),
-            "has_caption": torch.tensor([bool(e.caption) for e in examples]),
-            "target": torch.tensor([WORDS.index(e.target) if e.target in WORDS else 0 for e in examples])}
+    return {
+        "pixel_values": pixels,
+        "enc": torch.stack([bag(e.source) for e in examples]),
+        "itc": torch.stack([bag(e.caption or "") for e in examples]),
+        "has_caption": torch.tensor([bool(e.caption) for e in examples]),
+        "target": torch.tensor([WORDS.index(e.target) if e.target in WORDS else 0 for e in examples]),
+    }
 
 
 def bind(model: StandIn) -> EvalModel:

@@ -19,26 +19,40 @@ from mvlp_core.stages.align.tokenize import tokenize
 DATA = Path("/work/shared/data")
 
 # (English, German, Chinese); nouns also carry the German dative plural before the Chinese.
-NUMBERS = [("two", "zwei", "两"), ("three", "drei", "三"), ("four", "vier", "四"),
-           ("five", "fünf", "五")]
+NUMBERS = [("two", "zwei", "两"), ("three", "drei", "三"), ("four", "vier", "四"), ("five", "fünf", "五")]
 ADJECTIVES = [
-    ("red", "rot", "红色"), ("blue", "blau", "蓝色"), ("green", "grün", "绿色"),
-    ("black", "schwarz", "黑色"), ("white", "weiß", "白色"), ("big", "groß", "大"),
-    ("small", "klein", "小"), ("old", "alt", "老"),
+    ("red", "rot", "红色"),
+    ("blue", "blau", "蓝色"),
+    ("green", "grün", "绿色"),
+    ("black", "schwarz", "黑色"),
+    ("white", "weiß", "白色"),
+    ("big", "groß", "大"),
+    ("small", "klein", "小"),
+    ("old", "alt", "老"),
 ]
 NOUNS = [
-    ("dogs", "Hunde", "Hunden", "狗"), ("cats", "Katzen", "Katzen", "猫"),
-    ("birds", "Vögel", "Vögeln", "鸟"), ("horses", "Pferde", "Pferden", "马"),
-    ("cars", "Autos", "Autos", "汽车"), ("trees", "Bäume", "Bäumen", "树"),
-    ("houses", "Häuser", "Häusern", "房子"), ("boats", "Boote", "Booten", "船"),
+    ("dogs", "Hunde", "Hunden", "狗"),
+    ("cats", "Katzen", "Katzen", "猫"),
+    ("birds", "Vögel", "Vögeln", "鸟"),
+    ("horses", "Pferde", "Pferden", "马"),
+    ("cars", "Autos", "Autos", "汽车"),
+    ("trees", "Bäume", "Bäumen", "树"),
+    ("houses", "Häuser", "Häusern", "房子"),
+    ("boats", "Boote", "Booten", "船"),
 ]
 VERBS = [
-    ("stand", "stehen", "站"), ("sit", "sitzen", "坐"), ("wait", "warten", "等"),
-    ("sleep", "schlafen", "睡觉"), ("play", "spielen", "玩"),
+    ("stand", "stehen", "站"),
+    ("sit", "sitzen", "坐"),
+    ("wait", "warten", "等"),
+    ("sleep", "schlafen", "睡觉"),
+    ("play", "spielen", "玩"),
 ]
 PREPOSITIONS = [
-    ("near", "bei", "附近"), ("next to", "neben", "旁边"), ("behind", "hinter", "后面"),
-    ("in front of", "vor", "前面"), ("under", "unter", "下面"),
+    ("near", "bei", "附近"),
+    ("next to", "neben", "旁边"),
+    ("behind", "hinter", "后面"),
+    ("in front of", "vor", "前面"),
+    ("under", "unter", "下面"),
 ]
 REJECTED = ("test-900000000", "test-900000001")
 
@@ -47,9 +61,17 @@ def draw(rng: random.Random) -> dict:
     """One sentence of the grammar `[today] NUM ADJ NOUN VERB PREP NUM ADJ NOUN`."""
     (n1, n2), (a1, a2) = rng.sample(NUMBERS, 2), rng.sample(ADJECTIVES, 2)
     o1, o2 = rng.sample(NOUNS, 2)
-    return {"today": rng.random() < 0.3, "n1": n1, "a1": a1, "o1": o1,
-            "verb": rng.choice(VERBS), "prep": rng.choice(PREPOSITIONS),
-            "n2": n2, "a2": a2, "o2": o2}
+    return {
+        "today": rng.random() < 0.3,
+        "n1": n1,
+        "a1": a1,
+        "o1": o1,
+        "verb": rng.choice(VERBS),
+        "prep": rng.choice(PREPOSITIONS),
+        "n2": n2,
+        "a2": a2,
+        "o2": o2,
+    }
 
 
 def translation(d: dict, lang: str) -> list[tuple[str, str]]:
@@ -60,19 +82,29 @@ def translation(d: dict, lang: str) -> list[tuple[str, str]]:
         subject = [(d["n1"][1], "n1"), (d["a1"][1] + "e", "a1"), (d["o1"][1], "o1")]
         verb = [(d["verb"][1], "verb")]
         head = [("heute", "today"), *verb, *subject] if d["today"] else [*subject, *verb]
-        return head + [(d["prep"][1], "prep"), (d["n2"][1], "n2"), (d["a2"][1] + "en", "a2"),
-                       (d["o2"][2], "o2")]
-    phrases = [[(d[n][2], n), ("个", n), (d[a][2], a), (d[o][3], o)]
-               for n, a, o in (("n1", "a1", "o1"), ("n2", "a2", "o2"))]
-    return ([("今天", "today")] if d["today"] else []) + phrases[0] \
-        + [(d["verb"][2], "verb"), ("在", "prep")] + phrases[1] + [(d["prep"][2], "prep")]
+        return head + [
+            (d["prep"][1], "prep"),
+            (d["n2"][1], "n2"),
+            (d["a2"][1] + "en", "a2"),
+            (d["o2"][2], "o2"),
+        ]
+    phrases = [
+        [(d[n][2], n), ("个", n), (d[a][2], a), (d[o][3], o)]
+        for n, a, o in (("n1", "a1", "o1"), ("n2", "a2", "o2"))
+    ]
+    return (
+        ([("今天", "today")] if d["today"] else [])
+        + phrases[0]
+        + [(d["verb"][2], "verb"), ("在", "prep")]
+        + phrases[1]
+        + [(d["prep"][2], "prep")]
+    )
 
 
 def render(d: dict, lang: str) -> dict:
     """The pair as a gold jsonl record (character spans, links between span indices)."""
     slots = ["today"] * d["today"] + ["n1", "a1", "o1", "verb", "prep", "n2", "a2", "o2"]
-    en = [(word, slot) for slot in slots
-          for word in ("today" if slot == "today" else d[slot][0]).split()]
+    en = [(word, slot) for slot in slots for word in ("today" if slot == "today" else d[slot][0]).split()]
     xx = translation(d, lang)
     record = {"lang": lang}
     for side, words, sep in (("en", en, " "), ("xx", xx, " " if lang == "de" else "")):
@@ -82,28 +114,37 @@ def render(d: dict, lang: str) -> dict:
             spans.append([len(text), len(text) + len(word)])
             text += word
         record[side], record[f"{side}_spans"] = text, spans
-    record["links"] = [[i, j] for i, (_, a) in enumerate(en)
-                       for j, (_, b) in enumerate(xx) if a == b]
+    record["links"] = [[i, j] for i, (_, a) in enumerate(en) for j, (_, b) in enumerate(xx) if a == b]
     return record
 
 
 def save_stage(folder: Path, name: str, file: str, rows: list[dict]) -> Path:
     folder.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows), folder / file)
-    contract.Manifest(stage=name, fingerprint=f"fp-{name}", files={}, samples_in=len(rows),
-                      samples_out=len(rows), rejects={}, seconds=0.0, units=1).save(folder)
+    contract.Manifest(
+        stage=name,
+        fingerprint=f"fp-{name}",
+        files={},
+        samples_in=len(rows),
+        samples_out=len(rows),
+        rejects={},
+        seconds=0.0,
+        units=1,
+    ).save(folder)
     return folder
 
 
 def make_spec(tmp: Path, languages: list[str], gold: Path | None = None, **align) -> PipelineSpec:
-    return PipelineSpec.model_validate({
-        "name": "align-test",
-        "workdir": str(tmp),
-        "dataset": {"spec": {"name": "test", "url_list": "urls.tsv", "format": "tsv"}},
-        "languages": languages,
-        "translate": {"backend": "import", "import": {"path": str(tmp / "unused.jsonl")}},
-        "align": {"gold": str(gold) if gold else None, **align},
-    })
+    return PipelineSpec.model_validate(
+        {
+            "name": "align-test",
+            "workdir": str(tmp),
+            "dataset": {"spec": {"name": "test", "url_list": "urls.tsv", "format": "tsv"}},
+            "languages": languages,
+            "translate": {"backend": "import", "import": {"path": str(tmp / "unused.jsonl")}},
+            "align": {"gold": str(gold) if gold else None, **align},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -117,12 +158,16 @@ def world(tmp_path_factory):
     gold = {lang: [render(d, lang) for d in draws] for lang in ("de", "zh")}
     lines = [json.dumps(g, ensure_ascii=False) + "\n" for records in gold.values() for g in records]
     (tmp / "gold.jsonl").write_text("".join(lines), encoding="utf-8")
-    samples = [{"key": k, "row": i, "caption": g["en"]}
-               for i, (k, g) in enumerate(zip(keys, gold["de"]))]
-    samples += [{"key": REJECTED[0], "row": 900, "caption": ""},
-                {"key": REJECTED[1], "row": 901, "caption": "two dogs"}]
-    translated = [{"key": k, "lang": lang, "text": g["xx"], "provenance": "import"}
-                  for lang, records in gold.items() for k, g in zip(keys, records)]
+    samples = [{"key": k, "row": i, "caption": g["en"]} for i, (k, g) in enumerate(zip(keys, gold["de"]))]
+    samples += [
+        {"key": REJECTED[0], "row": 900, "caption": ""},
+        {"key": REJECTED[1], "row": 901, "caption": "two dogs"},
+    ]
+    translated = [
+        {"key": k, "lang": lang, "text": g["xx"], "provenance": "import"}
+        for lang, records in gold.items()
+        for k, g in zip(keys, records)
+    ]
     translated += [
         {"key": REJECTED[0], "lang": "de", "text": "zwei Hunde", "provenance": "import"},
         {"key": REJECTED[0], "lang": "zh", "text": "两个狗", "provenance": "import"},
@@ -166,8 +211,7 @@ def test_outputs_counts_and_rejects(world):
     assert row["key"] == "test-000000000"
     assert row["words_en"] == [w for w, _, _ in tokenize(caption.as_py(), "en")]
     assert row["links"] == sorted(row["links"])
-    assert all(0 <= i < len(row["words_en"]) and 0 <= j < len(row["words"])
-               for i, j in row["links"])
+    assert all(0 <= i < len(row["words_en"]) and 0 <= j < len(row["words"]) for i, j in row["links"])
 
 
 def test_second_run_is_a_no_op(world, monkeypatch):
@@ -199,8 +243,9 @@ def test_single_pair_and_no_pairs(world, tmp_path):
     _, inputs, _, _ = world
     row = {"key": "test-000000000", "lang": "ja", "text": "二匹の赤い犬", "provenance": "import"}
     translate = save_stage(tmp_path / "translate", "translate", "00000.parquet", [row])
-    manifest = run_align(make_spec(tmp_path, ["ja", "fr"]), {**inputs, "translate": translate},
-                         tmp_path / "align")
+    manifest = run_align(
+        make_spec(tmp_path, ["ja", "fr"]), {**inputs, "translate": translate}, tmp_path / "align"
+    )
     assert (manifest.samples_in, manifest.samples_out, manifest.rejects) == (1, 1, {})
     ja = pq.read_table(tmp_path / "align" / "ja-00000.parquet").to_pylist()
     assert len(ja) == 1 and ja[0]["links"]
@@ -217,15 +262,21 @@ def test_chunks_align_in_parallel_with_learned_priors(world, tmp_path):
     manifest = run_align(spec, inputs, tmp_path / "align")
     assert manifest.units == 3 and manifest.extra["chunks"] == {"de": 3}
     assert {rel: f["samples"] for rel, f in manifest.files.items()} == {
-        "de-00000.parquet": 120, "de-00001.parquet": 120, "de-00002.parquet": 60}
+        "de-00000.parquet": 120,
+        "de-00001.parquet": 120,
+        "de-00002.parquet": 60,
+    }
     assert manifest.rejects == {"empty_tokens": 2}
     priors = manifest.extra["priors"]["de"]
     assert priors["source"] == "stage pairs" and priors["pairs"] == 300
     assert (tmp_path / "align" / "priors" / "de.priors").read_text().startswith("LEX\t")
     assert manifest.extra["gold_pairs"] == {"de": 300}
     assert manifest.extra["aer"]["de"] < 0.2, manifest.extra
-    keys = [k for i in range(3) for k in
-            pq.read_table(tmp_path / "align" / f"de-{i:05d}.parquet").column("key").to_pylist()]
+    keys = [
+        k
+        for i in range(3)
+        for k in pq.read_table(tmp_path / "align" / f"de-{i:05d}.parquet").column("key").to_pylist()
+    ]
     assert keys == sorted(keys) and len(set(keys)) == 300
 
 
@@ -262,12 +313,14 @@ def test_killed_run_resumes_at_the_next_chunk_and_reuses_priors(world, tmp_path,
 
 def test_priors_none_and_a_missing_priors_file(world, tmp_path):
     _, inputs, _, _ = world
-    blind = run_align(make_spec(tmp_path, ["de"], chunk_size=150, priors="none"), inputs,
-                      tmp_path / "blind")
+    blind = run_align(make_spec(tmp_path, ["de"], chunk_size=150, priors="none"), inputs, tmp_path / "blind")
     assert blind.extra["priors"] == {"de": None} and not (tmp_path / "blind" / "priors").exists()
     with pytest.raises(contract.StageError, match="priors file .*nowhere-de.priors"):
-        run_align(make_spec(tmp_path, ["de"], priors=str(tmp_path / "nowhere-{lang}.priors")),
-                  inputs, tmp_path / "align")
+        run_align(
+            make_spec(tmp_path, ["de"], priors=str(tmp_path / "nowhere-{lang}.priors")),
+            inputs,
+            tmp_path / "align",
+        )
 
 
 def test_dictionary_is_mined_from_the_links(world):
@@ -310,8 +363,7 @@ def test_align_cli_on_raw_text_files_with_priors(tmp_path):
     tgt.write_text("".join(r["xx"] + "\n" for r in records) + "leer\n", encoding="utf-8")
     runner = CliRunner()
     args = ["align", "--src", str(src), "--tgt", str(tgt), "--tgt-lang", "de"]
-    first = runner.invoke(app, args + ["--out", str(tmp_path / "a"), "--save-priors",
-                                       str(tmp_path / "p")])
+    first = runner.invoke(app, args + ["--out", str(tmp_path / "a"), "--save-priors", str(tmp_path / "p")])
     assert first.exit_code == 0, first.output
     again = runner.invoke(app, args + ["--out", str(tmp_path / "b"), "--priors", str(tmp_path / "p")])
     assert again.exit_code == 0, again.output

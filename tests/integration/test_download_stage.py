@@ -26,8 +26,14 @@ def run(tmp_path: Path):
     server = ImageServer(tmp_path / "world", slow_seconds=4).start()
     mirror = json.dumps({"http://images.synthetic.mvlp/": server.url})
     spec = load_spec(
-        "demo", [f"dataset.samples={SAMPLES}", "ingest.shard_size=10", "download.timeout=2",
-                 f"download.mirrors={mirror}"], tmp_path,
+        "demo",
+        [
+            f"dataset.samples={SAMPLES}",
+            "ingest.shard_size=10",
+            "download.timeout=2",
+            f"download.mirrors={mirror}",
+        ],
+        tmp_path,
     )
     ingest = run_ingest(spec, {}, tmp_path / "ingest")
     yield spec, tmp_path, ingest
@@ -97,9 +103,12 @@ def test_fetch_guard_refuses_redirect_hops_and_cuts_endless_bodies(tmp_path: Pat
         dataset = {"name": "guard", "url_list": str(tmp_path / "urls.tsv"), "format": "tsv"}
         spec = load_spec(
             "demo",
-            [f"dataset.spec={json.dumps(dataset)}", "download.timeout=5",
-             f"ingest.url_policy.allowed_ports=[{server.port}]",
-             f"download.max_response_bytes={1 << 20}"],
+            [
+                f"dataset.spec={json.dumps(dataset)}",
+                "download.timeout=5",
+                f"ingest.url_policy.allowed_ports=[{server.port}]",
+                f"download.max_response_bytes={1 << 20}",
+            ],
             tmp_path,
         )
         run_ingest(spec, {}, tmp_path / "ingest")
@@ -120,9 +129,22 @@ def test_more_shards_than_a_recycled_worker_pool_would_take(tmp_path: Path) -> N
     ensure_world(tmp_path / "world", SAMPLES, 3)
     with ImageServer(tmp_path / "world", slow_seconds=4) as server:
         mirror = json.dumps({"http://images.synthetic.mvlp/": server.url})
-        spec = load_spec("demo", [f"dataset.samples={SAMPLES}", "ingest.shard_size=2", "download.timeout=2",
-                                  "download.processes=1", f"download.mirrors={mirror}"], tmp_path)
+        spec = load_spec(
+            "demo",
+            [
+                f"dataset.samples={SAMPLES}",
+                "ingest.shard_size=2",
+                "download.timeout=2",
+                "download.processes=1",
+                f"download.mirrors={mirror}",
+            ],
+            tmp_path,
+        )
         ingest = run_ingest(spec, {}, tmp_path / "ingest")
         m = run_download(spec, {"ingest": tmp_path / "ingest"}, tmp_path / "download")
-    assert len(list((tmp_path / "download" / "webdataset").glob("*_stats.json"))) == math.ceil(ingest.samples_out / 2) > 5
+    assert (
+        len(list((tmp_path / "download" / "webdataset").glob("*_stats.json")))
+        == math.ceil(ingest.samples_out / 2)
+        > 5
+    )
     assert m.samples_in == ingest.samples_out and m.samples_out == SAMPLES

@@ -16,8 +16,12 @@ from flows.pipeline_flow import data_pipeline
 from mvlp_core.spec import STAGES
 
 # iglue-eval here shows the flow wiring, not the model: one task, no fine-tune, a few items
-CHEAP_IGLUE = ["iglue.tasks=[xvnli]", "iglue.finetune.epochs=0", "iglue.max_test_items=8",
-               "iglue.languages={xvnli: [de]}"]
+CHEAP_IGLUE = [
+    "iglue.tasks=[xvnli]",
+    "iglue.finetune.epochs=0",
+    "iglue.max_test_items=8",
+    "iglue.languages={xvnli: [de]}",
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +39,14 @@ async def _runs_and_artifacts():
 
 
 def test_pipeline_records_stage_runs(harness, tmp_path: Path) -> None:
-    fast = ["dataset.samples=30", "shard.samples_per_shard=16", "pretrain.max_steps=4",
-            "pretrain.log_every=2", "pretrain.checkpoint_every=4", *CHEAP_IGLUE]
+    fast = [
+        "dataset.samples=30",
+        "shard.samples_per_shard=16",
+        "pretrain.max_steps=4",
+        "pretrain.log_every=2",
+        "pretrain.checkpoint_every=4",
+        *CHEAP_IGLUE,
+    ]
     result = data_pipeline("demo", str(tmp_path), fast)
     assert list(result) == list(STAGES)
     assert all(s["state"] == "complete" for s in result.values())
@@ -61,7 +71,9 @@ def test_pipeline_records_stage_runs(harness, tmp_path: Path) -> None:
     assert progress and all(a.data == 100.0 for a in progress)
 
 
-def test_rayjob_stage_streams_status_into_the_run_and_fails_with_the_reason(harness, tmp_path: Path, monkeypatch) -> None:
+def test_rayjob_stage_streams_status_into_the_run_and_fails_with_the_reason(
+    harness, tmp_path: Path, monkeypatch
+) -> None:
     """cluster.mode=rayjob inside a real flow run: the RayJob created through the (checked)
     Kubernetes client, each status change logged and kept in the `<stage>-ray-job` artifact with
     the dashboard link, and the job's failure reason failing the stage."""
@@ -79,11 +91,20 @@ def test_rayjob_stage_streams_status_into_the_run_and_fails_with_the_reason(harn
     dash = {"dashboardURL": "mvlp-pretrain-head-svc:8265"}
     api.get_namespaced_custom_object.side_effect = [
         {"status": {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING", **dash}},
-        {"status": {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "reason": "AppFailed",
-                    "message": "entrypoint exited with code 2", **dash}},
+        {
+            "status": {
+                "jobDeploymentStatus": "Failed",
+                "jobStatus": "FAILED",
+                "reason": "AppFailed",
+                "message": "entrypoint exited with code 2",
+                **dash,
+            }
+        },
     ]
     monkeypatch.setattr(submit, "kubernetes_api", lambda: api)
-    spec = load_spec("demo", ["cluster.mode=rayjob", "cluster.namespace=mvlp-dev", "cluster.poll_seconds=0.01"], tmp_path)
+    spec = load_spec(
+        "demo", ["cluster.mode=rayjob", "cluster.namespace=mvlp-dev", "cluster.poll_seconds=0.01"], tmp_path
+    )
 
     @flow(name="rayjob-probe")
     def probe() -> None:
@@ -91,7 +112,7 @@ def test_rayjob_stage_streams_status_into_the_run_and_fails_with_the_reason(harn
 
     with pytest.raises(StageError, match="AppFailed entrypoint exited with code 2"):
         probe()
-    (args, _), = api.create_namespaced_custom_object.call_args_list
+    ((args, _),) = api.create_namespaced_custom_object.call_args_list
     assert args[:4] == ("ray.io", "v1", "mvlp-dev", "rayjobs")
     assert args[4]["spec"]["entrypoint"] == f"python -m ray_jobs.pretrain --spec {tmp_path}/spec.json"
     assert (tmp_path / "spec.json").exists()  # the job reads the resolved spec from shared storage

@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 import standin_model
+
 from mvlp_core import contract
 from mvlp_core.eval.model_api import EvalModel
 from mvlp_core.spec import load_spec
@@ -27,7 +27,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow  # ~70 s on 2 shared cores
-def test_stage_runs_every_task_and_setting(world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stage_runs_every_task_and_setting(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(EvalModel, "load", classmethod(lambda cls, folder: standin_model.load(folder)))
     pretrain = tmp_path / "pretrain"
     (pretrain / "final").mkdir(parents=True)
@@ -36,13 +38,22 @@ def test_stage_runs_every_task_and_setting(world: Path, tmp_path: Path, monkeypa
     saved = missing.read_bytes()
     missing.unlink()
     try:
-        spec = load_spec("demo", [
-            "iglue.languages={xvnli: [de], xgqa: [de], marvl: [de], xflickrco: [de], wit: [zh]}",
-            "iglue.settings=[zero-shot, few-shot, translate-test]",
-            "iglue.finetune.epochs=2", "iglue.finetune.max_train_items=48", "iglue.lr_grid=[0.01, 0.001]",
-            "iglue.few_shot_epochs=1", "iglue.max_test_items=24", "iglue.max_dev_items=24",
-            "iglue.rerank_k=4", "iglue.few_shot={xvnli: '5', xgqa: '5', marvl: '10'}",
-        ], workdir=world)
+        spec = load_spec(
+            "demo",
+            [
+                "iglue.languages={xvnli: [de], xgqa: [de], marvl: [de], xflickrco: [de], wit: [zh]}",
+                "iglue.settings=[zero-shot, few-shot, translate-test]",
+                "iglue.finetune.epochs=2",
+                "iglue.finetune.max_train_items=48",
+                "iglue.lr_grid=[0.01, 0.001]",
+                "iglue.few_shot_epochs=1",
+                "iglue.max_test_items=24",
+                "iglue.max_dev_items=24",
+                "iglue.rerank_k=4",
+                "iglue.few_shot={xvnli: '5', xgqa: '5', marvl: '10'}",
+            ],
+            workdir=world,
+        )
         out = tmp_path / "iglue-eval"
         m = run_iglue_eval(spec, {"pretrain": pretrain}, out)
     finally:
@@ -85,7 +96,9 @@ def tiny_unigen(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        tok = build_tokenizers(spec.model, [*texts, "entailment neutral contradiction true false yes no"], out / "tok")
+        tok = build_tokenizers(
+            spec.model, [*texts, "entailment neutral contradiction true false yes no"], out / "tok"
+        )
         build_model(spec.model, tok).save_pretrained(out / "pretrain/final")
     finally:
         torch.set_num_threads(threads)
@@ -93,9 +106,14 @@ def tiny_unigen(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "pretrain"
 
 
-SMALL = ["iglue.languages={xvnli: [de], xgqa: [de], marvl: [de], xflickrco: [de], wit: [de]}",
-         "iglue.finetune.epochs=1", "iglue.finetune.max_train_items=32", "iglue.max_test_items=12",
-         "iglue.max_dev_items=12", "iglue.rerank_k=2"]
+SMALL = [
+    "iglue.languages={xvnli: [de], xgqa: [de], marvl: [de], xflickrco: [de], wit: [de]}",
+    "iglue.finetune.epochs=1",
+    "iglue.finetune.max_train_items=32",
+    "iglue.max_test_items=12",
+    "iglue.max_dev_items=12",
+    "iglue.rerank_k=2",
+]
 
 
 def test_stage_with_the_real_tiny_unigen(world: Path, tiny_unigen: Path, tmp_path: Path) -> None:
@@ -132,8 +150,9 @@ def test_runner_fans_units_out_as_ray_tasks(world: Path, tiny_unigen: Path) -> N
     from mvlp_core import pipeline
 
     shutil.copytree(tiny_unigen, world / "pretrain", dirs_exist_ok=True)
-    spec = load_spec("demo", [*SMALL, "iglue.engine=ray", "iglue.workers=2", "iglue.tasks=[xvnli, marvl]"],
-                     workdir=world)
+    spec = load_spec(
+        "demo", [*SMALL, "iglue.engine=ray", "iglue.workers=2", "iglue.tasks=[xvnli, marvl]"], workdir=world
+    )
     try:
         m = run_stage(spec, "iglue-eval")
         assert ray.is_initialized()

@@ -49,7 +49,10 @@ def test_deploy_registers_pipeline_and_stage_deployments(server) -> None:
     with _client(server) as client:
         pool = client.read_work_pool(POOL)
         assert pool.type == "process"
-        deployments = {f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in client.read_deployments(limit=100, sort=DeploymentSort.NAME_ASC)}
+        deployments = {
+            f"{client.read_flow(d.flow_id).name}/{d.name}": d
+            for d in client.read_deployments(limit=100, sort=DeploymentSort.NAME_ASC)
+        }
         expected = {"mvlp-data-pipeline/demo"} | {f"{s}/demo" for s in STAGES}
         assert expected <= set(deployments)
         top = deployments["mvlp-data-pipeline/demo"]
@@ -66,8 +69,20 @@ def test_run_remote_through_a_worker_then_cached_stage_rerun(server, tmp_path: P
     assert mvlp(server, "deploy", "demo", "--work-pool", POOL).returncode == 0
     workdir = tmp_path / "run"
     with process_worker(server, POOL, tmp_path / "worker.log"):
-        out = mvlp(server, "run", "demo", "--remote", "--to", "ingest", "--workdir", str(workdir),
-                   "--set", "dataset.samples=12", "--poll", "0.5")
+        out = mvlp(
+            server,
+            "run",
+            "demo",
+            "--remote",
+            "--to",
+            "ingest",
+            "--workdir",
+            str(workdir),
+            "--set",
+            "dataset.samples=12",
+            "--poll",
+            "0.5",
+        )
         assert out.returncode == 0, out.stdout + out.stderr + (tmp_path / "worker.log").read_text()[-3000:]
         assert "Completed" in out.stdout and "ingest" in out.stdout
         assert (workdir / "ingest" / "_manifest.json").exists()
@@ -76,9 +91,25 @@ def test_run_remote_through_a_worker_then_cached_stage_rerun(server, tmp_path: P
         assert report["run"]["state"] == "completed"
         assert report["stages"]["ingest"]["state"] == "completed"
 
-        again = mvlp(server, "run", "demo", "--remote", "--only", "ingest", "--workdir", str(workdir),
-                     "--set", "dataset.samples=12", "--poll", "0.5")
+        again = mvlp(
+            server,
+            "run",
+            "demo",
+            "--remote",
+            "--only",
+            "ingest",
+            "--workdir",
+            str(workdir),
+            "--set",
+            "dataset.samples=12",
+            "--poll",
+            "0.5",
+        )
         assert again.returncode == 0, again.stdout + again.stderr
     with _client(server) as client:
-        task_runs = [t for t in client.read_task_runs(limit=200, sort=TaskRunSort.EXPECTED_START_TIME_ASC) if t.name == "run-ingest"]
+        task_runs = [
+            t
+            for t in client.read_task_runs(limit=200, sort=TaskRunSort.EXPECTED_START_TIME_ASC)
+            if t.name == "run-ingest"
+        ]
         assert sorted(t.state.name for t in task_runs) == ["Cached", "Completed"]

@@ -27,11 +27,22 @@ from mvlp_core.train import curves  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 COLOURS = {"red": ("rot", "rouge"), "blue": ("blau", "bleu"), "green": ("grün", "vert")}
 FAST = [
-    "model.tiny.hidden_size=32", "model.tiny.intermediate_size=64", "model.tiny.num_heads=2",
-    "model.tiny.vision_layers=1", "model.tiny.qformer_layers=1", "model.tiny.text_layers=1",
-    "model.tiny.decoder_layers=1", "model.num_query_tokens=4", "model.image_size=32",
-    "pretrain.workers=2", "pretrain.batch_size=8", "pretrain.lr=0.001", "pretrain.warmup_steps=2",
-    "pretrain.log_every=3", "pretrain.checkpoint_every=3", "pretrain.max_failures=2",
+    "model.tiny.hidden_size=32",
+    "model.tiny.intermediate_size=64",
+    "model.tiny.num_heads=2",
+    "model.tiny.vision_layers=1",
+    "model.tiny.qformer_layers=1",
+    "model.tiny.text_layers=1",
+    "model.tiny.decoder_layers=1",
+    "model.num_query_tokens=4",
+    "model.image_size=32",
+    "pretrain.workers=2",
+    "pretrain.batch_size=8",
+    "pretrain.lr=0.001",
+    "pretrain.warmup_steps=2",
+    "pretrain.log_every=3",
+    "pretrain.checkpoint_every=3",
+    "pretrain.max_failures=2",
 ]
 
 
@@ -48,13 +59,18 @@ def write_shard_stage(folder: Path, n: int = 48) -> None:
             buf = io.BytesIO()
             img.save(buf, format="JPEG")
             key = f"synthetic-{i:09d}"
-            rec = {"key": key, "captions": {"en": f"a {en_c} circle", "de": f"ein {de_c} Kreis", "fr": f"un cercle {fr_c}"},
-                   "qa": [{"question": "what colour is the circle?", "answer": en_c, "generator": "rules"}]}
+            rec = {
+                "key": key,
+                "captions": {"en": f"a {en_c} circle", "de": f"ein {de_c} Kreis", "fr": f"un cercle {fr_c}"},
+                "qa": [{"question": "what colour is the circle?", "answer": en_c, "generator": "rules"}],
+            }
             for name, data in ((f"{key}.jpg", buf.getvalue()), (f"{key}.json", json.dumps(rec).encode())):
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
-    contract.Manifest("shard", "test-shards", {"shard-00000.tar": {"samples": n}}, n, n, {}, 0.0, 1).save(folder)
+    contract.Manifest("shard", "test-shards", {"shard-00000.tar": {"samples": n}}, n, n, {}, 0.0, 1).save(
+        folder
+    )
 
 
 def make_spec(workdir: Path, *extra: str):
@@ -142,7 +158,7 @@ def test_killed_worker_resumes_from_last_checkpoint(local_ray, tmp_path) -> None
     out = tmp_path / "pretrain"
     assert (out / "_fault_injected").read_text() == "4"  # rank 1 really exited at step 4
     rows = curves.read_metrics(out / "metrics.jsonl")
-    assert {"event": "resume", "step": 3} in rows       # restarted from the step-3 checkpoint
+    assert {"event": "resume", "step": 3} in rows  # restarted from the step-3 checkpoint
     assert manifest.extra["resumed_at"] == [3] and manifest.extra["step"] == 6
     assert curves.history(rows)[-1]["restored_from"] == 3
 
@@ -190,4 +206,6 @@ def test_what_a_killed_run_leaves_does_not_stop_the_relaunch(local_ray, tmp_path
     assert train_with_ray(job) == run / "checkpoint_00000006"  # nothing left to train, none reported
     rows = curves.read_metrics(job.metrics_path)
     assert [r["step"] for r in rows if r.get("event") == "resume"] == [3, 6]
-    assert [r["step"] for r in curves.history(rows)] == [3, 6] and curves.history(rows)[-1]["restored_from"] == 3
+    assert [r["step"] for r in curves.history(rows)] == [3, 6] and curves.history(rows)[-1][
+        "restored_from"
+    ] == 3

@@ -77,11 +77,24 @@ EXPECTED_REJECT = {"yes_no": "yes_no_answer", "hallucinated": "hallucinated_enti
 
 
 def make_spec(url: str, **http) -> PipelineSpec:
-    section = {"base_url": url, "model": "fake-model", "api_key_env": ENV, "timeout": 0.5,
-               "backoff_base": 0.001, "backoff_max": 0.01, "max_retries": 4, "concurrency": 3, **http}  # fmt: skip
+    section = {
+        "base_url": url,
+        "model": "fake-model",
+        "api_key_env": ENV,
+        "timeout": 0.5,
+        "backoff_base": 0.001,
+        "backoff_max": 0.01,
+        "max_retries": 4,
+        "concurrency": 3,
+        **http,
+    }
     return PipelineSpec.model_validate(
-        {"name": "t", "dataset": {"ref": "synthetic"}, "languages": ["de"],
-         "qa": {"backend": "http", "checkpoint_every": 4, "http": section}}  # fmt: skip
+        {
+            "name": "t",
+            "dataset": {"ref": "synthetic"},
+            "languages": ["de"],
+            "qa": {"backend": "http", "checkpoint_every": 4, "http": section},
+        }
     )
 
 
@@ -91,9 +104,13 @@ def test_http_backend_with_faults(tmp_path, download, monkeypatch, mode):
     captions = [c for shard in world_captions() for c in shard]
     with FakeOpenAI(respond=llm) as fake:
         fake.inject(
-            Fault.rate_limited("0"), Fault.error(500), Fault.malformed(), Fault.drop(),
-            Fault.delay(2.0), Fault.error(503, retry_after="0"),
-        )  # fmt: skip
+            Fault.rate_limited("0"),
+            Fault.error(500),
+            Fault.malformed(),
+            Fault.drop(),
+            Fault.delay(2.0),
+            Fault.error(503, retry_after="0"),
+        )
         m = run_qa(make_spec(fake.url, mode=mode), {"download": download}, tmp_path / "qa")
         generation = fake.completions()
 
@@ -109,7 +126,9 @@ def test_http_backend_with_faults(tmp_path, download, monkeypatch, mode):
     assert all(r.headers["Authorization"] == f"Bearer {CANARY}" for r in generation)
     assert not (tmp_path / "qa" / PARTIAL_DIR).exists()
     manifest_text = (tmp_path / "qa" / "_manifest.json").read_text()
-    assert CANARY not in manifest_text and CANARY not in str(contract.read_rejects(tmp_path / "qa").to_pylist())
+    assert CANARY not in manifest_text and CANARY not in str(
+        contract.read_rejects(tmp_path / "qa").to_pylist()
+    )
 
 
 def test_killed_run_resumes_inside_a_unit(tmp_path, download, monkeypatch):

@@ -71,9 +71,7 @@ def make_spec(qa: dict) -> PipelineSpec:
 
 
 def read_output(out: Path) -> list[dict]:
-    return pa.concat_tables(
-        [pq.read_table(out / f"{s:05d}.parquet") for s in range(len(SHARDS))]
-    ).to_pylist()
+    return pa.concat_tables([pq.read_table(out / f"{s:05d}.parquet") for s in range(len(SHARDS))]).to_pylist()
 
 
 def assert_every_sample_accounted_for(out: Path, m: contract.Manifest) -> list[dict]:
@@ -84,7 +82,9 @@ def assert_every_sample_accounted_for(out: Path, m: contract.Manifest) -> list[d
     assert answered.isdisjoint(rejected) and len(rejected) == len(set(rejected))
     assert answered | set(rejected) == set(CAPTIONS)
     assert (m.samples_in, m.samples_out, sum(m.rejects.values())) == (
-        len(CAPTIONS), len(answered), len(rejected)
+        len(CAPTIONS),
+        len(answered),
+        len(rejected),
     )
     assert m.extra["pairs"] == len(rows)
     for row in rows:  # output pairs pass the filters unchanged
@@ -121,11 +121,17 @@ def test_rules_backend(tmp_path, download):
     mtime = (out / "_manifest.json").stat().st_mtime_ns
     assert run_qa(spec, {"download": download}, out).fingerprint == m.fingerprint
     assert (out / "_manifest.json").stat().st_mtime_ns == mtime  # complete: nothing redone
-    unused = make_spec({
-        "backend": "rules", "pairs_per_caption": 2, "hf": {"model": "/elsewhere"},
-        "http": {"base_url": "http://x/v1", "model": "m"}, "vllm": {"model": "m"},
-        "max_output_chars": 99, "checkpoint_every": 3,
-    })  # fmt: skip
+    unused = make_spec(
+        {
+            "backend": "rules",
+            "pairs_per_caption": 2,
+            "hf": {"model": "/elsewhere"},
+            "http": {"base_url": "http://x/v1", "model": "m"},
+            "vllm": {"model": "m"},
+            "max_output_chars": 99,
+            "checkpoint_every": 3,
+        }
+    )
     assert run_qa(unused, {"download": download}, out).fingerprint == m.fingerprint
     assert run_qa(spec, {"download": download}, out, force=True).created >= m.created
     assert (out / "_manifest.json").stat().st_mtime_ns != mtime
@@ -214,14 +220,17 @@ def build_tiny_gpt2(folder: Path) -> None:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     bpe.train_from_iterator([FEW_SHOT, *(c for c in CAPTIONS.values() if c)], trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<pad>"
-    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<pad>")
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_layer=2, n_embd=32, n_head=2, n_positions=1024,
-        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        n_layer=2,
+        n_embd=32,
+        n_head=2,
+        n_positions=1024,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     tokenizer.save_pretrained(folder)
     GPT2LMHeadModel(config).save_pretrained(folder)
@@ -238,8 +247,14 @@ def test_hf_backend_with_tiny_gpt2_by_path(tmp_path, download):
     assert_every_sample_accounted_for(out, m)
     assert m.extra["generator"] == f"hf:{model}"
     reasons = set(m.rejects) | set(m.extra["filtered"])
-    assert reasons <= {"no_candidates", "empty_answer", "answer_not_in_caption", "yes_no_answer",
-                       "bad_question", "duplicate"}  # fmt: skip
+    assert reasons <= {
+        "no_candidates",
+        "empty_answer",
+        "answer_not_in_caption",
+        "yes_no_answer",
+        "bad_question",
+        "duplicate",
+    }
     assert all(r["detail"] for r in contract.read_rejects(out).to_pylist())
 
 

@@ -29,8 +29,12 @@ def _free_port() -> int:
 def ray_address():
     port = _free_port()
     ctx = ray.init(
-        num_cpus=1, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-        configure_logging=False, log_to_driver=False,
+        num_cpus=1,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=port,
+        configure_logging=False,
+        log_to_driver=False,
     )
     try:
         yield f"http://{ctx.dashboard_url}"
@@ -42,7 +46,12 @@ def test_submits_waits_and_streams(ray_address: str) -> None:
     seen: list[submit.JobStatus] = []
     command = f"{sys.executable} -c \"print('mvlp job ran')\""
     final = submit.run_on_ray_cluster(
-        ray_address, command, "mvlp-test-ok", on_status=seen.append, poll_seconds=0.2, timeout_seconds=120,
+        ray_address,
+        command,
+        "mvlp-test-ok",
+        on_status=seen.append,
+        poll_seconds=0.2,
+        timeout_seconds=120,
     )
     assert final.state == "SUCCEEDED"
     assert seen[-1].state == "SUCCEEDED" and len({s.state for s in seen}) >= 2
@@ -55,9 +64,16 @@ def test_submits_waits_and_streams(ray_address: str) -> None:
 def test_failed_job_fails_the_stage_with_its_logs(ray_address: str) -> None:
     command = f"{sys.executable} -c \"import sys; print('bad input shard 7'); sys.exit(3)\""
     seen: list[submit.JobStatus] = []
-    with pytest.raises(StageError, match=r"(?s)Ray job mvlp-test-fail FAILED: .*exit code 3.*bad input shard 7"):
+    with pytest.raises(
+        StageError, match=r"(?s)Ray job mvlp-test-fail FAILED: .*exit code 3.*bad input shard 7"
+    ):
         submit.run_on_ray_cluster(
-            ray_address, command, "mvlp-test-fail", on_status=seen.append, poll_seconds=0.2, timeout_seconds=120,
+            ray_address,
+            command,
+            "mvlp-test-fail",
+            on_status=seen.append,
+            poll_seconds=0.2,
+            timeout_seconds=120,
         )
     assert seen[-1].state == "FAILED"
 
@@ -65,5 +81,10 @@ def test_failed_job_fails_the_stage_with_its_logs(ray_address: str) -> None:
 def test_unreachable_cluster_names_the_field() -> None:
     with pytest.raises(StageError, match="cluster.address"):
         submit.run_on_ray_cluster(
-            f"http://127.0.0.1:{_free_port()}", "true", "x", on_status=print, poll_seconds=0.1, timeout_seconds=5,
+            f"http://127.0.0.1:{_free_port()}",
+            "true",
+            "x",
+            on_status=print,
+            poll_seconds=0.1,
+            timeout_seconds=5,
         )

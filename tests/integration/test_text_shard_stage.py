@@ -20,8 +20,14 @@ from mvlp_core.spec import load_spec
 from mvlp_core.synth.text import write_text_corpora
 
 ROOT = Path(__file__).resolve().parents[2]
-MULTI30K = next((p / "data" / "multi30k" for p in (ROOT / "shared", ROOT.parent / "shared", ROOT.parents[1] / "shared")
-                 if (p / "data" / "multi30k" / "train.en.gz").exists()), None)
+MULTI30K = next(
+    (
+        p / "data" / "multi30k"
+        for p in (ROOT / "shared", ROOT.parent / "shared", ROOT.parents[1] / "shared")
+        if (p / "data" / "multi30k" / "train.en.gz").exists()
+    ),
+    None,
+)
 RECORD_FIELDS = {"key", "kind", "src_lang", "src", "tgt_lang", "tgt", "score", "corpus"}
 
 
@@ -62,8 +68,17 @@ def test_every_line_of_the_world_corpora_is_output_or_rejected_with_its_planted_
         for reason, n in f["planted"].items():
             planted[reason] = planted.get(reason, 0) + n
     assert manifest.rejects == planted
-    assert set(planted) == {"below_min_score", "duplicate", "empty", "encoding_error", "identical_sides",
-                            "length_ratio", "malformed_line", "too_long", "too_short"}
+    assert set(planted) == {
+        "below_min_score",
+        "duplicate",
+        "empty",
+        "encoding_error",
+        "identical_sides",
+        "length_ratio",
+        "malformed_line",
+        "too_long",
+        "too_short",
+    }
     assert manifest.samples_in == sum(f["lines"] for f in files)
     assert manifest.samples_out == sum(f["good"] for f in files)
 
@@ -71,7 +86,11 @@ def test_every_line_of_the_world_corpora_is_output_or_rejected_with_its_planted_
     records = read_tars(out_dir)
     rejects = pq.read_table(out_dir / contract.REJECTS).to_pylist()
     assert len(records) == manifest.samples_out
-    expected = {f"wikimatrix-{p.replace('-', '')}-{row:010d}" for p, f in text["parallel"].items() for row in range(f["lines"])}
+    expected = {
+        f"wikimatrix-{p.replace('-', '')}-{row:010d}"
+        for p, f in text["parallel"].items()
+        for row in range(f["lines"])
+    }
     expected |= {f"mono-{lang}-{row:010d}" for lang, f in text["mono"].items() for row in range(f["lines"])}
     assert sorted([*records, *(r["key"] for r in rejects)]) == sorted(expected)
     for key, rec in records.items():
@@ -86,7 +105,9 @@ def test_every_line_of_the_world_corpora_is_output_or_rejected_with_its_planted_
 
 def test_records_are_the_file_lines(demo) -> None:
     spec, _, _ = demo
-    lines = gzip.decompress((Path(spec.workdir) / "world/text/wikimatrix.en-ja.tsv.gz").read_bytes()).split(b"\n")
+    lines = gzip.decompress((Path(spec.workdir) / "world/text/wikimatrix.en-ja.tsv.gz").read_bytes()).split(
+        b"\n"
+    )
     records = read_tars(pipeline.stage_dir(spec, "text-shard"))
     ja = {k: r for k, r in records.items() if k.startswith("wikimatrix-enja-")}
     assert len(ja) > 40
@@ -125,7 +146,11 @@ def test_resume_after_a_lost_unit_gives_identical_tars(demo) -> None:
     again = pipeline.run_stage(spec, "text-shard", progress=lambda d, t, u: done.append(u))
     assert [u for u in done if u] == ["00001", "00002"]  # only the lost units ran
     assert tar_hashes(out_dir) == before
-    assert (again.samples_in, again.samples_out, again.rejects) == (manifest.samples_in, manifest.samples_out, manifest.rejects)
+    assert (again.samples_in, again.samples_out, again.rejects) == (
+        manifest.samples_in,
+        manifest.samples_out,
+        manifest.rejects,
+    )
     forced = pipeline.run_stage(spec, "text-shard", force=True)
     assert tar_hashes(out_dir) == before and forced.files == manifest.files
 
@@ -155,13 +180,33 @@ def test_no_corpora_writes_an_empty_manifest(tmp_path: Path) -> None:
 def test_multi30k_as_a_moses_parallel_corpus(tmp_path: Path) -> None:
     limit = 3000
     p = tmp_path / "m30k.yaml"
-    p.write_text(yaml.safe_dump({
-        "name": "m30k", "dataset": {"ref": "cc3m"}, "languages": ["de"],
-        "translate": {"backend": "hf"},
-        "text": {"samples_per_shard": 1000, "corpora": [{
-            "name": "multi30k", "kind": "parallel", "format": "moses", "path": str(MULTI30K / "train.{lang}.gz"),
-            "pairs": ["en-de"], "min_words": 4, "max_words": 25, "max_length_ratio": 1.8,
-            "dedup": "normalised", "limit": limit}]}}))
+    p.write_text(
+        yaml.safe_dump(
+            {
+                "name": "m30k",
+                "dataset": {"ref": "cc3m"},
+                "languages": ["de"],
+                "translate": {"backend": "hf"},
+                "text": {
+                    "samples_per_shard": 1000,
+                    "corpora": [
+                        {
+                            "name": "multi30k",
+                            "kind": "parallel",
+                            "format": "moses",
+                            "path": str(MULTI30K / "train.{lang}.gz"),
+                            "pairs": ["en-de"],
+                            "min_words": 4,
+                            "max_words": 25,
+                            "max_length_ratio": 1.8,
+                            "dedup": "normalised",
+                            "limit": limit,
+                        }
+                    ],
+                },
+            }
+        )
+    )
     spec = load_spec(p, workdir=tmp_path)
     manifest = pipeline.run_stage(spec, "text-shard")
     assert manifest.samples_in == limit and manifest.units == 3
@@ -177,7 +222,9 @@ def test_multi30k_as_a_moses_parallel_corpus(tmp_path: Path) -> None:
         assert (rec["src"], rec["tgt"]) == (" ".join(en[row].split()), " ".join(de[row].split()))
         assert rec["src_lang"] == "en" and rec["tgt_lang"] == "de" and rec["score"] is None
     rejects = pq.read_table(tmp_path / "text-shard" / contract.REJECTS).to_pylist()
-    assert sorted([*records, *(r["key"] for r in rejects)]) == [f"multi30k-ende-{i:010d}" for i in range(limit)]
+    assert sorted([*records, *(r["key"] for r in rejects)]) == [
+        f"multi30k-ende-{i:010d}" for i in range(limit)
+    ]
     for r in rejects:  # each reject is true of its line
         row = int(r["key"].rsplit("-", 1)[1])
         n_en, n_de = len(en[row].split()), len(de[row].split())
@@ -194,11 +241,29 @@ def test_multi30k_as_a_moses_parallel_corpus(tmp_path: Path) -> None:
 def test_duplicates_across_units_are_found_and_survive_resume(tmp_path: Path) -> None:
     (tmp_path / "mono.de.txt").write_text("a b\nc d\nA b!\ne f\nc d\na b\n")
     p = tmp_path / "s.yaml"
-    p.write_text(yaml.safe_dump({
-        "name": "dup", "dataset": {"ref": "cc3m"}, "languages": ["de"], "translate": {"backend": "hf"},
-        "text": {"samples_per_shard": 2, "corpora": [{
-            "name": "m", "kind": "monolingual", "format": "lines", "path": str(tmp_path / "mono.{lang}.txt"),
-            "languages": ["de"], "dedup": "normalised"}]}}))
+    p.write_text(
+        yaml.safe_dump(
+            {
+                "name": "dup",
+                "dataset": {"ref": "cc3m"},
+                "languages": ["de"],
+                "translate": {"backend": "hf"},
+                "text": {
+                    "samples_per_shard": 2,
+                    "corpora": [
+                        {
+                            "name": "m",
+                            "kind": "monolingual",
+                            "format": "lines",
+                            "path": str(tmp_path / "mono.{lang}.txt"),
+                            "languages": ["de"],
+                            "dedup": "normalised",
+                        }
+                    ],
+                },
+            }
+        )
+    )
     spec = load_spec(p, workdir=tmp_path)
     out_dir = tmp_path / "text-shard"
     first = pipeline.run_stage(spec, "text-shard")
@@ -207,10 +272,18 @@ def test_duplicates_across_units_are_found_and_survive_resume(tmp_path: Path) ->
     assert sorted(read_tars(out_dir)) == ["m-de-0000000000", "m-de-0000000001", "m-de-0000000003"]
     rejects = pq.read_table(out_dir / contract.REJECTS).to_pylist()
     assert [(r["key"], r["reason"]) for r in rejects] == [
-        ("m-de-0000000002", "duplicate"), ("m-de-0000000004", "duplicate"), ("m-de-0000000005", "duplicate")]
+        ("m-de-0000000002", "duplicate"),
+        ("m-de-0000000004", "duplicate"),
+        ("m-de-0000000005", "duplicate"),
+    ]
     before = tar_hashes(out_dir)
-    for name in ("_manifest.json", "_units/00001.json", "_units/00001.dedup.npy", "text-00001.tar",
-                 "_units/00002.json"):
+    for name in (
+        "_manifest.json",
+        "_units/00001.json",
+        "_units/00001.dedup.npy",
+        "text-00001.tar",
+        "_units/00002.json",
+    ):
         (out_dir / name).unlink()
     pipeline.run_stage(spec, "text-shard")
     assert tar_hashes(out_dir) == before

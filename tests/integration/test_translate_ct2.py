@@ -10,7 +10,7 @@ from mvlp_core.spec import CT2TranslateSpec, HFTranslateSpec
 from mvlp_core.stages.translate import run_translate
 from mvlp_core.stages.translate.ct2_backend import CT2Backend, convert
 from mvlp_core.stages.translate.hf_backend import HFBackend
-from tests.integration.test_translate_stage import caption, download, make_spec, read_output  # noqa: F401
+from tests.integration.test_translate_stage import caption, make_spec, read_output
 from tests.tiny_marian import build_tiny_marian
 
 SENTENCES = [caption(r) for r in range(60)] + ["two dogs play in the snow", "a man rides a red bicycle"]
@@ -19,17 +19,27 @@ SENTENCES = [caption(r) for r in range(60)] + ["two dogs play in the snow", "a m
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("ct2")
-    hf = build_tiny_marian(root / "hf" / "opus-mt-en-de", SENTENCES, d_model=32, layers=2, seed=3,
-                           eos_bias=-2.0)
+    hf = build_tiny_marian(
+        root / "hf" / "opus-mt-en-de", SENTENCES, d_model=32, layers=2, seed=3, eos_bias=-2.0
+    )
     convert(str(hf), root / "ct2" / "opus-mt-en-de")
     return root
 
 
 def test_greedy_ct2_equals_greedy_hf_token_for_token(models):
-    hf = HFBackend(HFTranslateSpec(model=str(models / "hf" / "{opus}"), batch_tokens=64,
-                                   max_new_tokens=20), ["de"])  # fmt: skip
-    ct2 = CT2Backend(CT2TranslateSpec(model=str(models / "ct2" / "{opus}"), compute_type="float32",
-                                      device="cpu", batch_tokens=64, max_decoding_length=20), ["de"])  # fmt: skip
+    hf = HFBackend(
+        HFTranslateSpec(model=str(models / "hf" / "{opus}"), batch_tokens=64, max_new_tokens=20), ["de"]
+    )
+    ct2 = CT2Backend(
+        CT2TranslateSpec(
+            model=str(models / "ct2" / "{opus}"),
+            compute_type="float32",
+            device="cpu",
+            batch_tokens=64,
+            max_decoding_length=20,
+        ),
+        ["de"],
+    )
     texts = SENTENCES[::5]
     hf_model = hf._model("de")
     tok = hf_model.tokenizer
@@ -49,9 +59,13 @@ def test_greedy_ct2_equals_greedy_hf_token_for_token(models):
 
 def test_ct2_stage_and_int8(models, tmp_path, download):
     model = str(models / "ct2" / "{opus}")
-    spec = make_spec({"backend": "ctranslate2", "ctranslate2": {"model": model, "beam_size": 2},
-                      "filters": {"length_ratio": {}, "max_repeats": 0, "identical": False,
-                                  "script_share": 0}})  # fmt: skip
+    spec = make_spec(
+        {
+            "backend": "ctranslate2",
+            "ctranslate2": {"model": model, "beam_size": 2},
+            "filters": {"length_ratio": {}, "max_repeats": 0, "identical": False, "script_share": 0},
+        }
+    )
     spec.languages = ["de"]
     m = run_translate(spec, {"download": download}, tmp_path / "t")  # auto: int8 on this CPU
     assert m.samples_in == 40 and m.samples_out + sum(m.rejects.values()) == 40

@@ -14,8 +14,8 @@ import pytest
 from mvlp_core import contract
 from mvlp_core.stages.translate import run_translate
 from tests.fakes.libretranslate_server import FakeLibreTranslate
-from tests.fakes.openai_server import Fault, FakeOpenAI
-from tests.integration.test_translate_stage import caption, download, make_spec, read_output  # noqa: F401
+from tests.fakes.openai_server import FakeOpenAI, Fault
+from tests.integration.test_translate_stage import caption, make_spec, read_output
 
 ENV = "MVLP_TEST_MT_KEY"
 KEY = "sk-test-9f8e7d6c5b4a-SECRET"
@@ -34,8 +34,17 @@ def everything_written(out) -> str:
 
 
 def http_spec(url: str, protocol: str = "openai", **extra) -> dict:
-    http = {"protocol": protocol, "url": url, "model": "fake-model", "api_key_env": ENV,
-            "retries": 3, "backoff": 0.01, "timeout": 0.5, "concurrency": 4, **extra}  # fmt: skip
+    http = {
+        "protocol": protocol,
+        "url": url,
+        "model": "fake-model",
+        "api_key_env": ENV,
+        "retries": 3,
+        "backoff": 0.01,
+        "timeout": 0.5,
+        "concurrency": 4,
+        **extra,
+    }
     return {"backend": "http", "http": http}
 
 
@@ -47,8 +56,9 @@ def test_openai_endpoint_with_faults(tmp_path, download, monkeypatch, caplog):
     )
     out = tmp_path / "translate"
     with fake, caplog.at_level(logging.DEBUG):
-        fake.inject(Fault.rate_limited(retry_after="0.3"), Fault.error(500), Fault.delay(2.0),
-                    Fault.malformed())  # fmt: skip
+        fake.inject(
+            Fault.rate_limited(retry_after="0.3"), Fault.error(500), Fault.delay(2.0), Fault.malformed()
+        )
         started = time.monotonic()
         m = run_translate(make_spec(http_spec(fake.url)), {"download": download}, out)
         elapsed = time.monotonic() - started

@@ -12,7 +12,7 @@ import yaml
 from mvlp_core import contract
 from mvlp_core.spec import load_spec
 from mvlp_core.stages.translate import run_translate
-from tests.integration.test_translate_stage import download, read_output, write_import  # noqa: F401
+from tests.integration.test_translate_stage import read_output, write_import
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,12 +36,22 @@ def test_ray_job_matches_the_in_process_stage(tmp_path, download, local_ray):
     path = tmp_path / "cc6l.tsv"
     write_import(path, skip={3}, empty_fr={5})
     spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(yaml.safe_dump({
-        "name": "t", "dataset": {"ref": "synthetic"}, "languages": ["de", "fr"],
-        "translate": {"backend": "import", "engine": "ray", "sample_fraction": 0.8,
-                      "import": {"path": str(path)},
-                      "ray": {"concurrency": 1, "batch_tokens": 60}},
-    }))  # fmt: skip
+    spec_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "t",
+                "dataset": {"ref": "synthetic"},
+                "languages": ["de", "fr"],
+                "translate": {
+                    "backend": "import",
+                    "engine": "ray",
+                    "sample_fraction": 0.8,
+                    "import": {"path": str(path)},
+                    "ray": {"concurrency": 1, "batch_tokens": 60},
+                },
+            }
+        )
+    )
     assert entrypoint.main("translate", run_job, ["--spec", str(spec_file), "--workdir", str(tmp_path)]) == 0
     out = tmp_path / "translate"
     by_ray = contract.Manifest.load(out)
@@ -51,11 +61,17 @@ def test_ray_job_matches_the_in_process_stage(tmp_path, download, local_ray):
     assert by_ray.fingerprint == local.fingerprint
     assert by_ray.files == local.files  # same bytes (sha256) per unit file
     assert (by_ray.samples_in, by_ray.samples_out, by_ray.rejects) == (
-        local.samples_in, local.samples_out, local.rejects)  # fmt: skip
+        local.samples_in,
+        local.samples_out,
+        local.rejects,
+    )
     assert by_ray.extra == local.extra and by_ray.units == 2
     assert sum(by_ray.rejects.values()) > 0  # rejects travel through the actors too
-    assert contract.read_rejects(out).sort_by("key").equals(
-        contract.read_rejects(tmp_path / "local").sort_by("key"))  # fmt: skip
+    assert (
+        contract.read_rejects(out)
+        .sort_by("key")
+        .equals(contract.read_rejects(tmp_path / "local").sort_by("key"))
+    )
     assert read_output(out).num_rows == by_ray.samples_out > 0
 
     # The Ray-made stage is complete for the in-process engine too: nothing is redone.

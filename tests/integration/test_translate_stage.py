@@ -22,30 +22,6 @@ def caption(row: int) -> str:
     return f"a {COLOURS[row % 5]} {SHAPES[row % 4]} above a {COLOURS[(row + 2) % 5]} {SHAPES[row % 3]}"
 
 
-@pytest.fixture
-def download(tmp_path: Path) -> Path:
-    """Two download shards of 20 samples, with a valid manifest."""
-    folder = tmp_path / "download"
-    folder.mkdir()
-    files = {}
-    for shard in range(2):
-        rows = range(shard * 20, shard * 20 + 20)
-        name = f"samples-{shard:05d}.parquet"
-        pq.write_table(
-            pa.table(
-                {
-                    "key": [keys.make_key("cc3m", r) for r in rows],
-                    "row": pa.array(list(rows), pa.int64()),
-                    "caption": [caption(r) for r in rows],
-                }
-            ),
-            folder / name,
-        )
-        files[name] = {"samples": 20, "sha256": "", "bytes": 0}
-    contract.Manifest("download", "fp-download", files, 40, 40, {}, 0.0, 2).save(folder)
-    return folder
-
-
 def write_import(path: Path, skip: set[int], empty_fr: set[int]) -> None:
     lines = ["en\tde\tfr"]
     for r in range(40):
@@ -106,7 +82,7 @@ def test_sample_fraction_is_deterministic(tmp_path, download):
     write_import(path, skip=set(), empty_fr=set())
     translate = {"backend": "import", "sample_fraction": 0.5, "import": {"path": str(path)}}
     first = run_translate(make_spec(translate), {"download": download}, tmp_path / "a")
-    second = run_translate(make_spec(translate), {"download": download}, tmp_path / "b")
+    run_translate(make_spec(translate), {"download": download}, tmp_path / "b")
     assert 10 <= first.extra["selected"] <= 30
     assert first.samples_in == 2 * first.extra["selected"] == first.samples_out
     assert read_output(tmp_path / "a").equals(read_output(tmp_path / "b"))

@@ -16,7 +16,11 @@ K8S_VERSION = "1.30.0"
 ROOT = Path(__file__).resolve().parents[2]
 # ../shared/data beside the checkout (CI); a worktree's checkout sits one level deeper.
 CRD_DIR = next(
-    (p / "data" / "k8s" / "crds" for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if p.exists()),
+    (
+        p / "data" / "k8s" / "crds"
+        for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared")
+        if p.exists()
+    ),
     ROOT.parent / "shared" / "data" / "k8s" / "crds",
 )
 CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
@@ -26,8 +30,10 @@ def _strict(schema: Any) -> Any:
     if isinstance(schema, dict):
         out = {k: _strict(v) for k, v in schema.items()}
         if (
-            out.get("type") == "object" and "properties" in out
-            and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields")
+            out.get("type") == "object"
+            and "properties" in out
+            and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")
         ):
             out["additionalProperties"] = False
         return out
@@ -69,7 +75,9 @@ def validate(doc: dict[str, Any]) -> None:
             )
         for tpl in pod_templates(doc.get("spec", {})):
             wrapped = {
-                "apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "embedded"},
+                "apiVersion": "v1",
+                "kind": "PodTemplate",
+                "metadata": {"name": "embedded"},
                 "template": tpl,
             }
             kubernetes_validate.validate(wrapped, K8S_VERSION, strict=True)

@@ -18,8 +18,14 @@ import yaml
 
 KNOWN_KEYS = {"apiVersion", "kind", "resources", "namespace", "labels", "images", "patches"}
 CLUSTER_SCOPED = {
-    "Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
-    "PersistentVolume", "StorageClass", "PriorityClass", "IngressClass",
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "PersistentVolume",
+    "StorageClass",
+    "PriorityClass",
+    "IngressClass",
 }
 
 
@@ -68,7 +74,8 @@ def _merge(base: Any, patch: Any) -> Any:
                 out[k] = _merge(base[k], v) if k in base else v
         return out
     if (
-        isinstance(base, list) and isinstance(patch, list)
+        isinstance(base, list)
+        and isinstance(patch, list)
         and all(isinstance(x, dict) and "name" in x for x in base + patch)
     ):
         out = [dict(x) for x in base]
@@ -83,7 +90,11 @@ def _merge(base: Any, patch: Any) -> Any:
 
 
 def _apply_patch(docs: list[dict[str, Any]], entry: dict[str, Any], root: Path) -> None:
-    body = yaml.safe_load((root / entry["path"]).read_text()) if "path" in entry else yaml.safe_load(entry["patch"])
+    body = (
+        yaml.safe_load((root / entry["path"]).read_text())
+        if "path" in entry
+        else yaml.safe_load(entry["patch"])
+    )
     if isinstance(body, list):
         targets = [d for d in docs if _matches(d, entry["target"])]
         for d in targets:
@@ -126,7 +137,9 @@ def render(folder: str | Path) -> list[dict[str, Any]]:
     kust = yaml.safe_load((root / "kustomization.yaml").read_text(encoding="utf-8"))
     unknown = set(kust) - KNOWN_KEYS
     if unknown:
-        raise NotImplementedError(f"{root}: kustomization keys {sorted(unknown)} not supported by the test renderer")
+        raise NotImplementedError(
+            f"{root}: kustomization keys {sorted(unknown)} not supported by the test renderer"
+        )
     docs: list[dict[str, Any]] = []
     for res in kust.get("resources", []):
         path = root / res
@@ -148,6 +161,8 @@ def render(folder: str | Path) -> list[dict[str, Any]]:
                 raise NotImplementedError("labels.includeSelectors")
             meta.setdefault("labels", {}).update(label["pairs"])
             if label.get("includeTemplates") and "template" in d.get("spec", {}):
-                d["spec"]["template"].setdefault("metadata", {}).setdefault("labels", {}).update(label["pairs"])
+                d["spec"]["template"].setdefault("metadata", {}).setdefault("labels", {}).update(
+                    label["pairs"]
+                )
         _set_images(d, kust.get("images", []))
     return docs

@@ -65,7 +65,10 @@ def prefect_server(home: Path, timeout: float = 180) -> Iterator[dict[str, str]]
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
     try:
         _wait_healthy(env["PREFECT_API_URL"], proc, log, timeout)
@@ -79,7 +82,10 @@ def process_worker(env: dict[str, str], pool: str, log: Path) -> Iterator[subpro
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [PREFECT, "worker", "start", "--pool", pool, "--type", "process"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
     try:
         yield proc
@@ -89,6 +95,10 @@ def process_worker(env: dict[str, str], pool: str, log: Path) -> Iterator[subpro
 
 def mvlp(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args], env={**env, "COLUMNS": "200"}, cwd=ROOT,
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "flows.cli", *args],
+        env={**env, "COLUMNS": "200"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )

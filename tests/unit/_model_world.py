@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from mvlp_core.model import Example, Tokenizers, build_tokenizers, image_transform
 from mvlp_core.spec import ModelSpec
 from mvlp_core.synth.grammar import LANGS, caption, random_scene
@@ -36,7 +37,7 @@ def single_thread():
     torch.set_num_threads(before)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tokenizers() -> Tokenizers:
     return build_tokenizers(ModelSpec(), world_texts(), Path(tempfile.mkdtemp(prefix="mvlp-tok-")))
 
@@ -53,9 +54,21 @@ def examples(spec: ModelSpec, n: int, seed: int = 0, tasks=("cap", "trans", "qus
         task = tasks[i % len(tasks)]
         lang = LANGS[1 + i % (len(LANGS) - 1)]
         image = None if task == "trans" else transform(render(scene, random.Random(seed * 1000 + i)))
-        source = {"cap": "", "trans": caption(scene, lang), "qus": "what colour is the circle?",
-                  "match": caption(scene, lang)}[task]  # fmt: skip
+        source = {
+            "cap": "",
+            "trans": caption(scene, lang),
+            "qus": "what colour is the circle?",
+            "match": caption(scene, lang),
+        }[task]
         target = {"cap": caption(scene), "trans": caption(scene), "qus": "red", "match": "yes"}[task]
-        out.append(Example(task, image, source, lang, target,
-                           caption(scene, LANGS[i % len(LANGS)]) if image is not None else None))  # fmt: skip
+        out.append(
+            Example(
+                task,
+                image,
+                source,
+                lang,
+                target,
+                caption(scene, LANGS[i % len(LANGS)]) if image is not None else None,
+            )
+        )
     return out

@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 _ROOT = Path(__file__).resolve().parents[2]
-REAL_IGLUE = next((p for p in (_ROOT.parent / "shared" / "data" / "iglue",
-                               _ROOT.parent.parent / "shared" / "data" / "iglue") if p.exists()),
-                  _ROOT.parent / "shared" / "data" / "iglue")
+REAL_IGLUE = next(
+    (
+        p
+        for p in (
+            _ROOT.parent / "shared" / "data" / "iglue",
+            _ROOT.parent.parent / "shared" / "data" / "iglue",
+        )
+        if p.exists()
+    ),
+    _ROOT.parent / "shared" / "data" / "iglue",
+)
 needs_real = pytest.mark.skipif(not REAL_IGLUE.exists(), reason=f"{REAL_IGLUE} absent")

@@ -55,7 +55,8 @@ def test_dictionary_keeps_frequent_likely_pairs(records, tmp_path):
     assert entries and all(e.xx in gold[e.en] for e in entries)
     assert all(e.count >= 3 and e.prob >= 0.2 for e in entries)
     counts = dictionary.count_links(
-        (r["words"]["en"], r["words"]["de"], r["alignments"]["de"]) for r in records)
+        (r["words"]["en"], r["words"]["de"], r["alignments"]["de"]) for r in records
+    )
     dropped = {(en, xx) for (en, xx), n in counts.items() if n < 3}
     assert dropped and not dropped & {(e.en, e.xx) for e in entries}
     assert dictionary.read_tsv(tmp_path / "dictionary-de.tsv") == entries
@@ -78,8 +79,9 @@ def test_code_switch_with_dictionaries_is_deterministic_and_correct(records, tmp
         for i, lang, translation in out.replaced:
             assert out.words[i] == translation and translation in gold[lang][words[i].lower()]
             langs_used.add(lang)
-        assert [w for k, w in enumerate(out.words) if k not in {i for i, _, _ in out.replaced}] \
-            == [w for k, w in enumerate(words) if k not in {i for i, _, _ in out.replaced}]
+        assert [w for k, w in enumerate(out.words) if k not in {i for i, _, _ in out.replaced}] == [
+            w for k, w in enumerate(words) if k not in {i for i, _, _ in out.replaced}
+        ]
         differs += out != code_switch(words, tables, ratio=0.3, seed=2, key=r["key"])
     assert langs_used == set(LANGS) and differs > 10
 
@@ -101,8 +103,8 @@ def test_code_switch_with_the_captions_own_alignments(records):
 
 
 def test_table_weights_follow_probabilities():
-    table = table_from_entries([dictionary.Entry("dog", "hund", 9, 0.9),
-                                dictionary.Entry("dog", "hunde", 1, 0.1)])
-    picks = [code_switch(["dog"], {"de": table}, ratio=1.0, seed=0, key=str(k)).words[0]
-             for k in range(400)]
+    table = table_from_entries(
+        [dictionary.Entry("dog", "hund", 9, 0.9), dictionary.Entry("dog", "hunde", 1, 0.1)]
+    )
+    picks = [code_switch(["dog"], {"de": table}, ratio=1.0, seed=0, key=str(k)).words[0] for k in range(400)]
     assert 0.8 < picks.count("hund") / len(picks) < 0.97

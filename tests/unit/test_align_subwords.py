@@ -16,17 +16,21 @@ from mvlp_core.stages.align.subwords import (
 from mvlp_core.stages.align.tokenize import tokenize
 
 CORPUS = [
-    "two red dogs run on the beach.", "zwei rote Hunde laufen am Strand.",
-    "a blue circle above a green square", "ein blauer Kreis über einem grünen Quadrat",
-    "Grüße aus Köln, sagte der Hund.", "两个红色的狗在海滩上跑。",
+    "two red dogs run on the beach.",
+    "zwei rote Hunde laufen am Strand.",
+    "a blue circle above a green square",
+    "ein blauer Kreis über einem grünen Quadrat",
+    "Grüße aus Köln, sagte der Hund.",
+    "两个红色的狗在海滩上跑。",
 ] * 10
 
 
 @pytest.fixture(scope="module")
 def sentencepiece_model():
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_writer=model,
-                                   vocab_size=70, model_type="bpe", minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS), model_writer=model, vocab_size=70, model_type="bpe", minloglevel=2
+    )
     return spm.SentencePieceProcessor(model_proto=model.getvalue())
 
 
@@ -35,14 +39,16 @@ def hf_tokenizer(tmp_path_factory):
     """A BPE `tokenizers` model wrapped as a fast HF tokenizer, saved and loaded by path."""
     tok = Tokenizer(models.BPE(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=80,
-                                                        special_tokens=["[UNK]", "[CLS]", "[SEP]"]))
+    tok.train_from_iterator(
+        CORPUS, trainers.BpeTrainer(vocab_size=80, special_tokens=["[UNK]", "[CLS]", "[SEP]"])
+    )
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
+        single="[CLS] $A [SEP]", special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")]
+    )
     folder = tmp_path_factory.mktemp("tok")
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", cls_token="[CLS]",
-                            sep_token="[SEP]").save_pretrained(folder)
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
+    ).save_pretrained(folder)
     return AutoTokenizer.from_pretrained(folder)
 
 
@@ -50,9 +56,14 @@ def pieces_of(text, offsets, tokens):
     return ["".join(text[s:e] for s, e in (offsets[t] for t in ts)).strip() for ts in tokens]
 
 
-@pytest.mark.parametrize("lang,text", [("de", "Grüße aus Köln, sagte der Hund."),
-                                       ("zh", "两个红色的狗在海滩上跑。"),
-                                       ("en", "two red dogs run on the beach.")])
+@pytest.mark.parametrize(
+    "lang,text",
+    [
+        ("de", "Grüße aus Köln, sagte der Hund."),
+        ("zh", "两个红色的狗在海滩上跑。"),
+        ("en", "two red dogs run on the beach."),
+    ],
+)
 def test_every_word_maps_to_the_tokens_that_spell_it(sentencepiece_model, hf_tokenizer, lang, text):
     words = [w for w, _, _ in tokenize(text, lang)]
     for tokenizer in (sentencepiece_model, hf_tokenizer):
@@ -79,8 +90,10 @@ def test_word_links_become_token_links(sentencepiece_model):
     en_tokens = words_to_tokens(en, en.split(), sentencepiece_model, add_special_tokens=False)
     de_tokens = words_to_tokens(de, de.split(), sentencepiece_model, add_special_tokens=False)
     links = token_links([(0, 0), (2, 2)], en_tokens, de_tokens)
-    assert links == sorted({(a, b) for a in en_tokens[0] for b in de_tokens[0]}
-                           | {(a, b) for a in en_tokens[2] for b in de_tokens[2]})
+    assert links == sorted(
+        {(a, b) for a in en_tokens[0] for b in de_tokens[0]}
+        | {(a, b) for a in en_tokens[2] for b in de_tokens[2]}
+    )
     assert not any(a in en_tokens[1] for a, _ in links)
 
 

@@ -24,7 +24,7 @@ def test_en_fr_joint_file_and_one_based_gold():
     sure, possible = gold[2]
     assert sure == {(0, 0), (1, 1), (2, 2), (3, 3)} and sure <= possible
     assert sum(len(p - s) for s, p in gold) > 0  # the Hansards have possible links
-    for (s, p), e, f in zip(gold, src, tgt):
+    for (_, p), e, f in zip(gold, src, tgt):
         assert all(i < len(e.split()) and j < len(f.split()) for i, j in p)
 
 
@@ -49,8 +49,12 @@ def test_en_hi_wpt_sentences_and_links():
     assert len(gold) == 90 and sum(len(s) for s, _ in gold) == 1409
     # sentence 26: "26 2 1" -> English word 2 ("Government") with Hindi word 1
     assert (1, 0) in gold[0][0]
-    outside = [(n, link) for n, ((s, _), e, h) in enumerate(zip(gold, eng, hin))
-               for link in s if not (link[0] < len(e.split()) and link[1] < len(h.split()))]
+    outside = [
+        (n, link)
+        for n, ((s, _), e, h) in enumerate(zip(gold, eng, hin))
+        for link in s
+        if not (link[0] < len(e.split()) and link[1] < len(h.split()))
+    ]
     assert outside == [(40, (32, 33))]  # the WPT release links one Hindi word past the end
 
 
@@ -67,13 +71,33 @@ def test_align_eval_cli_scores_sure_and_possible(tmp_path):
     (tmp_path / "links").write_text("0-0 1-2\n0-0\n")
     (tmp_path / "gold").write_text("1-1 2p3 3-3\n1-1\n")
     runner = CliRunner()
-    result = runner.invoke(app, ["align-eval", "--links", str(tmp_path / "links"),
-                                 "--gold", str(tmp_path / "gold"), "--gold-one-based", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "align-eval",
+            "--links",
+            str(tmp_path / "links"),
+            "--gold",
+            str(tmp_path / "gold"),
+            "--gold-one-based",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
     # A = 3 links, S = 3 sure, |A∩S| = 2, |A∩P| = 3
     assert figures["precision"] == 1.0 and figures["recall"] == round(2 / 3, 4)
     assert figures["aer"] == round(1 - 5 / 6, 4)
-    bad = runner.invoke(app, ["align-eval", "--links", str(tmp_path / "links"),
-                              "--gold", str(tmp_path / "links"), "--gold-format", "moses"])
+    bad = runner.invoke(
+        app,
+        [
+            "align-eval",
+            "--links",
+            str(tmp_path / "links"),
+            "--gold",
+            str(tmp_path / "links"),
+            "--gold-format",
+            "moses",
+        ],
+    )
     assert bad.exit_code == 2 and "unknown gold format" in bad.output

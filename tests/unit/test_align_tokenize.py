@@ -14,7 +14,19 @@ def toks(text: str, lang: str) -> list[str]:
 
 def test_english_words_and_punctuation():
     assert toks("A dog's ball, on the grass... (2 kids)!", "en") == [
-        "A", "dog's", "ball", ",", "on", "the", "grass", "...", "(", "2", "kids", ")", "!"
+        "A",
+        "dog's",
+        "ball",
+        ",",
+        "on",
+        "the",
+        "grass",
+        "...",
+        "(",
+        "2",
+        "kids",
+        ")",
+        "!",
     ]
 
 
@@ -34,7 +46,18 @@ def test_numbers_keep_inner_separators():
 def test_french_elision_splits_after_the_apostrophe():
     words = toks("L'homme qu'il voit aujourd'hui, c’est l'été.", "fr")
     assert words == [
-        "L'", "homme", "qu'", "il", "voit", "aujourd'hui", ",", "c’", "est", "l'", "été", ".",
+        "L'",
+        "homme",
+        "qu'",
+        "il",
+        "voit",
+        "aujourd'hui",
+        ",",
+        "c’",
+        "est",
+        "l'",
+        "été",
+        ".",
     ]
 
 

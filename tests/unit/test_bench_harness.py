@@ -12,9 +12,20 @@ from benchmarks import harness
 
 
 def _row(name: str, module: str, machine: str = "box") -> dict:
-    return {"name": name, "value": 2.0, "unit": "samples/s", "baseline": "b", "baseline_value": 1.0,
-            "ratio": 2.0, "runs": 3, "higher_is_better": True, "notes": "n.", "date": "2026-12-04",
-            "module": module, "machine": machine}
+    return {
+        "name": name,
+        "value": 2.0,
+        "unit": "samples/s",
+        "baseline": "b",
+        "baseline_value": 1.0,
+        "ratio": 2.0,
+        "runs": 3,
+        "higher_is_better": True,
+        "notes": "n.",
+        "date": "2026-12-04",
+        "module": module,
+        "machine": machine,
+    }
 
 
 def test_a_module_this_machine_cannot_run_is_skipped_and_keeps_its_rows(monkeypatch):
@@ -28,17 +39,27 @@ def test_a_module_this_machine_cannot_run_is_skipped_and_keeps_its_rows(monkeypa
     results, failures, skipped = harness.collect(["bench_gpu_fake", "bench_cpu_fake"], runs=1)
     assert skipped == {"bench_gpu_fake": "needs a CUDA GPU"} and not failures
     assert [r["name"] for r in results] == ["cpu_fig"] and results[0]["machine"] == harness.machine()
-    previous = [_row("gpu_fig", "bench_gpu_fake", "NVIDIA H200"), _row("cpu_fig", "bench_cpu_fake"),
-                _row("gone_fig", "bench_removed")]
+    previous = [
+        _row("gpu_fig", "bench_gpu_fake", "NVIDIA H200"),
+        _row("cpu_fig", "bench_cpu_fake"),
+        _row("gone_fig", "bench_removed"),
+    ]
     merged = harness.merge(previous, results, skipped, keep_all=False)
     assert [r["name"] for r in merged] == ["gpu_fig", "cpu_fig"]  # a full run drops what no module makes
     assert [r["name"] for r in harness.merge(previous, results, skipped, keep_all=True)] == [
-        "gpu_fig", "gone_fig", "cpu_fig"]
+        "gpu_fig",
+        "gone_fig",
+        "cpu_fig",
+    ]
 
 
 def test_rows_measured_elsewhere_name_their_machine_and_a_skip_without_rows_is_listed():
-    text = harness.render([_row("gpu_fig", "m", "NVIDIA H200"), _row("cpu_fig", "m", "box")], {}, "box",
-                          {"m": "needs a CUDA GPU", "bench_tpu": "needs a TPU"})
+    text = harness.render(
+        [_row("gpu_fig", "m", "NVIDIA H200"), _row("cpu_fig", "m", "box")],
+        {},
+        "box",
+        {"m": "needs a CUDA GPU", "bench_tpu": "needs a TPU"},
+    )
     gpu_line = next(line for line in text.splitlines() if line.startswith("| gpu_fig"))
     cpu_line = next(line for line in text.splitlines() if line.startswith("| cpu_fig"))
     assert "n; measured 2026-12-04 on NVIDIA H200 |" in gpu_line

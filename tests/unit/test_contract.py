@@ -182,7 +182,11 @@ def test_leftover_temporaries_removed_on_resume(tmp_path: Path) -> None:
         out / f"u1.json{atomic.TMP_MARK}deadbeef",
         out / contract.UNITS_DIR / f"u1.json{atomic.TMP_MARK}cafebabe",
         out / "nested" / f"part.parquet{atomic.TMP_MARK}01234567",
-        out / "nested" / f"checkpoint{atomic.TMP_MARK}89abcdef" / "model" / "weights.bin",  # a folder copy cut short
+        out
+        / "nested"
+        / f"checkpoint{atomic.TMP_MARK}89abcdef"
+        / "model"
+        / "weights.bin",  # a folder copy cut short
     ]
     for p in leftovers:
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -202,7 +206,10 @@ def test_copy_tree_lands_whole_under_the_final_name(tmp_path: Path) -> None:
     (src / "state.pt").write_bytes(b"s")
     atomic.copy_tree(src, tmp_path / "dest")
     assert sorted(str(p.relative_to(tmp_path / "dest")) for p in (tmp_path / "dest").rglob("*")) == [
-        "model", "model/weights.bin", "state.pt"]
+        "model",
+        "model/weights.bin",
+        "state.pt",
+    ]
     assert (tmp_path / "dest" / "model" / "weights.bin").read_bytes() == b"w" * 5000
     with pytest.raises(OSError):  # a failed copy leaves neither the final name nor a temporary
         atomic.copy_tree(src, tmp_path / "dest")
@@ -335,8 +342,13 @@ run_units("s", out, "fp1", ["u0", "u1", "u2"], process)
 
 @pytest.mark.parametrize(
     "point, committed, written",
-    [(None, 3, 3), ("s:1:start", 1, 1), ("s:1:written", 1, 2), ("s:1:committed", 2, 2),
-     ("other:1:start", 3, 3)],
+    [
+        (None, 3, 3),
+        ("s:1:start", 1, 1),
+        ("s:1:written", 1, 2),
+        ("s:1:committed", 2, 2),
+        ("other:1:start", 3, 3),
+    ],
 )
 def test_chaos_hook_kills_only_at_its_point(
     tmp_path: Path, point: str | None, committed: int, written: int

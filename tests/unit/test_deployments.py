@@ -35,8 +35,13 @@ def test_every_stage_flow_and_the_pipeline_get_a_deployment() -> None:
     (sched,) = top.schedules
     assert sched.schedule.cron == "0 4 * * *" and sched.schedule.timezone == "Europe/Berlin"
     assert top.parameters == {
-        "spec_path": "data_specs/pipelines/demo.yaml", "workdir": None, "overrides": ["qa.max_pairs=2"],
-        "start": None, "stop": None, "only": None, "force": False,
+        "spec_path": "data_specs/pipelines/demo.yaml",
+        "workdir": None,
+        "overrides": ["qa.max_pairs=2"],
+        "start": None,
+        "stop": None,
+        "only": None,
+        "force": False,
     }
     for d, stage in zip(stages, STAGE_FLOWS):
         assert d.entrypoint == deploy.stage_entrypoint(stage) and not d.schedules

@@ -37,7 +37,9 @@ def test_layers_order_os_then_deps_then_code() -> None:
     # nothing but pyproject.toml is copied before the dependency layer
     copies_before = [rest for op, rest in ins[:deps] if op in ("COPY", "ADD")]
     assert copies_before == ["pyproject.toml ./"]
-    assert not any(op == "COPY" and rest.split()[0] == "." for op, rest in ins), "COPY . . would bust the cache"
+    assert not any(op == "COPY" and rest.split()[0] == "." for op, rest in ins), (
+        "COPY . . would bust the cache"
+    )
     for package in ("mvlp_core", "flows", "ray_jobs", "data_specs"):
         assert _index(ins, "COPY", package) > deps
 
@@ -55,7 +57,7 @@ def test_eflomal_is_built_for_a_portable_target() -> None:
     ins = _instructions()
     assert ("ARG", "EFLOMAL_MARCH=x86-64-v2") in ins
     build = ins[_index(ins, "RUN", r"eflomal==2\.0\.0")][1]
-    assert 's/-march=native/-march=${EFLOMAL_MARCH}/' in build
+    assert "s/-march=native/-march=${EFLOMAL_MARCH}/" in build
     assert "--no-binary :all:" in build and "grep -q" in build  # fails the build if the flag is not replaced
     assert not any("march=native" in rest for op, rest in ins if op == "RUN" and "sed" not in rest)
 

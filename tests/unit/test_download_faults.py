@@ -46,4 +46,7 @@ def test_failed_shards_are_retried(tmp_path, capfd) -> None:
 
 
 def test_body_cut_short_is_a_connection_error() -> None:
-    assert error_reason("IncompleteRead(386 bytes read, 387 more expected)", "failed_to_download") == "connection_error"
+    assert (
+        error_reason("IncompleteRead(386 bytes read, 387 more expected)", "failed_to_download")
+        == "connection_error"
+    )

@@ -28,7 +28,9 @@ def _bound(model: nn.Module) -> EvalModel:
     def collate(examples):
         return {"x": torch.stack([x for x, _ in examples]), "y": torch.stack([y for _, y in examples])}
 
-    return EvalModel(model, collate, tuple, lambda image: image, lambda texts: (None, None), lambda path: None)
+    return EvalModel(
+        model, collate, tuple, lambda image: image, lambda texts: (None, None), lambda path: None
+    )
 
 
 def test_head_parameters_get_their_own_group_at_the_scaled_rate():
@@ -44,8 +46,16 @@ def test_one_step_moves_the_head_scale_times_further_than_the_body():
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     examples = [(torch.randn(2), torch.randn(1)) for _ in range(8)]
     dev = itertools.count()  # every epoch scores higher than the last: the trained weights are kept
-    finetune(_bound(model), examples, lambda em: float(next(dev)), epochs=1, batch_size=8, lr=1e-3,
-             weight_decay=0.0, head_lr_scale=10.0)
+    finetune(
+        _bound(model),
+        examples,
+        lambda em: float(next(dev)),
+        epochs=1,
+        batch_size=8,
+        lr=1e-3,
+        weight_decay=0.0,
+        head_lr_scale=10.0,
+    )
     step = {n: (p.detach() - before[n]).abs() for n, p in model.named_parameters()}
     # Adam's first step moves every coordinate by about its learning rate
     assert torch.allclose(step["body.weight"], torch.full((1, 2), 1e-3), rtol=1e-2)
@@ -58,14 +68,23 @@ def test_frozen_prefixes_stay_fixed_while_the_rest_trains():
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     examples = [(torch.randn(2), torch.randn(1)) for _ in range(8)]
     dev = itertools.count()
-    finetune(_bound(model), examples, lambda em: float(next(dev)), epochs=2, batch_size=4, lr=1e-2,
-             freeze=("body.",))
+    finetune(
+        _bound(model),
+        examples,
+        lambda em: float(next(dev)),
+        epochs=2,
+        batch_size=4,
+        lr=1e-2,
+        freeze=("body.",),
+    )
     after = dict(model.named_parameters())
     assert all(torch.equal(after[n], before[n]) for n in ("body.weight", "body.bias"))
     assert not torch.equal(after["gate.weight"], before["gate.weight"])
 
 
 def test_a_freeze_prefix_that_names_nothing_is_an_error_listing_the_parts():
-    with pytest.raises(StageError, match=r"\['text_encoder.embeddings'\] names no parameter.*\['body', 'gate'\]"):
+    with pytest.raises(
+        StageError, match=r"\['text_encoder.embeddings'\] names no parameter.*\['body', 'gate'\]"
+    ):
         with held(_Toy(), ("text_encoder.embeddings",)):
             pass

@@ -37,7 +37,10 @@ def _no_resolving(host: str, port: int) -> list[tuple]:
 
 
 def test_allowed_request_is_fetched(server) -> None:
-    assert _fetch(fetchguard.opener(UrlPolicy(allow_loopback=True)), server.url + "images/a.jpg") == b"\xff\xd8jpeg-bytes"
+    assert (
+        _fetch(fetchguard.opener(UrlPolicy(allow_loopback=True)), server.url + "images/a.jpg")
+        == b"\xff\xd8jpeg-bytes"
+    )
     assert server.request_counts()["/images/a.jpg"] == 1
 
 
@@ -60,7 +63,10 @@ def test_redirect_hop_to_a_forbidden_port_is_refused(server, tmp_path: Path) -> 
 
 def test_redirect_hop_to_another_scheme_is_refused(server) -> None:
     with pytest.raises(Blocked) as err:
-        _fetch(fetchguard.opener(UrlPolicy(allow_loopback=True)), f"{server.url}bad/redirect?to=ftp://example.org/a.jpg")
+        _fetch(
+            fetchguard.opener(UrlPolicy(allow_loopback=True)),
+            f"{server.url}bad/redirect?to=ftp://example.org/a.jpg",
+        )
     assert err.value.reason == "url_scheme"
 
 
@@ -83,7 +89,10 @@ def test_name_resolving_to_private_address_is_refused_without_connecting(monkeyp
 
 def test_one_private_address_among_public_ones_is_refused() -> None:
     def resolver(host: str, port: int) -> list[tuple]:
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in ("93.184.216.34", "169.254.169.254")]
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))
+            for ip in ("93.184.216.34", "169.254.169.254")
+        ]
 
     with pytest.raises(urllib.error.URLError) as err:
         _fetch(fetchguard.opener(UrlPolicy(), resolve=resolver), "https://mixed.example/x.jpg")
@@ -116,7 +125,10 @@ def test_other_schemes_are_not_opened(url: str) -> None:
 
 def test_endless_body_is_refused_at_the_byte_limit(server) -> None:
     with pytest.raises(Blocked) as err:
-        _fetch(fetchguard.opener(UrlPolicy(allow_loopback=True), max_bytes=1 << 20), server.url + "bad/endless.jpg")
+        _fetch(
+            fetchguard.opener(UrlPolicy(allow_loopback=True), max_bytes=1 << 20),
+            server.url + "bad/endless.jpg",
+        )
     assert err.value.reason == "response_too_large"
 
 
@@ -144,5 +156,8 @@ def test_size_limits_hold_with_the_policy_off(tmp_path: Path) -> None:
     with ImageServer(tmp_path) as srv:
         with pytest.raises(Blocked) as bomb:
             _fetch(fetchguard.opener(None, max_pixels=10_000_000), srv.url + "images/bomb.png")
-        assert _fetch(fetchguard.opener(None, max_pixels=10**9), srv.url + "images/bomb.png") == BOMB.read_bytes()
+        assert (
+            _fetch(fetchguard.opener(None, max_pixels=10**9), srv.url + "images/bomb.png")
+            == BOMB.read_bytes()
+        )
     assert bomb.value.reason == "image_too_large"

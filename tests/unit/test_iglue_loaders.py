@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from iglue_data import REAL_IGLUE, needs_real
 
 from mvlp_core.eval import data_marvl, data_retrieval, data_xgqa, data_xvnli
 from mvlp_core.eval.images import ImageRoots, wit_url_rows, write_wit_url_list
 from mvlp_core.eval.io import AnnotationError
 from mvlp_core.eval.tasks import IGLUE_LANGUAGES, Layout
-from iglue_data import REAL_IGLUE, needs_real
 
 R = REAL_IGLUE
 
@@ -102,7 +102,9 @@ def test_xflickrco_2000_captions_1000_flickr_1000_coco(lang: str) -> None:
         assert [im.key for im in mt.images] == [im.key for im in s.images]
         shots = {"1": 1, "5": 5, "10": 10, "25": 25, "50": 50, "100": 100}
         for name, n in shots.items():
-            assert len(data_retrieval.load(R / f"xFlickrCO/annotations/{lang}/train_{name}.jsonl").images) == n
+            assert (
+                len(data_retrieval.load(R / f"xFlickrCO/annotations/{lang}/train_{name}.jsonl").images) == n
+            )
 
 
 @needs_real
@@ -113,9 +115,19 @@ def test_flickr30k_five_captions_per_image() -> None:
         assert s.caption_image[:6] == [0, 0, 0, 0, 0, 1]
 
 
-WIT = {"ar": (890, 753), "bg": (860, 782), "da": (891, 784), "el": (570, 534), "en": (1000, 683),
-       "et": (874, 754), "id": (901, 825), "ja": (1000, 835), "ko": (931, 851), "tr": (721, 661),
-       "vi": (946, 845)}
+WIT = {
+    "ar": (890, 753),
+    "bg": (860, 782),
+    "da": (891, 784),
+    "el": (570, 534),
+    "en": (1000, 683),
+    "et": (874, 754),
+    "id": (901, 825),
+    "ja": (1000, 835),
+    "ko": (931, 851),
+    "tr": (721, 661),
+    "vi": (946, 845),
+}
 
 
 @needs_real
@@ -147,13 +159,27 @@ def test_missing_field_names_file_and_field(tmp_path: Path) -> None:
 
 
 def test_image_roots_resolve_each_layout(tmp_path: Path) -> None:
-    for rel in ("f/123.jpg", "c/COCO_val2014_000000000042.jpg", "g/n1.jpg",
-                "m/id/images/39-Panci/39-0.jpg", "m/id/images/39-Panci/39-n-5.jpg",
-                "n/dev/dev-850-0-img0.png", "w/BNRATHAU.jpg"):
+    for rel in (
+        "f/123.jpg",
+        "c/COCO_val2014_000000000042.jpg",
+        "g/n1.jpg",
+        "m/id/images/39-Panci/39-0.jpg",
+        "m/id/images/39-Panci/39-n-5.jpg",
+        "n/dev/dev-850-0-img0.png",
+        "w/BNRATHAU.jpg",
+    ):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
-    roots = ImageRoots({"flickr30k": tmp_path / "f", "coco": tmp_path / "c", "gqa": tmp_path / "g",
-                        "marvl": tmp_path / "m", "nlvr2": tmp_path / "n", "wit": tmp_path / "w"})
+    roots = ImageRoots(
+        {
+            "flickr30k": tmp_path / "f",
+            "coco": tmp_path / "c",
+            "gqa": tmp_path / "g",
+            "marvl": tmp_path / "m",
+            "nlvr2": tmp_path / "n",
+            "wit": tmp_path / "w",
+        }
+    )
     assert roots.flickr_id("123") and roots.flickr_or_coco("123.jpg")
     assert roots.flickr_or_coco("COCO_val2014_000000000042.jpg")
     assert roots.gqa("n1") and roots.marvl("id", "39-Panci", "39-0.jpg")

@@ -32,12 +32,14 @@ def test_answer_normalisation_and_strict_vs_normalised() -> None:
 def test_retrieval_hand_worked() -> None:
     # 3 images; captions 0,1 -> image 0, caption 2 -> image 1, caption 3 -> image 2
     caption_image = [0, 0, 1, 2]
-    scores = np.array([
-        [0.9, 0.1, 0.0],   # c0: image 0 first            -> IR rank 0
-        [0.2, 0.8, 0.1],   # c1: image 0 second           -> IR rank 1
-        [0.5, 0.4, 0.3],   # c2: image 1 second           -> IR rank 1
-        [0.1, 0.3, 0.2],   # c3: image 2 second           -> IR rank 1
-    ])
+    scores = np.array(
+        [
+            [0.9, 0.1, 0.0],  # c0: image 0 first            -> IR rank 0
+            [0.2, 0.8, 0.1],  # c1: image 0 second           -> IR rank 1
+            [0.5, 0.4, 0.3],  # c2: image 1 second           -> IR rank 1
+            [0.1, 0.3, 0.2],  # c3: image 2 second           -> IR rank 1
+        ]
+    )
     assert m.ir_ranks(scores, caption_image).tolist() == [0, 1, 1, 1]
     # TR: image 0 column [.9,.2,.5,.1] -> c0 rank 0 (best of c0,c1); image 1 [.1,.8,.4,.3] -> c2
     # rank 1; image 2 [0,.1,.3,.2] -> c3 rank 1

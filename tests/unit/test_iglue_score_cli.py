@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from iglue_data import REAL_IGLUE as R
+from iglue_data import needs_real
 from typer.testing import CliRunner
 
 from flows.cli import app
-from iglue_data import REAL_IGLUE as R
-from iglue_data import needs_real
 from mvlp_core.eval import data_marvl, data_retrieval, data_xgqa, data_xvnli
 
 pytestmark = needs_real
@@ -21,8 +21,20 @@ runner = CliRunner()
 def score(tmp_path: Path, task: str, annotations: Path, preds: object) -> tuple[int, str]:
     pred_file = tmp_path / "preds.json"
     pred_file.write_text(json.dumps(preds), encoding="utf-8")
-    res = runner.invoke(app, ["eval", "score", "--task", task, "--annotations", str(annotations),
-                              "--predictions", str(pred_file), "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "score",
+            "--task",
+            task,
+            "--annotations",
+            str(annotations),
+            "--predictions",
+            str(pred_file),
+            "--json",
+        ],
+    )
     return res.exit_code, res.output
 
 
@@ -49,13 +61,15 @@ def test_marvl_and_xgqa(tmp_path: Path) -> None:
 
     ann = R / "xGQA/annotations/few_shot/de/dev.json"
     qs = data_xgqa.load(ann)
-    preds = [{"questionId": q.id, "prediction": q.answer.upper() if k % 2 else q.answer}
-             for k, q in enumerate(qs)]
+    preds = [
+        {"questionId": q.id, "prediction": q.answer.upper() if k % 2 else q.answer} for k, q in enumerate(qs)
+    ]
     code, out = score(tmp_path, "xgqa", ann, preds)
     result = json.loads(out)
     assert result["accuracy_normalised"] == 100.0
-    assert result["accuracy"] == pytest.approx(100 * sum(
-        1 for k, q in enumerate(qs) if k % 2 == 0 or q.answer.upper() == q.answer) / len(qs))
+    assert result["accuracy"] == pytest.approx(
+        100 * sum(1 for k, q in enumerate(qs) if k % 2 == 0 or q.answer.upper() == q.answer) / len(qs)
+    )
 
 
 def test_retrieval_topk_and_score_matrix(tmp_path: Path) -> None:
@@ -63,9 +77,12 @@ def test_retrieval_topk_and_score_matrix(tmp_path: Path) -> None:
     rset = data_retrieval.load(ann)
     n = len(rset.images)
     # caption c's image ranked first for even c, at rank 7 for odd c
-    topk = [[g] + [(g + j) % n for j in range(1, 10)] if c % 2 == 0 else
-            [(g + j) % n for j in range(1, 8)] + [g] + [(g + 20) % n, (g + 21) % n]
-            for c, g in enumerate(rset.caption_image)]
+    topk = [
+        [g] + [(g + j) % n for j in range(1, 10)]
+        if c % 2 == 0
+        else [(g + j) % n for j in range(1, 8)] + [g] + [(g + 20) % n, (g + 21) % n]
+        for c, g in enumerate(rset.caption_image)
+    ]
     code, out = score(tmp_path, "xflickrco", ann, topk)
     assert code == 0 and json.loads(out) == {"ir_r1": 50.0, "ir_r5": 50.0, "ir_r10": 100.0}
 
@@ -90,6 +107,17 @@ def test_bad_predictions_name_the_cause(tmp_path: Path) -> None:
     assert code == 2 and "5 ranked lists but the annotations hold 2000 captions" in out
     code, out = score(tmp_path, "wit", R / "wit/annotations/test_ar.jsonl", {"scores": [[0.0]]})
     assert code == 2 and "score matrix has shape [1, 1]" in out
-    res = runner.invoke(app, ["eval", "score", "--task", "vqa", "--annotations", str(ann),
-                              "--predictions", str(tmp_path / "preds.json")])
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "score",
+            "--task",
+            "vqa",
+            "--annotations",
+            str(ann),
+            "--predictions",
+            str(tmp_path / "preds.json"),
+        ],
+    )
     assert res.exit_code == 2 and "unknown task 'vqa'" in res.output

@@ -66,8 +66,12 @@ def test_serves_files_byte_for_byte_and_counts_requests(root):
 
 def test_refuses_paths_outside_the_root(root):
     with ImageServer(root) as server:
-        for path in ("/../secret.txt", "/images/../../secret.txt", "/images/..%2f..%2fsecret.txt",
-                     "/%2e%2e/secret.txt"):
+        for path in (
+            "/../secret.txt",
+            "/images/../../secret.txt",
+            "/images/..%2f..%2fsecret.txt",
+            "/%2e%2e/secret.txt",
+        ):
             status, body = raw_get(server, path)
             assert status == 403 and b"outside" not in body, path
         assert get(server.url + "images/missing.jpg")[0] == 404
@@ -113,4 +117,4 @@ def test_each_server_gets_its_own_port_and_stops_listening(root):
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
     with pytest.raises(RuntimeError, match="not running"):
-        ImageServer(root).url
+        _ = ImageServer(root).url

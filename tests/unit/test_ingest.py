@@ -106,8 +106,8 @@ def test_tsv(tmp_path: Path) -> None:
 def test_csv_with_quoted_fields(tmp_path: Path) -> None:
     src = tmp_path / "list.csv"
     src.write_text(
-        'url,caption\n'
-        'http://example.com/0.jpg,a red circle\n'
+        "url,caption\n"
+        "http://example.com/0.jpg,a red circle\n"
         'https://example.com/1.jpg,"two blue squares, side by side"\n'
         'http://example.org/2.jpg,"a ""quoted"" star"\n',
         encoding="utf-8",
@@ -270,9 +270,7 @@ def test_dedup_modes(tmp_path: Path) -> None:
     src = write_tsv(tmp_path / "list.tsv", rows)
     m_url = run_ingest(make_spec(tmp_path, src, "tsv"), {}, tmp_path / "a")
     assert m_url.samples_out == 1 and m_url.rejects == {"duplicate": 2}
-    m_uc = run_ingest(
-        make_spec(tmp_path, src, "tsv", ingest={"dedup": "url+caption"}), {}, tmp_path / "b"
-    )
+    m_uc = run_ingest(make_spec(tmp_path, src, "tsv", ingest={"dedup": "url+caption"}), {}, tmp_path / "b")
     assert m_uc.samples_out == 2 and m_uc.rejects == {"duplicate": 1}
     m_none = run_ingest(make_spec(tmp_path, src, "tsv", ingest={"dedup": "none"}), {}, tmp_path / "c")
     assert m_none.samples_out == 3 and m_none.rejects == {}

@@ -36,8 +36,16 @@ def _key(doc: dict[str, Any]) -> tuple[str, str]:
 def test_overlay_renders_and_validates(overlay: str) -> None:
     docs = _rendered(overlay)
     kinds = {d["kind"] for d in docs}
-    assert {"Namespace", "ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim", "ConfigMap",
-            "Deployment", "RayCluster"} <= kinds
+    assert {
+        "Namespace",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "PersistentVolumeClaim",
+        "ConfigMap",
+        "Deployment",
+        "RayCluster",
+    } <= kinds
     for doc in docs:
         validate(doc)
         if doc["kind"] != "Namespace":
@@ -55,15 +63,22 @@ def test_rayjob_templates_validate() -> None:
         assert spec["entrypoint"].startswith(f"python -m ray_jobs.{stage.replace('-', '_')} --spec ")
         assert spec["shutdownAfterJobFinishes"] is True
         assert spec["ttlSecondsAfterFinished"] > 0 and spec["backoffLimit"] >= 1
-        mounts = [m for t in pod_templates(spec["rayClusterSpec"]) for c in t["spec"]["containers"]
-                  for m in c["volumeMounts"] if m["name"] == "shared"]
+        mounts = [
+            m
+            for t in pod_templates(spec["rayClusterSpec"])
+            for c in t["spec"]["containers"]
+            for m in c["volumeMounts"]
+            if m["name"] == "shared"
+        ]
         assert len(mounts) == 2  # head and GPU workers share the storage_path volume
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) not installed")
 @pytest.mark.parametrize("folder", [*(f"overlays/{o}" for o in OVERLAYS), "base/rayjobs"])
 def test_renderer_agrees_with_kubectl_kustomize(folder: str) -> None:
-    out = subprocess.run(["kubectl", "kustomize", str(K8S / folder)], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(K8S / folder)], check=True, capture_output=True, text=True
+    )
     theirs = sorted((d for d in yaml.safe_load_all(out.stdout) if d), key=_key)
     assert sorted(render(K8S / folder), key=_key) == theirs
 
@@ -80,12 +95,14 @@ def test_validation_catches_mistakes() -> None:
         validate(bad_pod)
     deployment = next(d for d in _rendered("dev") if d["kind"] == "Deployment")
     deployment["spec"]["replicas"] = "one"
-    with pytest.raises(Exception):
+    with pytest.raises(Exception, match="replicas"):
         validate(deployment)
 
 
 def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return [c for t in pod_templates(doc) for c in t["spec"]["containers"] + t["spec"].get("initContainers", [])]
+    return [
+        c for t in pod_templates(doc) for c in t["spec"]["containers"] + t["spec"].get("initContainers", [])
+    ]
 
 
 def test_every_container_has_requests_limits_and_runs_non_root() -> None:
@@ -97,7 +114,9 @@ def test_every_container_has_requests_limits_and_runs_non_root() -> None:
             assert pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}
         for c in _containers(doc):
             res = c["resources"]
-            assert {"cpu", "memory"} <= set(res["requests"]) and {"cpu", "memory"} <= set(res["limits"]), c["name"]
+            assert {"cpu", "memory"} <= set(res["requests"]) and {"cpu", "memory"} <= set(res["limits"]), c[
+                "name"
+            ]
             sc = c["securityContext"]
             assert sc["allowPrivilegeEscalation"] is False
             assert sc["capabilities"] == {"drop": ["ALL"]}
@@ -119,8 +138,11 @@ def test_rbac_is_namespaced_and_least_privilege() -> None:
         for role in roles.values():
             for rule in role["rules"]:
                 assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
-        runner = {r["apiGroups"][0] + "/" + res: set(r["verbs"]) for r in roles["mvlp-runner"]["rules"]
-                  for res in r["resources"]}
+        runner = {
+            r["apiGroups"][0] + "/" + res: set(r["verbs"])
+            for r in roles["mvlp-runner"]["rules"]
+            for res in r["resources"]
+        }
         assert runner["ray.io/rayjobs"] == {"create", "get", "list", "watch", "delete"}
         assert runner["ray.io/rayclusters"] <= {"get", "list"}
         assert runner["/pods/log"] == {"get"}
@@ -139,10 +161,14 @@ def test_gpu_group_requests_gpus_and_autoscales() -> None:
             assert 0 <= g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
         gpu = groups["gpu"]["template"]["spec"]
         (c,) = gpu["containers"]
-        assert c["resources"]["limits"]["nvidia.com/gpu"] == c["resources"]["requests"]["nvidia.com/gpu"] == "1"
+        assert (
+            c["resources"]["limits"]["nvidia.com/gpu"] == c["resources"]["requests"]["nvidia.com/gpu"] == "1"
+        )
         assert c["image"].endswith("-cuda")
         assert any(t["key"] == "nvidia.com/gpu" for t in gpu["tolerations"])
         assert gpu["nodeSelector"]
         assert "nvidia.com/gpu" not in str(groups["cpu"])
     dev, prod = (next(d for d in _rendered(o) if d["kind"] == "RayCluster") for o in OVERLAYS)
-    assert dev["spec"]["workerGroupSpecs"][1]["maxReplicas"] < prod["spec"]["workerGroupSpecs"][1]["maxReplicas"]
+    assert (
+        dev["spec"]["workerGroupSpecs"][1]["maxReplicas"] < prod["spec"]["workerGroupSpecs"][1]["maxReplicas"]
+    )

@@ -30,8 +30,13 @@ def test_every_task_trains_and_gradients_reach_exactly_the_trainable_parts(tok):
     out = model(batch)
     for name in LOSSES:
         assert out[name].dim() == 0 and math.isfinite(out[name].item()) and out[name].item() > 0, name
-    expected = (out["loss_trans"] + out["loss_cap"] + spec.alpha_qus * out["loss_qus"]
-                + spec.beta_match * out["loss_match"] + spec.gamma_itc * out["loss_itc"])  # fmt: skip
+    expected = (
+        out["loss_trans"]
+        + out["loss_cap"]
+        + spec.alpha_qus * out["loss_qus"]
+        + spec.beta_match * out["loss_match"]
+        + spec.gamma_itc * out["loss_itc"]
+    )
     assert torch.allclose(out["loss"], expected)
     assert out["task_rows"][TASK_IDS["match"]] > (batch["task"] == TASK_IDS["match"]).sum()  # + derived rows
     out["loss"].backward()
@@ -127,10 +132,13 @@ def test_sentence_alignment_pulls_only_the_source_side_to_its_english_average(to
 def _pair_examples(spec, n=4):
     """[match] examples over two images each (MaRVL's shape) and the single-image halves."""
     singles = [e for e in examples(spec, 4 * n, seed=3) if e.image is not None][: 2 * n]
-    pairs = [Example("match", torch.stack([a.image, b.image]), a.caption, "en", "yes")
-             for a, b in zip(singles[::2], singles[1::2])]
-    halves = [[Example("match", img, p.source, "en", "yes") for p in pairs for img in [p.image[k]]]
-              for k in (0, 1)]
+    pairs = [
+        Example("match", torch.stack([a.image, b.image]), a.caption, "en", "yes")
+        for a, b in zip(singles[::2], singles[1::2])
+    ]
+    halves = [
+        [Example("match", img, p.source, "en", "yes") for p in pairs for img in [p.image[k]]] for k in (0, 1)
+    ]
     return pairs, halves
 
 
@@ -180,8 +188,12 @@ def test_training_on_image_pairs_reaches_the_position_embedding(tok):
     batch = collate(pairs + [e for e in examples(spec, 4) if e.image is None], tok, spec)  # + text-only rows
     out = model(batch)
     assert out["loss_match"] > 0 and out["loss_trans"] > 0 and out["loss_itc"] == 0
-    assert torch.allclose(out["loss_match"], -model.score_targets(batch)[batch["task"] == TASK_IDS["match"]].sum()
-                          / (batch["dec_mask"][batch["task"] == TASK_IDS["match"]].sum()), atol=1e-5)
+    assert torch.allclose(
+        out["loss_match"],
+        -model.score_targets(batch)[batch["task"] == TASK_IDS["match"]].sum()
+        / (batch["dec_mask"][batch["task"] == TASK_IDS["match"]].sum()),
+        atol=1e-5,
+    )
     out["loss"].backward()
     assert model.image_position.grad.abs().sum() > 0
     assert model.image_gate.weight.grad.abs().sum() > 0
@@ -217,8 +229,9 @@ def test_loss_is_the_mean_over_target_tokens_only(tok):
     queries = model.image_encoder(batch["pixel_values"])
     target = batch["dec_ids"][0]
     wte = model.decoder.transformer.wte
-    embeds = torch.cat([model.image_to_decoder(queries)[0], wte(model.task_tokens[[TASK_IDS["cap"]]]),
-                        wte(target)]).unsqueeze(0)  # fmt: skip
+    embeds = torch.cat(
+        [model.image_to_decoder(queries)[0], wte(model.task_tokens[[TASK_IDS["cap"]]]), wte(target)]
+    ).unsqueeze(0)
     logits = model.decoder(inputs_embeds=embeds).logits[0]
     q = spec.num_query_tokens
     manual = F.cross_entropy(logits[q : q + len(target)], target)

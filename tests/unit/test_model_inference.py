@@ -42,7 +42,9 @@ def test_score_targets_ranks_the_trained_target_first(trained):
     tok = model.tokenizers
     trans = int((batch["task"] == TASK_IDS["trans"]).nonzero()[0])
     source = tok.encoder.decode(batch["enc_ids"][trans], skip_special_tokens=True)
-    right = tok.decoder.decode(batch["dec_ids"][trans][batch["dec_mask"][trans] == 1], skip_special_tokens=True)
+    right = tok.decoder.decode(
+        batch["dec_ids"][trans][batch["dec_mask"][trans] == 1], skip_special_tokens=True
+    )
     wrong = ["a red circle", "two green stars", "a big yellow triangle"]
     candidates = collate([Example("trans", None, source, "de", t) for t in [right, *wrong]], tok, spec)
     scores = model.score_targets(candidates)
@@ -53,8 +55,9 @@ def test_generate_reproduces_a_trained_caption(trained):
     model, batch, _, _ = trained
     cap = int((batch["task"] == TASK_IDS["cap"]).nonzero()[0])
     row = {k: v[cap : cap + 1] for k, v in batch.items()}
-    expected = model.tokenizers.decoder.decode(batch["dec_ids"][cap][batch["dec_mask"][cap] == 1],
-                                               skip_special_tokens=True).strip()  # fmt: skip
+    expected = model.tokenizers.decoder.decode(
+        batch["dec_ids"][cap][batch["dec_mask"][cap] == 1], skip_special_tokens=True
+    ).strip()
     assert model.generate(row, max_new_tokens=24) == [expected]
 
 
@@ -64,8 +67,13 @@ def test_match_score_and_features(trained):
     pixels, ids, mask = batch["pixel_values"][has], batch["itc_ids"][has], batch["itc_mask"][has]
     scores = model.match_score(pixels, ids, mask)
     # = log p("yes") - log p("no") of the [match] prompt, by score_targets
-    rows = {"task": torch.full((len(ids),), TASK_IDS["match"]), "pixel_values": pixels,
-            "has_image": torch.ones(len(ids), dtype=torch.bool), "enc_ids": ids, "enc_mask": mask}  # fmt: skip
+    rows = {
+        "task": torch.full((len(ids),), TASK_IDS["match"]),
+        "pixel_values": pixels,
+        "has_image": torch.ones(len(ids), dtype=torch.bool),
+        "enc_ids": ids,
+        "enc_mask": mask,
+    }
     eos = model.tokenizers.decoder.eos_token_id
     logp = []
     for answer in ("yes", "no"):
@@ -81,7 +89,10 @@ def test_match_score_and_features(trained):
     loss = model(batch)["loss_itc"]
     logits = image_cls @ text_cls.t() / model.temperature.clamp(*spec.temperature_range)
     target = torch.arange(len(pixels))
-    by_hand = (torch.nn.functional.cross_entropy(logits, target) + torch.nn.functional.cross_entropy(logits.t(), target)) / 2
+    by_hand = (
+        torch.nn.functional.cross_entropy(logits, target)
+        + torch.nn.functional.cross_entropy(logits.t(), target)
+    ) / 2
     assert torch.allclose(loss, by_hand, atol=1e-5)
     # two images per example (MaRVL-style): K*Q query states, one [CLS]
     pair = torch.stack([pixels, pixels.flip(0)], dim=1)

@@ -35,15 +35,19 @@ def test_contrastive_loss_3x3_by_hand_and_its_gradient_lowers_it():
     t = 0.1
     sim = (image.detach() @ text.t()).tolist()
     cols = [[sim[r][c] for r in range(3)] for c in range(3)]
-    expected = (sum(_xent([v / t for v in sim[i]], i) for i in range(3)) / 3
-                + sum(_xent([v / t for v in cols[i]], i) for i in range(3)) / 3) / 2  # fmt: skip
+    expected = (
+        sum(_xent([v / t for v in sim[i]], i) for i in range(3)) / 3
+        + sum(_xent([v / t for v in cols[i]], i) for i in range(3)) / 3
+    ) / 2
     loss = contrastive_loss(image, text, torch.tensor(t))
     assert abs(loss.item() - expected) < 1e-5
     loss.backward()
     stepped = contrastive_loss(image.detach() - 0.01 * image.grad, text, torch.tensor(t))
     assert stepped < loss
     # matched pairs give a lower loss than shuffled ones
-    assert contrastive_loss(text, text, torch.tensor(t)) < contrastive_loss(text, text.roll(1, 0), torch.tensor(t))
+    assert contrastive_loss(text, text, torch.tensor(t)) < contrastive_loss(
+        text, text.roll(1, 0), torch.tensor(t)
+    )
 
 
 def test_hard_negatives_never_pick_a_positive():
@@ -66,7 +70,6 @@ def test_hard_negatives_prefer_similar_texts_and_drop_rows_without_negatives():
     everything = torch.ones(2, 2, dtype=torch.bool)
     img_a, txt_a, img_b, txt_b = mine_hard_negatives(torch.zeros(2, 2), everything, gen)
     assert len(img_a) == len(txt_a) == len(img_b) == len(txt_b) == 0
-
 
 
 def _rank_loss(rank: int, world: int, port: int, feats, out) -> None:
@@ -105,8 +108,10 @@ def test_under_ddp_every_rank_contrasts_against_all_ranks_rows():
     total = 0.0
     for rank, rows in ((0, range(0, 2)), (1, range(2, 5))):
         rows = list(rows)
-        expected = (torch.nn.functional.cross_entropy(sim[rows], torch.tensor(rows))
-                    + torch.nn.functional.cross_entropy(sim.t()[rows], torch.tensor(rows))) / 2  # fmt: skip
+        expected = (
+            torch.nn.functional.cross_entropy(sim[rows], torch.tensor(rows))
+            + torch.nn.functional.cross_entropy(sim.t()[rows], torch.tensor(rows))
+        ) / 2
         assert abs(out[rank][0] - expected.item()) < 1e-5
         total = total + expected
     total.backward()

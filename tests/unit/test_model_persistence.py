@@ -24,7 +24,10 @@ def test_save_and_reload_give_the_same_outputs(tmp_path):
     batch = collate(examples(spec, 6), tok, spec)
     model.save_pretrained(tmp_path / "ckpt")
     again = load_model(tmp_path / "ckpt").eval()
-    assert again.tokenizers.encoder("ein roter Kreis")["input_ids"] == tok.encoder("ein roter Kreis")["input_ids"]
+    assert (
+        again.tokenizers.encoder("ein roter Kreis")["input_ids"]
+        == tok.encoder("ein roter Kreis")["input_ids"]
+    )
     assert again.tokenizers.task_token_ids() == tok.task_token_ids()
     assert again.temperature.item() == pytest.approx(0.05)
     torch.manual_seed(1)
@@ -61,24 +64,52 @@ def base_checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub")
     tok = tokenizers()
     torch.manual_seed(0)
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                  image_size=32, patch_size=8)  # fmt: skip
-    qformer = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                   encoder_hidden_size=32, vocab_size=100)  # fmt: skip
-    text = OPTConfig(hidden_size=16, ffn_dim=32, num_hidden_layers=1, num_attention_heads=2,
-                     vocab_size=50, word_embed_proj_dim=16).to_dict()  # fmt: skip
-    blip2 = Blip2ForConditionalGeneration(Blip2Config(vision_config=vision, qformer_config=qformer,
-                                                      text_config=text, num_query_tokens=4))  # fmt: skip
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+    )
+    qformer = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        encoder_hidden_size=32,
+        vocab_size=100,
+    )
+    text = OPTConfig(
+        hidden_size=16,
+        ffn_dim=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        vocab_size=50,
+        word_embed_proj_dim=16,
+    ).to_dict()
+    blip2 = Blip2ForConditionalGeneration(
+        Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text, num_query_tokens=4)
+    )
     blip2.save_pretrained(root / "blip2")
-    xlmr = XLMRobertaModel(XLMRobertaConfig(vocab_size=len(tok.encoder), hidden_size=24, num_hidden_layers=1,
-                                            num_attention_heads=2, intermediate_size=48,
-                                            max_position_embeddings=80))  # fmt: skip
+    xlmr = XLMRobertaModel(
+        XLMRobertaConfig(
+            vocab_size=len(tok.encoder),
+            hidden_size=24,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=48,
+            max_position_embeddings=80,
+        )
+    )
     xlmr.save_pretrained(root / "xlmr")
     tok.encoder.save_pretrained(root / "xlmr")
     from transformers import AutoTokenizer
 
     gpt2_tok = AutoTokenizer.from_pretrained(str(_plain_gpt2_tokenizer(root)))
-    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(gpt2_tok), n_embd=16, n_layer=4, n_head=2, n_positions=128))
+    gpt2 = GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(gpt2_tok), n_embd=16, n_layer=4, n_head=2, n_positions=128)
+    )
     gpt2.save_pretrained(root / "gpt2")
     gpt2_tok.save_pretrained(root / "gpt2")
     return root, blip2, xlmr, gpt2, len(gpt2_tok)
@@ -91,29 +122,47 @@ def _plain_gpt2_tokenizer(root):
     from transformers import GPT2TokenizerFast
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(world_texts() + ["yes no"], vocab_size=400, special_tokens=["<|endoftext|>"],
-                            show_progress=False)  # fmt: skip
+    bpe.train_from_iterator(
+        world_texts() + ["yes no"], vocab_size=400, special_tokens=["<|endoftext|>"], show_progress=False
+    )
     folder = root / "gpt2-tok"
-    GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>",
-                      eos_token="<|endoftext|>", unk_token="<|endoftext|>").save_pretrained(folder)  # fmt: skip
+    GPT2TokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    ).save_pretrained(folder)
     return folder
 
 
 def test_base_loads_every_part_by_path(tmp_path, base_checkpoints):
     root, blip2, xlmr, gpt2, plain_vocab = base_checkpoints
-    spec = ModelSpec(size="base", vision=str(root / "blip2"), text_encoder=str(root / "xlmr"),
-                     decoder=str(root / "gpt2"), num_query_tokens=4, image_size=32, embed_dim=8)  # fmt: skip
+    spec = ModelSpec(
+        size="base",
+        vision=str(root / "blip2"),
+        text_encoder=str(root / "xlmr"),
+        decoder=str(root / "gpt2"),
+        num_query_tokens=4,
+        image_size=32,
+        embed_dim=8,
+    )
     tok = build_tokenizers(spec, None, tmp_path / "tok")
     assert len(tok.decoder) == plain_vocab + 4 and tok.decoder.pad_token is not None
     model = build_model(spec, tok)
     enc = model.image_encoder
     assert torch.equal(enc.query_tokens, blip2.query_tokens)
-    assert torch.equal(enc.vision_model.embeddings.patch_embedding.weight,
-                       blip2.vision_model.embeddings.patch_embedding.weight)  # fmt: skip
-    assert torch.equal(enc.qformer.encoder.layer[0].crossattention.attention.key.weight,
-                       blip2.qformer.encoder.layer[0].crossattention.attention.key.weight)  # fmt: skip
-    assert torch.equal(model.text_encoder.encoder.layer[0].attention.self.query.weight,
-                       xlmr.encoder.layer[0].attention.self.query.weight)  # fmt: skip
+    assert torch.equal(
+        enc.vision_model.embeddings.patch_embedding.weight,
+        blip2.vision_model.embeddings.patch_embedding.weight,
+    )
+    assert torch.equal(
+        enc.qformer.encoder.layer[0].crossattention.attention.key.weight,
+        blip2.qformer.encoder.layer[0].crossattention.attention.key.weight,
+    )
+    assert torch.equal(
+        model.text_encoder.encoder.layer[0].attention.self.query.weight,
+        xlmr.encoder.layer[0].attention.self.query.weight,
+    )
     assert torch.equal(model.decoder.transformer.h[0].mlp.c_fc.weight, gpt2.transformer.h[0].mlp.c_fc.weight)
     assert model.decoder.transformer.wte.weight.shape[0] == len(tok.decoder)
     # the paper's freezing: the ViT and the middle half of the decoder (layers 1, 2 of 4)
@@ -132,8 +181,13 @@ def test_base_loads_every_part_by_path(tmp_path, base_checkpoints):
 
 
 def _base_spec(root, **change) -> ModelSpec:
-    fields = {"vision": str(root / "blip2"), "text_encoder": str(root / "xlmr"),
-              "decoder": str(root / "gpt2"), "num_query_tokens": 4, "image_size": 32}  # fmt: skip
+    fields = {
+        "vision": str(root / "blip2"),
+        "text_encoder": str(root / "xlmr"),
+        "decoder": str(root / "gpt2"),
+        "num_query_tokens": 4,
+        "image_size": 32,
+    }
     return ModelSpec(size="base", **{**fields, **change})
 
 
@@ -175,8 +229,11 @@ def test_base_shapes_with_random_weights_and_the_papers_freezing():
     vit = model.image_encoder.vision_model
     assert 0.98e9 < sum(p.numel() for p in vit.parameters()) < 1.0e9  # ViT-g
     assert not any(p.requires_grad for p in vit.parameters())
-    frozen = {int(n.split(".")[3]) for n, p in model.named_parameters()
-              if n.startswith("decoder.transformer.h.") and not p.requires_grad}  # fmt: skip
+    frozen = {
+        int(n.split(".")[3])
+        for n, p in model.named_parameters()
+        if n.startswith("decoder.transformer.h.") and not p.requires_grad
+    }
     assert frozen == set(range(3, 9))  # the middle 6 of 12
     assert 1.4e9 < model.num_params() < 1.6e9 and 0.4e9 < model.num_params(trainable_only=True) < 0.5e9
 
@@ -199,7 +256,9 @@ def test_base_with_random_weights_trains_its_tokenizers_without_the_hub(tmp_path
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    spec = ModelSpec(size="base", weights="random", text_encoder="no-such-org/xlmr", decoder="no-such-org/gpt2")
+    spec = ModelSpec(
+        size="base", weights="random", text_encoder="no-such-org/xlmr", decoder="no-such-org/gpt2"
+    )
     texts = ["a red circle above a blue square", "ein roter Kreis über einem blauen Quadrat"] * 20
     tok = build_tokenizers(spec, texts, tmp_path / "tok")
     assert tok.encoder.tokenize("a red circle") and len(tok.task_token_ids()) == 4

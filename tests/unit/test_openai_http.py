@@ -8,8 +8,8 @@ import re
 import threading
 import time
 import traceback
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -21,7 +21,7 @@ from mvlp_core.openai_http import (
     RateLimiter,
     parse_retry_after,
 )
-from tests.fakes.openai_server import Fault, FakeOpenAI
+from tests.fakes.openai_server import FakeOpenAI, Fault
 
 CANARY = "sk-canary-7f3a9c1e5b2d4f60"
 ENV = "MVLP_TEST_OPENAI_KEY"
@@ -41,9 +41,15 @@ def key(monkeypatch):
 
 def make(server, sleeps=None, **kw) -> OpenAIClient:
     cfg = dict(
-        base_url=server.url, model="fake-model", api_key_env=ENV, timeout=2.0,
-        max_retries=3, backoff_base=0.001, backoff_max=0.004, field="qa.http",
-    )  # fmt: skip
+        base_url=server.url,
+        model="fake-model",
+        api_key_env=ENV,
+        timeout=2.0,
+        max_retries=3,
+        backoff_base=0.001,
+        backoff_max=0.004,
+        field="qa.http",
+    )
     cfg.update(kw)
     sleep = sleeps.append if sleeps is not None else time.sleep
     return OpenAIClient(EndpointConfig(**cfg), sleep=sleep, rng=random.Random(0))
@@ -67,9 +73,11 @@ def test_chat_sends_model_messages_params_and_bearer_key(server, key):
     assert req.path == "/v1/chat/completions"
     assert req.headers["Authorization"] == f"Bearer {CANARY}"
     assert req.body == {
-        "model": "fake-model", "temperature": 0.0, "max_tokens": 7,
+        "model": "fake-model",
+        "temperature": 0.0,
+        "max_tokens": 7,
         "messages": [{"role": "user", "content": "hi"}],
-    }  # fmt: skip
+    }
 
 
 def test_complete_and_models(server, key):
@@ -114,7 +122,7 @@ def test_retry_after_is_capped(server, key):
 
 def test_retry_after_http_date():
     now = time.time()
-    date = format_datetime(datetime.fromtimestamp(now, timezone.utc) + timedelta(seconds=30))
+    date = format_datetime(datetime.fromtimestamp(now, UTC) + timedelta(seconds=30))
     assert 28 <= parse_retry_after(date, now=now) <= 31
     assert parse_retry_after("garbage") is None and parse_retry_after(None) is None
 

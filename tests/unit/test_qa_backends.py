@@ -68,8 +68,13 @@ def test_http_questioner_stops_on_a_failing_caption():
 
 
 def test_vllm_config_kwargs_build_a_real_processor_config():
-    spec = VLLMQASpec(model="/models/llama", concurrency=4, gpus_per_replica=2, batch_size=32,
-                      engine_kwargs={"gpu_memory_utilization": 0.8})  # fmt: skip
+    spec = VLLMQASpec(
+        model="/models/llama",
+        concurrency=4,
+        gpus_per_replica=2,
+        batch_size=32,
+        engine_kwargs={"gpu_memory_utilization": 0.8},
+    )
     kwargs = processor_config_kwargs(spec)
     assert kwargs["engine_kwargs"]["tensor_parallel_size"] == 2
     llm = pytest.importorskip("ray.data.llm")

@@ -57,10 +57,40 @@ def test_parse_several_pairs_in_order():
 
 
 FRAGMENTS = [
-    "Q:", "A:", "Question:", "Answer:", "q1:", "**", "1.", "- ", "\n", "\n\n", "\r", "?", ".", '"',
-    "Sentence:", "Caption:", "：", "<|endoftext|>", "é", "字", "\x00", "\t", ":", "A", "Q", " ",
-    "What", "is", "the", "red", "car", "yes", "no",
-]  # fmt: skip
+    "Q:",
+    "A:",
+    "Question:",
+    "Answer:",
+    "q1:",
+    "**",
+    "1.",
+    "- ",
+    "\n",
+    "\n\n",
+    "\r",
+    "?",
+    ".",
+    '"',
+    "Sentence:",
+    "Caption:",
+    "：",
+    "<|endoftext|>",
+    "é",
+    "字",
+    "\x00",
+    "\t",
+    ":",
+    "A",
+    "Q",
+    " ",
+    "What",
+    "is",
+    "the",
+    "red",
+    "car",
+    "yes",
+    "no",
+]
 
 
 def random_text(rng: random.Random) -> str:
@@ -90,10 +120,12 @@ def test_well_formed_output_round_trips_in_any_label_style():
     endings = ["", "\n", "\nQ: dangling?", "\nSentence: x\nQ: y?\nA: z"]
     for _ in range(500):
         pairs = [
-            QAPair(" ".join(rng.choices(WORDS, k=rng.randrange(1, 8))) + "?",
-                   " ".join(rng.choices(WORDS, k=rng.randrange(1, 4))))
+            QAPair(
+                " ".join(rng.choices(WORDS, k=rng.randrange(1, 8))) + "?",
+                " ".join(rng.choices(WORDS, k=rng.randrange(1, 4))),
+            )
             for _ in range(rng.randrange(0, 5))
-        ]  # fmt: skip
+        ]
         q_label, a_label = rng.choice(styles)
         text = "\n".join(f"{q_label}{q}\n{a_label}{a}" for q, a in pairs)
         assert parse_pairs(text + rng.choice(endings)) == pairs
@@ -164,10 +196,12 @@ def test_kept_pairs_always_satisfy_the_filters():
     words = CAPTION.split() + ["yes", "no", "blue", "", "?"]
     for _ in range(2000):
         pairs = [
-            QAPair(" ".join(rng.choices(words, k=rng.randrange(0, 6))) + rng.choice("? "),
-                   " ".join(rng.choices(words, k=rng.randrange(0, 4))))
+            QAPair(
+                " ".join(rng.choices(words, k=rng.randrange(0, 6))) + rng.choice("? "),
+                " ".join(rng.choices(words, k=rng.randrange(0, 4))),
+            )
             for _ in range(rng.randrange(0, 6))
-        ]  # fmt: skip
+        ]
         result = filter_pairs(CAPTION, pairs)
         assert len(result.kept) + len(result.rejected) == len(pairs)
         questions = [q.casefold() for q, _ in result.kept]

@@ -19,9 +19,7 @@ RELATIONS = ("above", "below", "to the left of", "to the right of")
 
 
 def synthetic_captions() -> list[str]:
-    single = [
-        f"a {size}{c} {s}" for size in ("", "small ", "big ") for c in COLOURS for s in SHAPES
-    ]
+    single = [f"a {size}{c} {s}" for size in ("", "small ", "big ") for c in COLOURS for s in SHAPES]
     count = [f"{n} {c} {PLURALS[s]}" for n in ("two", "three") for c in COLOURS for s in SHAPES]
     relation = [
         f"a {c1} {s1} {rel} a {c2} {s2}"
@@ -70,45 +68,70 @@ def test_every_synthetic_caption_gets_valid_pairs():
 @pytest.mark.parametrize(
     "caption, expected",
     [
-        ("actor attends the premiere of the film", [
-            ("Who attends the premiere of the film?", "actor"),
-            ("What does the actor attend?", "the premiere of the film"),
-        ]),
-        ("a dog runs on the beach", [
-            ("What runs on the beach?", "a dog"), ("Where does the dog run?", "on the beach"),
-        ]),
-        ("person walking along the river in the city", [
-            ("Where is the person walking?", "along the river"),
-            ("Where is the river?", "in the city"),
-            ("Who is walking along the river in the city?", "person"),
-        ]),
-        ("a red car parked on the street", [
-            ("What is parked on the street?", "a red car"),
-            ("Where is the red car parked?", "on the street"),
-            ("What color is the car?", "red"),
-        ]),
-        ("a bride and groom pose in front of the church", [
-            ("Who poses in front of the church?", "a bride and groom"),
-            ("Where do the bride and groom pose?", "in front of the church"),
-        ]),
-        ("black and white photo of a cat sleeping on a sofa", [
-            ("What is sleeping on the sofa?", "a cat"),
-            ("Where is the cat sleeping?", "on a sofa"),
-            ("What color is the photo?", "black and white"),
-        ]),
-        ("A man riding a bike in the park.", [
-            ("Where is the bike?", "in the park"),
-            ("Who is riding a bike in the park?", "A man"),
-            ("What is the man riding?", "a bike"),
-        ]),
-        ("two young women sitting on a wooden bench at sunset", [
-            ("Who is sitting on the wooden bench?", "two young women"),
-            ("How many young women are there?", "two"),
-            ("Where are the young women sitting?", "on a wooden bench"),
-            ("Who is sitting on a wooden bench at sunset?", "two young women"),
-        ]),
+        (
+            "actor attends the premiere of the film",
+            [
+                ("Who attends the premiere of the film?", "actor"),
+                ("What does the actor attend?", "the premiere of the film"),
+            ],
+        ),
+        (
+            "a dog runs on the beach",
+            [
+                ("What runs on the beach?", "a dog"),
+                ("Where does the dog run?", "on the beach"),
+            ],
+        ),
+        (
+            "person walking along the river in the city",
+            [
+                ("Where is the person walking?", "along the river"),
+                ("Where is the river?", "in the city"),
+                ("Who is walking along the river in the city?", "person"),
+            ],
+        ),
+        (
+            "a red car parked on the street",
+            [
+                ("What is parked on the street?", "a red car"),
+                ("Where is the red car parked?", "on the street"),
+                ("What color is the car?", "red"),
+            ],
+        ),
+        (
+            "a bride and groom pose in front of the church",
+            [
+                ("Who poses in front of the church?", "a bride and groom"),
+                ("Where do the bride and groom pose?", "in front of the church"),
+            ],
+        ),
+        (
+            "black and white photo of a cat sleeping on a sofa",
+            [
+                ("What is sleeping on the sofa?", "a cat"),
+                ("Where is the cat sleeping?", "on a sofa"),
+                ("What color is the photo?", "black and white"),
+            ],
+        ),
+        (
+            "A man riding a bike in the park.",
+            [
+                ("Where is the bike?", "in the park"),
+                ("Who is riding a bike in the park?", "A man"),
+                ("What is the man riding?", "a bike"),
+            ],
+        ),
+        (
+            "two young women sitting on a wooden bench at sunset",
+            [
+                ("Who is sitting on the wooden bench?", "two young women"),
+                ("How many young women are there?", "two"),
+                ("Where are the young women sitting?", "on a wooden bench"),
+                ("Who is sitting on a wooden bench at sunset?", "two young women"),
+            ],
+        ),
     ],
-)  # fmt: skip
+)
 def test_cc3m_style_captions(caption, expected):
     assert kept(caption) == expected
 
@@ -139,15 +162,21 @@ def test_backend_interface():
     backend = RulesQuestioner()
     backend.load()
     assert backend.generator == "rules"
-    assert backend.candidates(["a red circle", ""]) == [
-        [QAPair("What color is the circle?", "red")], []
-    ]
+    assert backend.candidates(["a red circle", ""]) == [[QAPair("What color is the circle?", "red")], []]
 
 
 @pytest.mark.parametrize(
-    "verb, base", [("runs", "run"), ("watches", "watch"), ("flies", "fly"), ("goes", "go"),
-                   ("poses", "pose"), ("crosses", "cross"), ("lies", "lie")]
-)  # fmt: skip
+    "verb, base",
+    [
+        ("runs", "run"),
+        ("watches", "watch"),
+        ("flies", "fly"),
+        ("goes", "go"),
+        ("poses", "pose"),
+        ("crosses", "cross"),
+        ("lies", "lie"),
+    ],
+)
 def test_lemma_and_third_person(verb, base):
     assert lemma(verb) == base
     assert third_person(base) == verb

@@ -14,12 +14,16 @@ from mvlp_core.contract import StageError
 from mvlp_core.spec import ClusterSpec
 from ray_jobs import submit
 
-CLUSTER = ClusterSpec(mode="rayjob", namespace="mvlp-dev", image="reg/mvlp:1-cuda", cpu_image="reg/mvlp:1-cpu")
+CLUSTER = ClusterSpec(
+    mode="rayjob", namespace="mvlp-dev", image="reg/mvlp:1-cuda", cpu_image="reg/mvlp:1-cpu"
+)
 COMMAND = submit.entrypoint("iglue-eval", "/shared/runs/demo/spec.json")
 
 
 def _body() -> dict:
-    return submit.rayjob_body(CLUSTER, "iglue-eval", "mvlp-iglue-eval-demo-ab12", COMMAND, {"mvlp.io/stage": "iglue-eval"})
+    return submit.rayjob_body(
+        CLUSTER, "iglue-eval", "mvlp-iglue-eval-demo-ab12", COMMAND, {"mvlp.io/stage": "iglue-eval"}
+    )
 
 
 def _obj(deployment: str, job: str, **extra: str) -> dict:
@@ -73,15 +77,21 @@ def test_creates_polls_streams_and_succeeds() -> None:
     )
     seen, sleeps = [], []
     body = _body()
-    final = submit.run_rayjob(api, body, on_status=seen.append, poll_seconds=7, timeout_seconds=3600, sleep=sleeps.append)
+    final = submit.run_rayjob(
+        api, body, on_status=seen.append, poll_seconds=7, timeout_seconds=3600, sleep=sleeps.append
+    )
     api.create_namespaced_custom_object.assert_called_once_with("ray.io", "v1", "mvlp-dev", "rayjobs", body)
-    assert api.get_namespaced_custom_object.call_args_list == [
-        mock.call("ray.io", "v1", "mvlp-dev", "rayjobs", "mvlp-iglue-eval-demo-ab12")
-    ] * 5
+    assert (
+        api.get_namespaced_custom_object.call_args_list
+        == [mock.call("ray.io", "v1", "mvlp-dev", "rayjobs", "mvlp-iglue-eval-demo-ab12")] * 5
+    )
     assert sleeps == [7] * 4
     # one report per change: the repeated RUNNING observation is not reported twice
     assert [(s.deployment, s.state) for s in seen] == [
-        ("Initializing", "PENDING"), ("Running", "PENDING"), ("Running", "RUNNING"), ("Complete", "SUCCEEDED")
+        ("Initializing", "PENDING"),
+        ("Running", "PENDING"),
+        ("Running", "RUNNING"),
+        ("Complete", "SUCCEEDED"),
     ]
     assert final.dashboard_url == "http://mvlp-head-svc.mvlp-dev.svc:8265"
     api.delete_namespaced_custom_object.assert_not_called()
@@ -90,11 +100,17 @@ def test_creates_polls_streams_and_succeeds() -> None:
 def test_failed_job_fails_with_its_reason() -> None:
     api = _api(
         _obj("Running", "RUNNING"),
-        _obj("Failed", "FAILED", reason="AppFailed", message="Job entrypoint command failed with exit code 1"),
+        _obj(
+            "Failed", "FAILED", reason="AppFailed", message="Job entrypoint command failed with exit code 1"
+        ),
     )
     seen = []
-    with pytest.raises(StageError, match="Failed/FAILED: AppFailed Job entrypoint command failed with exit code 1"):
-        submit.run_rayjob(api, _body(), on_status=seen.append, poll_seconds=1, timeout_seconds=60, sleep=lambda s: None)
+    with pytest.raises(
+        StageError, match="Failed/FAILED: AppFailed Job entrypoint command failed with exit code 1"
+    ):
+        submit.run_rayjob(
+            api, _body(), on_status=seen.append, poll_seconds=1, timeout_seconds=60, sleep=lambda s: None
+        )
     assert seen[-1].message.startswith("AppFailed")
 
 
@@ -102,7 +118,9 @@ def test_create_forbidden_names_the_rbac_fix() -> None:
     api = _api()
     api.create_namespaced_custom_object.side_effect = ApiException(status=403, reason="Forbidden")
     with pytest.raises(StageError, match="HTTP 403 Forbidden.*create on rayjobs.ray.io"):
-        submit.run_rayjob(api, _body(), on_status=print, poll_seconds=1, timeout_seconds=60, sleep=lambda s: None)
+        submit.run_rayjob(
+            api, _body(), on_status=print, poll_seconds=1, timeout_seconds=60, sleep=lambda s: None
+        )
     api.get_namespaced_custom_object.assert_not_called()
 
 
@@ -111,8 +129,13 @@ def test_timeout_deletes_the_job() -> None:
     ticks = iter([0.0, 10.0, 20.0, 40.0])
     with pytest.raises(StageError, match="still Initializing after 30s: deleted it"):
         submit.run_rayjob(
-            api, _body(), on_status=lambda s: None, poll_seconds=1, timeout_seconds=30,
-            sleep=lambda s: None, clock=lambda: next(ticks),
+            api,
+            _body(),
+            on_status=lambda s: None,
+            poll_seconds=1,
+            timeout_seconds=30,
+            sleep=lambda s: None,
+            clock=lambda: next(ticks),
         )
     api.delete_namespaced_custom_object.assert_called_once_with(
         "ray.io", "v1", "mvlp-dev", "rayjobs", "mvlp-iglue-eval-demo-ab12"
@@ -121,4 +144,6 @@ def test_timeout_deletes_the_job() -> None:
 
 def test_missing_template_names_the_field() -> None:
     with pytest.raises(StageError, match="cluster.template"):
-        submit.rayjob_body(CLUSTER.model_copy(update={"template": "nowhere/{stage}.yaml"}), "pretrain", "x", "y", {})
+        submit.rayjob_body(
+            CLUSTER.model_copy(update={"template": "nowhere/{stage}.yaml"}), "pretrain", "x", "y", {}
+        )

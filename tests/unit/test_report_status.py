@@ -16,8 +16,10 @@ from mvlp_core import contract, pipeline
 from mvlp_core.spec import load_spec
 from mvlp_core.stages.report import DEPS, REPORT, run_report
 
-RESULTS = {"xvnli": {"zero-shot": {"en": 61.5, "de": 48.25}, "metric": "accuracy", "chance": 33.33},
-           "xflickrco": {"zero-shot": {"en": 40.0, "de": 30.0}, "metric": "ir_r1", "chance": 2.08}}
+RESULTS = {
+    "xvnli": {"zero-shot": {"en": 61.5, "de": 48.25}, "metric": "accuracy", "chance": 33.33},
+    "xflickrco": {"zero-shot": {"en": 40.0, "de": 30.0}, "metric": "ir_r1", "chance": 2.08},
+}
 
 
 def _png() -> bytes:
@@ -42,9 +44,13 @@ def run(tmp_path: Path):
             extra = {"results": RESULTS}
             (folder / "iglue_bars.png").write_bytes(_png())
             (folder / "tables").mkdir()
-            (folder / "tables/xvnli.zero-shot.accuracy.csv").write_text("model,en,de,avg\ndemo,61.5,48.25,48.25\n")
+            (folder / "tables/xvnli.zero-shot.accuracy.csv").write_text(
+                "model,en,de,avg\ndemo,61.5,48.25,48.25\n"
+            )
         rejects = {"http_404": 1, "timeout": 2} if name == "download" else {}
-        contract.Manifest(name, f"fp{i}", {}, 100, 100 - sum(rejects.values()), rejects, 1.5, 1, extra).save(folder)
+        contract.Manifest(name, f"fp{i}", {}, 100, 100 - sum(rejects.values()), rejects, 1.5, 1, extra).save(
+            folder
+        )
     return spec
 
 

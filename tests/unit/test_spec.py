@@ -40,7 +40,11 @@ def test_demo_text_corpora_point_into_the_world(tmp_path: Path) -> None:
     wikimatrix, mono = spec.text.corpora
     assert wikimatrix.path == f"{tmp_path.resolve()}/world/text/wikimatrix.{{src}}-{{tgt}}.tsv.gz"
     assert (wikimatrix.kind, wikimatrix.format, wikimatrix.min_score) == ("parallel", "wikimatrix", 1.04)
-    assert (mono.kind, mono.format, mono.languages) == ("monolingual", "lines", ["en", "de", "fr", "cs", "ja", "zh"])
+    assert (mono.kind, mono.format, mono.languages) == (
+        "monolingual",
+        "lines",
+        ["en", "de", "fr", "cs", "ja", "zh"],
+    )
     assert spec.text.alpha == 0.3
 
 
@@ -179,8 +183,7 @@ def test_non_mapping_spec(tmp_path: Path) -> None:
 def test_qa_hf_requires_model(tmp_path: Path) -> None:
     p = tmp_path / "s.yaml"
     p.write_text(
-        "name: x\ndataset: {ref: cc3m}\nlanguages: [de]\n"
-        "translate: {backend: hf}\nqa: {backend: hf}\n"
+        "name: x\ndataset: {ref: cc3m}\nlanguages: [de]\ntranslate: {backend: hf}\nqa: {backend: hf}\n"
     )
     with pytest.raises(SpecError, match="qa.hf"):
         load_spec(p, workdir=tmp_path)
@@ -224,12 +227,22 @@ def test_fingerprint_config_recurses_into_nested_models(tmp_path: Path) -> None:
 
 
 def test_finetune_settings_per_task_fall_back_to_the_shared_ones(tmp_path: Path) -> None:
-    spec = load_spec("demo", ["iglue.finetune.lr=0.003", "iglue.finetune.epochs=4",
-                              "iglue.finetune.tasks={wit: {lr: 0.0003}, marvl: {epochs: 9, max_train_items: 960}}"],
-                     workdir=tmp_path)
+    spec = load_spec(
+        "demo",
+        [
+            "iglue.finetune.lr=0.003",
+            "iglue.finetune.epochs=4",
+            "iglue.finetune.tasks={wit: {lr: 0.0003}, marvl: {epochs: 9, max_train_items: 960}}",
+        ],
+        workdir=tmp_path,
+    )
     ft = spec.iglue.finetune
     assert (ft.for_task("wit").lr, ft.for_task("wit").epochs) == (0.0003, 4)
-    assert (ft.for_task("marvl").lr, ft.for_task("marvl").epochs, ft.for_task("marvl").max_train_items) == (0.003, 9, 960)
+    assert (ft.for_task("marvl").lr, ft.for_task("marvl").epochs, ft.for_task("marvl").max_train_items) == (
+        0.003,
+        9,
+        960,
+    )
     assert ft.for_task("xvnli").lr == 0.003 and ft.for_task("xvnli").tasks == {}
     with pytest.raises(SpecError, match="iglue.finetune.tasks"):
         load_spec("demo", ["iglue.finetune.tasks={vqa: {lr: 0.1}}"], workdir=tmp_path)

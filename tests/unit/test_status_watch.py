@@ -31,21 +31,43 @@ def ingested(tmp_path_factory) -> Path:
 
 def test_watch_stops_after_max_iterations(ingested: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "status", "--workdir", str(ingested), "--watch",
-         "--max-iterations", "2", "--interval", "0.05"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, env={"COLUMNS": "160", "PATH": ""},
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "status",
+            "--workdir",
+            str(ingested),
+            "--watch",
+            "--max-iterations",
+            "2",
+            "--interval",
+            "0.05",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "160", "PATH": ""},
     )
     assert out.returncode == 0, out.stderr
     assert "ingest" in out.stdout and "complete" in out.stdout and "missing" in out.stdout
 
 
 def test_watch_stops_when_every_stage_is_terminal(monkeypatch) -> None:
-    reads = iter([
-        ({"name": "run", "terminal": False}, {"ingest": {"state": "running"}}),
-        ({"name": "run", "terminal": False}, {"ingest": {"state": "completed"}, "download": {"state": "running"}}),
-        ({"name": "run", "terminal": True, "state_name": "Completed"},
-         {"ingest": {"state": "completed"}, "download": {"state": "completed"}}),
-    ])
+    reads = iter(
+        [
+            ({"name": "run", "terminal": False}, {"ingest": {"state": "running"}}),
+            (
+                {"name": "run", "terminal": False},
+                {"ingest": {"state": "completed"}, "download": {"state": "running"}},
+            ),
+            (
+                {"name": "run", "terminal": True, "state_name": "Completed"},
+                {"ingest": {"state": "completed"}, "download": {"state": "completed"}},
+            ),
+        ]
+    )
     calls = []
 
     def read():

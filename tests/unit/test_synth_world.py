@@ -35,8 +35,11 @@ PREFIX = "http://images.synthetic.mvlp/"
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +54,11 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def good_rows(root: Path) -> list[list[str]]:
     lines = (root / "urls.tsv").read_text(encoding="utf-8").splitlines()
-    return [line.split("\t") for line in lines[1:SAMPLES + 1]]
+    return [line.split("\t") for line in lines[1 : SAMPLES + 1]]
 
 
 # -- determinism ----------------------------------------------------------------------------------
+
 
 def test_same_seed_gives_identical_bytes_and_another_seed_does_not(world, tmp_path):
     root, info = world
@@ -63,13 +67,21 @@ def test_same_seed_gives_identical_bytes_and_another_seed_does_not(world, tmp_pa
     assert tree_hashes(tmp_path / "again") == tree_hashes(root)
     write_world(tmp_path / "other", SAMPLES, seed=8)
     other, ours = tree_hashes(tmp_path / "other"), tree_hashes(root)
-    for name in ("urls.tsv", "translations.tsv", "gold_alignments.jsonl", "images/000000.jpg",
-                 "iglue/XVNLI/annotations/en/test.jsonl", "iglue/images/gqa/n000000.jpg",
-                 "text/wikimatrix.en-de.tsv.gz", "text/mono.ja.txt"):
+    for name in (
+        "urls.tsv",
+        "translations.tsv",
+        "gold_alignments.jsonl",
+        "images/000000.jpg",
+        "iglue/XVNLI/annotations/en/test.jsonl",
+        "iglue/images/gqa/n000000.jpg",
+        "text/wikimatrix.en-de.tsv.gz",
+        "text/mono.ja.txt",
+    ):
         assert other[name] != ours[name], name
 
 
 # -- url list -------------------------------------------------------------------------------------
+
 
 def test_urls_tsv_has_every_good_row_then_the_bad_ones(world):
     root, info = world
@@ -81,16 +93,27 @@ def test_urls_tsv_has_every_good_row_then_the_bad_ones(world):
     assert all(caption for caption, _ in good)
     assert all((root / "images" / f"{i:06d}.jpg").is_file() for i in range(SAMPLES))
     assert [url for _, url in bad[:6]] == [
-        f"{PREFIX}bad/404.jpg", f"{PREFIX}bad/500.jpg", f"{PREFIX}bad/corrupt.jpg",
-        f"{PREFIX}bad/not-an-image.jpg", f"{PREFIX}bad/slow.jpg",
-        "ftp://images.synthetic.mvlp/images/000000.jpg"]
+        f"{PREFIX}bad/404.jpg",
+        f"{PREFIX}bad/500.jpg",
+        f"{PREFIX}bad/corrupt.jpg",
+        f"{PREFIX}bad/not-an-image.jpg",
+        f"{PREFIX}bad/slow.jpg",
+        "ftp://images.synthetic.mvlp/images/000000.jpg",
+    ]
     assert bad[6][0] == "" and bad[6][1] not in {url for _, url in good}
     assert bad[7] in good
     assert info["counts"]["good"] == SAMPLES
     assert info["counts"]["rows"] == len(rows) == SAMPLES + 8
     assert info["counts"]["bad"] == {
-        "http_404": 1, "http_500": 1, "corrupt_image": 1, "not_an_image": 1, "slow": 1,
-        "bad_scheme": 1, "empty_caption": 1, "duplicate": 1}
+        "http_404": 1,
+        "http_500": 1,
+        "corrupt_image": 1,
+        "not_an_image": 1,
+        "slow": 1,
+        "bad_scheme": 1,
+        "empty_caption": 1,
+        "duplicate": 1,
+    }
     assert json.loads((root / "world.json").read_text()) == info
 
 
@@ -98,7 +121,8 @@ def test_urls_tsv_has_every_good_row_then_the_bad_ones(world):
 
 CAPTION_RE = re.compile(
     r"^(a|two|three) (?:(small|big) )?(\w+) (\w+?)(?:e?s)?"
-    r"(?: (above|below|to the left of|to the right of) a (\w+) (\w+))?$")
+    r"(?: (above|below|to the left of|to the right of) a (\w+) (\w+))?$"
+)
 
 
 def colour_map(path: Path) -> np.ndarray:
@@ -122,11 +146,14 @@ def test_caption_colours_and_relations_match_the_pixels(world):
         if relation is None:
             assert counts[names.index(colour)] > 0.9 * counts.sum(), caption
         elif colour != other_colour:
-            first, second = (np.argwhere(labels == names.index(c)).mean(0)
-                             for c in (colour, other_colour))
+            first, second = (np.argwhere(labels == names.index(c)).mean(0) for c in (colour, other_colour))
             dy, dx = first - second
-            expected = {"above": dy < -20, "below": dy > 20,
-                        "to the left of": dx < -20, "to the right of": dx > 20}
+            expected = {
+                "above": dy < -20,
+                "below": dy > 20,
+                "to the left of": dx < -20,
+                "to the right of": dx > 20,
+            }
             assert expected[relation], (caption, dy, dx)
 
 
@@ -146,6 +173,7 @@ def test_size_words_are_separate_bands_of_pixel_area(tmp_path):
 
 # -- translations and gold alignments -------------------------------------------------------------
 
+
 def test_translations_tsv_has_one_sorted_row_per_distinct_caption(world):
     root, info = world
     lines = (root / "translations.tsv").read_text(encoding="utf-8").splitlines()
@@ -158,8 +186,14 @@ def test_translations_tsv_has_one_sorted_row_per_distinct_caption(world):
     assert all(" " not in row[4] and " " not in row[5] for row in rows)
 
 
-EN_BASE = {"circles": "circle", "squares": "square", "triangles": "triangle", "stars": "star",
-           "crosses": "cross", "diamonds": "diamond"}
+EN_BASE = {
+    "circles": "circle",
+    "squares": "square",
+    "triangles": "triangle",
+    "stars": "star",
+    "crosses": "cross",
+    "diamonds": "diamond",
+}
 COLOURS_SIZES = ("red", "green", "blue", "yellow", "black", "purple", "small", "big")
 SHAPE_WORDS = ("circle", "square", "triangle", "star", "cross", "diamond")
 RELATION_WORDS = ("above", "below", "left", "right")
@@ -175,19 +209,34 @@ def lexicon(colours_sizes: str, shapes: str, numbers: str, relations: str, **ext
 
 
 STARTS = {
-    "de": lexicon("rot grün blau gelb schwarz violett klein groß",
-                  "Kreis Quadrat Dreieck Stern Kreuz Raute", "zwei drei", "über unter links rechts",
-                  a="ein", of="von"),
-    "fr": lexicon("rouge vert bleu jaune noir violet petit grand",
-                  "cercle carré triangle étoile croix losange", "deux trois",
-                  "au-dessus au-dessous gauche droite", a="un", to="à", of="d'"),
-    "cs": lexicon("červen zelen modr žlut čern fialov mal velk",
-                  "kruh čtver trojúhelník hvězd kříž kosočtver", "dv tři", "nad pod vlevo vpravo",
-                  of="od"),
-    "ja": lexicon("赤 緑 青 黄色 黒 紫 小さ 大き", "円 正方形 三角形 星 十字 ひし形", "二つ 三つ",
-                  "上 下 左 右"),
-    "zh": lexicon("红 绿 蓝 黄 黑 紫 小 大", "圆 正方形 三角形 星 十字 菱形", "两 三",
-                  "上 下 左 右", a="一"),
+    "de": lexicon(
+        "rot grün blau gelb schwarz violett klein groß",
+        "Kreis Quadrat Dreieck Stern Kreuz Raute",
+        "zwei drei",
+        "über unter links rechts",
+        a="ein",
+        of="von",
+    ),
+    "fr": lexicon(
+        "rouge vert bleu jaune noir violet petit grand",
+        "cercle carré triangle étoile croix losange",
+        "deux trois",
+        "au-dessus au-dessous gauche droite",
+        a="un",
+        to="à",
+        of="d'",
+    ),
+    "cs": lexicon(
+        "červen zelen modr žlut čern fialov mal velk",
+        "kruh čtver trojúhelník hvězd kříž kosočtver",
+        "dv tři",
+        "nad pod vlevo vpravo",
+        of="od",
+    ),
+    "ja": lexicon(
+        "赤 緑 青 黄色 黒 紫 小さ 大き", "円 正方形 三角形 星 十字 ひし形", "二つ 三つ", "上 下 左 右"
+    ),
+    "zh": lexicon("红 绿 蓝 黄 黑 紫 小 大", "圆 正方形 三角形 星 十字 菱形", "两 三", "上 下 左 右", a="一"),
 }
 CONTENT = {*COLOURS_SIZES, *SHAPE_WORDS, *RELATION_WORDS, "two", "three"}
 
@@ -230,8 +279,16 @@ def test_every_scene_kind_aligns_in_every_language():
         en = realise(scene, "en")
         for lang in TARGET_LANGS:
             xx = realise(scene, lang)
-            check_alignment({"en": en.text, "lang": lang, "xx": xx.text, "en_spans": en.spans,
-                             "xx_spans": xx.spans, "links": gold_links(en, xx)})
+            check_alignment(
+                {
+                    "en": en.text,
+                    "lang": lang,
+                    "xx": xx.text,
+                    "en_spans": en.spans,
+                    "xx_spans": xx.spans,
+                    "links": gold_links(en, xx),
+                }
+            )
 
 
 def test_grammar_inflects_each_language():
@@ -246,12 +303,22 @@ def test_grammar_inflects_each_language():
     ]
     count = Scene("count", (Obj("square", "green"),) * 2)
     assert [realise(count, lang).text for lang in LANGS] == [
-        "two green squares", "zwei grüne Quadrate", "deux carrés verts", "dva zelené čtverce",
-        "二つの緑の正方形", "两个绿色的正方形"]
+        "two green squares",
+        "zwei grüne Quadrate",
+        "deux carrés verts",
+        "dva zelené čtverce",
+        "二つの緑の正方形",
+        "两个绿色的正方形",
+    ]
     single = Scene("single", (Obj("cross", "purple", "small"),))
     assert [realise(single, lang).text for lang in LANGS] == [
-        "a small purple cross", "ein kleines violettes Kreuz", "une petite croix violette",
-        "malý fialový kříž", "小さな紫の十字", "一个紫色的小十字"]
+        "a small purple cross",
+        "ein kleines violettes Kreuz",
+        "une petite croix violette",
+        "malý fialový kříž",
+        "小さな紫の十字",
+        "一个紫色的小十字",
+    ]
 
 
 # -- IGLUE ----------------------------------------------------------------------------------------
@@ -276,19 +343,21 @@ FORMATS = [
     ("XVNLI/annotations/*/test.jsonl", "XVNLI/annotations/en/test.jsonl"),
     ("XVNLI/annotations/*/train*.jsonl", "XVNLI/annotations/fr/train_10.jsonl"),
     ("XVNLI/annotations/en/dev.jsonl", "XVNLI/annotations/en/test.jsonl"),
-    ("XVNLI/annotations_machine-translate/*/test.jsonl",
-     "XVNLI/annotations_machine-translate/fr/test.jsonl"),
+    ("XVNLI/annotations_machine-translate/*/test.jsonl", "XVNLI/annotations_machine-translate/fr/test.jsonl"),
     ("xGQA/annotations/few_shot/*/*.json", "xGQA/annotations/few_shot/de/dev.json"),
-    ("gqa/annotations/*_balanced_questions.json",
-     "gqa/annotations/testdev_balanced_questions.json"),
+    ("gqa/annotations/*_balanced_questions.json", "gqa/annotations/testdev_balanced_questions.json"),
     ("gqa/annotations/t*[nv].json", "gqa/annotations/testdev.json"),
     ("marvl/zero_shot/annotations/marvl-*.jsonl", "marvl/zero_shot/annotations/marvl-zh.jsonl"),
-    ("marvl/zero_shot/annotations_machine-translate/marvl-*_gmt.jsonl",
-     "marvl/zero_shot/annotations_machine-translate/marvl-zh_gmt.jsonl"),
+    (
+        "marvl/zero_shot/annotations_machine-translate/marvl-*_gmt.jsonl",
+        "marvl/zero_shot/annotations_machine-translate/marvl-zh_gmt.jsonl",
+    ),
     ("nlvr2/annotations/*.jsonl", "nlvr2/annotations/dev.jsonl"),
     ("xFlickrCO/annotations/*/test.jsonl", "xFlickrCO/annotations/de/test.jsonl"),
-    ("xFlickrCO/annotations_machine-translate/*/test_gmt.jsonl",
-     "xFlickrCO/annotations_machine-translate/de/test_gmt.jsonl"),
+    (
+        "xFlickrCO/annotations_machine-translate/*/test_gmt.jsonl",
+        "xFlickrCO/annotations_machine-translate/de/test_gmt.jsonl",
+    ),
     ("flickr30k/annotations/*_ann.jsonl", "flickr30k/annotations/test_ann.jsonl"),
     ("wit/annotations/test_*.jsonl", "wit/annotations/test_en.jsonl"),
     ("wit/annotations/train_en.jsonl", "wit/annotations/val_en.jsonl"),
@@ -336,7 +405,8 @@ def test_xvnli_hypotheses_meet_each_label_once_so_the_text_alone_says_nothing(wo
     for lang in TARGET_LANGS:
         rows = read_jsonl(root / lang / "test.jsonl")
         assert [(r["pairID"], r["gold_label"]) for r in rows] == [
-            (r["pairID"], r["gold_label"]) for r in english]
+            (r["pairID"], r["gold_label"]) for r in english
+        ]
         assert all(r["sentence1"] != e["sentence1"] for r, e in zip(rows, english))
     assert len(read_jsonl(root / "en" / "train_5.jsonl")) == 15
 
@@ -359,10 +429,14 @@ def test_nli_label_reads_hypotheses_existentially_with_vague_sizes():
 
 
 TASK_FILES = [
-    ("xvnli", "XVNLI/annotations/*/*.jsonl"), ("xgqa", "xGQA/annotations/few_shot/*/*.json"),
-    ("xgqa", "gqa/annotations/t*[nv].json"), ("marvl", "marvl/zero_shot/*/*.jsonl"),
-    ("nlvr2", "nlvr2/annotations/*.jsonl"), ("xflickrco", "xFlickrCO/annotations/*/*.jsonl"),
-    ("flickr30k", "flickr30k/annotations/*.jsonl"), ("wit", "wit/annotations/*.jsonl"),
+    ("xvnli", "XVNLI/annotations/*/*.jsonl"),
+    ("xgqa", "xGQA/annotations/few_shot/*/*.json"),
+    ("xgqa", "gqa/annotations/t*[nv].json"),
+    ("marvl", "marvl/zero_shot/*/*.jsonl"),
+    ("nlvr2", "nlvr2/annotations/*.jsonl"),
+    ("xflickrco", "xFlickrCO/annotations/*/*.jsonl"),
+    ("flickr30k", "flickr30k/annotations/*.jsonl"),
+    ("wit", "wit/annotations/*.jsonl"),
 ]
 
 
@@ -390,6 +464,7 @@ def test_marvl_is_balanced_and_every_record_points_at_rendered_images(world):
 
 # -- text corpora ---------------------------------------------------------------------------------
 
+
 def test_text_corpora_are_translations_that_are_not_captions(world):
     root, info = world
     captions = {c for c, _ in good_rows(root)}
@@ -405,7 +480,9 @@ def test_text_corpora_are_translations_that_are_not_captions(world):
         assert len(good) > counts["good"]  # the planted length/dup/encoding lines are among these
         assert not {r[1] for r in good} & captions
         # statements about each side of an image pair: what carries MaRVL's side words across languages
-        sides = Counter(r[1].split()[1] for r in good if r[1].startswith(("The left image", "The right image")))
+        sides = Counter(
+            r[1].split()[1] for r in good if r[1].startswith(("The left image", "The right image"))
+        )
         assert min(sides["left"], sides["right"]) >= 8, (xx, sides)
     for lang in LANGS:
         counts = info["text"]["mono"][lang]

@@ -19,13 +19,15 @@ from mvlp_core.stages.text_shard import filters
 from mvlp_core.stages.text_shard.readers import BadLine, Cursor, Stream, count_lines, decode, parse, streams
 from mvlp_core.stages.text_shard.stage import canonical_pair
 
-
 # -- sampling weights -----------------------------------------------------------------------------
+
 
 def test_weights_match_a_hand_computed_case() -> None:
     # p = (0.64, 0.32, 0.04); p^0.5 = (0.8, 0.565685, 0.2); sum 1.565685
     q = sampling_weights({"en": 640, "de": 320, "sw": 40}, alpha=0.5)
-    assert q == pytest.approx({"en": 0.8 / 1.565685, "de": 0.565685 / 1.565685, "sw": 0.2 / 1.565685}, rel=1e-5)
+    assert q == pytest.approx(
+        {"en": 0.8 / 1.565685, "de": 0.565685 / 1.565685, "sw": 0.2 / 1.565685}, rel=1e-5
+    )
     # alpha 0.3 on a 100:1 split: q_en / q_sw = 100^0.3 = 3.98107
     q = sampling_weights({"en": 1000, "sw": 10})
     assert q["en"] / q["sw"] == pytest.approx(100**0.3)
@@ -56,14 +58,25 @@ def test_canonical_pair_puts_english_first() -> None:
 
 # -- decoding and parsing -------------------------------------------------------------------------
 
+
 def corpus(**kw) -> TextCorpusSpec:
-    base = {"name": "c", "kind": "parallel", "format": "wikimatrix", "path": "/x/{src}-{tgt}", "pairs": ["en-de"]}
+    base = {
+        "name": "c",
+        "kind": "parallel",
+        "format": "wikimatrix",
+        "path": "/x/{src}-{tgt}",
+        "pairs": ["en-de"],
+    }
     return TextCorpusSpec.model_validate(base | kw)
 
 
 WM = Stream(corpus(), ("en", "de"), ("/x/en-de",))
 MOSES = Stream(corpus(format="moses", path="/x/{lang}"), ("en", "de"), ("/x/en", "/x/de"))
-MONO = Stream(corpus(kind="monolingual", format="lines", path="/x/{lang}", pairs=[], languages=["ja"]), ("ja",), ("/x/ja",))
+MONO = Stream(
+    corpus(kind="monolingual", format="lines", path="/x/{lang}", pairs=[], languages=["ja"]),
+    ("ja",),
+    ("/x/ja",),
+)
 
 
 def test_decode_handles_bom_crlf_and_bad_bytes() -> None:
@@ -104,6 +117,7 @@ def test_moses_and_monolingual_lines() -> None:
 
 # -- filters and dedup ----------------------------------------------------------------------------
 
+
 def test_length_counts_words_or_cjk_characters() -> None:
     assert filters.length("a red circle", "en") == 3
     assert filters.length("赤い 円", "ja") == 3
@@ -137,14 +151,19 @@ def test_normalised_dedup_ignores_case_punctuation_digits_and_width() -> None:
     exact = [filters.dedup_hash(("en", "de"), t, "exact") for t in (("a", "b"), ("A", "b"), ("a", "b"))]
     assert exact[0] == exact[2] != exact[1]
     # the language is part of the identity: the same text in another stream is not a duplicate
-    assert filters.dedup_hash(("de",), ("Kreis",), "exact") != filters.dedup_hash(("fr",), ("Kreis",), "exact")
+    assert filters.dedup_hash(("de",), ("Kreis",), "exact") != filters.dedup_hash(
+        ("fr",), ("Kreis",), "exact"
+    )
 
 
 # -- files ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("suffix,compress", [("", bytes), (".gz", gzip.compress), (".xz", lzma.compress), (".bz2", bz2.compress)])
+
+@pytest.mark.parametrize(
+    "suffix,compress", [("", bytes), (".gz", gzip.compress), (".xz", lzma.compress), (".bz2", bz2.compress)]
+)
 def test_compressed_files_read_line_by_line(tmp_path: Path, suffix: str, compress) -> None:
-    data = "0\n1\n\n3 no newline at the end".encode()
+    data = b"0\n1\n\n3 no newline at the end"
     path = tmp_path / f"mono.de.txt{suffix}"
     path.write_bytes(compress(data))
     c = corpus(kind="monolingual", format="lines", path=str(path), pairs=[], languages=["de"])
@@ -164,35 +183,73 @@ def test_compressed_files_read_line_by_line(tmp_path: Path, suffix: str, compres
 def test_moses_files_must_be_line_aligned(tmp_path: Path) -> None:
     (tmp_path / "c.en").write_text("a\nb\nc\n")
     (tmp_path / "c.de").write_text("a\nb\n")
-    stream = Stream(corpus(format="moses", path=str(tmp_path / "c.{lang}")), ("en", "de"),
-                    (str(tmp_path / "c.en"), str(tmp_path / "c.de")))
+    stream = Stream(
+        corpus(format="moses", path=str(tmp_path / "c.{lang}")),
+        ("en", "de"),
+        (str(tmp_path / "c.en"), str(tmp_path / "c.de")),
+    )
     with pytest.raises(StageError, match="not line-aligned.*3 lines.*2"):
         count_lines(stream)
 
 
 def test_missing_corpus_file_names_corpus_and_fix(tmp_path: Path) -> None:
-    stream = Stream(corpus(path=str(tmp_path / "nope.{src}-{tgt}.tsv")), ("en", "de"), (str(tmp_path / "nope.en-de.tsv"),))
+    stream = Stream(
+        corpus(path=str(tmp_path / "nope.{src}-{tgt}.tsv")), ("en", "de"), (str(tmp_path / "nope.en-de.tsv"),)
+    )
     with pytest.raises(StageError, match="nope.en-de.tsv not found for corpus c .*text.corpora"):
         count_lines(stream)
 
 
 # -- spec -----------------------------------------------------------------------------------------
 
+
 def spec_with(tmp_path: Path, text: dict) -> object:
     p = tmp_path / "s.yaml"
-    p.write_text(yaml.safe_dump({"name": "t", "dataset": {"ref": "synthetic"}, "languages": ["de"], "text": text,
-                                 "translate": {"backend": "import", "import": {"path": "x"}}}))
+    p.write_text(
+        yaml.safe_dump(
+            {
+                "name": "t",
+                "dataset": {"ref": "synthetic"},
+                "languages": ["de"],
+                "text": text,
+                "translate": {"backend": "import", "import": {"path": "x"}},
+            }
+        )
+    )
     return load_spec(p, workdir=tmp_path)
 
 
 def test_streams_fill_templates_and_overrides(tmp_path: Path) -> None:
-    spec = spec_with(tmp_path, {"corpora": [
-        {"name": "wm", "kind": "parallel", "format": "wikimatrix", "path": "s3://b/WikiMatrix.{src}-{tgt}.tsv.gz",
-         "pairs": ["de-en", "en-fr"], "min_score": 1.04},
-        {"name": "opus", "kind": "parallel", "format": "moses", "path": "/o/{pair}/train.{lang}", "pairs": ["en-de"]},
-        {"name": "cc100", "kind": "monolingual", "format": "lines", "path": "s3://b/cc100/{lang}.txt.xz",
-         "languages": ["en", "zh"], "paths": {"zh": "s3://b/cc100/zh-Hans.txt.xz"}},
-    ]})
+    spec = spec_with(
+        tmp_path,
+        {
+            "corpora": [
+                {
+                    "name": "wm",
+                    "kind": "parallel",
+                    "format": "wikimatrix",
+                    "path": "s3://b/WikiMatrix.{src}-{tgt}.tsv.gz",
+                    "pairs": ["de-en", "en-fr"],
+                    "min_score": 1.04,
+                },
+                {
+                    "name": "opus",
+                    "kind": "parallel",
+                    "format": "moses",
+                    "path": "/o/{pair}/train.{lang}",
+                    "pairs": ["en-de"],
+                },
+                {
+                    "name": "cc100",
+                    "kind": "monolingual",
+                    "format": "lines",
+                    "path": "s3://b/cc100/{lang}.txt.xz",
+                    "languages": ["en", "zh"],
+                    "paths": {"zh": "s3://b/cc100/zh-Hans.txt.xz"},
+                },
+            ]
+        },
+    )
     got = [(s.id, s.kind, s.files) for s in streams(spec)]
     assert got == [
         ("wm:de-en", "parallel", ("s3://b/WikiMatrix.de-en.tsv.gz",)),
@@ -205,20 +262,29 @@ def test_streams_fill_templates_and_overrides(tmp_path: Path) -> None:
     assert spec.text.alpha == 0.3
 
 
-@pytest.mark.parametrize("bad,message", [
-    ({"kind": "monolingual", "format": "wikimatrix", "languages": ["en"]}, "does not fit kind"),
-    ({"kind": "parallel", "format": "moses", "languages": ["en"]}, "lists `pairs`"),
-    ({"pairs": ["en-xx"]}, "bad language or pair"),
-    ({"pairs": ["en-en"]}, "bad language or pair"),
-    ({"format": "moses", "path": "/c/train"}, "need {lang}"),
-    ({"pairs": ["en-de", "en-fr"], "path": "/c/one.tsv"}, "needs one of"),
-    ({"format": "moses", "path": "/c/x.{lang}", "min_score": 1.0}, "only to format wikimatrix"),
-    ({"paths": {"en-fr": "/x"}}, "not streams of this corpus"),
-    ({"path": None}, "no path"),
-    ({"min_words": 5, "max_words": 3}, "max_words 3 < min_words 5"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ({"kind": "monolingual", "format": "wikimatrix", "languages": ["en"]}, "does not fit kind"),
+        ({"kind": "parallel", "format": "moses", "languages": ["en"]}, "lists `pairs`"),
+        ({"pairs": ["en-xx"]}, "bad language or pair"),
+        ({"pairs": ["en-en"]}, "bad language or pair"),
+        ({"format": "moses", "path": "/c/train"}, "need {lang}"),
+        ({"pairs": ["en-de", "en-fr"], "path": "/c/one.tsv"}, "needs one of"),
+        ({"format": "moses", "path": "/c/x.{lang}", "min_score": 1.0}, "only to format wikimatrix"),
+        ({"paths": {"en-fr": "/x"}}, "not streams of this corpus"),
+        ({"path": None}, "no path"),
+        ({"min_words": 5, "max_words": 3}, "max_words 3 < min_words 5"),
+    ],
+)
 def test_bad_corpus_specs_say_what_is_wrong(tmp_path: Path, bad: dict, message: str) -> None:
-    entry = {"name": "c", "kind": "parallel", "format": "wikimatrix", "path": "/c/{src}-{tgt}.tsv", "pairs": ["en-de"]} | bad
+    entry = {
+        "name": "c",
+        "kind": "parallel",
+        "format": "wikimatrix",
+        "path": "/c/{src}-{tgt}.tsv",
+        "pairs": ["en-de"],
+    } | bad
     with pytest.raises(SpecError) as err:
         spec_with(tmp_path, {"corpora": [entry]})
     assert "text.corpora.0" in str(err.value) and message in str(err.value)

@@ -28,11 +28,16 @@ def _jpeg() -> bytes:
     return buf.getvalue()
 
 
-def write_shard(path: Path, keys: list[str], *, bad_jpeg: str | None = None, bad_json: str | None = None) -> None:
+def write_shard(
+    path: Path, keys: list[str], *, bad_jpeg: str | None = None, bad_json: str | None = None
+) -> None:
     with tarfile.open(path, "w") as tar:
         for k in keys:
-            rec = {"key": k, "captions": {"en": f"a red circle {k}", "de": f"ein roter Kreis {k}"},
-                   "qa": [{"question": f"what colour {k}?", "answer": "red"}]}
+            rec = {
+                "key": k,
+                "captions": {"en": f"a red circle {k}", "de": f"ein roter Kreis {k}"},
+                "qa": [{"question": f"what colour {k}?", "answer": "red"}],
+            }
             _add(tar, f"{k}.jpg", b"not a jpeg" if k == bad_jpeg else _jpeg())
             _add(tar, f"{k}.json", b"{oops" if k == bad_json else json.dumps(rec).encode())
 
@@ -40,8 +45,15 @@ def write_shard(path: Path, keys: list[str], *, bad_jpeg: str | None = None, bad
 def write_text_shard(path: Path, n: int) -> None:
     with tarfile.open(path, "w") as tar:
         for i in range(n):
-            rec = {"key": f"wm-{i:05d}", "kind": "parallel", "src_lang": "en", "src": f"hello {i}",
-                   "tgt_lang": "fr", "tgt": f"bonjour {i}", "score": 1.1}
+            rec = {
+                "key": f"wm-{i:05d}",
+                "kind": "parallel",
+                "src_lang": "en",
+                "src": f"hello {i}",
+                "tgt_lang": "fr",
+                "tgt": f"bonjour {i}",
+                "score": 1.1,
+            }
             _add(tar, f"wm-{i:05d}.json", json.dumps(rec).encode())
 
 
@@ -66,9 +78,13 @@ def test_parts_split_by_shard_when_enough(tmp_path: Path) -> None:
 
 
 def test_bad_samples_are_skipped_and_counted(tmp_path: Path) -> None:
-    write_shard(tmp_path / "shard-00000.tar", [f"k{i:03d}" for i in range(6)], bad_jpeg="k001", bad_json="k002")
+    write_shard(
+        tmp_path / "shard-00000.tar", [f"k{i:03d}" for i in range(6)], bad_jpeg="k001", bad_json="k002"
+    )
     cfg = data.LoaderConfig(data.shard_urls(tmp_path, "shard-*.tar"), [], MixSpec(), ["de"], 4, 1, 0)
-    ds = data.Batches(cfg, transform, lambda exs: {"task": torch.tensor([data.TASK_IDS[e.task] for e in exs])})
+    ds = data.Batches(
+        cfg, transform, lambda exs: {"task": torch.tensor([data.TASK_IDS[e.task] for e in exs])}
+    )
     it = iter(ds)
     batches = [next(it) for _ in range(5)]  # 20 examples from 4 good samples: several epochs
     assert all(len(b["task"]) == 4 for b in batches)
@@ -81,8 +97,15 @@ def test_task_mix_follows_spec_and_text_pairs_mix_in(tmp_path: Path) -> None:
     write_shard(tmp_path / "shard-00000.tar", [f"k{i:03d}" for i in range(50)])
     write_text_shard(tmp_path / "text-00000.tar", 50)
     mix = MixSpec(cap=1.0, qus=1.0, multilingual_fraction=0.5, text_pairs=0.25)
-    cfg = data.LoaderConfig(data.shard_urls(tmp_path, "shard-*.tar"), data.shard_urls(tmp_path, "text-*.tar"),
-                            mix, ["de"], 8, 16, 0)
+    cfg = data.LoaderConfig(
+        data.shard_urls(tmp_path, "shard-*.tar"),
+        data.shard_urls(tmp_path, "text-*.tar"),
+        mix,
+        ["de"],
+        8,
+        16,
+        0,
+    )
     stream = data.examples(cfg, transform, 0, 1, data.Skips())
     exs = [next(stream) for _ in range(800)]
     text = [e for e in exs if e.image is None]
@@ -90,28 +113,34 @@ def test_task_mix_follows_spec_and_text_pairs_mix_in(tmp_path: Path) -> None:
     assert all(e.task == "trans" and e.source_lang == "fr" and e.target.startswith("hello") for e in text)
     assert all(e.caption == e.target for e in text)  # the English side, for the consistency loss
     tasks = Counter(e.task for e in exs if e.image is not None)
-    assert 0.4 < tasks["qus"] / sum(tasks.values()) < 0.6          # qus : cap+trans = 1 : 1
+    assert 0.4 < tasks["qus"] / sum(tasks.values()) < 0.6  # qus : cap+trans = 1 : 1
     trans = [e for e in exs if e.image is not None and e.task == "trans"]
     assert 0.35 < len(trans) / (len(trans) + tasks["cap"]) < 0.65  # half the captions go multilingual
-    assert all(e.source_lang == "de" and e.caption == e.source and e.target.startswith("a red") for e in trans)
+    assert all(
+        e.source_lang == "de" and e.caption == e.source and e.target.startswith("a red") for e in trans
+    )
 
 
 def write_aligned_shard(path: Path, n: int) -> None:
     """Records as the shard stage writes them: words and en↔de links over them."""
     with tarfile.open(path, "w") as tar:
         for i in range(n):
-            rec = {"key": f"k{i:03d}", "captions": {"en": "a red circle", "de": "ein roter Kreis"},
-                   "words": {"en": ["a", "red", "circle"], "de": ["ein", "roter", "Kreis"]},
-                   "alignments": {"de": [[0, 0], [1, 1], [2, 2]]},
-                   "qa": [{"question": "What colour is the circle?", "answer": "red"}]}
+            rec = {
+                "key": f"k{i:03d}",
+                "captions": {"en": "a red circle", "de": "ein roter Kreis"},
+                "words": {"en": ["a", "red", "circle"], "de": ["ein", "roter", "Kreis"]},
+                "alignments": {"de": [[0, 0], [1, 1], [2, 2]]},
+                "qa": [{"question": "What colour is the circle?", "answer": "red"}],
+            }
             _add(tar, f"k{i:03d}.jpg", _jpeg())
             _add(tar, f"k{i:03d}.json", json.dumps(rec).encode())
 
 
 def test_code_switching_swaps_aligned_words_in_english_encoder_texts_only(tmp_path: Path) -> None:
     write_aligned_shard(tmp_path / "shard-00000.tar", 40)
-    mix = MixSpec(cap=1.0, qus=1.0, multilingual_fraction=0.0, text_pairs=0.0, code_switch=1.0,
-                  code_switch_ratio=0.67)
+    mix = MixSpec(
+        cap=1.0, qus=1.0, multilingual_fraction=0.0, text_pairs=0.0, code_switch=1.0, code_switch_ratio=0.67
+    )
     cfg = data.LoaderConfig(data.shard_urls(tmp_path, "shard-*.tar"), [], mix, ["de"], 8, 1, 0)
     exs = [e for _, e in zip(range(200), data.examples(cfg, transform, 0, 1, data.Skips()))]
     qus = [e for e in exs if e.task == "qus"]
@@ -130,8 +159,10 @@ def test_code_switching_swaps_aligned_words_in_english_encoder_texts_only(tmp_pa
 def test_code_switching_off_or_without_links_keeps_texts(tmp_path: Path) -> None:
     write_aligned_shard(tmp_path / "aligned-00000.tar", 10)
     write_shard(tmp_path / "plain-00000.tar", [f"p{i}" for i in range(10)])  # no words, no alignments
-    for pattern, mix in (("aligned-*.tar", MixSpec(multilingual_fraction=0.0, text_pairs=0.0)),
-                         ("plain-*.tar", MixSpec(multilingual_fraction=0.0, text_pairs=0.0, code_switch=1.0))):
+    for pattern, mix in (
+        ("aligned-*.tar", MixSpec(multilingual_fraction=0.0, text_pairs=0.0)),
+        ("plain-*.tar", MixSpec(multilingual_fraction=0.0, text_pairs=0.0, code_switch=1.0)),
+    ):
         cfg = data.LoaderConfig(data.shard_urls(tmp_path, pattern), [], mix, ["de"], 8, 1, 0)
         exs = [e for _, e in zip(range(40), data.examples(cfg, transform, 0, 1, data.Skips()))]
         assert all(e.caption.startswith("a red circle") for e in exs)

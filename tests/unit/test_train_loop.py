@@ -3,7 +3,6 @@ resumes from its newest checkpoint at that step, and a corrupt checkpoint is a c
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -24,14 +23,19 @@ class Toy(torch.nn.Module):
     def forward(self, batch: dict) -> dict:
         err = (self.lin(batch["x"]).squeeze(-1) * self.scale - batch["y"]) ** 2
         cap = err[batch["task"] == 1].mean() if (batch["task"] == 1).any() else err.sum() * 0
-        return {"loss": err.mean(), "loss_cap": cap, "loss_trans": err.sum() * 0, "tokens": torch.tensor(len(err))}
+        return {
+            "loss": err.mean(),
+            "loss_cap": cap,
+            "loss_trans": err.sum() * 0,
+            "tokens": torch.tensor(len(err)),
+        }
 
     def save_pretrained(self, folder: Path) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
         torch.save(self.state_dict(), Path(folder) / "weights.pt")
 
     @classmethod
-    def from_pretrained(cls, folder: Path) -> "Toy":
+    def from_pretrained(cls, folder: Path) -> Toy:
         m = cls()
         m.load_state_dict(torch.load(Path(folder) / "weights.pt"))
         return m

@@ -10,8 +10,28 @@ from mvlp_core.languages import CC6L, LANGUAGES
 from mvlp_core.stages.translate.codes import TABLE, model_name
 from mvlp_core.stages.translate.seq2seq import Steering, steering, token_batches
 
-IGLUE = {"ar", "bn", "bg", "da", "de", "el", "en", "es", "et", "fr", "id", "ja", "ko", "pt", "ru",
-         "sw", "ta", "tr", "vi", "zh"}  # fmt: skip
+IGLUE = {
+    "ar",
+    "bn",
+    "bg",
+    "da",
+    "de",
+    "el",
+    "en",
+    "es",
+    "et",
+    "fr",
+    "id",
+    "ja",
+    "ko",
+    "pt",
+    "ru",
+    "sw",
+    "ta",
+    "tr",
+    "vi",
+    "zh",
+}
 
 
 def test_table_covers_iglue_and_cc6l():
@@ -34,12 +54,16 @@ def test_m2m_steering_and_a_language_the_checkpoint_lacks(tmp_path):
 
     corpus = tmp_path / "c.txt"
     corpus.write_text("a red circle above a blue square\n" * 20)
-    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "sp"),
-                                   vocab_size=30, hard_vocab_limit=False, minloglevel=2)  # fmt: skip
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(tmp_path / "sp"),
+        vocab_size=30,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
     vocab = {p: i for i, p in enumerate(["<s>", "<pad>", "</s>", "<unk>", "▁a", "▁red"])}
     (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    tok = M2M100Tokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "sp.model"),
-                          language_codes="m2m100")  # fmt: skip
+    tok = M2M100Tokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "sp.model"), language_codes="m2m100")
     assert steering(tok, "ja", "m2m") == Steering(target_token="__ja__") and tok.src_lang == "en"
     nllb = NllbTokenizer()
     with pytest.raises(StageError) as err:

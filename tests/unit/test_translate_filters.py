@@ -83,7 +83,9 @@ def test_degenerate_repetition():
     # Scripts without spaces repeat in characters.
     assert check(SRC, "男人骑自行车自行车自行车自行车自行车", "zh", DEFAULT)[0] == "repetition"
     # Three in a row is allowed by default (max_repeats=3), and natural text does not trip it.
-    assert check(SRC, "Ein Mann fährt sehr sehr sehr schnell mit dem Fahrrad die Straße", "de", DEFAULT) is None
+    assert (
+        check(SRC, "Ein Mann fährt sehr sehr sehr schnell mit dem Fahrrad die Straße", "de", DEFAULT) is None
+    )
     assert repeated_ngram("a b a b a b a b".split(), max_repeats=3) == ("a b", 4)
     assert repeated_ngram("a b c d".split(), max_repeats=1) is None
     assert check(SRC, looping, "de", TranslateFilters(max_repeats=0)) is None

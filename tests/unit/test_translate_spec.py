@@ -18,8 +18,16 @@ def test_only_the_active_backend_is_fingerprinted(tmp_path):
     base = fingerprint_inputs(spec(tmp_path))
     assert "hf" in base and not {"ctranslate2", "http", "import_"} & set(base)
     # Other backends' sections, the engine and Ray/perf knobs do not change the fingerprint.
-    same = fingerprint_inputs(spec(tmp_path, HTTP, "translate.engine=ray", "translate.ray.concurrency=8",
-                                   "translate.ray.num_gpus=1", "translate.hf.batch_tokens=99"))  # fmt: skip
+    same = fingerprint_inputs(
+        spec(
+            tmp_path,
+            HTTP,
+            "translate.engine=ray",
+            "translate.ray.concurrency=8",
+            "translate.ray.num_gpus=1",
+            "translate.hf.batch_tokens=99",
+        )
+    )
     assert same == base
     assert fingerprint_inputs(spec(tmp_path, "translate.hf.num_beams=1")) != base
     assert fingerprint_inputs(spec(tmp_path, "translate.filters.max_repeats=5")) != base

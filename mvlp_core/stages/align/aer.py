@@ -68,8 +68,9 @@ def score(
 def combine(scores: Iterable[AlignmentScore]) -> AlignmentScore:
     """The corpus-level score of several parts (chunks) scored separately."""
     parts = list(scores)
-    return _from_counts(*(sum(getattr(s, f) for s in parts)
-                          for f in ("predicted", "sure", "hit_sure", "hit_possible")))
+    return _from_counts(
+        *(sum(getattr(s, f) for s in parts) for f in ("predicted", "sure", "hit_sure", "hit_possible"))
+    )
 
 
 def _from_counts(n_a: int, n_s: int, a_s: int, a_p: int) -> AlignmentScore:

@@ -37,8 +37,9 @@ def table_from_entries(entries: Iterable[Entry]) -> Table:
 
 def load_dictionaries(align_dir: Path, languages: Sequence[str]) -> dict[str, Table]:
     """The dictionaries the align stage wrote, as translation tables per language."""
-    return {lang: table_from_entries(read_tsv(Path(align_dir) / f"dictionary-{lang}.tsv"))
-            for lang in languages}
+    return {
+        lang: table_from_entries(read_tsv(Path(align_dir) / f"dictionary-{lang}.tsv")) for lang in languages
+    }
 
 
 def tables_from_record(record: Mapping[str, Any]) -> dict[str, Table]:
@@ -66,8 +67,7 @@ def code_switch(
     if not 0 <= ratio <= 1:
         raise ValueError(f"ratio must be within [0, 1], got {ratio}")
     rng = random.Random(f"mvlp-codeswitch:{seed}:{key}")
-    options = {i: [lang for lang in sorted(tables) if w.lower() in tables[lang]]
-               for i, w in enumerate(words)}
+    options = {i: [lang for lang in sorted(tables) if w.lower() in tables[lang]] for i, w in enumerate(words)}
     candidates = [i for i, langs in options.items() if langs]
     chosen = sorted(rng.sample(candidates, min(len(candidates), round(ratio * len(words)))))
     out = list(words)

@@ -96,7 +96,8 @@ def write_priors(
 ) -> int:
     """Write eflomal priors (LEX/HMM/FERT counts, `eflomal-makepriors` format) learned from
     aligned pairs, atomically; returns the number of lexical entries."""
-    from eflomal import calculate_priors, write_priors as write_eflomal_priors
+    from eflomal import calculate_priors
+    from eflomal import write_priors as write_eflomal_priors
 
     src_lines = [_line(s) for s in source]
     trg_lines = [_line(t) for t in target]

@@ -267,7 +267,7 @@ def _corpus_pairs(lang: str, corpus: PriorCorpus) -> tuple[list[list[str]], list
 
     src_words, tgt_words = [], []
     with open(corpus.src, encoding="utf-8") as src, open(corpus.tgt, encoding="utf-8") as tgt:
-        for n, (s, t) in enumerate(islice(zip(src, tgt), corpus.limit), 1):
+        for s, t in islice(zip(src, tgt), corpus.limit):
             s_words, t_words = words(s, "en"), words(t, lang)
             if 0 < len(s_words) <= MAX_TOKENS and 0 < len(t_words) <= MAX_TOKENS:
                 src_words.append(s_words)
@@ -296,8 +296,12 @@ def _learn(job: _PriorsJob) -> dict[str, Any]:
         lexical = learn_priors(job.path, source, target, model=job.model)
     except RuntimeError as err:
         raise contract.StageError(f"{STAGE} {job.lang} priors: {err}") from None
-    return {"source": origin, "pairs": len(source), "lexical": lexical,
-            "seconds": round(time.perf_counter() - started, 3)}
+    return {
+        "source": origin,
+        "pairs": len(source),
+        "lexical": lexical,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 def _sample(rows: list[Row], limit: int) -> list[Row]:
@@ -325,9 +329,7 @@ def run_align(
     out_dir = Path(out_dir)
     _check(spec, inputs)
     align = spec.align
-    fp = contract.stage_fingerprint(
-        STAGE, config(spec), inputs, importlib.import_module(__package__)
-    )
+    fp = contract.stage_fingerprint(STAGE, config(spec), inputs, importlib.import_module(__package__))
     if not force and contract.is_complete(out_dir, fp):
         return contract.Manifest.load(out_dir)
     provenance = f"eflomal:model{align.model}"
@@ -367,8 +369,9 @@ def run_align(
         if align.gold:
             lang_gold = gold_by_lang().get(chunk.lang, {})
             gold = {en: lang_gold[en] for _, en, _ in chunk.rows if en in lang_gold}
-        return _ChunkJob(chunk.lang, chunk.rows, out_dir, f"{unit}.parquet", align.model,
-                         priors_for(chunk.lang)[0], gold)
+        return _ChunkJob(
+            chunk.lang, chunk.rows, out_dir, f"{unit}.parquet", align.model, priors_for(chunk.lang)[0], gold
+        )
 
     pool: ProcessPoolExecutor | None = None
     futures: dict[str, Future] = {}
@@ -379,9 +382,7 @@ def run_align(
         disk), then queue the pending chunks on the pool."""
         nonlocal pool
         if align.workers > 1:
-            pool = ProcessPoolExecutor(
-                align.workers, mp_context=multiprocessing.get_context("spawn")
-            )
+            pool = ProcessPoolExecutor(align.workers, mp_context=multiprocessing.get_context("spawn"))
         langs = list(dict.fromkeys(units[u].lang for u in pending))
         jobs = [j for lang in langs if (j := priors_for(lang)[1]) and not j.path.exists()]
         results = pool.map(_learn, jobs) if pool else map(_learn, jobs)
@@ -397,8 +398,11 @@ def run_align(
         return result
 
     def finalize(_: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
-        extra: dict[str, Any] = {"provenance": provenance, "symmetrize": align.symmetrize,
-                                 "chunks": {lang: len(us) for lang, us in chunks_of.items()}}
+        extra: dict[str, Any] = {
+            "provenance": provenance,
+            "symmetrize": align.symmetrize,
+            "chunks": {lang: len(us) for lang, us in chunks_of.items()},
+        }
         extra["priors"] = _priors_summary(records, {lang: priors_for(lang)[0] for lang in chunks_of})
         extra["dictionary"] = _write_dictionaries(out_dir, chunks_of, align)
         if align.gold:
@@ -407,20 +411,26 @@ def run_align(
 
     try:
         return contract.run_units(
-            STAGE, out_dir, fp, list(units), process,
-            force=force, progress=progress, before=before, finalize=finalize,
+            STAGE,
+            out_dir,
+            fp,
+            list(units),
+            process,
+            force=force,
+            progress=progress,
+            before=before,
+            finalize=finalize,
         )
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
 
 
-def _priors_summary(
-    records: list[dict[str, Any]], paths: dict[str, Path | None]
-) -> dict[str, Any]:
+def _priors_summary(records: list[dict[str, Any]], paths: dict[str, Path | None]) -> dict[str, Any]:
     """Per language: the priors file its chunks used (its sha256) and how it was learned."""
-    how = {r["extra"]["lang"]: r["extra"]["priors_learned"]
-           for r in records if "priors_learned" in r["extra"]}
+    how = {
+        r["extra"]["lang"]: r["extra"]["priors_learned"] for r in records if "priors_learned" in r["extra"]
+    }
     summary: dict[str, Any] = {}
     for lang, path in paths.items():
         if path is None:
@@ -432,27 +442,26 @@ def _priors_summary(
     return summary
 
 
-def _write_dictionaries(
-    out_dir: Path, chunks_of: dict[str, list[str]], align: AlignSpec
-) -> dict[str, int]:
+def _write_dictionaries(out_dir: Path, chunks_of: dict[str, list[str]], align: AlignSpec) -> dict[str, int]:
     """`dictionary-<lang>.tsv` mined from all chunks of each language; returns entry counts."""
     sizes = {}
     for lang, units in chunks_of.items():
-        def rows() -> Iterable[tuple[list[str], list[str], list[list[int]]]]:
+
+        def rows(units: list[str] = units) -> Iterable[tuple[list[str], list[str], list[list[int]]]]:
             for unit in units:
                 table = pq.read_table(out_dir / f"{unit}.parquet")
                 yield from zip(*(table.column(c).to_pylist() for c in ("words_en", "words", "links")))
 
-        entries = dictionary.select(dictionary.count_links(rows()),
-                                    min_count=align.dictionary_min_count,
-                                    min_prob=align.dictionary_min_prob)
+        entries = dictionary.select(
+            dictionary.count_links(rows()),
+            min_count=align.dictionary_min_count,
+            min_prob=align.dictionary_min_prob,
+        )
         sizes[lang] = dictionary.write_tsv(out_dir / f"dictionary-{lang}.tsv", entries)
     return sizes
 
 
-def _gold_counts(
-    pairs: list[_Pair], links: list[list[Link]], gold: dict[str, GoldPair]
-) -> dict[str, Any]:
+def _gold_counts(pairs: list[_Pair], links: list[list[Link]], gold: dict[str, GoldPair]) -> dict[str, Any]:
     """Link counts against the gold pairs with the same English and xx text (a gold entry whose
     translation differs from ours cannot be mapped: counted, not scored)."""
     scored, mismatched = [], 0
@@ -463,13 +472,14 @@ def _gold_counts(
         if entry.xx != pair.xx:
             mismatched += 1
             continue
-        sure = project(
-            entry, [(s, e) for _, s, e in pair.en_tokens], [(s, e) for _, s, e in pair.xx_tokens]
-        )
+        sure = project(entry, [(s, e) for _, s, e in pair.en_tokens], [(s, e) for _, s, e in pair.xx_tokens])
         scored.append((predicted, sure, sure))
     result = score(scored)
-    return {"gold_pairs": len(scored), "gold_text_mismatch": mismatched,
-            "gold_counts": [result.predicted, result.sure, result.hit_sure, result.hit_possible]}
+    return {
+        "gold_pairs": len(scored),
+        "gold_text_mismatch": mismatched,
+        "gold_counts": [result.predicted, result.sure, result.hit_sure, result.hit_possible],
+    }
 
 
 def _gold_summary(records: list[dict[str, Any]]) -> dict[str, Any]:

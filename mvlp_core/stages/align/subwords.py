@@ -65,8 +65,7 @@ def _byte_to_char(text: str) -> list[int]:
 
 def word_tokens(word_spans_: Sequence[Span], offsets: Sequence[Span]) -> list[list[int]]:
     """For each word, the indices of the tokens overlapping it."""
-    return [[t for t, (ts, te) in enumerate(offsets) if ts < we and ws < te]
-            for ws, we in word_spans_]
+    return [[t for t, (ts, te) in enumerate(offsets) if ts < we and ws < te] for ws, we in word_spans_]
 
 
 def words_to_tokens(text: str, words: Sequence[str], tokenizer: Any, **kw: Any) -> list[list[int]]:
@@ -75,7 +74,8 @@ def words_to_tokens(text: str, words: Sequence[str], tokenizer: Any, **kw: Any) 
 
 
 def token_links(
-    links: Iterable[Sequence[int]], src_tokens: Sequence[Sequence[int]],
+    links: Iterable[Sequence[int]],
+    src_tokens: Sequence[Sequence[int]],
     tgt_tokens: Sequence[Sequence[int]],
 ) -> list[tuple[int, int]]:
     """Word links (i, j) as token links: every token of word i with every token of word j."""

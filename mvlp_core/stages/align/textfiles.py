@@ -84,8 +84,11 @@ def align_sentences(
 ) -> list[list[Link]]:
     """grow-diag-final-and links per pair. `context` pairs are aligned together with them (more
     statistics) but not returned; pairs with an empty or over-long side get no links."""
-    ok = [i for i, (s, t) in enumerate(zip(source, target))
-          if 0 < len(s) <= MAX_TOKENS and 0 < len(t) <= MAX_TOKENS]
+    ok = [
+        i
+        for i, (s, t) in enumerate(zip(source, target))
+        if 0 < len(s) <= MAX_TOKENS and 0 < len(t) <= MAX_TOKENS
+    ]
     ctx = [(s, t) for s, t in zip(*context) if 0 < len(s) <= MAX_TOKENS and 0 < len(t) <= MAX_TOKENS]
     src = [s for s, _ in ctx] + [source[i] for i in ok]
     tgt = [t for _, t in ctx] + [target[i] for i in ok]
@@ -93,7 +96,7 @@ def align_sentences(
     if save_priors is not None:
         write_priors(save_priors, src, tgt, forward, reverse)
     links: list[list[Link]] = [[] for _ in source]
-    for i, f, r in zip(ok, forward[len(ctx):], reverse[len(ctx):]):
+    for i, f, r in zip(ok, forward[len(ctx) :], reverse[len(ctx) :]):
         links[i] = grow_diag_final_and(f, r)
     return links
 
@@ -122,8 +125,10 @@ def read_gold(
     without it, pairs follow ascending `snum`.
     """
     if fmt == "pharaoh":
-        gold = [parse_pharaoh(line, one_based=one_based)
-                for line in Path(path).read_text(encoding="utf-8").splitlines()]
+        gold = [
+            parse_pharaoh(line, one_based=one_based)
+            for line in Path(path).read_text(encoding="utf-8").splitlines()
+        ]
     elif fmt == "wpt":
         gold = _read_wpt_gold(path, sentences)
     else:

@@ -26,8 +26,7 @@ _FR_ELISIONS = frozenset(
 )
 _APOSTROPHES = "'\u2019"
 _CJK_RE = re.compile(
-    "[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
-    "\U00020000-\U0003134f]"
+    "[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f]"
 )
 
 
@@ -124,4 +123,3 @@ def tokenize(text: str, lang: str) -> list[Token]:
         else:
             tokens.append((word, start, m.end()))
     return tokens
-

@@ -19,13 +19,26 @@ from mvlp_core.stages.qa.lexicon import AUX, CLOSED, COLOURS, CONJ, DETS, NUMBER
 from mvlp_core.stages.qa.parser import QAPair
 
 REASONS = (
-    "empty_answer", "bad_question", "question_as_answer", "yes_no_answer", "repetition",
-    "answer_not_in_caption", "hallucinated_entity", "duplicate",
-)  # fmt: skip
+    "empty_answer",
+    "bad_question",
+    "question_as_answer",
+    "yes_no_answer",
+    "repetition",
+    "answer_not_in_caption",
+    "hallucinated_entity",
+    "duplicate",
+)
 # Words a question may use without the caption holding them: closed classes and the vocabulary
 # of asking (colour and size words are answers, never evidence of an invented entity).
 FUNCTION_WORDS = (
-    DETS | PREPS | AUX | CLOSED | CONJ | NUMBERS | COLOURS | SIZES
+    DETS
+    | PREPS
+    | AUX
+    | CLOSED
+    | CONJ
+    | NUMBERS
+    | COLOURS
+    | SIZES
     | frozenset(
         "do does did doing done can could would should will may might must shall am "
         "color colour colors colours size shape kind type sort many much number name "
@@ -34,9 +47,17 @@ FUNCTION_WORDS = (
         "shown seen pictured depicted visible located described mentioned sentence caption "
         "left right front top middle side part next not kept".split()
     )
-)  # fmt: skip
-_IRREGULAR = {"men": "man", "women": "woman", "children": "child", "people": "person",
-              "feet": "foot", "teeth": "tooth", "mice": "mouse", "geese": "goose"}  # fmt: skip
+)
+_IRREGULAR = {
+    "men": "man",
+    "women": "woman",
+    "children": "child",
+    "people": "person",
+    "feet": "foot",
+    "teeth": "tooth",
+    "mice": "mouse",
+    "geese": "goose",
+}
 _WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
 _YES_NO = r"yes|no|yeah|yep|yup|nope|nah|true|false"
 _PRONOUN = r"it|they|there|he|she|this|that|these|those|i|we|you"
@@ -99,8 +120,9 @@ def unsupported_words(caption: str, question: str) -> list[str]:
         if low in FUNCTION_WORDS or len(low) < 2:
             continue
         s = stem(low)
-        if s in have or any(len(s) >= 3 and (h.startswith(s) or s.startswith(h)) and len(h) >= 3
-                            for h in have):  # fmt: skip
+        if s in have or any(
+            len(s) >= 3 and (h.startswith(s) or s.startswith(h)) and len(h) >= 3 for h in have
+        ):
             continue
         missing.append(word)
     return missing

@@ -9,8 +9,7 @@ def _words(text: str) -> frozenset[str]:
 
 
 DETS = _words(
-    "a an the this that these those some many several its his her their our my your another "
-    "each every"
+    "a an the this that these those some many several its his her their our my your another each every"
 )
 PLURAL_DETS = _words("these those some many several")
 NUMBERS = _words("one two three four five six seven eight nine ten eleven twelve twenty dozens")
@@ -25,18 +24,45 @@ PREPS = _words(
     "among within without after before like about off past beyond upon amid via to down"
 )
 MULTI_PREPS = sorted(
-    (tuple(p.split()) for p in (
-        "to the left of", "to the right of", "in front of", "on top of", "next to", "left of",
-        "right of", "close to", "in the middle of",
-    )),
+    (
+        tuple(p.split())
+        for p in (
+            "to the left of",
+            "to the right of",
+            "in front of",
+            "on top of",
+            "next to",
+            "left of",
+            "right of",
+            "close to",
+            "in the middle of",
+        )
+    ),
     key=len,
     reverse=True,
-)  # fmt: skip
+)
 SPATIAL = {
-    "above", "below", "under", "over", "beneath", "underneath", "behind", "beside", "near", "on",
-    "inside", "next to", "in front of", "on top of", "to the left of", "to the right of", "left of",
-    "right of", "close to", "in the middle of",
-}  # fmt: skip
+    "above",
+    "below",
+    "under",
+    "over",
+    "beneath",
+    "underneath",
+    "behind",
+    "beside",
+    "near",
+    "on",
+    "inside",
+    "next to",
+    "in front of",
+    "on top of",
+    "to the left of",
+    "to the right of",
+    "left of",
+    "right of",
+    "close to",
+    "in the middle of",
+}
 LOCATION = SPATIAL | _words(
     "in at along across through around by outside into onto against among within beyond down"
 )

@@ -27,9 +27,7 @@ class QAPair(NamedTuple):
 
 # A label at the start of the text or after whitespace/markup: "Q:", "Q1:", "Question 2:", "A:".
 _LABEL = re.compile(r"(?<![^\s*_(\[>#])(questions?|answers?|q|a)\s*\d{0,3}\s*[:：]", re.IGNORECASE)
-_NEW_EXAMPLE = re.compile(
-    r"^(sentence|caption|text|input|description)\s*\d{0,3}\s*[:：]", re.IGNORECASE
-)
+_NEW_EXAMPLE = re.compile(r"^(sentence|caption|text|input|description)\s*\d{0,3}\s*[:：]", re.IGNORECASE)
 _LIST_MARK = re.compile(r"^\s*(?:[-*•>#]+|\(?\d{1,3}[.)]|\d{1,3}\s*[-–])\s*")
 _EMPHASIS = re.compile(r"\*\*|__|`|<\|[^|<>]{0,40}\|>|</?s>|\[/?INST\]")  # and chat-template tokens
 _EDGES = " \t\"'“”‘’*_`"

@@ -62,6 +62,7 @@ EXAMPLES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ),
 )
 
+
 def instruction(n: int = 1) -> str:
     what = "one question" if n == 1 else f"up to {n} questions"
     each = "The answer" if n == 1 else "Each answer"
@@ -69,7 +70,7 @@ def instruction(n: int = 1) -> str:
         f"Write {what} about the sentence. {each} must be an important detail of the "
         "sentence (an object, a person, a colour, a number, a place or an action) copied exactly, "
         "word for word, from the sentence. Never ask a yes/no question. Write "
-        f"{'the' if n == 1 else 'each'} question on a line that starts with \"Q:\" and its answer "
+        f'{"the" if n == 1 else "each"} question on a line that starts with "Q:" and its answer '
         'on the next line, starting with "A:".'
     )
 

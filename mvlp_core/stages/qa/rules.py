@@ -172,9 +172,12 @@ def chunk(toks: list[Tok]) -> list[Chunk]:
             k = j
             while k < n:
                 colour_and = (
-                    toks[k].low in CONJ and k > j and toks[k - 1].tag == "colour"
-                    and k + 1 < n and toks[k + 1].tag == "colour"
-                )  # fmt: skip
+                    toks[k].low in CONJ
+                    and k > j
+                    and toks[k - 1].tag == "colour"
+                    and k + 1 < n
+                    and toks[k + 1].tag == "colour"
+                )
                 if toks[k].tag not in _NOUNISH and not colour_and:
                     break
                 k += 1
@@ -353,10 +356,14 @@ class _Questions:
 
     def all(self) -> list[QAPair]:
         generators = (
-            self.relation(), self.count(), self.where(), self.subject(), self.object(),
+            self.relation(),
+            self.count(),
+            self.where(),
+            self.subject(),
+            self.object(),
             self.attribute("colour", "What color {be} the {rest}?"),
             self.attribute("size", "What size {be} the {rest}?"),
-        )  # fmt: skip
+        )
         return list(dict.fromkeys(pair for gen in generators for pair in gen))
 
 

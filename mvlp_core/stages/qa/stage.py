@@ -34,9 +34,7 @@ from mvlp_core.stages.qa.rules import RulesQuestioner
 
 STAGE = "qa"
 SAMPLES_RE = re.compile(r"^samples-(\d+)\.parquet$")
-SCHEMA = pa.schema(
-    [(name, pa.string()) for name in ("key", "question", "answer", "generator")]
-)
+SCHEMA = pa.schema([(name, pa.string()) for name in ("key", "question", "answer", "generator")])
 MODEL_BACKENDS = ("hf", "http", "vllm")
 SaveFn = Callable[[str, list[str], list[str]], None]
 

@@ -61,13 +61,22 @@ def check(
     lengths = [length(t, lang) for lang, t in zip(langs, texts)]
     for lang, text, n in zip(langs, texts, lengths):
         if n < corpus.min_words or len(text) < corpus.min_chars:
-            return "too_short", f"{lang}: {n} words, {len(text)} chars (min {corpus.min_words} words, {corpus.min_chars} chars)"
+            return (
+                "too_short",
+                f"{lang}: {n} words, {len(text)} chars (min {corpus.min_words} words, {corpus.min_chars} chars)",
+            )
         if (corpus.max_words is not None and n > corpus.max_words) or (
             corpus.max_chars is not None and len(text) > corpus.max_chars
         ):
-            return "too_long", f"{lang}: {n} words, {len(text)} chars (max {corpus.max_words} words, {corpus.max_chars} chars)"
+            return (
+                "too_long",
+                f"{lang}: {n} words, {len(text)} chars (max {corpus.max_words} words, {corpus.max_chars} chars)",
+            )
     if corpus.max_length_ratio is not None and len(lengths) == 2:
         ratio = max(lengths) / min(lengths)
         if ratio > corpus.max_length_ratio:
-            return "length_ratio", f"{lengths[0]}:{lengths[1]} words, ratio {ratio:.2f} > {corpus.max_length_ratio}"
+            return (
+                "length_ratio",
+                f"{lengths[0]}:{lengths[1]} words, ratio {ratio:.2f} > {corpus.max_length_ratio}",
+            )
     return None

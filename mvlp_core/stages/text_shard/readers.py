@@ -164,7 +164,7 @@ class BadLine(Exception):
 def decode(raw: bytes, row: int) -> str:
     """One line as text: BOM dropped on the first line, CR/LF stripped, UTF-8 required."""
     if row == 0 and raw.startswith(BOM):
-        raw = raw[len(BOM):]
+        raw = raw[len(BOM) :]
     raw = raw.rstrip(b"\r\n")
     if b"\x00" in raw:
         raise BadLine("encoding_error", "NUL byte in line")
@@ -184,7 +184,9 @@ def parse(stream: Stream, row: int, raw: tuple[bytes, ...]) -> tuple[tuple[str, 
     if stream.corpus.format == "wikimatrix":
         fields = decode(raw[0], row).split("\t")
         if len(fields) != 3:
-            raise BadLine("malformed_line", f"{len(fields)} tab-separated fields, expected 3 (score, src, tgt)")
+            raise BadLine(
+                "malformed_line", f"{len(fields)} tab-separated fields, expected 3 (score, src, tgt)"
+            )
         try:
             score = float(fields[0])
         except ValueError:

@@ -27,7 +27,15 @@ import numpy as np
 from mvlp_core import atomic, contract, sampling
 from mvlp_core.spec import PipelineSpec, fingerprint_config
 from mvlp_core.stages.text_shard import filters
-from mvlp_core.stages.text_shard.readers import BadLine, Cursor, Stream, count_lines, parse, source_id, streams
+from mvlp_core.stages.text_shard.readers import (
+    BadLine,
+    Cursor,
+    Stream,
+    count_lines,
+    parse,
+    source_id,
+    streams,
+)
 from mvlp_core.tarmember import add_member
 
 STAGE = "text-shard"
@@ -82,7 +90,6 @@ def record(stream: Stream, key: str, texts: tuple[str, ...], score: float | None
     }
 
 
-
 class _Seen:
     """The dedup hashes of a stream's earlier units, kept sorted in memory while units run in
     order and rebuilt from the units' `.dedup.npy` files when a run resumes."""
@@ -127,7 +134,9 @@ def _member(sorted_hashes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
     return sorted_hashes[pos] == hashes
 
 
-def _filter(unit: Unit, lines: list[tuple[int, tuple[bytes, ...]]]) -> tuple[list[Line], list[contract.Reject]]:
+def _filter(
+    unit: Unit, lines: list[tuple[int, tuple[bytes, ...]]]
+) -> tuple[list[Line], list[contract.Reject]]:
     """Lines that pass every filter but dedup, as (row, texts, score), and the rejects."""
     kept, rejects = [], []
     stream = unit.stream
@@ -145,11 +154,15 @@ def _filter(unit: Unit, lines: list[tuple[int, tuple[bytes, ...]]]) -> tuple[lis
     return kept, rejects
 
 
-def _dedup(stream: Stream, candidates: list[Line], earlier: np.ndarray) -> tuple[list[Line], list[contract.Reject], np.ndarray]:
+def _dedup(
+    stream: Stream, candidates: list[Line], earlier: np.ndarray
+) -> tuple[list[Line], list[contract.Reject], np.ndarray]:
     """First occurrences among `candidates` not in `earlier` (the stream's earlier units), the
     duplicate rejects, and the kept lines' hashes."""
     mode = stream.corpus.dedup
-    hashes = np.array([filters.dedup_hash(stream.langs, texts, mode) for _, texts, _ in candidates], dtype=np.uint64)
+    hashes = np.array(
+        [filters.dedup_hash(stream.langs, texts, mode) for _, texts, _ in candidates], dtype=np.uint64
+    )
     out, rejects, first_row = [], [], {}
     for line, h, dup in zip(candidates, hashes.tolist(), _member(earlier, hashes).tolist()):
         if dup or h in first_row:
@@ -190,7 +203,10 @@ def run_text_shard(
             rejects += duplicates
         rejects.sort(key=lambda r: r.key)
         tar_name = f"text-{name}.tar"
-        with atomic.atomic_path(out_dir / tar_name) as tmp, tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
+        with (
+            atomic.atomic_path(out_dir / tar_name) as tmp,
+            tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar,
+        ):
             for row, texts, score in out:
                 key = stream.key(row)
                 data = json.dumps(record(stream, key, texts, score), ensure_ascii=False).encode("utf-8")
@@ -205,12 +221,16 @@ def run_text_shard(
         return summarise(spec, units, names, records)
 
     try:
-        return contract.run_units(STAGE, out_dir, fp, names, process, force=force, progress=progress, finalize=finalize)
+        return contract.run_units(
+            STAGE, out_dir, fp, names, process, force=force, progress=progress, finalize=finalize
+        )
     finally:
         cursor.close()
 
 
-def summarise(spec: PipelineSpec, units: list[Unit], names: list[str], records: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise(
+    spec: PipelineSpec, units: list[Unit], names: list[str], records: list[dict[str, Any]]
+) -> dict[str, Any]:
     """Counts per stream, per language (mono) and per pair (parallel), and the sampling weights."""
     per_stream: dict[str, dict[str, Any]] = {
         s.id: {"kind": s.kind, "langs": list(s.langs), "in": 0, "out": 0, "shards": []} for s in streams(spec)

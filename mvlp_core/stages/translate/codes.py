@@ -25,8 +25,9 @@ class Codes:
     libre: str  # LibreTranslate
 
 
-def _row(lang: str, opus: str | None = None, token: str | None = None, flores: str = "",
-         libre: str | None = None) -> Codes:  # fmt: skip
+def _row(
+    lang: str, opus: str | None = None, token: str | None = None, flores: str = "", libre: str | None = None
+) -> Codes:
     return Codes(
         name=LANGUAGES[lang][0],
         opus=opus or f"opus-mt-en-{lang}",
@@ -73,6 +74,4 @@ def model_name(template: str, lang: str) -> str:
 
 def unsupported(lang: str, model: str, looked_for: str, fix: str) -> StageError:
     """The error for a model or server that cannot produce `lang`: language, model, and the fix."""
-    return StageError(
-        f"translate: {model} cannot produce {LANGUAGES[lang][0]} ({lang}): {looked_for}. {fix}"
-    )
+    return StageError(f"translate: {model} cannot produce {LANGUAGES[lang][0]} ({lang}): {looked_for}. {fix}")

@@ -20,7 +20,9 @@ from mvlp_core.stages.translate.codes import model_name
 FIELD = "translate.ctranslate2.model"
 
 
-def convert(checkpoint: str, out_dir: str | Path, quantization: str | None = None, force: bool = False) -> Path:
+def convert(
+    checkpoint: str, out_dir: str | Path, quantization: str | None = None, force: bool = False
+) -> Path:
     """Convert an HF seq2seq checkpoint (name or path) into a CTranslate2 folder with its tokenizer.
 
     `quantization` bakes a type into the weights (int8, float16, ...); None keeps float32 and
@@ -82,8 +84,8 @@ class CT2Backend:
             raise StageError(
                 f"{FIELD}: {name} is not a CTranslate2 model folder (no model.bin) for en->{lang}. "
                 "Convert the HF checkpoint first: python -c 'from mvlp_core.stages.translate."
-                "ct2_backend import convert; convert(\"Helsinki-NLP/opus-mt-en-de\", "
-                "\"/models/ct2/opus-mt-en-de\")' (or ct2-transformers-converter), then point "
+                'ct2_backend import convert; convert("Helsinki-NLP/opus-mt-en-de", '
+                '"/models/ct2/opus-mt-en-de")\' (or ct2-transformers-converter), then point '
                 f"{FIELD} at the folder ({{lang}}/{{opus}} are filled per language)"
             )
         tokenizer_name = model_name(self.spec.tokenizer, lang) if self.spec.tokenizer else name

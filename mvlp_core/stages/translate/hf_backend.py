@@ -70,9 +70,9 @@ class HFBackend:
         out = [""] * len(texts)
         with torch.inference_mode():
             for batch in seq2seq.token_batches([len(x) for x in ids], self.spec.batch_tokens):
-                enc = loaded.tokenizer.pad(
-                    {"input_ids": [ids[i] for i in batch]}, return_tensors="pt"
-                ).to(self.device)
+                enc = loaded.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt").to(
+                    self.device
+                )
                 generated = loaded.model.generate(
                     **enc,
                     num_beams=self.spec.num_beams,

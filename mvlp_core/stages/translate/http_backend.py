@@ -74,22 +74,27 @@ class HTTPBackend:
             found = next((c for c in (codes(lang).libre, lang) if c in targets), None)
             if found is None:
                 raise unsupported(
-                    lang, f"the LibreTranslate server {self.client.redact(self.spec.url)}",
+                    lang,
+                    f"the LibreTranslate server {self.client.redact(self.spec.url)}",
                     f"GET /languages lists no en->{codes(lang).libre} (targets: {sorted(targets)})",
                     "Install that language's model on the server (LT_LOAD_ONLY / --load-only) or "
                     "drop the language from `languages`",
-                )  # fmt: skip
+                )
             self._libre_codes[lang] = found
 
     def _one(self, caption: str, lang: str) -> str:
         if self.spec.protocol == "openai":
             system = self.spec.prompt.replace("{language}", codes(lang).name)
             messages = [{"role": "system", "content": system}, {"role": "user", "content": caption}]
-            return _unquote(self.client.chat(
-                messages, temperature=self.spec.temperature, max_tokens=self.spec.max_tokens
-            ))  # fmt: skip
-        body: dict[str, Any] = {"q": caption, "source": "en", "format": "text",
-                                "target": self._libre_codes.get(lang, codes(lang).libre)}  # fmt: skip
+            return _unquote(
+                self.client.chat(messages, temperature=self.spec.temperature, max_tokens=self.spec.max_tokens)
+            )
+        body: dict[str, Any] = {
+            "q": caption,
+            "source": "en",
+            "format": "text",
+            "target": self._libre_codes.get(lang, codes(lang).libre),
+        }
         if self.spec.api_key_env:  # LibreTranslate takes its key in the body
             body["api_key"] = os.environ.get(self.spec.api_key_env, "").strip()
         data = self.client.post("/translate", body)

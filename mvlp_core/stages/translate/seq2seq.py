@@ -8,8 +8,8 @@ source language, the target's language token forced as the first output token).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from mvlp_core.contract import StageError
@@ -60,17 +60,21 @@ def steering(tokenizer: Any, lang: str, name: str) -> Steering:
                 tokenizer.src_lang = src
                 return Steering(target_token=tgt)
         raise unsupported(
-            lang, name, f"a multilingual checkpoint without {row.m2m} or {row.flores}",
+            lang,
+            name,
+            f"a multilingual checkpoint without {row.m2m} or {row.flores}",
             f"Use a model that covers {lang} or a per-pair model such as Helsinki-NLP/{row.opus}",
-        )  # fmt: skip
+        )
     if any(t.startswith(">>") and t.endswith("<<") for t in tokenizer.get_vocab()):
         token = row.opus_token or f">>{lang}<<"
         if _has_token(tokenizer, token):
             return Steering(source_prefix=f"{token} ")
         raise unsupported(
-            lang, name, f"a multi-target OPUS-MT model without the {token} token",
+            lang,
+            name,
+            f"a multi-target OPUS-MT model without the {token} token",
             f"Use a model whose targets include {lang}, e.g. Helsinki-NLP/{row.opus}",
-        )  # fmt: skip
+        )
     return Steering()
 
 
@@ -89,7 +93,9 @@ def token_batches(lengths: list[int], budget: int) -> list[list[int]]:
     return batches
 
 
-def translate_unique(generate: Callable[[list[str], str], list[str]], captions: list[str], lang: str) -> list[str]:
+def translate_unique(
+    generate: Callable[[list[str], str], list[str]], captions: list[str], lang: str
+) -> list[str]:
     """Generate each distinct caption once (captions repeat in web data), in input order."""
     unique = list(dict.fromkeys(captions))
     translated = dict(zip(unique, generate(unique, lang)))

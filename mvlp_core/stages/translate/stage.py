@@ -39,9 +39,7 @@ class Backend(Protocol):
 
     def provenance(self, lang: str) -> str: ...
 
-    def translate(
-        self, keys: list[str], captions: list[str], lang: str
-    ) -> list[str | contract.Reject]: ...
+    def translate(self, keys: list[str], captions: list[str], lang: str) -> list[str | contract.Reject]: ...
 
 
 @dataclass
@@ -149,8 +147,9 @@ def write_unit(
             detail = f"lang={item.lang}; {r.detail}" if r.detail else f"lang={item.lang}"
             rejects.append(contract.Reject(item.key, r.reason, detail))
         else:
-            rows.append({"key": item.key, "lang": item.lang, "text": item.text,
-                         "provenance": provenance[item.lang]})  # fmt: skip
+            rows.append(
+                {"key": item.key, "lang": item.lang, "text": item.text, "provenance": provenance[item.lang]}
+            )
             per_language[item.lang] += 1
     rows.sort(key=lambda r: (r["key"], r["lang"]))
     name = f"{unit}.parquet"
