@@ -1,4 +1,5 @@
-"""Steady-state training figures from a run's metrics.jsonl (shared by the training benchmarks)."""
+"""Figures shared by the benchmarks: the row each one reports to the harness, and steady-state
+training figures from a run's metrics.jsonl."""
 
 from __future__ import annotations
 
@@ -12,3 +13,27 @@ def steady(metrics_path: Path, keys: tuple[str, ...], skip: int) -> dict[str, fl
 
     rows = curves.history(curves.read_metrics(metrics_path))[skip:]
     return {k: statistics.median(r[k] for r in rows) for k in keys}
+
+
+def result(
+    name: str,
+    value: float,
+    unit: str,
+    baseline: str,
+    baseline_value: float,
+    runs: int,
+    higher_is_better: bool,
+    notes: str,
+) -> dict:
+    """One row of results.json: `value` next to its `baseline_value`, both measured here, and their ratio."""
+    return {
+        "name": name,
+        "value": round(value, 4),
+        "unit": unit,
+        "baseline": baseline,
+        "baseline_value": round(baseline_value, 4),
+        "ratio": round(value / baseline_value, 4) if baseline_value else None,
+        "runs": runs,
+        "higher_is_better": higher_is_better,
+        "notes": notes,
+    }

@@ -40,26 +40,3 @@ def served_run(workdir: Path, samples: int, overrides: list[str] = ()) -> Iterat
 def run_stages(spec: PipelineSpec, names: list[str]) -> None:
     for name in names:
         pipeline.run_stage(spec, name)
-
-
-def result(
-    name: str,
-    value: float,
-    unit: str,
-    baseline: str,
-    baseline_value: float,
-    runs: int,
-    higher_is_better: bool,
-    notes: str,
-) -> dict:
-    return {
-        "name": name,
-        "value": round(value, 4),
-        "unit": unit,
-        "baseline": baseline,
-        "baseline_value": round(baseline_value, 4),
-        "ratio": round(value / baseline_value, 4) if baseline_value else None,
-        "runs": runs,
-        "higher_is_better": higher_is_better,
-        "notes": notes,
-    }

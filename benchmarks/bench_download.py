@@ -19,7 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks._world import median_seconds, result, run_stages, served_run
+from benchmarks._metrics import result
+from benchmarks._world import median_seconds, run_stages, served_run
 from mvlp_core import pipeline
 from mvlp_core.stages.download import INPUT_DIR
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmarks._metrics import steady
+from benchmarks._metrics import result, steady
 
 if TYPE_CHECKING:
     from mvlp_core.train.job import TrainJob
@@ -155,17 +155,9 @@ def run(runs: int = 1) -> list[dict]:
         f"fp32 {med(False, 'mfu'):.1%}"
     )
     return [
-        {
-            "name": "gpu_train_bf16_vs_fp32",
-            "value": round(v, 1),
-            "unit": "samples/s",
-            "baseline": "same run in fp32 (no autocast)",
-            "baseline_value": round(b, 1),
-            "ratio": round(v / b, 3),
-            "runs": runs,
-            "higher_is_better": True,
-            "notes": note,
-        }
+        result(
+            "gpu_train_bf16_vs_fp32", v, "samples/s", "same run in fp32 (no autocast)", b, runs, True, note
+        )
     ]
 
 

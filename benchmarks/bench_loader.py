@@ -19,6 +19,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from benchmarks._metrics import result
+
 SHARDS, PER_SHARD, BATCH, IMAGE, WIDTH = 4, 250, 32, 64, 64
 
 
@@ -135,17 +137,7 @@ def run(runs: int = 3) -> list[dict]:
         f"({cores} cores, first run incl. startup)"
     )
     return [
-        {
-            "name": "loader_vs_raw_decode",
-            "value": round(m, 1),
-            "unit": "samples/s/core",
-            "baseline": "raw tar read + JPEG decode",
-            "baseline_value": round(b, 1),
-            "ratio": round(m / b, 3),
-            "runs": runs,
-            "higher_is_better": True,
-            "notes": note,
-        }
+        result("loader_vs_raw_decode", m, "samples/s/core", "raw tar read + JPEG decode", b, runs, True, note)
     ]
 
 

@@ -11,7 +11,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from benchmarks._world import median_seconds, result, run_stages, served_run
+from benchmarks._metrics import result
+from benchmarks._world import median_seconds, run_stages, served_run
 from mvlp_core import pipeline
 
 SAMPLES = 1500

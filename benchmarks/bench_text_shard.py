@@ -13,53 +13,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
+from benchmarks._metrics import result
 from mvlp_core import pipeline
-from mvlp_core.spec import load_spec
 from mvlp_core.stages.text_shard.readers import open_binary
-
-ROOT = Path(__file__).resolve().parent.parent
-CANDIDATES = [ROOT / "shared", ROOT.parent / "shared", ROOT.parents[1] / "shared"]
+from tests.testkit.text_specs import multi30k, multi30k_corpus, text_spec
 
 
-def _multi30k() -> Path:
-    for base in CANDIDATES:
-        if (base / "data/multi30k/train.en.gz").exists():
-            return base / "data/multi30k"
-    raise FileNotFoundError(f"Multi30K not found under any of {CANDIDATES} (../shared/data/multi30k)")
-
-
-def _stage(data: Path, workdir: Path) -> tuple[float, int]:
+def _stage(workdir: Path) -> tuple[float, int]:
     workdir.mkdir(parents=True, exist_ok=True)
-    p = workdir / "spec.yaml"
-    p.write_text(
-        yaml.safe_dump(
-            {
-                "name": "bench",
-                "dataset": {"ref": "cc3m"},
-                "languages": ["de"],
-                "translate": {"backend": "hf"},
-                "text": {
-                    "samples_per_shard": 10000,
-                    "corpora": [
-                        {
-                            "name": "multi30k",
-                            "kind": "parallel",
-                            "format": "moses",
-                            "path": str(data / "train.{lang}.gz"),
-                            "pairs": ["en-de"],
-                            "min_words": 3,
-                            "max_words": 40,
-                            "max_length_ratio": 2.0,
-                            "dedup": "normalised",
-                        }
-                    ],
-                },
-            }
-        )
-    )
-    spec = load_spec(p, workdir=workdir)
+    corpus = multi30k_corpus(min_words=3, max_words=40, max_length_ratio=2.0)
+    spec = text_spec(workdir, {"samples_per_shard": 10000, "corpora": [corpus]})
     t0 = time.perf_counter()
     manifest = pipeline.run_stage(spec, "text-shard", force=True)
     return time.perf_counter() - t0, manifest.samples_in
@@ -83,25 +46,15 @@ def _bare(data: Path, workdir: Path) -> tuple[float, int]:
 
 
 def run(runs: int = 3) -> list[dict]:
-    data = _multi30k()
+    data = multi30k()
     stage, bare = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(runs):
-            seconds, lines = _stage(data, Path(tmp) / f"s{i}")
+            seconds, lines = _stage(Path(tmp) / f"s{i}")
             stage.append(lines / seconds)
             seconds, lines = _bare(data, Path(tmp))
             bare.append(lines / seconds)
     value, base = statistics.median(stage), statistics.median(bare)
-    return [
-        {
-            "name": "text-shard Multi30K en-de lines/s",
-            "value": round(value, 1),
-            "unit": "lines/s",
-            "baseline": "bare sharder (read both gz files, one KEY.json per pair into a tar)",
-            "baseline_value": round(base, 1),
-            "ratio": round(value / base, 3),
-            "runs": runs,
-            "higher_is_better": True,
-            "notes": "29,000 pairs; stage includes planning pass, filters, normalised dedup, rejects parquet, manifest",
-        }
-    ]
+    baseline = "bare sharder (read both gz files, one KEY.json per pair into a tar)"
+    notes = "29,000 pairs; stage includes planning pass, filters, normalised dedup, rejects parquet, manifest"
+    return [result("text-shard Multi30K en-de lines/s", value, "lines/s", baseline, base, runs, True, notes)]

@@ -15,20 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._metrics import steady
+from benchmarks._metrics import result, steady
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS, WARM = 12, 2
 SPEC = [
-    "model.image_size=32",
-    "model.num_query_tokens=8",
-    "model.tiny.hidden_size=64",
-    "model.tiny.intermediate_size=128",
-    "model.tiny.num_heads=2",
-    "model.tiny.vision_layers=1",
-    "model.tiny.qformer_layers=1",
-    "model.tiny.text_layers=1",
-    "model.tiny.decoder_layers=2",
+    "model.size=tiny",
     "pretrain.batch_size=16",
     "pretrain.log_every=1",
     f"pretrain.checkpoint_every={STEPS}",
@@ -69,20 +61,12 @@ def run(runs: int = 3) -> list[dict]:
     finally:
         ray.shutdown()
     v, b = statistics.median(distributed), statistics.median(plain)
-    return [
-        {
-            "name": "train_ray_vs_plain_loop",
-            "value": round(v, 2),
-            "unit": "samples/s",
-            "baseline": "plain single-process loop, same model and per-worker batch",
-            "baseline_value": round(b, 2),
-            "ratio": round(v / b, 3),
-            "runs": runs,
-            "higher_is_better": True,
-            "notes": f"tiny UniGen (hidden 64), batch 16 per worker, {STEPS} steps, first {WARM} dropped; "
-            f"{os.cpu_count()} cores: Ray runs 1 thread per worker, the plain loop uses torch's default threads",
-        }
-    ]
+    baseline = "plain single-process loop, same model and per-worker batch"
+    note = (
+        f"tiny UniGen (hidden 64), batch 16 per worker, {STEPS} steps, first {WARM} dropped; "
+        f"{os.cpu_count()} cores: Ray runs 1 thread per worker, the plain loop uses torch's default threads"
+    )
+    return [result("train_ray_vs_plain_loop", v, "samples/s", baseline, b, runs, True, note)]
 
 
 if __name__ == "__main__":

@@ -22,17 +22,19 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flows import cli_align
+from flows import cli_align, runlog
 from flows.cli_eval import eval_app
 from flows.errors import fail
 from mvlp_core import contract, pipeline
-from mvlp_core.spec import SPECS_ROOT, SpecError, load_spec
+from mvlp_core.redirect import output_to
+from mvlp_core.spec import SPECS_ROOT, PipelineSpec, SpecError, load_spec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(eval_app, name="eval")
 # The console writes to a duplicate of the terminal's fd, so stages that redirect fds 1/2 into
 # log files (img2dataset's worker processes) do not swallow the progress bars.
 console = Console(file=os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1))
+runlog.quiet_environment()
 DEMO_SPEC = SPECS_ROOT / "pipelines" / "demo.yaml"
 UI_PORT = 4200
 
@@ -72,47 +74,24 @@ def _status_table(states: dict[str, dict[str, Any]]) -> Table:
     return table
 
 
-def _print_outcome(spec_workdir: Path, states: dict[str, dict[str, Any]]) -> None:
-    console.print(_status_table(states))
-    shard = states.get("shard", {})
-    if shard.get("state") == "complete":
-        tars = sorted((spec_workdir / "shard").glob("shard-*.tar"))
-        console.print(
-            f"Shards: [bold]{spec_workdir / 'shard'}[/] ({len(tars)} tars, {shard['samples_out']} samples)"
-        )
-    text = states.get("text-shard", {})
-    if text.get("state") == "complete" and text.get("samples_in"):
-        tars = sorted((spec_workdir / "text-shard").glob("text-*.tar"))
-        weights = "; ".join(
-            f"{kind} " + ", ".join(f"{k} {q:.2f}" for k, q in text["sampling_weights"][kind].items())
-            for kind in ("mono", "parallel")
-            if text["sampling_weights"][kind]
-        )
-        console.print(
-            f"Text shards: [bold]{spec_workdir / 'text-shard'}[/] ({len(tars)} tars, "
-            f"{text['samples_out']} records); sampling weights (alpha {text['alpha']}): {weights}"
-        )
-    aer = states.get("align", {}).get("aer")
-    if aer:
-        console.print("Alignment AER vs gold: " + ", ".join(f"{k} {v:.3f}" for k, v in aer.items()))
-    pre = states.get("pretrain", {})
-    if pre.get("state") == "complete" and "loss_first" in pre:
-        console.print(
-            f"Pretrain: {pre['step']} steps, loss {pre['loss_first']:.3f} -> {pre['loss_last']:.3f}; "
-            f"model [bold]{pre.get('final')}[/], curve {spec_workdir / 'pretrain' / 'loss_curve.png'}"
-        )
-    iglue = states.get("iglue-eval", {})
-    if iglue.get("state") == "complete":
-        console.print(
-            "IGLUE (zero-shot, English / avg of the other languages; chance): "
-            + "; ".join(
-                f"{task} {r['metric']} {_score(r, 'en')} / {_score(r, 'avg')} ({r['chance']})"
-                for task, r in iglue["results"].items()
+def _print_stale(states: dict[str, dict[str, Any]]) -> None:
+    """One line per stale stage: what changed since its output was made."""
+    for name, state in states.items():
+        if state.get("stale_because"):
+            console.print(
+                f"[yellow]{name}[/] is stale: " + "; ".join(state["stale_because"]), highlight=False
             )
-            + f"; tables {spec_workdir / 'iglue-eval' / 'tables'}"
-        )
-    if states.get("report", {}).get("state") == "complete":
-        console.print(f"Report: [bold]{spec_workdir / 'report' / 'report.md'}[/]")
+
+
+def _print_outcome(spec: PipelineSpec, states: dict[str, dict[str, Any]]) -> None:
+    """The stage table, then what each complete stage shows, then where the Prefect UI is."""
+    console.print(_status_table(states))
+    _print_stale(states)
+    for name, state in states.items():
+        stage = pipeline.stage(name)
+        if stage.shows is not None and state.get("state") == "complete":
+            for line in stage.shows(spec, pipeline.stage_dir(spec, name), state).lines:
+                console.print(line, highlight=False)
     api = os.environ.get("PREFECT_API_URL")
     where = (
         f"open {api.removesuffix('/api')}/runs"
@@ -120,15 +99,6 @@ def _print_outcome(spec_workdir: Path, states: dict[str, dict[str, Any]]) -> Non
         else f"run [bold]mvlp ui[/] and open http://127.0.0.1:{UI_PORT}/runs"
     )
     console.print(f"Prefect UI: {where} to see this run, its stage runs and their artifacts.")
-
-
-def _score(result: dict, lang: str) -> str:
-    """Zero-shot score of one language, or with lang "avg" the average without English."""
-    scores = result.get("zero-shot", {})
-    if lang == "avg":
-        others = [v for k, v in scores.items() if k != "en"]
-        return f"{sum(others) / len(others):.1f}" if others else "-"
-    return f"{scores[lang]:.1f}" if lang in scores else "-"
 
 
 def _execute(
@@ -139,16 +109,21 @@ def _execute(
     stop: str | None = None,
     only: str | None = None,
     force: bool = False,
+    accept_code: list[str] | None = None,
 ) -> None:
+    accept_code = list(accept_code or [])
     try:
         spec = load_spec(spec_path, overrides, workdir)
+        pipeline.check(spec)
         names = pipeline.select(start, stop, only)
+        for name in accept_code:
+            pipeline.stage(name)
     except SpecError as err:
         fail(err)
     states = pipeline.stage_states(spec, names)
     if not force and all(s["state"] == "complete" for s in states.values()):
         console.print(f"[green]All {len(names)} stages complete in {spec.workdir}: nothing to recompute.[/]")
-        _print_outcome(Path(spec.workdir), pipeline.stage_states(spec))
+        _print_outcome(spec, pipeline.stage_states(spec))
         return
 
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -157,29 +132,47 @@ def _execute(
     from flows import progress as progress_mod
     from flows.pipeline_flow import data_pipeline
 
-    with Progress(
-        TextColumn("{task.description:>10}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bars:
-        tasks = {n: bars.add_task(n, total=None) for n in names}
+    log = runlog.log_path(spec.workdir)
+    try:
+        # third-party output to the run's log; the bars and the summary write to the terminal
+        with (
+            output_to(log),
+            Progress(
+                TextColumn("{task.description:>10}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            ) as bars,
+        ):
+            tasks = {n: bars.add_task(n, total=None) for n in names}
 
-        def terminal(stage: str, done: int, total: int) -> None:
-            bars.update(tasks[stage], completed=done, total=total)
+            def terminal(stage: str, done: int, total: int) -> None:
+                bars.update(tasks[stage], completed=done, total=total)
 
-        progress_mod.set_terminal(terminal)
-        try:
-            data_pipeline(str(spec_path), str(spec.workdir), overrides, start, stop, only, force)
-        except (SpecError, contract.StageError) as err:
-            fail(err)
-        finally:
-            progress_mod.set_terminal(None)
-    _print_outcome(Path(spec.workdir), pipeline.stage_states(spec))
+            progress_mod.set_terminal(terminal)
+            try:
+                data_pipeline(
+                    str(spec_path), str(spec.workdir), overrides, start, stop, only, force, accept_code
+                )
+            finally:
+                progress_mod.set_terminal(None)
+    except (SpecError, contract.StageError) as err:
+        fail(f"{err}\n(the libraries' output of this run: {log})")
+    _print_outcome(spec, pipeline.stage_states(spec))
+    console.print(f"The libraries' output of this run (Prefect, Ray, img2dataset): {log}", highlight=False)
 
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a spec field: a.b=value")]
+AcceptOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--accept-code",
+        help="keep this stage's output although the code it runs changed (recorded in its manifest)",
+    ),
+]
 
 
 @app.command()
@@ -189,12 +182,13 @@ def demo(
     force: bool = False,
     to: Annotated[str | None, typer.Option(help="last stage (e.g. shard: data only)")] = None,
     set_: SetOpt = None,
+    accept_code: AcceptOpt = None,
 ) -> None:
     """Run the whole DAG on the synthetic world: data, pretraining, IGLUE, report (embedded defaults, one machine)."""
     overrides = list(set_ or [])
     if samples is not None:
         overrides.append(f"dataset.samples={samples}")
-    _execute(DEMO_SPEC, workdir, overrides, stop=to, force=force)
+    _execute(DEMO_SPEC, workdir, overrides, stop=to, force=force, accept_code=accept_code)
 
 
 @app.command()
@@ -206,6 +200,7 @@ def run(
     only: Annotated[str | None, typer.Option(help="run this stage alone from its inputs on disk")] = None,
     force: Annotated[bool, typer.Option(help="recompute selected stages even if complete")] = False,
     set_: SetOpt = None,
+    accept_code: AcceptOpt = None,
     remote: Annotated[
         bool, typer.Option(help="trigger the deployment (`mvlp deploy`) on PREFECT_API_URL and follow it")
     ] = False,
@@ -213,9 +208,9 @@ def run(
 ) -> None:
     """Run a pipeline spec (all stages, or --from/--to/--only), here or on a worker (--remote)."""
     if remote:
-        _run_remote(spec, workdir, list(set_ or []), from_, to, only, force, poll)
+        _run_remote(spec, workdir, list(set_ or []), from_, to, only, force, poll, accept_code)
     else:
-        _execute(spec, workdir, list(set_ or []), from_, to, only, force)
+        _execute(spec, workdir, list(set_ or []), from_, to, only, force, accept_code)
 
 
 def _require_api() -> str:
@@ -243,8 +238,9 @@ def _run_remote(
     only: str | None,
     force: bool,
     poll: float,
+    accept_code: list[str] | None,
 ) -> None:
-    from flows import deploy, remote
+    from flows import deploy, deployment_runs
 
     try:
         spec = load_spec(spec_path, overrides, workdir)
@@ -258,11 +254,13 @@ def _run_remote(
         "overrides": overrides,
         "force": force,
     }
+    if accept_code:
+        params["accept_code"] = list(accept_code)
     if not only:
         params.update(start=start, stop=stop, only=None)
     name = deploy.deployment_name(spec, only)
     try:
-        run = remote.trigger(name, params)
+        run = deployment_runs.trigger(name, params)
     except Exception as err:  # noqa: BLE001 - the API's own message says what is missing
         fail(
             SpecError(
@@ -270,7 +268,7 @@ def _run_remote(
             )
         )
     console.print(f"Started [bold]{name}[/] flow run {run.name} ({run.id}) on {api}")
-    top = _watch(lambda: remote.run_states(run.id), poll, None)
+    top = _watch(lambda: deployment_runs.run_states(run.id), poll, None)
     console.print(
         f"{name}: [bold]{top.get('state_name', '?')}[/] — UI: {api.removesuffix('/api')}/runs/flow-run/{run.id}"
     )
@@ -315,12 +313,12 @@ def status(
     """Each stage's state (complete, partial, missing, stale), counts, rejects and seconds; with
     --api, the stage runs of the latest pipeline run and their Prefect states."""
     if api:
-        from flows import remote
+        from flows import deployment_runs
 
         _require_api()
 
         def read() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-            return remote.run_states(flow_run)
+            return deployment_runs.run_states(flow_run)
     else:
         try:
             spec = pipeline.load_saved_spec(workdir)
@@ -341,6 +339,7 @@ def status(
         typer.echo(json.dumps({**key, "stages": states}, indent=2, sort_keys=True, default=str))
     else:
         console.print(_status_table(states))
+        _print_stale(states)
 
 
 @app.command(name="deploy")

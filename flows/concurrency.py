@@ -1,5 +1,5 @@
 """Two guarantees: one run writes a workdir at a time (a lock file the OS releases when the
-holder dies, so a killed run can be resumed at once), and at most `cluster.gpu_slots` Ray-backed
+holder dies, so a killed run can be resumed at once), and at most `execution.gpu_slots` submitted Ray
 (GPU) stages run at once across all runs on the same Prefect API (a global concurrency limit).
 
 The workdir lock is `flock` on `<workdir>/.mvlp.lock`: local disks and shared POSIX storage

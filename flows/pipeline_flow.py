@@ -17,7 +17,7 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from flows import concurrency
-from flows.stage_flows import STAGE_FLOWS
+from flows.stage_flows import stage_flow
 from flows.summary import summary_row
 from mvlp_core import pipeline
 from mvlp_core.imageserver import ImageServer
@@ -43,9 +43,11 @@ def data_pipeline(
     stop: str | None = None,
     only: str | None = None,
     force: bool = False,
+    accept_code: list[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     overrides = list(overrides or [])
     spec = load_spec(spec_path, overrides, workdir)
+    pipeline.check(spec)
     names = pipeline.select(start, stop, only)
     dataset = spec.dataset.spec
     with contextlib.ExitStack() as stack:
@@ -61,7 +63,7 @@ def data_pipeline(
         pipeline.save_spec(spec)
         results = {}
         for name in names:
-            results[name] = STAGE_FLOWS[name](spec_path, str(spec.workdir), overrides, force)
+            results[name] = stage_flow(name)(spec_path, str(spec.workdir), overrides, force, accept_code)
     create_table_artifact(
         key="pipeline-summary",
         table=[summary_row(n, s) for n, s in pipeline.stage_states(spec).items()],

@@ -1,13 +1,13 @@
-"""One Prefect flow per stage: load the spec, run the core stage (in-process, or its Ray job on a
-cluster per `spec.cluster`), publish its figures.
+"""One Prefect flow per registered stage: load the spec, run the stage (on its engine here, or as a
+Ray job sent to the cluster per `spec.execution`), publish its artifacts.
 
 Flows take the spec path plus `--set` overrides (not a spec object), so the same flows serve
 in-process runs and deployments. The work is a task cached on the stage fingerprint (a complete,
 current stage is a cache hit whatever the run id; outputs that are not current refresh the
-entry), retried with exponential backoff on transient
-errors (never on StageError/SpecError, which a retry cannot fix), with results persisted under the
-run's workdir. A stage flow started on its own (a deployment, `--only`) holds the workdir's
-lock; inside the end-to-end flow the parent holds it.
+entry), retried with exponential backoff on transient errors (never on StageError/SpecError, which
+a retry cannot fix), with results persisted under the run's workdir. A stage flow started on its
+own (a deployment, `--only`) holds the workdir's lock; inside the end-to-end flow the parent holds
+it.
 """
 
 from __future__ import annotations
@@ -16,19 +16,18 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
+from prefect import Flow, flow, get_run_logger, task
 from prefect.context import FlowRunContext
 from prefect.filesystems import LocalFileSystem
 from prefect.tasks import exponential_backoff
 
-from flows import concurrency, runners
+from flows import concurrency
 from flows.artifacts import publish_stage
 from flows.progress import stage_progress
-from flows.ray_stage import run_remote, runs_remotely
-from flows.summary import rejects_rows, summary_row, throughput_rows
+from flows.submitted import is_submitted, run_submitted
 from mvlp_core import contract, pipeline
-from mvlp_core.spec import STAGES, PipelineSpec, SpecError, load_spec
+from mvlp_core.spec import PipelineSpec, SpecError, load_spec
+from ray_jobs import engines
 
 RESULTS_DIR = ".prefect-results"
 
@@ -74,14 +73,16 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     retry_condition_fn=_transient,
     task_run_name="run-{name}",
 )
-def run_stage_task(spec: PipelineSpec, name: str, force: bool = False) -> dict[str, Any]:
+def run_stage_task(
+    spec: PipelineSpec, name: str, force: bool = False, accept_code: bool = False
+) -> dict[str, Any]:
     # Only jobs sent to the cluster take a GPU slot: a Prefect concurrency lease outlives a killed
     # process (until it expires), so holding one for in-process stages would stall a resumed run.
-    if runs_remotely(spec, name):
-        with concurrency.hold(concurrency.GPU_LIMIT, spec.cluster.gpu_slots):
-            run_remote(spec, name, force=force)
+    if is_submitted(spec, name):
+        with concurrency.hold(concurrency.GPU_LIMIT, spec.execution.gpu_slots):
+            run_submitted(spec, name, force=force, accept_code=accept_code)
     else:
-        runners.run_stage(spec, name, force=force, progress=stage_progress(name))
+        engines.run_stage(spec, name, force=force, progress=stage_progress(name), accept_code=accept_code)
     return pipeline.stage_state(spec, name)
 
 
@@ -90,37 +91,28 @@ def _standalone() -> bool:
     return ctx is None or ctx.flow_run.parent_task_run_id is None
 
 
-def _make_stage_flow(name: str) -> Any:
+def _make_stage_flow(name: str) -> Flow:
     @flow(name=name, flow_run_name=f"{name}", validate_parameters=False)
     def stage_flow(
-        spec_path: str, workdir: str | None = None, overrides: list[str] | None = None, force: bool = False
+        spec_path: str,
+        workdir: str | None = None,
+        overrides: list[str] | None = None,
+        force: bool = False,
+        accept_code: list[str] | None = None,
     ) -> dict[str, Any]:
         spec = load_spec(spec_path, overrides or [], workdir)
+        pipeline.check(spec)
+        accept = name in (accept_code or [])
         # outputs missing, partial or stale (deleted by hand, say) refresh the cache entry
         current = pipeline.stage_state(spec, name)["state"] == "complete"
         stage_task = run_stage_task.with_options(
-            result_storage=result_storage(spec), refresh_cache=force or not current
+            result_storage=result_storage(spec), refresh_cache=force or accept or not current
         )
         if _standalone():
             with concurrency.workdir_lock(spec.workdir):
-                state = stage_task(spec, name, force)
+                state = stage_task(spec, name, force, accept)
         else:
-            state = stage_task(spec, name, force)
-        create_table_artifact(
-            key=f"{name}-summary",
-            table=[summary_row(name, state)],
-            description=f"{name}: samples in/out, rejects by reason, seconds",
-        )
-        create_table_artifact(
-            key=f"{name}-rejects",
-            table=rejects_rows(name, state.get("rejects", {}), state.get("filtered")),
-            description=f"{name}: rejects by reason",
-        )
-        create_table_artifact(
-            key=f"{name}-throughput",
-            table=throughput_rows(name, state),
-            description=f"{name}: samples per second",
-        )
+            state = stage_task(spec, name, force, accept)
         publish_stage(name, spec, state)
         get_run_logger().info(
             "%s: %s in, %s out, rejects %s, %ss",
@@ -132,10 +124,28 @@ def _make_stage_flow(name: str) -> Any:
         )
         return state
 
-    stage_flow.__name__ = f"{name.replace('-', '_')}_flow"
+    stage_flow.__name__ = flow_attribute(name)
     return stage_flow
 
 
-STAGE_FLOWS = {name: _make_stage_flow(name) for name in STAGES}
-# module attributes `<stage>_flow` (ingest_flow, text_shard_flow, ...): the deployments' entrypoints
-globals().update({f.__name__: f for f in STAGE_FLOWS.values()})
+def flow_attribute(name: str) -> str:
+    """The module attribute of a stage's flow (`text-shard` -> `text_shard_flow`): the deployments'
+    entrypoint `flows.stage_flows.<attribute>`."""
+    return f"{name.replace('-', '_')}_flow"
+
+
+_flows: dict[str, Flow] = {}
+
+
+def stage_flow(name: str) -> Flow:
+    """The flow of a registered stage, made on first use."""
+    pipeline.stage(name)  # unknown stages fail here, naming the registered ones
+    if name not in _flows:
+        _flows[name] = _make_stage_flow(name)
+        globals()[flow_attribute(name)] = _flows[name]
+    return _flows[name]
+
+
+# module attributes `<stage>_flow` (ingest_flow, text_shard_flow, ...) for every registered stage
+for _name in pipeline.names():
+    stage_flow(_name)

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
 import shutil
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pyarrow as pa
@@ -83,6 +80,8 @@ class Manifest:
     units: int
     extra: dict[str, Any] = field(default_factory=dict)
     created: str = ""
+    basis: dict[str, Any] = field(default_factory=dict)  # what the fingerprint hashes (fingerprints.Basis)
+    accepted: list[dict[str, Any]] = field(default_factory=list)  # code changes accepted without recomputing
 
     @classmethod
     def load(cls, out_dir: Path) -> Manifest | None:
@@ -93,43 +92,6 @@ class Manifest:
 
     def save(self, out_dir: Path) -> None:
         atomic.write_json(Path(out_dir) / MANIFEST, asdict(self))
-
-
-def fingerprint(stage: str, config: dict[str, Any], inputs: dict[str, str], code: str) -> str:
-    payload = json.dumps(
-        {"stage": stage, "config": config, "inputs": inputs, "code": code},
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def code_version(*modules: ModuleType) -> str:
-    """Hash of the source of the given modules (a package counts with all its .py files)."""
-    h = hashlib.sha256()
-    for mod in modules:
-        root = Path(mod.__file__)
-        files = sorted(root.parent.rglob("*.py")) if root.name == "__init__.py" else [root]
-        for f in files:
-            h.update(f.name.encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:12]
-
-
-def stage_fingerprint(
-    stage: str, config: dict[str, Any], inputs: dict[str, Path], *code_modules: ModuleType
-) -> str:
-    """Fingerprint from the stage's config, its input stages' manifests and its code."""
-    upstream = {}
-    for name, folder in sorted(inputs.items()):
-        m = Manifest.load(folder)
-        if m is None:
-            raise StageError(
-                f"{stage} needs the output of {name} ({folder}), which is not complete; "
-                f"run it first (mvlp run SPEC --only {name}) or run the whole pipeline"
-            )
-        upstream[name] = m.fingerprint
-    return fingerprint(stage, config, upstream, code_version(sys.modules[__name__], *code_modules))
 
 
 def is_complete(out_dir: Path, expected_fingerprint: str) -> bool:
@@ -206,12 +168,13 @@ def run_units(
     progress: ProgressFn | None = None,
     before: Callable[[list[str]], None] | None = None,
     finalize: Callable[[Path, list[dict[str, Any]]], dict[str, Any]] | None = None,
+    basis: dict[str, Any] | None = None,
 ) -> Manifest:
     """Run the units of a stage that are not done yet, then write the manifest.
 
     `before(pending)` runs once ahead of the pending units (for engines that process many units in
     one call, such as img2dataset); `finalize(out_dir, unit_records)` returns stage-specific
-    figures for the manifest's `extra`.
+    figures for the manifest's `extra`; `basis` (what `fp` hashes) is recorded in the manifest.
     """
     out_dir = Path(out_dir)
     if not force and is_complete(out_dir, fp):
@@ -259,7 +222,7 @@ def run_units(
     earlier = sum(r["seconds"] for r in records if r["unit"] not in pending)
     seconds = time.perf_counter() - started + earlier
     with _disk_errors(stage, out_dir):
-        return _write_manifest(stage, out_dir, fp, units, records, extra, seconds)
+        return _write_manifest(stage, out_dir, fp, units, records, extra, seconds, basis or {})
 
 
 def _commit_unit(out_dir: Path, unit: str, result: UnitResult, seconds: float) -> None:
@@ -298,6 +261,7 @@ def _write_manifest(
     records: list[dict[str, Any]],
     extra: dict[str, Any],
     seconds: float,
+    basis: dict[str, Any],
 ) -> Manifest:
     tables = [pq.read_table(out_dir / UNITS_DIR / f"{u}.rejects.parquet") for u in units]
     rejects = pa.concat_tables(tables) if tables else REJECT_SCHEMA.empty_table()
@@ -323,6 +287,7 @@ def _write_manifest(
         units=len(units),
         extra=extra,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
+        basis=basis,
     )
     manifest.save(out_dir)
     return manifest

@@ -17,8 +17,8 @@ each request and each redirect hop is checked in the worker that makes it:
 
 A refusal raises `Blocked`, whose text `mvlp url policy: <reason> <detail>` img2dataset records as
 the sample's error; the download stage turns it into a reject with that reason. Checking in the
-workers costs one `getaddrinfo` and one header parse per request; the loopback proxy this replaced
-put every request through one asyncio thread and cost the stage 29% of img2dataset's own time.
+workers costs one `getaddrinfo` and one header parse per request; a loopback proxy would put every
+request through one thread (BENCHMARKS.md: download vs the img2dataset CLI).
 While the guard is on, `http_proxy` is not used: a proxy would resolve names where they cannot be
 checked.
 """

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from mvlp_core.contract import StageError
+from mvlp_core.spec import EndpointSpec
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,23 @@ class EndpointConfig:
     requests_per_second: float | None = None
     default_params: Mapping[str, Any] = field(default_factory=dict)
     field: str = "http"
+
+    @classmethod
+    def from_spec(cls, spec: EndpointSpec, field: str, **default_params: Any) -> EndpointConfig:
+        """The client settings of a spec's endpoint section (`field` names it in messages)."""
+        return cls(
+            base_url=spec.base_url,
+            model=spec.model or "",
+            api_key_env=spec.api_key_env,
+            timeout=spec.timeout,
+            connect_timeout=min(10.0, spec.timeout),
+            max_retries=spec.max_retries,
+            backoff_base=spec.backoff_base,
+            backoff_max=spec.backoff_max,
+            requests_per_second=spec.requests_per_second,
+            default_params=default_params,
+            field=field,
+        )
 
 
 class _Attempt(Exception):

@@ -1,51 +1,44 @@
-"""The data DAG: stage order, dependencies, folders, and each stage's state on disk.
+"""The DAG built from the stage descriptors: order, dependencies, folders, which engine each stage
+runs on, and each stage's state on disk (with why it is stale).
 
 Plain functions, no orchestrator: flows/ wraps `run_stage` in Prefect flows, `mvlp status` reads
-`stage_states`. A stage's expected fingerprint is computed from the spec and its inputs'
-manifests, so a stage whose config or upstream changed shows as `stale`.
+`stage_states`. A stage's expected fingerprint comes from `Stage.basis`, the same function the
+stage runs with, so what status calls current is what a run would skip.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mvlp_core import atomic, contract
-from mvlp_core.spec import STAGES, PipelineSpec, SpecError
+from mvlp_core import atomic, contract, fingerprints, registry
+from mvlp_core.spec import PipelineSpec, SpecError
+from mvlp_core.spec.loader import check_replaced
+from mvlp_core.stage import Stage
 
 SPEC_FILE = "spec.json"
 
 
-@dataclass(frozen=True)
-class StageDef:
-    name: str
-    deps: tuple[str, ...]
-    module: str  # holds run_<name> (hyphens as _); its package (or module) is the fingerprinted code
-    config: str  # name of the function(spec) -> fingerprinted config
+def stages() -> dict[str, Stage]:
+    """The registered stages by name, in DAG order (each one's inputs come before it)."""
+    found = {s.name: s for s in registry.STAGES}
+    for i, stage in enumerate(registry.STAGES):
+        late = [d for d in stage.deps if d not in found or list(found).index(d) >= i]
+        if late:
+            raise SpecError(f"stage {stage.name} depends on {late}, which are not registered before it")
+    return found
 
 
-DAG: dict[str, StageDef] = {
-    "ingest": StageDef("ingest", (), "mvlp_core.stages.ingest", "config"),
-    "download": StageDef("download", ("ingest",), "mvlp_core.stages.download", "config"),
-    "translate": StageDef("translate", ("download",), "mvlp_core.stages.translate", "fingerprint_inputs"),
-    "align": StageDef("align", ("download", "translate"), "mvlp_core.stages.align", "config"),
-    "qa": StageDef("qa", ("download",), "mvlp_core.stages.qa", "fingerprint_inputs"),
-    "shard": StageDef("shard", ("download", "translate", "align", "qa"), "mvlp_core.stages.shard", "config"),
-    "text-shard": StageDef("text-shard", (), "mvlp_core.stages.text_shard", "config"),
-    "pretrain": StageDef("pretrain", ("shard", "text-shard"), "mvlp_core.stages.pretrain", "config"),
-    "iglue-eval": StageDef("iglue-eval", ("pretrain",), "mvlp_core.stages.iglue_eval", "config"),
-    "report": StageDef(
-        "report",
-        ("ingest", "download", "translate", "align", "qa", "shard", "text-shard", "pretrain", "iglue-eval"),
-        "mvlp_core.stages.report",
-        "config",
-    ),
-}
-assert tuple(DAG) == STAGES
+def stage(name: str) -> Stage:
+    known = stages()
+    if name not in known:
+        raise SpecError(f"unknown stage {name!r}; allowed: {', '.join(known)}")
+    return known[name]
+
+
+def names() -> list[str]:
+    return list(stages())
 
 
 def stage_dir(spec: PipelineSpec, name: str) -> Path:
@@ -53,81 +46,95 @@ def stage_dir(spec: PipelineSpec, name: str) -> Path:
 
 
 def inputs_for(spec: PipelineSpec, name: str) -> dict[str, Path]:
-    return {dep: stage_dir(spec, dep) for dep in DAG[name].deps}
+    return {dep: stage_dir(spec, dep) for dep in stage(name).deps}
 
 
 def select(start: str | None = None, stop: str | None = None, only: str | None = None) -> list[str]:
     """The stages to run, in DAG order, for --from/--to/--only."""
+    order = names()
     for label, value in (("--from", start), ("--to", stop), ("--only", only)):
-        if value is not None and value not in DAG:
-            raise SpecError(f"{label} {value!r}: unknown stage; allowed: {', '.join(DAG)}")
+        if value is not None and value not in order:
+            raise SpecError(f"{label} {value!r}: unknown stage; allowed: {', '.join(order)}")
     if only:
         if start or stop:
             raise SpecError("--only cannot be combined with --from/--to")
         return [only]
-    names = list(DAG)
-    lo = names.index(start) if start else 0
-    hi = names.index(stop) if stop else len(names) - 1
+    lo = order.index(start) if start else 0
+    hi = order.index(stop) if stop else len(order) - 1
     if lo > hi:
-        raise SpecError(f"--from {start} comes after --to {stop} in the DAG ({' -> '.join(names)})")
-    return names[lo : hi + 1]
+        raise SpecError(f"--from {start} comes after --to {stop} in the DAG ({' -> '.join(order)})")
+    return order[lo : hi + 1]
 
 
-def run_function(name: str) -> str:
-    """Stage `a-b` is run by `run_a_b` (hyphens are not valid in Python names)."""
-    return "run_" + name.replace("-", "_")
+def engine_of(spec: PipelineSpec, name: str) -> str:
+    """The engine `name` runs on: `execution.engines` where given, else the stage's default."""
+    chosen = spec.execution.engines.get(name) or stage(name).default_engine(spec)
+    offered = [e.name for e in stage(name).engines]
+    if chosen not in offered:
+        raise SpecError(
+            f"execution.engines.{name}: {chosen!r} is not an engine of {name}; allowed: {', '.join(offered)}"
+        )
+    return chosen
 
 
-def _module(name: str) -> Any:
-    return importlib.import_module(DAG[name].module)
+def check(spec: PipelineSpec) -> None:
+    """Spec checks that need the registered stages: every `execution.engines` entry names a stage
+    and one of its engines."""
+    for name in spec.execution.engines:
+        if name not in stages():
+            raise SpecError(f"execution.engines.{name}: unknown stage; allowed: {', '.join(names())}")
+        engine_of(spec, name)
 
 
-def run_stage(
-    spec: PipelineSpec,
-    name: str,
-    *,
-    force: bool = False,
-    progress: contract.ProgressFn | None = None,
-) -> contract.Manifest:
-    run: Callable[..., contract.Manifest] = getattr(_module(name), run_function(name))
-    return run(spec, inputs_for(spec, name), stage_dir(spec, name), force=force, progress=progress)
+def run_stage(spec: PipelineSpec, name: str, **options: Any) -> contract.Manifest:
+    """Run one stage from its inputs on disk into its folder. `options` are `Stage.run`'s: force,
+    progress, accept_code, and hook, what the stage's engine provides (None: the local engine;
+    `ray_jobs.engines.run_stage` resolves it from the spec)."""
+    return stage(name).run(spec, inputs_for(spec, name), stage_dir(spec, name), **options)
 
 
 def expected_fingerprint(spec: PipelineSpec, name: str) -> str | None:
-    """None when an input stage has no manifest (the stage cannot be current)."""
-    mod = _module(name)
-    stage_mod = importlib.import_module(f"{DAG[name].module}.stage") if hasattr(mod, "__path__") else mod
-    config = getattr(stage_mod, DAG[name].config)(spec)
-    extra_code = [importlib.import_module(m) for m in getattr(stage_mod, "CODE_MODULES", ())]
+    """The fingerprint `name`'s output must carry to be current; None while an input stage has no
+    manifest (the stage cannot be current)."""
     try:
-        return contract.stage_fingerprint(name, config, inputs_for(spec, name), mod, *extra_code)
+        return stage(name).basis(spec, inputs_for(spec, name)).fingerprint
     except contract.StageError:
         return None
 
 
 def stage_state(spec: PipelineSpec, name: str) -> dict[str, Any]:
+    """complete | stale (with `stale_because`) | partial | missing, and the manifest's figures."""
     folder = stage_dir(spec, name)
     manifest = contract.Manifest.load(folder)
     if manifest is None:
         units = list((folder / contract.UNITS_DIR).glob("*.json"))
         return {"state": "partial" if units else "missing", "units_done": len(units)}
+    state: dict[str, Any] = {"state": "complete"}
     try:
-        current = expected_fingerprint(spec, name) == manifest.fingerprint
-    except (contract.StageError, SpecError, OSError):
-        current = False
-    state = {
-        "state": "complete" if current else "stale",
-        "samples_in": manifest.samples_in,
-        "samples_out": manifest.samples_out,
-        "rejects": manifest.rejects,
-        "seconds": manifest.seconds,
-    }
+        basis = stage(name).basis(spec, inputs_for(spec, name))
+    except contract.StageError:
+        missing = [d for d in stage(name).deps if contract.Manifest.load(stage_dir(spec, d)) is None]
+        state.update(state="stale", stale_because=[f"input stage {d} is not complete" for d in missing])
+    except (SpecError, OSError) as err:
+        state.update(state="stale", stale_because=[f"its fingerprint cannot be computed: {err}"])
+    else:
+        if basis.fingerprint != manifest.fingerprint:
+            why = fingerprints.changes(manifest.basis, basis)
+            state.update(state="stale", stale_because=[str(c) for c in why] or ["its fingerprint differs"])
+    state.update(
+        samples_in=manifest.samples_in,
+        samples_out=manifest.samples_out,
+        rejects=manifest.rejects,
+        seconds=manifest.seconds,
+    )
+    if manifest.accepted:
+        state["accepted"] = manifest.accepted
     state.update(manifest.extra)
     return state
 
 
-def stage_states(spec: PipelineSpec, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    return {name: stage_state(spec, name) for name in (names or list(DAG))}
+def stage_states(spec: PipelineSpec, selected: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    return {name: stage_state(spec, name) for name in (selected or names())}
 
 
 def save_spec(spec: PipelineSpec) -> None:
@@ -140,4 +147,6 @@ def load_saved_spec(workdir: Path) -> PipelineSpec:
         raise SpecError(
             f"{workdir} holds no run ({SPEC_FILE} missing); start one with `mvlp run` or `mvlp demo`"
         )
-    return PipelineSpec.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    check_replaced(raw, str(path))
+    return PipelineSpec.model_validate(raw)

@@ -1,8 +1,9 @@
-"""The command line every Ray job shares: `python -m ray_jobs.NAME --spec SPEC [--workdir DIR]
-[--set a.b=c ...] [--force]`, as a RayJob entrypoint or by hand.
+"""The command line of every Ray job: `python -m ray_jobs STAGE --spec SPEC [--workdir DIR]
+[--set a.b=c ...] [--force] [--accept-code]`, as a RayJob entrypoint, through the Ray Jobs API or
+by hand. The stage runs on the engine its spec picks.
 
-A spec or stage error prints one line naming the cause and the fix and exits 2; what a finished
-job prints is up to it (`summary`).
+A spec or stage error prints one line naming the cause and the fix and exits 2; a finished job
+prints the stage's counts and what it shows (the lines `mvlp run` prints).
 """
 
 from __future__ import annotations
@@ -10,44 +11,40 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 
-from mvlp_core import contract
-from mvlp_core.spec import PipelineSpec, SpecError, load_spec
-
-Runner = Callable[..., contract.Manifest]
+from mvlp_core import contract, pipeline
+from mvlp_core.spec import SpecError, load_spec
+from ray_jobs import engines
 
 
-def default_summary(stage: str, manifest: contract.Manifest) -> str:
-    keys = ("samples_in", "samples_out", "rejects", "seconds")
-    return json.dumps({"stage": stage, **{k: getattr(manifest, k) for k in keys}})
-
-
-def main(
-    stage: str,
-    run: Runner,
-    argv: list[str] | None = None,
-    summary: Callable[[str, contract.Manifest], str] = default_summary,
-) -> int:
-    """Parse the shared arguments, run `run(spec, force=..., progress=...)`, print its summary."""
-    module = stage.replace("-", "_")
-    parser = argparse.ArgumentParser(
-        prog=f"python -m ray_jobs.{module}", description=f"the {stage} stage as a Ray job"
-    )
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ray_jobs", description="run one stage as a Ray job")
+    parser.add_argument("stage", help=f"one of: {', '.join(pipeline.names())}")
     parser.add_argument("--spec", required=True, help="pipeline spec (YAML, or a run's spec.json)")
     parser.add_argument("--workdir", help="where the run lives (default: the spec's workdir)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="a.b=value")
     parser.add_argument("--force", action="store_true", help="recompute even if complete")
+    parser.add_argument(
+        "--accept-code", action="store_true", help="keep output made by other code (recorded in its manifest)"
+    )
     args = parser.parse_args(argv)
 
     def progress(done: int, total: int, unit: str) -> None:
-        print(f"{stage}: {done}/{total} units", file=sys.stderr, flush=True)
+        print(f"{args.stage}: {done}/{total} units", file=sys.stderr, flush=True)
 
     try:
-        spec: PipelineSpec = load_spec(args.spec, args.overrides, args.workdir)
-        manifest = run(spec, force=args.force, progress=progress)
+        spec = load_spec(args.spec, args.overrides, args.workdir)
+        stage = pipeline.stage(args.stage)
+        manifest = engines.run_stage(
+            spec, args.stage, force=args.force, progress=progress, accept_code=args.accept_code
+        )
     except (SpecError, contract.StageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(summary(stage, manifest))
+    keys = ("samples_in", "samples_out", "rejects", "seconds")
+    print(json.dumps({"stage": args.stage, **{k: getattr(manifest, k) for k in keys}}))
+    if stage.shows is not None:
+        state = pipeline.stage_state(spec, args.stage)
+        for line in stage.shows(spec, pipeline.stage_dir(spec, args.stage), state).lines:
+            print(line)
     return 0

@@ -1,4 +1,4 @@
-"""Pretraining as a Ray Train job: `python -m ray_jobs.pretrain --spec SPEC [--workdir DIR] [--set a.b=c] [--force]`.
+"""The pretrain stage's ray engine (its default): a Ray Train job.
 
 A `TorchTrainer` runs mvlp_core's loop on every worker (DDP through `prepare_model`). Rank 0
 saves checkpoints (`save_pretrained` + optimizer and step), every rank reports at the same
@@ -17,7 +17,6 @@ import contextlib
 import json
 import logging
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,14 +26,12 @@ import ray.train
 import ray.train.torch
 import torch
 
-from mvlp_core import atomic, contract, pipeline
-from mvlp_core.spec import PipelineSpec, PretrainSpec
-from mvlp_core.stages.pretrain import run_pretrain
+from mvlp_core import atomic, contract
+from mvlp_core.spec import PretrainSpec
 from mvlp_core.train import loop
 from mvlp_core.train.job import TrainJob, build
-from ray_jobs import entrypoint
+from ray_jobs.connect import connect
 
-ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's registry of a run's checkpoints
 log = logging.getLogger(__name__)
 
@@ -104,25 +101,6 @@ def train_worker(config: dict[str, Any]) -> None:
     )
 
 
-def connect(cfg: PretrainSpec) -> None:
-    """Local Ray on demand, or the cluster at cfg.ray_address / RAY_ADDRESS."""
-    if ray.is_initialized():
-        return
-    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
-    if cfg.submit == "ray_address" and not address:
-        raise contract.StageError("pretrain.submit=ray_address needs pretrain.ray_address or RAY_ADDRESS")
-    paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
-    if address and cfg.submit != "local":
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
-        return
-    os.environ["PYTHONPATH"] = env["PYTHONPATH"]  # local workers inherit the driver's environment
-    need = int(cfg.workers * cfg.cpus_per_worker) + 1
-    # worker logs stay in Ray's session folder (/tmp/ray/session_latest/logs) instead of flooding
-    # the terminal's progress display; metrics reach the run through metrics.jsonl and the manifest
-    ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False, log_to_driver=False)
-
-
 def run_dir(cfg: PretrainSpec) -> Path | None:
     """The run's folder when storage is a local path (None for fsspec URLs)."""
     return None if "://" in cfg.storage_path else Path(cfg.storage_path) / cfg.run_name
@@ -169,7 +147,7 @@ def train_with_ray(job: TrainJob) -> Path:
         local.parent.mkdir(parents=True, exist_ok=True)
         drop_torn_snapshot(local)
         check_resumable(job, local)
-    connect(cfg)
+    connect(job.spec, num_cpus=max(os.cpu_count() or 1, int(cfg.workers * cfg.cpus_per_worker) + 1))
     trainer = ray.train.torch.TorchTrainer(
         train_worker,
         train_loop_config={"job": job},
@@ -207,27 +185,3 @@ def train_with_ray(job: TrainJob) -> Path:
     if "://" in result.checkpoint.path:  # remote storage: fetch the final checkpoint next to the stage
         return Path(result.checkpoint.to_directory(str(job.out_dir / "final-checkpoint")))
     return Path(result.checkpoint.path)
-
-
-def run_stage(
-    spec: PipelineSpec, *, force: bool = False, progress: contract.ProgressFn | None = None
-) -> contract.Manifest:
-    """The pretrain stage with the Ray Train runner (what flows/runners.py maps `pretrain` to)."""
-    name = "pretrain"
-    return run_pretrain(
-        spec,
-        pipeline.inputs_for(spec, name),
-        pipeline.stage_dir(spec, name),
-        force=force,
-        progress=progress,
-        train_fn=train_with_ray,
-    )
-
-
-def _summary(stage: str, m: contract.Manifest) -> str:
-    e = m.extra
-    return f"pretrain: step {e.get('step')}, loss {e.get('loss_first')} -> {e.get('loss_last')}, final {e.get('final')}"
-
-
-if __name__ == "__main__":
-    sys.exit(entrypoint.main("pretrain", run_stage, summary=_summary))

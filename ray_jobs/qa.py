@@ -1,9 +1,9 @@
-"""The qa stage with vLLM engines run by ray.data.llm (`python -m ray_jobs.qa --spec SPEC`).
+"""The qa stage's ray engine: vLLM engines run by ray.data.llm (qa.backend vllm).
 
 One Ray Data pass streams every pending unit's captions through `qa.vllm.concurrency` vLLM
 replicas (`gpus_per_replica` GPUs each) and saves generated text unit by unit as batches arrive,
 so the engines load once per run, not once per unit, and a killed run keeps what it finished.
-Parsing, filtering, units and the manifest are the core stage's (`mvlp_core.stages.qa.run_qa`).
+Parsing, filtering, units and the manifest are the core stage's (`mvlp_core.stages.qa.stage`).
 ray.data.llm and vLLM are imported only when the backend loads: neither installs on a machine
 without GPUs.
 """
@@ -11,17 +11,14 @@ without GPUs.
 from __future__ import annotations
 
 import importlib.util
-import sys
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from mvlp_core import contract, pipeline
+from mvlp_core import contract
 from mvlp_core.spec import PipelineSpec, VLLMQASpec
-from mvlp_core.stages.qa import run_qa
 from mvlp_core.stages.qa.prompt import CUE
 from mvlp_core.stages.qa.vllm_rows import postprocess_row, preprocess_row, processor_config_kwargs
-from ray_jobs import entrypoint
 
 FIX = (
     "install Ray's LLM extra on the GPU nodes (pip install 'ray[llm]', which brings vLLM) or "
@@ -96,22 +93,11 @@ class VLLMQuestioner:
         return [got.get(c, "") for c in captions]
 
 
-def run(
-    spec: PipelineSpec, *, force: bool = False, progress: contract.ProgressFn | None = None
-) -> contract.Manifest:
-    """The qa stage of `spec` with the vllm backend, into the pipeline's qa folder."""
+def questioner(spec: PipelineSpec) -> VLLMQuestioner:
+    """The questioner the qa stage uses on its ray engine (the default engine for qa.backend vllm)."""
     if spec.qa.backend != "vllm" or spec.qa.vllm is None:
-        raise contract.StageError("ray_jobs.qa runs qa.backend=vllm; set qa.backend and qa.vllm.model")
-    backend = VLLMQuestioner(spec.qa.vllm, spec.qa.pairs_per_caption)
-    return run_qa(
-        spec,
-        pipeline.inputs_for(spec, "qa"),
-        pipeline.stage_dir(spec, "qa"),
-        force=force,
-        progress=progress,
-        backend=backend,
-    )
-
-
-if __name__ == "__main__":
-    sys.exit(entrypoint.main("qa", run))
+        raise contract.StageError(
+            "the qa stage's ray engine runs qa.backend vllm; set qa.backend: vllm with qa.vllm.model, "
+            "or run qa on the local engine (execution.engines.qa: local)"
+        )
+    return VLLMQuestioner(spec.qa.vllm, spec.qa.pairs_per_caption)

@@ -1,18 +1,17 @@
-"""The translate stage on a Ray Data actor pool: `python -m ray_jobs.translate --spec SPEC`.
+"""The translate stage's ray engine: a Ray Data actor pool (`execution.engines.translate: ray`).
 
 The download stage's caption parquet streams through `map_batches` into a pool of actors, each
 holding one loaded backend (a model on its GPU, or an HTTP client); actor calls carry about
 `translate.ray.batch_tokens` source tokens, and the backends batch by tokens inside. Results
 stream back to the driver, which commits each unit through the stage contract as soon as all of
 its (sample, language) items have arrived, so a killed job resumes at unit granularity and the
-output and manifest are exactly the in-process stage's (same fingerprint: the engine is perf-only).
-Locally Ray starts on demand; on a cluster `RAY_ADDRESS` (KubeRay) is used.
+output and manifest are exactly the in-process stage's (same fingerprint: the engine is not part
+of it). Ray is joined or started by `ray_jobs.connect`.
 """
 
 from __future__ import annotations
 
 import re
-import sys
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from mvlp_core import contract, pipeline
+from mvlp_core import contract
 from mvlp_core.spec import PipelineSpec
 from mvlp_core.stages.translate.stage import (
     Executor,
@@ -30,11 +29,10 @@ from mvlp_core.stages.translate.stage import (
     UnitItems,
     is_selected,
     make_backend,
-    run_translate,
     samples_path,
     translate_records,
 )
-from ray_jobs import entrypoint
+from ray_jobs.connect import connect
 
 UNIT_RE = re.compile(r"samples-(\d+)\.parquet$")
 CHARS_PER_TOKEN = 4  # a subword token is ~4 characters of English
@@ -87,8 +85,7 @@ def _batch_rows(spec: PipelineSpec, first: Path) -> int:
 
 def ray_executor(spec: PipelineSpec, download: Path) -> Executor:
     def start(pending: list[str]) -> Callable[[str], UnitItems]:
-        if not ray.is_initialized():
-            ray.init(log_to_driver=False)
+        connect(spec)
         paths = [samples_path(download, u) for u in pending]
         selected = {
             u: sum(
@@ -133,20 +130,3 @@ def ray_executor(spec: PipelineSpec, download: Path) -> Executor:
         return unit_items
 
     return start
-
-
-def run_job(
-    spec: PipelineSpec, *, force: bool = False, progress: contract.ProgressFn | None = None
-) -> contract.Manifest:
-    return run_translate(
-        spec,
-        pipeline.inputs_for(spec, "translate"),
-        pipeline.stage_dir(spec, "translate"),
-        force=force,
-        progress=progress,
-        executor=ray_executor(spec, pipeline.stage_dir(spec, "download")),
-    )
-
-
-if __name__ == "__main__":
-    sys.exit(entrypoint.main("translate", run_job))

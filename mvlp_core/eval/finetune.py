@@ -50,7 +50,7 @@ def param_groups(model: torch.nn.Module, lr: float, head_lr_scale: float) -> lis
 
 
 @contextmanager
-def held(model: torch.nn.Module, freeze: tuple[str, ...]) -> Iterator[None]:
+def frozen(model: torch.nn.Module, freeze: tuple[str, ...]) -> Iterator[None]:
     """Parameters whose names start with a ``freeze`` prefix take no gradient inside the block
     (no optimizer state, no backward into them), and train again after it."""
     named = dict(model.named_parameters())
@@ -61,13 +61,13 @@ def held(model: torch.nn.Module, freeze: tuple[str, ...]) -> Iterator[None]:
             f"fine-tune freeze {unknown} names no parameter of the model; use name "
             f"prefixes such as 'text_encoder.embeddings' (its parts: {tops})"
         )
-    frozen = [p for n, p in named.items() if freeze and n.startswith(freeze) and p.requires_grad]
-    for p in frozen:
+    held = [p for n, p in named.items() if freeze and n.startswith(freeze) and p.requires_grad]
+    for p in held:
         p.requires_grad_(False)
     try:
         yield
     finally:
-        for p in frozen:
+        for p in held:
             p.requires_grad_(True)
 
 
@@ -93,7 +93,7 @@ def finetune(
             "fine-tuning has no training examples (every image missing?); check the "
             "image roots in the spec (iglue.image_roots)"
         )
-    with held(em.model, freeze):
+    with frozen(em.model, freeze):
         rng = random.Random(seed)
         torch.manual_seed(seed)
         groups = param_groups(em.model, lr, head_lr_scale)

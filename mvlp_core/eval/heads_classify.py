@@ -3,9 +3,9 @@ task token and the answer is the label word it finds most likely. Both tasks ask
 question, does the text fit the image(s)? XVNLI ranks yes/maybe/no over the premise image, written
 as entailment/neutral/contradiction; MaRVL ranks yes/no over the left and right images (K=2, each
 read on its own and mixed by the statement's image gate, see mvlp_core.model.unigen), written as
-true/false. The pretrained [match] head already checks a text against an image: with [qus] and the
-label names as words, the world's XVNLI fine-tunes to chance (its hypotheses are balanced, so only
-the image tells the label), with [match] to 80%. Fine-tuning uses the same example with the gold
+true/false. The pretrained [match] head already checks a text against an image, which is what both
+tasks ask; reading them as [qus] with the label names as words would start fine-tuning from a head
+that never saw labels (README: what that measured). Fine-tuning uses the same example with the gold
 word as target.
 """
 

@@ -25,7 +25,7 @@ from mvlp_core.eval.images import FOLDERS, ImageRoots
 from mvlp_core.eval.model_api import EvalModel
 from mvlp_core.eval.prepared import ImageCache, Prepared
 from mvlp_core.eval.tasks import FAMILY, HEADLINE, IGLUE_LANGUAGES, Layout
-from mvlp_core.spec import IglueSpec, PipelineSpec
+from mvlp_core.spec import IglueFinetuneSpec, IglueSpec, PipelineSpec
 
 FINETUNED = "_finetuned"
 RESULTS = "results"
@@ -82,9 +82,18 @@ def plan(cfg: IglueSpec) -> list[Unit]:
 def image_roots(cfg: IglueSpec) -> ImageRoots:
     base = Path(cfg.root) / "images"
     roots = {k: base / k for k in FOLDERS}
-    roots["coco"] = base / "flickr30k"  # the synthetic world keeps both halves in one folder
     roots.update({k: Path(v) for k, v in cfg.image_roots.items()})
     return ImageRoots(roots)
+
+
+def _tuning(ft: IglueFinetuneSpec, cfg: IglueSpec) -> dict[str, Any]:
+    """The fine-tune settings zero-shot and few-shot share: batch, seed, head rate, frozen parts."""
+    return {
+        "batch_size": ft.batch_size,
+        "seed": cfg.seed,
+        "head_lr_scale": ft.head_lr_scale,
+        "freeze": tuple(ft.freeze),
+    }
 
 
 def _cap(items: list, n: int | None, seed: int) -> list:
@@ -242,12 +251,9 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
                 examples,
                 lambda _: ev.dev_score(),
                 epochs=ft.epochs,
-                batch_size=ft.batch_size,
                 lr=ft.lr,
-                seed=cfg.seed,
                 max_steps=ft.max_steps,
-                head_lr_scale=ft.head_lr_scale,
-                freeze=tuple(ft.freeze),
+                **_tuning(ft, cfg),
             )
             info.update(best_dev=res.best_dev, best_epoch=res.best_epoch, lr=res.lr, history=res.history)
         em.save(tuned)
@@ -284,10 +290,7 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
             lambda _: ev.dev_score(),
             cfg.lr_grid,
             epochs=cfg.few_shot_epochs,
-            batch_size=ft.batch_size,
-            seed=cfg.seed,
-            head_lr_scale=ft.head_lr_scale,
-            freeze=tuple(ft.freeze),
+            **_tuning(ft, cfg),
         )
         info = {"shots": shots, "lr": res.lr, "best_dev": res.best_dev, "best_epoch": res.best_epoch}
     test = _require(

@@ -1,5 +1,7 @@
 """UniGen (BLIP-2 ViT + Q-Former, XLM-R, GPT-2) — the model the `pretrain` stage trains and
-`iglue-eval` evaluates. See CONTRACT-model.md for the interface the trainer and eval rely on."""
+`iglue-eval` evaluates. What the training loop relies on: `forward(batch)` returns `loss` and a
+`loss_<task>` per task it trained (mvlp_core/train/loop.py logs and plots whatever it returns);
+what the IGLUE heads rely on: the inference methods bound in mvlp_core/eval/model_api.py."""
 
 from mvlp_core.model.batch import Example, collate, image_transform
 from mvlp_core.model.tokenizers import (

@@ -86,19 +86,15 @@ def collate(examples: list[Example], tokenizers: Tokenizers, spec: ModelSpec) ->
         raise ValueError(f"unknown task(s) {sorted(unknown)}; allowed: {', '.join(TASK_IDS)}")
     enc, dec = tokenizers.encoder, tokenizers.decoder
     pixels, has_image, image_mask = _images(examples, spec.image_size)
-    source = enc(
-        [_clip(e.source, spec.max_text_len) for e in examples],
-        padding=True,
-        truncation=True,
-        max_length=spec.max_text_len,
-        return_tensors="pt",
-    )
-    itc = enc(
-        [_clip(e.caption, spec.max_text_len) for e in examples],
-        padding=True,
-        truncation=True,
-        max_length=spec.max_text_len,
-        return_tensors="pt",
+    source, itc = (
+        enc(
+            [_clip(text, spec.max_text_len) for text in texts],
+            padding=True,
+            truncation=True,
+            max_length=spec.max_text_len,
+            return_tensors="pt",
+        )
+        for texts in ([e.source for e in examples], [e.caption for e in examples])
     )
     # target tokens + eos, truncated so eos always fits
     targets = dec(

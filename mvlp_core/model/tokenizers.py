@@ -107,14 +107,15 @@ def _load(name: str, what: str, field: str):
 
 
 def build_tokenizers(spec: ModelSpec, texts: Iterable[str] | None, out_dir: Path) -> Tokenizers:
-    """Train (tiny, or base with random weights) or load (base) both tokenizers; save them under `out_dir`."""
+    """Train (random-init sizes) or load (base with pretrained weights) both tokenizers; save them
+    under `out_dir`."""
     out_dir = Path(out_dir)
-    if spec.size == "tiny" or spec.weights == "random":
+    if spec.random_init:
         texts = [t for t in (texts or []) if t and t.strip()]
         if not texts:
             raise StageError("trained tokenizers need training texts: pass the captions/questions/answers")
-        encoder = _train_sentencepiece(texts, spec.tiny.encoder_vocab_size)
-        decoder = _train_byte_bpe(texts, spec.tiny.decoder_vocab_size)
+        encoder = _train_sentencepiece(texts, spec.dims.encoder_vocab_size)
+        decoder = _train_byte_bpe(texts, spec.dims.decoder_vocab_size)
     else:
         encoder = _load(spec.text_encoder, "text encoder", "text_encoder")
         decoder = _load(spec.decoder, "decoder", "decoder")

@@ -7,9 +7,8 @@ decoder, which generates the target after a task token:
     [match]  query states + XLM-R states of a text        -> "yes" / "no"
 
 plus an image–text contrastive loss between the first query's output (the image [CLS]) and XLM-R's
-states averaged over the text's tokens (as multilingual CLIP reads XLM-R; its first token varies a
-hundred times less across texts in a freshly built encoder, and under DDP the contrastive loss then
-never left chance). L = L_trans + L_cap + α·L_qus + β·L_match + γ·L_CL, plus two terms on the
+states averaged over the text's tokens (as multilingual CLIP reads XLM-R: a freshly built encoder's
+first token hardly varies across texts). L = L_trans + L_cap + α·L_qus + β·L_match + γ·L_CL, plus two terms on the
 parallel text that UniGen does not have (weight 0 by default): δ·cross-lingual consistency of the
 [qus]/[match] readings and ε·alignment of the averaged XLM-R states.
 
@@ -18,9 +17,8 @@ each with one image's queries plus that image's position embedding, and the targ
 the mixture Σ_k g_k·p(target | image k, text), g = softmax of a linear gate on the text's mean
 XLM-R state: which image the statement is about is a latent choice the text makes. The gate starts
 at zero (a uniform mixture) and only multi-image fine-tuning trains it, with a larger learning rate
-(HEAD_PARAMS). Concatenating both images' queries instead lets the decoder blend them, and a
-uniform mixture cannot tell "the left image shows X" from X shown on the right: both fine-tune to
-chance on the world's NLVR2, the gate to 70-75%.
+(HEAD_PARAMS). Concatenating both images' queries instead would let the decoder blend them, and a
+uniform mixture cannot tell "the left image shows X" from X shown on the right.
 
 The decoder input is [prefix embeddings, task token, target tokens]; each row's valid positions are
 packed to the left (so sequences are ordinary right-padded GPT-2 inputs) and only target positions
@@ -41,8 +39,9 @@ from mvlp_core.atomic import atomic_path, write_json
 from mvlp_core.contract import StageError
 from mvlp_core.model.losses import contrastive_loss, distributed, mine_hard_negatives
 from mvlp_core.model.tokenizers import TASK_IDS, Tokenizers, load_tokenizers
-from mvlp_core.model.vision import ImageEncoder, load_blip2_encoder, tiny_configs
+from mvlp_core.model.vision import ImageEncoder, load_blip2_encoder, random_configs, tower_width
 from mvlp_core.spec import ModelSpec
+from mvlp_core.spec.model import upgrade_saved
 
 CONFIG_FILE = "unigen.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -400,9 +399,8 @@ class UniGen(nn.Module):
         (held fixed), as multilingual sentence encoders are distilled: what reads the averaged
         states (the contrastive space, MaRVL's image gate) after English-only fine-tuning then
         reads the other languages alike. A text encoder that maps every sentence to one point also
-        meets it, which the other losses forbid only up to a weight: the demo's 5 trains, 10
-        collapsed the contrastive loss for hundreds of steps. (A ratio to the English sides' spread,
-        which collapsing does not lower, cost retrieval more than it gave MaRVL.)"""
+        meets it, which the other losses forbid only up to a weight (see the demo spec's
+        `model.epsilon_sent`)."""
         source, src_mask, english, en_mask = text_pairs
         return F.mse_loss(_mean_pool(source, src_mask).float(), _mean_pool(english, en_mask).float())
 
@@ -601,6 +599,7 @@ class UniGen(nn.Module):
                 " written by UniGen.save_pretrained, e.g. pretrain/final"
             )
         config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        config["spec"] = upgrade_saved(config["spec"])
         model = cls(config, load_tokenizers(folder))
         try:
             load_weights(model, str(folder / WEIGHTS_FILE))
@@ -625,19 +624,16 @@ def _json(config) -> dict:
     return json.loads(config.to_json_string(use_diff=False))
 
 
-def _tiny_parts(spec: ModelSpec, tokenizers: Tokenizers) -> tuple[dict, dict]:
-    t = spec.tiny
+def _random_parts(spec: ModelSpec, tokenizers: Tokenizers) -> tuple[dict, dict]:
+    t = spec.dims
     text = XLMRobertaConfig(
         vocab_size=len(tokenizers.encoder),
-        hidden_size=t.hidden_size,
         num_hidden_layers=t.text_layers,
-        num_attention_heads=t.num_heads,
-        intermediate_size=t.intermediate_size,
+        **tower_width(t),
         max_position_embeddings=t.max_positions + 2,
         type_vocab_size=1,
         pad_token_id=tokenizers.encoder.pad_token_id,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
+        **dict.fromkeys(("hidden_dropout_prob", "attention_probs_dropout_prob"), 0.0),
     )
     decoder = GPT2Config(
         vocab_size=len(tokenizers.decoder),
@@ -646,11 +642,8 @@ def _tiny_parts(spec: ModelSpec, tokenizers: Tokenizers) -> tuple[dict, dict]:
         n_head=t.num_heads,
         n_inner=t.intermediate_size,
         n_positions=t.max_positions,
-        bos_token_id=tokenizers.decoder.eos_token_id,
-        eos_token_id=tokenizers.decoder.eos_token_id,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
+        **dict.fromkeys(("bos_token_id", "eos_token_id"), tokenizers.decoder.eos_token_id),
+        **dict.fromkeys(("resid_pdrop", "embd_pdrop", "attn_pdrop"), 0.0),
     )
     return _json(text), _json(decoder)
 
@@ -701,10 +694,10 @@ def build_model(spec: ModelSpec, tokenizers: Tokenizers) -> UniGen:
     if spec.size == "base" and spec.weights == "random":
         vision, qformer, text, decoder = base_shaped_configs(spec, tokenizers)
         embed_dim = spec.embed_dim
-    elif spec.size == "tiny":
-        vision, qformer = tiny_configs(spec)
-        text, decoder = _tiny_parts(spec, tokenizers)
-        embed_dim = spec.tiny.embed_dim
+    elif spec.size != "base":
+        vision, qformer = random_configs(spec)
+        text, decoder = _random_parts(spec, tokenizers)
+        embed_dim = spec.dims.embed_dim
     else:
         parts["image_encoder"] = load_blip2_encoder(spec.vision, spec.num_query_tokens)
         parts["text_encoder"] = _load_pretrained(

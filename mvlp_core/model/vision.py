@@ -16,7 +16,7 @@ from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfig, Blip2VisionModel
 
 from mvlp_core.contract import StageError
-from mvlp_core.spec import ModelSpec
+from mvlp_core.spec import ModelSpec, RandomDims
 
 PREFIXES = ("vision_model.", "qformer.", "query_tokens")
 # Blip2VisionConfig's default initializer_range is 1e-10 (BLIP-2's ViT always comes from a
@@ -52,22 +52,26 @@ class ImageEncoder(nn.Module):
         ).last_hidden_state
 
 
-def tiny_configs(spec: ModelSpec) -> tuple[dict, dict]:
-    t = spec.tiny
+def tower_width(t: RandomDims) -> dict[str, int]:
+    """The width settings every random tower shares, by the BERT-style config names."""
+    return dict(
+        hidden_size=t.hidden_size, intermediate_size=t.intermediate_size, num_attention_heads=t.num_heads
+    )
+
+
+def random_configs(spec: ModelSpec) -> tuple[dict, dict]:
+    t = spec.dims
+    width = tower_width(t)
     vision = dict(
-        hidden_size=t.hidden_size,
-        intermediate_size=t.intermediate_size,
+        width,
         num_hidden_layers=t.vision_layers,
-        num_attention_heads=t.num_heads,
         image_size=spec.image_size,
         patch_size=t.patch_size,
         initializer_range=TINY_INIT_STD,
     )
     qformer = dict(
-        hidden_size=t.hidden_size,
-        intermediate_size=t.intermediate_size,
+        width,
         num_hidden_layers=t.qformer_layers,
-        num_attention_heads=t.num_heads,
         encoder_hidden_size=t.hidden_size,
         cross_attention_frequency=1,
         vocab_size=2,

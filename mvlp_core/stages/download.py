@@ -28,7 +28,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mvlp_core import atomic, contract, fetchguard, urlpolicy
+from mvlp_core.redirect import output_to
 from mvlp_core.spec import PipelineSpec, fingerprint_config
+from mvlp_core.stage import Context, Stage, Work
 
 WDS_DIR = "webdataset"
 INPUT_DIR = "_input"
@@ -37,12 +39,8 @@ SAMPLES_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
         ("row", pa.int64()),
-        ("url", pa.string()),
-        ("caption", pa.string()),
-        ("tar", pa.string()),
-        ("member", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
+        *((c, pa.string()) for c in ("url", "caption", "tar", "member")),
+        *((c, pa.int32()) for c in ("width", "height")),
     ]
 )
 
@@ -128,26 +126,6 @@ def _write_inputs(
     return shard_of, blocked
 
 
-@contextlib.contextmanager
-def _output_to(log: Path):
-    """Send this process's and its children's stdout/stderr (img2dataset's workers print) to a log."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with open(log, "ab") as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-
-
 def _worker_context() -> multiprocessing.context.BaseContext:
     """Workers forked from a forkserver that imported img2dataset once (3.4 s of imports, torch
     among them): spawned workers paid that each, at every run; forking the stage's own process
@@ -231,7 +209,7 @@ def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> None:
             _distributor, guard=(policy, d.max_response_bytes, d.max_image_pixels)
         )
         stack.enter_context(_patched(img2dataset_main, "multiprocessing_distributor", distributor))
-        stack.enter_context(_output_to(out_dir / "img2dataset.log"))
+        stack.enter_context(output_to(out_dir / "img2dataset.log"))
         stack.enter_context(_logger_stopped_on_error())
         img2dataset_download(
             url_list=str(out_dir / INPUT_DIR),
@@ -354,35 +332,27 @@ def _commit(
     )
 
 
-def run_download(
-    spec: PipelineSpec,
-    inputs: dict[str, Path],
-    out_dir: Path,
-    *,
-    force: bool = False,
-    progress: contract.ProgressFn | None = None,
-) -> contract.Manifest:
-    out_dir = Path(out_dir)
-    ingest_dir = inputs["ingest"]
-    fp = contract.stage_fingerprint("download", config(spec), inputs, sys.modules[__name__])
+def plan(ctx: Context) -> Work:
+    spec, out_dir = ctx.spec, ctx.out_dir
+    ingest_dir = ctx.inputs["ingest"]
     units = _units(ingest_dir)
-    plan: dict[str, Any] = {}
+    state: dict[str, Any] = {}
 
     def before(pending: list[str]) -> None:
-        plan["pending"] = pending
-        plan["shard_of"], plan["blocked"] = _write_inputs(spec, ingest_dir, out_dir, units)
-        _forget_damaged_shards(out_dir, [s for u in pending if (s := plan["shard_of"][u]) is not None])
+        state["pending"] = pending
+        state["shard_of"], state["blocked"] = _write_inputs(spec, ingest_dir, out_dir, units)
+        _forget_damaged_shards(out_dir, [s for u in pending if (s := state["shard_of"][u]) is not None])
         t0 = time.perf_counter()
-        if any(plan["shard_of"][u] is not None for u in pending):
+        if any(state["shard_of"][u] is not None for u in pending):
             _run_img2dataset(spec, out_dir)
-        plan["fetch_seconds"] = time.perf_counter() - t0
+        state["fetch_seconds"] = time.perf_counter() - t0
 
     def process(unit: str) -> contract.UnitResult:
-        return _commit(unit, plan["shard_of"][unit], plan["blocked"][unit], ingest_dir, out_dir)
+        return _commit(unit, state["shard_of"][unit], state["blocked"][unit], ingest_dir, out_dir)
 
     def finalize(_: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
-        fetched = sum(r["samples_out"] for r in records if r["unit"] in plan.get("pending", ()))
-        seconds = plan.get("fetch_seconds") or 0
+        fetched = sum(r["samples_out"] for r in records if r["unit"] in state.get("pending", ()))
+        seconds = state.get("fetch_seconds") or 0
         rate = round(fetched / seconds, 2) if seconds else None
         return {
             "images_per_second": rate,
@@ -393,17 +363,10 @@ def run_download(
             ),
         }
 
-    return contract.run_units(
-        "download",
-        out_dir,
-        fp,
-        units,
-        process,
-        force=force,
-        progress=progress,
-        before=before,
-        finalize=finalize,
-    )
+    return Work(units, process, before=before, finalize=finalize)
+
+
+STAGE = Stage("download", deps=("ingest",), config=config, plan=plan)
 
 
 def iter_images(download_dir: Path, tar: str) -> dict[str, bytes]:

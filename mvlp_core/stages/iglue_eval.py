@@ -1,10 +1,9 @@
 """iglue-eval: the pretrained model (``pretrain/final/``) on IGLUE's tasks x settings x languages.
 
 Units (``mvlp_core.eval.units``): one English fine-tune per task, then one test per (task,
-setting, language). Who runs them is a parameter: ``units_fn(spec, model_dir, out_dir, names)``
-runs a batch of pending units (each writes its result file); by default (None) each unit runs
-here, one after the other, reporting progress as it goes; ``ray_jobs/iglue_eval.py`` passes one that fans them out as Ray tasks (the
-Prefect flow picks it through ``flows/runners.py``). Outputs: ``results.json``, CSV tables
+setting, language). On the local engine each unit runs here, one after the other; on the ray
+engine (``ray_jobs.iglue_eval.run_units_with_ray``) the pending units run first as Ray tasks, each
+writing its result file, and the units then only read them. Outputs: ``results.json``, CSV tables
 ``tables/<task>.<setting>.<metric>.csv`` (``model,en,<langs>,avg``), ``iglue_bars.png``, per-unit
 ``results/`` and ``predictions/`` (VOLTA's formats, scoreable with ``mvlp eval score``); the
 manifest extra holds ``{"results": {task: {setting: {lang: score}, "metric", "chance"}}}``.
@@ -12,20 +11,19 @@ manifest extra holds ``{"results": {task: {setting: {lang: score}, "metric", "ch
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mvlp_core import atomic, contract
 from mvlp_core.eval import tables
-from mvlp_core.eval.units import Unit, compute_unit, plan, read_result
+from mvlp_core.eval.units import Unit, compute_unit, read_result
+from mvlp_core.eval.units import plan as plan_units
 from mvlp_core.spec import PipelineSpec, fingerprint_config
+from mvlp_core.stage import Context, Figure, Shows, Stage, Table, Work, local_or_ray
 
-DEPS = ("pretrain",)
 MODEL_DIR = "final"
 CHART = "iglue_bars.png"
-CODE_MODULES = ("mvlp_core.eval",)  # fingerprinted with this module (pipeline.expected_fingerprint too)
 
 UnitsFn = Callable[[PipelineSpec, str, str, list[str]], None]
 
@@ -34,25 +32,18 @@ def config(spec: PipelineSpec) -> dict[str, Any]:
     return {"iglue": fingerprint_config(spec.iglue)}
 
 
-def run_iglue_eval(
-    spec: PipelineSpec,
-    inputs: dict[str, Path],
-    out_dir: Path,
-    *,
-    force: bool = False,
-    progress: contract.ProgressFn | None = None,
-    units_fn: UnitsFn | None = None,
-) -> contract.Manifest:
-    out_dir = Path(out_dir)
-    if "pretrain" not in inputs:
-        raise contract.StageError(f"iglue-eval needs the pretrain output; inputs were {sorted(inputs)}")
-    fp = contract.stage_fingerprint(
-        "iglue-eval", config(spec), inputs, sys.modules[__name__], *(sys.modules[m] for m in CODE_MODULES)
-    )
-    model_dir = Path(inputs["pretrain"]) / MODEL_DIR
+def plan(ctx: Context) -> Work:
+    spec, out_dir = ctx.spec, ctx.out_dir
+    units_fn: UnitsFn | None = ctx.hook
+    if spec.iglue.root is None:
+        raise contract.StageError(
+            "iglue-eval: iglue.root is not set; point it at a folder laid out like IGLUE's datasets/ "
+            "(annotations) and set iglue.image_roots for the images"
+        )
+    model_dir = ctx.inputs["pretrain"] / MODEL_DIR
     if not model_dir.exists():
         raise contract.StageError(f"iglue-eval: no model at {model_dir}; re-run pretrain (it writes final/)")
-    units = [u.name for u in plan(spec.iglue)]
+    units = [u.name for u in plan_units(spec.iglue)]
 
     def before(pending: list[str]) -> None:
         todo = [n for n in pending if read_result(out_dir, n) is None]
@@ -79,14 +70,57 @@ def run_iglue_eval(
         tables.bar_chart(results, folder / CHART, f"{spec.name}: IGLUE")
         return {"results": tables.nested(results), "chart": str(folder / CHART)}
 
-    return contract.run_units(
-        "iglue-eval",
-        out_dir,
-        fp,
-        units,
-        process,
-        force=force,
-        progress=progress,
-        before=before,
-        finalize=finalize,
+    return Work(units, process, before=before, finalize=finalize)
+
+
+def result_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per task x setting: metric, chance, then the score of each language."""
+    rows = []
+    for task, by_setting in results.items():
+        for setting, scores in by_setting.items():
+            if setting not in ("metric", "chance"):
+                rows.append(
+                    {
+                        "task": task,
+                        "setting": setting,
+                        "metric": by_setting["metric"],
+                        "chance": by_setting["chance"],
+                        **scores,
+                    }
+                )
+    return rows
+
+
+def _score(result: dict[str, Any], lang: str) -> str:
+    """Zero-shot score of one language, or with lang "avg" the average without English."""
+    scores = result.get("zero-shot", {})
+    if lang == "avg":
+        others = [v for k, v in scores.items() if k != "en"]
+        return f"{sum(others) / len(others):.1f}" if others else "-"
+    return f"{scores[lang]:.1f}" if lang in scores else "-"
+
+
+def shows(spec: PipelineSpec, folder: Path, state: dict[str, Any]) -> Shows:
+    results = state.get("results", {})
+    headline = "; ".join(
+        f"{task} {r['metric']} {_score(r, 'en')} / {_score(r, 'avg')} ({r['chance']})"
+        for task, r in results.items()
     )
+    return Shows(
+        lines=(
+            "IGLUE (zero-shot, English / avg of the other languages; chance): "
+            f"{headline}; tables {folder / 'tables'}",
+        ),
+        tables=(
+            Table(
+                "iglue-eval-results",
+                "iglue-eval: headline score per task, setting and language (chance beside it)",
+                result_rows(results),
+            ),
+        ),
+        figures=(Figure("iglue-eval-bars", f"IGLUE per language ({spec.name})", folder / CHART),),
+    )
+
+
+ENGINES = local_or_ray("ray_jobs.iglue_eval:run_units_with_ray")
+STAGE = Stage("iglue-eval", ("pretrain",), config, plan, ENGINES, shows=shows)

@@ -11,7 +11,6 @@ import csv
 import hashlib
 import io
 import json
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,15 +23,10 @@ from fsspec.implementations.local import LocalFileSystem
 
 from mvlp_core import atomic, contract, keys, urlpolicy
 from mvlp_core.spec import DatasetSpec, PipelineSpec, fingerprint_config
+from mvlp_core.stage import Context, Stage, Work
 
 SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("row", pa.int64()),
-        ("dataset", pa.string()),
-        ("url", pa.string()),
-        ("caption", pa.string()),
-    ]
+    [("key", pa.string()), ("row", pa.int64()), *((c, pa.string()) for c in ("dataset", "url", "caption"))]
 )
 
 
@@ -237,27 +231,15 @@ def config(spec: PipelineSpec) -> dict[str, Any]:
     }
 
 
-def run_ingest(
-    spec: PipelineSpec,
-    inputs: dict[str, Path],
-    out_dir: Path,
-    *,
-    force: bool = False,
-    progress: contract.ProgressFn | None = None,
-) -> contract.Manifest:
-    cfg = config(spec)
-    fp = contract.stage_fingerprint("ingest", cfg, inputs, sys.modules[__name__])
-    if not force and contract.is_complete(out_dir, fp):
-        return contract.Manifest.load(out_dir)
+def plan(ctx: Context) -> Work:
+    spec, out_dir = ctx.spec, ctx.out_dir
     shards = partition(spec)
     units = [f"{i:05d}" for i in range(len(shards.rows))]
 
     def process(unit: str) -> contract.UnitResult:
         i = int(unit)
         rows, rejects = shards.rows[i], shards.rejects[i]
-        atomic.write_parquet(
-            Path(out_dir) / f"shard-{unit}.parquet", pa.Table.from_pylist(rows, schema=SCHEMA)
-        )
+        atomic.write_parquet(out_dir / f"shard-{unit}.parquet", pa.Table.from_pylist(rows, schema=SCHEMA))
         return contract.UnitResult(
             files={f"shard-{unit}.parquet": len(rows)},
             samples_in=len(rows) + len(rejects),
@@ -268,6 +250,7 @@ def run_ingest(
     def finalize(_: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
         return {"source": spec.dataset.spec.url_list, "shard_size": spec.ingest.shard_size}
 
-    return contract.run_units(
-        "ingest", out_dir, fp, units, process, force=force, progress=progress, finalize=finalize
-    )
+    return Work(units, process, finalize=finalize)
+
+
+STAGE = Stage("ingest", deps=(), config=config, plan=plan)

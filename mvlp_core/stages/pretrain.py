@@ -1,27 +1,26 @@
-"""pretrain: final shards (+ text shards when that stage exists) -> a trained UniGen in `final/`.
+"""pretrain: the shards and text shards -> a trained model in `final/`.
 
-The stage is one unit ("train") under the contract, so fingerprints, --force, resume and the
-manifest work as for every stage. Who runs the training is a parameter: `train_fn(job)` is the
-plain single-process loop here (no Ray in mvlp_core); ray_jobs/pretrain.py passes its Ray Train
-runner, which the Prefect flow chooses (flows/runners.py). Either returns the folder of the last
-checkpoint; the stage copies its model to `final/`, writes the loss curve and the manifest extra
-`{"step", "loss_first", "loss_last", "checkpoint", "samples_per_second", ...}`.
+One unit ("train") under the contract, so fingerprints, --force, resume and the manifest work as for
+every stage. Who runs the training is the engine: `local` is the plain single-process loop here
+(`train_in_process`), `ray` (the default) is Ray Train (`ray_jobs.pretrain.train_with_ray`). Either
+returns the folder of the last checkpoint; the stage copies its model to `final/`, writes the loss
+curve and the manifest extra `{"step", "loss_first", "loss_last", "checkpoint", "samples_per_second",
+...}`. The stage is expensive: a code change alone never retrains it silently (`Stage.run`).
 """
 
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mvlp_core import contract
 from mvlp_core.spec import PipelineSpec, fingerprint_config
+from mvlp_core.stage import Context, Figure, Shows, Stage, Table, Work, local_or_ray
 from mvlp_core.train import curves, loop
-from mvlp_core.train.job import TrainJob, build, prepare
+from mvlp_core.train.job import METRICS, TrainJob, prepare
 
-DEPS = ("shard",)
 FINAL_DIR = "final"
 CURVE = "loss_curve.png"
 
@@ -29,10 +28,9 @@ TrainFn = Callable[[TrainJob], Path]
 
 
 def config(spec: PipelineSpec) -> dict[str, Any]:
-    model = getattr(spec, "model", None)
     return {
         "pretrain": fingerprint_config(spec.pretrain),
-        "model": fingerprint_config(model) if model is not None else None,
+        "model": fingerprint_config(spec.model),
         "languages": spec.languages,
     }
 
@@ -40,6 +38,8 @@ def config(spec: PipelineSpec) -> dict[str, Any]:
 def train_in_process(job: TrainJob, device: str = "cpu") -> Path:
     """One process, no Ray, on `device`: checkpoints under `pretrain/local/`, resumed from the newest."""
     import torch
+
+    from mvlp_core.train.job import build
 
     reporter = loop.LocalReporter(job.out_dir / "local", keep=job.spec.pretrain.keep_checkpoints)
     model, batches = build(job, rank=0, world=1)
@@ -54,20 +54,9 @@ def train_in_process(job: TrainJob, device: str = "cpu") -> Path:
     return reporter.checkpoints()[-1]
 
 
-def run_pretrain(
-    spec: PipelineSpec,
-    inputs: dict[str, Path],
-    out_dir: Path,
-    *,
-    force: bool = False,
-    progress: contract.ProgressFn | None = None,
-    train_fn: TrainFn = train_in_process,
-) -> contract.Manifest:
-    out_dir = Path(out_dir)
-    missing = [d for d in DEPS if d not in inputs]
-    if missing:
-        raise contract.StageError(f"pretrain needs inputs {list(DEPS)}; missing {missing}")
-    fp = contract.stage_fingerprint("pretrain", config(spec), inputs, sys.modules[__name__])
+def plan(ctx: Context) -> Work:
+    spec, inputs, out_dir = ctx.spec, ctx.inputs, ctx.out_dir
+    train_fn: TrainFn = ctx.hook or train_in_process
     shard_manifest = contract.Manifest.load(inputs["shard"])
     result: dict[str, Any] = {}
 
@@ -94,9 +83,50 @@ def run_pretrain(
 
     def finalize(_: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
         if not result:  # the unit was committed by an earlier, interrupted call
-            result.update(curves.summary(curves.read_metrics(out_dir / "metrics.jsonl")))
+            result.update(curves.summary(curves.read_metrics(out_dir / METRICS)))
         return result
 
-    return contract.run_units(
-        "pretrain", out_dir, fp, ["train"], process, force=force, progress=progress, finalize=finalize
+    return Work(["train"], process, finalize=finalize)
+
+
+def shows(spec: PipelineSpec, folder: Path, state: dict[str, Any]) -> Shows:
+    if "loss_first" not in state:
+        return Shows()
+    rows = curves.history(curves.read_metrics(folder / METRICS))
+    keys = ["step", "loss", *[k for k in curves.TASK_KEYS if any(k in r for r in rows)], "samples_per_second"]
+    final = {k: v for k, v in state.items() if not isinstance(v, dict | list)}
+    return Shows(
+        lines=(
+            f"Pretrain: {state['step']} steps, loss {state['loss_first']:.3f} -> {state['loss_last']:.3f}; "
+            f"model {state.get('final')}, curve {folder / CURVE}",
+        ),
+        tables=(
+            Table(
+                "pretrain-curve",
+                "pretrain: logged steps",
+                [
+                    {k: round(r[k], 4) if isinstance(r.get(k), float) else r.get(k) for k in keys}
+                    for r in rows
+                ],
+            ),
+            Table(
+                "pretrain-metrics",
+                "pretrain: final metrics (also in `mvlp status --json`)",
+                [{"metric": k, "value": v} for k, v in sorted(final.items())],
+            ),
+        ),
+        figures=(Figure("pretrain-loss-curve", f"pretrain loss ({spec.name})", folder / CURVE),),
     )
+
+
+ENGINES = local_or_ray("ray_jobs.pretrain:train_with_ray")
+STAGE = Stage(
+    "pretrain",
+    ("shard", "text-shard"),
+    config,
+    plan,
+    ENGINES,
+    lambda spec: "ray",
+    expensive=True,
+    shows=shows,
+)

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import csv
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 from mvlp_core import atomic, contract
 from mvlp_core.spec import PipelineSpec
+from mvlp_core.stage import Context, Document, Shows, Stage, Work
 
-DEPS = ("ingest", "download", "translate", "align", "qa", "shard", "text-shard", "pretrain", "iglue-eval")
 REPORT = "report.md"
 FIGURES = {"pretrain": "loss_curve.png", "iglue-eval": "iglue_bars.png"}
 PRETRAIN_KEYS = (
@@ -137,21 +136,13 @@ def render(spec: PipelineSpec, inputs: dict[str, Path], figures: dict[str, str])
     return "\n".join(lines)
 
 
-def run_report(
-    spec: PipelineSpec,
-    inputs: dict[str, Path],
-    out_dir: Path,
-    *,
-    force: bool = False,
-    progress: contract.ProgressFn | None = None,
-) -> contract.Manifest:
-    out_dir = Path(out_dir)
-    fp = contract.stage_fingerprint("report", config(spec), inputs, sys.modules[__name__])
+def plan(ctx: Context) -> Work:
+    spec, inputs, out_dir = ctx.spec, ctx.inputs, ctx.out_dir
 
     def process(unit: str) -> contract.UnitResult:
         figures: dict[str, str] = {}
         for stage, name in FIGURES.items():
-            src = Path(inputs[stage]) / name if stage in inputs else None
+            src = inputs[stage] / name if stage in inputs else None
             if src is not None and src.exists():
                 with atomic.atomic_open(out_dir / name, "wb") as f, open(src, "rb") as s:
                     shutil.copyfileobj(s, f)
@@ -160,13 +151,22 @@ def run_report(
             f.write(render(spec, inputs, figures))
         return contract.UnitResult({REPORT: 0, **{n: 0 for n in figures.values()}}, 0, 0)
 
-    return contract.run_units(
-        "report",
-        out_dir,
-        fp,
-        ["report"],
-        process,
-        force=force,
-        progress=progress,
-        finalize=lambda folder, _: {"report": str(folder / REPORT)},
+    return Work(["report"], process, finalize=lambda folder, _: {"report": str(folder / REPORT)})
+
+
+def shows(spec: PipelineSpec, folder: Path, state: dict[str, Any]) -> Shows:
+    return Shows(
+        lines=(f"Report: {folder / REPORT}",),
+        documents=(
+            Document("run-report", f"{spec.name}: the run report ({folder / REPORT})", folder / REPORT),
+        ),
     )
+
+
+STAGE = Stage(
+    "report",
+    deps=("ingest", "download", "translate", "align", "qa", "shard", "text-shard", "pretrain", "iglue-eval"),
+    config=config,
+    plan=plan,
+    shows=shows,
+)

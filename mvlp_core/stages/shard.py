@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import sys
 import tarfile
 from collections import defaultdict
 from pathlib import Path
@@ -23,10 +22,9 @@ from mvlp_core import contract
 from mvlp_core.atomic import atomic_path
 from mvlp_core.keys import is_valid_key
 from mvlp_core.spec import PipelineSpec, fingerprint_config
+from mvlp_core.stage import Context, Shows, Stage, Work
 from mvlp_core.stages.download import iter_images
 from mvlp_core.tarmember import add_member
-
-DEPS = ("download", "translate", "align", "qa")
 
 
 def _read_all(folder: Path, pattern: str) -> list[dict[str, Any]]:
@@ -100,21 +98,8 @@ def config(spec: PipelineSpec) -> dict[str, Any]:
     return {"shard": fingerprint_config(spec.shard), "languages": spec.languages}
 
 
-def run_shard(
-    spec: PipelineSpec,
-    inputs: dict[str, Path],
-    out_dir: Path,
-    *,
-    force: bool = False,
-    progress: contract.ProgressFn | None = None,
-) -> contract.Manifest:
-    out_dir = Path(out_dir)
-    missing = [d for d in DEPS if d not in inputs]
-    if missing:
-        raise contract.StageError(f"shard needs inputs {list(DEPS)}; missing {missing}")
-    fp = contract.stage_fingerprint("shard", config(spec), inputs, sys.modules[__name__])
-    if not force and contract.is_complete(out_dir, fp):
-        return contract.Manifest.load(out_dir)
+def plan(ctx: Context) -> Work:
+    spec, inputs, out_dir = ctx.spec, ctx.inputs, ctx.out_dir
     joined = _Joined(inputs, spec.languages)
     keys = sorted(joined.samples)
     per = spec.shard.samples_per_shard
@@ -164,6 +149,12 @@ def run_shard(
             "provenance": joined.provenance,
         }
 
-    return contract.run_units(
-        "shard", out_dir, fp, units, process, force=force, progress=progress, finalize=finalize
-    )
+    return Work(units, process, finalize=finalize)
+
+
+def shows(spec: PipelineSpec, folder: Path, state: dict[str, Any]) -> Shows:
+    tars = len(list(folder.glob("shard-*.tar")))
+    return Shows(lines=(f"Shards: {folder} ({tars} tars, {state['samples_out']} samples)",))
+
+
+STAGE = Stage("shard", deps=("download", "translate", "align", "qa"), config=config, plan=plan, shows=shows)

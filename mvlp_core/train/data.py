@@ -24,9 +24,9 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from mvlp_core.model import TASK_IDS, Example
+from mvlp_core.model import Example
 from mvlp_core.spec import MixSpec
-from mvlp_core.stages.align.codeswitch import code_switch, tables_from_record
+from mvlp_core.train.codeswitch import code_switch, tables_from_record
 
 MAX_SKIPPED_KEYS = 1000
 _WORD = re.compile(r"\w+|[^\w\s]")
@@ -250,8 +250,3 @@ def loader(dataset: Batches, num_workers: int) -> Iterator[dict[str, Any]]:
         dataset, batch_size=None, num_workers=num_workers, persistent_workers=True
     )
     return iter(dl)
-
-
-def task_counts(task: torch.Tensor) -> dict[str, int]:
-    names = {v: k for k, v in TASK_IDS.items()}
-    return {names[int(t)]: int(n) for t, n in zip(*torch.unique(task, return_counts=True))}

@@ -2,7 +2,7 @@
 
 It knows nothing about Ray: a `Reporter` receives metrics and checkpoints and hands back the
 checkpoint to resume from, so the same loop runs under Ray Train (ray_jobs/pretrain.py), plainly
-in one process (the benchmark baseline, tests, `run_pretrain` without Ray) and under DDP (the
+in one process (the benchmark baseline, tests, the pretrain stage's local engine) and under DDP (the
 model passed in may be wrapped; `unwrap` reaches the module).
 """
 
@@ -25,8 +25,8 @@ import torch
 import torch.distributed as dist
 
 from mvlp_core.contract import StageError
+from mvlp_core.model import TASK_IDS
 from mvlp_core.spec import PretrainSpec
-from mvlp_core.train.data import TASK_IDS
 
 TRAIN_STATE = "train_state.pt"
 MODEL_DIR = "model"

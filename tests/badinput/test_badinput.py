@@ -19,8 +19,8 @@ import yaml
 from mvlp_core import contract
 from mvlp_core.imageserver import ImageServer
 from mvlp_core.spec import SpecError, load_spec
-from mvlp_core.stages.download import run_download
-from mvlp_core.stages.ingest import run_ingest
+from mvlp_core.stages.download import STAGE as DOWNLOAD_STAGE
+from mvlp_core.stages.ingest import STAGE as INGEST_STAGE
 
 HERE = Path(__file__).parent
 CASES = yaml.safe_load((HERE / "url_rows.yaml").read_text(encoding="utf-8"))
@@ -42,9 +42,9 @@ def _run(tmp: Path, phase: str, urls: dict[str, str], overrides: list[str]) -> d
     (tmp / "urls.tsv").write_bytes(b"caption\turl\n" + b"".join(_line(c, urls) for c in cases))
     dataset = {"name": "bad", "url_list": str(tmp / "urls.tsv"), "format": "tsv"}
     spec = load_spec("demo", [f"dataset.spec={json.dumps(dataset)}", *overrides], tmp)
-    manifest = run_ingest(spec, {}, tmp / "ingest")
+    manifest = INGEST_STAGE.run(spec, {}, tmp / "ingest")
     if phase == "download":
-        manifest = run_download(spec, {"ingest": tmp / "ingest"}, tmp / "download")
+        manifest = DOWNLOAD_STAGE.run(spec, {"ingest": tmp / "ingest"}, tmp / "download")
     out_dir = tmp / phase
     assert manifest.samples_in == len(cases)
     outcome: dict[int, str] = {}

@@ -232,7 +232,7 @@ CHAOS: dict[str, StageChaos] = {
     "pretrain": StageChaos(kill=pretrain_kill, unseeded=True),
 }
 # In DAG order; runs stop after pretrain (iglue-eval and report are not under test).
-STAGES_UNDER_TEST = tuple(name for name in pipeline.DAG if name in CHAOS)
+STAGES_UNDER_TEST = tuple(name for name in pipeline.names() if name in CHAOS)
 LAST_STAGE = STAGES_UNDER_TEST[-1]
 
 
@@ -309,7 +309,7 @@ def check_resumed(
     tainted: dict[str, bool] = {}
     for name in order:  # outputs that may legitimately differ: an unseeded stage re-ran upstream
         tainted[name] = ran[name] and (
-            CHAOS[name].unseeded or any(tainted[d] for d in pipeline.DAG[name].deps)
+            CHAOS[name].unseeded or any(tainted[d] for d in pipeline.stage(name).deps)
         )
 
     assert not leftovers(live), leftovers(live)

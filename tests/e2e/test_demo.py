@@ -74,6 +74,10 @@ def reference(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("demo-ref")
     out = finish(demo(workdir))
     assert "Shards:" in out and "Text shards:" in out and "mvlp ui" in out and "Pretrain:" in out
+    # a clean first run: mvlp's own progress and summary; the libraries' output in the named log
+    assert "Traceback" not in out and "Error" not in out and "WARNING" not in out, out[-3000:]
+    log = workdir / "logs" / "run.log"
+    assert str(log) in out and log.stat().st_size > 0
     return workdir
 
 
@@ -196,14 +200,12 @@ def test_demo_iglue_beats_chance(iglue: dict, task: str, which: str) -> None:
 
 def test_noop_rerun(reference: Path) -> None:
     before = {p: p.stat().st_mtime_ns for p in reference.rglob("_manifest.json")}
-    t0 = time.perf_counter()
     out = finish(demo(reference))
-    elapsed = time.perf_counter() - t0
     assert "nothing to recompute" in " ".join(out.split())
     assert {p: p.stat().st_mtime_ns for p in reference.rglob("_manifest.json")} == before
-    assert elapsed < 15
 
 
+@pytest.mark.slow  # a second demo run to the shards (~2 min); tests/chaos kills every stage the same way
 def test_kill_during_download_then_resume(reference: Path, tmp_path: Path) -> None:
     workdir = tmp_path / "killed"
     proc = demo(workdir, "--to", "shard")

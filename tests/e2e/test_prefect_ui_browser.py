@@ -49,7 +49,7 @@ def browser():
 def _latest_pipeline_run(env: dict[str, str]) -> tuple[dict, dict]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.remote import run_states
+    from flows.deployment_runs import run_states
 
     with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
         run, stages = run_states()

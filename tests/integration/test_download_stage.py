@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -12,32 +14,29 @@ import pytest
 
 from mvlp_core import contract
 from mvlp_core.imageserver import ImageServer
-from mvlp_core.spec import load_spec
-from mvlp_core.stages.download import run_download
-from mvlp_core.stages.ingest import run_ingest
+from mvlp_core.spec import PipelineSpec, load_spec
+from mvlp_core.stages.download import STAGE as DOWNLOAD_STAGE
+from mvlp_core.stages.ingest import STAGE as INGEST_STAGE
 from mvlp_core.synth.world import ensure_world
 
 SAMPLES = 24
 
 
+@contextlib.contextmanager
+def served_demo(tmp_path: Path, *overrides: str) -> Iterator[PipelineSpec]:
+    """The demo spec plus `overrides`, on SAMPLES images served on loopback with 4 s slow answers."""
+    ensure_world(tmp_path / "world", SAMPLES, 3)
+    with ImageServer(tmp_path / "world", slow_seconds=4) as server:
+        mirror = json.dumps({"http://images.synthetic.mvlp/": server.url})
+        settings = [f"dataset.samples={SAMPLES}", "download.timeout=2", f"download.mirrors={mirror}"]
+        yield load_spec("demo", [*settings, *overrides], tmp_path)
+
+
 @pytest.fixture()
 def run(tmp_path: Path):
-    ensure_world(tmp_path / "world", SAMPLES, 3)
-    server = ImageServer(tmp_path / "world", slow_seconds=4).start()
-    mirror = json.dumps({"http://images.synthetic.mvlp/": server.url})
-    spec = load_spec(
-        "demo",
-        [
-            f"dataset.samples={SAMPLES}",
-            "ingest.shard_size=10",
-            "download.timeout=2",
-            f"download.mirrors={mirror}",
-        ],
-        tmp_path,
-    )
-    ingest = run_ingest(spec, {}, tmp_path / "ingest")
-    yield spec, tmp_path, ingest
-    server.stop()
+    with served_demo(tmp_path, "ingest.shard_size=10") as spec:
+        ingest = INGEST_STAGE.run(spec, {}, tmp_path / "ingest")
+        yield spec, tmp_path, ingest
 
 
 def samples(folder: Path) -> list[dict]:
@@ -46,7 +45,7 @@ def samples(folder: Path) -> list[dict]:
 
 def test_download_maps_statuses_and_keys(run) -> None:
     spec, tmp, ingest = run
-    m = run_download(spec, {"ingest": tmp / "ingest"}, tmp / "download")
+    m = DOWNLOAD_STAGE.run(spec, {"ingest": tmp / "ingest"}, tmp / "download")
     assert m.samples_in == ingest.samples_out
     assert m.samples_out == SAMPLES
     assert m.rejects == {"http_404": 1, "http_500": 1, "image_decode_error": 2, "timeout": 1}
@@ -72,7 +71,7 @@ def test_download_maps_statuses_and_keys(run) -> None:
 def test_partial_shard_is_redone_not_read(run, stats_kept: bool, cut: int) -> None:
     spec, tmp, _ = run
     out = tmp / "download"
-    first = run_download(spec, {"ingest": tmp / "ingest"}, out)
+    first = DOWNLOAD_STAGE.run(spec, {"ingest": tmp / "ingest"}, out)
     before = samples(out)
     (out / "_manifest.json").unlink()
     (out / contract.UNITS_DIR / "00001.json").unlink()
@@ -80,7 +79,7 @@ def test_partial_shard_is_redone_not_read(run, stats_kept: bool, cut: int) -> No
         (out / "webdataset" / "00001_stats.json").unlink()
     tar = out / "webdataset" / "00001.tar"
     tar.write_bytes(tar.read_bytes()[:cut])
-    again = run_download(spec, {"ingest": tmp / "ingest"}, out)
+    again = DOWNLOAD_STAGE.run(spec, {"ingest": tmp / "ingest"}, out)
     assert samples(out) == before
     assert again.samples_out == first.samples_out and again.rejects == first.rejects
     with tarfile.open(tar) as t:
@@ -111,8 +110,8 @@ def test_fetch_guard_refuses_redirect_hops_and_cuts_endless_bodies(tmp_path: Pat
             ],
             tmp_path,
         )
-        run_ingest(spec, {}, tmp_path / "ingest")
-        m = run_download(spec, {"ingest": tmp_path / "ingest"}, tmp_path / "download")
+        INGEST_STAGE.run(spec, {}, tmp_path / "ingest")
+        m = DOWNLOAD_STAGE.run(spec, {"ingest": tmp_path / "ingest"}, tmp_path / "download")
     assert m.samples_in == 4 and m.samples_out == 1
     rejects = contract.read_rejects(tmp_path / "download").to_pylist()
     by_key = {r["key"]: r["reason"] for r in rejects}
@@ -126,22 +125,9 @@ def test_fetch_guard_refuses_redirect_hops_and_cuts_endless_bodies(tmp_path: Pat
 def test_more_shards_than_a_recycled_worker_pool_would_take(tmp_path: Path) -> None:
     """One worker, 15 shards: with img2dataset's recycling (5 shards a worker) the executor never
     replaced its worker (CPython gh-115634) and the stage hung after shard 5."""
-    ensure_world(tmp_path / "world", SAMPLES, 3)
-    with ImageServer(tmp_path / "world", slow_seconds=4) as server:
-        mirror = json.dumps({"http://images.synthetic.mvlp/": server.url})
-        spec = load_spec(
-            "demo",
-            [
-                f"dataset.samples={SAMPLES}",
-                "ingest.shard_size=2",
-                "download.timeout=2",
-                "download.processes=1",
-                f"download.mirrors={mirror}",
-            ],
-            tmp_path,
-        )
-        ingest = run_ingest(spec, {}, tmp_path / "ingest")
-        m = run_download(spec, {"ingest": tmp_path / "ingest"}, tmp_path / "download")
+    with served_demo(tmp_path, "ingest.shard_size=2", "download.processes=1") as spec:
+        ingest = INGEST_STAGE.run(spec, {}, tmp_path / "ingest")
+        m = DOWNLOAD_STAGE.run(spec, {"ingest": tmp_path / "ingest"}, tmp_path / "download")
     assert (
         len(list((tmp_path / "download" / "webdataset").glob("*_stats.json")))
         == math.ceil(ingest.samples_out / 2)

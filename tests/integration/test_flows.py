@@ -4,6 +4,7 @@ progress and summary artifacts."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.pipeline_flow import data_pipeline
-from mvlp_core.spec import STAGES
+from mvlp_core import contract, pipeline
 
 # iglue-eval here shows the flow wiring, not the model: one task, no fine-tune, a few items
 CHEAP_IGLUE = [
@@ -45,25 +46,28 @@ def test_pipeline_records_stage_runs(harness, tmp_path: Path) -> None:
         "pretrain.max_steps=4",
         "pretrain.log_every=2",
         "pretrain.checkpoint_every=4",
+        "execution.engines={pretrain: local}",  # the flow wiring, not Ray Train (test_pretrain_ray.py)
         *CHEAP_IGLUE,
     ]
     result = data_pipeline("demo", str(tmp_path), fast)
-    assert list(result) == list(STAGES)
+    assert list(result) == list(pipeline.names())
     assert all(s["state"] == "complete" for s in result.values())
     assert result["shard"]["samples_out"] == 30
     runs, artifacts = asyncio.run(_runs_and_artifacts())
     parent = [r for r in runs if r.parent_task_run_id is None and r.name != "synth"]
     children = {r.name for r in runs if r.parent_task_run_id is not None}
     assert len(parent) == 1
-    assert set(STAGES) | {"synth"} <= children
+    assert set(pipeline.names()) | {"synth"} <= children
     keys = {a.key for a in artifacts}
-    assert {f"{s}-summary" for s in STAGES} <= keys
-    assert {f"{s}-progress" for s in STAGES} <= keys
-    assert {f"{s}-rejects" for s in STAGES} <= keys
-    rejects = {a.key: a.data for a in artifacts if a.key and a.key.endswith("-rejects")}
-    assert all("reason" in str(data) and "count" in str(data) for data in rejects.values())
-    assert {f"{s}-throughput" for s in STAGES} <= keys
-    assert "download-rejects" in keys  # the synthetic world's bad URLs
+    assert {f"{s}-summary" for s in pipeline.names()} <= keys
+    assert {f"{s}-progress" for s in pipeline.names()} <= keys
+    assert {f"{s}-rejects" for s in pipeline.names()} <= keys
+    assert {f"{s}-throughput" for s in pipeline.names()} <= keys
+    # the download stage's rejects artifact carries the world's bad URLs with their reasons
+    download_rejects = next(a.data for a in artifacts if a.key == "download-rejects")
+    rows = download_rejects if isinstance(download_rejects, list) else json.loads(download_rejects)
+    reasons = {r["reason"]: r["count"] for r in rows}
+    assert reasons == result["download"]["rejects"] and reasons.get("http_404", 0) > 0
     assert "pipeline-summary" in keys
     assert {"iglue-eval-results", "iglue-eval-bars", "run-report"} <= keys
     assert "xvnli" in str([a.data for a in artifacts if a.key == "iglue-eval-results"])
@@ -74,7 +78,7 @@ def test_pipeline_records_stage_runs(harness, tmp_path: Path) -> None:
 def test_rayjob_stage_streams_status_into_the_run_and_fails_with_the_reason(
     harness, tmp_path: Path, monkeypatch
 ) -> None:
-    """cluster.mode=rayjob inside a real flow run: the RayJob created through the (checked)
+    """execution.submit=rayjob inside a real flow run: the RayJob created through the (checked)
     Kubernetes client, each status change logged and kept in the `<stage>-ray-job` artifact with
     the dashboard link, and the job's failure reason failing the stage."""
     from unittest import mock
@@ -82,10 +86,9 @@ def test_rayjob_stage_streams_status_into_the_run_and_fails_with_the_reason(
     from kubernetes import client as k8s
     from prefect import flow
 
-    from flows import ray_stage
+    from flows import job_client, submitted
     from mvlp_core.contract import StageError
     from mvlp_core.spec import load_spec
-    from ray_jobs import submit
 
     api = mock.create_autospec(k8s.CustomObjectsApi, instance=True)
     dash = {"dashboardURL": "mvlp-pretrain-head-svc:8265"}
@@ -101,20 +104,22 @@ def test_rayjob_stage_streams_status_into_the_run_and_fails_with_the_reason(
             }
         },
     ]
-    monkeypatch.setattr(submit, "kubernetes_api", lambda: api)
+    monkeypatch.setattr(job_client, "kubernetes_api", lambda: api)
     spec = load_spec(
-        "demo", ["cluster.mode=rayjob", "cluster.namespace=mvlp-dev", "cluster.poll_seconds=0.01"], tmp_path
+        "demo",
+        ["execution.submit=rayjob", "execution.rayjob.namespace=mvlp-dev", "execution.poll_seconds=0.01"],
+        tmp_path,
     )
 
     @flow(name="rayjob-probe")
     def probe() -> None:
-        ray_stage.run_remote(spec, "pretrain")
+        submitted.run_submitted(spec, "pretrain")
 
     with pytest.raises(StageError, match="AppFailed entrypoint exited with code 2"):
         probe()
     ((args, _),) = api.create_namespaced_custom_object.call_args_list
     assert args[:4] == ("ray.io", "v1", "mvlp-dev", "rayjobs")
-    assert args[4]["spec"]["entrypoint"] == f"python -m ray_jobs.pretrain --spec {tmp_path}/spec.json"
+    assert args[4]["spec"]["entrypoint"] == f"python -m ray_jobs pretrain --spec {tmp_path}/spec.json"
     assert (tmp_path / "spec.json").exists()  # the job reads the resolved spec from shared storage
     _, artifacts = asyncio.run(_runs_and_artifacts())
     job = [a for a in artifacts if a.key == "pretrain-ray-job"]
@@ -122,3 +127,42 @@ def test_rayjob_stage_streams_status_into_the_run_and_fails_with_the_reason(
     latest = max(job, key=lambda a: a.created)
     assert "[Ray dashboard](http://mvlp-pretrain-head-svc:8265)" in latest.data
     assert "FAILED" in latest.data and "AppFailed" in latest.data
+
+
+def test_a_stage_added_as_one_module_and_one_registry_line_runs(harness, tmp_path: Path, monkeypatch) -> None:
+    """tests/toy_stage.py plus its line in the registry: the DAG, the CLI (run, summary, status)
+    and the Prefect flows (a child flow run, summary and shown artifacts) take it with no other
+    change."""
+    import io
+
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from flows import cli
+    from flows.cli import app
+    from mvlp_core import registry
+    from tests import toy_stage
+
+    printed = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=printed, width=200))
+    stages = list(registry.STAGES)
+    monkeypatch.setattr(registry, "STAGES", (stages[0], toy_stage.STAGE, *stages[1:]))  # the one line
+    workdir = tmp_path / "run"
+    args = ["run", "demo", "--workdir", str(workdir), "--to", "caption-stats", "--set", "dataset.samples=20"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "caption-stats" in printed.getvalue() and "Caption stats: " in printed.getvalue()
+    folder = workdir / "caption-stats"
+    ingested = contract.Manifest.load(workdir / "ingest").samples_out
+    manifest = contract.Manifest.load(folder)
+    assert manifest.samples_in == ingested == manifest.samples_out + sum(manifest.rejects.values())
+    assert manifest.extra["captions"] == manifest.samples_out > 0
+    assert any(p.endswith("tests/toy_stage.py") for p in manifest.basis["code"])
+    runs, artifacts = asyncio.run(_runs_and_artifacts())
+    assert "caption-stats" in {r.name for r in runs if r.parent_task_run_id is not None}
+    keys = {a.key for a in artifacts}
+    assert {"caption-stats-summary", "caption-stats-progress", "caption-stats-shards"} <= keys
+    status = CliRunner().invoke(app, ["status", "--workdir", str(workdir), "--json"])
+    assert json.loads(status.output)["stages"]["caption-stats"]["state"] == "complete"
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "nothing to recompute" in printed.getvalue()

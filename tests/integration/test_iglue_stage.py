@@ -14,7 +14,7 @@ import standin_model
 from mvlp_core import contract
 from mvlp_core.eval.model_api import EvalModel
 from mvlp_core.spec import load_spec
-from mvlp_core.stages.iglue_eval import run_iglue_eval
+from mvlp_core.stages.iglue_eval import STAGE as IGLUE_EVAL_STAGE
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,7 @@ def test_stage_runs_every_task_and_setting(
                 "iglue.settings=[zero-shot, few-shot, translate-test]",
                 "iglue.finetune.epochs=2",
                 "iglue.finetune.max_train_items=48",
+                "iglue.finetune.tasks={}",  # the demo's per-task settings name UniGen's parts; the stand-in has others
                 "iglue.lr_grid=[0.01, 0.001]",
                 "iglue.few_shot_epochs=1",
                 "iglue.max_test_items=24",
@@ -55,7 +56,7 @@ def test_stage_runs_every_task_and_setting(
             workdir=world,
         )
         out = tmp_path / "iglue-eval"
-        m = run_iglue_eval(spec, {"pretrain": pretrain}, out)
+        m = IGLUE_EVAL_STAGE.run(spec, {"pretrain": pretrain}, out)
     finally:
         missing.write_bytes(saved)
     res = m.extra["results"]
@@ -76,12 +77,12 @@ def test_stage_runs_every_task_and_setting(
     top20 = json.loads((out / "predictions/xflickrco/zero-shot/de.json").read_text())
     assert len(top20) == 24 and all(len(r) == 20 for r in top20)
     # a complete stage is not recomputed
-    assert run_iglue_eval(spec, {"pretrain": pretrain}, out).created == m.created
+    assert IGLUE_EVAL_STAGE.run(spec, {"pretrain": pretrain}, out).created == m.created
 
 
 @pytest.fixture(scope="module")
 def tiny_unigen(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A workdir whose pretrain/final/ holds a tiny random-init UniGen written by save_pretrained."""
+    """A workdir whose pretrain/final/ holds a micro random-init UniGen written by save_pretrained."""
     import random
 
     import torch
@@ -89,7 +90,7 @@ def tiny_unigen(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mvlp_core.model import build_model, build_tokenizers
     from mvlp_core.synth.grammar import LANGS, caption, random_scene
 
-    spec = load_spec("demo", [], workdir=world)
+    spec = load_spec("demo", ["model.size=micro"], workdir=world)
     rng = random.Random(0)
     texts = [caption(random_scene(rng), lang) for _ in range(60) for lang in LANGS]
     out = tmp_path_factory.mktemp("tiny")
@@ -126,7 +127,7 @@ def test_stage_with_the_real_tiny_unigen(world: Path, tiny_unigen: Path, tmp_pat
     assert em.encode(["ein roter Kreis"])[0].shape[0] == 1
     threads = torch.get_num_threads()
     try:
-        m = run_iglue_eval(spec, {"pretrain": tiny_unigen}, tmp_path / "iglue-eval")
+        m = IGLUE_EVAL_STAGE.run(spec, {"pretrain": tiny_unigen}, tmp_path / "iglue-eval")
     finally:
         torch.set_num_threads(threads)  # units use one thread
     res = m.extra["results"]
@@ -140,18 +141,20 @@ def test_stage_with_the_real_tiny_unigen(world: Path, tiny_unigen: Path, tmp_pat
 
 @pytest.mark.slow  # starts a local Ray (~30 s)
 def test_runner_fans_units_out_as_ray_tasks(world: Path, tiny_unigen: Path) -> None:
-    """iglue.engine=ray: flows/runners.py runs the stage through ray_jobs.iglue_eval, each unit a
+    """execution.engines.iglue-eval=ray: the stage runs through ray_jobs.iglue_eval, each unit a
     Ray task in its own worker process; the outcome has the same shape as in-process."""
     import shutil
 
     import ray
 
-    from flows.runners import run_stage
     from mvlp_core import pipeline
+    from ray_jobs.engines import run_stage
 
     shutil.copytree(tiny_unigen, world / "pretrain", dirs_exist_ok=True)
     spec = load_spec(
-        "demo", [*SMALL, "iglue.engine=ray", "iglue.workers=2", "iglue.tasks=[xvnli, marvl]"], workdir=world
+        "demo",
+        [*SMALL, "execution.engines={iglue-eval: ray}", "iglue.workers=2", "iglue.tasks=[xvnli, marvl]"],
+        workdir=world,
     )
     try:
         m = run_stage(spec, "iglue-eval")

@@ -6,13 +6,14 @@ is a cache hit on the stage fingerprint; `mvlp status --api` reads the stage run
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 from prefect.client.schemas.sorting import DeploymentSort, TaskRunSort
 from testkit.prefect_server import mvlp, prefect_server, process_worker
 
-from mvlp_core.spec import STAGES
+from mvlp_core import pipeline
 
 pytestmark = pytest.mark.slow  # a real Prefect server: ~60 s to start on a loaded 2-core box
 
@@ -43,6 +44,12 @@ def _client(env):
     return _Ctx()
 
 
+def _run_remote(env: dict[str, str], workdir: Path, *selection: str) -> subprocess.CompletedProcess[str]:
+    """`mvlp run demo --remote` of 12 samples into `workdir`, the stages chosen by `selection`."""
+    options = ["--workdir", str(workdir), "--set", "dataset.samples=12", "--poll", "0.5"]
+    return mvlp(env, "run", "demo", "--remote", *selection, *options)
+
+
 def test_deploy_registers_pipeline_and_stage_deployments(server) -> None:
     out = mvlp(server, "deploy", "demo", "--work-pool", POOL, "--set", "schedule=30 2 * * 1")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -53,7 +60,7 @@ def test_deploy_registers_pipeline_and_stage_deployments(server) -> None:
             f"{client.read_flow(d.flow_id).name}/{d.name}": d
             for d in client.read_deployments(limit=100, sort=DeploymentSort.NAME_ASC)
         }
-        expected = {"mvlp-data-pipeline/demo"} | {f"{s}/demo" for s in STAGES}
+        expected = {"mvlp-data-pipeline/demo"} | {f"{s}/demo" for s in pipeline.names()}
         assert expected <= set(deployments)
         top = deployments["mvlp-data-pipeline/demo"]
         assert [s.schedule.cron for s in top.schedules] == ["30 2 * * 1"]
@@ -69,20 +76,7 @@ def test_run_remote_through_a_worker_then_cached_stage_rerun(server, tmp_path: P
     assert mvlp(server, "deploy", "demo", "--work-pool", POOL).returncode == 0
     workdir = tmp_path / "run"
     with process_worker(server, POOL, tmp_path / "worker.log"):
-        out = mvlp(
-            server,
-            "run",
-            "demo",
-            "--remote",
-            "--to",
-            "ingest",
-            "--workdir",
-            str(workdir),
-            "--set",
-            "dataset.samples=12",
-            "--poll",
-            "0.5",
-        )
+        out = _run_remote(server, workdir, "--to", "ingest")
         assert out.returncode == 0, out.stdout + out.stderr + (tmp_path / "worker.log").read_text()[-3000:]
         assert "Completed" in out.stdout and "ingest" in out.stdout
         assert (workdir / "ingest" / "_manifest.json").exists()
@@ -91,20 +85,7 @@ def test_run_remote_through_a_worker_then_cached_stage_rerun(server, tmp_path: P
         assert report["run"]["state"] == "completed"
         assert report["stages"]["ingest"]["state"] == "completed"
 
-        again = mvlp(
-            server,
-            "run",
-            "demo",
-            "--remote",
-            "--only",
-            "ingest",
-            "--workdir",
-            str(workdir),
-            "--set",
-            "dataset.samples=12",
-            "--poll",
-            "0.5",
-        )
+        again = _run_remote(server, workdir, "--only", "ingest")
         assert again.returncode == 0, again.stdout + again.stderr
     with _client(server) as client:
         task_runs = [

@@ -27,15 +27,7 @@ from mvlp_core.train import curves  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 COLOURS = {"red": ("rot", "rouge"), "blue": ("blau", "bleu"), "green": ("grün", "vert")}
 FAST = [
-    "model.tiny.hidden_size=32",
-    "model.tiny.intermediate_size=64",
-    "model.tiny.num_heads=2",
-    "model.tiny.vision_layers=1",
-    "model.tiny.qformer_layers=1",
-    "model.tiny.text_layers=1",
-    "model.tiny.decoder_layers=1",
-    "model.num_query_tokens=4",
-    "model.image_size=32",
+    "model.size=micro",
     "pretrain.workers=2",
     "pretrain.batch_size=8",
     "pretrain.lr=0.001",
@@ -95,12 +87,12 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def trained(local_ray, tmp_path_factory):
-    from ray_jobs.pretrain import run_stage
+    from ray_jobs.engines import run_stage
 
     workdir = tmp_path_factory.mktemp("pretrain")
     spec = make_spec(workdir, "pretrain.max_steps=6")
     write_inputs(spec)
-    manifest = run_stage(spec)
+    manifest = run_stage(spec, "pretrain")
     return spec, manifest
 
 
@@ -150,11 +142,11 @@ def test_corrupt_checkpoint_is_reported_not_skipped(trained, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_killed_worker_resumes_from_last_checkpoint(local_ray, tmp_path) -> None:
-    from ray_jobs.pretrain import run_stage
+    from ray_jobs.engines import run_stage
 
     spec = make_spec(tmp_path, "pretrain.max_steps=6", "pretrain.fail_at_step=4")
     write_inputs(spec)
-    manifest = run_stage(spec)
+    manifest = run_stage(spec, "pretrain")
     out = tmp_path / "pretrain"
     assert (out / "_fault_injected").read_text() == "4"  # rank 1 really exited at step 4
     rows = curves.read_metrics(out / "metrics.jsonl")
@@ -187,11 +179,12 @@ def test_what_a_killed_run_leaves_does_not_stop_the_relaunch(local_ray, tmp_path
     """Killed while checkpoint 6 was copied, then killed while Ray rewrote its snapshot after
     checkpoint 6: each relaunch resumes at the newest whole checkpoint and ends at checkpoint 6."""
     from mvlp_core.train.job import prepare
-    from ray_jobs.pretrain import SNAPSHOT, run_stage, train_with_ray
+    from ray_jobs.engines import run_stage
+    from ray_jobs.pretrain import SNAPSHOT, train_with_ray
 
     spec = make_spec(tmp_path, "pretrain.max_steps=3")
     write_inputs(spec)
-    run_stage(spec)
+    run_stage(spec, "pretrain")
     run = Path(spec.pretrain.storage_path) / spec.pretrain.run_name
     cut = run / f"checkpoint_00000006{atomic.TMP_MARK}0badf00d"
     shutil.copytree(run / "checkpoint_00000003", cut)

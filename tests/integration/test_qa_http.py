@@ -13,7 +13,7 @@ import pytest
 
 from mvlp_core import contract, keys
 from mvlp_core.spec import PipelineSpec
-from mvlp_core.stages.qa import run_qa
+from mvlp_core.stages.qa import STAGE as QA_STAGE
 from mvlp_core.stages.qa.partial import PARTIAL_DIR, PartialStore
 from mvlp_core.stages.qa.prompt import SENTENCE
 from mvlp_core.stages.qa.rules import questions
@@ -111,7 +111,7 @@ def test_http_backend_with_faults(tmp_path, download, monkeypatch, mode):
             Fault.delay(2.0),
             Fault.error(503, retry_after="0"),
         )
-        m = run_qa(make_spec(fake.url, mode=mode), {"download": download}, tmp_path / "qa")
+        m = QA_STAGE.run(make_spec(fake.url, mode=mode), {"download": download}, tmp_path / "qa")
         generation = fake.completions()
 
     assert m.samples_in == len(captions) == m.samples_out + sum(m.rejects.values())
@@ -140,7 +140,7 @@ def test_killed_run_resumes_inside_a_unit(tmp_path, download, monkeypatch):
         fake.fault_for = lambda body: Fault.error(401) if caption_of(body) == victim else None
         spec = make_spec(fake.url, concurrency=1)
         with pytest.raises(contract.StageError) as err:
-            run_qa(spec, {"download": download}, out)
+            QA_STAGE.run(spec, {"download": download}, out)
     assert "HTTP 401" in str(err.value) and f"${ENV}" in str(err.value)
     assert CANARY not in str(err.value)
     saved = PartialStore(out).load("00001")
@@ -148,7 +148,7 @@ def test_killed_run_resumes_inside_a_unit(tmp_path, download, monkeypatch):
     assert (out / "00000.parquet").exists() and contract.Manifest.load(out) is None
 
     with FakeOpenAI(respond=llm) as fake:
-        m = run_qa(make_spec(fake.url, concurrency=1), {"download": download}, out)
+        m = QA_STAGE.run(make_spec(fake.url, concurrency=1), {"download": download}, out)
         asked = [caption_of(r.body) for r in fake.completions()]
     assert sorted(asked) == sorted(set(shards[1][4:]) | set(shards[2]))  # nothing asked twice
     assert m.samples_in == SHARDS * PER_SHARD == m.samples_out + sum(m.rejects.values())

@@ -11,7 +11,7 @@ import pytest
 
 from mvlp_core import contract, keys
 from mvlp_core.spec import PipelineSpec
-from mvlp_core.stages.qa import run_qa
+from mvlp_core.stages.qa import STAGE as QA_STAGE
 from mvlp_core.stages.qa import stage as qa_stage
 from mvlp_core.stages.qa.filters import filter_pairs
 from mvlp_core.stages.qa.hf import HFQuestioner
@@ -96,7 +96,7 @@ def assert_every_sample_accounted_for(out: Path, m: contract.Manifest) -> list[d
 def test_rules_backend(tmp_path, download):
     spec = make_spec({"backend": "rules", "pairs_per_caption": 2})
     out = tmp_path / "qa"
-    m = run_qa(spec, {"download": download}, out)
+    m = QA_STAGE.run(spec, {"download": download}, out)
 
     rows = assert_every_sample_accounted_for(out, m)
     assert m.samples_out == 6 and m.rejects == {"no_candidates": 3}
@@ -119,7 +119,7 @@ def test_rules_backend(tmp_path, download):
     assert names == ["key", "question", "answer", "generator"]
 
     mtime = (out / "_manifest.json").stat().st_mtime_ns
-    assert run_qa(spec, {"download": download}, out).fingerprint == m.fingerprint
+    assert QA_STAGE.run(spec, {"download": download}, out).fingerprint == m.fingerprint
     assert (out / "_manifest.json").stat().st_mtime_ns == mtime  # complete: nothing redone
     unused = make_spec(
         {
@@ -132,10 +132,10 @@ def test_rules_backend(tmp_path, download):
             "checkpoint_every": 3,
         }
     )
-    assert run_qa(unused, {"download": download}, out).fingerprint == m.fingerprint
-    assert run_qa(spec, {"download": download}, out, force=True).created >= m.created
+    assert QA_STAGE.run(unused, {"download": download}, out).fingerprint == m.fingerprint
+    assert QA_STAGE.run(spec, {"download": download}, out, force=True).created >= m.created
     assert (out / "_manifest.json").stat().st_mtime_ns != mtime
-    one = run_qa(make_spec({"backend": "rules"}), {"download": download}, out)  # UniGen: 1 pair
+    one = QA_STAGE.run(make_spec({"backend": "rules"}), {"download": download}, out)  # UniGen: 1 pair
     assert one.fingerprint != m.fingerprint and one.extra["pairs"] == one.samples_out == 6
 
 
@@ -173,7 +173,7 @@ def test_hf_backend_parses_and_filters_model_text(tmp_path, download, monkeypatc
         qa_stage, "make_backend", lambda s: HFQuestioner(s.qa.hf, s.qa.pairs_per_caption, generate=scripted)
     )
     out = tmp_path / "qa"
-    m = run_qa(spec, {"download": download}, out)
+    m = QA_STAGE.run(spec, {"download": download}, out)
 
     rows = assert_every_sample_accounted_for(out, m)
     assert m.extra["generator"] == "hf:org/llm" and {r["generator"] for r in rows} == {"hf:org/llm"}
@@ -242,7 +242,7 @@ def test_hf_backend_with_tiny_gpt2_by_path(tmp_path, download):
     hf = {"model": str(model), "batch_size": 3, "max_new_tokens": 12}
     spec = make_spec({"backend": "hf", "hf": hf})
     out = tmp_path / "qa"
-    m = run_qa(spec, {"download": download}, out)
+    m = QA_STAGE.run(spec, {"download": download}, out)
 
     assert_every_sample_accounted_for(out, m)
     assert m.extra["generator"] == f"hf:{model}"
@@ -262,6 +262,6 @@ def test_hf_model_that_does_not_load(tmp_path, download):
     missing = tmp_path / "nowhere" / "llm"
     spec = make_spec({"backend": "hf", "hf": {"model": str(missing)}})
     with pytest.raises(contract.StageError) as err:
-        run_qa(spec, {"download": download}, tmp_path / "qa")
+        QA_STAGE.run(spec, {"download": download}, tmp_path / "qa")
     assert str(missing) in str(err.value) and "local checkpoint folder" in str(err.value)
     assert contract.Manifest.load(tmp_path / "qa") is None

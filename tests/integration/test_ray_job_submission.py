@@ -1,4 +1,4 @@
-"""The `ray_address` path for real: a local Ray head with its dashboard (Jobs API) started by the
+"""The `ray-jobs` submission path for real: a local Ray head with its dashboard (Jobs API) started by the
 test, a tiny entrypoint submitted through JobSubmissionClient, its status streamed, and the
 failure path carrying the job's exit reason and log tail."""
 
@@ -10,8 +10,8 @@ import sys
 import pytest
 import ray
 
+from flows import job_client
 from mvlp_core.contract import StageError
-from ray_jobs import submit
 
 # A Ray head with its dashboard: 13-50 s. Slow-marked, and flaky where other Ray sessions run on the
 # same machine: ray.init cannot move the dashboard agent off its fixed port 52365, so a second
@@ -43,9 +43,9 @@ def ray_address():
 
 
 def test_submits_waits_and_streams(ray_address: str) -> None:
-    seen: list[submit.JobStatus] = []
+    seen: list[job_client.JobStatus] = []
     command = f"{sys.executable} -c \"print('mvlp job ran')\""
-    final = submit.run_on_ray_cluster(
+    final = job_client.run_on_ray_cluster(
         ray_address,
         command,
         "mvlp-test-ok",
@@ -63,11 +63,11 @@ def test_submits_waits_and_streams(ray_address: str) -> None:
 
 def test_failed_job_fails_the_stage_with_its_logs(ray_address: str) -> None:
     command = f"{sys.executable} -c \"import sys; print('bad input shard 7'); sys.exit(3)\""
-    seen: list[submit.JobStatus] = []
+    seen: list[job_client.JobStatus] = []
     with pytest.raises(
         StageError, match=r"(?s)Ray job mvlp-test-fail FAILED: .*exit code 3.*bad input shard 7"
     ):
-        submit.run_on_ray_cluster(
+        job_client.run_on_ray_cluster(
             ray_address,
             command,
             "mvlp-test-fail",
@@ -79,8 +79,8 @@ def test_failed_job_fails_the_stage_with_its_logs(ray_address: str) -> None:
 
 
 def test_unreachable_cluster_names_the_field() -> None:
-    with pytest.raises(StageError, match="cluster.address"):
-        submit.run_on_ray_cluster(
+    with pytest.raises(StageError, match="execution.jobs_address"):
+        job_client.run_on_ray_cluster(
             f"http://127.0.0.1:{_free_port()}",
             "true",
             "x",

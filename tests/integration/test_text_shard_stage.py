@@ -12,22 +12,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
+from testkit.text_specs import MULTI30K, multi30k_corpus, text_spec
 
 from mvlp_core import contract, pipeline
 from mvlp_core.sampling import sampling_weights
 from mvlp_core.spec import load_spec
 from mvlp_core.synth.text import write_text_corpora
 
-ROOT = Path(__file__).resolve().parents[2]
-MULTI30K = next(
-    (
-        p / "data" / "multi30k"
-        for p in (ROOT / "shared", ROOT.parent / "shared", ROOT.parents[1] / "shared")
-        if (p / "data" / "multi30k" / "train.en.gz").exists()
-    ),
-    None,
-)
 RECORD_FIELDS = {"key", "kind", "src_lang", "src", "tgt_lang", "tgt", "score", "corpus"}
 
 
@@ -179,35 +170,8 @@ def test_no_corpora_writes_an_empty_manifest(tmp_path: Path) -> None:
 @pytest.mark.skipif(MULTI30K is None, reason="../shared/data/multi30k not present")
 def test_multi30k_as_a_moses_parallel_corpus(tmp_path: Path) -> None:
     limit = 3000
-    p = tmp_path / "m30k.yaml"
-    p.write_text(
-        yaml.safe_dump(
-            {
-                "name": "m30k",
-                "dataset": {"ref": "cc3m"},
-                "languages": ["de"],
-                "translate": {"backend": "hf"},
-                "text": {
-                    "samples_per_shard": 1000,
-                    "corpora": [
-                        {
-                            "name": "multi30k",
-                            "kind": "parallel",
-                            "format": "moses",
-                            "path": str(MULTI30K / "train.{lang}.gz"),
-                            "pairs": ["en-de"],
-                            "min_words": 4,
-                            "max_words": 25,
-                            "max_length_ratio": 1.8,
-                            "dedup": "normalised",
-                            "limit": limit,
-                        }
-                    ],
-                },
-            }
-        )
-    )
-    spec = load_spec(p, workdir=tmp_path)
+    corpus = multi30k_corpus(min_words=4, max_words=25, max_length_ratio=1.8, limit=limit)
+    spec = text_spec(tmp_path, {"samples_per_shard": 1000, "corpora": [corpus]})
     manifest = pipeline.run_stage(spec, "text-shard")
     assert manifest.samples_in == limit and manifest.units == 3
     assert manifest.samples_in == manifest.samples_out + sum(manifest.rejects.values())
@@ -240,31 +204,15 @@ def test_multi30k_as_a_moses_parallel_corpus(tmp_path: Path) -> None:
 
 def test_duplicates_across_units_are_found_and_survive_resume(tmp_path: Path) -> None:
     (tmp_path / "mono.de.txt").write_text("a b\nc d\nA b!\ne f\nc d\na b\n")
-    p = tmp_path / "s.yaml"
-    p.write_text(
-        yaml.safe_dump(
-            {
-                "name": "dup",
-                "dataset": {"ref": "cc3m"},
-                "languages": ["de"],
-                "translate": {"backend": "hf"},
-                "text": {
-                    "samples_per_shard": 2,
-                    "corpora": [
-                        {
-                            "name": "m",
-                            "kind": "monolingual",
-                            "format": "lines",
-                            "path": str(tmp_path / "mono.{lang}.txt"),
-                            "languages": ["de"],
-                            "dedup": "normalised",
-                        }
-                    ],
-                },
-            }
-        )
-    )
-    spec = load_spec(p, workdir=tmp_path)
+    corpus = {
+        "name": "m",
+        "kind": "monolingual",
+        "format": "lines",
+        "path": str(tmp_path / "mono.{lang}.txt"),
+        "languages": ["de"],
+        "dedup": "normalised",
+    }
+    spec = text_spec(tmp_path, {"samples_per_shard": 2, "corpora": [corpus]})
     out_dir = tmp_path / "text-shard"
     first = pipeline.run_stage(spec, "text-shard")
     assert first.files["text-00000.tar"]["samples"] == 2

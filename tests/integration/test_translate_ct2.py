@@ -7,7 +7,7 @@ import pytest
 
 from mvlp_core import contract
 from mvlp_core.spec import CT2TranslateSpec, HFTranslateSpec
-from mvlp_core.stages.translate import run_translate
+from mvlp_core.stages.translate import STAGE as TRANSLATE_STAGE
 from mvlp_core.stages.translate.ct2_backend import CT2Backend, convert
 from mvlp_core.stages.translate.hf_backend import HFBackend
 from tests.integration.test_translate_stage import caption, make_spec, read_output
@@ -67,7 +67,7 @@ def test_ct2_stage_and_int8(models, tmp_path, download):
         }
     )
     spec.languages = ["de"]
-    m = run_translate(spec, {"download": download}, tmp_path / "t")  # auto: int8 on this CPU
+    m = TRANSLATE_STAGE.run(spec, {"download": download}, tmp_path / "t")  # auto: int8 on this CPU
     assert m.samples_in == 40 and m.samples_out + sum(m.rejects.values()) == 40
     assert set(m.rejects) <= {"empty_output"}
     assert m.extra["provenance"] == {"de": f"ctranslate2:{models}/ct2/opus-mt-en-de"}
@@ -78,6 +78,6 @@ def test_ct2_stage_and_int8(models, tmp_path, download):
 def test_not_a_converted_folder(models, tmp_path, download):
     spec = make_spec({"backend": "ctranslate2", "ctranslate2": {"model": str(models / "hf" / "{opus}")}})
     with pytest.raises(contract.StageError) as err:
-        run_translate(spec, {"download": download}, tmp_path / "t")
+        TRANSLATE_STAGE.run(spec, {"download": download}, tmp_path / "t")
     message = str(err.value)
     assert "opus-mt-en-de is not a CTranslate2 model folder" in message and "convert(" in message

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mvlp_core import contract
-from mvlp_core.stages.translate import run_translate
+from mvlp_core.stages.translate import STAGE as TRANSLATE_STAGE
 from tests.fakes.libretranslate_server import FakeLibreTranslate
 from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.integration.test_translate_stage import caption, make_spec, read_output
@@ -36,11 +36,11 @@ def everything_written(out) -> str:
 def http_spec(url: str, protocol: str = "openai", **extra) -> dict:
     http = {
         "protocol": protocol,
-        "url": url,
+        "base_url": url,
         "model": "fake-model",
         "api_key_env": ENV,
-        "retries": 3,
-        "backoff": 0.01,
+        "max_retries": 3,
+        "backoff_base": 0.01,
         "timeout": 0.5,
         "concurrency": 4,
         **extra,
@@ -60,7 +60,7 @@ def test_openai_endpoint_with_faults(tmp_path, download, monkeypatch, caplog):
             Fault.rate_limited(retry_after="0.3"), Fault.error(500), Fault.delay(2.0), Fault.malformed()
         )
         started = time.monotonic()
-        m = run_translate(make_spec(http_spec(fake.url)), {"download": download}, out)
+        m = TRANSLATE_STAGE.run(make_spec(http_spec(fake.url)), {"download": download}, out)
         elapsed = time.monotonic() - started
     # 40 distinct captions x 2 languages = 80 requests, plus one per fault and per retry.
     assert m.samples_in == 80
@@ -93,7 +93,7 @@ def test_unreachable_endpoint_stops_the_stage(tmp_path, download, monkeypatch, c
         port = s.getsockname()[1]
     url = f"http://user:{KEY}@127.0.0.1:{port}/v1"
     with caplog.at_level(logging.DEBUG), pytest.raises(contract.StageError) as err:
-        run_translate(make_spec(http_spec(url, retries=1)), {"download": download}, tmp_path / "t")
+        TRANSLATE_STAGE.run(make_spec(http_spec(url, max_retries=1)), {"download": download}, tmp_path / "t")
     message = str(err.value)
     assert f"127.0.0.1:{port}/v1/models" in message and "failed after 2 attempt(s)" in message
     assert KEY not in message and KEY not in caplog.text
@@ -103,7 +103,7 @@ def test_unreachable_endpoint_stops_the_stage(tmp_path, download, monkeypatch, c
 def test_missing_key_variable(tmp_path, download, monkeypatch):
     monkeypatch.delenv(ENV, raising=False)
     with FakeOpenAI() as fake, pytest.raises(contract.StageError, match=f"{ENV} is not set"):
-        run_translate(make_spec(http_spec(fake.url)), {"download": download}, tmp_path / "t")
+        TRANSLATE_STAGE.run(make_spec(http_spec(fake.url)), {"download": download}, tmp_path / "t")
 
 
 def test_libretranslate(tmp_path, download, monkeypatch, caplog):
@@ -112,7 +112,7 @@ def test_libretranslate(tmp_path, download, monkeypatch, caplog):
     with fake, caplog.at_level(logging.DEBUG):
         fake.inject(Fault.rate_limited(retry_after="0"), Fault.error(503))
         spec = make_spec(http_spec(fake.url, protocol="libretranslate", model=None))
-        m = run_translate(spec, {"download": download}, tmp_path / "t")
+        m = TRANSLATE_STAGE.run(spec, {"download": download}, tmp_path / "t")
     assert (m.samples_in, m.samples_out, m.rejects) == (80, 80, {})
     texts = read_output(tmp_path / "t").column("text").to_pylist()
     assert {t.split("]")[0] for t in texts} == {"[de", "[fr"}
@@ -127,7 +127,7 @@ def test_libretranslate_without_the_language(tmp_path, download, monkeypatch):
     monkeypatch.setenv(ENV, KEY)
     with FakeLibreTranslate(targets=["de", "es"]) as fake, pytest.raises(contract.StageError) as err:
         spec = make_spec(http_spec(fake.url, protocol="libretranslate"))
-        run_translate(spec, {"download": download}, tmp_path / "t")
+        TRANSLATE_STAGE.run(spec, {"download": download}, tmp_path / "t")
     message = str(err.value)
     assert "French (fr)" in message and fake.url in message and "GET /languages" in message
     assert "drop the language" in message and KEY not in message

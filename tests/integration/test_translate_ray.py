@@ -11,7 +11,7 @@ import yaml
 
 from mvlp_core import contract
 from mvlp_core.spec import load_spec
-from mvlp_core.stages.translate import run_translate
+from mvlp_core.stages.translate import STAGE as TRANSLATE_STAGE
 from tests.integration.test_translate_stage import read_output, write_import
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,7 +31,6 @@ def local_ray(monkeypatch):
 @pytest.mark.slow  # Ray start-up and two actor-pool runs: ~1-3 min on 2 busy cores
 def test_ray_job_matches_the_in_process_stage(tmp_path, download, local_ray):
     from ray_jobs import entrypoint
-    from ray_jobs.translate import run_job
 
     path = tmp_path / "cc6l.tsv"
     write_import(path, skip={3}, empty_fr={5})
@@ -42,9 +41,9 @@ def test_ray_job_matches_the_in_process_stage(tmp_path, download, local_ray):
                 "name": "t",
                 "dataset": {"ref": "synthetic"},
                 "languages": ["de", "fr"],
+                "execution": {"engines": {"translate": "ray"}},
                 "translate": {
                     "backend": "import",
-                    "engine": "ray",
                     "sample_fraction": 0.8,
                     "import": {"path": str(path)},
                     "ray": {"concurrency": 1, "batch_tokens": 60},
@@ -52,12 +51,12 @@ def test_ray_job_matches_the_in_process_stage(tmp_path, download, local_ray):
             }
         )
     )
-    assert entrypoint.main("translate", run_job, ["--spec", str(spec_file), "--workdir", str(tmp_path)]) == 0
+    assert entrypoint.main(["translate", "--spec", str(spec_file), "--workdir", str(tmp_path)]) == 0
     out = tmp_path / "translate"
     by_ray = contract.Manifest.load(out)
 
-    spec = load_spec(spec_file, ["translate.engine=local"], tmp_path)
-    local = run_translate(spec, {"download": download}, tmp_path / "local")
+    spec = load_spec(spec_file, ["execution.engines={translate: local}"], tmp_path)
+    local = TRANSLATE_STAGE.run(spec, {"download": download}, tmp_path / "local")
     assert by_ray.fingerprint == local.fingerprint
     assert by_ray.files == local.files  # same bytes (sha256) per unit file
     assert (by_ray.samples_in, by_ray.samples_out, by_ray.rejects) == (
@@ -76,12 +75,12 @@ def test_ray_job_matches_the_in_process_stage(tmp_path, download, local_ray):
 
     # The Ray-made stage is complete for the in-process engine too: nothing is redone.
     mtime = (out / "_manifest.json").stat().st_mtime_ns
-    run_translate(spec, {"download": download}, out)
+    TRANSLATE_STAGE.run(spec, {"download": download}, out)
     assert (out / "_manifest.json").stat().st_mtime_ns == mtime
     # A lost unit is recomputed alone by the Ray job (resume at unit granularity).
     (out / "_units" / "00001.json").unlink()
     (out / "_manifest.json").unlink()
     kept = pq.read_table(out / "00000.parquet")
-    assert entrypoint.main("translate", run_job, ["--spec", str(spec_file), "--workdir", str(tmp_path)]) == 0
+    assert entrypoint.main(["translate", "--spec", str(spec_file), "--workdir", str(tmp_path)]) == 0
     assert contract.Manifest.load(out).files == local.files
     assert pq.read_table(out / "00000.parquet").equals(kept)

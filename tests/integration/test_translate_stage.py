@@ -11,7 +11,7 @@ import pytest
 
 from mvlp_core import contract, keys
 from mvlp_core.spec import PipelineSpec
-from mvlp_core.stages.translate import run_translate
+from mvlp_core.stages.translate import STAGE as TRANSLATE_STAGE
 from tests.tiny_marian import build_tiny_marian
 
 COLOURS = ["red", "blue", "green", "yellow", "purple"]
@@ -47,7 +47,7 @@ def test_import_backend(tmp_path, download):
     write_import(path, skip={3}, empty_fr={5})
     spec = make_spec({"backend": "import", "import": {"path": str(path), "key_by": "text"}})
     out = tmp_path / "translate"
-    m = run_translate(spec, {"download": download}, out)
+    m = TRANSLATE_STAGE.run(spec, {"download": download}, out)
 
     assert (m.samples_in, m.samples_out) == (80, 77)
     assert m.rejects == {"empty_translation": 1, "missing_translation": 2}
@@ -67,13 +67,13 @@ def test_import_backend(tmp_path, download):
     }
 
     mtime = (out / "_manifest.json").stat().st_mtime_ns
-    assert run_translate(spec, {"download": download}, out).fingerprint == m.fingerprint
+    assert TRANSLATE_STAGE.run(spec, {"download": download}, out).fingerprint == m.fingerprint
     assert (out / "_manifest.json").stat().st_mtime_ns == mtime  # complete: nothing redone
-    assert run_translate(spec, {"download": download}, out, force=True).created >= m.created
+    assert TRANSLATE_STAGE.run(spec, {"download": download}, out, force=True).created >= m.created
     assert (out / "_manifest.json").stat().st_mtime_ns != mtime
 
     write_import(path, skip=set(), empty_fr=set())  # editing the file recomputes the stage
-    again = run_translate(spec, {"download": download}, out)
+    again = TRANSLATE_STAGE.run(spec, {"download": download}, out)
     assert again.fingerprint != m.fingerprint and again.samples_out == 80 and again.rejects == {}
 
 
@@ -81,8 +81,8 @@ def test_sample_fraction_is_deterministic(tmp_path, download):
     path = tmp_path / "cc6l.tsv"
     write_import(path, skip=set(), empty_fr=set())
     translate = {"backend": "import", "sample_fraction": 0.5, "import": {"path": str(path)}}
-    first = run_translate(make_spec(translate), {"download": download}, tmp_path / "a")
-    run_translate(make_spec(translate), {"download": download}, tmp_path / "b")
+    first = TRANSLATE_STAGE.run(make_spec(translate), {"download": download}, tmp_path / "a")
+    TRANSLATE_STAGE.run(make_spec(translate), {"download": download}, tmp_path / "b")
     assert 10 <= first.extra["selected"] <= 30
     assert first.samples_in == 2 * first.extra["selected"] == first.samples_out
     assert read_output(tmp_path / "a").equals(read_output(tmp_path / "b"))
@@ -96,7 +96,7 @@ def test_missing_import_column_stops_the_stage(tmp_path, download):
     path.write_text("en\tde\na red circle\tein roter Kreis\n", encoding="utf-8")
     spec = make_spec({"backend": "import", "import": {"path": str(path)}})
     with pytest.raises(contract.StageError, match=r"no column\(s\) \['fr'\]"):
-        run_translate(spec, {"download": download}, tmp_path / "translate")
+        TRANSLATE_STAGE.run(spec, {"download": download}, tmp_path / "translate")
     assert contract.Manifest.load(tmp_path / "translate") is None
 
 
@@ -109,7 +109,7 @@ def test_hf_backend_with_tiny_marian(tmp_path, download):
     filters = {"length_ratio": {}, "max_repeats": 0}  # the biased model repeats one word
     spec = make_spec({"backend": "hf", "hf": hf, "filters": filters})
     out = tmp_path / "translate"
-    m = run_translate(spec, {"download": download}, out)
+    m = TRANSLATE_STAGE.run(spec, {"download": download}, out)
 
     assert m.samples_in == 80 and m.samples_out + sum(m.rejects.values()) == 80
     assert m.extra["per_language"] == {"de": 40, "fr": 0}
@@ -127,7 +127,7 @@ def test_hf_backend_with_tiny_marian(tmp_path, download):
 def test_hf_model_that_does_not_load(tmp_path, download):
     spec = make_spec({"backend": "hf", "hf": {"model": str(tmp_path / "nowhere") + "/mt-{lang}"}})
     with pytest.raises(contract.StageError) as err:
-        run_translate(spec, {"download": download}, tmp_path / "translate")
+        TRANSLATE_STAGE.run(spec, {"download": download}, tmp_path / "translate")
     message = str(err.value)
     assert str(tmp_path / "nowhere" / "mt-de") in message and "Give a local folder" in message
 

@@ -1,5 +1,5 @@
 """Shared by the model tests: synthetic-world texts and examples, tokenizers trained once per
-session, and a tiny-model spec."""
+session, and a small random-init model spec."""
 
 from __future__ import annotations
 
@@ -39,11 +39,13 @@ def single_thread():
 
 @functools.cache
 def tokenizers() -> Tokenizers:
-    return build_tokenizers(ModelSpec(), world_texts(), Path(tempfile.mkdtemp(prefix="mvlp-tok-")))
+    return build_tokenizers(
+        ModelSpec(size="small"), world_texts(), Path(tempfile.mkdtemp(prefix="mvlp-tok-"))
+    )
 
 
 def tiny_spec(**kw) -> ModelSpec:
-    return ModelSpec(**kw)
+    return ModelSpec(**{"size": "small", **kw})
 
 
 def examples(spec: ModelSpec, n: int, seed: int = 0, tasks=("cap", "trans", "qus", "match")) -> list[Example]:

@@ -5,14 +5,14 @@ from collections import defaultdict
 
 import pytest
 
-from mvlp_core.stages.align import dictionary
-from mvlp_core.stages.align.codeswitch import (
+from mvlp_core import dictionary
+from mvlp_core.synth.grammar import gold_links, random_scene, realise
+from mvlp_core.train.codeswitch import (
     code_switch,
     load_dictionaries,
     table_from_entries,
     tables_from_record,
 )
-from mvlp_core.synth.grammar import gold_links, random_scene, realise
 
 LANGS = ("de", "fr", "zh")
 

@@ -52,6 +52,21 @@ def make_process(
     return process
 
 
+def interrupted(
+    out: Path,
+    calls: Counter,
+    fail_on: str,
+    *,
+    fingerprint: str = "fp1",
+    rejects: dict[str, list[Reject]] | None = None,
+) -> Callable[[str], UnitResult]:
+    """Run UNITS into `out` until the process fails on `fail_on`; returns that process, for the resume."""
+    process = make_process(out, calls, fail_on=fail_on, rejects=rejects)
+    with pytest.raises(Boom):
+        run_units("s", out, fingerprint, UNITS, process)
+    return process
+
+
 def test_full_run_writes_manifest(tmp_path: Path) -> None:
     out = tmp_path / "stage"
     calls: Counter = Counter()
@@ -76,9 +91,7 @@ def test_full_run_writes_manifest(tmp_path: Path) -> None:
 def test_resume_after_failure_skips_finished_units(tmp_path: Path) -> None:
     out = tmp_path / "stage"
     calls: Counter = Counter()
-    process = make_process(out, calls, fail_on="u1")
-    with pytest.raises(Boom):
-        run_units("s", out, "fp1", UNITS, process)
+    process = interrupted(out, calls, "u1")
     assert calls == Counter({"u0": 1, "u1": 1})
     assert not (out / contract.MANIFEST).exists()
     assert (out / "u0.json").exists()
@@ -96,9 +109,7 @@ def test_resume_with_rejects_keeps_totals(tmp_path: Path) -> None:
     out = tmp_path / "stage"
     calls: Counter = Counter()
     rejects = {"u0": [Reject("k0", "bad")], "u2": [Reject("k2", "bad"), Reject(None, "worse")]}
-    process = make_process(out, calls, fail_on="u1", rejects=rejects)
-    with pytest.raises(Boom):
-        run_units("s", out, "fp1", UNITS, process)
+    process = interrupted(out, calls, "u1", rejects=rejects)
     m = run_units("s", out, "fp1", UNITS, process)
     assert calls["u0"] == 1
     assert m.samples_in == 9 and m.samples_out == 6
@@ -143,8 +154,7 @@ def test_complete_stage_is_skipped_and_force_recomputes(tmp_path: Path) -> None:
 def test_changed_fingerprint_wipes_stale_partial_outputs(tmp_path: Path) -> None:
     out = tmp_path / "stage"
     calls: Counter = Counter()
-    with pytest.raises(Boom):
-        run_units("s", out, "fp-old", UNITS, make_process(out, calls, fail_on="u1"))
+    interrupted(out, calls, "u1", fingerprint="fp-old")
     (out / "stale-only-in-old.json").write_text("{}")
     assert (out / "u0.json").exists()
 
@@ -175,9 +185,7 @@ def test_changed_fingerprint_after_complete_run_recomputes(tmp_path: Path) -> No
 def test_leftover_temporaries_removed_on_resume(tmp_path: Path) -> None:
     out = tmp_path / "stage"
     calls: Counter = Counter()
-    process = make_process(out, calls, fail_on="u1")
-    with pytest.raises(Boom):
-        run_units("s", out, "fp1", UNITS, process)
+    process = interrupted(out, calls, "u1")
     leftovers = [
         out / f"u1.json{atomic.TMP_MARK}deadbeef",
         out / contract.UNITS_DIR / f"u1.json{atomic.TMP_MARK}cafebabe",
@@ -285,13 +293,20 @@ def test_progress_and_finalize(tmp_path: Path) -> None:
 
 
 def test_stage_fingerprint_requires_complete_inputs(tmp_path: Path) -> None:
+    from mvlp_core.stage import Stage, Work
+
+    def down(a: int) -> Stage:
+        return Stage("down", ("upstream",), config=lambda spec: {"a": a}, plan=lambda ctx: Work([], print))
+
     with pytest.raises(contract.StageError, match="upstream"):
-        contract.stage_fingerprint("down", {}, {"upstream": tmp_path / "missing"})
+        down(1).basis(None, {"upstream": tmp_path / "missing"})
     up = tmp_path / "up"
     run_units("up", up, "fpA", ["u0"], make_process(up, Counter()))
-    fp1 = contract.stage_fingerprint("down", {"a": 1}, {"upstream": up})
-    assert fp1 == contract.stage_fingerprint("down", {"a": 1}, {"upstream": up})
-    assert fp1 != contract.stage_fingerprint("down", {"a": 2}, {"upstream": up})
+    fp1 = down(1).basis(None, {"upstream": up}).fingerprint
+    assert fp1 == down(1).basis(None, {"upstream": up}).fingerprint
+    assert fp1 != down(2).basis(None, {"upstream": up}).fingerprint
+    run_units("up", up, "fpB", ["u0"], make_process(up, Counter()), force=True)
+    assert fp1 != down(1).basis(None, {"upstream": up}).fingerprint
 
 
 @pytest.mark.parametrize("damage", ["truncate", "same_size_change", "delete"])
@@ -299,9 +314,7 @@ def test_committed_file_damaged_before_resume_is_redone_not_trusted(tmp_path: Pa
     """A unit whose record exists but whose file no longer matches it (size or sha256) is redone."""
     out = tmp_path / "stage"
     calls: Counter = Counter()
-    process = make_process(out, calls, fail_on="u2")
-    with pytest.raises(Boom):
-        run_units("s", out, "fp1", UNITS, process)
+    process = interrupted(out, calls, "u2")
     good = (out / "u0.json").read_bytes()
     victim = out / "u0.json"
     if damage == "truncate":

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from flows import deploy
-from flows.stage_flows import STAGE_FLOWS
+from mvlp_core import pipeline
 from mvlp_core.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,29 +28,31 @@ def test_deploy_without_api_url_names_the_fix(tmp_path: Path) -> None:
 
 def test_every_stage_flow_and_the_pipeline_get_a_deployment() -> None:
     spec = load_spec("demo", ["schedule=0 4 * * *", "timezone=Europe/Berlin"])
-    deps = deploy.build_deployments(spec, "demo", ["qa.max_pairs=2"], "pool-x", "process")
+    deps = deploy.build_deployments(spec, "demo", ["qa.pairs_per_caption=2"], "pool-x", "process")
     names = [f"{d.flow_name}/{d.name}" for d in deps]
-    assert names == ["mvlp-data-pipeline/demo"] + [f"{s}/demo" for s in STAGE_FLOWS]
+    assert names == ["mvlp-data-pipeline/demo"] + [f"{s}/demo" for s in pipeline.names()]
     top, *stages = deps
     (sched,) = top.schedules
     assert sched.schedule.cron == "0 4 * * *" and sched.schedule.timezone == "Europe/Berlin"
     assert top.parameters == {
         "spec_path": "data_specs/pipelines/demo.yaml",
         "workdir": None,
-        "overrides": ["qa.max_pairs=2"],
+        "overrides": ["qa.pairs_per_caption=2"],
         "start": None,
         "stop": None,
         "only": None,
         "force": False,
     }
-    for d, stage in zip(stages, STAGE_FLOWS):
+    for d, stage in zip(stages, pipeline.names()):
         assert d.entrypoint == deploy.stage_entrypoint(stage) and not d.schedules
         assert d.work_pool_name == "pool-x" and d.concurrency_limit == 1
         assert d.job_variables["working_dir"] == str(ROOT)
 
 
 def test_kubernetes_pool_uses_the_spec_image_and_namespace() -> None:
-    spec = load_spec("demo", ["cluster.cpu_image=reg/mvlp:9-cpu", "cluster.namespace=mvlp-dev"])
+    spec = load_spec(
+        "demo", ["execution.rayjob.cpu_image=reg/mvlp:9-cpu", "execution.rayjob.namespace=mvlp-dev"]
+    )
     d = deploy.build_deployments(spec, "demo", [], "mvlp-k8s", "kubernetes")[0]
     assert d.job_variables == {"image": "reg/mvlp:9-cpu", "namespace": "mvlp-dev"}
     template = json.loads(deploy.K8S_POOL_TEMPLATE.read_text())
@@ -66,4 +68,6 @@ def test_prefect_yaml_is_generated_from_the_stage_flows() -> None:
     text = (ROOT / "prefect.yaml").read_text()
     assert text == deploy.render_prefect_yaml(), "regenerate: python -m flows.deploy --write-prefect-yaml"
     entrypoints = [d["entrypoint"] for d in yaml.safe_load(text)["deployments"]]
-    assert entrypoints == [deploy.PIPELINE_ENTRYPOINT] + [deploy.stage_entrypoint(s) for s in STAGE_FLOWS]
+    assert entrypoints == [deploy.PIPELINE_ENTRYPOINT] + [
+        deploy.stage_entrypoint(s) for s in pipeline.names()
+    ]

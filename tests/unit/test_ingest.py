@@ -14,7 +14,8 @@ import yaml
 
 from mvlp_core import contract, keys
 from mvlp_core.spec import load_spec
-from mvlp_core.stages.ingest import SCHEMA, run_ingest
+from mvlp_core.stages.ingest import SCHEMA
+from mvlp_core.stages.ingest import STAGE as INGEST_STAGE
 
 
 def make_spec(
@@ -95,7 +96,7 @@ def write_tsv(path: Path, rows, header: str | None = "url\tcaption") -> Path:
 def test_tsv(tmp_path: Path) -> None:
     src = write_tsv(tmp_path / "list.tsv", ROWS)
     out = tmp_path / "ingest"
-    m = run_ingest(make_spec(tmp_path, src, "tsv"), {}, out)
+    m = INGEST_STAGE.run(make_spec(tmp_path, src, "tsv"), {}, out)
     assert read_out(out) == expected_rows()
     assert m.samples_in == 3 and m.samples_out == 3 and m.rejects == {}
     assert m.stage == "ingest"
@@ -113,7 +114,7 @@ def test_csv_with_quoted_fields(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     out = tmp_path / "ingest"
-    m = run_ingest(make_spec(tmp_path, src, "csv"), {}, out)
+    m = INGEST_STAGE.run(make_spec(tmp_path, src, "csv"), {}, out)
     rows = read_out(out)
     assert [r["caption"] for r in rows] == [
         "a red circle",
@@ -132,7 +133,7 @@ def test_jsonl(tmp_path: Path) -> None:
     lines.append("[1, 2]")
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "ingest"
-    m = run_ingest(make_spec(tmp_path, src, "jsonl"), {}, out)
+    m = INGEST_STAGE.run(make_spec(tmp_path, src, "jsonl"), {}, out)
     assert read_out(out) == expected_rows()
     assert m.rejects == {"malformed_row": 2}
     assert m.samples_in == 5
@@ -156,7 +157,7 @@ def test_parquet(tmp_path: Path) -> None:
         "parquet",
         dataset={"url_column": "image_url", "caption_column": "text", "id_column": "sid"},
     )
-    m = run_ingest(spec, {}, out)
+    m = INGEST_STAGE.run(spec, {}, out)
     rows = read_out(out)
     assert [r["key"] for r in rows] == ["t-000000010", "t-000000020", "t-000000030"]
     assert [r["row"] for r in rows] == [10, 20, 30]
@@ -169,7 +170,7 @@ def test_headerless_tsv_with_columns(tmp_path: Path) -> None:
     src = write_tsv(tmp_path / "cc3m.tsv", [(c, u) for u, c in ROWS], header=None)
     out = tmp_path / "ingest"
     spec = make_spec(tmp_path, src, "tsv", dataset={"header": False, "columns": ["caption", "url"]})
-    m = run_ingest(spec, {}, out)
+    m = INGEST_STAGE.run(spec, {}, out)
     assert read_out(out) == expected_rows()
     check_accounting(m, out)
 
@@ -178,7 +179,7 @@ def test_headerless_tsv_without_columns_is_an_error(tmp_path: Path) -> None:
     src = write_tsv(tmp_path / "cc3m.tsv", ROWS, header=None)
     spec = make_spec(tmp_path, src, "tsv", dataset={"header": False})
     with pytest.raises(contract.StageError, match="columns"):
-        run_ingest(spec, {}, tmp_path / "ingest")
+        INGEST_STAGE.run(spec, {}, tmp_path / "ingest")
 
 
 # --- rejects -------------------------------------------------------------------------------------
@@ -203,7 +204,7 @@ def test_bad_rows_each_get_the_right_reason(tmp_path: Path) -> None:
     ]
     src.write_bytes(b"\n".join(data) + b"\n")
     out = tmp_path / "ingest"
-    m = run_ingest(make_spec(tmp_path, src, "tsv", ingest={"max_caption_chars": 1000}), {}, out)
+    m = INGEST_STAGE.run(make_spec(tmp_path, src, "tsv", ingest={"max_caption_chars": 1000}), {}, out)
 
     rows = read_out(out)
     assert [r["key"] for r in rows] == ["t-000000000", "t-000000011"]
@@ -248,12 +249,12 @@ def test_loopback_accepted_with_policy(tmp_path: Path) -> None:
         [("http://127.0.0.1:8000/a.jpg", "local"), ("http://localhost/b.jpg", "local too")],
     )
     out = tmp_path / "ingest"
-    m = run_ingest(make_spec(tmp_path, src, "tsv"), {}, out)
+    m = INGEST_STAGE.run(make_spec(tmp_path, src, "tsv"), {}, out)
     assert m.rejects == {"url_loopback": 2} and m.samples_out == 0
 
     out2 = tmp_path / "ingest2"
     spec = make_spec(tmp_path, src, "tsv", ingest={"url_policy": {"allow_loopback": True}})
-    m2 = run_ingest(spec, {}, out2)
+    m2 = INGEST_STAGE.run(spec, {}, out2)
     assert m2.rejects == {} and m2.samples_out == 2
     assert [r["url"] for r in read_out(out2)] == [
         "http://127.0.0.1:8000/a.jpg",
@@ -268,11 +269,13 @@ def test_dedup_modes(tmp_path: Path) -> None:
         ("http://example.com/a.jpg", "one"),
     ]
     src = write_tsv(tmp_path / "list.tsv", rows)
-    m_url = run_ingest(make_spec(tmp_path, src, "tsv"), {}, tmp_path / "a")
+    m_url = INGEST_STAGE.run(make_spec(tmp_path, src, "tsv"), {}, tmp_path / "a")
     assert m_url.samples_out == 1 and m_url.rejects == {"duplicate": 2}
-    m_uc = run_ingest(make_spec(tmp_path, src, "tsv", ingest={"dedup": "url+caption"}), {}, tmp_path / "b")
+    m_uc = INGEST_STAGE.run(
+        make_spec(tmp_path, src, "tsv", ingest={"dedup": "url+caption"}), {}, tmp_path / "b"
+    )
     assert m_uc.samples_out == 2 and m_uc.rejects == {"duplicate": 1}
-    m_none = run_ingest(make_spec(tmp_path, src, "tsv", ingest={"dedup": "none"}), {}, tmp_path / "c")
+    m_none = INGEST_STAGE.run(make_spec(tmp_path, src, "tsv", ingest={"dedup": "none"}), {}, tmp_path / "c")
     assert m_none.samples_out == 3 and m_none.rejects == {}
 
 
@@ -285,7 +288,7 @@ def test_duplicate_id_column(tmp_path: Path) -> None:
     ]
     src.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
     out = tmp_path / "ingest"
-    m = run_ingest(make_spec(tmp_path, src, "jsonl", dataset={"id_column": "id"}), {}, out)
+    m = INGEST_STAGE.run(make_spec(tmp_path, src, "jsonl", dataset={"id_column": "id"}), {}, out)
     assert [r["key"] for r in read_out(out)] == ["t-000000005"]
     assert m.rejects == {"bad_row_id": 1, "duplicate_id": 1}
     check_accounting(m, out)
@@ -301,11 +304,11 @@ def many_rows(n: int) -> list[tuple[str, str]]:
 def test_keys_stable_across_reruns(tmp_path: Path) -> None:
     src = write_tsv(tmp_path / "list.tsv", many_rows(25))
     spec = make_spec(tmp_path, src, "tsv", ingest={"shard_size": 7})
-    run_ingest(spec, {}, tmp_path / "a")
+    INGEST_STAGE.run(spec, {}, tmp_path / "a")
     first = read_out(tmp_path / "a")
-    run_ingest(spec, {}, tmp_path / "a", force=True)
+    INGEST_STAGE.run(spec, {}, tmp_path / "a", force=True)
     forced = read_out(tmp_path / "a")
-    run_ingest(make_spec(tmp_path, src, "tsv", ingest={"shard_size": 10}), {}, tmp_path / "b")
+    INGEST_STAGE.run(make_spec(tmp_path, src, "tsv", ingest={"shard_size": 10}), {}, tmp_path / "b")
     resharded = read_out(tmp_path / "b")
     assert [r["key"] for r in first] == [f"t-{i:09d}" for i in range(25)]
     assert first == forced == resharded
@@ -315,7 +318,7 @@ def test_keys_stable_across_reruns(tmp_path: Path) -> None:
 def test_shard_size_splits_into_several_files(tmp_path: Path) -> None:
     src = write_tsv(tmp_path / "list.tsv", many_rows(25))
     out = tmp_path / "ingest"
-    m = run_ingest(make_spec(tmp_path, src, "tsv", ingest={"shard_size": 10}), {}, out)
+    m = INGEST_STAGE.run(make_spec(tmp_path, src, "tsv", ingest={"shard_size": 10}), {}, out)
     files = shards(out)
     assert [p.name for p in files] == [
         "shard-00000.parquet",
@@ -336,7 +339,7 @@ def test_shard_size_splits_into_several_files(tmp_path: Path) -> None:
 def test_limit_respected(tmp_path: Path) -> None:
     src = write_tsv(tmp_path / "list.tsv", many_rows(25))
     out = tmp_path / "ingest"
-    m = run_ingest(make_spec(tmp_path, src, "tsv", limit=7), {}, out)
+    m = INGEST_STAGE.run(make_spec(tmp_path, src, "tsv", limit=7), {}, out)
     assert m.samples_in == 7 and m.samples_out == 7
     assert [r["key"] for r in read_out(out)] == [f"t-{i:09d}" for i in range(7)]
 
@@ -345,7 +348,7 @@ def test_limit_counts_rejected_rows(tmp_path: Path) -> None:
     rows = [("ftp://example.com/0.jpg", "bad")] + many_rows(10)[1:]
     src = write_tsv(tmp_path / "list.tsv", rows)
     out = tmp_path / "ingest"
-    m = run_ingest(make_spec(tmp_path, src, "tsv", limit=4), {}, out)
+    m = INGEST_STAGE.run(make_spec(tmp_path, src, "tsv", limit=4), {}, out)
     assert m.samples_in == 4
     assert m.samples_out == 3 and m.rejects == {"url_scheme": 1}
 
@@ -353,7 +356,7 @@ def test_limit_counts_rejected_rows(tmp_path: Path) -> None:
 def test_empty_list(tmp_path: Path) -> None:
     src = write_tsv(tmp_path / "list.tsv", [])
     out = tmp_path / "ingest"
-    m = run_ingest(make_spec(tmp_path, src, "tsv"), {}, out)
+    m = INGEST_STAGE.run(make_spec(tmp_path, src, "tsv"), {}, out)
     assert m.samples_in == 0 and m.samples_out == 0
     assert read_out(out) == []
 
@@ -365,7 +368,7 @@ def test_missing_file_is_a_stage_error_naming_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "does-not-exist.tsv"
     spec = make_spec(tmp_path, missing, "tsv")
     with pytest.raises(contract.StageError) as info:
-        run_ingest(spec, {}, tmp_path / "ingest")
+        INGEST_STAGE.run(spec, {}, tmp_path / "ingest")
     assert str(missing) in str(info.value)
     assert not (tmp_path / "ingest" / contract.MANIFEST).exists()
 
@@ -374,18 +377,18 @@ def test_second_run_is_a_noop_and_edit_recomputes(tmp_path: Path) -> None:
     src = write_tsv(tmp_path / "list.tsv", ROWS)
     out = tmp_path / "ingest"
     spec = make_spec(tmp_path, src, "tsv")
-    first = run_ingest(spec, {}, out)
+    first = INGEST_STAGE.run(spec, {}, out)
     manifest = out / contract.MANIFEST
     mtime = manifest.stat().st_mtime_ns
     shard_mtime = shards(out)[0].stat().st_mtime_ns
 
-    again = run_ingest(make_spec(tmp_path, src, "tsv"), {}, out)
+    again = INGEST_STAGE.run(make_spec(tmp_path, src, "tsv"), {}, out)
     assert again == first
     assert manifest.stat().st_mtime_ns == mtime
     assert shards(out)[0].stat().st_mtime_ns == shard_mtime
 
     write_tsv(src, ROWS + [("http://example.com/new.jpg", "a new row")])
-    edited = run_ingest(make_spec(tmp_path, src, "tsv"), {}, out)
+    edited = INGEST_STAGE.run(make_spec(tmp_path, src, "tsv"), {}, out)
     assert edited.fingerprint != first.fingerprint
     assert edited.samples_in == 4 and edited.samples_out == 4
     assert read_out(out)[-1]["key"] == "t-000000003"
@@ -395,8 +398,8 @@ def test_second_run_is_a_noop_and_edit_recomputes(tmp_path: Path) -> None:
 def test_config_change_recomputes(tmp_path: Path) -> None:
     src = write_tsv(tmp_path / "list.tsv", ROWS)
     out = tmp_path / "ingest"
-    first = run_ingest(make_spec(tmp_path, src, "tsv"), {}, out)
-    second = run_ingest(make_spec(tmp_path, src, "tsv", ingest={"max_caption_chars": 5}), {}, out)
+    first = INGEST_STAGE.run(make_spec(tmp_path, src, "tsv"), {}, out)
+    second = INGEST_STAGE.run(make_spec(tmp_path, src, "tsv", ingest={"max_caption_chars": 5}), {}, out)
     assert second.fingerprint != first.fingerprint
     assert second.samples_out < first.samples_out
     assert "caption_too_long" in second.rejects

@@ -60,7 +60,7 @@ def test_rayjob_templates_validate() -> None:
         validate(job)
         spec = job["spec"]
         stage = job["metadata"]["labels"]["mvlp.io/stage"]
-        assert spec["entrypoint"].startswith(f"python -m ray_jobs.{stage.replace('-', '_')} --spec ")
+        assert spec["entrypoint"].startswith(f"python -m ray_jobs {stage} --spec ")
         assert spec["shutdownAfterJobFinishes"] is True
         assert spec["ttlSecondsAfterFinished"] > 0 and spec["backoffLimit"] >= 1
         mounts = [

@@ -22,7 +22,7 @@ def tok():
 
 def test_every_task_trains_and_gradients_reach_exactly_the_trainable_parts(tok):
     # 3 decoder layers: decoder.middle is layer 1; the ViT is frozen as in the paper
-    spec = tiny_spec(freeze=["vision", "decoder.middle"], tiny={"decoder_layers": 3})
+    spec = tiny_spec(freeze=["vision", "decoder.middle"], dims={"decoder_layers": 3})
     torch.manual_seed(0)
     model = build_model(spec, tok)
     batch = collate(examples(spec, 8), tok, spec)

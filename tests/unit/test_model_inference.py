@@ -17,7 +17,7 @@ STEPS = 40
 def trained():
     """(model, batch, first loss, last loss) after STEPS steps on 4 examples, one per task."""
     tok = tokenizers()
-    spec = tiny_spec(tiny={"hidden_size": 64, "intermediate_size": 128, "embed_dim": 32})
+    spec = tiny_spec(dims={"hidden_size": 64, "intermediate_size": 128, "embed_dim": 32})
     torch.manual_seed(0)
     model = build_model(spec, tok)
     batch = collate(examples(spec, 4), tok, spec)

@@ -37,7 +37,7 @@ def test_save_and_reload_give_the_same_outputs(tmp_path):
     for name in ("loss", "loss_trans", "loss_cap", "loss_qus", "loss_match", "loss_itc"):
         assert torch.allclose(first[name], second[name], atol=1e-6), name
     assert torch.allclose(model.score_targets(batch), again.score_targets(batch), atol=1e-5)
-    assert json.loads((tmp_path / "ckpt" / "unigen.json").read_text())["spec"]["size"] == "tiny"
+    assert json.loads((tmp_path / "ckpt" / "unigen.json").read_text())["spec"]["size"] == "small"
     # a checkpoint named in the spec is what build_model starts from
     resumed = build_model(tiny_spec(checkpoint=str(tmp_path / "ckpt")), tok).eval()
     assert torch.allclose(resumed.score_targets(batch), model.score_targets(batch), atol=1e-5)
@@ -64,22 +64,9 @@ def base_checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub")
     tok = tokenizers()
     torch.manual_seed(0)
-    vision = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-    )
-    qformer = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        encoder_hidden_size=32,
-        vocab_size=100,
-    )
+    layers = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2)  # ViT and Q-Former alike
+    vision = dict(layers, num_hidden_layers=1, image_size=32, patch_size=8)
+    qformer = dict(layers, num_hidden_layers=2, encoder_hidden_size=32, vocab_size=100)
     text = OPTConfig(
         hidden_size=16,
         ffn_dim=32,

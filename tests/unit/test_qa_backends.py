@@ -110,7 +110,7 @@ def test_vllm_unavailable_names_the_fix(monkeypatch):
 
 def test_fingerprint_holds_only_the_active_backend_and_what_changes_output():
     from mvlp_core.spec import PipelineSpec
-    from mvlp_core.stages.qa.stage import fingerprint_inputs
+    from mvlp_core.stages.qa.stage import config
 
     def spec(**qa):
         return PipelineSpec.model_validate(
@@ -118,11 +118,11 @@ def test_fingerprint_holds_only_the_active_backend_and_what_changes_output():
         )
 
     http = {"base_url": "http://a:1/v1", "model": "llama", "concurrency": 2}
-    base = fingerprint_inputs(spec(backend="http", http=http, vllm={"model": "x"}))
-    assert "vllm" not in base and "hf" not in base and base["http"]["model"] == "llama"
+    base = config(spec(backend="http", http=http, vllm={"model": "x"}))
+    assert "vllm" not in base["qa"] and "hf" not in base["qa"] and base["qa"]["http"]["model"] == "llama"
     moved = {**http, "base_url": "http://b:2/v1", "concurrency": 16, "requests_per_second": 5}
-    assert fingerprint_inputs(spec(backend="http", http=moved)) == base
-    assert fingerprint_inputs(spec(backend="http", http={**http, "model": "qwen"})) != base
-    assert fingerprint_inputs(spec(backend="http", http=http, pairs_per_caption=2)) != base
-    vllm = fingerprint_inputs(spec(backend="vllm", vllm={"model": "m", "gpus_per_replica": 8}))
-    assert vllm == fingerprint_inputs(spec(backend="vllm", vllm={"model": "m"}))
+    assert config(spec(backend="http", http=moved)) == base
+    assert config(spec(backend="http", http={**http, "model": "qwen"})) != base
+    assert config(spec(backend="http", http=http, pairs_per_caption=2)) != base
+    vllm = config(spec(backend="vllm", vllm={"model": "m", "gpus_per_replica": 8}))
+    assert vllm == config(spec(backend="vllm", vllm={"model": "m"}))

@@ -134,27 +134,26 @@ def test_well_formed_output_round_trips_in_any_label_style():
 CAPTION = "A Red Car parked on the street next to two yellow taxis"
 
 
-@pytest.mark.parametrize(
-    "pair, reason",
-    [
-        (QAPair("What color is the car?", ""), "empty_answer"),
-        (QAPair("What color is the car?", " ... "), "empty_answer"),
-        (QAPair("What color is the car?", "blue"), "answer_not_in_caption"),
-        (QAPair("What is the car?", "ed"), "answer_not_in_caption"),  # inside "Red", not a word
-        (QAPair("What is parked?", "red car parked in"), "answer_not_in_caption"),
-        (QAPair("Is the car red?", "yes"), "yes_no_answer"),
-        (QAPair("Is the car red?", "Yes."), "yes_no_answer"),
-        (QAPair("Is the car blue?", "no"), "yes_no_answer"),
-        (QAPair("Is the car red?", "TRUE"), "yes_no_answer"),
-        (QAPair("Is the car blue?", "False"), "yes_no_answer"),
-        (QAPair("Is the car red?", "Yes, it is"), "yes_no_answer"),
-        (QAPair("Is the car blue?", "no it isn't"), "yes_no_answer"),
-        (QAPair("Is the car red?", "yep"), "yes_no_answer"),
-        (QAPair("", "red"), "bad_question"),
-        (QAPair("?", "red"), "bad_question"),
-        (QAPair("What color is the car", "red"), "bad_question"),
-        (QAPair("Where is the red car parked?", "red car"), "bad_question"),  # gives it away
+REJECTED = {  # reason: the (question, answer) pairs the filters reject for it
+    "empty_answer": [("What color is the car?", ""), ("What color is the car?", " ... ")],
+    "answer_not_in_caption": [
+        ("What color is the car?", "blue"),
+        ("What is the car?", "ed"),  # inside "Red", not a word
+        ("What is parked?", "red car parked in"),
     ],
+    "yes_no_answer": [("Is the car red?", a) for a in ("yes", "Yes.", "TRUE", "Yes, it is", "yep")]
+    + [("Is the car blue?", a) for a in ("no", "False", "no it isn't")],
+    "bad_question": [
+        ("", "red"),
+        ("?", "red"),
+        ("What color is the car", "red"),
+        ("Where is the red car parked?", "red car"),  # gives it away
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    "pair, reason", [(QAPair(q, a), reason) for reason, pairs in REJECTED.items() for q, a in pairs]
 )
 def test_rejection_reasons(pair, reason):
     result = filter_pairs(CAPTION, [pair])

@@ -165,18 +165,11 @@ def test_backend_interface():
     assert backend.candidates(["a red circle", ""]) == [[QAPair("What color is the circle?", "red")], []]
 
 
-@pytest.mark.parametrize(
-    "verb, base",
-    [
-        ("runs", "run"),
-        ("watches", "watch"),
-        ("flies", "fly"),
-        ("goes", "go"),
-        ("poses", "pose"),
-        ("crosses", "cross"),
-        ("lies", "lie"),
-    ],
-)
+# base form: third person singular
+VERBS = dict(run="runs", watch="watches", fly="flies", go="goes", pose="poses", cross="crosses", lie="lies")
+
+
+@pytest.mark.parametrize("base, verb", VERBS.items())
 def test_lemma_and_third_person(verb, base):
     assert lemma(verb) == base
     assert third_person(base) == verb

@@ -10,18 +10,16 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from testkit.k8s_schema import CRD_DIR, validate
 
+from flows import job_client
 from mvlp_core.contract import StageError
-from mvlp_core.spec import ClusterSpec
-from ray_jobs import submit
+from mvlp_core.spec import RayJobSpec
 
-CLUSTER = ClusterSpec(
-    mode="rayjob", namespace="mvlp-dev", image="reg/mvlp:1-cuda", cpu_image="reg/mvlp:1-cpu"
-)
-COMMAND = submit.entrypoint("iglue-eval", "/shared/runs/demo/spec.json")
+CLUSTER = RayJobSpec(namespace="mvlp-dev", image="reg/mvlp:1-cuda", cpu_image="reg/mvlp:1-cpu")
+COMMAND = job_client.entrypoint("iglue-eval", "/shared/runs/demo/spec.json")
 
 
 def _body() -> dict:
-    return submit.rayjob_body(
+    return job_client.rayjob_body(
         CLUSTER, "iglue-eval", "mvlp-iglue-eval-demo-ab12", COMMAND, {"mvlp.io/stage": "iglue-eval"}
     )
 
@@ -53,7 +51,7 @@ def test_body_fills_the_template() -> None:
     assert body["metadata"]["name"] == "mvlp-iglue-eval-demo-ab12"
     assert body["metadata"]["namespace"] == "mvlp-dev"
     assert body["metadata"]["labels"]["mvlp.io/stage"] == "iglue-eval"
-    assert body["spec"]["entrypoint"] == "python -m ray_jobs.iglue_eval --spec /shared/runs/demo/spec.json"
+    assert body["spec"]["entrypoint"] == "python -m ray_jobs iglue-eval --spec /shared/runs/demo/spec.json"
     images = {c["image"] for c in _containers(body)}
     assert images == {"reg/mvlp:1-cpu", "reg/mvlp:1-cuda"}
     assert body["spec"]["shutdownAfterJobFinishes"] is True
@@ -62,7 +60,7 @@ def test_body_fills_the_template() -> None:
 
 
 def test_job_name_is_dns_safe() -> None:
-    name = submit.job_name("UniGen_CC3M.v2", "iglue-eval", "0f3a9c2e-aaaa-bbbb")
+    name = job_client.job_name("UniGen_CC3M.v2", "iglue-eval", "0f3a9c2e-aaaa-bbbb")
     assert name.startswith("mvlp-iglue-eval-unigen-cc3m-v2-0f3a9c2e")
     assert len(name) <= 47 and name[-1] != "-"
 
@@ -77,7 +75,7 @@ def test_creates_polls_streams_and_succeeds() -> None:
     )
     seen, sleeps = [], []
     body = _body()
-    final = submit.run_rayjob(
+    final = job_client.run_rayjob(
         api, body, on_status=seen.append, poll_seconds=7, timeout_seconds=3600, sleep=sleeps.append
     )
     api.create_namespaced_custom_object.assert_called_once_with("ray.io", "v1", "mvlp-dev", "rayjobs", body)
@@ -108,7 +106,7 @@ def test_failed_job_fails_with_its_reason() -> None:
     with pytest.raises(
         StageError, match="Failed/FAILED: AppFailed Job entrypoint command failed with exit code 1"
     ):
-        submit.run_rayjob(
+        job_client.run_rayjob(
             api, _body(), on_status=seen.append, poll_seconds=1, timeout_seconds=60, sleep=lambda s: None
         )
     assert seen[-1].message.startswith("AppFailed")
@@ -118,7 +116,7 @@ def test_create_forbidden_names_the_rbac_fix() -> None:
     api = _api()
     api.create_namespaced_custom_object.side_effect = ApiException(status=403, reason="Forbidden")
     with pytest.raises(StageError, match="HTTP 403 Forbidden.*create on rayjobs.ray.io"):
-        submit.run_rayjob(
+        job_client.run_rayjob(
             api, _body(), on_status=print, poll_seconds=1, timeout_seconds=60, sleep=lambda s: None
         )
     api.get_namespaced_custom_object.assert_not_called()
@@ -128,7 +126,7 @@ def test_timeout_deletes_the_job() -> None:
     api = _api(*[_obj("Initializing", "")] * 3)
     ticks = iter([0.0, 10.0, 20.0, 40.0])
     with pytest.raises(StageError, match="still Initializing after 30s: deleted it"):
-        submit.run_rayjob(
+        job_client.run_rayjob(
             api,
             _body(),
             on_status=lambda s: None,
@@ -143,7 +141,7 @@ def test_timeout_deletes_the_job() -> None:
 
 
 def test_missing_template_names_the_field() -> None:
-    with pytest.raises(StageError, match="cluster.template"):
-        submit.rayjob_body(
+    with pytest.raises(StageError, match="execution.rayjob.template"):
+        job_client.rayjob_body(
             CLUSTER.model_copy(update={"template": "nowhere/{stage}.yaml"}), "pretrain", "x", "y", {}
         )

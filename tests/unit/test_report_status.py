@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from flows.cli import app
 from mvlp_core import contract, pipeline
 from mvlp_core.spec import load_spec
-from mvlp_core.stages.report import DEPS, REPORT, run_report
+from mvlp_core.stages.report import REPORT
+from mvlp_core.stages.report import STAGE as REPORT_STAGE
 
 RESULTS = {
     "xvnli": {"zero-shot": {"en": 61.5, "de": 48.25}, "metric": "accuracy", "chance": 33.33},
@@ -33,7 +34,7 @@ def run(tmp_path: Path):
     """A workdir whose upstream stages each hold a manifest (figures, extras as the stages write)."""
     spec = load_spec("demo", [], workdir=tmp_path)
     pipeline.save_spec(spec)
-    for i, name in enumerate(DEPS):
+    for i, name in enumerate(REPORT_STAGE.deps):
         folder = pipeline.stage_dir(spec, name)
         folder.mkdir(parents=True)
         extra: dict = {}
@@ -56,7 +57,7 @@ def run(tmp_path: Path):
 
 def test_report_collects_data_training_and_iglue(run) -> None:
     out = pipeline.stage_dir(run, "report")
-    m = run_report(run, pipeline.inputs_for(run, "report"), out)
+    m = REPORT_STAGE.run(run, pipeline.inputs_for(run, "report"), out)
     text = (out / REPORT).read_text(encoding="utf-8")
     assert "| download | 100 | 97 | timeout: 2, http_404: 1 | 1.5 |" in text
     assert "| loss_last | 8.8 |" in text and "![pretrain loss](loss_curve.png)" in text
@@ -67,20 +68,20 @@ def test_report_collects_data_training_and_iglue(run) -> None:
     assert (out / "loss_curve.png").read_bytes() == _png() and (out / "iglue_bars.png").exists()
     assert set(m.files) == {REPORT, "loss_curve.png", "iglue_bars.png"} and m.samples_in == 0
     assert pipeline.stage_state(run, "report")["state"] == "complete"
-    assert run_report(run, pipeline.inputs_for(run, "report"), out).created == m.created
+    assert REPORT_STAGE.run(run, pipeline.inputs_for(run, "report"), out).created == m.created
 
 
 def test_report_needs_its_inputs(run) -> None:
     (pipeline.stage_dir(run, "iglue-eval") / contract.MANIFEST).unlink()
     with pytest.raises(contract.StageError, match="iglue-eval"):
-        run_report(run, pipeline.inputs_for(run, "report"), pipeline.stage_dir(run, "report"))
+        REPORT_STAGE.run(run, pipeline.inputs_for(run, "report"), pipeline.stage_dir(run, "report"))
 
 
 def test_status_json_shows_iglue_results(run) -> None:
     res = CliRunner().invoke(app, ["status", "--workdir", str(run.workdir), "--json"])
     assert res.exit_code == 0, res.output
     stages = json.loads(res.output)["stages"]
-    assert set(stages) == set(pipeline.DAG)  # sort_keys
+    assert set(stages) == set(pipeline.names())  # sort_keys
     assert stages["iglue-eval"]["results"] == RESULTS
     assert stages["iglue-eval"]["results"]["xvnli"]["zero-shot"]["de"] == 48.25
     assert stages["report"]["state"] == "missing"

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from flows import cli
-from flows.ray_stage import runs_remotely, status_markdown
+from flows.job_client import JobStatus
+from flows.submitted import is_submitted, status_markdown
 from mvlp_core import pipeline
 from mvlp_core.spec import load_spec
 from mvlp_core.synth.world import ensure_world
-from ray_jobs.submit import JobStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,7 +89,12 @@ def test_ray_job_artifact_links_the_dashboard() -> None:
     assert "| 2 | FAILED | Failed | AppFailed exit code 1 |" in md
 
 
-def test_only_stages_with_a_ray_entrypoint_leave_the_process() -> None:
-    spec = load_spec("demo", ["cluster.mode=rayjob"])
-    assert not runs_remotely(spec, "shard")  # no ray_jobs.shard module
-    assert not runs_remotely(load_spec("demo"), "shard")
+def test_only_stages_on_a_ray_engine_leave_the_process() -> None:
+    spec = load_spec("demo", ["execution.submit=rayjob"])
+    assert is_submitted(spec, "pretrain")  # its default engine is ray
+    assert not is_submitted(spec, "shard")  # shard has only the local engine
+    assert not is_submitted(spec, "translate")  # local unless execution.engines says ray
+    assert is_submitted(
+        load_spec("demo", ["execution.submit=rayjob", "execution.engines={translate: ray}"]), "translate"
+    )
+    assert not is_submitted(load_spec("demo"), "pretrain")  # submit: here

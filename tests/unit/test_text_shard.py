@@ -10,11 +10,11 @@ import math
 from pathlib import Path
 
 import pytest
-import yaml
+from testkit.text_specs import text_spec
 
 from mvlp_core.contract import StageError
 from mvlp_core.sampling import sampling_weights
-from mvlp_core.spec import SpecError, TextCorpusSpec, load_spec
+from mvlp_core.spec import SpecError, TextCorpusSpec
 from mvlp_core.stages.text_shard import filters
 from mvlp_core.stages.text_shard.readers import BadLine, Cursor, Stream, count_lines, decode, parse, streams
 from mvlp_core.stages.text_shard.stage import canonical_pair
@@ -203,24 +203,8 @@ def test_missing_corpus_file_names_corpus_and_fix(tmp_path: Path) -> None:
 # -- spec -----------------------------------------------------------------------------------------
 
 
-def spec_with(tmp_path: Path, text: dict) -> object:
-    p = tmp_path / "s.yaml"
-    p.write_text(
-        yaml.safe_dump(
-            {
-                "name": "t",
-                "dataset": {"ref": "synthetic"},
-                "languages": ["de"],
-                "text": text,
-                "translate": {"backend": "import", "import": {"path": "x"}},
-            }
-        )
-    )
-    return load_spec(p, workdir=tmp_path)
-
-
 def test_streams_fill_templates_and_overrides(tmp_path: Path) -> None:
-    spec = spec_with(
+    spec = text_spec(
         tmp_path,
         {
             "corpora": [
@@ -286,13 +270,13 @@ def test_bad_corpus_specs_say_what_is_wrong(tmp_path: Path, bad: dict, message: 
         "pairs": ["en-de"],
     } | bad
     with pytest.raises(SpecError) as err:
-        spec_with(tmp_path, {"corpora": [entry]})
+        text_spec(tmp_path, {"corpora": [entry]})
     assert "text.corpora.0" in str(err.value) and message in str(err.value)
 
 
 def test_corpus_names_are_unique_and_alpha_bounded(tmp_path: Path) -> None:
     entry = {"name": "c", "kind": "monolingual", "format": "lines", "path": "/c/{lang}", "languages": ["en"]}
     with pytest.raises(SpecError, match="repeated: \\['c'\\]"):
-        spec_with(tmp_path, {"corpora": [entry, entry]})
+        text_spec(tmp_path, {"corpora": [entry, entry]})
     with pytest.raises(SpecError, match="text.alpha"):
-        spec_with(tmp_path, {"alpha": 1.5})
+        text_spec(tmp_path, {"alpha": 1.5})

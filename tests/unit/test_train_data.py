@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from mvlp_core.model import TASK_IDS
 from mvlp_core.spec import MixSpec
 from mvlp_core.train import data
 
@@ -82,9 +83,7 @@ def test_bad_samples_are_skipped_and_counted(tmp_path: Path) -> None:
         tmp_path / "shard-00000.tar", [f"k{i:03d}" for i in range(6)], bad_jpeg="k001", bad_json="k002"
     )
     cfg = data.LoaderConfig(data.shard_urls(tmp_path, "shard-*.tar"), [], MixSpec(), ["de"], 4, 1, 0)
-    ds = data.Batches(
-        cfg, transform, lambda exs: {"task": torch.tensor([data.TASK_IDS[e.task] for e in exs])}
-    )
+    ds = data.Batches(cfg, transform, lambda exs: {"task": torch.tensor([TASK_IDS[e.task] for e in exs])})
     it = iter(ds)
     batches = [next(it) for _ in range(5)]  # 20 examples from 4 good samples: several epochs
     assert all(len(b["task"]) == 4 for b in batches)

@@ -1,5 +1,5 @@
 """The align stage: language-aware tokenization, eflomal word alignment, grow-diag-final-and."""
 
-from mvlp_core.stages.align.stage import run_align
+from mvlp_core.stages.align.stage import STAGE
 
-__all__ = ["run_align"]
+__all__ = ["STAGE"]

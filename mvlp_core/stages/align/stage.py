@@ -14,7 +14,6 @@ one call with no first pass (unless a prior corpus or priors file adds outside s
 from __future__ import annotations
 
 import functools
-import importlib
 import math
 import multiprocessing
 import time
@@ -30,10 +29,10 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mvlp_core import atomic, contract
+from mvlp_core import atomic, contract, dictionary
 from mvlp_core.languages import LANGUAGES
 from mvlp_core.spec import AlignSpec, PipelineSpec, PriorCorpus, fingerprint_config
-from mvlp_core.stages.align import dictionary
+from mvlp_core.stage import Context, Shows, Stage, Work
 from mvlp_core.stages.align.aer import AlignmentScore, combine, score
 from mvlp_core.stages.align.eflomal_runner import (
     MAX_TOKENS,
@@ -45,7 +44,7 @@ from mvlp_core.stages.align.gold import GoldPair, load_gold, project
 from mvlp_core.stages.align.symmetrize import Link
 from mvlp_core.stages.align.tokenize import Token, tokenize
 
-STAGE = "align"
+NAME = "align"
 PRIORS_DIR = "priors"
 OUTPUT_SCHEMA = pa.schema(
     [
@@ -65,13 +64,13 @@ def _read(folder: Path, pattern: str, columns: list[str], **kw: Any) -> pa.Table
     paths = sorted(p for p in folder.glob(pattern) if not p.name.startswith("_"))
     if not paths:
         raise contract.StageError(
-            f"{STAGE}: no {pattern} files in {folder}; re-run the upstream stage with --force"
+            f"{NAME}: no {pattern} files in {folder}; re-run the upstream stage with --force"
         )
     try:
         return pa.concat_tables(pq.read_table(p, columns=columns, **kw) for p in paths)
     except (pa.ArrowInvalid, KeyError) as err:
         raise contract.StageError(
-            f"{STAGE}: cannot read columns {columns} from {folder}/{pattern} ({err}); the upstream "
+            f"{NAME}: cannot read columns {columns} from {folder}/{pattern} ({err}); the upstream "
             "stage's output does not follow docs/stage-io.md: re-run it with --force"
         ) from None
 
@@ -83,50 +82,46 @@ def priors_path(align: AlignSpec, lang: str) -> Path | None:
     return Path(align.priors.replace("{lang}", lang))
 
 
-def _check(spec: PipelineSpec, inputs: dict[str, Path]) -> None:
-    missing = [name for name in ("download", "translate") if name not in inputs]
-    if missing:
-        raise contract.StageError(
-            f"{STAGE}: inputs lack {missing}; pass the folders of the download and translate stages"
-        )
+def _check(spec: PipelineSpec) -> None:
     unknown = [lang for lang in spec.languages if lang not in LANGUAGES or lang == "en"]
     if unknown:
         raise contract.StageError(
-            f"{STAGE}: cannot tokenize languages {unknown}; set languages to codes from "
+            f"{NAME}: cannot tokenize languages {unknown}; set languages to codes from "
             f"mvlp_core.languages ({', '.join(code for code in LANGUAGES if code != 'en')})"
         )
     align = spec.align
     if align.gold and not Path(align.gold).is_file():
         raise contract.StageError(
-            f"{STAGE}: gold alignments {align.gold} not found; fix align.gold or remove it"
+            f"{NAME}: gold alignments {align.gold} not found; fix align.gold or remove it"
         )
     if align.prior_corpus and align.priors != "learn":
         raise contract.StageError(
-            f"{STAGE}: align.prior_corpus is only read when align.priors is 'learn' "
+            f"{NAME}: align.prior_corpus is only read when align.priors is 'learn' "
             f"(it is {align.priors!r}); set one or the other"
         )
     for lang, corpus in align.prior_corpus.items():
         absent = [p for p in (corpus.src, corpus.tgt) if not Path(p).is_file()]
         if lang not in spec.languages or absent:
             what = f"files {absent} not found" if absent else f"{lang} is not in languages"
-            raise contract.StageError(f"{STAGE}: align.prior_corpus.{lang}: {what}; fix it")
+            raise contract.StageError(f"{NAME}: align.prior_corpus.{lang}: {what}; fix it")
     for lang in spec.languages:
         path = priors_path(align, lang)
         if path is None:
             continue
         if not path.is_file():
             raise contract.StageError(
-                f"{STAGE}: priors file {path} for {lang} not found; align.priors must be learn, "
+                f"{NAME}: priors file {path} for {lang} not found; align.priors must be learn, "
                 "none or the path of an eflomal priors file ({lang} stands for the language)"
             )
         try:
             check_priors(path)
         except ValueError as err:
-            raise contract.StageError(f"{STAGE}: {err}; fix align.priors") from None
+            raise contract.StageError(f"{NAME}: {err}; fix align.priors") from None
 
 
 def config(spec: PipelineSpec) -> dict[str, Any]:
-    config = {**fingerprint_config(spec.align), "languages": spec.languages}
+    _check(spec)
+    config = {"align": fingerprint_config(spec.align), "languages": spec.languages}
     config["versions"] = {name: metadata.version(name) for name in _VERSIONED}
     if spec.align.gold:
         config["gold_sha256"] = atomic.sha256_file(Path(spec.align.gold))
@@ -229,7 +224,7 @@ def _align_chunk(job: _ChunkJob) -> contract.UnitResult:
     try:
         links = align_corpus(en_words, xx_words, model=job.model, priors=job.priors)
     except RuntimeError as err:
-        raise contract.StageError(f"{STAGE} {job.rel}: {err}") from None
+        raise contract.StageError(f"{NAME} {job.rel}: {err}") from None
     seconds = time.perf_counter() - started
     columns = {
         "key": [p.key for p in pairs],
@@ -288,14 +283,14 @@ def _learn(job: _PriorsJob) -> dict[str, Any]:
         origin = "stage pairs"
     if not source:
         raise contract.StageError(
-            f"{STAGE} {job.lang}: no alignable pairs to learn priors from ({origin}); "
+            f"{NAME} {job.lang}: no alignable pairs to learn priors from ({origin}); "
             "give align.prior_corpus with text or set align.priors: none"
         )
     started = time.perf_counter()
     try:
         lexical = learn_priors(job.path, source, target, model=job.model)
     except RuntimeError as err:
-        raise contract.StageError(f"{STAGE} {job.lang} priors: {err}") from None
+        raise contract.StageError(f"{NAME} {job.lang} priors: {err}") from None
     return {
         "source": origin,
         "pairs": len(source),
@@ -310,14 +305,7 @@ def _sample(rows: list[Row], limit: int) -> list[Row]:
     return rows[::step][:limit]
 
 
-def run_align(
-    spec: PipelineSpec,
-    inputs: dict[str, Path],
-    out_dir: Path,
-    *,
-    force: bool = False,
-    progress: contract.ProgressFn | None = None,
-) -> contract.Manifest:
+def plan(ctx: Context) -> Work:
     """Write `<lang>-<chunk>.parquet` (key, words_en, words, links) per chunk of every language,
     `priors/<lang>.priors` where priors were learned, and `dictionary-<lang>.tsv`.
 
@@ -325,13 +313,8 @@ def run_align(
     eflomal's sentence length limit (`too_many_tokens`). With `align.gold` set, AER against the
     gold pairs found among the captions is reported per language in the manifest's `extra`.
     """
-    inputs = {name: Path(folder) for name, folder in inputs.items()}
-    out_dir = Path(out_dir)
-    _check(spec, inputs)
+    spec, inputs, out_dir = ctx.spec, ctx.inputs, ctx.out_dir
     align = spec.align
-    fp = contract.stage_fingerprint(STAGE, config(spec), inputs, importlib.import_module(__package__))
-    if not force and contract.is_complete(out_dir, fp):
-        return contract.Manifest.load(out_dir)
     provenance = f"eflomal:model{align.model}"
     units = _plan(spec, inputs)
     chunks_of: dict[str, list[str]] = defaultdict(list)
@@ -343,7 +326,7 @@ def run_align(
         try:
             entries = load_gold(Path(align.gold))
         except ValueError as err:
-            raise contract.StageError(f"{STAGE}: {err}; fix the file or remove align.gold") from None
+            raise contract.StageError(f"{NAME}: {err}; fix the file or remove align.gold") from None
         out: dict[str, dict[str, GoldPair]] = defaultdict(dict)
         for (lang, en), pair in entries.items():
             out[lang][en] = pair
@@ -409,21 +392,21 @@ def run_align(
             extra.update(_gold_summary(records))
         return extra
 
-    try:
-        return contract.run_units(
-            STAGE,
-            out_dir,
-            fp,
-            list(units),
-            process,
-            force=force,
-            progress=progress,
-            before=before,
-            finalize=finalize,
-        )
-    finally:
+    def close() -> None:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+
+    return Work(list(units), process, before=before, finalize=finalize, close=close)
+
+
+def shows(spec: PipelineSpec, folder: Path, state: dict[str, Any]) -> Shows:
+    aer = state.get("aer")
+    if not aer:
+        return Shows()
+    return Shows(lines=("Alignment AER vs gold: " + ", ".join(f"{k} {v:.3f}" for k, v in aer.items()),))
+
+
+STAGE = Stage(NAME, deps=("download", "translate"), config=config, plan=plan, shows=shows)
 
 
 def _priors_summary(records: list[dict[str, Any]], paths: dict[str, Path | None]) -> dict[str, Any]:

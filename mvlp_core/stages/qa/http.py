@@ -19,18 +19,7 @@ STOP = [f"\n{SENTENCE}", f"\n\n{SENTENCE}"]
 
 
 def endpoint_config(spec: HTTPQASpec) -> EndpointConfig:
-    return EndpointConfig(
-        base_url=spec.base_url,
-        model=spec.model,
-        api_key_env=spec.api_key_env,
-        timeout=spec.timeout,
-        max_retries=spec.max_retries,
-        backoff_base=spec.backoff_base,
-        backoff_max=spec.backoff_max,
-        requests_per_second=spec.requests_per_second,
-        default_params={"temperature": spec.temperature, "max_tokens": spec.max_tokens},
-        field="qa.http",
-    )
+    return EndpointConfig.from_spec(spec, "qa.http", temperature=spec.temperature, max_tokens=spec.max_tokens)
 
 
 class HTTPQuestioner:

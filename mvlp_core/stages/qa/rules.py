@@ -42,6 +42,17 @@ GENERATOR = "rules"
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:[-'’][A-Za-z0-9]+)*|\S")
 _NOUNISH = {"colour", "size", "word"}
 _MAIN_VERBS = {"v3", "vbase", "ving", "ved"}
+# closed word classes in the order they are tried
+_CLOSED_CLASSES = (
+    ("det", DETS),
+    ("num", NUMBERS),
+    ("colour", COLOURS),
+    ("size", SIZES),
+    ("prep", PREPS),
+    ("aux", AUX),
+    ("conj", CONJ),
+    ("other", CLOSED),
+)
 
 
 @dataclass(frozen=True)
@@ -121,6 +132,8 @@ def _word_tag(low: str, prev: Tok | None, prev2: Tok | None) -> str:
 
 
 def tag(caption: str) -> list[Tok]:
+    """The caption's tokens with their tags: closed word classes by list (the first that holds
+    the word wins), open-class words by context (`_word_tag`)."""
     raw = [(m.group(0), m.start(), m.end()) for m in _TOKEN.finditer(caption)]
     toks: list[Tok] = []
     i = 0
@@ -137,24 +150,12 @@ def tag(caption: str) -> list[Tok]:
         prev, prev2 = (toks[-1] if toks else None), (toks[-2] if len(toks) > 1 else None)
         if not text[0].isalnum():
             kind = "punct"
-        elif low in DETS:
-            kind = "det"
-        elif low in NUMBERS or low.isdigit():
+        elif low.isdigit():
             kind = "num"
-        elif low in COLOURS:
-            kind = "colour"
-        elif low in SIZES:
-            kind = "size"
-        elif low in PREPS:
-            kind = "prep"
-        elif low in AUX:
-            kind = "aux"
-        elif low in CONJ:
-            kind = "conj"
-        elif low in CLOSED:
-            kind = "other"
         else:
-            kind = _word_tag(low, prev, prev2)
+            kind = next((k for k, words in _CLOSED_CLASSES if low in words), None) or _word_tag(
+                low, prev, prev2
+            )
         toks.append(Tok(text, start, end, kind))
         i += 1
     return toks

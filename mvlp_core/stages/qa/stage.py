@@ -9,14 +9,13 @@ candidate pairs were filtered for, or `no_candidates`.
 Backends either return candidate pairs directly (`rules`) or generate text that is parsed here
 (`hf`, `http`, `vllm`). Generated text is saved in batches inside a unit (`partial.PartialStore`),
 so a resumed run re-asks the model only for captions it has not answered yet. A backend that
-streams many units through one engine (`vllm`, run by `ray_jobs.qa`) generates for every pending
+streams many units through one engine (`vllm`, the ray engine's `ray_jobs.qa`) generates for every pending
 unit up front, saving into the same store, and the units then only parse and filter.
 """
 
 from __future__ import annotations
 
 import re
-import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -27,12 +26,12 @@ import pyarrow.parquet as pq
 
 from mvlp_core import atomic, contract
 from mvlp_core.spec import PipelineSpec, fingerprint_config
+from mvlp_core.stage import LOCAL, Context, Stage, Work, local_or_ray
 from mvlp_core.stages.qa.filters import Filtered, filter_pairs
 from mvlp_core.stages.qa.parser import OUTPUT_REASONS, QAPair, parse_output
 from mvlp_core.stages.qa.partial import PartialStore
 from mvlp_core.stages.qa.rules import RulesQuestioner
 
-STAGE = "qa"
 SAMPLES_RE = re.compile(r"^samples-(\d+)\.parquet$")
 SCHEMA = pa.schema([(name, pa.string()) for name in ("key", "question", "answer", "generator")])
 MODEL_BACKENDS = ("hf", "http", "vllm")
@@ -67,21 +66,21 @@ def make_backend(spec: PipelineSpec) -> Questioner:
 
         return HTTPQuestioner(section, qa.pairs_per_caption)
     raise contract.StageError(
-        "qa.backend 'vllm' runs vLLM engines through Ray: run `python -m ray_jobs.qa --spec SPEC` "
-        "(the qa flow and `mvlp run` do this for you) on a cluster with GPUs and ray[llm]; "
+        "qa.backend 'vllm' runs vLLM engines through Ray Data, on the qa stage's ray engine (its "
+        "default for vllm; remove execution.engines.qa: local) on nodes with GPUs and ray[llm]; "
         "without GPUs use qa.backend=http (an OpenAI-compatible server) or hf"
     )
 
 
-def fingerprint_inputs(spec: PipelineSpec) -> dict[str, Any]:
+def config(spec: PipelineSpec) -> dict[str, Any]:
     """The config that determines output; a backend's section only counts when it is active."""
-    config = fingerprint_config(spec.qa)
+    section = fingerprint_config(spec.qa)
     for name in MODEL_BACKENDS:
         if spec.qa.backend != name:
-            config.pop(name)
+            section.pop(name)
     if spec.qa.backend == "rules":
-        config.pop("max_output_chars")  # rules write no text
-    return config
+        section.pop("max_output_chars")  # rules write no text
+    return {"qa": section}
 
 
 def shard_ids(download: Path) -> list[str]:
@@ -145,26 +144,13 @@ def candidates_for(
     return out
 
 
-def run_qa(
-    spec: PipelineSpec,
-    inputs: dict[str, Path],
-    out_dir: Path,
-    *,
-    force: bool = False,
-    progress: contract.ProgressFn | None = None,
-    backend: Questioner | None = None,
-) -> contract.Manifest:
-    """Ask questions about the download stage's captions (inputs = {"download": folder}).
-
-    The backend loads in `before`, so a complete stage re-runs without touching a model.
-    `backend` is given by callers that build it themselves (`ray_jobs.qa` for vllm).
-    """
-    download = Path(inputs["download"])
-    out_dir = Path(out_dir)
-    fp = contract.stage_fingerprint(
-        STAGE, fingerprint_inputs(spec), {"download": download}, sys.modules[__package__]
-    )
-    backend = backend or make_backend(spec)
+def plan(ctx: Context) -> Work:
+    """Ask questions about the download stage's captions. The backend is the engine's (the ray
+    engine's vLLM questioner) or the spec's; it loads in `before`, so a complete stage re-runs
+    without touching a model."""
+    spec, out_dir = ctx.spec, ctx.out_dir
+    download = ctx.inputs["download"]
+    backend = ctx.hook(spec) if ctx.hook else make_backend(spec)
     store = PartialStore(out_dir)
     keep = spec.qa.pairs_per_caption
 
@@ -217,14 +203,12 @@ def run_qa(
             "generator": backend.generator,
         }
 
-    return contract.run_units(
-        STAGE,
-        out_dir,
-        fp,
-        shard_ids(download),
-        process,
-        force=force,
-        progress=progress,
-        before=before,
-        finalize=finalize,
-    )
+    return Work(shard_ids(download), process, before=before, finalize=finalize)
+
+
+def default_engine(spec: PipelineSpec) -> str:
+    return "ray" if spec.qa.backend == "vllm" else LOCAL
+
+
+ENGINES = local_or_ray("ray_jobs.qa:questioner")
+STAGE = Stage("qa", ("download",), config, plan, ENGINES, default_engine=default_engine)

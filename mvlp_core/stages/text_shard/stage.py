@@ -15,7 +15,6 @@ units, so a resumed or re-run unit decides exactly as it did the first time.
 from __future__ import annotations
 
 import json
-import sys
 import tarfile
 from collections import Counter
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import numpy as np
 
 from mvlp_core import atomic, contract, sampling
 from mvlp_core.spec import PipelineSpec, fingerprint_config
+from mvlp_core.stage import Context, Shows, Stage, Work
 from mvlp_core.stages.text_shard import filters
 from mvlp_core.stages.text_shard.readers import (
     BadLine,
@@ -37,8 +37,6 @@ from mvlp_core.stages.text_shard.readers import (
     streams,
 )
 from mvlp_core.tarmember import add_member
-
-STAGE = "text-shard"
 
 
 @dataclass(frozen=True)
@@ -53,16 +51,14 @@ Line = tuple[int, tuple[str, ...], float | None]  # (row, texts per side, score)
 
 
 def config(spec: PipelineSpec) -> dict[str, Any]:
-    """Output-determining config: the text section, each corpus file's identity (see
-    `readers.source_id`) and the sampling-weight code, whose result goes into the manifest."""
-    cfg = fingerprint_config(spec.text)
-    cfg["corpora"] = [c.model_dump() for c in spec.text.corpora]
-    cfg["sources"] = {f: source_id(f) for s in streams(spec) for f in s.files}
-    cfg["sampling_code"] = contract.code_version(sampling)
-    return cfg
+    """Output-determining config: the text section and each corpus file's identity (see
+    `readers.source_id`)."""
+    section = fingerprint_config(spec.text)
+    section["corpora"] = [c.model_dump() for c in spec.text.corpora]
+    return {"text": section, "sources": {f: source_id(f) for s in streams(spec) for f in s.files}}
 
 
-def plan(spec: PipelineSpec) -> list[Unit]:
+def plan_units(spec: PipelineSpec) -> list[Unit]:
     per = spec.text.samples_per_shard
     units = []
     for stream in streams(spec):
@@ -174,19 +170,9 @@ def _dedup(
     return out, rejects, np.array(list(first_row), dtype=np.uint64)
 
 
-def run_text_shard(
-    spec: PipelineSpec,
-    inputs: dict[str, Path],
-    out_dir: Path,
-    *,
-    force: bool = False,
-    progress: contract.ProgressFn | None = None,
-) -> contract.Manifest:
-    out_dir = Path(out_dir)
-    fp = contract.stage_fingerprint(STAGE, config(spec), inputs, sys.modules[__package__])
-    if not force and contract.is_complete(out_dir, fp):
-        return contract.Manifest.load(out_dir)
-    units = plan(spec)
+def plan(ctx: Context) -> Work:
+    spec, out_dir = ctx.spec, ctx.out_dir
+    units = plan_units(spec)
     names = [f"{i:05d}" for i in range(len(units))]
     cursor = Cursor()
     seen = _Seen(out_dir, units, names)
@@ -220,12 +206,7 @@ def run_text_shard(
     def finalize(_: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
         return summarise(spec, units, names, records)
 
-    try:
-        return contract.run_units(
-            STAGE, out_dir, fp, names, process, force=force, progress=progress, finalize=finalize
-        )
-    finally:
-        cursor.close()
+    return Work(names, process, finalize=finalize, close=cursor.close)
 
 
 def summarise(
@@ -260,3 +241,23 @@ def summarise(
             "parallel": sampling.sampling_weights(pair_counts, alpha),
         },
     }
+
+
+def shows(spec: PipelineSpec, folder: Path, state: dict[str, Any]) -> Shows:
+    if not state.get("samples_in"):
+        return Shows()
+    tars = len(list(folder.glob("text-*.tar")))
+    weights = "; ".join(
+        f"{kind} " + ", ".join(f"{k} {q:.2f}" for k, q in state["sampling_weights"][kind].items())
+        for kind in ("mono", "parallel")
+        if state["sampling_weights"][kind]
+    )
+    return Shows(
+        lines=(
+            f"Text shards: {folder} ({tars} tars, {state['samples_out']} records); "
+            f"sampling weights (alpha {state['alpha']}): {weights}",
+        )
+    )
+
+
+STAGE = Stage("text-shard", deps=(), config=config, plan=plan, shows=shows)

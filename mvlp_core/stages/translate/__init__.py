@@ -1,5 +1,5 @@
 """translate stage: English captions of downloaded samples -> captions in each target language."""
 
-from mvlp_core.stages.translate.stage import run_translate
+from mvlp_core.stages.translate.stage import STAGE
 
-__all__ = ["run_translate"]
+__all__ = ["STAGE"]

@@ -58,21 +58,9 @@ class _Loaded:
     steering: seq2seq.Steering
 
 
-class CT2Backend:
-    def __init__(self, spec: CT2TranslateSpec, languages: list[str]) -> None:
-        self.spec = spec
-        self.languages = list(languages)
-        self._models: dict[str, _Loaded] = {}
-
-    def model_name(self, lang: str) -> str:
-        return model_name(self.spec.model, lang)
-
-    def provenance(self, lang: str) -> str:
-        return f"ctranslate2:{self.model_name(lang)}"
-
-    def load(self) -> None:
-        for lang in self.languages:
-            self._model(lang)
+class CT2Backend(seq2seq.PerLanguageModels):
+    PROVENANCE = "ctranslate2"
+    spec: CT2TranslateSpec
 
     def _model(self, lang: str) -> _Loaded:
         if lang in self._models:

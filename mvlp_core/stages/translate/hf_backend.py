@@ -16,7 +16,6 @@ from transformers import AutoModelForSeq2SeqLM
 from mvlp_core.contract import Reject
 from mvlp_core.spec import HFTranslateSpec
 from mvlp_core.stages.translate import seq2seq
-from mvlp_core.stages.translate.codes import model_name
 
 FIELD = "translate.hf.model"
 
@@ -29,23 +28,12 @@ class _Loaded:
     generate_kwargs: dict[str, Any]
 
 
-class HFBackend:
+class HFBackend(seq2seq.PerLanguageModels):
+    PROVENANCE = "hf"
+
     def __init__(self, spec: HFTranslateSpec, languages: list[str]) -> None:
-        self.spec = spec
-        self.languages = list(languages)
+        super().__init__(spec, languages)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self._models: dict[str, _Loaded] = {}
-
-    def model_name(self, lang: str) -> str:
-        return model_name(self.spec.model, lang)
-
-    def provenance(self, lang: str) -> str:
-        return f"hf:{self.model_name(lang)}"
-
-    def load(self) -> None:
-        """Load every language's model up front, so a bad name fails before any unit runs."""
-        for lang in self.languages:
-            self._model(lang)
 
     def _model(self, lang: str) -> _Loaded:
         if lang not in self._models:

@@ -48,19 +48,7 @@ class HTTPBackend:
     @property
     def client(self) -> OpenAIClient:
         if self._client is None:
-            self._client = OpenAIClient(
-                EndpointConfig(
-                    base_url=self.spec.url,
-                    model=self.spec.model or "",
-                    api_key_env=self.spec.api_key_env,
-                    timeout=self.spec.timeout,
-                    connect_timeout=min(10.0, self.spec.timeout),
-                    max_retries=self.spec.retries,
-                    backoff_base=self.spec.backoff,
-                    requests_per_second=self.spec.requests_per_second,
-                    field=FIELD,
-                )
-            )
+            self._client = OpenAIClient(EndpointConfig.from_spec(self.spec, FIELD))
         return self._client
 
     def load(self) -> None:
@@ -75,7 +63,7 @@ class HTTPBackend:
             if found is None:
                 raise unsupported(
                     lang,
-                    f"the LibreTranslate server {self.client.redact(self.spec.url)}",
+                    f"the LibreTranslate server {self.client.redact(self.spec.base_url)}",
                     f"GET /languages lists no en->{codes(lang).libre} (targets: {sorted(targets)})",
                     "Install that language's model on the server (LT_LOAD_ONLY / --load-only) or "
                     "drop the language from `languages`",
@@ -100,7 +88,7 @@ class HTTPBackend:
         data = self.client.post("/translate", body)
         text = data.get("translatedText")
         if not isinstance(text, str):
-            raise EndpointError(f"POST {self.spec.url}/translate answered without translatedText")
+            raise EndpointError(f"POST {self.spec.base_url}/translate answered without translatedText")
         return text.strip()
 
     def translate(self, keys: list[str], captions: list[str], lang: str) -> list[str | Reject]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mvlp_core.contract import StageError
-from mvlp_core.stages.translate.codes import codes, unsupported
+from mvlp_core.stages.translate.codes import codes, model_name, unsupported
 
 
 @dataclass(frozen=True)
@@ -100,3 +100,29 @@ def translate_unique(
     unique = list(dict.fromkeys(captions))
     translated = dict(zip(unique, generate(unique, lang)))
     return [translated[c] for c in captions]
+
+
+class PerLanguageModels:
+    """A backend with one model per target language, loaded on first use and kept for the run:
+    `PROVENANCE` prefixes the model's name in each output row; subclasses implement `_model`."""
+
+    PROVENANCE = ""
+
+    def __init__(self, spec: Any, languages: list[str]) -> None:
+        self.spec = spec
+        self.languages = list(languages)
+        self._models: dict[str, Any] = {}
+
+    def model_name(self, lang: str) -> str:
+        return model_name(self.spec.model, lang)
+
+    def provenance(self, lang: str) -> str:
+        return f"{self.PROVENANCE}:{self.model_name(lang)}"
+
+    def load(self) -> None:
+        """Load every language's model up front, so a bad name fails before any unit runs."""
+        for lang in self.languages:
+            self._model(lang)
+
+    def _model(self, lang: str) -> Any:
+        raise NotImplementedError

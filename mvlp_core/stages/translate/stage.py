@@ -4,15 +4,14 @@ Units are download shards. An item is one (selected sample, language) pair: it e
 row of `NNNNN.parquet` (key, lang, text, provenance) or as a reject whose detail names the language.
 
 The stage is split DataTrove-style into steps (`select_unit`, `translate_records`, `write_unit`)
-and an executor that runs them: in-process here, or a Ray actor pool (ray_jobs.translate), which
-hands `run_translate` its own `executor`. Both commit units through the same contract, so the
-output, the manifest and resuming are the same whichever ran.
+and an executor that runs them: in-process here (the local engine), or a Ray actor pool (the ray
+engine, `ray_jobs.translate`). Both commit units through the same contract, so the output, the
+manifest and resuming are the same whichever ran.
 """
 
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,11 @@ import pyarrow.parquet as pq
 
 from mvlp_core import atomic, contract, keys
 from mvlp_core.spec import PipelineSpec, TranslateFilters, fingerprint_config
+from mvlp_core.stage import Context, Stage, Work, local_or_ray
 from mvlp_core.stages.translate import filters
 from mvlp_core.stages.translate.import_backend import ImportBackend, import_path
 
-STAGE = "translate"
+STAGE_NAME = "translate"
 SAMPLES_RE = re.compile(r"^samples-(\d+)\.parquet$")
 SCHEMA = pa.schema(
     [("key", pa.string()), ("lang", pa.string()), ("text", pa.string()), ("provenance", pa.string())]
@@ -80,18 +80,18 @@ def make_backend(spec: PipelineSpec) -> Backend:
     return HTTPBackend(t.http, spec.languages)
 
 
-def fingerprint_inputs(spec: PipelineSpec) -> dict[str, Any]:
+def config(spec: PipelineSpec) -> dict[str, Any]:
     """The config that determines output: only the active backend's section, plus the import
     file's content hash so that editing the file recomputes the stage."""
-    config = fingerprint_config(spec.translate)
-    config["languages"] = list(spec.languages)
+    section = fingerprint_config(spec.translate)
     active = "import_" if spec.translate.backend == "import" else spec.translate.backend
-    for section in BACKEND_SECTIONS:
-        if section != active:
-            del config[section]
+    for name in BACKEND_SECTIONS:
+        if name != active:
+            del section[name]
+    out = {"translate": section, "languages": list(spec.languages)}
     if active == "import_":
-        config["import_sha256"] = atomic.sha256_file(import_path(spec.translate.import_))
-    return config
+        out["import_sha256"] = atomic.sha256_file(import_path(spec.translate.import_))
+    return out
 
 
 def shard_ids(download: Path) -> list[str]:
@@ -103,7 +103,7 @@ def samples_path(download: Path, unit: str) -> Path:
 
 
 def is_selected(key: str, fraction: float) -> bool:
-    return keys.in_fraction(key, fraction, salt=STAGE)
+    return keys.in_fraction(key, fraction, salt=STAGE_NAME)
 
 
 def select_unit(spec: PipelineSpec, download: Path, unit: str) -> tuple[list[str], list[str]]:
@@ -182,28 +182,15 @@ def local_executor(spec: PipelineSpec, download: Path) -> Executor:
     return start
 
 
-def run_translate(
-    spec: PipelineSpec,
-    inputs: dict[str, Path],
-    out_dir: Path,
-    *,
-    force: bool = False,
-    progress: contract.ProgressFn | None = None,
-    executor: Executor | None = None,
-) -> contract.Manifest:
-    """Translate the download stage's captions (inputs = {"download": folder}) into `out_dir`.
-
-    The executor starts (and loads models) only when units are pending, so a complete stage
-    re-runs without touching a model, a server or the import file.
-    """
-    download = Path(inputs["download"])
-    out_dir = Path(out_dir)
-    fp = contract.stage_fingerprint(
-        STAGE, fingerprint_inputs(spec), {"download": download}, sys.modules[__package__]
-    )
+def plan(ctx: Context) -> Work:
+    """Translate the download stage's captions into the stage folder. The executor is the engine's
+    (`ray_jobs.translate.ray_executor` on the ray engine) or this process's; it starts, loading
+    models, only when units are pending."""
+    spec, out_dir = ctx.spec, ctx.out_dir
+    download = ctx.inputs["download"]
     languages = list(spec.languages)
     provenance = {lang: make_backend(spec).provenance(lang) for lang in languages}
-    start = executor or local_executor(spec, download)
+    start: Executor = (ctx.hook or local_executor)(spec, download)
     running: list[Callable[[str], UnitItems]] = []
 
     def process(unit: str) -> contract.UnitResult:
@@ -219,14 +206,12 @@ def run_translate(
             "provenance": provenance,
         }
 
-    return contract.run_units(
-        STAGE,
-        out_dir,
-        fp,
+    return Work(
         shard_ids(download),
         process,
-        force=force,
-        progress=progress,
         before=lambda pending: running.append(start(pending)),
         finalize=finalize,
     )
+
+
+STAGE = Stage(STAGE_NAME, ("download",), config, plan, local_or_ray("ray_jobs.translate:ray_executor"))

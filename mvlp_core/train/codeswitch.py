@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mvlp_core.stages.align.dictionary import Entry, read_tsv
+from mvlp_core.dictionary import Entry, read_tsv
 
 # en word (lowercased) -> [(translation, weight)]
 Table = dict[str, list[tuple[str, float]]]

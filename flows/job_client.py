@@ -1,5 +1,6 @@
-"""Run a `python -m ray_jobs.<stage> --spec ...` entrypoint away from this process: as a KubeRay
-RayJob created through the Kubernetes API, or on a running Ray cluster through the Ray Jobs API.
+"""Run a stage's Ray job (`python -m ray_jobs STAGE --spec ...`) away from this process: as a
+KubeRay RayJob created through the Kubernetes API, or on a running Ray cluster through the Ray
+Jobs API.
 
 Both paths poll the job until it is terminal, report every status change through `on_status`
 (the flows turn it into Prefect logs and a dashboard artifact) and raise `StageError` with the
@@ -20,7 +21,7 @@ from typing import Any
 import yaml
 
 from mvlp_core.contract import StageError
-from mvlp_core.spec import SPECS_ROOT, ClusterSpec
+from mvlp_core.spec import SPECS_ROOT, RayJobSpec
 
 PROJECT_ROOT = SPECS_ROOT.parent
 RAY_GROUP, RAY_VERSION, RAYJOB_PLURAL = "ray.io", "v1", "rayjobs"
@@ -46,7 +47,7 @@ StatusFn = Callable[[JobStatus], None]
 
 
 def entrypoint(stage: str, spec_file: str | Path) -> str:
-    return f"python -m ray_jobs.{stage.replace('-', '_')} --spec {shlex.quote(str(spec_file))}"
+    return f"python -m ray_jobs {stage} --spec {shlex.quote(str(spec_file))}"
 
 
 def job_name(spec_name: str, stage: str, run_id: str) -> str:
@@ -68,14 +69,14 @@ def _replace_images(node: Any, images: dict[str, str]) -> None:
 
 
 def rayjob_body(
-    cluster: ClusterSpec, stage: str, name: str, command: str, labels: dict[str, str]
+    cluster: RayJobSpec, stage: str, name: str, command: str, labels: dict[str, str]
 ) -> dict[str, Any]:
     """The RayJob to create: the stage's template with name, namespace, entrypoint and images set."""
     path = Path(cluster.template.replace("{stage}", stage))
     path = path if path.is_absolute() else PROJECT_ROOT / path
     if not path.exists():
         raise StageError(
-            f"{stage}: RayJob template {path} not found; set cluster.template to a RayJob YAML "
+            f"{stage}: RayJob template {path} not found; set execution.rayjob.template to a RayJob YAML "
             "({stage} is replaced by the stage name), e.g. infra/k8s/base/rayjobs/{stage}.yaml"
         )
     body = copy.deepcopy(yaml.safe_load(path.read_text(encoding="utf-8")))
@@ -152,7 +153,7 @@ def run_rayjob(
             api.delete_namespaced_custom_object(RAY_GROUP, RAY_VERSION, ns, RAYJOB_PLURAL, name)
             raise StageError(
                 f"{where} still {status.deployment or status.state} after {timeout_seconds:.0f}s: deleted it; "
-                "raise cluster.timeout_seconds or check why it does not progress (GPU nodes available?)"
+                "raise execution.timeout_seconds or check why it does not progress (GPU nodes available?)"
             )
         sleep(poll_seconds)
 
@@ -168,7 +169,7 @@ def kubernetes_api() -> Any:
             config.load_kube_config()
         except (config.ConfigException, OSError) as err:
             raise StageError(
-                f"cluster.mode is rayjob but no Kubernetes credentials were found ({err}); run inside the "
+                f"execution.submit is rayjob but no Kubernetes credentials were found ({err}); run inside the "
                 "cluster (service account mvlp-runner) or point KUBECONFIG at the cluster"
             ) from None
     return client.CustomObjectsApi()
@@ -212,7 +213,7 @@ def run_on_ray_cluster(
         client = JobSubmissionClient(address)
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise StageError(
-            f"cannot reach the Ray Jobs API at {address} ({err}); start the cluster or fix cluster.address"
+            f"cannot reach the Ray Jobs API at {address} ({err}); start the cluster or fix execution.jobs_address"
         ) from None
     job_id = _submit_when_ready(client, command, submission_id, runtime_env or {}, sleep)
     url = f"{address.rstrip('/')}/#/jobs/{job_id}"
@@ -236,6 +237,6 @@ def run_on_ray_cluster(
             client.stop_job(job_id)
             raise StageError(
                 f"Ray job {job_id} still {status.state} after {timeout_seconds:.0f}s: stopped it; "
-                "raise cluster.timeout_seconds or check the cluster's free resources"
+                "raise execution.timeout_seconds or check the cluster's free resources"
             )
         sleep(poll_seconds)

@@ -1,0 +1,80 @@
+"""The data stages' sections: the image–caption dataset, ingest (with the URL policy), download
+and shard."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from mvlp_core.spec.base import Strict, perf_only
+
+
+class DatasetSpec(Strict):
+    """An image–caption URL list (data_specs/datasets/NAME.yaml)."""
+
+    name: str = Field(pattern=r"^[a-z0-9]+$", max_length=12)
+    description: str = ""
+    license: str = ""
+    kind: Literal["url_list", "synthetic"] = "url_list"
+    url_list: str
+    format: Literal["tsv", "csv", "jsonl", "parquet"]
+    header: bool = True
+    columns: list[str] | None = None
+    url_column: str = "url"
+    caption_column: str = "caption"
+    id_column: str | None = None
+    url_prefix: str | None = None
+    serve_locally: bool = False
+
+
+class DatasetRef(Strict):
+    ref: str | None = Field(None, description="name of data_specs/datasets/NAME.yaml or a path")
+    spec: DatasetSpec | None = Field(None, description="inline dataset (filled from ref on load)")
+    limit: int | None = Field(None, gt=0)
+    samples: int = Field(240, gt=0, description="synthetic world only: number of images")
+    seed: int = 0
+
+
+class UrlPolicy(Strict):
+    allow_loopback: bool = False
+    allow_private: bool = False
+    allow_link_local: bool = False
+    allowed_ports: list[int] | None = Field(
+        None, description="ports that may be fetched (None: any); e.g. [80, 443] on a crawl"
+    )
+
+
+class IngestSpec(Strict):
+    shard_size: int = Field(1000, gt=0)
+    dedup: Literal["url", "url+caption", "none"] = "url"
+    max_caption_chars: int = Field(1000, gt=0)
+    url_policy: UrlPolicy = UrlPolicy()
+
+
+class DownloadSpec(Strict):
+    image_size: int = Field(224, gt=0)
+    resize_mode: Literal["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"] = "center_crop"
+    encode_quality: int = Field(95, ge=1, le=100)
+    min_image_size: int = Field(0, ge=0)
+    max_aspect_ratio: float = Field(float("inf"), gt=0)
+    timeout: float = Field(10, gt=0)
+    retries: int = Field(1, ge=0)
+    guard_fetch: bool = Field(
+        True,
+        description="check each request img2dataset makes (every redirect hop, every resolved "
+        "address) against the URL policy",
+    )
+    max_image_pixels: int = Field(
+        100_000_000, gt=0, description="images declaring more pixels are refused before decoding"
+    )
+    max_response_bytes: int = Field(50 * 2**20, gt=0, description="larger responses are refused or cut")
+    processes: int = perf_only(2, gt=0)
+    threads: int = perf_only(16, gt=0)
+    mirrors: dict[str, str] = perf_only(
+        {}, description="URL prefix -> mirror prefix used at fetch time; records keep the original"
+    )
+
+
+class ShardSpec(Strict):
+    samples_per_shard: int = Field(1000, gt=0)

@@ -1,0 +1,61 @@
+"""Where each stage runs: the one place for engines, Ray addresses and cluster submission.
+
+A stage runs on one of the engines its descriptor offers (`local`: in this process; `ray`: its
+Ray entrypoint in `ray_jobs`). A stage on the `ray` engine either drives Ray from this process
+(`submit: here`, connecting to `ray_address`, else `RAY_ADDRESS`, else a local Ray started on
+demand), or is sent away as a job: to a running cluster's Jobs API (`submit: ray-jobs`) or as a
+KubeRay RayJob (`submit: rayjob`). None of this changes a stage's output, so none of it is
+fingerprinted.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from mvlp_core.spec.base import Strict
+
+
+class RayJobSpec(Strict):
+    """A KubeRay RayJob per stage run, from a template; the job gets its own RayCluster."""
+
+    namespace: str = Field("mvlp", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    image: str = Field("mvlp:0.1.0-cuda", description="GPU worker image")
+    cpu_image: str = Field("mvlp:0.1.0-cpu", description="head and submitter image")
+    template: str = Field(
+        "infra/k8s/base/rayjobs/{stage}.yaml", description="RayJob template; relative to the project root"
+    )
+    dashboard_url: str | None = Field(
+        None, description="Ray dashboard link shown in Prefect (default: the RayJob's status.dashboardURL)"
+    )
+
+
+class ExecutionSpec(Strict):
+    engines: dict[str, Literal["local", "ray"]] = Field(
+        {},
+        description="stage -> engine (local: in this process; ray: the stage's Ray entrypoint); "
+        "unlisted stages use their default (pretrain: ray, qa with backend vllm: ray, else local)",
+    )
+    submit: Literal["here", "ray-jobs", "rayjob"] = Field(
+        "here",
+        description="where a stage on the ray engine runs its driver: here (this process), ray-jobs "
+        "(the Ray Jobs API at jobs_address) or rayjob (a KubeRay RayJob per stage run)",
+    )
+    ray_address: str | None = Field(
+        None,
+        description="submit here: the Ray cluster to drive (ray://host:10001, auto); "
+        "None: RAY_ADDRESS, else a local Ray started on demand",
+    )
+    jobs_address: str = Field(
+        "http://127.0.0.1:8265", description="submit ray-jobs: the Jobs API / dashboard URL"
+    )
+    working_dir: str | None = Field(None, description="submit ray-jobs: upload this folder as the job's code")
+    rayjob: RayJobSpec = RayJobSpec()
+    poll_seconds: float = Field(5.0, gt=0, description="seconds between job status reads")
+    timeout_seconds: float = Field(
+        7 * 86400, gt=0, description="a submitted job running longer fails its stage"
+    )
+    gpu_slots: int = Field(
+        1, gt=0, description="submitted stages running at once across runs (a Prefect concurrency limit)"
+    )

@@ -1,0 +1,92 @@
+"""The iglue-eval stage's section: tasks, settings, languages, fine-tuning."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from mvlp_core.spec.base import Strict, perf_only
+
+IGLUE_TASKS = ("xvnli", "xgqa", "marvl", "xflickrco", "wit")
+
+
+class IglueFinetuneTaskSpec(Strict):
+    """One task's departures from the shared fine-tune settings (unset: the shared value)."""
+
+    epochs: int | None = Field(None, ge=0)
+    batch_size: int | None = Field(None, gt=0)
+    lr: float | None = Field(None, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+    max_train_items: int | None = Field(None, gt=0)
+    head_lr_scale: float | None = Field(None, gt=0)
+    freeze: list[str] | None = None
+
+
+class IglueFinetuneSpec(Strict):
+    """The fine-tune each (task, setting) starts with (mvlp_core/eval/finetune.py); `tasks`
+    overrides fields per task, since tasks that fine-tune different parts (the contrastive space for
+    retrieval, label words for the classifiers) want different rates."""
+
+    epochs: int = Field(3, ge=0, description="0: evaluate the pretrained model as is")
+    batch_size: int = Field(16, gt=0)
+    lr: float = Field(5e-5, gt=0, description="zero-shot (English) fine-tuning")
+    max_steps: int | None = Field(None, gt=0)
+    max_train_items: int | None = Field(None, gt=0, description="cap on English training items")
+    head_lr_scale: float = Field(
+        1.0,
+        gt=0,
+        description="learning-rate factor for the parts only fine-tuning trains (UniGen's "
+        "multi-image gate and image positions, used by MaRVL alone): they start fresh while the body "
+        "is pretrained",
+    )
+    freeze: list[str] = Field(
+        [],
+        description="parameter name prefixes held fixed during fine-tuning, e.g. "
+        "[text_encoder.embeddings], so that English-only fine-tuning cannot move the English "
+        "tokens' embeddings away from the other languages'",
+    )
+    tasks: dict[Literal["xvnli", "xgqa", "marvl", "xflickrco", "wit"], IglueFinetuneTaskSpec] = Field(
+        {}, description="task -> fields that differ from the shared ones, e.g. {wit: {lr: 3e-4}}"
+    )
+
+    def for_task(self, task: str) -> IglueFinetuneSpec:
+        """The settings `task` fine-tunes with: the shared ones, its own where given."""
+        own = self.tasks.get(task)
+        changes = own.model_dump(exclude_none=True) if own is not None else {}
+        return self.model_copy(update={**changes, "tasks": {}})
+
+
+class IglueSpec(Strict):
+    """IGLUE evaluation (stage iglue-eval): tasks x settings x languages over a root laid out like
+    IGLUE's datasets/ folder, with one image root per folder kind."""
+
+    root: str | None = Field(
+        None, description="annotation root laid out like IGLUE's datasets/ folder (required to evaluate)"
+    )
+    image_roots: dict[Literal["flickr30k", "coco", "gqa", "marvl", "nlvr2", "wit"], str] = Field(
+        {}, description="folder kind -> image folder; default: <root>/images/<kind>"
+    )
+    tasks: list[Literal["xvnli", "xgqa", "marvl", "xflickrco", "wit"]] = list(IGLUE_TASKS)
+    settings: list[Literal["zero-shot", "few-shot", "translate-test"]] = ["zero-shot"]
+    languages: dict[str, list[str]] = Field(
+        {}, description="task -> test languages besides English; default: IGLUE's"
+    )
+    few_shot: dict[str, str] = Field(
+        {"xvnli": "48", "xgqa": "48", "marvl": "10", "xflickrco": "100"},
+        description="task -> shots of the train_<shots> file used in the few-shot setting",
+    )
+    lr_grid: list[float] = Field([1e-4, 5e-5, 1e-5], min_length=1, description="few-shot learning rates")
+    few_shot_epochs: int = Field(5, ge=1)
+    finetune: IglueFinetuneSpec = IglueFinetuneSpec()
+    rerank_k: int = Field(16, ge=0, description="retrieval: top-k re-ranked with the [match] score")
+    answer_normalisation: Literal["vqa", "lower", "none"] = "vqa"
+    max_test_items: int | None = Field(None, gt=0, description="cap per test file (smoke runs)")
+    max_dev_items: int | None = Field(None, gt=0, description="cap on English dev items for selection")
+    max_new_tokens: int = Field(8, gt=0, description="xGQA answer length")
+    seed: int = 0
+    batch_size: int = perf_only(16, gt=0)
+    workers: int = perf_only(
+        1, ge=1, description="units evaluated in parallel as Ray tasks (execution.engines.iglue-eval: ray)"
+    )
+    device: str = perf_only("cpu", description="torch device of each unit")

@@ -1,0 +1,159 @@
+"""Loading a spec: safe YAML, `--set` overrides, `{workdir}` expansion, dataset references,
+readable errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from mvlp_core.spec.base import SPECS_ROOT, SpecError
+from mvlp_core.spec.data import DatasetSpec
+from mvlp_core.spec.pipeline import PipelineSpec
+
+# Spec keys that moved: old dotted path -> what replaces it. A spec still using one fails at load
+# with one line naming the replacement (never silently ignored).
+REPLACED = {
+    "translate.engine": "execution.engines.translate (local | ray)",
+    "iglue.engine": "execution.engines.iglue-eval (local | ray)",
+    "pretrain.submit": "execution.ray_address (the Ray cluster the ray engine drives; None: RAY_ADDRESS or local)",
+    "pretrain.ray_address": "execution.ray_address",
+    "cluster.mode": "execution.submit (local -> here, ray_address -> ray-jobs, rayjob -> rayjob)",
+    "cluster.address": "execution.jobs_address",
+    "cluster.namespace": "execution.rayjob.namespace",
+    "cluster.image": "execution.rayjob.image",
+    "cluster.cpu_image": "execution.rayjob.cpu_image",
+    "cluster.template": "execution.rayjob.template",
+    "cluster.dashboard_url": "execution.rayjob.dashboard_url",
+    "cluster.working_dir": "execution.working_dir",
+    "cluster.poll_seconds": "execution.poll_seconds",
+    "cluster.timeout_seconds": "execution.timeout_seconds",
+    "cluster.gpu_slots": "execution.gpu_slots",
+    "cluster": "execution (where each stage runs)",
+    "translate.http.url": "translate.http.base_url",
+    "translate.http.retries": "translate.http.max_retries",
+    "translate.http.backoff": "translate.http.backoff_base",
+    "model.tiny": "model.size (micro | tiny | small | base) with model.dims for single dimensions",
+}
+
+
+def check_replaced(raw: dict[str, Any], source: str) -> None:
+    """SpecError naming the replacement of the first moved key `raw` still uses."""
+    for old, new in REPLACED.items():
+        node: Any = raw
+        for part in old.split("."):
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            raise SpecError(f"invalid spec {source}: {old} was replaced by {new}")
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    lines = [f"invalid spec {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        lines.append(f"  {loc}: {msg} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise SpecError(f"--set {dotted}: {p} is not a mapping")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise SpecError(f"--set {text!r}: expected a.b=value")
+    path, value = text.split("=", 1)
+    return path.strip(), yaml.safe_load(value)
+
+
+def read_yaml(path: Path) -> Any:
+    """Safe-load a YAML file: specs are data, so tags that build Python objects are refused."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.constructor.ConstructorError as err:
+        raise SpecError(
+            f"invalid spec {path}: not safe YAML ({err.problem}); specs are data, tags such as "
+            "!!python/object are refused: write plain values"
+        ) from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"invalid spec {path}: not YAML ({' '.join(str(err).split())})") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(f"invalid spec {path}: not UTF-8 ({err.reason} at byte {err.start})") from None
+
+
+def load_dataset(ref: str) -> DatasetSpec:
+    path = Path(ref) if ref.endswith((".yaml", ".yml")) else SPECS_ROOT / "datasets" / f"{ref}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in (SPECS_ROOT / "datasets").glob("*.yaml"))
+        raise SpecError(f"dataset.ref: unknown dataset {ref!r}; allowed: {', '.join(known)}")
+    raw = read_yaml(path)
+    try:
+        return DatasetSpec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(_format_error(str(path), err)) from None
+
+
+def _expand(value: Any, workdir: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{workdir}", workdir)
+    if isinstance(value, dict):
+        return {k: _expand(v, workdir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, workdir) for v in value]
+    return value
+
+
+def load_spec(path: str | Path, overrides: list[str] = (), workdir: str | Path | None = None) -> PipelineSpec:
+    """Load and validate a pipeline spec: workdir made absolute, `{workdir}` expanded in every
+    string, the dataset reference resolved into `dataset.spec`."""
+    path = Path(path)
+    if not path.exists():
+        candidate = SPECS_ROOT / "pipelines" / f"{path.stem}.yaml"
+        if not candidate.exists():
+            raise SpecError(f"spec file {path} not found (built-in specs: data_specs/pipelines/)")
+        path = candidate
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise SpecError(f"invalid spec {path}: expected a YAML mapping at the top level")
+    for item in overrides:
+        set_path(raw, *parse_override(item))
+    check_replaced(raw, str(path))
+    try:
+        spec = PipelineSpec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(_format_error(str(path), err)) from None
+    wd = Path(workdir) if workdir else Path(spec.workdir.replace("{name}", spec.name))
+    wd = wd.resolve()
+    if spec.dataset.spec is None:
+        if spec.dataset.ref is None:
+            raise SpecError(f"invalid spec {path}:\n  dataset: give either ref or spec")
+        spec.dataset.spec = load_dataset(spec.dataset.ref)
+    raw = spec.model_dump(by_alias=True)
+    raw["workdir"] = str(wd)
+    spec = PipelineSpec.model_validate(_expand(raw, str(wd)))
+    if spec.translate.backend == "import" and spec.translate.import_ is None:
+        raise SpecError(f"invalid spec {path}:\n  translate.import: required when backend is 'import'")
+    for backend in ("ctranslate2", "http"):
+        if spec.translate.backend == backend and getattr(spec.translate, backend) is None:
+            raise SpecError(
+                f"invalid spec {path}:\n  translate.{backend}: required when backend is '{backend}'"
+            )
+    if spec.qa.backend != "rules" and getattr(spec.qa, spec.qa.backend) is None:
+        raise SpecError(
+            f"invalid spec {path}:\n  qa.{spec.qa.backend}: required when backend is "
+            f"'{spec.qa.backend}' (at least model{', base_url' if spec.qa.backend == 'http' else ''})"
+        )
+    return spec

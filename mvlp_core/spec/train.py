@@ -1,0 +1,71 @@
+"""The pretrain stage's section: optimisation, Ray Train scaling, checkpoints, the data mix."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from mvlp_core.spec.base import Strict, perf_only
+
+
+class MixSpec(Strict):
+    """UniGen's data recipe: each image record trains one task, text pairs are interleaved.
+
+    An image record with QA pairs trains [qus] with weight `qus`, else [cap]; of the caption
+    samples a `multilingual_fraction` share (UniGen: 10% of CC6L) picks a random non-English
+    caption and trains [trans] with that caption as the contrastive text. `text_pairs` is the
+    share of examples drawn from the parallel text shards (WikiMatrix [trans]), when present.
+    """
+
+    cap: float = Field(1.0, ge=0)
+    qus: float = Field(0.5, ge=0)
+    multilingual_fraction: float = Field(0.1, ge=0, le=1)
+    languages: list[str] | None = Field(
+        None, description="CC6L languages to draw from; None = spec languages"
+    )
+    text_pairs: float = Field(0.2, ge=0, lt=1)
+    min_pair_score: float | None = Field(None, description="drop text pairs scored below this")
+    code_switch: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="M3P code-switching: share of English encoder texts ([qus] questions, the "
+        "contrastive/[match] caption) in which words are swapped for their aligned translations",
+    )
+    code_switch_ratio: float = Field(0.5, ge=0, le=1, description="share of a text's words swapped")
+
+
+class LoaderSpec(Strict):
+    shuffle_buffer: int = Field(256, ge=1)
+    num_workers: int = perf_only(0, ge=0, description="DataLoader processes per Ray Train worker")
+
+
+class PretrainSpec(Strict):
+    """Ray Train pretraining (UniGen's settings by default; all overridable)."""
+
+    workers: int = perf_only(2, ge=1, description="Ray Train workers (data-parallel ranks)")
+    use_gpu: bool = perf_only(False)
+    gpus_per_worker: float = perf_only(1.0, gt=0)
+    cpus_per_worker: float = perf_only(1.0, gt=0)
+    batch_size: int = Field(32, gt=0, description="per worker, per micro-step")
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_steps: int = Field(2000, ge=0)
+    max_steps: int = Field(10000, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    bf16: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
+    checkpoint_every: int = perf_only(500, gt=0)
+    keep_checkpoints: int = perf_only(2, ge=1)
+    max_failures: int = perf_only(3, ge=0)
+    log_every: int = perf_only(10, gt=0)
+    storage_path: str = perf_only(
+        "{workdir}/pretrain/ray", description="Ray Train storage: path or fsspec URL"
+    )
+    run_name: str = perf_only("pretrain", pattern=r"^[a-zA-Z0-9_.-]+$")
+    seed: int = 0
+    mix: MixSpec = MixSpec()
+    loader: LoaderSpec = LoaderSpec()
+    fail_at_step: int | None = perf_only(
+        None, description="test knob: rank 1 exits hard once at this step (fault injection)"
+    )

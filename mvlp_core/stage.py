@@ -1,0 +1,222 @@
+"""One shape for every stage: a `Stage` descriptor in the stage's own module, and `Stage.run`, the
+one place that fingerprints a stage, decides whether it is current and drives its units through
+`contract.run_units`.
+
+A descriptor says everything the rest of the system needs: the stage's name and input stages, the
+config it fingerprints, how it plans its work (units, per-unit work, an optional `before` and
+`finalize`), the engines it can run on, whether its output is expensive, and what it shows (plain
+data that the CLI summary and the Prefect artifacts render alike). The DAG, the flows, the CLI and
+the artifacts read descriptors (`mvlp_core.registry`); adding a stage is one module plus one line
+there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mvlp_core import contract, fingerprints
+from mvlp_core.spec import PipelineSpec
+
+LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Where a stage can run. `local` runs the stage's own code in this process. Any other engine
+    names `module:attribute` outside mvlp_core (a `ray_jobs` module, which may import Ray): the
+    attribute is handed to the stage's plan as `Context.hook`, and `python -m module` runs the
+    stage on that engine as a Ray job (a RayJob entrypoint)."""
+
+    name: str
+    hook: str | None = None
+
+    @property
+    def module(self) -> str | None:
+        return self.hook.split(":", 1)[0] if self.hook else None
+
+
+def local_or_ray(hook: str) -> tuple[Engine, Engine]:
+    """The engines of a stage that runs in this process or on Ray, `hook` naming the Ray one's."""
+    return (Engine(LOCAL), Engine("ray", hook))
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a stage's plan gets: the spec, its input stages' folders, its own folder, and what the
+    chosen engine provides (None on the local engine)."""
+
+    spec: PipelineSpec
+    inputs: dict[str, Path]
+    out_dir: Path
+    hook: Any = None
+
+
+@dataclass
+class Work:
+    """A stage's work for `contract.run_units`: its units, what one unit does, and optional hooks.
+    `before(pending)` runs once ahead of the pending units, `finalize(out_dir, unit_records)`
+    returns the manifest's `extra`, `close()` runs at the end whatever happened (pools, servers)."""
+
+    units: Sequence[str]
+    process: Callable[[str], contract.UnitResult]
+    before: Callable[[list[str]], None] | None = None
+    finalize: Callable[[Path, list[dict[str, Any]]], dict[str, Any]] | None = None
+    close: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    key: str
+    description: str
+    rows: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str
+    title: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Document:
+    """A Markdown file; the figures it links relatively are embedded where it is published."""
+
+    key: str
+    description: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Shows:
+    """What a complete stage shows beyond its counts: summary lines (the CLI), tables, figures and
+    documents (Prefect artifacts)."""
+
+    lines: tuple[str, ...] = ()
+    tables: tuple[Table, ...] = ()
+    figures: tuple[Figure, ...] = ()
+    documents: tuple[Document, ...] = ()
+
+
+ShowsFn = Callable[[PipelineSpec, Path, dict[str, Any]], Shows]
+
+
+def _first_engine(spec: PipelineSpec) -> str:
+    return LOCAL
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    deps: tuple[str, ...]
+    config: Callable[[PipelineSpec], dict[str, Any]]
+    plan: Callable[[Context], Work]
+    engines: tuple[Engine, ...] = (Engine(LOCAL),)
+    default_engine: Callable[[PipelineSpec], str] = _first_engine
+    expensive: bool = False
+    shows: ShowsFn | None = None
+    code: tuple[str, ...] = field(default=())  # modules run beyond the plan's and the engines'
+
+    @property
+    def code_roots(self) -> tuple[str, ...]:
+        engines = tuple(e.module for e in self.engines if e.module)
+        return (self.plan.__module__, *engines, *self.code)
+
+    def engine(self, name: str) -> Engine:
+        for engine in self.engines:
+            if engine.name == name:
+                return engine
+        allowed = ", ".join(e.name for e in self.engines)
+        raise contract.StageError(f"{self.name}: no engine {name!r}; allowed: {allowed}")
+
+    def basis(self, spec: PipelineSpec, inputs: dict[str, Path]) -> fingerprints.Basis:
+        """What the stage's output depends on now; StageError when an input stage is incomplete."""
+        upstream = {}
+        for dep, folder in sorted(inputs.items()):
+            manifest = contract.Manifest.load(folder)
+            if manifest is None:
+                raise contract.StageError(
+                    f"{self.name} needs the output of {dep} ({folder}), which is not complete; "
+                    f"run it first (mvlp run SPEC --only {dep}) or run the whole pipeline"
+                )
+            upstream[dep] = manifest.fingerprint
+        return fingerprints.Basis(
+            self.name, self.config(spec), upstream, fingerprints.code_hashes(self.code_roots)
+        )
+
+    def run(
+        self,
+        spec: PipelineSpec,
+        inputs: dict[str, Path],
+        out_dir: Path,
+        *,
+        force: bool = False,
+        progress: contract.ProgressFn | None = None,
+        hook: Any = None,
+        accept_code: bool = False,
+    ) -> contract.Manifest:
+        """Make the stage's output current in `out_dir`; a current output is returned as is.
+
+        An expensive stage whose only change is code stops with a StageError naming the files and
+        both ways forward, unless `force` (recompute) or `accept_code` (keep the output: its
+        manifest records the acceptance and takes the new fingerprint)."""
+        inputs = {name: Path(folder) for name, folder in inputs.items()}
+        missing = [d for d in self.deps if d not in inputs]
+        if missing:
+            raise contract.StageError(f"{self.name} needs inputs {list(self.deps)}; missing {missing}")
+        out_dir = Path(out_dir)
+        basis = self.basis(spec, inputs)
+        manifest = contract.Manifest.load(out_dir)
+        if not force and manifest is not None:
+            if manifest.fingerprint == basis.fingerprint:
+                return manifest
+            why = fingerprints.changes(manifest.basis, basis)
+            code_only = all(c.kind in ("code", "unknown") for c in why)
+            if code_only and accept_code:
+                return _accept(manifest, basis, why, out_dir)
+            if code_only and self.expensive:
+                files = "; ".join(c.what for c in why)
+                raise contract.StageError(
+                    f"{self.name}: its output was made by other code than it runs now ({files}); "
+                    f"{self.name} is expensive, so its output is kept and the run stops here. "
+                    f"Recompute it: mvlp run SPEC --from {self.name} --force; keep it: mvlp run SPEC "
+                    f"--accept-code {self.name} (recorded in its manifest)"
+                )
+        work = self.plan(Context(spec, inputs, out_dir, hook))
+        try:
+            return contract.run_units(
+                self.name,
+                out_dir,
+                basis.fingerprint,
+                work.units,
+                work.process,
+                force=force,
+                progress=progress,
+                before=work.before,
+                finalize=work.finalize,
+                basis=basis.record(),
+            )
+        finally:
+            if work.close is not None:
+                work.close()
+
+
+def _accept(
+    manifest: contract.Manifest, basis: fingerprints.Basis, why: list[fingerprints.Change], out_dir: Path
+) -> contract.Manifest:
+    """Keep output made by other code: the manifest takes the new fingerprint and says so."""
+    manifest.accepted.append(
+        {
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "previous_fingerprint": manifest.fingerprint,
+            "changes": [str(c) for c in why],
+        }
+    )
+    manifest.fingerprint = basis.fingerprint
+    manifest.basis = basis.record()
+    manifest.save(out_dir)
+    return manifest

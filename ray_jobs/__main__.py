@@ -1,0 +1,5 @@
+import sys
+
+from ray_jobs.entrypoint import main
+
+sys.exit(main())
