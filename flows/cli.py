@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -24,8 +24,8 @@ from rich.table import Table
 
 from flows import cli_align, runlog
 from flows.cli_eval import eval_app
-from flows.errors import fail
-from mvlp_core import contract, pipeline
+from flows.errors import crash, fail, say
+from mvlp_core import contract, pipeline, reaper
 from mvlp_core.redirect import output_to
 from mvlp_core.spec import SPECS_ROOT, PipelineSpec, SpecError, load_spec
 
@@ -109,14 +109,15 @@ def _execute(
     stop: str | None = None,
     only: str | None = None,
     force: bool = False,
-    accept_code: list[str] | None = None,
+    keep: list[str] | None = None,
 ) -> None:
-    accept_code = list(accept_code or [])
+    keep = list(keep or [])
     try:
         spec = load_spec(spec_path, overrides, workdir)
         pipeline.check(spec)
         names = pipeline.select(start, stop, only)
-        for name in accept_code:
+        pipeline.check_workdir(spec)
+        for name in keep:
             pipeline.stage(name)
     except SpecError as err:
         fail(err)
@@ -132,6 +133,7 @@ def _execute(
     from flows import progress as progress_mod
     from flows.pipeline_flow import data_pipeline
 
+    reaper.reap_children_on_death()  # a killed run takes its workers and servers with it
     log = runlog.log_path(spec.workdir)
     try:
         # third-party output to the run's log; the bars and the summary write to the terminal
@@ -154,9 +156,7 @@ def _execute(
 
             progress_mod.set_terminal(terminal)
             try:
-                data_pipeline(
-                    str(spec_path), str(spec.workdir), overrides, start, stop, only, force, accept_code
-                )
+                data_pipeline(str(spec_path), str(spec.workdir), overrides, start, stop, only, force, keep)
             finally:
                 progress_mod.set_terminal(None)
     except (SpecError, contract.StageError) as err:
@@ -166,10 +166,10 @@ def _execute(
 
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a spec field: a.b=value")]
-AcceptOpt = Annotated[
+KeepOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--accept-code",
+        "--keep",
         help="keep this stage's output although the code it runs changed (recorded in its manifest)",
     ),
 ]
@@ -182,13 +182,13 @@ def demo(
     force: bool = False,
     to: Annotated[str | None, typer.Option(help="last stage (e.g. shard: data only)")] = None,
     set_: SetOpt = None,
-    accept_code: AcceptOpt = None,
+    keep: KeepOpt = None,
 ) -> None:
     """Run the whole DAG on the synthetic world: data, pretraining, IGLUE, report (embedded defaults, one machine)."""
     overrides = list(set_ or [])
     if samples is not None:
         overrides.append(f"dataset.samples={samples}")
-    _execute(DEMO_SPEC, workdir, overrides, stop=to, force=force, accept_code=accept_code)
+    _execute(DEMO_SPEC, workdir, overrides, stop=to, force=force, keep=keep)
 
 
 @app.command()
@@ -200,7 +200,7 @@ def run(
     only: Annotated[str | None, typer.Option(help="run this stage alone from its inputs on disk")] = None,
     force: Annotated[bool, typer.Option(help="recompute selected stages even if complete")] = False,
     set_: SetOpt = None,
-    accept_code: AcceptOpt = None,
+    keep: KeepOpt = None,
     remote: Annotated[
         bool, typer.Option(help="trigger the deployment (`mvlp deploy`) on PREFECT_API_URL and follow it")
     ] = False,
@@ -208,9 +208,9 @@ def run(
 ) -> None:
     """Run a pipeline spec (all stages, or --from/--to/--only), here or on a worker (--remote)."""
     if remote:
-        _run_remote(spec, workdir, list(set_ or []), from_, to, only, force, poll, accept_code)
+        _run_remote(spec, workdir, list(set_ or []), from_, to, only, force, poll, keep)
     else:
-        _execute(spec, workdir, list(set_ or []), from_, to, only, force, accept_code)
+        _execute(spec, workdir, list(set_ or []), from_, to, only, force, keep)
 
 
 def _require_api() -> str:
@@ -238,7 +238,7 @@ def _run_remote(
     only: str | None,
     force: bool,
     poll: float,
-    accept_code: list[str] | None,
+    keep: list[str] | None,
 ) -> None:
     from flows import deploy, deployment_runs
 
@@ -254,8 +254,8 @@ def _run_remote(
         "overrides": overrides,
         "force": force,
     }
-    if accept_code:
-        params["accept_code"] = list(accept_code)
+    if keep:
+        params["keep"] = list(keep)
     if not only:
         params.update(start=start, stop=stop, only=None)
     name = deploy.deployment_name(spec, only)
@@ -414,5 +414,30 @@ def ui(port: int = UI_PORT) -> None:
 
 cli_align.register(app)
 
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """The `mvlp` command. Every failure is one line on stderr and exit code 2: usage errors, spec
+    and stage errors, and unexpected exceptions (whose trace goes to the error log the line names)."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="mvlp", standalone_mode=False)
+    except typer.exceptions.TyperException as err:  # usage: a bad option, a missing argument
+        ctx = getattr(err, "ctx", None)
+        if type(err).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            console.print(ctx.get_help(), highlight=False)
+            raise SystemExit(0) from None
+        say(f"{err.format_message()}" + (f" (see {ctx.command_path} --help)" if ctx is not None else ""))
+        raise SystemExit(2) from None
+    except (typer.Abort, KeyboardInterrupt):
+        say("interrupted; a run resumes where it stopped when started again")
+        raise SystemExit(130) from None
+    except (SpecError, contract.StageError) as err:
+        say(err)
+        raise SystemExit(2) from None
+    except Exception as err:  # noqa: BLE001 - anything else is reported as one line, traced to a log
+        crash(err)
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -43,7 +43,7 @@ def data_pipeline(
     stop: str | None = None,
     only: str | None = None,
     force: bool = False,
-    accept_code: list[str] | None = None,
+    keep: list[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     overrides = list(overrides or [])
     spec = load_spec(spec_path, overrides, workdir)
@@ -63,7 +63,7 @@ def data_pipeline(
         pipeline.save_spec(spec)
         results = {}
         for name in names:
-            results[name] = stage_flow(name)(spec_path, str(spec.workdir), overrides, force, accept_code)
+            results[name] = stage_flow(name)(spec_path, str(spec.workdir), overrides, force, keep)
     create_table_artifact(
         key="pipeline-summary",
         table=[summary_row(n, s) for n, s in pipeline.stage_states(spec).items()],

@@ -73,16 +73,14 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     retry_condition_fn=_transient,
     task_run_name="run-{name}",
 )
-def run_stage_task(
-    spec: PipelineSpec, name: str, force: bool = False, accept_code: bool = False
-) -> dict[str, Any]:
+def run_stage_task(spec: PipelineSpec, name: str, force: bool = False, keep: bool = False) -> dict[str, Any]:
     # Only jobs sent to the cluster take a GPU slot: a Prefect concurrency lease outlives a killed
     # process (until it expires), so holding one for in-process stages would stall a resumed run.
     if is_submitted(spec, name):
         with concurrency.hold(concurrency.GPU_LIMIT, spec.execution.gpu_slots):
-            run_submitted(spec, name, force=force, accept_code=accept_code)
+            run_submitted(spec, name, force=force, keep=keep)
     else:
-        engines.run_stage(spec, name, force=force, progress=stage_progress(name), accept_code=accept_code)
+        engines.run_stage(spec, name, force=force, progress=stage_progress(name), keep=keep)
     return pipeline.stage_state(spec, name)
 
 
@@ -98,11 +96,11 @@ def _make_stage_flow(name: str) -> Flow:
         workdir: str | None = None,
         overrides: list[str] | None = None,
         force: bool = False,
-        accept_code: list[str] | None = None,
+        keep: list[str] | None = None,
     ) -> dict[str, Any]:
         spec = load_spec(spec_path, overrides or [], workdir)
         pipeline.check(spec)
-        accept = name in (accept_code or [])
+        accept = name in (keep or [])
         # outputs missing, partial or stale (deleted by hand, say) refresh the cache entry
         current = pipeline.stage_state(spec, name)["state"] == "complete"
         stage_task = run_stage_task.with_options(

@@ -45,13 +45,13 @@ def status_markdown(stage: str, submit: str, history: list[job_client.JobStatus]
 
 
 def run_submitted(
-    spec: PipelineSpec, stage: str, *, force: bool = False, accept_code: bool = False
+    spec: PipelineSpec, stage: str, *, force: bool = False, keep: bool = False
 ) -> job_client.JobStatus:
     """Submit the stage's Ray job per `spec.execution`, follow it, fail with its reason."""
     logger = get_run_logger()
     pipeline.save_spec(spec)  # the job reads the resolved spec from shared storage
     command = job_client.entrypoint(stage, Path(spec.workdir) / pipeline.SPEC_FILE)
-    command += " --force" * force + " --accept-code" * accept_code
+    command += " --force" * force + " --keep" * keep
     execution = spec.execution
     name = job_client.job_name(spec.name, stage, _run_id())
     history: list[job_client.JobStatus] = []

@@ -30,6 +30,9 @@ from mvlp_core import atomic
 MANIFEST = "_manifest.json"
 REJECTS = "_rejects.parquet"
 UNITS_DIR = "_units"
+MARKER = "_fingerprint"  # in UNITS_DIR: the fingerprint the units there were made for
+BASIS = "_basis"  # in UNITS_DIR: what that fingerprint hashes
+ACCEPTED = "_accepted"  # in UNITS_DIR: changes accepted while the units were unfinished
 REJECT_SCHEMA = pa.schema(
     [("key", pa.string()), ("reason", pa.string()), ("detail", pa.string()), ("unit", pa.string())]
 )
@@ -81,7 +84,15 @@ class Manifest:
     extra: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     basis: dict[str, Any] = field(default_factory=dict)  # what the fingerprint hashes (fingerprints.Basis)
-    accepted: list[dict[str, Any]] = field(default_factory=list)  # code changes accepted without recomputing
+    accepted: list[dict[str, Any]] = field(default_factory=list)  # changes accepted without recomputing
+
+    def current_for(self, expected: str) -> bool:
+        """Whether this output is what `expected` asks for: made for it, or kept for it (`accepted`)."""
+        return self.fingerprint == expected or any(a.get("fingerprint") == expected for a in self.accepted)
+
+    def latest_basis(self) -> dict[str, Any]:
+        """What the output was last judged current for: the newest acceptance's basis, else its own."""
+        return self.accepted[-1]["basis"] if self.accepted and "basis" in self.accepted[-1] else self.basis
 
     @classmethod
     def load(cls, out_dir: Path) -> Manifest | None:
@@ -94,9 +105,36 @@ class Manifest:
         atomic.write_json(Path(out_dir) / MANIFEST, asdict(self))
 
 
+def unfinished(out_dir: Path) -> tuple[str, dict[str, Any]] | None:
+    """(fingerprint, basis) of work started in `out_dir` and not finished (no manifest yet)."""
+    out_dir = Path(out_dir)
+    marker = out_dir / UNITS_DIR / MARKER
+    if (out_dir / MANIFEST).exists() or not marker.exists():
+        return None
+    basis_file = out_dir / UNITS_DIR / BASIS
+    basis = json.loads(basis_file.read_text(encoding="utf-8")) if basis_file.exists() else {}
+    return marker.read_text().strip(), basis
+
+
+def adopt_unfinished(out_dir: Path, fp: str, basis: dict[str, Any], accepted: dict[str, Any]) -> None:
+    """Let unfinished work continue under a new fingerprint (the next run resumes it, not resets
+    it); `accepted` says what changed, and ends in the manifest's `accepted`."""
+    out_dir = Path(out_dir)
+    path = out_dir / UNITS_DIR / ACCEPTED
+    earlier = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+    atomic.write_json(path, [*earlier, accepted])
+    _mark(out_dir, fp, basis)
+
+
+def _mark(out_dir: Path, fp: str, basis: dict[str, Any] | None) -> None:
+    atomic.write_json(out_dir / UNITS_DIR / BASIS, basis or {})
+    with atomic.atomic_open(out_dir / UNITS_DIR / MARKER) as f:
+        f.write(fp)
+
+
 def is_complete(out_dir: Path, expected_fingerprint: str) -> bool:
     m = Manifest.load(out_dir)
-    return m is not None and m.fingerprint == expected_fingerprint
+    return m is not None and m.current_for(expected_fingerprint)
 
 
 def read_rejects(out_dir: Path) -> pa.Table:
@@ -180,12 +218,11 @@ def run_units(
     if not force and is_complete(out_dir, fp):
         return Manifest.load(out_dir)
     started = time.perf_counter()
-    marker = out_dir / UNITS_DIR / "_fingerprint"
+    marker = out_dir / UNITS_DIR / MARKER
     if force or not marker.exists() or marker.read_text().strip() != fp:
         _reset(out_dir)
         (out_dir / UNITS_DIR).mkdir()
-        with atomic.atomic_open(marker) as f:
-            f.write(fp)
+        _mark(out_dir, fp, basis)
     else:
         (out_dir / MANIFEST).unlink(missing_ok=True)
         atomic.remove_temporaries(out_dir)
@@ -253,6 +290,11 @@ def _commit_unit(out_dir: Path, unit: str, result: UnitResult, seconds: float) -
     atomic.write_json(_unit_record_path(out_dir, unit), record)
 
 
+def _accepted_while_unfinished(out_dir: Path) -> list[dict[str, Any]]:
+    path = out_dir / UNITS_DIR / ACCEPTED
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+
+
 def _write_manifest(
     stage: str,
     out_dir: Path,
@@ -288,6 +330,7 @@ def _write_manifest(
         extra=extra,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         basis=basis,
+        accepted=_accepted_while_unfinished(out_dir),
     )
     manifest.save(out_dir)
     return manifest

@@ -6,25 +6,35 @@ passing fault (429, 5xx, timeouts, dropped connections, malformed JSON) from a m
 retrying cannot fix (401, 404, 400). After the retries are spent the client raises
 `EndpointError`, a run-level `StageError` whose message names the URL and the fix.
 
-The API key is read from an environment variable whose NAME is configured; its value is
-replaced by `***` in every message this module produces, and httpx exceptions are never chained
-(their text and request objects could carry it).
+The API key is read from an environment variable whose NAME is configured; its value, and every
+run of `PARTIAL_RUN` or more of its characters (what a cut leaves of it), is replaced by `***` in
+every message this module produces, before any excerpt is cut (`OpenAIClient.excerpt`); httpx
+exceptions are never chained (their text and request objects could carry it). A user:password@
+in `base_url` is sent as basic auth, never as part of a URL (httpx logs the URLs it requests).
+
+Each attempt has a wall-clock deadline (`EndpointConfig.deadline`, by default its `timeout`) over
+connect, send and every read: httpx's timeouts bound each socket operation, so a server that
+drips its answer a byte at a time would hold a worker forever. The client's transport gives every
+socket wait at most what is left of the deadline; running out is a timeout (retried).
 """
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
 import json
 import logging
 import os
 import random
+import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
+import httpcore
 import httpx
 
 from mvlp_core.contract import StageError
@@ -33,6 +43,8 @@ from mvlp_core.spec import EndpointSpec
 log = logging.getLogger(__name__)
 
 REDACTED = "***"
+PARTIAL_RUN = 8  # this many of the key's characters in a row identify it: they are redacted too
+SCAN_CHARS = 1 << 16  # an excerpt is redacted from this much of the text, then cut
 
 
 class EndpointError(StageError):
@@ -48,6 +60,7 @@ class EndpointConfig:
     api_key_env: str | None = None
     timeout: float = 60.0
     connect_timeout: float = 10.0
+    deadline: float | None = None  # seconds one attempt may take in all; None: `timeout`
     max_retries: int = 5
     backoff_base: float = 1.0
     backoff_max: float = 60.0
@@ -134,6 +147,118 @@ def _safe_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
+def _userinfo_auth(url: str) -> httpx.BasicAuth | None:
+    """The user:password@ of a URL as HTTP basic auth (what httpx would send for it), so that the
+    URL httpx requests, and logs, carries none."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return None
+    return httpx.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
+
+
+def redact_secret(text: str, secret: str | None) -> str:
+    """`text` with every run of `PARTIAL_RUN` or more characters that occurs in `secret` (the
+    whole secret, or what a cut left of it: a head, a tail) replaced by ***."""
+    if not secret:
+        return text
+    n = min(PARTIAL_RUN, len(secret))
+    grams = {secret[i : i + n] for i in range(len(secret) - n + 1)}
+    if not any(gram in text for gram in grams):
+        return text
+    out, done = [], 0  # text[:done] is written out or redacted
+    for start in range(len(text) - n + 1):
+        if text[start : start + n] in grams:
+            if start >= done:  # a new run
+                out += [text[done:start], REDACTED]
+            done = start + n
+    return "".join(out) + text[done:]
+
+
+# The deadline (time.monotonic() value) of the attempt in flight in this thread; a sync httpx
+# request does all its socket work in the calling thread.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("mvlp_http_deadline", default=None)
+
+
+def _bounded(timeout: float | None, expired: type[Exception]) -> float | None:
+    """`timeout` cut to what is left of this thread's deadline; `expired` when none is left."""
+    end = _DEADLINE.get()
+    if end is None:
+        return timeout
+    left = end - time.monotonic()
+    if left <= 0:
+        raise expired("the request's deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read, write and TLS handshake waits at most until the deadline."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _bounded(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, bounded))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's sockets, connected and used within the deadline (`_DeadlineStream`)."""
+
+    def __init__(self) -> None:
+        self._backend = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_tcp(host, port, bounded, local_address, socket_options))
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_unix_socket(path, bounded, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+class _DeadlineTransport(httpx.HTTPTransport):
+    """httpx's transport (no proxy, no environment) on `_DeadlineBackend` sockets. httpx offers
+    no hook for the network backend, so the connection pool it built is replaced by the same
+    pool on that backend."""
+
+    def __init__(self) -> None:
+        super().__init__(trust_env=False)
+        limits = httpx.Limits()
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_DeadlineBackend(),
+        )
+
+
 class OpenAIClient:
     """Thread-safe: one client serves every worker thread of a stage."""
 
@@ -146,7 +271,7 @@ class OpenAIClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.config = config
-        self.base_url = config.base_url.rstrip("/")
+        self.base_url = _safe_url(config.base_url.rstrip("/"))
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
@@ -156,14 +281,15 @@ class OpenAIClient:
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
         self._http = httpx.Client(
+            auth=_userinfo_auth(config.base_url),
             headers=headers,
             timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
-            transport=transport,
+            transport=transport or _DeadlineTransport(),
             trust_env=False,
         )
 
     def __repr__(self) -> str:
-        return f"OpenAIClient({self.redact(_safe_url(self.base_url))!r}, model={self.config.model!r})"
+        return f"OpenAIClient({self.redact(self.base_url)!r}, model={self.config.model!r})"
 
     def _read_key(self) -> str | None:
         name = self.config.api_key_env
@@ -178,10 +304,14 @@ class OpenAIClient:
             )
         return key.strip()
 
-    def redact(self, text: str) -> str:
-        """`text` with the API key (if any) replaced by ***."""
-        text = str(text)
-        return text.replace(self._key, REDACTED) if self._key else text
+    def redact(self, text: object) -> str:
+        """`text` with the API key (if any), and any run of PARTIAL_RUN of its characters, as ***."""
+        return redact_secret(str(text), self._key)
+
+    def excerpt(self, text: str, limit: int) -> str:
+        """At most `limit` characters of `text`, redacted before the cut (a cut through the key
+        would leave a part the redaction no longer recognises as the key)."""
+        return self.redact(text[:SCAN_CHARS])[:limit]
 
     def close(self) -> None:
         self._http.close()
@@ -241,7 +371,7 @@ class OpenAIClient:
                 last = str(failure)
                 if not failure.retry:
                     raise EndpointError(
-                        f"{method} {self.redact(_safe_url(url))} failed: {last}. {self._fix_for(last)}"
+                        f"{method} {self.redact(url)} failed: {last}. {self._fix_for(last)}"
                     ) from None
                 if attempt + 1 == attempts:
                     break
@@ -251,7 +381,7 @@ class OpenAIClient:
                 log.warning(
                     "%s %s: %s; retry %d/%d in %.2fs",
                     method,
-                    self.redact(_safe_url(url)),
+                    self.redact(url),
                     last,
                     attempt + 1,
                     self.config.max_retries,
@@ -259,8 +389,8 @@ class OpenAIClient:
                 )
                 self._sleep(wait)
         raise EndpointError(
-            f"{method} {self.redact(_safe_url(url))} failed after {attempts} attempt(s); "
-            f"last error: {last}. Fix: check that the server at {self.redact(_safe_url(self.base_url))} "
+            f"{method} {self.redact(url)} failed after {attempts} attempt(s); "
+            f"last error: {last}. Fix: check that the server at {self.redact(self.base_url)} "
             f"is up and serves model {self.config.model!r} ({self.config.field}.base_url, "
             f"{self.config.field}.model), or raise {self.config.field}.max_retries / "
             f"{self.config.field}.timeout, or lower {self.config.field}.requests_per_second"
@@ -282,6 +412,7 @@ class OpenAIClient:
 
     def _attempt(self, method: str, url: str, body: Mapping[str, Any] | None, expect: str) -> dict[str, Any]:
         self._limiter.acquire()
+        token = _DEADLINE.set(time.monotonic() + (self.config.deadline or self.config.timeout))
         try:
             response = self._http.request(method, url, json=body)
         except httpx.TimeoutException as err:
@@ -290,9 +421,11 @@ class OpenAIClient:
             raise _Attempt(
                 f"connection failed ({type(err).__name__}: {self.redact(err)})", retry=True
             ) from None
+        finally:
+            _DEADLINE.reset(token)
         status = response.status_code
         if status >= 400:
-            snippet = self.redact(response.text[:300]).replace("\n", " ")
+            snippet = self.excerpt(response.text, 300).replace("\n", " ")
             message = f"HTTP {status}: {snippet}"
             if status == 429 or status >= 500:
                 wait = None
@@ -303,10 +436,10 @@ class OpenAIClient:
         try:
             data = response.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
-            snippet = self.redact(response.text[:120]).replace("\n", " ")
+            snippet = self.excerpt(response.text, 120).replace("\n", " ")
             raise _Attempt(f"malformed JSON in the response: {snippet!r}", retry=True) from None
         if not _well_formed(data, expect):
-            snippet = self.redact(json.dumps(data)[:160])
+            snippet = self.excerpt(json.dumps(data), 160)
             raise _Attempt(f"unexpected response shape for {expect}: {snippet}", retry=True)
         return data
 

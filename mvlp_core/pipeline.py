@@ -9,8 +9,11 @@ stage runs with, so what status calls current is what a run would skip.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from mvlp_core import atomic, contract, fingerprints, registry
 from mvlp_core.spec import PipelineSpec, SpecError
@@ -86,9 +89,24 @@ def check(spec: PipelineSpec) -> None:
         engine_of(spec, name)
 
 
+def check_workdir(spec: PipelineSpec) -> None:
+    """SpecError unless the run's workdir can be created and written (before any work starts)."""
+    workdir = Path(spec.workdir)
+    probe = workdir / f".mvlp-write-check-{os.getpid()}"
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise SpecError(
+            f"workdir {workdir} cannot be written ({err.strerror or err}); give another with --workdir "
+            "or fix its permissions"
+        ) from None
+
+
 def run_stage(spec: PipelineSpec, name: str, **options: Any) -> contract.Manifest:
     """Run one stage from its inputs on disk into its folder. `options` are `Stage.run`'s: force,
-    progress, accept_code, and hook, what the stage's engine provides (None: the local engine;
+    progress, keep, and hook, what the stage's engine provides (None: the local engine;
     `ray_jobs.engines.run_stage` resolves it from the spec)."""
     return stage(name).run(spec, inputs_for(spec, name), stage_dir(spec, name), **options)
 
@@ -107,8 +125,18 @@ def stage_state(spec: PipelineSpec, name: str) -> dict[str, Any]:
     folder = stage_dir(spec, name)
     manifest = contract.Manifest.load(folder)
     if manifest is None:
-        units = list((folder / contract.UNITS_DIR).glob("*.json"))
-        return {"state": "partial" if units else "missing", "units_done": len(units)}
+        started = contract.unfinished(folder)
+        if started is None:
+            return {"state": "missing", "units_done": 0}
+        state = {"state": "partial", "units_done": len(list((folder / contract.UNITS_DIR).glob("*.json")))}
+        try:
+            basis = stage(name).basis(spec, inputs_for(spec, name))
+        except (contract.StageError, SpecError, OSError):
+            return state
+        if basis.fingerprint != started[0]:
+            why = fingerprints.changes(started[1], basis) or ["its fingerprint differs"]
+            state["stale_because"] = [str(c) for c in why]
+        return state
     state: dict[str, Any] = {"state": "complete"}
     try:
         basis = stage(name).basis(spec, inputs_for(spec, name))
@@ -118,8 +146,8 @@ def stage_state(spec: PipelineSpec, name: str) -> dict[str, Any]:
     except (SpecError, OSError) as err:
         state.update(state="stale", stale_because=[f"its fingerprint cannot be computed: {err}"])
     else:
-        if basis.fingerprint != manifest.fingerprint:
-            why = fingerprints.changes(manifest.basis, basis)
+        if not manifest.current_for(basis.fingerprint):
+            why = fingerprints.changes(manifest.latest_basis(), basis)
             state.update(state="stale", stale_because=[str(c) for c in why] or ["its fingerprint differs"])
     state.update(
         samples_in=manifest.samples_in,
@@ -148,5 +176,11 @@ def load_saved_spec(workdir: Path) -> PipelineSpec:
             f"{workdir} holds no run ({SPEC_FILE} missing); start one with `mvlp run` or `mvlp demo`"
         )
     raw = json.loads(path.read_text(encoding="utf-8"))
-    check_replaced(raw, str(path))
-    return PipelineSpec.model_validate(raw)
+    try:
+        check_replaced(raw, str(path))
+        return PipelineSpec.model_validate(raw)
+    except (SpecError, ValidationError) as err:
+        raise SpecError(
+            f"{path} was written by another version of mvlp ({' '.join(str(err).split())[:200]}); "
+            f"run the pipeline again (mvlp run SPEC --workdir {workdir}) to rewrite it"
+        ) from None

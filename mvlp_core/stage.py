@@ -134,7 +134,8 @@ class Stage:
         raise contract.StageError(f"{self.name}: no engine {name!r}; allowed: {allowed}")
 
     def basis(self, spec: PipelineSpec, inputs: dict[str, Path]) -> fingerprints.Basis:
-        """What the stage's output depends on now; StageError when an input stage is incomplete."""
+        """What the stage's output depends on now: its config, its input stages' fingerprints and
+        its code. StageError when an input stage is incomplete."""
         upstream = {}
         for dep, folder in sorted(inputs.items()):
             manifest = contract.Manifest.load(folder)
@@ -157,13 +158,15 @@ class Stage:
         force: bool = False,
         progress: contract.ProgressFn | None = None,
         hook: Any = None,
-        accept_code: bool = False,
+        keep: bool = False,
     ) -> contract.Manifest:
         """Make the stage's output current in `out_dir`; a current output is returned as is.
 
-        An expensive stage whose only change is code stops with a StageError naming the files and
-        both ways forward, unless `force` (recompute) or `accept_code` (keep the output: its
-        manifest records the acceptance and takes the new fingerprint)."""
+        Output that is not current is recomputed, except for an expensive stage whose own config
+        did not change: work it finished or started under other code or from other inputs is never
+        discarded silently. It stops with a StageError naming what changed and both ways forward,
+        unless `force` (recompute) or `keep` (keep the output, or continue the unfinished work;
+        the manifest records what was accepted)."""
         inputs = {name: Path(folder) for name, folder in inputs.items()}
         missing = [d for d in self.deps if d not in inputs]
         if missing:
@@ -171,21 +174,23 @@ class Stage:
         out_dir = Path(out_dir)
         basis = self.basis(spec, inputs)
         manifest = contract.Manifest.load(out_dir)
-        if not force and manifest is not None:
-            if manifest.fingerprint == basis.fingerprint:
-                return manifest
-            why = fingerprints.changes(manifest.basis, basis)
-            code_only = all(c.kind in ("code", "unknown") for c in why)
-            if code_only and accept_code:
+        unfinished = contract.unfinished(out_dir)
+        if not force and manifest is not None and not manifest.current_for(basis.fingerprint):
+            why = _why(manifest.latest_basis(), basis)
+            if keep:
                 return _accept(manifest, basis, why, out_dir)
-            if code_only and self.expensive:
-                files = "; ".join(c.what for c in why)
-                raise contract.StageError(
-                    f"{self.name}: its output was made by other code than it runs now ({files}); "
-                    f"{self.name} is expensive, so its output is kept and the run stops here. "
-                    f"Recompute it: mvlp run SPEC --from {self.name} --force; keep it: mvlp run SPEC "
-                    f"--accept-code {self.name} (recorded in its manifest)"
+            if self.expensive and not any(c.kind == "config" for c in why):
+                raise self._stop(why, "its output", "keep it")
+        elif not force and manifest is not None:
+            return manifest
+        elif not force and unfinished is not None and unfinished[0] != basis.fingerprint:
+            why = _why(unfinished[1], basis)
+            if keep:
+                contract.adopt_unfinished(
+                    out_dir, basis.fingerprint, basis.record(), _record(unfinished[0], why)
                 )
+            elif self.expensive and not any(c.kind == "config" for c in why):
+                raise self._stop(why, "its unfinished work (checkpoints included)", "continue it")
         work = self.plan(Context(spec, inputs, out_dir, hook))
         try:
             return contract.run_units(
@@ -204,19 +209,38 @@ class Stage:
             if work.close is not None:
                 work.close()
 
+    def _stop(self, why: list[fingerprints.Change], what: str, keep_it: str) -> contract.StageError:
+        changed = "; ".join(str(c) for c in why)
+        return contract.StageError(
+            f"{self.name}: {what} was made from other inputs or code than it would be now ({changed}); "
+            f"{self.name} is expensive, so nothing was discarded and the run stops here. Recompute it: "
+            f"mvlp run SPEC --from {self.name} --force; {keep_it}: mvlp run SPEC --keep {self.name} "
+            "(recorded in its manifest)"
+        )
+
+
+def _why(recorded: dict[str, Any], basis: fingerprints.Basis) -> list[fingerprints.Change]:
+    return fingerprints.changes(recorded, basis) or [
+        fingerprints.Change("unknown", "its fingerprint differs")
+    ]
+
+
+def _record(previous: str, why: list[fingerprints.Change]) -> dict[str, Any]:
+    return {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "previous_fingerprint": previous,
+        "changes": [str(c) for c in why],
+    }
+
 
 def _accept(
     manifest: contract.Manifest, basis: fingerprints.Basis, why: list[fingerprints.Change], out_dir: Path
 ) -> contract.Manifest:
-    """Keep output made by other code: the manifest takes the new fingerprint and says so."""
+    """Keep output made by other code or from other inputs: the manifest records that it is current
+    for the new fingerprint (and what changed). Its own fingerprint, which later stages depend on,
+    stays: keeping a model does not make what was evaluated from it stale."""
     manifest.accepted.append(
-        {
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "previous_fingerprint": manifest.fingerprint,
-            "changes": [str(c) for c in why],
-        }
+        {**_record(manifest.fingerprint, why), "fingerprint": basis.fingerprint, "basis": basis.record()}
     )
-    manifest.fingerprint = basis.fingerprint
-    manifest.basis = basis.record()
     manifest.save(out_dir)
     return manifest

@@ -5,6 +5,12 @@ Applied at ingest to the listed URL and again at download to the URL actually fe
 mirror rewrite). Host names are checked as written here (IP literals in dotted, decimal, hex and
 IPv6 form, and `localhost`); `mvlp_core.fetchguard` checks what names resolve to, and every
 redirect hop, where img2dataset fetches.
+
+"Loopback" means every address the kernel delivers to this host: 127.0.0.0/8, ::1, and also
+0.0.0.0/8 and `::` (a connect to 0.0.0.0 reaches 127.0.0.1), in any spelling (`0`, `0x0`,
+`[::]`) and inside IPv4-mapped (`::ffff:0.0.0.0`) and IPv4-compatible (`::127.0.0.1`) IPv6
+forms. So `allow_private` never opens the local host's services (the Prefect API, the Ray
+dashboard); only `allow_loopback` does.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from urllib.parse import urlsplit
 from mvlp_core.spec import UrlPolicy
 
 ALLOWED_SCHEMES = ("http", "https")
+THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")  # "this host on this network" (RFC 1122)
 
 
 def _inet_aton_part(part: str) -> int:
@@ -51,19 +58,31 @@ def _parse_host_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address |
     return ipaddress.IPv4Address(value)
 
 
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv4-mapped (::ffff:a.b.c.d) or IPv4-compatible (::a.b.c.d, which
+    includes `::` and `::1`) IPv6 address carries, else None."""
+    if ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    if int(ip) >> 32 == 0:
+        return ipaddress.IPv4Address(int(ip))
+    return None
+
+
 def check_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, policy: UrlPolicy) -> tuple[str, str] | None:
-    """None if an address may be contacted, else (reason, detail)."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    if ip.is_loopback:
-        return None if policy.allow_loopback else ("url_loopback", str(ip))
+    """None if an address may be contacted, else (reason, detail). An IPv6 form of an IPv4
+    address is judged by the IPv4 address it carries."""
+    shown = str(ip)
+    if isinstance(ip, ipaddress.IPv6Address):
+        ip = _embedded_ipv4(ip) or ip
+    if ip.is_loopback or ip in THIS_NETWORK:  # every address a connect delivers to this host
+        return None if policy.allow_loopback else ("url_loopback", shown)
     if ip.is_link_local:
-        return None if policy.allow_link_local else ("url_link_local", str(ip))
+        return None if policy.allow_link_local else ("url_link_local", shown)
     if ip.is_multicast:
-        return "url_multicast", str(ip)
+        return "url_multicast", shown
     # not is_global also catches shared address space (100.64/10) and other special ranges
-    if ip.is_private or ip.is_reserved or ip.is_unspecified or not ip.is_global:
-        return None if policy.allow_private else ("url_private", str(ip))
+    if ip.is_private or ip.is_reserved or not ip.is_global:
+        return None if policy.allow_private else ("url_private", shown)
     return None
 
 

@@ -1,5 +1,5 @@
 """The command line of every Ray job: `python -m ray_jobs STAGE --spec SPEC [--workdir DIR]
-[--set a.b=c ...] [--force] [--accept-code]`, as a RayJob entrypoint, through the Ray Jobs API or
+[--set a.b=c ...] [--force] [--keep]`, as a RayJob entrypoint, through the Ray Jobs API or
 by hand. The stage runs on the engine its spec picks.
 
 A spec or stage error prints one line naming the cause and the fix and exits 2; a finished job
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="a.b=value")
     parser.add_argument("--force", action="store_true", help="recompute even if complete")
     parser.add_argument(
-        "--accept-code", action="store_true", help="keep output made by other code (recorded in its manifest)"
+        "--keep", action="store_true", help="keep output made by other code (recorded in its manifest)"
     )
     args = parser.parse_args(argv)
 
@@ -35,9 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = load_spec(args.spec, args.overrides, args.workdir)
         stage = pipeline.stage(args.stage)
-        manifest = engines.run_stage(
-            spec, args.stage, force=args.force, progress=progress, accept_code=args.accept_code
-        )
+        manifest = engines.run_stage(spec, args.stage, force=args.force, progress=progress, keep=args.keep)
     except (SpecError, contract.StageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,5 +1,5 @@
 """A stage added the way a contributor adds one: this module (a `Stage` descriptor) plus one line in
-`mvlp_core.registry.STAGES` (tests/integration/test_new_stage.py adds that line with monkeypatch).
+`mvlp_core.registry.STAGES` (tests/integration/test_flows.py adds that line with monkeypatch).
 
 `caption-stats` reads the ingest shards and writes, per shard, the number of captions and their mean
 length in words; captions shorter than `min_words` are rejected with a reason.

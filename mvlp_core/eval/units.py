@@ -86,6 +86,13 @@ def image_roots(cfg: IglueSpec) -> ImageRoots:
     return ImageRoots(roots)
 
 
+def finetune_settings(cfg: IglueSpec, task: str) -> IglueFinetuneSpec:
+    """The settings `task` fine-tunes with: the shared ones, its own (`finetune.tasks`) where given."""
+    own = cfg.finetune.tasks.get(task)
+    changes = own.model_dump(exclude_none=True) if own is not None else {}
+    return cfg.finetune.model_copy(update={**changes, "tasks": {}})
+
+
 def _tuning(ft: IglueFinetuneSpec, cfg: IglueSpec) -> dict[str, Any]:
     """The fine-tune settings zero-shot and few-shot share: batch, seed, head rate, frozen parts."""
     return {
@@ -238,7 +245,7 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
     if unit.setting == "finetune":
         em = _load(Path(model_dir), cfg)
         ev = Evaluator(em, cfg, unit.task)
-        ft = cfg.finetune.for_task(unit.task)
+        ft = finetune_settings(cfg, unit.task)
         info: dict[str, Any] = {"epochs": ft.epochs}
         rejects: list[Reject] = []
         n_in = n_out = 0
@@ -283,7 +290,7 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
             layout.few_shot(unit.task, unit.lang, shots), f"{unit.task} {unit.lang} train_{shots}"
         )
         examples, _ = ev.training_examples(train, unit.lang, None)
-        ft = cfg.finetune.for_task(unit.task)
+        ft = finetune_settings(cfg, unit.task)
         res = grid_search(
             em,
             examples,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,6 @@ from mvlp_core.model.losses import contrastive_loss, distributed, mine_hard_nega
 from mvlp_core.model.tokenizers import TASK_IDS, Tokenizers, load_tokenizers
 from mvlp_core.model.vision import ImageEncoder, load_blip2_encoder, random_configs, tower_width
 from mvlp_core.spec import ModelSpec
-from mvlp_core.spec.model import upgrade_saved
 
 CONFIG_FILE = "unigen.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -609,6 +609,18 @@ class UniGen(nn.Module):
                 " incomplete or from another model version: re-save it"
             ) from None
         return model
+
+
+def upgrade_saved(raw: dict[str, Any]) -> dict[str, Any]:
+    """A model section saved with a checkpoint before the named sizes: its `tiny` dimensions become
+    `dims` of size small (the former tiny was RandomDims' defaults), so older checkpoints load."""
+    if "tiny" not in raw:
+        return raw
+    raw = {**raw, "dims": raw["tiny"]}
+    del raw["tiny"]
+    if raw.get("size") == "tiny":
+        raw["size"] = "small"
+    return raw
 
 
 def load_model(folder: str | Path) -> UniGen:

@@ -43,7 +43,7 @@ class AlignSpec(Strict):
     dictionary_min_prob: float = Field(
         0.1, gt=0, le=1, description="bilingual dictionary: keep pairs with p(xx | en) >= this"
     )
-    workers: int = perf_only(1, gt=0, description="processes aligning chunks in parallel")
+    workers: int = perf_only(1, gt=0, le=256, description="processes aligning chunks in parallel")
 
     @field_validator("priors")
     @classmethod

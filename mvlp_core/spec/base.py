@@ -16,7 +16,8 @@ def perf_only(default: Any, **kw: Any) -> Any:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # inf and nan are never a setting: a float field that takes one refuses it
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class SpecError(ValueError):

@@ -46,35 +46,40 @@ class UrlPolicy(Strict):
 
 
 class IngestSpec(Strict):
-    shard_size: int = Field(1000, gt=0)
+    shard_size: int = Field(1000, gt=0, le=1_000_000)
     dedup: Literal["url", "url+caption", "none"] = "url"
-    max_caption_chars: int = Field(1000, gt=0)
+    max_caption_chars: int = Field(1000, gt=0, le=100_000)
     url_policy: UrlPolicy = UrlPolicy()
 
 
 class DownloadSpec(Strict):
-    image_size: int = Field(224, gt=0)
+    image_size: int = Field(224, gt=0, le=4096, description="pixels per side (at most 4096)")
     resize_mode: Literal["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"] = "center_crop"
     encode_quality: int = Field(95, ge=1, le=100)
-    min_image_size: int = Field(0, ge=0)
-    max_aspect_ratio: float = Field(float("inf"), gt=0)
-    timeout: float = Field(10, gt=0)
-    retries: int = Field(1, ge=0)
+    min_image_size: int = Field(0, ge=0, le=4096)
+    max_aspect_ratio: float | None = Field(None, ge=1, le=1000, description="None: any aspect ratio")
+    timeout: float = Field(10, gt=0, le=600, description="seconds per request (at most 600)")
+    retries: int = Field(1, ge=0, le=20)
     guard_fetch: bool = Field(
         True,
         description="check each request img2dataset makes (every redirect hop, every resolved "
         "address) against the URL policy",
     )
     max_image_pixels: int = Field(
-        100_000_000, gt=0, description="images declaring more pixels are refused before decoding"
+        100_000_000,
+        gt=0,
+        le=2**30,
+        description="images declaring more pixels are refused before decoding (at most 2^30, OpenCV's own cap)",
     )
-    max_response_bytes: int = Field(50 * 2**20, gt=0, description="larger responses are refused or cut")
-    processes: int = perf_only(2, gt=0)
-    threads: int = perf_only(16, gt=0)
+    max_response_bytes: int = Field(
+        50 * 2**20, gt=0, le=2**31, description="larger responses are refused or cut (at most 2 GiB)"
+    )
+    processes: int = perf_only(2, gt=0, le=512)
+    threads: int = perf_only(16, gt=0, le=1024)
     mirrors: dict[str, str] = perf_only(
         {}, description="URL prefix -> mirror prefix used at fetch time; records keep the original"
     )
 
 
 class ShardSpec(Strict):
-    samples_per_shard: int = Field(1000, gt=0)
+    samples_per_shard: int = Field(1000, gt=0, le=1_000_000)

@@ -22,9 +22,11 @@ class EndpointSpec(Strict):
     api_key_env: str | None = perf_only(
         None, description="NAME of the environment variable that holds the API key (never the key)"
     )
-    timeout: float = perf_only(60.0, gt=0, description="seconds per request")
-    max_retries: int = perf_only(5, ge=0)
-    backoff_base: float = perf_only(1.0, ge=0, description="first retry delay in seconds, doubled each try")
-    backoff_max: float = perf_only(60.0, ge=0)
+    timeout: float = perf_only(60.0, gt=0, le=3600, description="seconds per request (at most an hour)")
+    max_retries: int = perf_only(5, ge=0, le=100)
+    backoff_base: float = perf_only(
+        1.0, ge=0, le=3600, description="first retry delay in seconds, doubled each try"
+    )
+    backoff_max: float = perf_only(60.0, ge=0, le=86400)
     requests_per_second: float | None = perf_only(None, gt=0)
-    concurrency: int = perf_only(8, gt=0, description="requests in flight at once")
+    concurrency: int = perf_only(8, gt=0, le=1024, description="requests in flight at once")

@@ -52,10 +52,13 @@ class ExecutionSpec(Strict):
     )
     working_dir: str | None = Field(None, description="submit ray-jobs: upload this folder as the job's code")
     rayjob: RayJobSpec = RayJobSpec()
-    poll_seconds: float = Field(5.0, gt=0, description="seconds between job status reads")
+    poll_seconds: float = Field(5.0, gt=0, le=3600, description="seconds between job status reads")
     timeout_seconds: float = Field(
-        7 * 86400, gt=0, description="a submitted job running longer fails its stage"
+        7 * 86400, gt=0, le=90 * 86400, description="a submitted job running longer fails its stage"
     )
     gpu_slots: int = Field(
-        1, gt=0, description="submitted stages running at once across runs (a Prefect concurrency limit)"
+        1,
+        gt=0,
+        le=1024,
+        description="submitted stages running at once across runs (a Prefect concurrency limit)",
     )

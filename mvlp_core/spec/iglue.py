@@ -50,12 +50,6 @@ class IglueFinetuneSpec(Strict):
         {}, description="task -> fields that differ from the shared ones, e.g. {wit: {lr: 3e-4}}"
     )
 
-    def for_task(self, task: str) -> IglueFinetuneSpec:
-        """The settings `task` fine-tunes with: the shared ones, its own where given."""
-        own = self.tasks.get(task)
-        changes = own.model_dump(exclude_none=True) if own is not None else {}
-        return self.model_copy(update={**changes, "tasks": {}})
-
 
 class IglueSpec(Strict):
     """IGLUE evaluation (stage iglue-eval): tasks x settings x languages over a root laid out like
@@ -87,6 +81,9 @@ class IglueSpec(Strict):
     seed: int = 0
     batch_size: int = perf_only(16, gt=0)
     workers: int = perf_only(
-        1, ge=1, description="units evaluated in parallel as Ray tasks (execution.engines.iglue-eval: ray)"
+        1,
+        ge=1,
+        le=1024,
+        description="units evaluated in parallel as Ray tasks (execution.engines.iglue-eval: ray)",
     )
     device: str = perf_only("cpu", description="torch device of each unit")

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
+from mvlp_core.spec import yaml_reader
 from mvlp_core.spec.base import SPECS_ROOT, SpecError
 from mvlp_core.spec.data import DatasetSpec
 from mvlp_core.spec.pipeline import PipelineSpec
@@ -51,15 +51,20 @@ def check_replaced(raw: dict[str, Any], source: str) -> None:
             raise SpecError(f"invalid spec {source}: {old} was replaced by {new}")
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value as an error message shows it: its repr, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _format_error(source: str, err: ValidationError) -> str:
-    lines = [f"invalid spec {source}:"]
+    """One line: the spec, then each failing field with what is wrong and the value it got."""
+    problems = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field"
-        lines.append(f"  {loc}: {msg} (got {e.get('input')!r})")
-    return "\n".join(lines)
+        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
+        problems.append(f"{loc}: {msg} (got {_shown(e.get('input'))})")
+    return f"invalid spec {source}: " + "; ".join(problems)
 
 
 def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
@@ -76,22 +81,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise SpecError(f"--set {text!r}: expected a.b=value")
     path, value = text.split("=", 1)
-    return path.strip(), yaml.safe_load(value)
+    return path.strip(), yaml_reader.override_value(value, path.strip())
 
 
 def read_yaml(path: Path) -> Any:
-    """Safe-load a YAML file: specs are data, so tags that build Python objects are refused."""
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.constructor.ConstructorError as err:
-        raise SpecError(
-            f"invalid spec {path}: not safe YAML ({err.problem}); specs are data, tags such as "
-            "!!python/object are refused: write plain values"
-        ) from None
-    except yaml.YAMLError as err:
-        raise SpecError(f"invalid spec {path}: not YAML ({' '.join(str(err).split())})") from None
-    except UnicodeDecodeError as err:
-        raise SpecError(f"invalid spec {path}: not UTF-8 ({err.reason} at byte {err.start})") from None
+    """A spec file's data (yaml_reader: safe tags, no duplicate keys, bounded aliases and size)."""
+    return yaml_reader.read(path)
 
 
 def load_dataset(ref: str) -> DatasetSpec:
@@ -139,21 +134,19 @@ def load_spec(path: str | Path, overrides: list[str] = (), workdir: str | Path |
     wd = wd.resolve()
     if spec.dataset.spec is None:
         if spec.dataset.ref is None:
-            raise SpecError(f"invalid spec {path}:\n  dataset: give either ref or spec")
+            raise SpecError(f"invalid spec {path}: dataset: give either ref or spec")
         spec.dataset.spec = load_dataset(spec.dataset.ref)
     raw = spec.model_dump(by_alias=True)
     raw["workdir"] = str(wd)
     spec = PipelineSpec.model_validate(_expand(raw, str(wd)))
     if spec.translate.backend == "import" and spec.translate.import_ is None:
-        raise SpecError(f"invalid spec {path}:\n  translate.import: required when backend is 'import'")
+        raise SpecError(f"invalid spec {path}: translate.import: required when backend is 'import'")
     for backend in ("ctranslate2", "http"):
         if spec.translate.backend == backend and getattr(spec.translate, backend) is None:
-            raise SpecError(
-                f"invalid spec {path}:\n  translate.{backend}: required when backend is '{backend}'"
-            )
+            raise SpecError(f"invalid spec {path}: translate.{backend}: required when backend is '{backend}'")
     if spec.qa.backend != "rules" and getattr(spec.qa, spec.qa.backend) is None:
         raise SpecError(
-            f"invalid spec {path}:\n  qa.{spec.qa.backend}: required when backend is "
+            f"invalid spec {path}: qa.{spec.qa.backend}: required when backend is "
             f"'{spec.qa.backend}' (at least model{', base_url' if spec.qa.backend == 'http' else ''})"
         )
     return spec

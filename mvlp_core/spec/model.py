@@ -13,18 +13,24 @@ class RandomDims(Strict):
     """Dimensions of a model built with random weights (sizes micro, tiny, small): every field
     defaults to the size's preset in SIZES."""
 
-    hidden_size: int = Field(128, gt=0, description="width of every tower (ViT, Q-Former, XLM-R, GPT-2)")
-    num_heads: int = Field(4, gt=0)
-    intermediate_size: int = Field(512, gt=0)
-    patch_size: int = Field(8, gt=0)
-    vision_layers: int = Field(2, gt=0)
-    qformer_layers: int = Field(2, gt=0)
-    text_layers: int = Field(2, gt=0)
-    decoder_layers: int = Field(2, gt=0)
-    encoder_vocab_size: int = Field(1000, ge=64, description="SentencePiece unigram size (a cap)")
-    decoder_vocab_size: int = Field(1000, ge=300, description="byte-level BPE size (256 bytes + merges)")
-    embed_dim: int = Field(64, gt=0, description="contrastive space width")
-    max_positions: int = Field(256, gt=0, description="position embeddings of XLM-R and GPT-2")
+    hidden_size: int = Field(
+        128, gt=0, le=4096, description="width of every tower (ViT, Q-Former, XLM-R, GPT-2)"
+    )
+    num_heads: int = Field(4, gt=0, le=128)
+    intermediate_size: int = Field(512, gt=0, le=16384)
+    patch_size: int = Field(8, gt=0, le=64)
+    vision_layers: int = Field(2, gt=0, le=128)
+    qformer_layers: int = Field(2, gt=0, le=128)
+    text_layers: int = Field(2, gt=0, le=128)
+    decoder_layers: int = Field(2, gt=0, le=128)
+    encoder_vocab_size: int = Field(
+        1000, ge=64, le=1_000_000, description="SentencePiece unigram size (a cap)"
+    )
+    decoder_vocab_size: int = Field(
+        1000, ge=300, le=1_000_000, description="byte-level BPE size (256 bytes + merges)"
+    )
+    embed_dim: int = Field(64, gt=0, le=4096, description="contrastive space width")
+    max_positions: int = Field(256, gt=0, le=8192, description="position embeddings of XLM-R and GPT-2")
 
 
 # The named sizes, defined once: `base` is the paper's (checkpoints by name or path); the others are
@@ -86,10 +92,12 @@ class ModelSpec(Strict):
         " (throughput and MFU runs where no checkpoint is at hand); the other sizes are always"
         " random, and `checkpoint` overrides both",
     )
-    num_query_tokens: int | None = Field(None, gt=0, description="Q-Former queries; default: the size's")
-    image_size: int | None = Field(None, gt=0, description="default: the size's (base: 224)")
-    max_text_len: int = Field(64, ge=4, description="encoder tokens (source, caption)")
-    max_target_len: int = Field(32, ge=2, description="decoder target tokens, eos included")
+    num_query_tokens: int | None = Field(
+        None, gt=0, le=1024, description="Q-Former queries; default: the size's"
+    )
+    image_size: int | None = Field(None, gt=0, le=4096, description="default: the size's (base: 224)")
+    max_text_len: int = Field(64, ge=4, le=8192, description="encoder tokens (source, caption)")
+    max_target_len: int = Field(32, ge=2, le=8192, description="decoder target tokens, eos included")
     freeze: list[Literal["vision", "qformer", "text_encoder", "decoder", "decoder.middle"]] | None = Field(
         None,
         description="frozen parts; default: the paper's ['vision', 'decoder.middle'] for base,"
@@ -122,7 +130,7 @@ class ModelSpec(Strict):
     max_images: int = Field(
         2, ge=1, description="images per example (MaRVL: 2), each with a position embedding"
     )
-    embed_dim: int = Field(256, gt=0, description="base: contrastive space width")
+    embed_dim: int = Field(256, gt=0, le=4096, description="base: contrastive space width")
     temperature: float = Field(0.07, gt=0, description="initial InfoNCE temperature (learnable)")
     temperature_range: tuple[float, float] = (0.001, 0.5)
     hard_negatives: bool = Field(True, description="[match] negatives mined from similarities")
@@ -153,15 +161,3 @@ class ModelSpec(Strict):
         if self.dims.hidden_size % self.dims.num_heads:
             raise ValueError("dims.hidden_size must be a multiple of dims.num_heads")
         return self
-
-
-def upgrade_saved(raw: dict[str, Any]) -> dict[str, Any]:
-    """A model section saved with a checkpoint before the named sizes: its `tiny` dimensions become
-    `dims` of size small (the former tiny was RandomDims' defaults), so older checkpoints load."""
-    if "tiny" not in raw:
-        return raw
-    raw = {**raw, "dims": raw["tiny"]}
-    del raw["tiny"]
-    if raw.get("size") == "tiny":
-        raw["size"] = "small"
-    return raw

@@ -44,10 +44,13 @@ class VLLMQASpec(Strict):
 class QASpec(Strict):
     backend: Literal["rules", "hf", "http", "vllm"] = "rules"
     pairs_per_caption: int = Field(
-        1, gt=0, description="QA pairs asked for and kept per caption (UniGen's CCQA3M: 1)"
+        1, gt=0, le=32, description="QA pairs asked for and kept per caption (UniGen's CCQA3M: 1)"
     )
     max_output_chars: int = Field(
-        1500, gt=0, description="longer model outputs are truncated and counted as overlong_output"
+        1500,
+        gt=0,
+        le=100_000,
+        description="longer model outputs are truncated and counted as overlong_output",
     )
     checkpoint_every: int = perf_only(
         256, gt=0, description="captions per saved batch inside a unit (resume granularity)"

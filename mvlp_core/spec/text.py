@@ -94,7 +94,7 @@ class TextSpec(Strict):
 
     corpora: list[TextCorpusSpec] = []
     samples_per_shard: int = Field(
-        10000, gt=0, description="input lines per unit; each tar holds at most this many"
+        10000, gt=0, le=10_000_000, description="input lines per unit; each tar holds at most this many"
     )
     alpha: float = Field(0.3, ge=0, le=1, description="language sampling q_i ~ p_i^alpha (XLM-R, M3P: 0.3)")
 

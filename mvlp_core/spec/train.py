@@ -42,17 +42,17 @@ class LoaderSpec(Strict):
 class PretrainSpec(Strict):
     """Ray Train pretraining (UniGen's settings by default; all overridable)."""
 
-    workers: int = perf_only(2, ge=1, description="Ray Train workers (data-parallel ranks)")
+    workers: int = perf_only(2, ge=1, le=4096, description="Ray Train workers (data-parallel ranks)")
     use_gpu: bool = perf_only(False)
     gpus_per_worker: float = perf_only(1.0, gt=0)
     cpus_per_worker: float = perf_only(1.0, gt=0)
-    batch_size: int = Field(32, gt=0, description="per worker, per micro-step")
-    grad_accum: int = Field(1, ge=1)
-    lr: float = Field(1e-4, gt=0)
+    batch_size: int = Field(32, gt=0, le=65536, description="per worker, per micro-step")
+    grad_accum: int = Field(1, ge=1, le=4096)
+    lr: float = Field(1e-4, gt=0, le=1)
     betas: tuple[float, float] = (0.9, 0.98)
     weight_decay: float = Field(0.05, ge=0)
-    warmup_steps: int = Field(2000, ge=0)
-    max_steps: int = Field(10000, gt=0)
+    warmup_steps: int = Field(2000, ge=0, le=10**9)
+    max_steps: int = Field(10000, gt=0, le=10**9)
     grad_clip: float | None = Field(1.0, gt=0)
     bf16: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
     checkpoint_every: int = perf_only(500, gt=0)

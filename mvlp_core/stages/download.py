@@ -224,7 +224,7 @@ def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> None:
             encode_quality=d.encode_quality,
             encode_format="jpg",
             min_image_size=d.min_image_size,
-            max_aspect_ratio=d.max_aspect_ratio,
+            max_aspect_ratio=d.max_aspect_ratio or float("inf"),
             max_image_area=d.max_image_pixels,
             timeout=d.timeout,
             retries=d.retries,

@@ -16,9 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from mvlp_core import atomic, contract
-from mvlp_core.eval import tables
-from mvlp_core.eval.units import Unit, compute_unit, read_result
-from mvlp_core.eval.units import plan as plan_units
 from mvlp_core.spec import PipelineSpec, fingerprint_config
 from mvlp_core.stage import Context, Figure, Shows, Stage, Table, Work, local_or_ray
 
@@ -33,6 +30,11 @@ def config(spec: PipelineSpec) -> dict[str, Any]:
 
 
 def plan(ctx: Context) -> Work:
+    # the models load only when evaluation runs: listing or checking stages stays fast
+    from mvlp_core.eval import tables
+    from mvlp_core.eval.units import Unit, compute_unit, read_result
+    from mvlp_core.eval.units import plan as plan_units
+
     spec, out_dir = ctx.spec, ctx.out_dir
     units_fn: UnitsFn | None = ctx.hook
     if spec.iglue.root is None:

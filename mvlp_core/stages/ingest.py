@@ -1,141 +1,42 @@
 """ingest: a URL list (tsv/csv/jsonl/parquet, local or fsspec URL) -> validated, deduplicated
 parquet shards with stable keys.
 
-Every input row ends in a shard or in `_rejects.parquet` with a reason: undecodable bytes,
-malformed rows, missing fields, URL policy violations and duplicates never vanish silently.
+Every record ends in a shard or in `_rejects.parquet` with a reason, so samples_in counts records
+(not lines: a CSV record may span several; blank lines are not records). The readers
+(`ingest_readers`) parse records in bounded memory and name what they cannot read:
+`record_too_long`, `nul_byte`, `bad_encoding`, `malformed_row`, `unclosed_quote`,
+`nesting_too_deep` (rejects without a key; the detail starts `row N (line L):`). Then, in order:
+
+  bad_row_id        the id column is not a whole number >= 0 that fits a key (no key; `row N`)
+  duplicate_id      an id seen before
+  not_text, bad_encoding, nul_byte, lone_surrogate
+                    the url or caption is a list/object, not UTF-8, holds a NUL (raw or
+                    JSON-escaped alike) or an unpaired surrogate
+  missing_url, empty_caption, caption_too_long (over ingest.max_caption_chars)
+  url_*             the URL policy (mvlp_core.urlpolicy)
+  duplicate         same url (or url+caption, per ingest.dedup) as an earlier row
+
+Only a whole-file failure stops the run, as one `contract.StageError` line naming the file and
+the fix (a missing, unreadable or corrupt file, an unreadable header, a column the spec names
+that the file lacks): the flows never retry it.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import pyarrow as pa
-import pyarrow.parquet as pq
-from fsspec.implementations.local import LocalFileSystem
 
 from mvlp_core import atomic, contract, keys, urlpolicy
-from mvlp_core.spec import DatasetSpec, PipelineSpec, fingerprint_config
+from mvlp_core.spec import DatasetSpec, IngestSpec, PipelineSpec, fingerprint_config
 from mvlp_core.stage import Context, Stage, Work
+from mvlp_core.stages import ingest_readers as readers
 
 SCHEMA = pa.schema(
     [("key", pa.string()), ("row", pa.int64()), *((c, pa.string()) for c in ("dataset", "url", "caption"))]
 )
-
-
-@dataclass
-class RawRow:
-    """One data row as read; `error` set when the row could not be parsed at all."""
-
-    index: int
-    record: dict[str, Any] | None = None
-    error: tuple[str, str] | None = None
-
-
-def _open_binary(location: str) -> io.BufferedReader:
-    try:
-        return fsspec.open(location, "rb", compression="infer").open()
-    except FileNotFoundError:
-        raise contract.StageError(
-            f"ingest: URL list {location} not found; check dataset.url_list in the dataset spec "
-            "(for the synthetic world, run `mvlp synth` or `mvlp demo` first)"
-        ) from None
-
-
-def _decode_line(raw: bytes) -> tuple[str | None, tuple[str, str] | None]:
-    if b"\x00" in raw:
-        return None, ("nul_byte", "row contains NUL bytes")
-    try:
-        return raw.decode("utf-8").rstrip("\r\n"), None
-    except UnicodeDecodeError as err:
-        return None, ("bad_encoding", f"not UTF-8: {err.reason} at byte {err.start}")
-
-
-def _read_delimited(ds: DatasetSpec, f: io.BufferedReader) -> Iterator[RawRow]:
-    delimiter = "\t" if ds.format == "tsv" else ","
-    columns = ds.columns
-    index = 0
-    for line_no, raw in enumerate(f):
-        text, error = _decode_line(raw)
-        if line_no == 0 and ds.header:
-            if error:
-                raise contract.StageError(f"ingest: header of {ds.url_list} unreadable: {error[1]}")
-            columns = next(csv.reader([text], delimiter=delimiter))
-            continue
-        if text is not None and not text.strip():
-            continue
-        if columns is None:
-            raise contract.StageError(
-                f"ingest: dataset {ds.name} has header: false but no `columns`; list the column names"
-            )
-        if error:
-            yield RawRow(index, error=error)
-        else:
-            fields = text.split("\t") if delimiter == "\t" else next(csv.reader([text], delimiter=","))
-            if len(fields) != len(columns):
-                yield RawRow(
-                    index,
-                    error=("malformed_row", f"{len(fields)} fields, expected {len(columns)}"),
-                )
-            else:
-                yield RawRow(index, record=dict(zip(columns, fields)))
-        index += 1
-
-
-def _read_jsonl(f: io.BufferedReader) -> Iterator[RawRow]:
-    index = 0
-    for raw in f:
-        text, error = _decode_line(raw)
-        if text is not None and not text.strip():
-            continue
-        if error is None:
-            try:
-                record = json.loads(text)
-                if not isinstance(record, dict):
-                    error = ("malformed_row", "JSON line is not an object")
-            except json.JSONDecodeError as err:
-                error = ("malformed_row", f"invalid JSON: {err.msg}")
-        yield RawRow(index, error=error) if error else RawRow(index, record=record)
-        index += 1
-
-
-def _read_parquet(f: io.BufferedReader) -> Iterator[RawRow]:
-    index = 0
-    for batch in pq.ParquetFile(f).iter_batches(batch_size=10_000):
-        for record in batch.to_pylist():
-            yield RawRow(index, record=record)
-            index += 1
-
-
-def read_rows(ds: DatasetSpec) -> Iterator[RawRow]:
-    """Every data row of the URL list in order, parsed or with the reason it could not be."""
-    with _open_binary(ds.url_list) as f:
-        if ds.format in ("tsv", "csv"):
-            yield from _read_delimited(ds, f)
-        elif ds.format == "jsonl":
-            yield from _read_jsonl(f)
-        else:
-            yield from _read_parquet(f)
-
-
-def source_id(location: str) -> str:
-    """Content identity of the URL list: sha256 for local files, size+etag/mtime for remote ones."""
-    fs, path = fsspec.core.url_to_fs(location)
-    if not fs.exists(path):
-        _open_binary(location)  # raises the StageError with the fix
-    if isinstance(fs, LocalFileSystem):
-        return atomic.sha256_file(Path(path))
-    info = fs.info(path)
-    return hashlib.sha256(
-        json.dumps({k: str(info.get(k)) for k in ("size", "ETag", "etag", "mtime", "LastModified")}).encode()
-    ).hexdigest()
 
 
 @dataclass
@@ -152,72 +53,83 @@ class _Shards:
             self.rejects.append([])
         return len(self.rows) - 1
 
-    def accept(self, row: dict[str, Any]) -> None:
-        self.rows[self._current()].append(row)
+    def add(self, outcome: dict[str, Any] | contract.Reject) -> None:
+        i = self._current()
+        if isinstance(outcome, contract.Reject):
+            self.rejects[i].append(outcome)
+        else:
+            self.rows[i].append(outcome)
 
-    def reject(self, key: str | None, reason: str, detail: str) -> None:
-        self.rejects[self._current()].append(contract.Reject(key, reason, detail))
 
+@dataclass
+class _Checks:
+    """The checks every record goes through, in order, with what duplicates are judged against."""
 
-def _value(record: dict[str, Any], column: str) -> str | None:
-    value = record.get(column)
-    return None if value is None else str(value)
+    ds: DatasetSpec
+    cfg: IngestSpec
+    seen_rows: set[int] = field(default_factory=set)
+    seen: dict[str, int] = field(default_factory=dict)
+
+    def outcome(self, raw: readers.RawRow) -> dict[str, Any] | contract.Reject:
+        """The output row of a record, or why it is rejected."""
+        if raw.error is not None:
+            return contract.Reject(None, raw.error.reason, f"{raw.where}: {raw.error.detail}")
+        keyed = self._key(raw)
+        if isinstance(keyed, contract.Reject):
+            return keyed
+        key, row_id = keyed
+        if row_id in self.seen_rows:
+            return contract.Reject(key, "duplicate_id", f"row id {row_id} repeated")
+        self.seen_rows.add(row_id)
+        try:
+            url = (readers.text_field(raw.record, self.ds.url_column) or "").strip()
+            caption = " ".join((readers.text_field(raw.record, self.ds.caption_column) or "").split())
+        except readers.BadRow as bad:
+            return contract.Reject(key, bad.reason, bad.detail)
+        problem = self._problem(url, caption) or self._duplicate(url, caption, row_id)
+        if problem:
+            return contract.Reject(key, *problem)
+        return {"key": key, "row": row_id, "dataset": self.ds.name, "url": url, "caption": caption}
+
+    def _key(self, raw: readers.RawRow) -> tuple[str, int] | contract.Reject:
+        """(key, row id): the id column's value if the dataset has one, else the record's index."""
+        column = self.ds.id_column
+        try:
+            row_id = readers.row_id(raw.record.get(column)) if column else raw.index
+            return keys.make_key(self.ds.name, row_id), row_id
+        except readers.BadRow as bad:
+            return contract.Reject(None, "bad_row_id", f"{raw.where}: {column}: {bad.detail}")
+        except ValueError as err:  # an id too large for a key
+            return contract.Reject(None, "bad_row_id", f"{raw.where}: {err}")
+
+    def _problem(self, url: str, caption: str) -> tuple[str, str] | None:
+        if not url:
+            return "missing_url", f"column {self.ds.url_column!r} empty or absent"
+        if not caption:
+            return "empty_caption", f"column {self.ds.caption_column!r} empty or absent"
+        if len(caption) > self.cfg.max_caption_chars:
+            return "caption_too_long", f"{len(caption)} > {self.cfg.max_caption_chars} chars"
+        verdict = urlpolicy.check_url(url, self.cfg.url_policy)
+        return (verdict[0], f"{url[:200]}: {verdict[1]}") if verdict else None
+
+    def _duplicate(self, url: str, caption: str, row_id: int) -> tuple[str, str] | None:
+        dedup_id = {"url": url, "url+caption": f"{url}\t{caption}", "none": None}[self.cfg.dedup]
+        if dedup_id is None:
+            return None
+        if dedup_id in self.seen:
+            return "duplicate", f"same {self.cfg.dedup} as row {self.seen[dedup_id]}"
+        self.seen[dedup_id] = row_id
+        return None
 
 
 def partition(spec: PipelineSpec) -> _Shards:
-    """Validate, deduplicate and key every row; pure function of the spec and the URL list."""
-    ds = spec.dataset.spec
-    cfg = spec.ingest
-    shards = _Shards(cfg.shard_size)
-    seen_urls: dict[str, int] = {}
-    seen_rows: set[int] = set()
-    for n, raw in enumerate(read_rows(ds)):
+    """Validate, deduplicate and key every record; pure function of the spec and the URL list."""
+    shards = _Shards(spec.ingest.shard_size)
+    checks = _Checks(spec.dataset.spec, spec.ingest)
+    for n, raw in enumerate(readers.read_rows(spec.dataset.spec)):
         if spec.dataset.limit is not None and n >= spec.dataset.limit:
             break
-        if raw.error:
-            shards.reject(None, raw.error[0], f"row {raw.index}: {raw.error[1]}")
-            continue
-        rec = raw.record
-        row_id: int = raw.index
-        if ds.id_column:
-            try:
-                row_id = int(rec.get(ds.id_column))
-            except (TypeError, ValueError):
-                shards.reject(
-                    None, "bad_row_id", f"row {raw.index}: {ds.id_column}={rec.get(ds.id_column)!r}"
-                )
-                continue
-        try:
-            key = keys.make_key(ds.name, row_id)
-        except ValueError as err:
-            shards.reject(None, "bad_row_id", f"row {raw.index}: {err}")
-            continue
-        if row_id in seen_rows:
-            shards.reject(key, "duplicate_id", f"row id {row_id} repeated")
-            continue
-        seen_rows.add(row_id)
-        url = (_value(rec, ds.url_column) or "").strip()
-        caption = " ".join((_value(rec, ds.caption_column) or "").split())
-        if not url:
-            shards.reject(key, "missing_url", f"column {ds.url_column!r} empty or absent")
-            continue
-        if not caption:
-            shards.reject(key, "empty_caption", f"column {ds.caption_column!r} empty or absent")
-            continue
-        if len(caption) > cfg.max_caption_chars:
-            shards.reject(key, "caption_too_long", f"{len(caption)} > {cfg.max_caption_chars} chars")
-            continue
-        verdict = urlpolicy.check_url(url, cfg.url_policy)
-        if verdict:
-            shards.reject(key, verdict[0], f"{url[:200]}: {verdict[1]}")
-            continue
-        dedup_id = {"url": url, "url+caption": f"{url}\t{caption}", "none": None}[cfg.dedup]
-        if dedup_id is not None:
-            if dedup_id in seen_urls:
-                shards.reject(key, "duplicate", f"same {cfg.dedup} as row {seen_urls[dedup_id]}")
-                continue
-            seen_urls[dedup_id] = row_id
-        shards.accept({"key": key, "row": row_id, "dataset": ds.name, "url": url, "caption": caption})
+        shards.add(checks.outcome(raw))
     return shards
 
 
@@ -227,7 +139,7 @@ def config(spec: PipelineSpec) -> dict[str, Any]:
         "dataset": ds.model_dump(exclude={"description", "license"}),
         "limit": spec.dataset.limit,
         "ingest": fingerprint_config(spec.ingest),
-        "source_id": source_id(ds.url_list),
+        "source_id": readers.source_id(ds.url_list),
     }
 
 

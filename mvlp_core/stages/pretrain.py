@@ -13,25 +13,37 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mvlp_core import contract
 from mvlp_core.spec import PipelineSpec, fingerprint_config
 from mvlp_core.stage import Context, Figure, Shows, Stage, Table, Work, local_or_ray
-from mvlp_core.train import curves, loop
-from mvlp_core.train.job import METRICS, TrainJob, prepare
+from mvlp_core.train import curves
+
+if TYPE_CHECKING:
+    from mvlp_core.train.job import TrainJob
 
 FINAL_DIR = "final"
 CURVE = "loss_curve.png"
 
-TrainFn = Callable[[TrainJob], Path]
+TrainFn = Callable[["TrainJob"], Path]
+
+
+def default_engine(spec: PipelineSpec) -> str:
+    return "ray"
 
 
 def config(spec: PipelineSpec) -> dict[str, Any]:
+    """What the trained model depends on, the data-parallel ranks (the global batch, each rank's
+    data and seed) and the precision included: those settings are perf-only for every other use."""
+    p = spec.pretrain
+    on_ray = (spec.execution.engines.get("pretrain") or default_engine(spec)) == "ray"
     return {
-        "pretrain": fingerprint_config(spec.pretrain),
+        "pretrain": fingerprint_config(p),
         "model": fingerprint_config(spec.model),
         "languages": spec.languages,
+        "ranks": p.workers if on_ray else 1,
+        "precision": "bf16" if on_ray and p.use_gpu and p.bf16 else "fp32",
     }
 
 
@@ -39,6 +51,7 @@ def train_in_process(job: TrainJob, device: str = "cpu") -> Path:
     """One process, no Ray, on `device`: checkpoints under `pretrain/local/`, resumed from the newest."""
     import torch
 
+    from mvlp_core.train import loop
     from mvlp_core.train.job import build
 
     reporter = loop.LocalReporter(job.out_dir / "local", keep=job.spec.pretrain.keep_checkpoints)
@@ -55,6 +68,10 @@ def train_in_process(job: TrainJob, device: str = "cpu") -> Path:
 
 
 def plan(ctx: Context) -> Work:
+    # torch and the model load only when training runs: listing or checking stages stays fast
+    from mvlp_core.train import loop
+    from mvlp_core.train.job import prepare
+
     spec, inputs, out_dir = ctx.spec, ctx.inputs, ctx.out_dir
     train_fn: TrainFn = ctx.hook or train_in_process
     shard_manifest = contract.Manifest.load(inputs["shard"])
@@ -79,11 +96,13 @@ def plan(ctx: Context) -> Work:
         curves.plot(rows, out_dir / CURVE, title=f"{spec.name}: pretrain loss")
         result.update(curves.summary(rows), checkpoint=str(checkpoint), final=str(final))
         n = shard_manifest.samples_out
-        return contract.UnitResult(files={CURVE: 0}, samples_in=n, samples_out=n)
+        model_files = {str(f.relative_to(out_dir)): 0 for f in sorted(final.rglob("*")) if f.is_file()}
+        # the model's files are the stage's content: what iglue-eval's fingerprint depends on
+        return contract.UnitResult(files={CURVE: 0, **model_files}, samples_in=n, samples_out=n)
 
     def finalize(_: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
         if not result:  # the unit was committed by an earlier, interrupted call
-            result.update(curves.summary(curves.read_metrics(out_dir / METRICS)))
+            result.update(curves.summary(curves.read_metrics(out_dir / curves.METRICS)))
         return result
 
     return Work(["train"], process, finalize=finalize)
@@ -92,7 +111,7 @@ def plan(ctx: Context) -> Work:
 def shows(spec: PipelineSpec, folder: Path, state: dict[str, Any]) -> Shows:
     if "loss_first" not in state:
         return Shows()
-    rows = curves.history(curves.read_metrics(folder / METRICS))
+    rows = curves.history(curves.read_metrics(folder / curves.METRICS))
     keys = ["step", "loss", *[k for k in curves.TASK_KEYS if any(k in r for r in rows)], "samples_per_second"]
     final = {k: v for k, v in state.items() if not isinstance(v, dict | list)}
     return Shows(
@@ -126,7 +145,7 @@ STAGE = Stage(
     config,
     plan,
     ENGINES,
-    lambda spec: "ray",
+    default_engine,
     expensive=True,
     shows=shows,
 )

@@ -36,7 +36,7 @@ PRETRAIN_KEYS = (
 
 
 def config(spec: PipelineSpec) -> dict[str, Any]:
-    return {"name": spec.name}
+    return {"name": spec.name, "description": spec.description, "languages": spec.languages}
 
 
 def _table(rows: list[dict[str, Any]]) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from mvlp_core.atomic import atomic_path
 
+METRICS = "metrics.jsonl"  # in the pretrain stage folder: one JSON row per logged step or event
 TASK_KEYS = ("loss_cap", "loss_trans", "loss_qus", "loss_match", "loss_itc", "loss_xlc", "loss_sent")
 
 

@@ -19,10 +19,10 @@ import torch
 
 from mvlp_core.spec import PipelineSpec
 from mvlp_core.train import data
+from mvlp_core.train.curves import METRICS
 
 INIT_DIR = "init"
 FAULT_MARKER = "_fault_injected"
-METRICS = "metrics.jsonl"
 
 
 @dataclass

@@ -93,7 +93,20 @@ def test_url_rows_fetched_through_the_guard(tmp_path: Path) -> None:
 
 
 def test_corpus_is_large_enough() -> None:
-    assert len(CASES["ingest"]) + len(CASES["download"]) + len(SPECS) >= 40
+    """At least 150 cases across the corpus files, each with the reason or message it must give."""
+
+    def corpus(name: str) -> dict:
+        return yaml.safe_load((HERE / f"{name}.yaml").read_text(encoding="utf-8"))
+
+    counts = {
+        "url_rows": len(CASES["ingest"]) + len(CASES["download"]),
+        "specs": len(SPECS) + len(GENERATED),
+        "ingest_files": len(corpus("ingest_files")["cases"]),
+        "hostile_fetch": sum(len(group) for group in corpus("hostile_fetch").values()),
+        "secrets": len(corpus("secrets")["cases"]),
+        "llm_outputs": len(json.loads((HERE / "llm_outputs.json").read_text(encoding="utf-8"))),
+    }
+    assert all(counts.values()) and sum(counts.values()) >= 150, counts
 
 
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
@@ -103,3 +116,28 @@ def test_bad_spec_fails_with_its_message(path: Path, tmp_path: Path) -> None:
     with pytest.raises(SpecError) as err:
         load_spec(path, workdir=tmp_path)
     assert re.search(first.removeprefix("# expect: "), str(err.value)), str(err.value)
+    assert "\n" not in str(err.value)  # one line: what the CLI prints
+
+
+# Spec files that cannot live in the corpus as files (a directory, bytes that are not UTF-8, a
+# file past the size bound, nesting past Python's recursion limit): written by the test.
+GENERATED = {
+    "a_directory": (lambda p: p.mkdir(), r"is a directory; give a YAML file in it"),
+    "latin1_bytes": (lambda p: p.write_bytes(b"name: caf\xe9\n"), r"not UTF-8 \(invalid continuation byte"),
+    "over_a_mebibyte": (lambda p: p.write_text("# " + "x" * (1 << 20) + "\n"), r"over 1048576 bytes"),
+    "nested_past_the_recursion_limit": (lambda p: p.write_text("[" * 100_000), r"nested too deeply|not YAML"),
+    "empty_file": (lambda p: p.write_text(""), r"expected a YAML mapping at the top level"),
+    "only_a_comment": (lambda p: p.write_text("# nothing\n"), r"expected a YAML mapping at the top level"),
+    "a_bare_string": (lambda p: p.write_text("demo\n"), r"expected a YAML mapping at the top level"),
+    "tabs_for_indentation": (lambda p: p.write_text("name: x\ndownload:\n\ttimeout: 2\n"), r"not YAML"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GENERATED))
+def test_generated_bad_spec_fails_with_its_message(case: str, tmp_path: Path) -> None:
+    write, expect = GENERATED[case]
+    path = tmp_path / "spec.yaml"
+    write(path)
+    with pytest.raises(SpecError) as err:
+        load_spec(path, workdir=tmp_path / "run")
+    assert re.search(expect, str(err.value)) and "\n" not in str(err.value), str(err.value)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from mvlp_core import atomic, contract, pipeline
+from mvlp_core import atomic, contract, pipeline, reaper
 
 ROOT = Path(__file__).resolve().parents[2]
 MVLP = [sys.executable, "-m", "flows.cli"]
@@ -80,18 +80,8 @@ def finish(proc: subprocess.Popen, log: Path, timeout: float = RUN_TIMEOUT) -> N
 
 
 def session(sid: int) -> list[int]:
-    """Live (not zombie) processes of session `sid`, from /proc (field 3 of stat: state, 6: session)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if fields[0] != "Z" and int(fields[3]) == sid:
-            out.append(int(entry.name))
-    return out
+    """Live (not zombie) processes of session `sid`."""
+    return reaper.session_members(sid)
 
 
 def kill_group(proc: subprocess.Popen, timeout: float = 60) -> None:

@@ -9,6 +9,7 @@ either queued (`inject`, consumed in arrival order) or chosen by a function of t
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import threading
@@ -23,7 +24,7 @@ Respond = Callable[[str, dict[str, Any]], str]
 
 @dataclass(frozen=True)
 class Fault:
-    kind: str  # "status", "delay", "malformed", "drop"
+    kind: str  # "status", "delay", "malformed", "drop", "drip"
     status: int = 0
     retry_after: str | None = None
     seconds: float = 0.0
@@ -48,6 +49,11 @@ class Fault:
     @staticmethod
     def drop() -> Fault:
         return Fault("drop")
+
+    @staticmethod
+    def drip(seconds: float) -> Fault:
+        """A sound answer sent one byte every `seconds`, status line and headers included."""
+        return Fault("drip", seconds=seconds)
 
 
 @dataclass
@@ -158,7 +164,25 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     return
                 if fault.kind == "delay" and fake._stop.wait(fault.seconds):
                     return
+                if fault.kind == "drip":
+                    self._drip(fault.seconds, method, body)
+                    return
             self._answer(method, body)
+
+        def _drip(self, seconds: float, method: str, body: dict[str, Any] | None) -> None:
+            """The answer `_answer` gives, written a byte at a time (until the server stops)."""
+            real, answer = self.wfile, io.BytesIO()
+            self.wfile = answer
+            self._answer(method, body)
+            self.wfile, data = real, answer.getvalue()
+            self.close_connection = True
+            for i in range(len(data)):
+                if fake._stop.wait(seconds):
+                    return
+                try:
+                    real.write(data[i : i + 1])
+                except OSError:  # the client gave up, as it should
+                    return
 
         def _answer(self, method: str, body: dict[str, Any] | None) -> None:
             path = self.path.split("?")[0]

@@ -1,5 +1,5 @@
 """The align stage end to end with real eflomal: a template corpus with known gold alignments
-through `run_align`, and the real en-fr gold standard through the aligner itself."""
+through the stage, and the real en-fr gold standard through the aligner itself."""
 
 import json
 import random

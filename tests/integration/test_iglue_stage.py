@@ -117,6 +117,7 @@ SMALL = [
 ]
 
 
+@pytest.mark.slow  # ~45 s; the default suite's e2e demo runs a saved UniGen through every task too
 def test_stage_with_the_real_tiny_unigen(world: Path, tiny_unigen: Path, tmp_path: Path) -> None:
     """The production path: a tiny UniGen saved by save_pretrained in pretrain/final/, loaded by
     EvalModel.load (load_model, its tokenizers and spec), fine-tuned and tested on every task."""

@@ -1,4 +1,4 @@
-"""run_qa with the http backend end to end: the real client against the local OpenAI-compatible
+"""The qa stage with the http backend end to end: the real client against the local OpenAI-compatible
 server, on the synthetic world's captions, with faults injected and a run killed mid-unit."""
 
 from __future__ import annotations

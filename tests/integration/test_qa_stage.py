@@ -1,4 +1,4 @@
-"""run_qa end to end over a fake download folder: the rules backend, the hf backend with a scripted
+"""The qa stage end to end over a fake download folder: the rules backend, the hf backend with a scripted
 generator (the real parsing and filtering path), and a tiny random GPT-2 loaded by path."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""run_translate end to end: a fake download folder, the import backend and a tiny random MarianMT
+"""The translate stage end to end: a fake download folder, the import backend and a tiny random MarianMT
 loaded by path through the production loading code."""
 
 from __future__ import annotations

@@ -94,24 +94,30 @@ def test_a_code_only_change_stops_the_expensive_stage_with_both_ways_forward(tra
     with pytest.raises(contract.StageError) as info:
         pipeline.run_stage(trained, "pretrain", hook=lambda job: pytest.fail("retrained"))
     message = str(info.value)
-    assert "other code than it runs now (mvlp_core/train/loop.py)" in message and "expensive" in message
+    assert "other inputs or code than it would be now (code mvlp_core/train/loop.py (edited))" in message
+    assert "expensive" in message
     assert "mvlp run SPEC --from pretrain --force" in message
-    assert "mvlp run SPEC --accept-code pretrain" in message
+    assert "mvlp run SPEC --keep pretrain" in message
     assert (pipeline.stage_dir(trained, "pretrain") / contract.MANIFEST).exists()  # nothing discarded
 
 
 def test_accepting_the_code_change_keeps_the_output_and_records_it(trained, project) -> None:
     edit(project, "mvlp_core/train/loop.py")
     before = contract.Manifest.load(pipeline.stage_dir(trained, "pretrain"))
-    kept = pipeline.run_stage(
-        trained, "pretrain", accept_code=True, hook=lambda job: pytest.fail("retrained")
-    )
-    assert kept.extra == before.extra and kept.fingerprint != before.fingerprint
+    expected = pipeline.expected_fingerprint(trained, "pretrain")
+    kept = pipeline.run_stage(trained, "pretrain", keep=True, hook=lambda job: pytest.fail("retrained"))
+    # the output keeps its own fingerprint (what later stages depend on) and is current for the new one
+    assert kept.extra == before.extra and kept.fingerprint == before.fingerprint
     (accepted,) = kept.accepted
-    assert accepted["previous_fingerprint"] == before.fingerprint
+    assert accepted["fingerprint"] == expected and accepted["previous_fingerprint"] == before.fingerprint
     assert accepted["changes"] == ["code mvlp_core/train/loop.py (edited)"]
     state = pipeline.stage_state(trained, "pretrain")
     assert state["state"] == "complete" and state["accepted"] == kept.accepted
+    assert pipeline.run_stage(trained, "pretrain", hook=lambda job: pytest.fail("retrained")) == kept
+    edit(project, "mvlp_core/train/data.py")  # a later change is named against what was accepted
+    assert pipeline.stage_state(trained, "pretrain")["stale_because"] == [
+        "code mvlp_core/train/data.py (edited)"
+    ]
 
 
 def test_a_config_change_names_the_field_and_recomputes(trained, tmp_path) -> None:
@@ -128,10 +134,43 @@ def test_a_config_change_names_the_field_and_recomputes(trained, tmp_path) -> No
     assert not (pipeline.stage_dir(changed, "pretrain") / contract.MANIFEST).exists()
 
 
-def test_an_input_stage_change_is_named(trained) -> None:
+def test_an_input_change_is_named_and_stops_the_expensive_stage(trained) -> None:
     shard = pipeline.stage_dir(trained, "shard")
-    contract.Manifest("shard", "fp-shard-2", {}, 10, 10, {}, 1.0, 1).save(shard)
+    contract.Manifest("shard", "fp-shard-2", {}, 12, 12, {}, 1.0, 1).save(shard)
     assert pipeline.stage_state(trained, "pretrain")["stale_because"] == ["input stage shard changed"]
+    with pytest.raises(contract.StageError, match="input stage shard changed.*--from pretrain --force"):
+        pipeline.run_stage(trained, "pretrain", hook=lambda job: pytest.fail("retrained"))
+    assert (pipeline.stage_dir(trained, "pretrain") / contract.MANIFEST).exists()
+
+
+def test_unfinished_expensive_work_is_not_reset_by_a_code_change(trained, project) -> None:
+    """A run killed mid-training left checkpoints and no manifest; the code changed since. The
+    next run stops instead of wiping them, and --keep continues the same work under the new code."""
+    out = pipeline.stage_dir(trained, "pretrain")
+    basis = pipeline.stage("pretrain").basis(trained, pipeline.inputs_for(trained, "pretrain"))
+    (out / contract.MANIFEST).unlink()
+    (out / contract.UNITS_DIR).mkdir()
+    contract.adopt_unfinished(
+        out, basis.fingerprint, basis.record(), {"changes": []}
+    )  # as run_units marks it
+    checkpoint = out / "ray" / "pretrain" / "checkpoint_00000400"
+    checkpoint.mkdir(parents=True)
+    edit(project, "mvlp_core/train/loop.py")
+    assert pipeline.stage_state(trained, "pretrain")["stale_because"] == [
+        "code mvlp_core/train/loop.py (edited)"
+    ]
+    with pytest.raises(contract.StageError, match="its unfinished work .* --keep pretrain"):
+        pipeline.run_stage(trained, "pretrain", hook=lambda job: pytest.fail("retrained"))
+    assert checkpoint.is_dir()
+    # --keep: the units resume (here they stop at once for want of shards), the checkpoints stay
+    with pytest.raises(contract.StageError, match="training texts"):
+        pipeline.run_stage(trained, "pretrain", keep=True, hook=lambda job: pytest.fail("no shards"))
+    assert checkpoint.is_dir()
+    fingerprint, _ = contract.unfinished(out)
+    assert (
+        fingerprint
+        == pipeline.stage("pretrain").basis(trained, pipeline.inputs_for(trained, "pretrain")).fingerprint
+    )
 
 
 def test_a_cheap_stage_recomputes_after_a_code_change(tmp_path, project) -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
+import math
+import random
+import tracemalloc
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +18,9 @@ import pytest
 import yaml
 
 from mvlp_core import contract, keys
-from mvlp_core.spec import load_spec
-from mvlp_core.stages.ingest import SCHEMA
+from mvlp_core.spec import DatasetSpec, load_spec
+from mvlp_core.stages import ingest_readers as readers
+from mvlp_core.stages.ingest import SCHEMA, partition
 from mvlp_core.stages.ingest import STAGE as INGEST_STAGE
 
 
@@ -234,8 +240,8 @@ def test_bad_rows_each_get_the_right_reason(tmp_path: Path) -> None:
     assert keyed["missing_url"] == "t-000000009"
     # unparseable rows carry no key but name their row in the detail
     details = {r["detail"] for r in rejects if r["key"] is None}
-    assert any(d.startswith("row 2:") for d in details)
-    assert any(d.startswith("row 3:") for d in details)
+    assert any(d.startswith("row 2 (line 4): not UTF-8") for d in details)
+    assert any(d.startswith("row 3 (line 5): row contains NUL") for d in details)
 
     assert m.samples_in == 12  # every data row accounted for
     assert m.samples_out == 2
@@ -404,3 +410,267 @@ def test_config_change_recomputes(tmp_path: Path) -> None:
     assert second.samples_out < first.samples_out
     assert "caption_too_long" in second.rejects
     check_accounting(second, out)
+
+
+# --- records, not lines --------------------------------------------------------------------------
+
+
+def encode_list(fmt: str, newline: str, bom: bool) -> bytes:
+    """ROWS as a URL list in `fmt` with the given line ending, with or without a UTF-8 BOM."""
+    if fmt == "jsonl":
+        lines = [json.dumps({"url": u, "caption": c}) for u, c in ROWS]
+    else:
+        sep = "\t" if fmt == "tsv" else ","
+        lines = [f"url{sep}caption"] + [f"{u}{sep}{c}" for u, c in ROWS]
+    return ("\ufeff" if bom else "").encode() + (newline.join(lines) + newline).encode()
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "csv", "jsonl"])
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+@pytest.mark.parametrize("bom", [False, True], ids=["", "bom"])
+def test_every_line_ending_and_a_bom_read_alike(tmp_path: Path, fmt: str, newline: str, bom: bool) -> None:
+    src = tmp_path / f"list.{fmt}"
+    src.write_bytes(encode_list(fmt, newline, bom))
+    out = tmp_path / "ingest"
+    m = INGEST_STAGE.run(make_spec(tmp_path, src, fmt), {}, out)
+    assert read_out(out) == expected_rows()
+    assert m.rejects == {}
+
+
+def test_csv_counts_records_and_names_the_line_a_record_starts_on(tmp_path: Path) -> None:
+    src = tmp_path / "list.csv"
+    src.write_text(
+        "url,caption\n"
+        'http://example.com/0.jpg,"a red circle\nabove\na line"\n'  # row 0, lines 2-4
+        "http://example.com/1.jpg\n"  # row 1, line 5: one field
+        'http://example.com/2.jpg,"two ""blue"" squares"\n',  # row 2, line 6
+        encoding="utf-8",
+    )
+    out = tmp_path / "ingest"
+    m = INGEST_STAGE.run(make_spec(tmp_path, src, "csv"), {}, out)
+    assert [r["caption"] for r in read_out(out)] == ["a red circle above a line", 'two "blue" squares']
+    assert m.samples_in == 3 and m.rejects == {"malformed_row": 1}
+    assert contract.read_rejects(out).column("detail").to_pylist() == ["row 1 (line 5): 1 fields, expected 2"]
+    check_accounting(m, out)
+
+
+def test_limit_counts_records(tmp_path: Path) -> None:
+    src = tmp_path / "list.csv"
+    src.write_text("url,caption\n" + "".join(f'{u},"{c}\nmore"\n' for u, c in ROWS), encoding="utf-8")
+    m = INGEST_STAGE.run(make_spec(tmp_path, src, "csv", limit=2), {}, tmp_path / "ingest")
+    assert m.samples_in == 2 and m.samples_out == 2
+    assert [r["caption"] for r in read_out(tmp_path / "ingest")] == [f"{c} more" for _, c in ROWS[:2]]
+
+
+def peak_bytes_reading(ds: DatasetSpec) -> tuple[list[readers.RawRow], int]:
+    tracemalloc.start()
+    try:
+        rows = list(readers.read_rows(ds))
+        return rows, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "csv"])
+def test_an_oversized_record_is_read_through_in_bounded_memory(tmp_path: Path, fmt: str) -> None:
+    big = 8 * 2**20
+    src = tmp_path / f"list.{fmt}"
+    with open(src, "wb") as f:
+        f.write(b"url,caption\n" if fmt == "csv" else b"url\tcaption\n")
+        if fmt == "csv":  # one quoted field of 8 MiB in 100-byte lines
+            f.write(b'http://example.com/0.jpg,"' + (b"x" * 99 + b"\n") * (big // 100) + b'"\n')
+        else:  # one 8 MiB line
+            f.write(b"http://example.com/0.jpg\t" + b"x" * big + b"\n")
+        f.write(b"http://example.com/1.jpg,ok\n" if fmt == "csv" else b"http://example.com/1.jpg\tok\n")
+    ds = DatasetSpec(name="t", url_list=str(src), format=fmt)
+    rows, peak = peak_bytes_reading(ds)
+    assert [r.error.reason if r.error else r.record["caption"] for r in rows] == ["record_too_long", "ok"]
+    assert peak < 2 * 2**20, f"reading held {peak} bytes"
+
+
+def test_unclosed_quote_rejects_the_rest_of_the_file_as_one_record(tmp_path: Path) -> None:
+    src = tmp_path / "list.csv"
+    src.write_text(
+        'url,caption\nhttp://example.com/0.jpg,"open\nhttp://example.com/1.jpg,b\n', encoding="utf-8"
+    )
+    out = tmp_path / "ingest"
+    m = INGEST_STAGE.run(make_spec(tmp_path, src, "csv"), {}, out)
+    assert m.samples_in == 1 and m.rejects == {"unclosed_quote": 1}
+    assert contract.read_rejects(out).column("detail").to_pylist()[0].startswith("row 0 (line 2): ")
+
+
+# --- values --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "row"),
+    [(5, 5), (5.0, 5), ("12", 12), (" 7 ", 7), ("+3", 3), (b"42", 42), (Decimal("4"), 4), (0, 0)],
+)
+def test_row_id_accepts_whole_numbers(value: object, row: int) -> None:
+    assert readers.row_id(value) == row
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        (True, "not a number"),
+        (False, "not a number"),
+        (None, "not a number"),
+        (1.9, "not a whole number"),
+        (Decimal("1.5"), "not a whole number"),
+        (math.inf, "not finite"),
+        (math.nan, "not finite"),
+        (Decimal("NaN"), "not finite"),
+        (-1, "negative"),
+        ("-2", "negative"),
+        ("1.0", "not an integer"),
+        ("1_000", "not an integer"),
+        ("\u0663", "not an integer"),
+        ([1], "not an integer"),
+    ],
+)
+def test_row_id_refuses_what_is_not_a_whole_number(value: object, why: str) -> None:
+    with pytest.raises(readers.BadRow, match=why) as bad:
+        readers.row_id(value)
+    assert bad.value.reason == "bad_row_id"
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("a dog", "a dog"),
+        (b"caf\xc3\xa9", "caf\u00e9"),
+        (42, "42"),
+        (None, None),
+        ("\U0001f415", "\U0001f415"),
+    ],
+)
+def test_text_field_values(value: object, text: str | None) -> None:
+    assert readers.text_field({"c": value}, "c") == text
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"caf\xe9", "bad_encoding"),
+        ("a\x00dog", "nul_byte"),
+        (b"a\x00dog", "nul_byte"),
+        ("a \ud800 dog", "lone_surrogate"),
+        ("\udc80", "lone_surrogate"),
+        (["a", "dog"], "not_text"),
+        ({"en": "a dog"}, "not_text"),
+    ],
+)
+def test_text_field_rejects(value: object, reason: str) -> None:
+    with pytest.raises(readers.BadRow) as bad:
+        readers.text_field({"caption": value}, "caption")
+    assert bad.value.reason == reason and "'caption'" in bad.value.detail
+
+
+def test_json_escaped_and_raw_nul_get_the_same_reason(tmp_path: Path) -> None:
+    src = tmp_path / "list.jsonl"
+    src.write_bytes(
+        b'{"url": "http://example.com/0.jpg", "caption": "a\\u0000b"}\n'
+        b'{"url": "http://example.com/1.jpg", "caption": "a\x00b"}\n'
+    )
+    m = INGEST_STAGE.run(make_spec(tmp_path, src, "jsonl"), {}, tmp_path / "ingest")
+    assert m.rejects == {"nul_byte": 2} and m.samples_out == 0
+
+
+def test_binary_parquet_columns_are_decoded(tmp_path: Path) -> None:
+    src = tmp_path / "list.parquet"
+    table = pa.table(
+        {
+            "url": pa.array([u.encode() for u, _ in ROWS], pa.binary()),
+            "caption": [c.encode() for _, c in ROWS],
+        }
+    )
+    pq.write_table(table, src)
+    out = tmp_path / "ingest"
+    INGEST_STAGE.run(make_spec(tmp_path, src, "parquet"), {}, out)
+    assert read_out(out) == expected_rows()
+
+
+# --- whole-file failures: one line naming the file, a StageError (never retried) -----------------
+
+
+def test_a_directory_is_a_stage_error(tmp_path: Path) -> None:
+    (tmp_path / "lists").mkdir()
+    with pytest.raises(contract.StageError, match=r"lists is a directory; set dataset.url_list"):
+        INGEST_STAGE.run(make_spec(tmp_path, tmp_path / "lists", "tsv"), {}, tmp_path / "ingest")
+
+
+def test_corrupt_parquet_is_a_stage_error_naming_the_file(tmp_path: Path) -> None:
+    src = tmp_path / "list.parquet"
+    src.write_bytes(b"PAR1" + b"\x00" * 64)
+    with pytest.raises(contract.StageError) as err:
+        INGEST_STAGE.run(make_spec(tmp_path, src, "parquet"), {}, tmp_path / "ingest")
+    assert str(src) in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "ingest" / contract.MANIFEST).exists()
+
+
+# --- hostile bytes -------------------------------------------------------------------------------
+
+HOSTILE = [
+    b'"',
+    b",",
+    b"\t",
+    b"\n",
+    b"\r",
+    b"\x00",
+    b"\xff",
+    b"\xef\xbb\xbf",
+    b"[",
+    b"{",
+    b"\\u0000",
+    b"\\ud800",
+    b"1e999",
+]
+
+
+def well_formed(fmt: str) -> bytes:
+    """ROWS with an id column, as a well-formed file in `fmt`."""
+    if fmt == "parquet":
+        sink = io.BytesIO()
+        pq.write_table(
+            pa.table({"url": [u for u, _ in ROWS], "caption": [c for _, c in ROWS], "id": [0, 1, 2]}), sink
+        )
+        return sink.getvalue()
+    if fmt == "jsonl":
+        return "".join(
+            json.dumps({"url": u, "caption": c, "id": i}) + "\n" for i, (u, c) in enumerate(ROWS)
+        ).encode()
+    sep = "\t" if fmt == "tsv" else ","
+    return "".join(f"{u}{sep}{c}{sep}{i}\n" for i, (u, c) in enumerate([("url", "caption"), *ROWS])).encode()
+
+
+def mutated(data: bytes, rng: random.Random) -> bytes:
+    """`data` with a few hostile bytes inserted, bytes deleted or overwritten, or the tail cut."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 6)):
+        pos, op = rng.randrange(len(out) + 1), rng.random()
+        if op < 0.5:
+            out[pos:pos] = rng.choice(HOSTILE)
+        elif op < 0.9:
+            out[pos : pos + rng.randint(1, 4)] = bytes([rng.randrange(256)])
+        else:
+            del out[pos:]
+    return bytes(out)
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "csv", "jsonl", "parquet"])
+def test_mutated_files_end_in_rows_rejects_or_one_stage_error(tmp_path: Path, fmt: str) -> None:
+    """No mutation of a good file kills ingest with anything but a one-line StageError, and what it
+    accepts can be written (no surrogate or NUL slips through)."""
+    rng = random.Random(f"ingest-{fmt}")
+    src = tmp_path / f"list.{fmt}"
+    spec = make_spec(tmp_path, src, fmt, dataset={"id_column": "id"})
+    for _ in range(60):
+        src.write_bytes(mutated(well_formed(fmt), rng))
+        try:
+            shards = partition(spec)
+        except contract.StageError as err:
+            assert "\n" not in str(err) and str(src) in str(err)
+            continue
+        for rows in shards.rows:
+            pa.Table.from_pylist(rows, schema=SCHEMA)

@@ -11,6 +11,7 @@ import traceback
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
+import httpx
 import pytest
 
 from mvlp_core.contract import StageError
@@ -20,6 +21,7 @@ from mvlp_core.openai_http import (
     OpenAIClient,
     RateLimiter,
     parse_retry_after,
+    redact_secret,
 )
 from tests.fakes.openai_server import FakeOpenAI, Fault
 
@@ -294,3 +296,80 @@ def test_rate_limit_holds_across_threads(server, key):
     n = threads * per_thread
     assert len(server.completions()) == n
     assert elapsed >= (n - 1) / rate * 0.95
+
+
+# --- the deadline: an attempt ends in time however slowly the server answers -------------------
+
+
+def test_a_dripping_answer_is_cut_by_the_deadline_and_retried(server, key):
+    """One byte per 50 ms never trips the 2 s read timeout; the 0.5 s deadline ends the attempt."""
+    server.inject(Fault.drip(0.05))
+    sleeps: list[float] = []
+    with make(server, sleeps, timeout=2.0, deadline=0.5) as client:
+        assert client.complete("x") == "completion:ok"
+    assert len(server.completions()) == 2 and len(sleeps) == 1
+
+
+def test_an_answer_dripping_on_every_attempt_fails_as_a_timeout(server, key):
+    server.inject(Fault.drip(0.05), Fault.drip(0.05))
+    with make(server, [], max_retries=1, timeout=2.0, deadline=0.3) as client:
+        with pytest.raises(EndpointError, match=r"after 2 attempt\(s\); last error: timed out"):
+            client.chat([{"role": "user", "content": "x"}])
+
+
+def test_the_deadline_defaults_to_the_timeout(server, key):
+    server.inject(Fault.drip(0.05))
+    sleeps: list[float] = []
+    with make(server, sleeps, timeout=0.4) as client:
+        assert client.complete("x") == "completion:ok"
+    assert len(sleeps) == 1
+
+
+# --- partial keys: redacted before any cut, and wherever a cut left them ------------------------
+
+
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        (f"bad key {CANARY}!", "bad key ***!"),
+        (f"key {CANARY[:12]}...", "key ***..."),  # a head, cut by the server
+        (f"...{CANARY[-9:]} revoked", "...*** revoked"),  # a tail
+        (f"[{CANARY[5:20]}]", "[***]"),  # any run of 8 or more
+        (f"{CANARY}{CANARY} and {CANARY[:7]}", "****** and " + CANARY[:7]),  # 7 identify nothing
+        ("nothing secret here", "nothing secret here"),
+    ],
+)
+def test_redact_secret(text, shown):
+    assert redact_secret(text, CANARY) == shown
+    assert redact_secret(text, None) == text
+
+
+def _leaks(text: str) -> list[str]:
+    """Every run of 8 of the canary's characters that `text` shows."""
+    return [CANARY[i : i + 8] for i in range(len(CANARY) - 7) if CANARY[i : i + 8] in text]
+
+
+CUTS = {  # the excerpt limit of each message, and an answer putting the canary at `at`
+    "error status": (300, lambda at: httpx.Response(500, text="." * at + CANARY)),
+    "malformed JSON": (120, lambda at: httpx.Response(200, text="{" + "." * (at - 1) + CANARY)),
+    "unexpected shape": (160, lambda at: httpx.Response(200, json={"d": "." * (at - 7) + CANARY})),
+}
+
+
+@pytest.mark.parametrize("message", CUTS)
+def test_a_key_straddling_the_excerpt_cut_never_shows(key, message, caplog):
+    """The canary starts at every offset that puts the excerpt's cut inside it."""
+    limit, answer = CUTS[message]
+    for at in range(limit - len(CANARY) + 1, limit):
+        transport = httpx.MockTransport(lambda request, at=at: answer(at))
+        config = EndpointConfig(
+            base_url="http://llm.example/v1", api_key_env=ENV, max_retries=1, backoff_base=0
+        )
+        with (
+            caplog.at_level(logging.DEBUG),
+            OpenAIClient(config, transport=transport, sleep=lambda s: None) as client,
+        ):
+            with pytest.raises(EndpointError) as info:
+                client.chat([{"role": "user", "content": "x"}])
+        assert not _leaks(all_text(info.value) + caplog.text), (message, at)
+        caplog.clear()

@@ -205,14 +205,12 @@ def test_finetune_settings_per_task_fall_back_to_the_shared_ones(tmp_path: Path)
         ],
         workdir=tmp_path,
     )
-    ft = spec.iglue.finetune
-    assert (ft.for_task("wit").lr, ft.for_task("wit").epochs) == (0.0003, 4)
-    assert (ft.for_task("marvl").lr, ft.for_task("marvl").epochs, ft.for_task("marvl").max_train_items) == (
-        0.003,
-        9,
-        960,
-    )
-    assert ft.for_task("xvnli").lr == 0.003 and ft.for_task("xvnli").tasks == {}
+    from mvlp_core.eval.units import finetune_settings
+
+    wit, marvl, xvnli = (finetune_settings(spec.iglue, task) for task in ("wit", "marvl", "xvnli"))
+    assert (wit.lr, wit.epochs) == (0.0003, 4)
+    assert (marvl.lr, marvl.epochs, marvl.max_train_items) == (0.003, 9, 960)
+    assert xvnli.lr == 0.003 and xvnli.tasks == {}
     with pytest.raises(SpecError, match="iglue.finetune.tasks"):
         load_spec("demo", ["iglue.finetune.tasks={vqa: {lr: 0.1}}"], workdir=tmp_path)
 
@@ -266,8 +264,8 @@ def test_named_sizes_are_defined_once_and_dims_override_one_field() -> None:
 
 
 def test_a_checkpoint_saved_before_the_named_sizes_loads() -> None:
+    from mvlp_core.model.unigen import upgrade_saved
     from mvlp_core.spec import ModelSpec
-    from mvlp_core.spec.model import upgrade_saved
 
     old = {
         "size": "tiny",

@@ -63,6 +63,22 @@ LOOPBACK = [
     "http://[::ffff:127.0.0.1]/a.jpg",  # IPv4-mapped IPv6
 ]
 
+# a connect to any of these reaches this host too: 0.0.0.0/8 and :: in every spelling
+THIS_HOST = [
+    "http://0.0.0.0/a.jpg",
+    "http://0/a.jpg",  # decimal
+    "http://0x0/a.jpg",  # hex
+    "http://000.000.000.000/a.jpg",  # octal parts
+    "http://0.0/a.jpg",  # short inet_aton form
+    "http://0.1.2.3/a.jpg",  # "this network" 0.0.0.0/8
+    "http://[::]/a.jpg",
+    "http://[0:0:0:0:0:0:0:0]/a.jpg",
+    "http://[::ffff:0.0.0.0]/a.jpg",  # IPv4-mapped
+    "http://[::ffff:0:0]/a.jpg",
+    "http://[::127.0.0.1]/a.jpg",  # IPv4-compatible
+    "http://[::7f00:1]/a.jpg",
+]
+
 
 @pytest.mark.parametrize("url", LOOPBACK)
 def test_loopback_rejected_by_default(url: str) -> None:
@@ -72,6 +88,17 @@ def test_loopback_rejected_by_default(url: str) -> None:
 @pytest.mark.parametrize("url", LOOPBACK)
 def test_loopback_allowed_with_policy(url: str) -> None:
     assert check_url(url, UrlPolicy(allow_loopback=True)) is None
+
+
+@pytest.mark.parametrize("url", THIS_HOST)
+def test_this_host_is_loopback_even_with_private_allowed(url: str) -> None:
+    assert reason(url, UrlPolicy(allow_private=True, allow_link_local=True)) == "url_loopback"
+    assert check_url(url, UrlPolicy(allow_loopback=True)) is None
+
+
+def test_ipv4_compatible_forms_are_judged_by_their_ipv4_address() -> None:
+    assert reason("http://[::a9fe:a9fe]/") == "url_link_local"  # ::169.254.169.254
+    assert reason("http://[::a00:1]/") == "url_private"  # ::10.0.0.1
 
 
 def test_loopback_policy_does_not_open_private() -> None:

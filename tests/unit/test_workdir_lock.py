@@ -29,7 +29,7 @@ def test_second_writer_is_refused_and_a_killed_holder_releases(tmp_path: Path) -
     )
     try:
         assert proc.stdout.readline().strip() == "locked"
-        with pytest.raises(StageError, match=rf"being written by another run \(pid {proc.pid} on "):
+        with pytest.raises(StageError, match=rf"being written by another run \(pid {proc.pid} group - on "):
             with workdir_lock(tmp_path):
                 pass
     finally:

@@ -20,7 +20,7 @@ from typing import IO
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from mvlp_core import atomic, contract
+from mvlp_core import atomic, contract, textbytes
 from mvlp_core.spec import PipelineSpec, TextCorpusSpec
 
 ROW_DIGITS = 10  # CC-100's larger languages have more than 10^9 lines
@@ -165,13 +165,10 @@ def decode(raw: bytes, row: int) -> str:
     """One line as text: BOM dropped on the first line, CR/LF stripped, UTF-8 required."""
     if row == 0 and raw.startswith(BOM):
         raw = raw[len(BOM) :]
-    raw = raw.rstrip(b"\r\n")
-    if b"\x00" in raw:
-        raise BadLine("encoding_error", "NUL byte in line")
     try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise BadLine("encoding_error", f"not UTF-8: {err.reason} at byte {err.start}") from None
+        return textbytes.utf8(raw.rstrip(b"\r\n"), "NUL byte in line")
+    except textbytes.NotText as err:
+        raise BadLine("encoding_error", err.detail) from None
 
 
 def clean(text: str) -> str:

@@ -63,7 +63,7 @@ class HTTPBackend:
             if found is None:
                 raise unsupported(
                     lang,
-                    f"the LibreTranslate server {self.client.redact(self.spec.base_url)}",
+                    f"the LibreTranslate server {self.client.redact(self.client.base_url)}",
                     f"GET /languages lists no en->{codes(lang).libre} (targets: {sorted(targets)})",
                     "Install that language's model on the server (LT_LOAD_ONLY / --load-only) or "
                     "drop the language from `languages`",
@@ -88,7 +88,8 @@ class HTTPBackend:
         data = self.client.post("/translate", body)
         text = data.get("translatedText")
         if not isinstance(text, str):
-            raise EndpointError(f"POST {self.spec.base_url}/translate answered without translatedText")
+            url = self.client.redact(self.client.base_url)
+            raise EndpointError(f"POST {url}/translate answered without translatedText")
         return text.strip()
 
     def translate(self, keys: list[str], captions: list[str], lang: str) -> list[str | Reject]:
@@ -105,7 +106,7 @@ class HTTPBackend:
         if any(isinstance(r, EndpointError) for r in results.values()):
             self._health_check()
         return [
-            Reject(k, "http_error", self.client.redact(str(r))[:300])
+            Reject(k, "http_error", self.client.excerpt(str(r), 300))
             if isinstance(r := results[c], EndpointError)
             else r
             for k, c in zip(keys, captions)

@@ -89,6 +89,8 @@ def config(spec: PipelineSpec) -> dict[str, Any]:
         if name != active:
             del section[name]
     out = {"translate": section, "languages": list(spec.languages)}
+    if active == "http" and spec.translate.http.protocol == "libretranslate":
+        out["libretranslate_server"] = spec.translate.http.base_url  # it names no model: the server does
     if active == "import_":
         out["import_sha256"] = atomic.sha256_file(import_path(spec.translate.import_))
     return out
