@@ -103,6 +103,9 @@ class Shows:
 
 
 ShowsFn = Callable[[PipelineSpec, Path, dict[str, Any]], Shows]
+# a stage's checks that need no compute (inputs readable, models resolvable, roots present): one
+# line per problem, naming the cause and the fix; `mvlp plan` and `mvlp run` run them first
+ChecksFn = Callable[[PipelineSpec], list[str]]
 
 
 def _first_engine(spec: PipelineSpec) -> str:
@@ -120,6 +123,7 @@ class Stage:
     expensive: bool = False
     shows: ShowsFn | None = None
     code: tuple[str, ...] = field(default=())  # modules run beyond the plan's and the engines'
+    checks: ChecksFn | None = None
 
     @property
     def code_roots(self) -> tuple[str, ...]:
