@@ -298,6 +298,64 @@ def _watch(read: Any, interval: float, max_iterations: int | None) -> dict[str, 
     return top
 
 
+@app.command(name="plan")
+def plan_cmd(
+    spec: Path,
+    workdir: Path | None = None,
+    from_: Annotated[str | None, typer.Option("--from", help="first stage")] = None,
+    to: Annotated[str | None, typer.Option(help="last stage")] = None,
+    only: Annotated[str | None, typer.Option(help="this stage alone")] = None,
+    set_: SetOpt = None,
+    json_: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """What a run would do, before anything runs: each stage's engine, where it runs, its resources,
+    the files it reads (sizes) and the models it loads; then every check that needs no compute.
+    Exit code 2 when a check fails (each failure one line naming the cause and the fix)."""
+    from mvlp_core import plan
+
+    try:
+        loaded = load_spec(spec, list(set_ or []), workdir)
+        pipeline.check(loaded)
+        names = pipeline.select(from_, to, only)
+    except SpecError as err:
+        fail(err)
+    stages = [plan.stage_plan(loaded, name) for name in names]
+    found = plan.problems(loaded, names)
+    note = plan.world_note(loaded)
+    if json_:
+        typer.echo(
+            json.dumps(
+                {
+                    "workdir": loaded.workdir,
+                    "stages": [vars(s) for s in stages],
+                    "problems": found,
+                    "note": note,
+                },
+                indent=2,
+            )
+        )
+    else:
+        console.print(f"[bold]plan: {loaded.name}[/] in {loaded.workdir}", highlight=False, soft_wrap=True)
+        for s in stages:
+            console.print(
+                f"[bold]{s.name}[/] ({s.state}): {s.engine} engine, on {s.runs_on}", highlight=False
+            )
+            if s.resources:
+                console.print(f"    needs  {s.resources}", highlight=False, soft_wrap=True)
+            for line in s.reads:
+                console.print(f"    reads  {line}", highlight=False, soft_wrap=True)
+            for line in s.loads:
+                console.print(f"    loads  {line}", highlight=False, soft_wrap=True)
+        if note:
+            console.print(note, highlight=False, soft_wrap=True)
+        for line in found:
+            console.print(f"[red]problem:[/] {line}", highlight=False, soft_wrap=True)
+        if not found:
+            console.print(f"[green]All checks pass for {len(names)} stage(s).[/]")
+    if found:
+        raise typer.Exit(2)
+
+
 @app.command()
 def status(
     workdir: Path = Path("runs/demo"),

@@ -1,6 +1,8 @@
 """The end-to-end flow: one parent run, one child flow run per stage.
 
-For the synthetic world it also writes the world (its own child run) and serves its images on
+Before any stage it runs every compute-free check of the selected stages (`mvlp_core.plan`), so a
+missing input or an unresolvable model stops the run at once with one line. For the synthetic world
+it first writes the world (its own child run), and it serves its images on
 127.0.0.1 for the download stage, mapping the world's fixed URL host to the server with
 `download.mirrors`, so records keep stable URLs whatever port the server gets. The run holds the
 workdir's lock from start to end.
@@ -19,7 +21,7 @@ from prefect.artifacts import create_table_artifact
 from flows import concurrency
 from flows.stage_flows import stage_flow
 from flows.summary import summary_row
-from mvlp_core import pipeline
+from mvlp_core import pipeline, plan
 from mvlp_core.imageserver import ImageServer
 from mvlp_core.spec import PipelineSpec, load_spec
 from mvlp_core.synth.world import ensure_world
@@ -55,6 +57,7 @@ def data_pipeline(
         stack.enter_context(concurrency.workdir_lock(spec.workdir))
         if dataset.kind == "synthetic":
             synth_flow(str(world_dir(spec)), spec.dataset.samples, spec.dataset.seed)
+        plan.require(spec, names)  # every compute-free check, before any stage (what `mvlp plan` lists)
         if dataset.serve_locally and "download" in names:
             server = stack.enter_context(ImageServer(world_dir(spec)))
             mirror = {dataset.url_prefix: server.url}

@@ -25,7 +25,7 @@ from flows import concurrency
 from flows.artifacts import publish_stage
 from flows.progress import stage_progress
 from flows.submitted import is_submitted, run_submitted
-from mvlp_core import contract, pipeline
+from mvlp_core import contract, pipeline, publish
 from mvlp_core.spec import PipelineSpec, SpecError, load_spec
 from ray_jobs import engines
 
@@ -38,7 +38,9 @@ def stage_cache_key(spec: PipelineSpec, name: str) -> str | None:
     expected = pipeline.expected_fingerprint(spec, name)
     if expected is None:
         return None
-    return hashlib.sha256(f"{name}|{spec.workdir}|{expected}".encode()).hexdigest()
+    prefix = publish.target(spec, name)  # publishing elsewhere is new work for the same output
+    key = f"{name}|{spec.workdir}|{expected}" + (f"|publish:{prefix}" if prefix else "")
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def result_storage(spec: PipelineSpec) -> LocalFileSystem:
@@ -101,8 +103,11 @@ def _make_stage_flow(name: str) -> Flow:
         spec = load_spec(spec_path, overrides or [], workdir)
         pipeline.check(spec)
         accept = name in (keep or [])
-        # outputs missing, partial or stale (deleted by hand, say) refresh the cache entry
-        current = pipeline.stage_state(spec, name)["state"] == "complete"
+        # outputs missing, partial or stale (deleted by hand, say), or not yet published where the
+        # spec says, refresh the cache entry
+        current = pipeline.stage_state(spec, name)["state"] == "complete" and publish.current(
+            spec, name, pipeline.stage_dir(spec, name)
+        )
         stage_task = run_stage_task.with_options(
             result_storage=result_storage(spec), refresh_cache=force or accept or not current
         )

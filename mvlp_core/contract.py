@@ -295,6 +295,18 @@ def _accepted_while_unfinished(out_dir: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
 
 
+def _merge_rejects(out_dir: Path, units: Sequence[str]) -> Counter[str]:
+    """Append every unit's rejects to the stage's `_rejects.parquet`, one unit in memory at a
+    time, and count them by reason."""
+    reasons: Counter[str] = Counter()
+    with atomic.atomic_path(out_dir / REJECTS) as tmp, pq.ParquetWriter(tmp, REJECT_SCHEMA) as writer:
+        for u in units:
+            table = pq.read_table(out_dir / UNITS_DIR / f"{u}.rejects.parquet").cast(REJECT_SCHEMA)
+            writer.write_table(table)
+            reasons.update(table.column("reason").to_pylist())
+    return reasons
+
+
 def _write_manifest(
     stage: str,
     out_dir: Path,
@@ -305,17 +317,16 @@ def _write_manifest(
     seconds: float,
     basis: dict[str, Any],
 ) -> Manifest:
-    tables = [pq.read_table(out_dir / UNITS_DIR / f"{u}.rejects.parquet") for u in units]
-    rejects = pa.concat_tables(tables) if tables else REJECT_SCHEMA.empty_table()
-    atomic.write_parquet(out_dir / REJECTS, rejects)
+    reasons = _merge_rejects(out_dir, units)
+    rejected = sum(reasons.values())
     files: dict[str, dict[str, Any]] = {}
     for rec in records:
         files.update(rec["files"])
     samples_in = sum(r["samples_in"] for r in records)
     samples_out = sum(r["samples_out"] for r in records)
-    if samples_in != samples_out + rejects.num_rows:
+    if samples_in != samples_out + rejected:
         raise CountMismatch(
-            f"{stage}: {samples_in} samples in but {samples_out} out + {rejects.num_rows} rejected; "
+            f"{stage}: {samples_in} samples in but {samples_out} out + {rejected} rejected; "
             "a sample was lost or duplicated. Re-run with --force; if it persists, report a bug."
         )
     manifest = Manifest(
@@ -324,7 +335,7 @@ def _write_manifest(
         files=files,
         samples_in=samples_in,
         samples_out=samples_out,
-        rejects=dict(sorted(Counter(rejects.column("reason").to_pylist()).items())),
+        rejects=dict(sorted(reasons.items())),
         seconds=round(seconds, 3),
         units=len(units),
         extra=extra,

@@ -36,6 +36,20 @@ the sample's error; the download stage turns it into a reject with that reason:
 | `response_too_large` | a body over `max_bytes` |
 | `image_too_large` | an image header declaring more than `max_pixels` pixels |
 | `image_unsized` | a container OpenCV would open (TIFF, WebP, AVIF, JPEG 2000, OpenEXR: its signature says so) whose size no parser can read |
+| `host_busy` | the host's limits (`HostLimits`: connections open, request rate, a Retry-After it sent) would hold the request past its deadline; nothing was sent |
+
+Politeness (`HostLimits`, shared by every thread of the process, per host name): at most
+`connections` open to a host, requests started at least 1/`requests_per_second` apart, and a
+`429`/`503` answer retried after its `Retry-After` (seconds or an HTTP date; without one 1 s, 2 s,
+4 s, ...) up to `busy_retries` times while the wait fits in the deadline and in `max_retry_after`.
+The wait holds back every request to that host, not only the one answered; a request that gives
+up returns the answer it got (`http_429`, `http_503`). Error answers (4xx, 5xx) are closed unread.
+
+`install` makes the guard hold whatever form of `urlopen` the caller uses: the installed opener
+serves `urlopen(url)`, and `urlopen` itself is replaced so that `urlopen(url, context=ctx)`, for
+which urllib builds a fresh opener past the installed one (img2dataset after 1.47), goes through
+the guard too, with `ctx` for TLS. `requests_seen` counts what the guard opened, so a caller can
+check that a library's download path goes through it (the download stage does, at every start).
 
 Checking in the workers costs one `getaddrinfo` and one header parse per request; a loopback proxy
 would put every request through one thread (BENCHMARKS.md: download vs the img2dataset CLI).
@@ -45,17 +59,25 @@ checked.
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import http.client
 import io
 import ipaddress
+import itertools
 import re
 import socket
+import ssl
 import struct
+import threading
 import time
+import urllib.parse
 import urllib.request
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 from PIL import Image
@@ -67,6 +89,9 @@ BLOCK_PHRASE = "mvlp url policy"
 DEADLINE_FACTOR = 3  # default deadline: this many times the request's per-read timeout
 FALLBACK_DEADLINE_SECONDS = 60.0  # default deadline of a request opened without a timeout
 MAX_INFORMATIONAL = 10  # 1xx responses allowed before the final one
+BUSY_STATUSES = (429, 503)  # answers retried after their Retry-After
+BACKOFF_SECONDS = 1.0  # the first wait after a busy answer without a Retry-After; doubles each time
+PRUNE_HOSTS_AT = 1024  # hosts with a start time kept before the past ones are dropped
 
 Resolver = Callable[[str, int], list[tuple]]
 Size = tuple[int, int]
@@ -85,11 +110,11 @@ class Deadline:
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self._end = time.monotonic() + seconds
+        self.end = time.monotonic() + seconds  # on the time.monotonic() clock
 
     def left(self) -> float:
         """Seconds left; raises Blocked("timeout") when none are."""
-        left = self._end - time.monotonic()
+        left = self.end - time.monotonic()
         if left <= 0:
             raise Blocked("timeout", f"request not done within its {self.seconds:g} s deadline")
         return left
@@ -99,6 +124,121 @@ class Deadline:
         what is left of the deadline."""
         left = self.left()
         return min(timeout, left) if isinstance(timeout, int | float) else left
+
+
+@dataclass(frozen=True)
+class HostLimits:
+    """Per-host politeness (the download stage fills it from `download.*`). The defaults impose
+    nothing: no limit on connections or rate, a busy answer returned as it is."""
+
+    connections: int | None = None  # open at once to one host, per process
+    requests_per_second: float | None = None  # started per host, per process
+    busy_retries: int = 0  # 429/503 answers retried after their Retry-After
+    max_retry_after: float = 0.0  # the longest wait for one of them, and for holding its host back
+
+
+NO_LIMITS = HostLimits()
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One request's place among its host's open connections; `release` (idempotent) frees it."""
+
+    hosts: Hosts
+    host: str
+    held: bool = True
+
+    def release(self) -> None:
+        self.hosts.leave(self)
+
+
+class Hosts:
+    """Where each host stands against `HostLimits` in this process: its open connections and the
+    earliest time its next request may start (set by the rate and by Retry-After). Memory: one
+    entry per host with a connection open or a start time still ahead (past ones are dropped
+    once there are more than PRUNE_HOSTS_AT), not one per host ever fetched."""
+
+    def __init__(self, limits: HostLimits, wait_until: Callable[[float], None] | None = None) -> None:
+        self.limits = limits
+        # how a request waits for its start time, a time.monotonic() value (tests record it)
+        self._wait_until = wait_until or _sleep_until
+        self._changed = threading.Condition()
+        self._open: Counter[str] = Counter()
+        self._not_before: dict[str, float] = {}
+        self._prune_at = PRUNE_HOSTS_AT
+
+    def enter(self, host: str, deadline: Deadline) -> _Slot:
+        """Wait for a connection to `host` to be free and for its start time, then take a slot.
+        Refused at once (`host_busy`), with nothing sent, when either comes after the deadline
+        (`timeout` when the deadline has passed already)."""
+        deadline.left()
+        with self._changed:
+            free = self._changed.wait_for(lambda: self._has_room(host), deadline.end - time.monotonic())
+            if not free:
+                raise Blocked("host_busy", f"{self.limits.connections} connections to {host} still open")
+            now = time.monotonic()
+            start = max(now, self._not_before.get(host, now))
+            if start >= deadline.end:
+                raise Blocked("host_busy", f"{host} may not be asked again for {start - now:.1f} s")
+            self._open[host] += 1
+            if self.limits.requests_per_second:
+                self._hold_until(host, start + 1 / self.limits.requests_per_second)
+        slot = _Slot(self, host)
+        try:
+            self._wait_until(start)  # the rate or a Retry-After: this is the wait, not a poll
+        except BaseException:
+            slot.release()
+            raise
+        return slot
+
+    def leave(self, slot: _Slot) -> None:
+        """Give back `slot` (a second call does nothing)."""
+        with self._changed:
+            if slot.held:
+                slot.held = False
+                self._open[slot.host] -= 1
+                if not self._open[slot.host]:
+                    del self._open[slot.host]
+                self._changed.notify_all()
+
+    def hold(self, host: str, seconds: float) -> None:
+        """Start no request to `host` for `seconds` (its Retry-After)."""
+        if seconds > 0:
+            with self._changed:
+                self._hold_until(host, time.monotonic() + seconds)
+
+    def _has_room(self, host: str) -> bool:
+        return self.limits.connections is None or self._open[host] < self.limits.connections
+
+    def _hold_until(self, host: str, when: float) -> None:
+        """Called holding the lock: `host` starts nothing before `when`; past start times are
+        dropped when the table has grown to twice what the last pruning left."""
+        self._not_before[host] = max(when, self._not_before.get(host, when))
+        if len(self._not_before) > self._prune_at:
+            now = time.monotonic()
+            self._not_before = {h: t for h, t in self._not_before.items() if t > now}
+            self._prune_at = max(PRUNE_HOSTS_AT, 2 * len(self._not_before))
+
+
+def _sleep_until(when: float) -> None:
+    time.sleep(max(0.0, when - time.monotonic()))
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """The seconds a `Retry-After` header asks to wait (RFC 9110 10.2.3: delay-seconds, or an
+    HTTP date in any of its three forms, a past date being 0) counted from `now` (None: the
+    current time); None when there is none or it cannot be read (a negative or fractional
+    number included)."""
+    value = (value or "").strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000" or asctime: HTTP dates are in GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def _getaddrinfo(host: str, port: int) -> list[tuple]:
@@ -168,14 +308,24 @@ class _DeadlineReader(io.RawIOBase):
 
 class _Response(http.client.HTTPResponse):
     """An HTTP response read through a `_DeadlineReader`, skipping informational responses up to
-    a bound, with http.client's header caps reported as `headers_too_large`."""
+    a bound, with http.client's header caps reported as `headers_too_large`; its connection's
+    host slot is freed when the connection closes (body read to the end, or closed)."""
 
-    def __init__(self, sock: socket.socket, *args, deadline: Deadline, timeout: object, **kwargs) -> None:
+    def __init__(
+        self, sock: socket.socket, *args, deadline: Deadline, timeout: object, slot: _Slot, **kwargs
+    ) -> None:
         super().__init__(sock, *args, **kwargs)
         # nothing is read yet: the buffer detached from the socket's reader is empty
         self.fp = io.BufferedReader(_DeadlineReader(self.fp.detach(), sock, deadline, timeout))
         self.deadline = deadline
+        self._slot = slot
         self._informational = 0
+
+    def _close_conn(self) -> None:
+        try:
+            super()._close_conn()
+        finally:
+            self._slot.release()
 
     def begin(self) -> None:
         try:
@@ -203,22 +353,32 @@ class _Response(http.client.HTTPResponse):
 
 def _connection_class(base: type[http.client.HTTPConnection], connect: Callable[..., socket.socket]) -> type:
     """`base` opening its socket with `connect` and reading its response as a `_Response`, both
-    bound to the `deadline` the handler passes for each request."""
+    bound to the `deadline` and host `slot` the handler passes for each request."""
 
     class Bounded(base):
         # http.client opens every socket through this hook (HTTPS wraps it in TLS afterwards,
         # with the host name for SNI and certificate checks)
-        def __init__(self, *args, deadline: Deadline, **kwargs) -> None:
+        def __init__(self, *args, deadline: Deadline, slot: _Slot, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             self._create_connection = functools.partial(connect, deadline=deadline)
-            self.response_class = functools.partial(_Response, deadline=deadline, timeout=self.timeout)
+            self.response_class = functools.partial(
+                _Response, deadline=deadline, timeout=self.timeout, slot=slot
+            )
 
     Bounded.__name__ = f"Bounded{base.__name__}"
     return Bounded
 
 
+def _busy_wait(response: http.client.HTTPResponse, attempt: int) -> float:
+    """The seconds a busy (429/503) answer asks to wait: its Retry-After, or without one
+    BACKOFF_SECONDS doubled for each earlier attempt."""
+    asked = retry_after(response.headers.get("Retry-After"))
+    return BACKOFF_SECONDS * 2**attempt if asked is None else asked
+
+
 class _Handler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
-    """Opens http and https URLs through checked connections, and bounds what they return."""
+    """Opens http and https URLs through checked connections within each host's limits, retries
+    busy answers, and bounds what they return."""
 
     handler_order = 400  # its response hook runs before HTTPErrorProcessor (1000)
 
@@ -229,11 +389,15 @@ class _Handler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
         max_bytes: int,
         max_pixels: int,
         deadline_seconds: float | None,
+        limits: HostLimits,
+        wait_until: Callable[[float], None] | None,
     ) -> None:
         urllib.request.HTTPHandler.__init__(self)
         urllib.request.HTTPSHandler.__init__(self)
         self.policy, self.max_bytes, self.max_pixels = policy, max_bytes, max_pixels
         self.deadline_seconds = deadline_seconds
+        self.hosts = Hosts(limits, wait_until)
+        self.opened = 0  # requests and hops opened; only grows (a count lost to a race is harmless)
         connect = functools.partial(connect_checked, policy=policy, resolve=resolve)
         self._http = _connection_class(http.client.HTTPConnection, connect)
         self._https = _connection_class(http.client.HTTPSConnection, connect)
@@ -250,15 +414,47 @@ class _Handler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
         return Deadline(seconds)
 
     def http_open(self, req: urllib.request.Request):
-        _check_url(req.full_url, self.policy)
-        return self.do_open(functools.partial(self._http, deadline=self._deadline(req)), req)
+        return self._open(self._http, req)
 
     def https_open(self, req: urllib.request.Request):
+        # a context given to `urlopen` (through `install`'s replacement) sets up TLS
+        return self._open(self._https, req, context=getattr(req, "mvlp_tls_context", None) or self._context)
+
+    def _open(self, connection: type, req: urllib.request.Request, **kwargs):
+        """One request or hop: counted, checked, within its host's limits, and asked again after
+        a busy answer while `_may_retry` allows; the answer that ends it is returned."""
+        self.opened += 1
         _check_url(req.full_url, self.policy)
-        connection = functools.partial(self._https, deadline=self._deadline(req))
-        return self.do_open(connection, req, context=self._context)
+        deadline = self._deadline(req)
+        host = (urllib.parse.urlsplit(req.full_url).hostname or "").rstrip(".")
+        for attempt in itertools.count():
+            slot = self.hosts.enter(host, deadline)
+            try:
+                response = self.do_open(
+                    functools.partial(connection, deadline=deadline, slot=slot), req, **kwargs
+                )
+            except BaseException:
+                slot.release()
+                raise
+            if response.status not in BUSY_STATUSES:
+                return response
+            wait = _busy_wait(response, attempt)
+            self.hosts.hold(host, min(wait, self.hosts.limits.max_retry_after))  # every thread waits
+            if not self._may_retry(attempt, wait, deadline):
+                return response
+            response.close()
+
+    def _may_retry(self, attempt: int, wait: float, deadline: Deadline) -> bool:
+        """Whether a busy answer is asked again: a retry is left, and its `wait` is no longer
+        than `max_retry_after` (never sooner than the host asked) and ends before the deadline."""
+        limits = self.hosts.limits
+        fits = time.monotonic() + wait < deadline.end
+        return attempt < limits.busy_retries and wait <= limits.max_retry_after and fits
 
     def http_response(self, req: urllib.request.Request, response):
+        if response.status >= 400:  # HTTPErrorProcessor raises next: nothing reads an error page
+            response.close()
+            return response
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
             response.close()
@@ -284,7 +480,7 @@ class _Handler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
 
 class _RedirectHandler(urllib.request.HTTPRedirectHandler):
     """Refuses a redirect to a URL the policy refuses (an `ftp:` or `file:` hop included); the
-    next hop keeps the request's deadline."""
+    next hop keeps the request's deadline and TLS context."""
 
     def __init__(self, policy: UrlPolicy | None) -> None:
         self.policy = policy
@@ -294,6 +490,7 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
         hop = super().redirect_request(req, fp, code, msg, headers, newurl)
         if hop is not None:  # a new Request each hop: a caller's Request never carries a deadline
             hop.mvlp_deadline = getattr(fp, "deadline", None)
+            hop.mvlp_tls_context = getattr(req, "mvlp_tls_context", None)
         return hop
 
 
@@ -303,16 +500,20 @@ def opener(
     max_pixels: int = 100_000_000,
     resolve: Resolver = _getaddrinfo,
     deadline_seconds: float | None = None,
+    limits: HostLimits = NO_LIMITS,
+    wait_until: Callable[[float], None] | None = None,
 ) -> urllib.request.OpenerDirector:
     """A urllib opener that fetches only what `policy` allows (http and https, no env proxy),
     ends each request by its deadline (`deadline_seconds`; None: DEADLINE_FACTOR x the request's
-    timeout), and refuses bodies over `max_bytes` and images over `max_pixels`. With `policy`
-    None only the deadline and the size limits hold (`download.guard_fetch: false`), and env
-    proxies are used as urllib would."""
+    timeout), keeps to each host's `limits`, and refuses bodies over `max_bytes` and images over
+    `max_pixels`. With `policy` None only the deadline, the host limits and the size limits hold
+    (`download.guard_fetch: false`), and env proxies are used as urllib would. `wait_until` is how
+    a request waits for its host's start time (the rate, a Retry-After), a time.monotonic() value
+    (None: it sleeps)."""
     director = urllib.request.OpenerDirector()
     handlers: list[urllib.request.BaseHandler] = [] if policy else [urllib.request.ProxyHandler()]
     handlers += [
-        _Handler(policy, resolve, max_bytes, max_pixels, deadline_seconds),
+        _Handler(policy, resolve, max_bytes, max_pixels, deadline_seconds, limits, wait_until),
         _RedirectHandler(policy),
         urllib.request.HTTPDefaultErrorHandler(),
         urllib.request.HTTPErrorProcessor(),
@@ -323,12 +524,57 @@ def opener(
     return director
 
 
+_URLLIB_URLOPEN = urllib.request.urlopen
+_installed: _Handler | None = None  # the guard `install` put in place in this process
+
+
 def install(
-    policy: UrlPolicy | None, max_bytes: int, max_pixels: int, deadline_seconds: float | None = None
+    policy: UrlPolicy | None,
+    max_bytes: int,
+    max_pixels: int,
+    deadline_seconds: float | None = None,
+    limits: HostLimits = NO_LIMITS,
 ) -> None:
-    """Make `urllib.request.urlopen` in this process go through `opener` (img2dataset's worker
-    pool runs this as its initializer)."""
-    urllib.request.install_opener(opener(policy, max_bytes, max_pixels, deadline_seconds=deadline_seconds))
+    """Make every `urllib.request.urlopen` call in this process go through `opener`, with or
+    without an SSL context (img2dataset's worker pool runs this as its initializer)."""
+    global _installed
+    director = opener(policy, max_bytes, max_pixels, deadline_seconds=deadline_seconds, limits=limits)
+    _installed = next(h for h in director.handlers if isinstance(h, _Handler))
+    urllib.request.install_opener(director)
+    urllib.request.urlopen = functools.partial(_urlopen, director)
+
+
+def uninstall() -> None:
+    """Undo `install`: urllib's own `urlopen` and default opener again."""
+    global _installed
+    _installed = None
+    urllib.request.install_opener(None)
+    urllib.request.urlopen = _URLLIB_URLOPEN
+
+
+def requests_seen() -> int:
+    """Requests (redirect hops included) the guard `install`ed in this process has opened."""
+    return _installed.opened if _installed else 0
+
+
+def _urlopen(
+    director: urllib.request.OpenerDirector,
+    url: str | urllib.request.Request,
+    data: bytes | None = None,
+    timeout: object = socket._GLOBAL_DEFAULT_TIMEOUT,
+    *,
+    cafile: str | None = None,
+    capath: str | None = None,
+    context: ssl.SSLContext | None = None,
+):
+    """`urllib.request.urlopen` while the guard is installed: through `director` whatever the
+    caller passes. Given a `context` (or `cafile`/`capath`), urllib's own would build a fresh
+    opener that the guard never sees; here they only set up TLS."""
+    if context is None and (cafile or capath):
+        context = ssl.create_default_context(cafile=cafile, capath=capath)
+    request = url if isinstance(url, urllib.request.Request) else urllib.request.Request(url)
+    request.mvlp_tls_context = context
+    return director.open(request, data, timeout)
 
 
 def check_image(body: bytes, max_pixels: int) -> None:

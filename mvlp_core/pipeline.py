@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mvlp_core import atomic, contract, fingerprints, registry
+from mvlp_core import atomic, contract, fingerprints, publish, registry, storage
 from mvlp_core.spec import PipelineSpec, SpecError
 from mvlp_core.spec.loader import check_replaced
 from mvlp_core.stage import Stage
@@ -91,6 +91,9 @@ def check(spec: PipelineSpec) -> None:
 
 def check_workdir(spec: PipelineSpec) -> None:
     """SpecError unless the run's workdir can be created and written (before any work starts)."""
+    problem = storage.workdir_problem(spec.workdir)
+    if problem:
+        raise SpecError(problem)
     workdir = Path(spec.workdir)
     probe = workdir / f".mvlp-write-check-{os.getpid()}"
     try:
@@ -107,8 +110,12 @@ def check_workdir(spec: PipelineSpec) -> None:
 def run_stage(spec: PipelineSpec, name: str, **options: Any) -> contract.Manifest:
     """Run one stage from its inputs on disk into its folder. `options` are `Stage.run`'s: force,
     progress, keep, and hook, what the stage's engine provides (None: the local engine;
-    `ray_jobs.engines.run_stage` resolves it from the spec)."""
-    return stage(name).run(spec, inputs_for(spec, name), stage_dir(spec, name), **options)
+    `ray_jobs.engines.run_stage` resolves it from the spec). Once the stage is current, its output
+    is published where `spec.publish` names a prefix for it (`mvlp_core.publish`: idempotent, so a
+    current stage re-run only uploads what the prefix lacks)."""
+    manifest = stage(name).run(spec, inputs_for(spec, name), stage_dir(spec, name), **options)
+    publish.publish_stage(spec, name, stage_dir(spec, name), manifest)
+    return manifest
 
 
 def expected_fingerprint(spec: PipelineSpec, name: str) -> str | None:
@@ -170,6 +177,9 @@ def save_spec(spec: PipelineSpec) -> None:
 
 
 def load_saved_spec(workdir: Path) -> PipelineSpec:
+    problem = storage.workdir_problem(workdir)
+    if problem:
+        raise SpecError(f"--workdir: {problem}")
     path = Path(workdir) / SPEC_FILE
     if not path.exists():
         raise SpecError(

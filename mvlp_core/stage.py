@@ -103,6 +103,19 @@ class Shows:
 
 
 ShowsFn = Callable[[PipelineSpec, Path, dict[str, Any]], Shows]
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a stage will read besides its input stages, the models it will load (names or paths)
+    and the resources it asks for: shown by `mvlp plan` before anything runs."""
+
+    reads: tuple[str, ...] = ()
+    loads: tuple[str, ...] = ()
+    resources: str = ""
+
+
+NeedsFn = Callable[[PipelineSpec], Needs]
 # a stage's checks that need no compute (inputs readable, models resolvable, roots present): one
 # line per problem, naming the cause and the fix; `mvlp plan` and `mvlp run` run them first
 ChecksFn = Callable[[PipelineSpec], list[str]]
@@ -124,6 +137,7 @@ class Stage:
     shows: ShowsFn | None = None
     code: tuple[str, ...] = field(default=())  # modules run beyond the plan's and the engines'
     checks: ChecksFn | None = None
+    needs: NeedsFn | None = None
 
     @property
     def code_roots(self) -> tuple[str, ...]:

@@ -6,7 +6,8 @@
 MaRVL rows carry ``concept`` (``"39-Panci"``), ``language``, ``left_img``/``right_img`` (a file
 name in the concept's folder; few-shot files include the folder), ``id`` and a boolean ``label``.
 NLVR2 rows carry ``identifier`` (``dev-850-0-0``), ``sentence``, ``left_url``/``right_url`` and a
-string label ``"True"``/``"False"``; their image files are ``<identifier minus -N>-img0/1.png``.
+string label ``"True"``/``"False"``; their image files are ``<identifier minus -N>-img0/1.png``,
+under ``train/<directory>/`` for training rows, which carry NLVR2's ``directory`` field.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class PairItem:
     left: str  # image reference (see mvlp_core.eval.images)
     right: str
     label: bool
-    concept: str = ""
+    concept: str = ""  # MaRVL: the concept's image folder
+    directory: str = ""  # NLVR2 training rows: the image folder under train/
 
 
 def _bool(value: object, where: str) -> bool:
@@ -57,6 +59,12 @@ def load_marvl(path: str | Path) -> list[PairItem]:
     return items
 
 
+def _directory(value: object) -> str:
+    """NLVR2's ``directory`` (an int in train.json: the training image's folder under ``train/``);
+    "" where a row has none (dev, test)."""
+    return "" if value is None or value == "" else str(value)
+
+
 def load_nlvr2(path: str | Path) -> list[PairItem]:
     items = []
     for n, row in enumerate(read_jsonl(path), 1):
@@ -71,6 +79,7 @@ def load_nlvr2(path: str | Path) -> list[PairItem]:
                 f"{stem}-img0",
                 f"{stem}-img1",
                 _bool(row["label"], where),
+                directory=_directory(row.get("directory")),
             )
         )
     return items

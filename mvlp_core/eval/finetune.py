@@ -9,6 +9,9 @@ Parameters the model lists in ``HEAD_PARAMS`` (name prefixes: parts pretraining 
 UniGen's multi-image gate) learn at ``lr × head_lr_scale``, as fresh classifier heads usually do:
 at the body's rate the gate barely leaves its start before the body has adapted around it.
 
+Training examples come as a list, or as a ``Streamed`` set whose images are decoded as each batch
+is drawn (bounded memory: ``mvlp_core.eval.prepared``).
+
 Parameters named by ``freeze`` (name prefixes) stay fixed: English-only fine-tuning moves the English
 tokens' embeddings alone, away from the other languages' that pretraining aligned with them, so
 holding the embeddings keeps the alignment zero-shot transfer reads.
@@ -19,7 +22,7 @@ from __future__ import annotations
 import copy
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +31,9 @@ import torch
 
 from mvlp_core.contract import StageError
 from mvlp_core.eval.model_api import EvalModel
+from mvlp_core.eval.prepared import Streamed
+
+Examples = Sequence[Any] | Streamed
 
 
 @dataclass
@@ -47,6 +53,13 @@ def param_groups(model: torch.nn.Module, lr: float, head_lr_scale: float) -> lis
     return [
         g for g in ({"params": body, "lr": lr}, {"params": head, "lr": lr * head_lr_scale}) if g["params"]
     ]
+
+
+def batch_of(examples: Examples, indices: Sequence[int]) -> list[Any]:
+    """The model examples at ``indices``: a streamed set decodes their images now."""
+    if isinstance(examples, Streamed):
+        return examples.batch(indices)
+    return [examples[i] for i in indices]
 
 
 @contextmanager
@@ -71,9 +84,24 @@ def frozen(model: torch.nn.Module, freeze: tuple[str, ...]) -> Iterator[None]:
             p.requires_grad_(True)
 
 
+def _train_step(
+    em: EvalModel, drawn: list[Any], opt: torch.optim.Optimizer, params: list[torch.nn.Parameter]
+) -> float | None:
+    """One optimizer step on the examples ``drawn`` (None when there are none). The batch lives only
+    in this call, so a streamed set's decoded images go as soon as the step is done."""
+    if not drawn:
+        return None
+    loss = em.model(em.on_device(em.collate(drawn)))["loss"]
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    return float(loss.detach())
+
+
 def finetune(
     em: EvalModel,
-    examples: list[Any],
+    examples: Examples,
     dev_score: Callable[[EvalModel], float],
     *,
     epochs: int,
@@ -117,15 +145,17 @@ def finetune(
             for start in range(0, len(order), batch_size):
                 if step >= total:
                     break
-                batch = em.on_device(em.collate([examples[i] for i in order[start : start + batch_size]]))
-                loss = em.model(batch)["loss"]
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                opt.step()
+                loss = _train_step(em, batch_of(examples, order[start : start + batch_size]), opt, params)
+                if loss is None:
+                    continue  # every image of the batch undecodable
                 sched.step()
                 step += 1
-                losses.append(float(loss.detach()))
+                losses.append(loss)
+            if step == 0:
+                raise StageError(
+                    f"fine-tuning: none of the {len(examples)} training examples' images could be "
+                    "decoded; check the image roots in the spec (iglue.image_roots)"
+                )
             dev = dev_score(em)
             best.history.append({"epoch": epoch, "dev": dev, "loss": sum(losses) / max(1, len(losses))})
             if dev > best.best_dev:
@@ -138,7 +168,7 @@ def finetune(
 
 
 def grid_search(
-    em: EvalModel, examples: list[Any], dev_score: Callable[[EvalModel], float], lrs: list[float], **kw: Any
+    em: EvalModel, examples: Examples, dev_score: Callable[[EvalModel], float], lrs: list[float], **kw: Any
 ) -> FinetuneResult:
     """Fine-tune a copy of the start weights for each learning rate; keep the best on dev."""
     start = copy.deepcopy(em.model.state_dict())

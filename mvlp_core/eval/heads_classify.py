@@ -6,13 +6,14 @@ read on its own and mixed by the statement's image gate, see mvlp_core.model.uni
 true/false. The pretrained [match] head already checks a text against an image, which is what both
 tasks ask; reading them as [qus] with the label names as words would start fine-tuning from a head
 that never saw labels (README: what that measured). Fine-tuning uses the same example with the gold
-word as target.
+word as target; images are decoded as each batch is built (``mvlp_core.eval.prepared``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,7 +21,7 @@ from mvlp_core.contract import Reject
 from mvlp_core.eval import data_marvl, data_xvnli
 from mvlp_core.eval.images import ImageRoots
 from mvlp_core.eval.model_api import EvalModel
-from mvlp_core.eval.prepared import ImageCache, Prepared, decode_all, keep_resolved
+from mvlp_core.eval.prepared import ImageCache, Pending, Prepared, Streamed, chunks, decoded, keep_resolved
 
 
 @dataclass(frozen=True)
@@ -50,32 +51,27 @@ def prepare_xvnli(path: Path, roots: ImageRoots, lang: str) -> tuple[list[Prepar
 def prepare_marvl(path: Path, roots: ImageRoots, lang: str) -> tuple[list[Prepared], list[Reject]]:
     items = data_marvl.load(path)
     if "nlvr2" in Path(path).parts:
-        paths = [[roots.nlvr2(i.left), roots.nlvr2(i.right)] for i in items]
+        paths = [[roots.nlvr2(i.left, i.directory), roots.nlvr2(i.right, i.directory)] for i in items]
+        # a training row's reference names its folder, as NLVR2 lays it out: train/<directory>/
+        refs = [[f"train/{i.directory}/{s}" if i.directory else s for s in (i.left, i.right)] for i in items]
     else:
         paths = [
             [roots.marvl(i.lang, i.concept, i.left), roots.marvl(i.lang, i.concept, i.right)] for i in items
         ]
+        refs = [[i.left, i.right] for i in items]
     gold = ["true" if i.label else "false" for i in items]
-    return keep_resolved(
-        [(i.id, p, i.statement, lang, g) for i, p, g in zip(items, paths, gold)],
-        [[i.left, i.right] for i in items],
-    )
+    return keep_resolved([(i.id, p, i.statement, lang, g) for i, p, g in zip(items, paths, gold)], refs)
 
 
-def examples(
-    em: EvalModel, pairs: list[tuple[Prepared, torch.Tensor]], prompt: Prompt, words: list[str]
-) -> list:
-    return [
-        em.example(
-            task=prompt.task,
-            image=image,
-            source=item.source,
-            source_lang=item.lang,
-            target=word,
-            caption=None,
-        )
-        for (item, image), word in zip(pairs, words)
-    ]
+def _fields(prompt: Prompt, item: Prepared, word: str) -> dict[str, Any]:
+    """The model example's fields for ``item`` targeting ``word``, all but the image."""
+    return {
+        "task": prompt.task,
+        "source": item.source,
+        "source_lang": item.lang,
+        "target": word,
+        "caption": None,
+    }
 
 
 @torch.no_grad()
@@ -84,20 +80,22 @@ def predict(
 ) -> tuple[dict[str, str], list[Reject]]:
     """Item id -> the label whose word has the highest target log-probability."""
     em.model.eval()
-    pairs, rejects = decode_all(items, cache)
     out: dict[str, str] = {}
+    rejects: list[Reject] = []
     n = len(prompt.words)
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        expanded = [p for p in chunk for _ in range(n)]
-        batch = em.on_device(em.collate(examples(em, expanded, prompt, list(prompt.words) * len(chunk))))
-        scores = em.model.score_targets(batch).view(len(chunk), n)
+    for chunk in chunks(decoded(items, cache, rejects), batch_size):
+        exs = [
+            em.example(image=image, **_fields(prompt, item, w)) for item, image in chunk for w in prompt.words
+        ]
+        scores = em.model.score_targets(em.on_device(em.collate(exs))).view(len(chunk), n)
         for (item, _), best in zip(chunk, scores.argmax(dim=1).tolist()):
             out[item.id] = prompt.labels[best]
     return out, rejects
 
 
-def training_examples(em: EvalModel, items: list[Prepared], prompt: Prompt, cache: ImageCache) -> list:
+def training_examples(em: EvalModel, items: list[Prepared], prompt: Prompt, cache: ImageCache) -> Streamed:
     """Items with a gold label as examples targeting its word (XVNLI's ``-`` items skipped)."""
-    pairs, _ = decode_all([i for i in items if i.gold is not None], cache)
-    return examples(em, pairs, prompt, [prompt.word(item.gold) for item, _ in pairs])
+    pending = [
+        Pending(i.images, _fields(prompt, i, prompt.word(i.gold)), i.id) for i in items if i.gold is not None
+    ]
+    return Streamed(em.example, pending, cache)

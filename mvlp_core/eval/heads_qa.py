@@ -4,6 +4,7 @@ and scored by exact match, strict and after the spec's normalisation (side by si
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -11,7 +12,7 @@ from mvlp_core.contract import Reject
 from mvlp_core.eval import data_xgqa
 from mvlp_core.eval.images import ImageRoots
 from mvlp_core.eval.model_api import EvalModel
-from mvlp_core.eval.prepared import ImageCache, Prepared, decode_all, keep_resolved
+from mvlp_core.eval.prepared import ImageCache, Pending, Prepared, Streamed, chunks, decoded, keep_resolved
 
 
 def prepare_xgqa(path: Path, roots: ImageRoots, lang: str) -> tuple[list[Prepared], list[Reject]]:
@@ -22,32 +23,27 @@ def prepare_xgqa(path: Path, roots: ImageRoots, lang: str) -> tuple[list[Prepare
     )
 
 
+def _fields(item: Prepared, target: str) -> dict[str, Any]:
+    """The [qus] example's fields for ``item``, all but the image."""
+    return {"task": "qus", "source": item.source, "source_lang": item.lang, "target": target, "caption": None}
+
+
 @torch.no_grad()
 def predict(
     em: EvalModel, items: list[Prepared], cache: ImageCache, batch_size: int = 16, max_new_tokens: int = 8
 ) -> tuple[dict[str, str], list[Reject]]:
+    """Question id -> the greedily generated answer, one batch of images decoded at a time."""
     em.model.eval()
-    pairs, rejects = decode_all(items, cache)
     out: dict[str, str] = {}
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        exs = [
-            em.example(
-                task="qus", image=image, source=item.source, source_lang=item.lang, target="", caption=None
-            )
-            for item, image in chunk
-        ]
+    rejects: list[Reject] = []
+    for chunk in chunks(decoded(items, cache, rejects), batch_size):
+        exs = [em.example(image=image, **_fields(item, "")) for item, image in chunk]
         answers = em.model.generate(em.on_device(em.collate(exs)), max_new_tokens)
         for (item, _), answer in zip(chunk, answers):
             out[item.id] = answer.strip()
     return out, rejects
 
 
-def training_examples(em: EvalModel, items: list[Prepared], cache: ImageCache) -> list:
-    pairs, _ = decode_all(items, cache)
-    return [
-        em.example(
-            task="qus", image=image, source=item.source, source_lang=item.lang, target=item.gold, caption=None
-        )
-        for item, image in pairs
-    ]
+def training_examples(em: EvalModel, items: list[Prepared], cache: ImageCache) -> Streamed:
+    """Each question as a [qus] example targeting its answer, images decoded batch by batch."""
+    return Streamed(em.example, [Pending(i.images, _fields(i, i.gold), i.id) for i in items], cache)

@@ -11,31 +11,31 @@ instead of sending every caption to whichever image the head happens to like bes
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from mvlp_core.contract import Reject
 from mvlp_core.eval import data_retrieval, metrics
-from mvlp_core.eval.images import ImageRoots
+from mvlp_core.eval.images import ImageRef, ImageRoots
 from mvlp_core.eval.model_api import EvalModel
-from mvlp_core.eval.prepared import ImageCache
+from mvlp_core.eval.prepared import DecodedImages, ImageCache, Pending, Streamed
 
 RERANK_OFFSET = 1e4  # lifts re-ranked entries above every similarity (cosines lie in [-1, 1])
 
 
 def resolve(
     rset: data_retrieval.RetrievalSet, roots: ImageRoots, wit: bool
-) -> tuple[list[Path | None], list[Reject]]:
+) -> tuple[list[ImageRef | None], list[Reject]]:
     paths = [roots.wit(im.ref) if wit else roots.flickr_or_coco(im.ref) for im in rset.images]
     rejects = [Reject(im.key, "missing_image", im.ref) for im, p in zip(rset.images, paths) if p is None]
     return paths, rejects
 
 
 def drop_missing(
-    rset: data_retrieval.RetrievalSet, paths: list[Path | None]
-) -> tuple[data_retrieval.RetrievalSet, list[Path]]:
+    rset: data_retrieval.RetrievalSet, paths: list[ImageRef | None]
+) -> tuple[data_retrieval.RetrievalSet, list[ImageRef]]:
     """The set without images that did not resolve (and their captions), indices renumbered."""
     keep = [i for i, p in enumerate(paths) if p is not None]
     new_index = {old: new for new, old in enumerate(keep)}
@@ -50,9 +50,9 @@ def drop_missing(
 
 @torch.no_grad()
 def score_matrices(
-    em: EvalModel, images: list[torch.Tensor], captions: list[str], k: int, batch_size: int = 32
+    em: EvalModel, images: Sequence[torch.Tensor], captions: list[str], k: int, batch_size: int = 32
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(IR matrix, TR matrix), both [captions, images]."""
+    """(IR matrix, TR matrix), both [captions, images]; ``images`` may decode on access."""
     em.model.eval()
     img_emb = torch.cat(
         [
@@ -94,18 +94,19 @@ def score_matrices(
 
 
 def evaluate(
-    em: EvalModel, rset: data_retrieval.RetrievalSet, paths: list[Path], cache: ImageCache, k: int
+    em: EvalModel, rset: data_retrieval.RetrievalSet, paths: list[ImageRef], cache: ImageCache, k: int
 ) -> tuple[dict[str, float], list[Reject], list[list[int]]]:
-    """Recall@1/5/10 both ways, rejects for undecodable images, and VOLTA-style top-20 lists."""
-    tensors = [cache.get(p) for p in paths]
-    bad = [Reject(im.key, "bad_image", str(p)) for im, p, t in zip(rset.images, paths, tensors) if t is None]
+    """Recall@1/5/10 both ways, rejects for undecodable images, and VOLTA-style top-20 lists.
+
+    Each image is decoded once to find the undecodable ones, and again through the cache as the
+    scoring reaches it (only when the set outgrows the cache)."""
+    readable = [cache.get(p) is not None for p in paths]
+    bad = [Reject(im.key, "bad_image", str(p)) for im, p, ok in zip(rset.images, paths, readable) if not ok]
     if bad:
-        good = [p if t is not None else None for p, t in zip(paths, tensors)]
-        rset, paths = drop_missing(rset, good)
-        tensors = [cache.get(p) for p in paths]
+        rset, paths = drop_missing(rset, [p if ok else None for p, ok in zip(paths, readable)])
     if not rset.captions:
         return {f"{d}_r{k}": 0.0 for d in ("ir", "tr") for k in metrics.RECALL_AT}, bad, []
-    ir, tr = score_matrices(em, tensors, rset.captions, k)
+    ir, tr = score_matrices(em, DecodedImages(paths, cache), rset.captions, k)
     result = {
         **metrics.recalls(metrics.ir_ranks(ir, rset.caption_image), "ir"),
         **metrics.recalls(metrics.tr_ranks(tr, rset.caption_image), "tr"),
@@ -115,14 +116,15 @@ def evaluate(
 
 
 def training_examples(
-    em: EvalModel, rset: data_retrieval.RetrievalSet, paths: list[Path], cache: ImageCache, lang: str
-) -> list:
+    em: EvalModel, rset: data_retrieval.RetrievalSet, paths: list[ImageRef], cache: ImageCache, lang: str
+) -> Streamed:
     """[cap] examples carrying the caption for the in-batch contrastive and [match] losses."""
-    out = []
-    for cap, img in zip(rset.captions, rset.caption_image):
-        image = cache.get(paths[img])
-        if image is not None:
-            out.append(
-                em.example(task="cap", image=image, source="", source_lang=lang, target=cap, caption=cap)
-            )
-    return out
+    pending = [
+        Pending(
+            (paths[img],),
+            {"task": "cap", "source": "", "source_lang": lang, "target": cap, "caption": cap},
+            cap_id,
+        )
+        for cap, img, cap_id in zip(rset.captions, rset.caption_image, rset.caption_ids)
+    ]
+    return Streamed(em.example, pending, cache)

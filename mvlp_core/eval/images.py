@@ -1,29 +1,88 @@
-"""Where each task's images live, and the WIT URL list the download stage fetches.
+"""Where each task's images live.
 
-An image root per folder kind (spec ``iglue.image_roots``): ``flickr30k`` (``<id>.jpg``; XVNLI and
-xFlickr&CO's Flickr half), ``coco`` (``COCO_val2014_<id>.jpg``), ``gqa`` (``<imageId>.jpg``),
-``marvl`` (``<lang>/images/<concept>/<file>``), ``nlvr2`` (``<identifier stem>-img0.png``, also under
-``dev/``), ``wit`` (the URL's file name). A reference that resolves to no file gives ``None``: the
-caller turns it into a reject with the item's id, never a crash.
+An image root per folder kind (spec ``iglue.image_roots``, default ``<root>/images/<kind>``):
+
+- ``flickr30k`` (``<id>.jpg``; XVNLI and xFlickr&CO's Flickr half), ``coco``
+  (``COCO_val2014_<id>.jpg``), ``gqa`` (``<imageId>.jpg``);
+- ``marvl``: ``<lang>/images/<concept>/<file>`` as MaRVL ships it; the synthetic world keeps
+  ``<lang>/<file>`` flat;
+- ``nlvr2``: ``<stem>-img0.png`` as NLVR2 ships it: training images under
+  ``train/<directory>/`` (the row's ``directory`` field), dev and test under ``dev/`` and
+  ``test1/``; the synthetic world keeps them flat in the root (``.jpg``);
+- ``wit``: either a folder holding each image under its URL's file name (the synthetic world), or
+  the output folder of a download stage that fetched the WIT URL list
+  (``mvlp_core.eval.wit_urls``): its ``samples-*.parquet`` map each URL to a member of a
+  WebDataset tar, read in place by offset (nothing is extracted).
+
+A reference that resolves to no file gives ``None``: the caller turns it into a reject with the
+item's id, never a crash.
 """
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Iterable
+import io
+import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from PIL import Image
 
+from mvlp_core import contract
 from mvlp_core.eval.data_retrieval import url_file_name
-from mvlp_core.eval.io import read_jsonl
 
 FOLDERS = ("flickr30k", "coco", "gqa", "marvl", "nlvr2", "wit")
+
+
+@dataclass(frozen=True)
+class TarMember:
+    """An image stored in a tar (a download stage's WebDataset shard), read by its byte offset."""
+
+    tar: Path
+    name: str
+    offset: int
+    size: int
+
+    def read(self) -> bytes:
+        with open(self.tar, "rb") as f:
+            f.seek(self.offset)
+            return f.read(self.size)
+
+    def __str__(self) -> str:
+        return f"{self.tar}:{self.name}"
+
+
+ImageRef = Path | TarMember
+
+
+def is_download_output(folder: Path) -> bool:
+    """Whether ``folder`` is a download stage's output: a manifest and samples parquet files."""
+    return (folder / contract.MANIFEST).is_file() and any(folder.glob("samples-*.parquet"))
+
+
+def downloaded_images(folder: Path) -> dict[str, TarMember]:
+    """URL -> its image in a download stage's output: each ``samples-*.parquet`` row names the
+    tar and member its URL was stored under; one pass over each tar's headers finds the offsets."""
+    wanted: dict[str, dict[str, str]] = {}  # tar -> member -> url
+    for samples in sorted(folder.glob("samples-*.parquet")):
+        for row in pq.read_table(samples, columns=["url", "tar", "member"]).to_pylist():
+            wanted.setdefault(row["tar"], {})[row["member"]] = row["url"].strip()
+    found = {}
+    for tar, members in wanted.items():
+        with tarfile.open(folder / tar) as t:
+            for info in t:
+                if info.name in members:
+                    found[members[info.name]] = TarMember(
+                        folder / tar, info.name, info.offset_data, info.size
+                    )
+    return found
 
 
 class ImageRoots:
     def __init__(self, roots: dict[str, str | Path]) -> None:
         self.roots = {k: Path(v) for k, v in roots.items()}
+        self._wit_index: dict[str, TarMember] | None = None  # URL -> image, once looked up
+        self._wit_downloaded = False
 
     def _first(self, folder: str, *candidates: str) -> Path | None:
         root = self.roots.get(folder)
@@ -52,57 +111,35 @@ class ImageRoots:
             "marvl", f"{lang}/images/{concept}/{file}", f"{lang}/images/{file}", f"{lang}/{file}"
         )
 
-    def nlvr2(self, stem: str) -> Path | None:
+    def nlvr2(self, stem: str, directory: str = "") -> Path | None:
+        """A training row's ``train/<directory>/<stem>.png`` (NLVR2's layout), else ``<stem>.png``
+        under its split's folder (``dev/``, ``test1/``) or flat; ``.jpg`` likewise."""
         split = stem.split("-", 1)[0]
-        return self._first(
-            "nlvr2", *(f"{d}{stem}.{ext}" for d in ("", f"{split}/") for ext in ("png", "jpg"))
-        )
+        folders = [*([f"{split}/{directory}/"] if directory else []), f"{split}/", ""]
+        return self._first("nlvr2", *(f"{d}{stem}.{ext}" for d in folders for ext in ("png", "jpg")))
 
-    def wit(self, url: str) -> Path | None:
+    def wit(self, url: str) -> ImageRef | None:
+        """The image of a WIT URL: from a download stage's output by URL, else by file name."""
+        if self._wit_index is None:  # decided once: a download stage's output, or a plain folder
+            root = self.roots.get("wit")
+            self._wit_downloaded = root is not None and is_download_output(root)
+            self._wit_index = downloaded_images(root) if root is not None and self._wit_downloaded else {}
+        if self._wit_downloaded:
+            return self._wit_index.get(url.strip())
         return self._first("wit", url_file_name(url))
 
 
-def open_rgb(path: Path) -> Image.Image | None:
-    """The image as RGB, or None when it cannot be decoded (a reject, like a missing file)."""
+def image_roots(root: str | Path, overrides: dict[str, str]) -> dict[str, Path]:
+    """Folder kind -> image folder: ``<root>/images/<kind>``, or the spec's ``iglue.image_roots``."""
+    base = Path(root) / "images"
+    return {kind: Path(overrides.get(kind, base / kind)) for kind in FOLDERS}
+
+
+def open_rgb(ref: ImageRef) -> Image.Image | None:
+    """The image as RGB, or None when it cannot be read or decoded (a reject, like a missing file)."""
     try:
-        with Image.open(path) as im:
+        source = ref if isinstance(ref, Path) else io.BytesIO(ref.read())
+        with Image.open(source) as im:
             return im.convert("RGB")
     except (OSError, ValueError):
         return None
-
-
-def wit_url_rows(annotation_files: Iterable[str | Path]) -> list[dict[str, str]]:
-    """One row per distinct WIT image URL: ``url``, ``caption`` (the first caption seen, so the
-    row passes ingest's caption checks) and ``key`` (the URL's file name, under which the image
-    root must hold it)."""
-    seen: dict[str, dict[str, str]] = {}
-    for path in annotation_files:
-        for row in read_jsonl(path):
-            url = row["image_url"]
-            if url not in seen:
-                seen[url] = {
-                    "url": url,
-                    "caption": row["caption_reference_description"],
-                    "key": url_file_name(url),
-                }
-    return list(seen.values())
-
-
-def write_wit_url_list(annotation_files: Iterable[str | Path], out: str | Path) -> int:
-    """Write the WIT URL list as a TSV (header ``url caption key``) that a dataset spec
-    (``kind: url_list, format: tsv, id_column: key``) hands to ingest -> download. Returns rows."""
-    rows = wit_url_rows(annotation_files)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(
-            f,
-            fieldnames=["url", "caption", "key"],
-            delimiter="\t",
-            quoting=csv.QUOTE_MINIMAL,
-            lineterminator="\n",
-        )
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: v.replace("\t", " ").replace("\n", " ") for k, v in row.items()})
-    return len(rows)

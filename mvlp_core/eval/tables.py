@@ -1,6 +1,11 @@
 """IGLUE-style outputs from unit results: the nested results dict (``mvlp status``), CSV tables
 ``model,en,<langs>,avg`` (avg without English) per task x setting x metric, and a per-language bar
-chart."""
+chart.
+
+A unit that tested on a dev split (IGLUE publishes no test file there: ``mvlp_core.eval.tasks``)
+is labelled wherever its score appears: its table gains a last column ``split`` (``dev: en``), the
+chart's label reads ``en (dev)``, and ``splits`` lists it for the manifest. Tables whose every
+language tested on a test split keep the plain header."""
 
 from __future__ import annotations
 
@@ -29,12 +34,34 @@ def nested(results: list[Result]) -> dict[str, Any]:
     return out
 
 
+def split_of(result: Result) -> str:
+    """The split a test unit's score comes from (results written before splits were recorded: test)."""
+    return result.get("split", "test")
+
+
+def splits(results: list[Result]) -> dict[str, dict[str, dict[str, str]]]:
+    """{task: {setting: {lang: split}}} for the units that did not test on a test split."""
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    for r in results:
+        if r.get("setting") != "finetune" and split_of(r) != "test":
+            out.setdefault(r["task"], {}).setdefault(r["setting"], {})[r["lang"]] = split_of(r)
+    return out
+
+
+def split_label(by_lang: dict[str, str]) -> str:
+    """``dev: en`` for languages scored on a dev split (grouped per split), "" when all were test."""
+    other = sorted({s for s in by_lang.values() if s != "test"})
+    return "; ".join(f"{s}: {' '.join(sorted(k for k, v in by_lang.items() if v == s))}" for s in other)
+
+
 def table_rows(results: list[Result], model: str) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
-    """(task, setting, metric) -> one-row table {model, en, <langs...>, avg}."""
+    """(task, setting, metric) -> one-row table {model, en, <langs...>, avg[, split]}."""
     tables: dict[tuple[str, str, str], dict[str, Any]] = {}
+    split_by: dict[tuple[str, str], dict[str, str]] = {}
     for r in results:
         if r.get("setting") == "finetune":
             continue
+        split_by.setdefault((r["task"], r["setting"]), {})[r["lang"]] = split_of(r)
         for metric, value in r["metrics"].items():
             row = tables.setdefault((r["task"], r["setting"], metric), {})
             row[r["lang"]] = round(value, 2)
@@ -47,7 +74,8 @@ def table_rows(results: list[Result], model: str) -> dict[tuple[str, str, str], 
             **{lang: by_lang[lang] for lang in langs},
             "avg": round(avg, 2) if avg is not None else "",
         }
-        out[key] = [row]
+        label = split_label(split_by[key[:2]])
+        out[key] = [{**row, "split": label} if label else row]
     return out
 
 
@@ -68,7 +96,7 @@ def bar_chart(results: list[Result], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = nested(results)
+    data, dev = nested(results), splits(results)
     tasks = list(data)
     fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(4 * max(1, len(tasks)), 3.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
@@ -81,7 +109,12 @@ def bar_chart(results: list[Result], path: Path, title: str) -> None:
             ax.bar(xs, ys, width, label=setting)
         if data[task]["chance"] is not None:
             ax.axhline(data[task]["chance"], color="grey", linestyle="--", linewidth=1, label="chance")
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(langs))], langs)
+        suffix = {
+            lang: f" ({split})" for by_lang in dev.get(task, {}).values() for lang, split in by_lang.items()
+        }
+        ax.set_xticks(
+            [i + 0.4 - width / 2 for i in range(len(langs))], [f"{x}{suffix.get(x, '')}" for x in langs]
+        )
         ax.set_title(f"{task} ({data[task]['metric']})")
         ax.set_ylim(0, 100)
         ax.legend(fontsize=7)

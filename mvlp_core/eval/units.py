@@ -1,9 +1,10 @@
-"""The work of the iglue-eval stage as units: ``<task>.finetune`` (fine-tune on English, select on
-English dev, save) and ``<task>.<setting>.<lang>`` (zero-shot and translate-test test the saved
-model; few-shot first continues it on ``train_<shots>`` of the language over the learning-rate
-grid, selecting on English dev). ``compute_unit`` is a plain picklable function: the in-process
-runner calls it, ``ray_jobs/iglue_eval.py`` maps it over Ray tasks. Each writes its result JSON
-atomically, so a unit is either done or not.
+"""The work of the iglue-eval stage as units (``mvlp_core.eval.selection``): ``<task>.finetune``
+(fine-tune on English, select on English dev, save) and ``<task>.<setting>.<lang>`` (zero-shot and
+translate-test test the saved model; few-shot first continues it on ``train_<shots>`` of the
+language over the learning-rate grid, selecting on English dev). ``compute_unit`` is a plain
+picklable function: the in-process runner calls it, ``ray_jobs/iglue_eval.py`` maps it over Ray
+tasks. Each writes its result JSON atomically, so a unit is either done or not; a test unit's
+result names the file and the split it tested on (``mvlp_core.eval.tasks``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,76 +21,24 @@ from mvlp_core import atomic
 from mvlp_core.contract import Reject, StageError
 from mvlp_core.eval import data_retrieval, heads_classify, heads_qa, heads_retrieval, metrics
 from mvlp_core.eval.finetune import finetune, grid_search
-from mvlp_core.eval.images import FOLDERS, ImageRoots
+from mvlp_core.eval.images import ImageRef, ImageRoots, image_roots
 from mvlp_core.eval.model_api import EvalModel
-from mvlp_core.eval.prepared import ImageCache, Prepared
-from mvlp_core.eval.tasks import FAMILY, HEADLINE, IGLUE_LANGUAGES, Layout
+from mvlp_core.eval.prepared import ImageCache, Prepared, Streamed
+from mvlp_core.eval.selection import (
+    Needed,
+    Unit,
+    finetune_settings,
+    needed_for_few_shot,
+    needed_for_selection,
+    needed_for_test,
+    needed_for_training,
+)
+from mvlp_core.eval.tasks import FAMILY, HEADLINE, Layout
 from mvlp_core.spec import IglueFinetuneSpec, IglueSpec, PipelineSpec
 
 FINETUNED = "_finetuned"
-RESULTS = "results"
 PREDICTIONS = "predictions"
-
-
-@dataclass(frozen=True)
-class Unit:
-    task: str
-    setting: str  # "finetune" or an IGLUE setting
-    lang: str = "en"
-
-    @property
-    def name(self) -> str:
-        return (
-            f"{self.task}.finetune"
-            if self.setting == "finetune"
-            else f"{self.task}.{self.setting}.{self.lang}"
-        )
-
-    @classmethod
-    def parse(cls, name: str) -> Unit:
-        parts = name.split(".")
-        return cls(parts[0], "finetune") if parts[1] == "finetune" else cls(*parts)
-
-    def result_path(self, out_dir: Path) -> Path:
-        if self.setting == "finetune":
-            return Path(out_dir) / RESULTS / self.task / "finetune.json"
-        return Path(out_dir) / RESULTS / self.task / self.setting / f"{self.lang}.json"
-
-
-def languages(cfg: IglueSpec, task: str) -> list[str]:
-    return ["en", *cfg.languages.get(task, IGLUE_LANGUAGES[task])]
-
-
-def plan(cfg: IglueSpec) -> list[Unit]:
-    """Fine-tunes first (every test unit of a task needs its fine-tuned model), then tests.
-    English has no translate-test; few-shot is per non-English language with a shots file."""
-    out = [Unit(t, "finetune") for t in cfg.tasks]
-    layout = Layout(Path(cfg.root))
-    for task in cfg.tasks:
-        for setting in cfg.settings:
-            for lang in languages(cfg, task):
-                if setting == "translate-test" and layout.test(task, lang, setting) is None:
-                    continue
-                if setting == "few-shot":
-                    shots = layout.few_shot(task, lang, cfg.few_shot.get(task, ""))
-                    if lang == "en" or task not in cfg.few_shot or shots is None or not shots.exists():
-                        continue  # IGLUE has few-shot files for some languages only
-                out.append(Unit(task, setting, lang))
-    return out
-
-
-def image_roots(cfg: IglueSpec) -> ImageRoots:
-    base = Path(cfg.root) / "images"
-    roots = {k: base / k for k in FOLDERS}
-    roots.update({k: Path(v) for k, v in cfg.image_roots.items()})
-    return ImageRoots(roots)
-
-
-def finetune_settings(cfg: IglueSpec, task: str) -> IglueFinetuneSpec:
-    """The settings `task` fine-tunes with: the shared ones, its own (`finetune.tasks`) where given."""
-    own = cfg.finetune.tasks.get(task)
-    changes = own.model_dump(exclude_none=True) if own is not None else {}
-    return cfg.finetune.model_copy(update={**changes, "tasks": {}})
+MB = 2**20
 
 
 def _tuning(ft: IglueFinetuneSpec, cfg: IglueSpec) -> dict[str, Any]:
@@ -110,14 +58,14 @@ def _cap(items: list, n: int | None, seed: int) -> list:
     return [items[i] for i in keep]
 
 
-def _require(path: Path | None, what: str) -> Path:
-    if path is None or not path.exists():
-        raise StageError(
-            f"iglue-eval: {what} not found at {path}; IGLUE's public copy lacks some "
-            "files (English training sets, xGQA test): put them under iglue.root or "
-            "drop the task/setting from the spec"
-        )
-    return path
+def _require(need: Needed | None, unit: str) -> Needed:
+    """``need`` when its file exists, else a StageError naming the file (or the unit, where IGLUE
+    has no such file) and how to supply it."""
+    if need is None:
+        raise StageError(f"iglue-eval unit {unit}: IGLUE has no file for it; drop it from the spec")
+    if not need.path.exists():
+        raise StageError(f"iglue-eval: {need.what} not found at {need.path}; {need.fix}")
+    return need
 
 
 class Evaluator:
@@ -126,8 +74,8 @@ class Evaluator:
     def __init__(self, em: EvalModel, cfg: IglueSpec, task: str) -> None:
         self.em, self.cfg, self.task = em, cfg, task
         self.family = FAMILY[task]
-        self.roots = image_roots(cfg)
-        self.cache = ImageCache(em.transform)
+        self.roots = ImageRoots(image_roots(cfg.root, cfg.image_roots))
+        self.cache = ImageCache(em.transform, cfg.image_cache_mb * MB)
 
     # classification / QA ------------------------------------------------------------------------
     def prepare(self, path: Path, lang: str) -> tuple[list[Prepared], list[Reject]]:
@@ -174,7 +122,7 @@ class Evaluator:
 
     def _retrieval_set(
         self, path: Path, cap: int | None
-    ) -> tuple[data_retrieval.RetrievalSet, list[Path], list[Reject]]:
+    ) -> tuple[data_retrieval.RetrievalSet, list[ImageRef], list[Reject]]:
         rset = data_retrieval.load(path)
         paths, rejects = heads_retrieval.resolve(rset, self.roots, wit=self.task == "wit")
         rset, kept = heads_retrieval.drop_missing(rset, paths)
@@ -200,7 +148,9 @@ class Evaluator:
         }
 
     # training -------------------------------------------------------------------------------------
-    def training_examples(self, path: Path, lang: str, cap: int | None) -> tuple[list, list[Reject]]:
+    def training_examples(self, path: Path, lang: str, cap: int | None) -> tuple[Streamed, list[Reject]]:
+        """The examples of a training file, images decoded as batches are drawn, and the items
+        whose images did not resolve."""
         if self.family == "retrieval":
             rset, paths, rejects = self._retrieval_set(path, cap)
             return heads_retrieval.training_examples(self.em, rset, paths, self.cache, lang), rejects
@@ -213,7 +163,7 @@ class Evaluator:
         ), rejects
 
     def dev_score(self) -> float:
-        dev = _require(Layout(Path(self.cfg.root)).dev(self.task), f"{self.task} English dev set")
+        dev = _require(needed_for_selection(Layout(Path(self.cfg.root)), self.task), f"{self.task} dev").path
         out = self.evaluate(dev, "en", self.cfg.max_dev_items)
         key = "accuracy_normalised" if self.family == "qa" else HEADLINE[self.task]
         return out["metrics"][key]
@@ -250,9 +200,8 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
         rejects: list[Reject] = []
         n_in = n_out = 0
         if ft.epochs:
-            train = _require(layout.train(unit.task), f"{unit.task} English training set")
+            train = _require(needed_for_training(layout, unit.task), name).path
             examples, rejects = ev.training_examples(train, "en", ft.max_train_items)
-            n_in, n_out = len(examples) + len(rejects), len(examples)
             res = finetune(
                 em,
                 examples,
@@ -262,6 +211,10 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
                 max_steps=ft.max_steps,
                 **_tuning(ft, cfg),
             )
+            # images are decoded as batches are drawn: the undecodable ones are known only now
+            n_out = len(examples) - len(examples.rejects)
+            rejects += examples.rejects
+            n_in = n_out + len(rejects)
             info.update(best_dev=res.best_dev, best_epoch=res.best_epoch, lr=res.lr, history=res.history)
         em.save(tuned)
         result = {
@@ -286,9 +239,7 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
     info = {}
     if unit.setting == "few-shot":
         shots = cfg.few_shot[unit.task]
-        train = _require(
-            layout.few_shot(unit.task, unit.lang, shots), f"{unit.task} {unit.lang} train_{shots}"
-        )
+        train = _require(needed_for_few_shot(layout, unit, shots), name).path
         examples, _ = ev.training_examples(train, unit.lang, None)
         ft = finetune_settings(cfg, unit.task)
         res = grid_search(
@@ -300,17 +251,16 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
             **_tuning(ft, cfg),
         )
         info = {"shots": shots, "lr": res.lr, "best_dev": res.best_dev, "best_epoch": res.best_epoch}
-    test = _require(
-        layout.test(unit.task, unit.lang, unit.setting), f"{unit.task} {unit.lang} {unit.setting} test file"
-    )
-    out_eval = ev.evaluate(test, unit.lang, cfg.max_test_items)
+    test = _require(needed_for_test(layout, unit), name)
+    out_eval = ev.evaluate(test.path, unit.lang, cfg.max_test_items)
     _write(out / PREDICTIONS / unit.task / unit.setting / f"{unit.lang}.json", out_eval["predictions"])
     result = {
         "unit": name,
         "task": unit.task,
         "setting": unit.setting,
         "lang": unit.lang,
-        "file": str(test),
+        "file": str(test.path),
+        "split": test.split,
         "metrics": out_eval["metrics"],
         "headline": HEADLINE[unit.task],
         "score": out_eval["metrics"][HEADLINE[unit.task]],

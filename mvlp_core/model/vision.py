@@ -19,6 +19,7 @@ from mvlp_core.contract import StageError
 from mvlp_core.spec import ModelSpec, RandomDims
 
 PREFIXES = ("vision_model.", "qformer.", "query_tokens")
+INDEX, SINGLE = "model.safetensors.index.json", "model.safetensors"
 # Blip2VisionConfig's default initializer_range is 1e-10 (BLIP-2's ViT always comes from a
 # checkpoint): a tiny ViT built from it starts with all-zero weights, every image encodes alike and
 # the contrastive loss never leaves chance. Tiny towers use the usual BERT/ViT std instead, and no
@@ -82,34 +83,56 @@ def random_configs(spec: ModelSpec) -> tuple[dict, dict]:
     return vision, qformer
 
 
-def _blip2_files(name: str) -> Path:
-    """config.json of a BLIP-2 checkpoint (folder or hub name) -> its folder."""
+def _checkpoint_folder(name: str) -> Path:
+    """The folder holding config.json of a BLIP-2 checkpoint: `name` itself, or for a hub name the
+    snapshot the shared Hugging Face cache holds it in (fetched first unless HF_HUB_OFFLINE=1)."""
     local = Path(name)
-    if local.is_dir():
-        if not (local / "config.json").exists():
-            raise StageError(
-                f"model.vision: {name} has no config.json; expected a BLIP-2 checkpoint"
-                " folder (Blip2Model/Blip2ForConditionalGeneration.save_pretrained)"
-            )
-        return local
-    from transformers.utils import cached_file
+    if not local.is_dir():
+        return _download(name, "config.json").parent
+    if not (local / "config.json").exists():
+        raise StageError(
+            f"model.vision: {name} has no config.json; expected a BLIP-2 checkpoint"
+            " folder (Blip2Model/Blip2ForConditionalGeneration.save_pretrained)"
+        )
+    return local
+
+
+def _download(name: str, filename: str, revision: str | None = None, missing_ok: bool = False) -> Path | None:
+    """One file of hub repo `name` through the shared cache (HF_HOME / HF_HUB_CACHE: no private
+    cache_dir, so every stage and Ray worker reuses it; with HF_HUB_OFFLINE=1 only the cache).
+    None when `missing_ok` and the file is not there: the caller has another file to try."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
 
     try:
-        return Path(cached_file(name, "config.json")).parent
-    except OSError as err:
+        return Path(hf_hub_download(name, filename, revision=revision))
+    except (OSError, ValueError) as err:
+        if missing_ok and isinstance(err, EntryNotFoundError):
+            return None
+        if constants.is_offline_mode():
+            raise StageError(
+                f"model.vision: {filename} of {name!r} is not in the Hugging Face cache"
+                f" ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 forbids fetching it; set model.vision"
+                " to a local BLIP-2 checkpoint folder or pre-populate HF_HOME on a machine with hub access"
+            ) from None
+        cause = next((line for line in str(err).splitlines() if line.strip()), "")
         raise StageError(
-            f"cannot load the BLIP-2 checkpoint {name!r} for model.vision ({err}); the model hub is"
-            " not reachable here: set model.vision to a local BLIP-2 checkpoint folder or"
-            " pre-populate the Hugging Face cache (HF_HOME)"
+            f"cannot load the BLIP-2 checkpoint {name!r} for model.vision: {filename} could not be"
+            f" fetched ({type(err).__name__}: {cause}); set model.vision to a local BLIP-2 checkpoint"
+            " folder or pre-populate the Hugging Face cache (HF_HOME) on a machine with hub access"
         ) from None
 
 
+def _encoder_shards(weight_map: dict[str, str]) -> list[str]:
+    """The shards of a safetensors index that hold the encoder's weights: not the language model's."""
+    return sorted({f for k, f in weight_map.items() if k.startswith(PREFIXES)})
+
+
 def _weight_files(folder: Path, name: str) -> list[Path]:
-    index = folder / "model.safetensors.index.json"
+    index = folder / INDEX
     if index.exists():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        return sorted({folder / f for k, f in weight_map.items() if k.startswith(PREFIXES)})
-    single = folder / "model.safetensors"
+        return [folder / f for f in _encoder_shards(json.loads(index.read_text())["weight_map"])]
+    single = folder / SINGLE
     if not single.exists():
         raise StageError(
             f"model.vision: {name} has no model.safetensors(.index.json); re-save it"
@@ -118,11 +141,22 @@ def _weight_files(folder: Path, name: str) -> list[Path]:
     return [single]
 
 
+def _hub_weight_files(name: str, revision: str) -> list[Path]:
+    """Fetch only what the encoder needs from hub repo `name` at `revision` (the commit its config
+    came from, so every file is from one snapshot): the index and the shards it names for
+    PREFIXES, never the LLM-only ones (most of BLIP-2 opt-2.7b's ~15 GB); else model.safetensors."""
+    index = _download(name, INDEX, revision, missing_ok=True)
+    if index is None:
+        return [_download(name, SINGLE, revision)]
+    shards = _encoder_shards(json.loads(index.read_text())["weight_map"])
+    return [_download(name, shard, revision) for shard in shards]
+
+
 def load_blip2_encoder(name: str, num_query_tokens: int) -> ImageEncoder:
     """ViT + Q-Former + query tokens from a BLIP-2 checkpoint folder or hub name."""
     from safetensors import safe_open
 
-    folder = _blip2_files(name)
+    folder = _checkpoint_folder(name)
     config = json.loads((folder / "config.json").read_text())
     if config.get("model_type") != "blip-2":
         raise StageError(
@@ -134,7 +168,8 @@ def load_blip2_encoder(name: str, num_query_tokens: int) -> ImageEncoder:
     saved_queries = config.get("num_query_tokens", 32)
     encoder = ImageEncoder(vision, qformer, saved_queries)
     state = {}
-    for path in _weight_files(folder, name):
+    local = Path(name).is_dir()
+    for path in _weight_files(folder, name) if local else _hub_weight_files(name, folder.name):
         with safe_open(str(path), "pt") as f:
             state.update({k: f.get_tensor(k) for k in f.keys() if k.startswith(PREFIXES)})
     state = {k: v for k, v in state.items() if not _TEXT_FFN.search(k)}

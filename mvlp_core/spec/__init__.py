@@ -3,8 +3,8 @@ name the field, the value and what is allowed.
 
 The pipeline spec and its loader live in `pipeline` and `loader`; each stage's section lives in a
 module per area (`data`: dataset, ingest, download, shard; `translate`; `align`; `qa`; `text`;
-`model`; `train`; `iglue`; `execution`: where each stage runs; `endpoint`: an OpenAI-compatible
-server). A spec is data (safe-loaded YAML). Fields that only change speed, not output, are
+`model`; `train`; `iglue`; `publish`: object-store prefixes the shards go to; `execution`: where
+each stage runs; `endpoint`: an OpenAI-compatible server). A spec is data (safe-loaded YAML). Fields that only change speed, not output, are
 `perf_only` and left out of stage fingerprints.
 """
 
@@ -17,6 +17,7 @@ from mvlp_core.spec.iglue import IGLUE_TASKS, IglueFinetuneSpec, IglueFinetuneTa
 from mvlp_core.spec.loader import load_dataset, load_spec, parse_override, read_yaml, set_path
 from mvlp_core.spec.model import SIZES, ModelSpec, RandomDims
 from mvlp_core.spec.pipeline import PipelineSpec
+from mvlp_core.spec.publish import PublishSpec
 from mvlp_core.spec.qa import HFQASpec, HTTPQASpec, QASpec, VLLMQASpec
 from mvlp_core.spec.text import TextCorpusSpec, TextSpec
 from mvlp_core.spec.train import LoaderSpec, MixSpec, PretrainSpec
@@ -58,6 +59,7 @@ __all__ = [
     "PipelineSpec",
     "PretrainSpec",
     "PriorCorpus",
+    "PublishSpec",
     "QASpec",
     "RandomDims",
     "RayJobSpec",

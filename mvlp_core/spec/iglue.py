@@ -59,7 +59,9 @@ class IglueSpec(Strict):
         None, description="annotation root laid out like IGLUE's datasets/ folder (required to evaluate)"
     )
     image_roots: dict[Literal["flickr30k", "coco", "gqa", "marvl", "nlvr2", "wit"], str] = Field(
-        {}, description="folder kind -> image folder; default: <root>/images/<kind>"
+        {},
+        description="folder kind -> image folder; default: <root>/images/<kind>. wit may name the "
+        "output folder of a download stage that fetched WIT's URL list (mvlp_core/eval/wit_urls.py)",
     )
     tasks: list[Literal["xvnli", "xgqa", "marvl", "xflickrco", "wit"]] = list(IGLUE_TASKS)
     settings: list[Literal["zero-shot", "few-shot", "translate-test"]] = ["zero-shot"]
@@ -86,4 +88,22 @@ class IglueSpec(Strict):
         le=1024,
         description="units evaluated in parallel as Ray tasks (execution.engines.iglue-eval: ray)",
     )
-    device: str = perf_only("cpu", description="torch device of each unit")
+    device: str = perf_only(
+        "cpu",
+        description="torch device of each unit; on the ray engine write cuda (Ray gives each task "
+        "its own GPU, which it sees as cuda:0)",
+    )
+    gpus_per_unit: float = perf_only(
+        1.0,
+        gt=0,
+        le=64,
+        description="GPUs each Ray task asks for when device is a GPU (cuda...): Ray hides the GPUs "
+        "from a task that asks for none; 0.5 puts two units on one GPU",
+    )
+    image_cache_mb: int = perf_only(
+        1024,
+        gt=0,
+        le=1_000_000,
+        description="decoded image tensors a unit keeps (MiB, least recently used out first): memory "
+        "is bounded by this and one batch, not by the size of a training or test set",
+    )

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mvlp_core import storage
 from mvlp_core.spec import yaml_reader
 from mvlp_core.spec.base import SPECS_ROOT, SpecError
 from mvlp_core.spec.data import DatasetSpec
@@ -126,6 +127,10 @@ def load_spec(path: str | Path, overrides: list[str] = (), workdir: str | Path |
     for item in overrides:
         set_path(raw, *parse_override(item))
     check_replaced(raw, str(path))
+    for given, where in ((workdir, "--workdir"), (raw.get("workdir"), f"invalid spec {path}: workdir")):
+        problem = storage.workdir_problem(given) if isinstance(given, str | Path) else None
+        if problem:
+            raise SpecError(f"{where}: {problem}")
     try:
         spec = PipelineSpec.model_validate(raw)
     except ValidationError as err:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from mvlp_core import storage
 from mvlp_core.languages import SUPPORTED_LANGUAGES
 from mvlp_core.spec.align import AlignSpec
 from mvlp_core.spec.base import Strict, perf_only
@@ -11,6 +12,7 @@ from mvlp_core.spec.data import DatasetRef, DownloadSpec, IngestSpec, ShardSpec
 from mvlp_core.spec.execution import ExecutionSpec
 from mvlp_core.spec.iglue import IglueSpec
 from mvlp_core.spec.model import ModelSpec
+from mvlp_core.spec.publish import PublishSpec
 from mvlp_core.spec.qa import QASpec
 from mvlp_core.spec.text import TextSpec
 from mvlp_core.spec.train import PretrainSpec
@@ -35,6 +37,7 @@ class PipelineSpec(Strict):
     pretrain: PretrainSpec = PretrainSpec()
     model: ModelSpec = ModelSpec()
     text: TextSpec = TextSpec()
+    publish: PublishSpec = PublishSpec()
     execution: ExecutionSpec = perf_only(ExecutionSpec())
     schedule: str | None = perf_only(
         None,
@@ -42,6 +45,23 @@ class PipelineSpec(Strict):
         description="cron (5 fields) for the deployments `mvlp deploy` registers; none: run on demand",
     )
     timezone: str = perf_only("UTC", description="time zone of `schedule`")
+
+    @field_validator("workdir")
+    @classmethod
+    def _posix_workdir(cls, workdir: str) -> str:
+        problem = storage.workdir_problem(workdir)
+        if problem:
+            raise ValueError(problem)
+        return workdir
+
+    @model_validator(mode="after")
+    def _published_source(self) -> PipelineSpec:
+        if self.pretrain.loader.read_from == "published" and self.publish.shards is None:
+            raise ValueError(
+                "pretrain.loader.read_from is 'published' but publish.shards is not set; set it to "
+                "the s3:// or gs:// prefix the shards are published to, or read_from: workdir"
+            )
+        return self
 
     @field_validator("languages")
     @classmethod

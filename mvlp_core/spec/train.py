@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from mvlp_core.spec.base import Strict, perf_only
@@ -37,6 +39,12 @@ class MixSpec(Strict):
 class LoaderSpec(Strict):
     shuffle_buffer: int = Field(256, ge=1)
     num_workers: int = perf_only(0, ge=0, description="DataLoader processes per Ray Train worker")
+    read_from: Literal["workdir", "published"] = perf_only(
+        "workdir",
+        description="where the loader reads the shards: the shard and text-shard folders in the "
+        "workdir, or the object-store prefixes they were published to (publish.shards, and "
+        "publish.text_shards where set), streamed shard by shard; the same bytes either way",
+    )
 
 
 class PretrainSpec(Strict):
@@ -52,7 +60,16 @@ class PretrainSpec(Strict):
     betas: tuple[float, float] = (0.9, 0.98)
     weight_decay: float = Field(0.05, ge=0)
     warmup_steps: int = Field(2000, ge=0, le=10**9)
-    max_steps: int = Field(10000, gt=0, le=10**9)
+    max_steps: int = Field(
+        10000, gt=0, le=10**9, description="optimizer steps; with `epochs` set, derived from the data instead"
+    )
+    epochs: float | None = Field(
+        None,
+        gt=0,
+        le=10_000,
+        description="passes over the image shards (UniGen: 30); sets max_steps to ceil(epochs x images / "
+        "global batch), the global batch being workers x batch_size x grad_accum",
+    )
     grad_clip: float | None = Field(1.0, gt=0)
     bf16: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
     checkpoint_every: int = perf_only(500, gt=0)

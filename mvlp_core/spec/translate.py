@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from mvlp_core.languages import SUPPORTED_LANGUAGES
 from mvlp_core.spec.base import Strict, perf_only
 from mvlp_core.spec.endpoint import EndpointSpec
+
+
+def _models_field(example: str) -> Any:
+    """A backend section's `models`: one language's model, where `model` does not suit it."""
+    return Field(
+        {},
+        description="per-language model replacing `model` for that language (same placeholders), "
+        f"e.g. {{zh: {example}}}",
+    )
+
+
+def _known_targets(models: dict[str, str]) -> dict[str, str]:
+    """`models` keyed by target languages only: any other key is a typo that would go unused."""
+    bad = sorted(k for k in models if k not in SUPPORTED_LANGUAGES or k == "en")
+    if bad:
+        raise ValueError(
+            f"models: unknown target language(s) {bad}; keys are target language codes "
+            f"({', '.join(c for c in SUPPORTED_LANGUAGES if c != 'en')})"
+        )
+    return models
 
 
 class ImportSpec(Strict):
@@ -21,9 +42,17 @@ class HFTranslateSpec(Strict):
         description="checkpoint name or path; {lang} is replaced by the target language code, "
         "{opus} by its OPUS-MT model name (opus-mt-en-de)",
     )
+    models: dict[str, str] = _models_field("Helsinki-NLP/opus-mt-en-zh")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="weights and compute dtype; auto: bfloat16 on a CUDA GPU that supports it, "
+        "else float16 on a GPU, float32 on CPU (changes outputs slightly: fingerprinted as written)",
+    )
     batch_tokens: int = perf_only(4096, gt=0, description="source tokens per generate() batch")
     num_beams: int = Field(1, gt=0)
     max_new_tokens: int = Field(128, gt=0)
+
+    _models_known = field_validator("models")(_known_targets)
 
 
 class CT2TranslateSpec(Strict):
@@ -31,6 +60,7 @@ class CT2TranslateSpec(Strict):
         description="CTranslate2 model folder (mvlp_core.stages.translate.ct2_backend.convert makes "
         "one from an HF checkpoint); {lang}/{opus} as in translate.hf.model"
     )
+    models: dict[str, str] = _models_field("/models/ct2/opus-mt-en-zh")
     tokenizer: str | None = Field(None, description="HF tokenizer name or path; default: the model folder")
     compute_type: Literal["auto", "int8", "int8_float16", "float16", "bfloat16", "float32"] = Field(
         "auto", description="auto: int8 on CPU, float16 on GPU"
@@ -40,6 +70,8 @@ class CT2TranslateSpec(Strict):
     device: Literal["auto", "cpu", "cuda"] = perf_only("auto")
     batch_tokens: int = perf_only(4096, gt=0, description="translate_batch max_batch_size (tokens)")
     intra_threads: int = perf_only(0, ge=0, description="0: CTranslate2's default")
+
+    _models_known = field_validator("models")(_known_targets)
 
 
 class HTTPTranslateSpec(EndpointSpec):

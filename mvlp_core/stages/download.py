@@ -5,12 +5,21 @@ module feeds it one input file per ingest shard so that img2dataset shard N is i
 carries our keys through `save_additional_columns`, maps its per-sample statuses to reject
 reasons, and commits a unit only after img2dataset has written that shard's `_stats.json` (which it
 writes after closing the tar), so a tar left by a killed run is redone, never read.
+
+Every fetch goes through `mvlp_core.fetchguard`, installed in each worker, with the per-host limits
+of `download.per_host_*` and `busy_retries`. Before the first shard, `check_guarded` drives
+img2dataset's own downloader in a worker and stops the stage if the request did not reach the
+guard (an img2dataset release that fetches some other way), rather than fetching unguarded.
+img2dataset honours X-Robots-Tag (`download.opt_out_directives`, addressed to nobody or to
+`download.user_agent_token`): such an image is an `opt_out` reject.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.metadata
+import inspect
 import math
 import multiprocessing
 import os
@@ -19,6 +28,7 @@ import sys
 import tarfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -29,7 +39,7 @@ import pyarrow.parquet as pq
 
 from mvlp_core import atomic, contract, fetchguard, urlpolicy
 from mvlp_core.redirect import output_to
-from mvlp_core.spec import PipelineSpec, fingerprint_config
+from mvlp_core.spec import DownloadSpec, PipelineSpec, fingerprint_config
 from mvlp_core.stage import Context, Stage, Work
 
 WDS_DIR = "webdataset"
@@ -44,9 +54,15 @@ SAMPLES_SCHEMA = pa.schema(
     ]
 )
 
+# the request img2dataset's downloader is sent to by `check_guarded`: port 0 of loopback, which the
+# kernel refuses before a byte is sent, guarded or not
+PROBE_URLS = ("http://127.0.0.1:0/mvlp-fetch-guard-probe", "https://127.0.0.1:0/mvlp-fetch-guard-probe")
+
 # img2dataset error text -> reject reason (first match wins)
 _ERROR_REASONS = [
     (re.compile(fetchguard.BLOCK_PHRASE + r": (\w+)"), lambda m: m.group(1)),
+    # img2dataset's text when a header refuses the image (downloader.is_disallowed)
+    (re.compile(r"disallowed by X-Robots-Tag"), lambda m: "opt_out"),
     (re.compile(r"HTTP Error (\d{3})"), lambda m: f"http_{m.group(1)}"),
     (re.compile(r"timed out|timeout", re.I), lambda m: "timeout"),
     (
@@ -141,7 +157,8 @@ def _distributor(processes_count, downloader, reader, _subjob_size, max_shard_re
     """img2dataset's multiprocessing distributor, on ProcessPoolExecutor instead of
     multiprocessing.Pool: when a worker dies (SIGKILL, OOM killer) Pool never returns its shard
     and the stage hangs forever; the executor breaks loudly, and finished shards are kept. Each
-    worker fetches through `fetchguard.install(*guard)`'s opener.
+    worker fetches through `fetchguard.install(*guard)`'s opener; `check_guarded` runs in one of
+    them before any shard.
 
     No `max_tasks_per_child` (img2dataset's Pool recycles workers every 5 shards): an executor
     whose workers all exit at that limit never replaces them and waits forever (CPython
@@ -155,6 +172,7 @@ def _distributor(processes_count, downloader, reader, _subjob_size, max_shard_re
         initializer=fetchguard.install,
         initargs=guard,
     ) as pool:
+        pool.submit(check_guarded).result()  # a StageError from the worker stops the stage here
 
         def run(shards) -> list:
             futures = [pool.submit(downloader, shard) for shard in shards]
@@ -167,6 +185,49 @@ def _distributor(processes_count, downloader, reader, _subjob_size, max_shard_re
                 ) from None
 
         retrier(run, run(reader), max_shard_retry)
+
+
+def check_guarded(download_image: Callable[..., Any] | None = None) -> None:
+    """Raise a StageError unless img2dataset's own `downloader.download_image` (or the stand-in
+    `download_image`) fetches through the fetch guard installed in this process: it is sent to
+    `PROBE_URLS` and the guard must have counted each request. Whatever img2dataset does (a
+    different urllib call, another HTTP library), a download path the guard does not see stops the
+    stage instead of fetching unguarded."""
+    from img2dataset import downloader
+
+    fetch = download_image or downloader.download_image
+    version = importlib.metadata.version("img2dataset")
+    fix = "install the img2dataset version pyproject.toml pins (pip install -e .)"
+    for url in PROBE_URLS:
+        seen = fetchguard.requests_seen()
+        try:
+            _download_one(fetch, url)
+        except TypeError as err:
+            raise contract.StageError(
+                f"download: cannot check that img2dataset {version} fetches through the fetch guard: "
+                f"its downloader.download_image takes other arguments ({err}); {fix}"
+            ) from None
+        if fetchguard.requests_seen() == seen:
+            raise contract.StageError(
+                f"download: img2dataset {version} fetched {url} past the fetch guard, so the URL "
+                f"policy, deadlines, size and host limits would not hold; {fix}"
+            )
+
+
+def _download_one(download_image: Callable[..., Any], url: str) -> None:
+    """Call img2dataset's `download_image(row, timeout, ...)` for `url`, whatever parameters its
+    version adds after those two (user agent, X-Robots-Tag directives, SSL options): None each."""
+    params = {name: None for name in inspect.signature(download_image).parameters}
+    download_image(**{**params, "row": (0, url), "timeout": 1})
+
+
+def _host_limits(d: DownloadSpec) -> fetchguard.HostLimits:
+    return fetchguard.HostLimits(
+        connections=d.per_host_connections,
+        requests_per_second=d.per_host_requests_per_second,
+        busy_retries=d.busy_retries,
+        max_retry_after=d.max_retry_after,
+    )
 
 
 @contextlib.contextmanager
@@ -205,9 +266,8 @@ def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> None:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     with contextlib.ExitStack() as stack:
         policy = spec.ingest.url_policy if d.guard_fetch else None
-        distributor = functools.partial(
-            _distributor, guard=(policy, d.max_response_bytes, d.max_image_pixels)
-        )
+        guard = (policy, d.max_response_bytes, d.max_image_pixels, None, _host_limits(d))
+        distributor = functools.partial(_distributor, guard=guard)
         stack.enter_context(_patched(img2dataset_main, "multiprocessing_distributor", distributor))
         stack.enter_context(output_to(out_dir / "img2dataset.log"))
         stack.enter_context(_logger_stopped_on_error())
@@ -236,6 +296,8 @@ def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> None:
             extract_exif=False,
             enable_wandb=False,
             compute_hash="sha256",
+            user_agent_token=d.user_agent_token,
+            disallowed_header_directives=d.opt_out_directives,
         )
 
 

@@ -1,12 +1,21 @@
 """iglue-eval: the pretrained model (``pretrain/final/``) on IGLUE's tasks x settings x languages.
 
-Units (``mvlp_core.eval.units``): one English fine-tune per task, then one test per (task,
-setting, language). On the local engine each unit runs here, one after the other; on the ray
-engine (``ray_jobs.iglue_eval.run_units_with_ray``) the pending units run first as Ray tasks, each
-writing its result file, and the units then only read them. Outputs: ``results.json``, CSV tables
+Units (``mvlp_core.eval.selection``, run by ``mvlp_core.eval.units``): one English fine-tune per
+task, then one test per (task, setting, language). On the local engine each unit runs here, one
+after the other; on the ray engine (``ray_jobs.iglue_eval.run_units_with_ray``) the pending units
+run first as Ray tasks (each asking for a GPU where iglue.device is one), each writing its result
+file, and the units then only read them. Outputs: ``results.json``, CSV tables
 ``tables/<task>.<setting>.<metric>.csv`` (``model,en,<langs>,avg``), ``iglue_bars.png``, per-unit
 ``results/`` and ``predictions/`` (VOLTA's formats, scoreable with ``mvlp eval score``); the
-manifest extra holds ``{"results": {task: {setting: {lang: score}, "metric", "chance"}}}``.
+manifest extra holds ``{"results": {task: {setting: {lang: score}, "metric", "chance"}}}`` and
+``{"splits": {task: {setting: {lang: "dev"}}}}`` for the units that tested on a dev split, as IGLUE
+publishes no test file there (``mvlp_core.eval.tasks``); tables and results say so too.
+
+``checks`` (``mvlp plan``, and ``mvlp run`` before any stage) needs no model: iglue.root set and
+present, every annotation file the selected units read (test files included: a missing one is never
+replaced by a dev file), and each image folder they read present, not empty, and where it is a
+download stage's output (WIT), finished. ``needs`` names what ``mvlp plan`` shows: the annotation
+root and image folders read, and the units with the resources each asks for.
 """
 
 from __future__ import annotations
@@ -16,8 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from mvlp_core import atomic, contract
-from mvlp_core.spec import PipelineSpec, fingerprint_config
-from mvlp_core.stage import Context, Figure, Shows, Stage, Table, Work, local_or_ray
+from mvlp_core.eval import tables
+from mvlp_core.eval.images import image_roots, is_download_output
+from mvlp_core.eval.selection import annotation_files, languages, plan_units, unit_resources
+from mvlp_core.eval.tasks import IMAGE_FOLDERS
+from mvlp_core.spec import IglueSpec, PipelineSpec, fingerprint_config
+from mvlp_core.stage import Context, Figure, Needs, Shows, Stage, Table, Work, local_or_ray
 
 MODEL_DIR = "final"
 CHART = "iglue_bars.png"
@@ -31,17 +44,14 @@ def config(spec: PipelineSpec) -> dict[str, Any]:
 
 def plan(ctx: Context) -> Work:
     # the models load only when evaluation runs: listing or checking stages stays fast
-    from mvlp_core.eval import tables
-    from mvlp_core.eval.units import Unit, compute_unit, read_result
-    from mvlp_core.eval.units import plan as plan_units
+    from mvlp_core.eval.selection import Unit
+    from mvlp_core.eval.units import compute_unit, read_result
 
     spec, out_dir = ctx.spec, ctx.out_dir
     units_fn: UnitsFn | None = ctx.hook
-    if spec.iglue.root is None:
-        raise contract.StageError(
-            "iglue-eval: iglue.root is not set; point it at a folder laid out like IGLUE's datasets/ "
-            "(annotations) and set iglue.image_roots for the images"
-        )
+    problem = _root_problem(spec.iglue)
+    if problem is not None:
+        raise contract.StageError(f"iglue-eval: {problem}")
     model_dir = ctx.inputs["pretrain"] / MODEL_DIR
     if not model_dir.exists():
         raise contract.StageError(f"iglue-eval: no model at {model_dir}; re-run pretrain (it writes final/)")
@@ -70,42 +80,50 @@ def plan(ctx: Context) -> Work:
         for (task, setting, metric), rows in tables.table_rows(results, spec.name).items():
             tables.write_csv(folder / "tables" / f"{task}.{setting}.{metric}.csv", rows)
         tables.bar_chart(results, folder / CHART, f"{spec.name}: IGLUE")
-        return {"results": tables.nested(results), "chart": str(folder / CHART)}
+        return {
+            "results": tables.nested(results),
+            "splits": tables.splits(results),
+            "chart": str(folder / CHART),
+        }
 
     return Work(units, process, before=before, finalize=finalize)
 
 
-def result_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per task x setting: metric, chance, then the score of each language."""
+def result_rows(results: dict[str, Any], splits: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per task x setting: metric, chance, the score of each language, and which languages
+    were scored on a dev split (IGLUE has no test file there)."""
     rows = []
     for task, by_setting in results.items():
         for setting, scores in by_setting.items():
             if setting not in ("metric", "chance"):
-                rows.append(
-                    {
-                        "task": task,
-                        "setting": setting,
-                        "metric": by_setting["metric"],
-                        "chance": by_setting["chance"],
-                        **scores,
-                    }
-                )
+                row = {
+                    "task": task,
+                    "setting": setting,
+                    "metric": by_setting["metric"],
+                    "chance": by_setting["chance"],
+                    **scores,
+                }
+                label = tables.split_label(splits.get(task, {}).get(setting, {}))
+                rows.append({**row, "split": label} if label else row)
     return rows
 
 
-def _score(result: dict[str, Any], lang: str) -> str:
-    """Zero-shot score of one language, or with lang "avg" the average without English."""
-    scores = result.get("zero-shot", {})
+def _score(result: dict[str, Any], lang: str, splits: dict[str, Any]) -> str:
+    """Zero-shot score of one language, or with lang "avg" the average without English; a score
+    from a dev split says so."""
+    scores, dev = result.get("zero-shot", {}), splits.get("zero-shot", {})
     if lang == "avg":
         others = [v for k, v in scores.items() if k != "en"]
-        return f"{sum(others) / len(others):.1f}" if others else "-"
-    return f"{scores[lang]:.1f}" if lang in scores else "-"
+        on_dev = " (dev)" if any(k != "en" for k in dev) else ""
+        return f"{sum(others) / len(others):.1f}{on_dev}" if others else "-"
+    return f"{scores[lang]:.1f}{' (dev)' if lang in dev else ''}" if lang in scores else "-"
 
 
 def shows(spec: PipelineSpec, folder: Path, state: dict[str, Any]) -> Shows:
-    results = state.get("results", {})
+    results, splits = state.get("results", {}), state.get("splits", {})
     headline = "; ".join(
-        f"{task} {r['metric']} {_score(r, 'en')} / {_score(r, 'avg')} ({r['chance']})"
+        f"{task} {r['metric']} {_score(r, 'en', splits.get(task, {}))} / "
+        f"{_score(r, 'avg', splits.get(task, {}))} ({r['chance']})"
         for task, r in results.items()
     )
     return Shows(
@@ -117,12 +135,93 @@ def shows(spec: PipelineSpec, folder: Path, state: dict[str, Any]) -> Shows:
             Table(
                 "iglue-eval-results",
                 "iglue-eval: headline score per task, setting and language (chance beside it)",
-                result_rows(results),
+                result_rows(results, splits),
             ),
         ),
         figures=(Figure("iglue-eval-bars", f"IGLUE per language ({spec.name})", folder / CHART),),
     )
 
 
+def _root_problem(cfg: IglueSpec) -> str | None:
+    if cfg.root is None:
+        return (
+            "iglue.root is not set; point it at a folder laid out like IGLUE's datasets/ "
+            "(annotations) and set iglue.image_roots for the images"
+        )
+    if not Path(cfg.root).is_dir():
+        return f"iglue.root {cfg.root} is not a folder; fix the path or fetch IGLUE's datasets/ there"
+    return None
+
+
+def _folder_problem(kind: str, folder: Path) -> str | None:
+    """Why an image folder cannot serve its images (None when it can)."""
+    if not folder.is_dir():
+        return "is missing"
+    if next(folder.iterdir(), None) is None:
+        return "is empty"
+    if kind == "wit" and any(folder.glob("samples-*.parquet")) and not is_download_output(folder):
+        return "is a download stage's output without its manifest (unfinished): run that download to the end"
+    return None
+
+
+def _image_folders(cfg: IglueSpec) -> dict[str, Path]:
+    """Folder kind -> image folder, for the kinds the selected tasks read (iglue.root set); MaRVL's
+    own folder only where a language besides English (NLVR2's) is tested."""
+    roots = image_roots(str(cfg.root), cfg.image_roots)
+    return {
+        kind: roots[kind]
+        for task in cfg.tasks
+        for kind in IMAGE_FOLDERS[task]
+        if kind != "marvl" or languages(cfg, task) != ["en"]
+    }
+
+
+def _image_problems(cfg: IglueSpec) -> list[str]:
+    """Each image folder a selected task reads: present, not empty, and a finished download."""
+    problems = []
+    for kind, folder in _image_folders(cfg).items():
+        why = _folder_problem(kind, folder)
+        if why is not None:
+            readers = ", ".join(t for t in cfg.tasks if kind in IMAGE_FOLDERS[t])
+            fetch = " (WIT's: the output folder of a download of data_specs/datasets/wit-test.yaml)"
+            problems.append(
+                f"image folder {kind} {folder} {why}; it holds the images {readers} read: "
+                f"put them there or point iglue.image_roots.{kind} at them{fetch if kind == 'wit' else ''}"
+            )
+    return problems
+
+
+def checks(spec: PipelineSpec) -> list[str]:
+    """What evaluation needs that is missing, one line each naming the cause and the fix, before
+    any model loads: [] when everything is in place."""
+    cfg = spec.iglue
+    problem = _root_problem(cfg)
+    if problem is not None:
+        return [problem]
+    missing = [f"{n.what} missing at {n.path}; {n.fix}" for n in annotation_files(cfg) if not n.path.exists()]
+    return missing + _image_problems(cfg)
+
+
+def needs(spec: PipelineSpec) -> Needs:
+    """The annotation root and the image folders read, and the units with what each asks for: a Ray
+    task per unit (1 CPU, plus iglue.gpus_per_unit GPUs when iglue.device is a GPU) on the ray
+    engine, else this process, one unit after another."""
+    cfg = spec.iglue
+    if cfg.root is None:
+        return Needs(resources="nothing until iglue.root is set")
+    units = plan_units(cfg) if Path(cfg.root).is_dir() else []
+    count = f"{len(units)} units" if units else "its units"
+    reads = tuple(dict.fromkeys([str(cfg.root), *map(str, _image_folders(cfg).values())]))
+    cache = f"up to {cfg.image_cache_mb} MiB of decoded images per unit"
+    if (spec.execution.engines.get(STAGE_NAME) or "local") == "ray":
+        asks = unit_resources(cfg)
+        each = f"{asks['num_cpus']} CPU" + (f" + {asks['num_gpus']:g} GPU" if asks["num_gpus"] else "")
+        where = f"{count} as Ray tasks x ({each}), fine-tunes first, up to {cfg.workers} at a time"
+    else:
+        where = f"this process ({cfg.device}), {count} one after another"
+    return Needs(reads=reads, resources=f"{where}; {cache}")
+
+
+STAGE_NAME = "iglue-eval"
 ENGINES = local_or_ray("ray_jobs.iglue_eval:run_units_with_ray")
-STAGE = Stage("iglue-eval", ("pretrain",), config, plan, ENGINES, shows=shows)
+STAGE = Stage(STAGE_NAME, ("pretrain",), config, plan, ENGINES, shows=shows, checks=checks, needs=needs)

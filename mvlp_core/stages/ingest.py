@@ -23,73 +23,90 @@ that the file lacks): the flows never retry it.
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from mvlp_core import atomic, contract, keys, urlpolicy
+from mvlp_core import atomic, contract, keys, readable, urlpolicy
+from mvlp_core.seen import Seen, digest
 from mvlp_core.spec import DatasetSpec, IngestSpec, PipelineSpec, fingerprint_config
-from mvlp_core.stage import Context, Stage, Work
+from mvlp_core.stage import Context, Needs, Stage, Work
 from mvlp_core.stages import ingest_readers as readers
 
 SCHEMA = pa.schema(
     [("key", pa.string()), ("row", pa.int64()), *((c, pa.string()) for c in ("dataset", "url", "caption"))]
 )
+REJECTS = pa.schema([("key", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
+
+
+BLOCK = 16_384  # records judged together: one vectorised search per block for ids and URLs
 
 
 @dataclass
-class _Shards:
-    """Accepted rows grouped into fixed-size shards; each reject lands in the shard being filled."""
-
-    size: int
-    rows: list[list[dict[str, Any]]] = field(default_factory=lambda: [[]])
-    rejects: list[list[contract.Reject]] = field(default_factory=lambda: [[]])
-
-    def _current(self) -> int:
-        if len(self.rows[-1]) == self.size:
-            self.rows.append([])
-            self.rejects.append([])
-        return len(self.rows) - 1
-
-    def add(self, outcome: dict[str, Any] | contract.Reject) -> None:
-        i = self._current()
-        if isinstance(outcome, contract.Reject):
-            self.rejects[i].append(outcome)
-        else:
-            self.rows[i].append(outcome)
-
-
-@dataclass
-class _Checks:
-    """The checks every record goes through, in order, with what duplicates are judged against."""
+class _Judge:
+    """The checks every record goes through, in order, with what duplicates are judged against:
+    every earlier record, kept as 64-bit keys (`mvlp_core.seen`) rather than Python strings."""
 
     ds: DatasetSpec
     cfg: IngestSpec
-    seen_rows: set[int] = field(default_factory=set)
-    seen: dict[str, int] = field(default_factory=dict)
+    ids: Seen = field(default_factory=Seen)
+    dedup: Seen = field(default_factory=Seen)
 
-    def outcome(self, raw: readers.RawRow) -> dict[str, Any] | contract.Reject:
-        """The output row of a record, or why it is rejected."""
-        if raw.error is not None:
-            return contract.Reject(None, raw.error.reason, f"{raw.where}: {raw.error.detail}")
-        keyed = self._key(raw)
-        if isinstance(keyed, contract.Reject):
-            return keyed
-        key, row_id = keyed
-        if row_id in self.seen_rows:
-            return contract.Reject(key, "duplicate_id", f"row id {row_id} repeated")
-        self.seen_rows.add(row_id)
+    def block(self, raws: list[readers.RawRow]) -> list[dict[str, Any] | contract.Reject]:
+        """Each record's output row or reject, exactly as if judged one by one in order."""
+        out: list[dict[str, Any] | contract.Reject | None] = [None] * len(raws)
+        keyed = []
+        for i, raw in enumerate(raws):
+            if raw.error is not None:
+                out[i] = contract.Reject(None, raw.error.reason, f"{raw.where}: {raw.error.detail}")
+            elif isinstance(k := self._key(raw), contract.Reject):
+                out[i] = k
+            else:
+                keyed.append((i, *k))
+        if self.ds.id_column:  # without one, the row id is the record's index: never repeated
+            earlier = self.ids.judge([row for _, _, row in keyed], [row for _, _, row in keyed])
+            for (i, key, row), first in zip(keyed, earlier, strict=True):
+                if first is not None:
+                    out[i] = contract.Reject(key, "duplicate_id", f"row id {row} repeated")
+        candidates = []
+        for i, key, row in keyed:
+            if out[i] is None:
+                fields = self._fields(raws[i], key)
+                if isinstance(fields, contract.Reject):
+                    out[i] = fields
+                else:
+                    candidates.append((i, key, row, *fields))
+        self._dedup(candidates, out)
+        return out  # type: ignore[return-value] - every position is filled
+
+    def _fields(self, raw: readers.RawRow, key: str) -> tuple[str, str] | contract.Reject:
         try:
             url = (readers.text_field(raw.record, self.ds.url_column) or "").strip()
             caption = " ".join((readers.text_field(raw.record, self.ds.caption_column) or "").split())
         except readers.BadRow as bad:
             return contract.Reject(key, bad.reason, bad.detail)
-        problem = self._problem(url, caption) or self._duplicate(url, caption, row_id)
-        if problem:
-            return contract.Reject(key, *problem)
-        return {"key": key, "row": row_id, "dataset": self.ds.name, "url": url, "caption": caption}
+        problem = self._problem(url, caption)
+        return contract.Reject(key, *problem) if problem else (url, caption)
+
+    def _dedup(self, candidates: list[tuple[int, str, int, str, str]], out: list) -> None:
+        how = self.cfg.dedup
+        ids = [
+            {"url": url, "url+caption": f"{url}\t{caption}"}.get(how) for _, _, _, url, caption in candidates
+        ]
+        if how == "none":
+            earlier: list[int | None] = [None] * len(candidates)
+        else:
+            earlier = self.dedup.judge([digest(d) for d in ids], [row for _, _, row, _, _ in candidates])
+        for (i, key, row, url, caption), first in zip(candidates, earlier, strict=True):
+            if first is not None:
+                out[i] = contract.Reject(key, "duplicate", f"same {how} as row {first}")
+            else:
+                out[i] = {"key": key, "row": row, "dataset": self.ds.name, "url": url, "caption": caption}
 
     def _key(self, raw: readers.RawRow) -> tuple[str, int] | contract.Reject:
         """(key, row id): the id column's value if the dataset has one, else the record's index."""
@@ -112,25 +129,39 @@ class _Checks:
         verdict = urlpolicy.check_url(url, self.cfg.url_policy)
         return (verdict[0], f"{url[:200]}: {verdict[1]}") if verdict else None
 
-    def _duplicate(self, url: str, caption: str, row_id: int) -> tuple[str, str] | None:
-        dedup_id = {"url": url, "url+caption": f"{url}\t{caption}", "none": None}[self.cfg.dedup]
-        if dedup_id is None:
-            return None
-        if dedup_id in self.seen:
-            return "duplicate", f"same {self.cfg.dedup} as row {self.seen[dedup_id]}"
-        self.seen[dedup_id] = row_id
-        return None
 
-
-def partition(spec: PipelineSpec) -> _Shards:
-    """Validate, deduplicate and key every record; pure function of the spec and the URL list."""
-    shards = _Shards(spec.ingest.shard_size)
-    checks = _Checks(spec.dataset.spec, spec.ingest)
+def _records(spec: PipelineSpec) -> Iterator[list[readers.RawRow]]:
+    """The URL list's records in blocks of BLOCK, up to dataset.limit."""
+    block: list[readers.RawRow] = []
     for n, raw in enumerate(readers.read_rows(spec.dataset.spec)):
         if spec.dataset.limit is not None and n >= spec.dataset.limit:
             break
-        shards.add(checks.outcome(raw))
-    return shards
+        block.append(raw)
+        if len(block) == BLOCK:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+def partition(spec: PipelineSpec) -> Iterator[tuple[list[dict[str, Any]], list[contract.Reject]]]:
+    """Each unit's accepted rows and rejects, in one pass over the list; a pure function of the spec
+    and the list. A unit closes at ingest.shard_size rows, or as many rejects (so a long run of bad
+    records is bounded too); there is always at least one unit."""
+    size = spec.ingest.shard_size
+    judge = _Judge(spec.dataset.spec, spec.ingest)
+    rows: list[dict[str, Any]] = []
+    rejects: list[contract.Reject] = []
+    units = 0
+    for block in _records(spec):
+        for outcome in judge.block(block):
+            (rejects if isinstance(outcome, contract.Reject) else rows).append(outcome)
+            if len(rows) == size or len(rejects) == size:
+                yield rows, rejects
+                units += 1
+                rows, rejects = [], []
+    if rows or rejects or not units:
+        yield rows, rejects
 
 
 def config(spec: PipelineSpec) -> dict[str, Any]:
@@ -143,26 +174,53 @@ def config(spec: PipelineSpec) -> dict[str, Any]:
     }
 
 
+def spool_dir(out_dir: Path) -> Path:
+    return out_dir.parent / f".{out_dir.name}-spool"
+
+
 def plan(ctx: Context) -> Work:
+    """Dedup judges every record against all earlier ones, so ingest is one sequential pass: it runs
+    here, spooling each unit's rows and rejects as the unit fills; `process` commits a unit. The
+    spool sits beside the stage folder, which the contract empties when it starts afresh."""
     spec, out_dir = ctx.spec, ctx.out_dir
-    shards = partition(spec)
-    units = [f"{i:05d}" for i in range(len(shards.rows))]
+    spool = spool_dir(out_dir)
+    shutil.rmtree(spool, ignore_errors=True)
+    spool.mkdir(parents=True)
+    units = []
+    for i, (rows, rejects) in enumerate(partition(spec)):
+        unit = f"{i:05d}"
+        atomic.write_parquet(spool / f"shard-{unit}.parquet", pa.Table.from_pylist(rows, schema=SCHEMA))
+        atomic.write_parquet(
+            spool / f"{unit}.rejects.parquet", pa.Table.from_pylist(list(map(vars, rejects)), schema=REJECTS)
+        )
+        units.append(unit)
 
     def process(unit: str) -> contract.UnitResult:
-        i = int(unit)
-        rows, rejects = shards.rows[i], shards.rejects[i]
-        atomic.write_parquet(out_dir / f"shard-{unit}.parquet", pa.Table.from_pylist(rows, schema=SCHEMA))
+        name = f"shard-{unit}.parquet"
+        rows = pq.read_metadata(spool / name).num_rows
+        rejects = [contract.Reject(**r) for r in pq.read_table(spool / f"{unit}.rejects.parquet").to_pylist()]
+        shutil.move(spool / name, out_dir / name)  # a rename unless the stage folder is its own volume
         return contract.UnitResult(
-            files={f"shard-{unit}.parquet": len(rows)},
-            samples_in=len(rows) + len(rejects),
-            samples_out=len(rows),
-            rejects=rejects,
+            files={name: rows}, samples_in=rows + len(rejects), samples_out=rows, rejects=rejects
         )
 
     def finalize(_: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+        shutil.rmtree(spool)
         return {"source": spec.dataset.spec.url_list, "shard_size": spec.ingest.shard_size}
 
     return Work(units, process, finalize=finalize)
 
 
-STAGE = Stage("ingest", deps=(), config=config, plan=plan)
+def checks(spec: PipelineSpec) -> list[str]:
+    found = readable.problem(spec.dataset.spec.url_list, "URL list", "dataset.url_list in the dataset spec")
+    return [found] if found else []
+
+
+def needs(spec: PipelineSpec) -> Needs:
+    return Needs(
+        reads=(spec.dataset.spec.url_list,),
+        resources="this process; memory bounded by a unit plus 16 bytes per accepted row",
+    )
+
+
+STAGE = Stage("ingest", deps=(), config=config, plan=plan, checks=checks, needs=needs)

@@ -56,7 +56,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from mvlp_core import atomic, contract, textbytes
+from mvlp_core import atomic, contract, storage, textbytes
 from mvlp_core.spec import DatasetSpec
 
 MAX_RECORD_BYTES = 128 * 1024  # far above any real URL + caption; also the csv module's field limit
@@ -126,16 +126,20 @@ def _unreadable(location: str, why: str) -> contract.StageError:
 def source_id(location: str) -> str:
     """Content identity of the URL list: sha256 for local files, size+etag/mtime for remote ones."""
     fs, path = fsspec.core.url_to_fs(location)
-    if not fs.exists(path):
-        raise _not_found(location)
-    if fs.isdir(path):
-        raise _unreadable(location, "is a directory")
     if isinstance(fs, LocalFileSystem):
+        if not fs.exists(path):
+            raise _not_found(location)
+        if fs.isdir(path):
+            raise _unreadable(location, "is a directory")
         try:
             return atomic.sha256_file(Path(path))
         except PermissionError:
             raise _unreadable(location, "cannot be read (permission denied)") from None
-    info = fs.info(path)
+    info = storage.info(location, "ingest: URL list")  # a StageError for credentials, access, bucket
+    if info is None:
+        raise _not_found(location)
+    if info.get("type") == "directory":
+        raise _unreadable(location, "is a directory")
     return hashlib.sha256(
         json.dumps({k: str(info.get(k)) for k in ("size", "ETag", "etag", "mtime", "LastModified")}).encode()
     ).hexdigest()
@@ -148,13 +152,15 @@ def _one_line(err: BaseException) -> str:
 
 @contextmanager
 def _open(ds: DatasetSpec) -> Iterator[BinaryIO]:
-    """The URL list's bytes (decompressed by extension); a corrupt file is a StageError naming it.
+    """The URL list's bytes (decompressed by extension), streamed (an s3:// or gs:// object with
+    ranged reads); a corrupt file is a StageError naming it, and so is a remote one that no retry
+    can reach (credentials, access, no bucket: `storage.errors`).
 
     Decoding errors of a local file are deterministic whatever their type; a remote file's OSError
     may be the network, so it propagates and the flow retries it."""
     location = ds.url_list
     try:
-        f = fsspec.open(location, "rb", compression="infer").open()
+        f = storage.open_input(location, compression="infer", what="ingest: URL list")
     except FileNotFoundError:
         raise _not_found(location) from None
     except (IsADirectoryError, PermissionError) as err:

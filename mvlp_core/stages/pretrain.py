@@ -10,6 +10,7 @@ curve and the manifest extra `{"step", "loss_first", "loss_last", "checkpoint", 
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from mvlp_core import contract
 from mvlp_core.spec import PipelineSpec, fingerprint_config
-from mvlp_core.stage import Context, Figure, Shows, Stage, Table, Work, local_or_ray
+from mvlp_core.stage import Context, Figure, Needs, Shows, Stage, Table, Work, local_or_ray
 from mvlp_core.train import curves
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def config(spec: PipelineSpec) -> dict[str, Any]:
         "pretrain": fingerprint_config(p),
         "model": fingerprint_config(spec.model),
         "languages": spec.languages,
-        "ranks": p.workers if on_ray else 1,
+        "ranks": global_batch(spec) // (p.batch_size * p.grad_accum),
         "precision": "bf16" if on_ray and p.use_gpu and p.bf16 else "fp32",
     }
 
@@ -67,14 +68,31 @@ def train_in_process(job: TrainJob, device: str = "cpu") -> Path:
     return reporter.checkpoints()[-1]
 
 
+def global_batch(spec: PipelineSpec) -> int:
+    """Samples per optimizer step: data-parallel ranks x per-rank batch x accumulation."""
+    p = spec.pretrain
+    on_ray = (spec.execution.engines.get("pretrain") or default_engine(spec)) == "ray"
+    return (p.workers if on_ray else 1) * p.batch_size * p.grad_accum
+
+
+def with_steps_from_epochs(spec: PipelineSpec, images: int) -> PipelineSpec:
+    """The spec with max_steps = ceil(epochs x images / global batch) when `pretrain.epochs` is set."""
+    epochs = spec.pretrain.epochs
+    if epochs is None:
+        return spec
+    steps = max(1, math.ceil(epochs * images / global_batch(spec)))
+    return spec.model_copy(update={"pretrain": spec.pretrain.model_copy(update={"max_steps": steps})})
+
+
 def plan(ctx: Context) -> Work:
     # torch and the model load only when training runs: listing or checking stages stays fast
     from mvlp_core.train import loop
     from mvlp_core.train.job import prepare
 
-    spec, inputs, out_dir = ctx.spec, ctx.inputs, ctx.out_dir
+    inputs, out_dir = ctx.inputs, ctx.out_dir
     train_fn: TrainFn = ctx.hook or train_in_process
     shard_manifest = contract.Manifest.load(inputs["shard"])
+    spec = with_steps_from_epochs(ctx.spec, shard_manifest.samples_out)
     result: dict[str, Any] = {}
 
     def process(unit: str) -> contract.UnitResult:
@@ -138,6 +156,35 @@ def shows(spec: PipelineSpec, folder: Path, state: dict[str, Any]) -> Shows:
     )
 
 
+def needs(spec: PipelineSpec) -> Needs:
+    m, p = spec.model, spec.pretrain
+    if m.checkpoint:
+        loads: tuple[str, ...] = (m.checkpoint,)
+    elif m.size == "base" and m.weights == "pretrained":
+        loads = (m.vision, m.text_encoder, m.decoder)
+    else:
+        loads = ()  # built from configs with random weights
+    on_ray = (spec.execution.engines.get("pretrain") or default_engine(spec)) == "ray"
+    per_rank = f"{p.cpus_per_worker:g} CPU" + (f" + {p.gpus_per_worker:g} GPU" if p.use_gpu else "")
+    ranks = f"{p.workers} Ray Train worker(s) x ({per_rank})" if on_ray else "this process, 1 rank"
+    steps = f"{p.epochs:g} epochs" if p.epochs else f"{p.max_steps} steps"
+    return Needs(loads=loads, resources=f"{ranks}; global batch {global_batch(spec)}; {steps}")
+
+
+def checks(spec: PipelineSpec) -> list[str]:
+    found = []
+    if spec.model.checkpoint and not (Path(spec.model.checkpoint) / "unigen.json").is_file():
+        found.append(
+            f"model.checkpoint {spec.model.checkpoint} holds no unigen.json; give a folder save_pretrained wrote"
+        )
+    on_ray = (spec.execution.engines.get("pretrain") or default_engine(spec)) == "ray"
+    if spec.pretrain.use_gpu and not on_ray:
+        found.append(
+            "pretrain.use_gpu is set but the local engine trains on the CPU; use execution.engines.pretrain: ray"
+        )
+    return found
+
+
 ENGINES = local_or_ray("ray_jobs.pretrain:train_with_ray")
 STAGE = Stage(
     "pretrain",
@@ -148,4 +195,6 @@ STAGE = Stage(
     default_engine,
     expensive=True,
     shows=shows,
+    checks=checks,
+    needs=needs,
 )

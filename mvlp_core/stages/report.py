@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mvlp_core import atomic, contract
+from mvlp_core.eval.tables import split_label
 from mvlp_core.spec import PipelineSpec
 from mvlp_core.stage import Context, Document, Shows, Stage, Work
 
@@ -86,6 +87,7 @@ def iglue_section(folder: Path, manifest: contract.Manifest | None, figure: str 
     if manifest is None:
         return []
     results = manifest.extra.get("results", {})
+    splits = manifest.extra.get("splits", {})
     rows = []
     for task, by_setting in results.items():
         chance = by_setting.get("chance")
@@ -105,6 +107,7 @@ def iglue_section(folder: Path, manifest: contract.Manifest | None, figure: str 
                     "en - chance": ""
                     if "en" not in scores or chance is None
                     else round(scores["en"] - chance, 2),
+                    "not test": split_label(splits.get(task, {}).get(setting, {})),
                 }
             )
     lines = ["## IGLUE", "", *_table(rows), ""]

@@ -1,8 +1,14 @@
 """shard: downloaded images + translations + alignments + QA -> training WebDataset tars.
 
-Each sample is `KEY.jpg` + `KEY.json` (DESIGN.md's record schema). Shards are reproducible: keys
-in sorted order, fixed samples per shard, and tar headers with fixed mtime, owner and mode, so the
-same stage inputs give byte-identical tars.
+Each sample is `KEY.jpg` + `KEY.json` (DESIGN.md's record schema). One unit per download shard:
+it joins that shard's rows with the translate and QA files of the same shard and the alignment
+rows of its keys (found through the row groups' key ranges), so memory holds one download shard,
+never the dataset. A unit's keys, sorted, are cut into `shard-<unit>-<NNN>.tar` of
+`shard.samples_per_shard`; tar headers have fixed mtime, owner and mode, so the same stage inputs
+give byte-identical tars.
+
+An image whose original bytes hash (img2dataset's sha256) equal an earlier one's, in download
+shard order then key order, is a `duplicate_image` reject naming the key that kept it.
 """
 
 from __future__ import annotations
@@ -12,9 +18,12 @@ import io
 import json
 import tarfile
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
@@ -23,15 +32,10 @@ from mvlp_core.atomic import atomic_path
 from mvlp_core.keys import is_valid_key
 from mvlp_core.spec import PipelineSpec, fingerprint_config
 from mvlp_core.stage import Context, Shows, Stage, Work
-from mvlp_core.stages.download import iter_images
+from mvlp_core.stages.download import WDS_DIR, iter_images
 from mvlp_core.tarmember import add_member
 
-
-def _read_all(folder: Path, pattern: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for f in sorted(Path(folder).glob(pattern)):
-        rows.extend(pq.read_table(f).to_pylist())
-    return rows
+SAMPLES = "samples-{}.parquet"
 
 
 def _single_or_map(values: dict[str, str]) -> str | dict[str, str] | None:
@@ -41,37 +45,108 @@ def _single_or_map(values: dict[str, str]) -> str | dict[str, str] | None:
     return distinct.pop() if len(distinct) == 1 else dict(sorted(values.items()))
 
 
-class _Joined:
-    """Everything the upstream stages know about each key, loaded once."""
+def _read(path: Path, columns: list[str] | None = None) -> list[dict[str, Any]]:
+    return pq.read_table(path, columns=columns).to_pylist() if path.exists() else []
 
-    def __init__(self, inputs: dict[str, Path], languages: list[str]):
-        self.samples = {r["key"]: r for r in _read_all(inputs["download"], "samples-*.parquet")}
+
+@dataclass(frozen=True)
+class _Group:
+    """One row group of an alignment file and the range of keys it holds."""
+
+    path: Path
+    index: int
+    first: str
+    last: str
+
+
+def _align_groups(align: Path, lang: str) -> list[_Group]:
+    """The row groups of `lang`'s alignment files with their key ranges, from the files'
+    statistics (no rows read)."""
+    groups = []
+    for path in sorted(align.glob(f"{lang}-[0-9]*.parquet")):
+        meta = pq.ParquetFile(path).metadata
+        column = meta.schema.names.index("key")
+        for i in range(meta.num_row_groups):
+            stats = meta.row_group(i).column(column).statistics
+            if meta.row_group(i).num_rows and stats is not None and stats.has_min_max:
+                groups.append(_Group(path, i, stats.min, stats.max))
+    return groups
+
+
+def _duplicate_images(download: Path, units: list[str]) -> dict[str, dict[str, str]]:
+    """unit -> {key: the key whose identical image is kept}, over every download shard's sha256
+    column, with the first in (unit, key) order kept. Holds 8 bytes a sample (the sha256's first
+    64 bits; a clash among 3 million images has odds near 1 in 4 million) and re-reads the keys
+    of the few units with duplicates."""
+    digests = []
+    for unit in units:
+        keys, hashes = _hashes(download, unit)
+        digests.append(np.array([int(h[:16], 16) for h in hashes], dtype=np.uint64))
+    every = np.concatenate(digests) if digests else np.zeros(0, np.uint64)
+    _, first, inverse = np.unique(every, return_index=True, return_inverse=True)
+    losers = np.flatnonzero(first[inverse] != np.arange(len(every)))
+    if not len(losers):
+        return {}
+    starts = np.cumsum([0] + [len(d) for d in digests])
+    where = {}  # global position -> (unit, key), for the losers and the images they repeat
+    wanted = set(losers.tolist()) | set(first[inverse[losers]].tolist())
+    for u, unit in enumerate(units):
+        inside = [i for i in wanted if starts[u] <= i < starts[u + 1]]
+        if inside:
+            keys, _ = _hashes(download, unit)
+            where.update({i: keys[i - starts[u]] for i in inside})
+    out: dict[str, dict[str, str]] = defaultdict(dict)
+    for i in losers.tolist():
+        u = int(np.searchsorted(starts, i, side="right")) - 1
+        out[units[u]][where[i]] = where[int(first[inverse[i]])]
+    return dict(out)
+
+
+def _hashes(download: Path, unit: str) -> tuple[list[str], list[str]]:
+    """The keys of a download shard's images, sorted, with the sha256 img2dataset computed over
+    each one's original bytes; empty when img2dataset wrote no hashes."""
+    path = download / WDS_DIR / f"{unit}.parquet"
+    if not path.exists() or "sha256" not in pq.read_schema(path).names:
+        return [], []
+    t = pq.read_table(path, columns=["mvlp_key", "status", "sha256"])
+    t = t.filter(pc.and_(pc.equal(t["status"], "success"), pc.is_valid(t["sha256"])))
+    t = t.sort_by("mvlp_key")
+    return t.column("mvlp_key").to_pylist(), t.column("sha256").to_pylist()
+
+
+class _Joined:
+    """What the upstream stages know about one download shard's keys."""
+
+    def __init__(
+        self, inputs: dict[str, Path], unit: str, groups: dict[str, list[_Group]], provenance: dict
+    ) -> None:
+        self.samples = {r["key"]: r for r in _read(inputs["download"] / SAMPLES.format(unit))}
         self.captions: dict[str, dict[str, str]] = defaultdict(dict)
-        translate_prov: dict[str, str] = {}
-        for r in _read_all(inputs["translate"], "[0-9]*.parquet"):
+        for r in _read(inputs["translate"] / f"{unit}.parquet", ["key", "lang", "text"]):
             self.captions[r["key"]][r["lang"]] = r["text"]
-            translate_prov[r["lang"]] = r["provenance"]
-        self.words: dict[str, dict[str, list[str]]] = defaultdict(dict)
-        self.links: dict[str, dict[str, list[list[int]]]] = defaultdict(dict)
-        for lang in languages:
-            for path in sorted(Path(inputs["align"]).glob(f"{lang}-[0-9]*.parquet")):
-                for r in pq.read_table(path).to_pylist():
-                    self.words[r["key"]]["en"] = r["words_en"]
-                    self.words[r["key"]][lang] = r["words"]
-                    self.links[r["key"]][lang] = r["links"]
         self.qa: dict[str, list[dict[str, str]]] = defaultdict(list)
-        for r in _read_all(inputs["qa"], "[0-9]*.parquet"):
+        for r in _read(inputs["qa"] / f"{unit}.parquet", ["key", "question", "answer", "generator"]):
             self.qa[r["key"]].append(
                 {"question": r["question"], "answer": r["answer"], "generator": r["generator"]}
             )
-        align_manifest = contract.Manifest.load(inputs["align"])
-        qa_manifest = contract.Manifest.load(inputs["qa"])
-        self.provenance = {
-            "translate": _single_or_map(translate_prov),
-            "align": align_manifest.extra.get("provenance"),
-            "qa": qa_manifest.extra.get("generator"),
-        }
-        self.languages = languages
+        self.words: dict[str, dict[str, list[str]]] = defaultdict(dict)
+        self.links: dict[str, dict[str, list[list[int]]]] = defaultdict(dict)
+        keys = set(self.samples)
+        first, last = (min(keys), max(keys)) if keys else ("", "")
+        for lang, lang_groups in groups.items():
+            for g in lang_groups:
+                if g.last < first or g.first > last:
+                    continue
+                rows = pq.ParquetFile(g.path).read_row_group(
+                    g.index, columns=["key", "words_en", "words", "links"]
+                )
+                for r in rows.to_pylist():
+                    if r["key"] in keys:
+                        self.words[r["key"]]["en"] = r["words_en"]
+                        self.words[r["key"]][lang] = r["words"]
+                        self.links[r["key"]][lang] = r["links"]
+        self.languages = list(groups)
+        self.provenance = provenance
 
     def record(self, key: str, jpg: bytes, width: int, height: int) -> dict[str, Any]:
         s = self.samples[key]
@@ -94,59 +169,94 @@ class _Joined:
         }
 
 
+def _provenance(inputs: dict[str, Path], units: list[str]) -> dict[str, Any]:
+    """Which model wrote each kind of derived text: read one translate file at a time."""
+    translate: dict[str, str] = {}
+    for unit in units:
+        for r in _read(inputs["translate"] / f"{unit}.parquet", ["lang", "provenance"]):
+            translate[r["lang"]] = r["provenance"]
+    return {
+        "translate": _single_or_map(translate),
+        "align": contract.Manifest.load(inputs["align"]).extra.get("provenance"),
+        "qa": contract.Manifest.load(inputs["qa"]).extra.get("generator"),
+    }
+
+
 def config(spec: PipelineSpec) -> dict[str, Any]:
     return {"shard": fingerprint_config(spec.shard), "languages": spec.languages}
 
 
+def units_of(download: Path) -> list[str]:
+    """The download shards, one shard unit each."""
+    return sorted(p.name[len("samples-") : -len(".parquet")] for p in download.glob("samples-*.parquet"))
+
+
 def plan(ctx: Context) -> Work:
     spec, inputs, out_dir = ctx.spec, ctx.inputs, ctx.out_dir
-    joined = _Joined(inputs, spec.languages)
-    keys = sorted(joined.samples)
+    units = units_of(inputs["download"])
+    groups = {lang: _align_groups(inputs["align"], lang) for lang in spec.languages}
+    duplicates = _duplicate_images(inputs["download"], units)
+    provenance = _provenance(inputs, units)
     per = spec.shard.samples_per_shard
-    units = [f"{i:05d}" for i in range(max(1, -(-len(keys) // per)))]
 
     def process(unit: str) -> contract.UnitResult:
-        i = int(unit)
-        chunk = keys[i * per : (i + 1) * per]
-        by_tar: dict[str, list[str]] = defaultdict(list)
-        for k in chunk:
-            by_tar[joined.samples[k]["tar"]].append(k)
-        images: dict[str, bytes] = {}
-        for tar_name, tar_keys in by_tar.items():
-            members = iter_images(inputs["download"], tar_name)
-            for k in tar_keys:
-                images[k] = members.get(joined.samples[k]["member"], b"")
-        rejects, written = [], 0
-        name = f"shard-{unit}.tar"
-        with atomic_path(out_dir / name) as tmp, tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
+        joined = _Joined(inputs, unit, groups, provenance)
+        keys = sorted(joined.samples)
+        repeats = duplicates.get(unit, {})
+        rejects: list[contract.Reject] = []
+        kept = []
+        for k in keys:
+            if not is_valid_key(k):  # member names come from keys: no '/', '..' or dots
+                rejects.append(contract.Reject(k, "bad_key", "not dataset-NNNNNNNNN"))
+            elif k in repeats:
+                rejects.append(contract.Reject(k, "duplicate_image", f"same sha256 as {repeats[k]}"))
+            else:
+                kept.append(k)
+        files: dict[str, int] = {}
+        multilingual = with_qa = 0
+        for n, start in enumerate(range(0, len(kept), per)):
+            chunk = kept[start : start + per]
+            by_tar: dict[str, list[str]] = defaultdict(list)
             for k in chunk:
-                if not is_valid_key(k):  # member names come from keys: no '/', '..' or dots
-                    rejects.append(contract.Reject(k, "bad_key", "not dataset-NNNNNNNNN"))
-                    continue
-                jpg = images[k]
-                try:
-                    with Image.open(io.BytesIO(jpg)) as img:
-                        width, height = img.size
-                except (UnidentifiedImageError, OSError) as err:
-                    rejects.append(contract.Reject(k, "image_decode_error", str(err)[:200]))
-                    continue
-                record = json.dumps(joined.record(k, jpg, width, height), ensure_ascii=False)
-                add_member(tar, f"{k}.jpg", jpg)
-                add_member(tar, f"{k}.json", record.encode("utf-8"))
-                written += 1
+                by_tar[joined.samples[k]["tar"]].append(k)
+            images: dict[str, bytes] = {}
+            for tar_name, tar_keys in by_tar.items():
+                members = iter_images(inputs["download"], tar_name)
+                for k in tar_keys:
+                    images[k] = members.get(joined.samples[k]["member"], b"")
+            name = f"shard-{unit}-{n:03d}.tar"
+            written = 0
+            with atomic_path(out_dir / name) as tmp, tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
+                for k in chunk:
+                    jpg = images[k]
+                    try:
+                        with Image.open(io.BytesIO(jpg)) as img:
+                            width, height = img.size
+                    except (UnidentifiedImageError, OSError) as err:
+                        rejects.append(contract.Reject(k, "image_decode_error", str(err)[:200]))
+                        continue
+                    record = json.dumps(joined.record(k, jpg, width, height), ensure_ascii=False)
+                    add_member(tar, f"{k}.jpg", jpg)
+                    add_member(tar, f"{k}.json", record.encode("utf-8"))
+                    written += 1
+                    multilingual += bool(joined.captions.get(k))
+                    with_qa += bool(joined.qa.get(k))
+            files[name] = written
         return contract.UnitResult(
-            files={name: written}, samples_in=len(chunk), samples_out=written, rejects=rejects
+            files=files,
+            samples_in=len(keys),
+            samples_out=sum(files.values()),
+            rejects=rejects,
+            extra={"multilingual": multilingual, "with_qa": with_qa},
         )
 
     def finalize(_: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
         total = sum(r["samples_out"] for r in records) or 1
-        multilingual = sum(1 for k in keys if joined.captions.get(k))
-        with_qa = sum(1 for k in keys if joined.qa.get(k))
         return {
-            "shards": len(records),
-            "multilingual_fraction": round(multilingual / total, 4),
-            "qa_fraction": round(with_qa / total, 4),
-            "provenance": joined.provenance,
+            "shards": sum(len(r["files"]) for r in records),
+            "multilingual_fraction": round(sum(r["extra"]["multilingual"] for r in records) / total, 4),
+            "qa_fraction": round(sum(r["extra"]["with_qa"] for r in records) / total, 4),
+            "provenance": provenance,
         }
 
     return Work(units, process, finalize=finalize)

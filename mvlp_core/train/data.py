@@ -5,7 +5,9 @@ when there are enough of them, single samples otherwise (the demo has 2 shards f
 maybe several loader processes). The stream is endless: each pass over the data reshuffles with
 a new seed. A bad sample (undecodable JPEG, bad JSON, missing caption) is skipped and counted in
 `Skips`, never fatal. Built on webdataset 0.2's pipeline stages; see benchmarks/bench_loader.py
-for why not Ray Data.
+for why not Ray Data. Shards are local paths or s3:// / gs:// URLs (`pretrain.loader.read_from:
+published`), opened through `mvlp_core.storage` and streamed one shard at a time with sequential
+ranged reads: nothing is downloaded first.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from mvlp_core import contract, storage
 from mvlp_core.model import Example
 from mvlp_core.spec import MixSpec
 from mvlp_core.train.codeswitch import code_switch, tables_from_record
@@ -54,6 +57,35 @@ def shard_urls(folder: Path, pattern: str) -> list[str]:
     return [str(p) for p in sorted(Path(folder).glob(pattern))]
 
 
+def _opened(urls: Iterable[dict[str, Any]], handler: Callable[[Exception], bool]) -> Iterator[dict[str, Any]]:
+    """webdataset's url_opener, through `storage.open_input`: a local path with open(), an
+    s3:// or gs:// object streamed with ranged reads (one shard at a time, never downloaded whole).
+    A shard that cannot be opened is the handler's; a run-level failure (credentials, access, no
+    bucket) is a StageError and stops the loader."""
+    for sample in urls:
+        url = sample["url"]
+        try:
+            stream = storage.open_input(url, what="pretrain: shard")
+        except contract.StageError:
+            raise
+        except Exception as exn:  # noqa: BLE001 - as webdataset's opener: the handler decides
+            exn.args = (*exn.args, url)
+            if handler(exn):
+                continue
+            break
+        try:
+            yield {**sample, "stream": stream}
+        finally:
+            stream.close()
+
+
+def tar_samples(urls: list[str], handler: Callable[[Exception], bool]) -> Iterator[dict[str, Any]]:
+    """The samples of the shards at `urls` in order, as webdataset groups them ({"__key__", ext: bytes})."""
+    streams = _opened(({"url": u} for u in urls), handler)
+    files = wds.tariterators.tar_file_expander(streams, handler=handler)
+    return wds.tariterators.group_by_keys(files, handler=handler)
+
+
 def _take(items: Iterable[Any], part: int, parts: int) -> Iterator[Any]:
     for i, item in enumerate(items):
         if i % parts == part:
@@ -67,9 +99,7 @@ def raw_samples(
     by_shard = len(urls) >= parts
     own = list(_take(urls, part, parts)) if by_shard else list(urls)
     random.Random(seed).shuffle(own)
-    stream: Iterator[dict[str, Any]] = iter(
-        wds.DataPipeline(wds.SimpleShardList(own), wds.tarfile_to_samples(handler=skips.handler))
-    )
+    stream: Iterator[dict[str, Any]] = iter(tar_samples(own, skips.handler))
     if not by_shard:
         stream = _take(stream, part, parts)
     if shuffle_buffer > 1:

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from mvlp_core import contract, publish, storage
 from mvlp_core.spec import PipelineSpec
 from mvlp_core.train import data
 from mvlp_core.train.curves import METRICS
@@ -47,7 +48,7 @@ class TrainJob:
 def _texts(urls: list[str]) -> Iterator[str]:
     """Every caption, question, answer and text pair in the shards (tokenizer training corpus)."""
     for url in urls:
-        with tarfile.open(url) as tar:
+        with storage.open_input(url, what="pretrain: shard") as f, tarfile.open(fileobj=f, mode="r|") as tar:
             for m in tar:
                 if not m.name.endswith(".json"):
                     continue
@@ -64,13 +65,26 @@ def _texts(urls: list[str]) -> Iterator[str]:
                         yield r[k]
 
 
+def shards_of(spec: PipelineSpec, folder: Path | None, stage: str, pattern: str) -> list[str]:
+    """The shards of `stage`: its folder's files, or with `pretrain.loader.read_from: published`
+    the URLs under the prefix it was published to (where one is set), which the loader streams."""
+    if folder is None:
+        return []
+    prefix = publish.target(spec, stage)
+    manifest = contract.Manifest.load(folder)
+    if spec.pretrain.loader.read_from != "published" or prefix is None or manifest is None:
+        return data.shard_urls(folder, pattern)
+    return publish.published_files(
+        prefix, pattern, manifest.fingerprint, f"pretrain: publish target of {stage}"
+    )
+
+
 def prepare(spec: PipelineSpec, inputs: dict[str, Path], out_dir: Path) -> TrainJob:
     """Find the shards and write the initial model (once; a resumed stage reuses it)."""
     from mvlp_core.model import build_model, build_tokenizers
 
-    image_urls = data.shard_urls(inputs["shard"], "shard-*.tar")
-    text_dir = inputs.get("text-shard")
-    text_urls = data.shard_urls(text_dir, "text-*.tar") if text_dir else []
+    image_urls = shards_of(spec, inputs["shard"], "shard", "shard-*.tar")
+    text_urls = shards_of(spec, inputs.get("text-shard"), "text-shard", "text-*.tar")
     init_dir = Path(out_dir) / INIT_DIR
     if spec.model.checkpoint:
         init_dir = Path(spec.model.checkpoint)

@@ -1,4 +1,5 @@
-"""download through real img2dataset against the loopback image server."""
+"""download through real img2dataset against the loopback image server (and a scripted one for
+X-Robots-Tag opt-outs, busy answers and per-host connections)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from mvlp_core.spec import PipelineSpec, load_spec
 from mvlp_core.stages.download import STAGE as DOWNLOAD_STAGE
 from mvlp_core.stages.ingest import STAGE as INGEST_STAGE
 from mvlp_core.synth.world import ensure_world
+from tests.fakes.scripted_server import ScriptedServer
 
 SAMPLES = 24
 
@@ -86,6 +88,19 @@ def test_partial_shard_is_redone_not_read(run, stats_kept: bool, cut: int) -> No
         assert len([n for n in t.getnames() if n.endswith(".jpg")]) == 10
 
 
+def _ingest_and_download(tmp_path, name: str, rows: list[tuple[str, str]], overrides: list[str]):
+    """Ingest a caption/url list of `rows` as dataset `name` and download it (timeout 5 s)."""
+    (tmp_path / "urls.tsv").write_text(
+        "caption\turl\n" + "".join(f"{c}\t{u}\n" for c, u in rows), encoding="utf-8"
+    )
+    dataset = {"name": name, "url_list": str(tmp_path / "urls.tsv"), "format": "tsv"}
+    spec = load_spec(
+        "demo", [f"dataset.spec={json.dumps(dataset)}", "download.timeout=5", *overrides], tmp_path
+    )
+    INGEST_STAGE.run(spec, {}, tmp_path / "ingest")
+    return DOWNLOAD_STAGE.run(spec, {"ingest": tmp_path / "ingest"}, tmp_path / "download")
+
+
 def test_fetch_guard_refuses_redirect_hops_and_cuts_endless_bodies(tmp_path: Path) -> None:
     """img2dataset follows redirects itself; the policy still holds on every hop it fetches."""
     ensure_world(tmp_path / "world", 2, 0)
@@ -96,22 +111,12 @@ def test_fetch_guard_refuses_redirect_hops_and_cuts_endless_bodies(tmp_path: Pat
             ("a body that never ends", f"{server.url}bad/endless.jpg"),
             ("a connection dropped mid-body", f"{server.url}bad/drop-mid-body.jpg"),
         ]
-        (tmp_path / "urls.tsv").write_text(
-            "caption\turl\n" + "".join(f"{c}\t{u}\n" for c, u in rows), encoding="utf-8"
-        )
-        dataset = {"name": "guard", "url_list": str(tmp_path / "urls.tsv"), "format": "tsv"}
-        spec = load_spec(
-            "demo",
-            [
-                f"dataset.spec={json.dumps(dataset)}",
-                "download.timeout=5",
-                f"ingest.url_policy.allowed_ports=[{server.port}]",
-                f"download.max_response_bytes={1 << 20}",
-            ],
+        m = _ingest_and_download(
             tmp_path,
+            "guard",
+            rows,
+            [f"ingest.url_policy.allowed_ports=[{server.port}]", f"download.max_response_bytes={1 << 20}"],
         )
-        INGEST_STAGE.run(spec, {}, tmp_path / "ingest")
-        m = DOWNLOAD_STAGE.run(spec, {"ingest": tmp_path / "ingest"}, tmp_path / "download")
     assert m.samples_in == 4 and m.samples_out == 1
     rejects = contract.read_rejects(tmp_path / "download").to_pylist()
     by_key = {r["key"]: r["reason"] for r in rejects}
@@ -134,3 +139,42 @@ def test_more_shards_than_a_recycled_worker_pool_would_take(tmp_path: Path) -> N
         > 5
     )
     assert m.samples_in == ingest.samples_out and m.samples_out == SAMPLES
+
+
+GOOD = (Path(__file__).parents[1] / "badinput" / "images" / "good.jpg").read_bytes()
+
+
+def test_opt_outs_busy_hosts_and_per_host_connections(tmp_path: Path) -> None:
+    """img2dataset's four threads against one host allowed one connection: X-Robots-Tag opt-outs
+    (unaddressed, or addressed to the configured token) are `opt_out`, one addressed to another
+    crawler is not; a 429 is asked again after its Retry-After (img2dataset's own retries off),
+    a host still 503 after `busy_retries` is `http_503`."""
+    image = (200, {"Content-Type": "image/jpeg"}, GOOD)
+    with ScriptedServer(hold_for_company=0.2) as server:
+        rows = [(f"good {i}", server.script(f"/good-{i}.jpg", image)) for i in range(4)]
+        for name, header in [
+            ("noai", "noai"),
+            ("addressed", "MVLPbot: noimageai"),
+            ("otherbot", "otherbot: noai"),
+        ]:
+            answer = (200, {"Content-Type": "image/jpeg", "X-Robots-Tag": header}, GOOD)
+            rows.append((name, server.script(f"/{name}.jpg", answer)))
+        rows.append(("busy", server.script("/busy.jpg", (429, {"Retry-After": "1"}, b"later"), image)))
+        rows.append(("down", server.script("/down.jpg", (503, {"Retry-After": "0"}, b"down"))))
+        settings = ["retries=0", "processes=1", "threads=4", "per_host_connections=1", "busy_retries=2"]
+        settings.append("user_agent_token=mvlpbot")
+        m = _ingest_and_download(tmp_path, "polite", rows, [f"download.{x}" for x in settings])
+        busy = [at for at, _ in server.requests("/busy.jpg")]
+        down = server.requests("/down.jpg")
+        agent = server.requests("/good-0.jpg")[0][1]["User-Agent"]
+    assert m.samples_in == 9 and m.samples_out == 6
+    by_key = {r["key"]: r["reason"] for r in contract.read_rejects(tmp_path / "download").to_pylist()}
+    assert by_key == {
+        "polite-000000004": "opt_out",
+        "polite-000000005": "opt_out",
+        "polite-000000008": "http_503",
+    }
+    assert len(busy) == 2 and busy[1] - busy[0] >= 1.0  # asked again after its Retry-After
+    assert len(down) == 3  # the first answer and busy_retries more
+    assert server.max_active == 1  # four threads, one connection at a time
+    assert "(compatible; mvlpbot; " in agent

@@ -65,6 +65,9 @@ def test_stage_runs_every_task_and_setting(
     assert set(res["xvnli"]["zero-shot"]) == {"en", "de"} and set(res["xvnli"]["few-shot"]) == {"de"}
     assert res["xvnli"]["chance"] == pytest.approx(33.33) and res["marvl"]["chance"] == 50.0
     assert res["xflickrco"]["metric"] == "ir_r1" and "translate-test" not in res["wit"]
+    # the world, like IGLUE's public copy, has no xGQA zero_shot/ tests and no NLVR2 test: labelled
+    assert m.extra["splits"]["xgqa"]["zero-shot"] == {"de": "dev"}
+    assert m.extra["splits"]["marvl"]["zero-shot"] == {"en": "dev"} and "xvnli" not in m.extra["splits"]
     assert m.rejects.get("missing_image", 0) >= 1  # the deleted GQA image, named by question id
     rejects = contract.read_rejects(out).to_pylist()
     assert any(r["reason"] == "missing_image" and r["detail"] == "n000000.jpg" for r in rejects)
@@ -163,4 +166,123 @@ def test_runner_fans_units_out_as_ray_tasks(world: Path, tiny_unigen: Path) -> N
     finally:
         ray.shutdown()
     assert set(m.extra["results"]) == {"xvnli", "marvl"} and m.units == 2 + 2 * 2
-    assert pipeline.stage_state(spec, "iglue-eval")["state"] == "complete"
+    state = pipeline.stage_state(spec, "iglue-eval")
+    assert state["state"] == "complete", state.get("stale_because")
+
+
+# real layouts, fast: a few items each -------------------------------------------------------------
+
+
+def _png(path: Path, colour: tuple[int, int, int]) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), colour).save(path)
+
+
+def _nlvr2_root(root: Path, n_train: int) -> None:
+    """NLVR2 as it ships: train.jsonl rows carry ``directory`` (an int), their images under
+    images/nlvr2/train/<directory>/; dev rows have none, their images in images/nlvr2/dev/."""
+    ann = root / "nlvr2" / "annotations"
+    ann.mkdir(parents=True)
+    for split, n in (("train", n_train), ("dev", 6)):
+        rows = []
+        for i in range(n):
+            stem, label = f"{split}-{i}-0", i % 2 == 0
+            folder = f"train/{i % 3}" if split == "train" else "dev"
+            for side in ("img0", "img1"):
+                _png(root / "images/nlvr2" / folder / f"{stem}-{side}.png", (200 if label else 0, 50, 50))
+            row = {"identifier": f"{stem}-0", "sentence": "The left image is red.", "label": str(label)}
+            row |= {"left_url": "http://x/l.jpg", "right_url": "http://x/r.jpg"}
+            rows.append(row | ({"directory": i % 3} if split == "train" else {}))
+        (ann / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def test_nlvr2_on_its_real_layout_and_its_dev_split_labelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MaRVL's English side on NLVR2's layout: the fine-tune finds every training image under
+    train/<directory>/, streaming them through a cache smaller than the set; English tests on NLVR2
+    dev (IGLUE has no NLVR2 test), and results, tables, manifest and status all say so."""
+    monkeypatch.setattr(EvalModel, "load", classmethod(lambda cls, folder: standin_model.load(folder)))
+    root = tmp_path / "iglue"
+    _nlvr2_root(root, n_train=12)
+    pretrain = tmp_path / "pretrain"
+    (pretrain / "final").mkdir(parents=True)
+    contract.Manifest("pretrain", "fp0", {}, 0, 0, {}, 0.0, 1).save(pretrain)
+    spec = load_spec(
+        "demo",
+        [
+            f"iglue.root={root}",
+            "iglue.image_roots={}",
+            "iglue.tasks=[marvl]",
+            "iglue.languages={marvl: []}",
+            "iglue.finetune.epochs=1",
+            "iglue.finetune.batch_size=4",
+            "iglue.finetune.tasks={}",
+            "iglue.image_cache_mb=1",
+        ],
+        workdir=tmp_path,
+    )
+    assert IGLUE_EVAL_STAGE.checks(spec) == []
+    out = tmp_path / "iglue-eval"
+    m = IGLUE_EVAL_STAGE.run(spec, {"pretrain": pretrain}, out)
+
+    ft = json.loads((out / "results/marvl/finetune.json").read_text())
+    assert (ft["samples_in"], ft["samples_out"], ft["rejects"]) == (12, 12, [])
+    [en] = json.loads((out / "results.json").read_text())[1:]
+    assert (en["lang"], en["split"], en["samples_out"]) == ("en", "dev", 6)
+    assert en["file"] == str(root / "nlvr2/annotations/dev.jsonl")
+    rows = list(csv.DictReader(open(out / "tables/marvl.zero-shot.accuracy.csv", encoding="utf-8")))
+    assert rows[0]["split"] == "dev: en"
+    assert m.extra["splits"] == {"marvl": {"zero-shot": {"en": "dev"}}}
+    status = IGLUE_EVAL_STAGE.shows(spec, out, m.extra)
+    assert f"marvl accuracy {m.extra['results']['marvl']['zero-shot']['en']:.1f} (dev)" in status.lines[0]
+    assert status.tables[0].rows[0]["split"] == "dev: en"
+
+
+@pytest.mark.slow  # ~20 s on 2 cores, img2dataset's start-up mostly; tests/unit/test_iglue_wit.py reads a
+# download output of the same format in the default suite
+def test_wit_images_come_through_ingest_and_download(tmp_path: Path) -> None:
+    """WIT's URL list (mvlp_core.eval.wit_urls) through the pipeline's own ingest and download
+    (img2dataset, the Wikimedia host mirrored to a loopback server), and iglue-eval finds each
+    test image in the download's output; a URL the server lacks is the unit's missing_image."""
+    from mvlp_core.eval import data_retrieval, heads_retrieval
+    from mvlp_core.eval.images import ImageRoots, open_rgb
+    from mvlp_core.eval.wit_urls import write_url_list
+    from mvlp_core.imageserver import ImageServer
+    from mvlp_core.stages.download import STAGE as DOWNLOAD_STAGE
+    from mvlp_core.stages.ingest import STAGE as INGEST_STAGE
+
+    host = "https://upload.wikimedia.org/"
+    files = ["wikipedia/commons/6/61/BNRATHAU.jpg", "wikipedia/commons/a/ab/Caf\u00e9_Paris.jpg"]
+    for n, name in enumerate(files):
+        _png(tmp_path / "served" / name, (60 * n, 120, 30))  # PNG bytes under .jpg: img2dataset re-encodes
+    urls = [f"{host}{files[0]}", f"{host}wikipedia/commons/a/ab/Caf%C3%A9_Paris.jpg", f"{host}x/y/Gone.jpg"]
+    ann = tmp_path / "iglue/wit/annotations/test_de.jsonl"
+    ann.parent.mkdir(parents=True)
+    rows = [
+        {"caption_reference_description": f"c {n}", "image_url": u, "wit_ix": n} for n, u in enumerate(urls)
+    ]
+    ann.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert write_url_list([ann], tmp_path / "wit-urls.tsv") == 3
+
+    with ImageServer(tmp_path / "served") as server:
+        spec = load_spec(
+            "demo",
+            [
+                "dataset.ref=wit-test",
+                f"download.mirrors={json.dumps({host: server.url})}",
+                "download.resize_mode=keep_ratio",
+                "download.min_image_size=0",
+            ],
+            workdir=tmp_path,
+        )
+        INGEST_STAGE.run(spec, {}, tmp_path / "ingest")
+        m = DOWNLOAD_STAGE.run(spec, {"ingest": tmp_path / "ingest"}, tmp_path / "download")
+    assert (m.samples_out, m.rejects) == (2, {"http_404": 1})
+
+    rset = data_retrieval.load(ann)
+    refs, rejects = heads_retrieval.resolve(rset, ImageRoots({"wit": tmp_path / "download"}), wit=True)
+    assert [(r.key, r.reason) for r in rejects] == [(urls[2], "missing_image")]
+    assert [open_rgb(ref).getpixel((0, 0))[1] for ref in refs[:2]] == pytest.approx([120, 120], abs=8)

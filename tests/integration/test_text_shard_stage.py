@@ -159,7 +159,7 @@ def test_changed_corpus_file_makes_the_stage_stale(demo, tmp_path: Path) -> None
 
 
 def test_no_corpora_writes_an_empty_manifest(tmp_path: Path) -> None:
-    spec = load_spec("unigen-cc3m", workdir=tmp_path)
+    spec = load_spec("demo", ["text.corpora=[]"], workdir=tmp_path)
     assert spec.text.corpora == []
     manifest = pipeline.run_stage(spec, "text-shard")
     assert (manifest.samples_in, manifest.samples_out, manifest.units, manifest.files) == (0, 0, 0, {})

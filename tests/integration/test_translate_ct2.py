@@ -41,14 +41,13 @@ def test_greedy_ct2_equals_greedy_hf_token_for_token(models):
         ["de"],
     )
     texts = SENTENCES[::5]
-    hf_model = hf._model("de")
-    tok = hf_model.tokenizer
+    tok = hf.tokenizer("de")
     enc = tok(texts, return_tensors="pt", padding=True)
-    generated = hf_model.model.generate(**enc, num_beams=1, do_sample=False, max_new_tokens=20)
+    generated = hf.model("de").generate(**enc, num_beams=1, do_sample=False, max_new_tokens=20)
     special = {tok.pad_token_id, tok.eos_token_id}
     hf_ids = [[i for i in row.tolist() if i not in special] for row in generated]
     sources = [tok.convert_ids_to_tokens(x) for x in tok(texts)["input_ids"]]
-    results = ct2._model("de").translator.translate_batch(
+    results = ct2.model("de").translate_batch(
         sources, beam_size=1, max_decoding_length=20, max_batch_size=64, batch_type="tokens"
     )
     ct2_ids = [tok.convert_tokens_to_ids(r.hypotheses[0]) for r in results]

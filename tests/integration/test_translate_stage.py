@@ -138,5 +138,5 @@ def test_multilingual_checkpoints_are_steered_to_the_target_language():
     from mvlp_core.stages.translate.seq2seq import Steering, steering
 
     tokenizer = NllbTokenizer()
-    assert steering(tokenizer, "de", "nllb") == Steering(target_token="deu_Latn")
+    assert steering(tokenizer, "de", "nllb", "translate.hf.model") == Steering(target_token="deu_Latn")
     assert tokenizer.src_lang == "eng_Latn"

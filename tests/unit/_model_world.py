@@ -74,3 +74,25 @@ def examples(spec: ModelSpec, n: int, seed: int = 0, tasks=("cap", "trans", "qus
             )
         )
     return out
+
+
+def tiny_blip2(opt_width: int = 16, opt_layers: int = 1, opt_vocab: int = 50):
+    """A random Blip2ForConditionalGeneration: 32-wide ViT (1 layer, 32 px) and Q-Former (2
+    layers, 4 queries) before an OPT of the given size."""
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, OPTConfig
+
+    torch.manual_seed(0)
+    layers = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2)  # ViT and Q-Former alike
+    vision = dict(layers, num_hidden_layers=1, image_size=32, patch_size=8)
+    qformer = dict(layers, num_hidden_layers=2, encoder_hidden_size=32, vocab_size=100)
+    text = OPTConfig(
+        hidden_size=opt_width,
+        ffn_dim=2 * opt_width,
+        num_hidden_layers=opt_layers,
+        num_attention_heads=2,
+        vocab_size=opt_vocab,
+        word_embed_proj_dim=opt_width,
+    ).to_dict()
+    return Blip2ForConditionalGeneration(
+        Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text, num_query_tokens=4)
+    )

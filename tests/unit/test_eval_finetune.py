@@ -1,16 +1,22 @@
 """The fine-tune loop's learning rates: a model's HEAD_PARAMS learn at lr × head_lr_scale, and
-frozen prefixes stay where pretraining left them."""
+frozen prefixes stay where pretraining left them. Its training images stream: decoded as each batch
+is drawn, through a cache bounded in bytes (iglue.image_cache_mb)."""
 
 import itertools
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
-from mvlp_core.contract import StageError
+from mvlp_core.contract import Reject, StageError
+from mvlp_core.eval import heads_classify
 from mvlp_core.eval.finetune import finetune, frozen, param_groups
 from mvlp_core.eval.model_api import EvalModel
+from mvlp_core.eval.prepared import ImageCache, Prepared
 
 
 class _Toy(nn.Module):
@@ -73,3 +79,105 @@ def test_a_freeze_prefix_that_names_nothing_is_an_error_listing_the_parts():
     ):
         with frozen(_Toy(), ("text_encoder.embeddings",)):
             pass
+
+
+# streaming: images decode as each batch is drawn, through a cache bounded in bytes ----------------
+
+IMAGE_BYTES = 3 * 4 * 4 * 4  # one decoded 4x4 RGB image as float32
+
+
+class _CountingTransform:
+    """PIL image -> [3,4,4] float tensor, counting the images decoded."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        self.calls += 1
+        return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
+
+
+def _pngs(folder: Path, n: int, bad: tuple[int, ...] = ()) -> list[Path]:
+    """n 4x4 PNGs, those at ``bad`` not images at all."""
+    paths = []
+    for i in range(n):
+        path = folder / f"{i}.png"
+        if i in bad:
+            path.write_bytes(b"not an image")
+        else:
+            Image.new("RGB", (4, 4), (20 * i, 0, 0)).save(path)
+        paths.append(path)
+    return paths
+
+
+class _ImageToy(nn.Module):
+    """Regresses zero from two of an image's channel means: enough to take optimizer steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(2, 1)
+
+    def forward(self, batch: dict) -> dict:
+        return {"loss": (self.body(batch["x"]) ** 2).mean()}
+
+
+def _streaming_model(transform: _CountingTransform, seen: list[int]) -> EvalModel:
+    """An EvalModel over _ImageToy whose collate records how many images were decoded so far."""
+
+    def collate(examples: list[dict]) -> dict:
+        seen.append(transform.calls)
+        return {"x": torch.stack([e["image"].mean(dim=(1, 2))[:2] for e in examples])}
+
+    return EvalModel(_ImageToy(), collate, dict, transform, lambda texts: (None, None), lambda path: None)
+
+
+def _items(paths: list[Path]) -> list[Prepared]:
+    return [Prepared(f"i{n}", (p,), "a hypothesis", "en", "entailment") for n, p in enumerate(paths)]
+
+
+def test_the_image_cache_holds_at_most_its_bytes_least_recently_used_out(tmp_path: Path) -> None:
+    a, b, c = _pngs(tmp_path, 3)
+    transform = _CountingTransform()
+    cache = ImageCache(transform, max_bytes=2 * IMAGE_BYTES)
+    for ref in (a, b, a):  # a again: cached, and now the most recent
+        cache.get(ref)
+    assert transform.calls == 2
+    cache.get(c)  # b, the least recently used, makes room
+    assert len(cache) == 2 and cache.nbytes == 2 * IMAGE_BYTES
+    cache.get(a)
+    assert transform.calls == 3
+    cache.get(b)
+    assert transform.calls == 4 and cache.nbytes <= 2 * IMAGE_BYTES
+
+
+def test_fine_tuning_decodes_each_batch_as_it_is_drawn(tmp_path: Path) -> None:
+    """Building the training set decodes nothing; each step decodes at most its batch; the cache
+    never holds more than its bound, so memory does not grow with the training set."""
+    transform, seen = _CountingTransform(), []
+    em = _streaming_model(transform, seen)
+    cache = ImageCache(transform, max_bytes=3 * IMAGE_BYTES)
+    examples = heads_classify.training_examples(
+        em, _items(_pngs(tmp_path, 12)), heads_classify.PROMPTS["xvnli"], cache
+    )
+    assert len(examples) == 12 and transform.calls == 0  # nothing decoded up front
+    finetune(em, examples, lambda em: 0.0, epochs=2, batch_size=4, lr=1e-3)
+    assert len(seen) == 6  # 3 batches an epoch
+    assert all(now - before <= 4 for before, now in zip([0, *seen], seen))
+    assert transform.calls > 12  # the second epoch decodes again: the cache does not hold the set
+    assert len(cache) <= 3 and cache.nbytes <= 3 * IMAGE_BYTES
+
+
+def test_an_undecodable_training_image_is_a_reject_and_the_rest_trains(tmp_path: Path) -> None:
+    transform = _CountingTransform()
+    em = _streaming_model(transform, [])
+    paths = _pngs(tmp_path, 6, bad=(1,))
+    prompt = heads_classify.PROMPTS["xvnli"]
+    examples = heads_classify.training_examples(em, _items(paths), prompt, ImageCache(transform, 10**6))
+    finetune(em, examples, lambda em: 0.0, epochs=1, batch_size=4, lr=1e-3)
+    assert examples.rejects == [Reject("i1", "bad_image", str(paths[1]))]
+
+    (tmp_path / "broken").mkdir()
+    broken = _pngs(tmp_path / "broken", 2, bad=(0, 1))
+    nothing = heads_classify.training_examples(em, _items(broken), prompt, ImageCache(transform, 10**6))
+    with pytest.raises(StageError, match="none of the 2 training examples' images could be decoded"):
+        finetune(em, nothing, lambda em: 0.0, epochs=1, batch_size=4, lr=1e-3)

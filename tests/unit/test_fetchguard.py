@@ -1,5 +1,5 @@
-"""The fetch guard: every request and redirect hop is checked where it is fetched, and ends by
-its deadline.
+"""The fetch guard: every request and redirect hop is checked where it is fetched, ends by
+its deadline, and keeps to its host's limits (connections, rate, Retry-After).
 
 All traffic stays on 127.0.0.1: private and link-local targets are refused before any connection,
 which the tests check by giving the opener a resolver that records what it was asked. Slow and
@@ -9,9 +9,13 @@ images, is tests/badinput/hostile_fetch.yaml.
 
 from __future__ import annotations
 
+import email.utils
 import socket
+import threading
+import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,7 @@ from mvlp_core.fetchguard import BLOCK_PHRASE, Blocked
 from mvlp_core.imageserver import ImageServer
 from mvlp_core.spec import UrlPolicy
 from tests.fakes.hostile_server import HostileServer
+from tests.fakes.scripted_server import ScriptedServer
 
 
 @pytest.fixture()
@@ -217,7 +222,8 @@ def test_install_keeps_the_download_stages_positional_call(hostile) -> None:
         with pytest.raises(Blocked, match="within its 0.3 s deadline"):
             urllib.request.urlopen(hostile.url + "drip-body", timeout=2).read()
     finally:
-        urllib.request.install_opener(None)
+        fetchguard.uninstall()
+    assert urllib.request.urlopen is fetchguard._URLLIB_URLOPEN  # urllib's own again
 
 
 def test_the_deadline_holds_with_the_policy_off(hostile) -> None:
@@ -307,3 +313,201 @@ def test_bodies_no_decoder_claims_pass_unsized() -> None:
     for body in (b"<!doctype html><html></html>", b"", b"plain text that is long enough to be a signature"):
         assert fetchguard.opencv_format(body) is None
         fetchguard.check_image(body, 1)
+
+
+# --- politeness: per-host connections and rate, busy answers retried after their Retry-After ---
+
+LOOPBACK = UrlPolicy(allow_loopback=True)
+IMAGE = (200, {"Content-Type": "image/jpeg"}, GOOD)
+
+
+def _busy(status: int, retry_after: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    return status, headers, b"busy, come back later\n"
+
+
+class Waits:
+    """The guard's `wait_until`, waiting no time: records each wait as (the seconds it would
+    have slept, the time.monotonic() its request was to start at, how many requests the server
+    had seen of `path` then)."""
+
+    def __init__(self, server: ScriptedServer | None = None, path: str = "") -> None:
+        self.server, self.path = server, path
+        self.calls: list[tuple[float, float, int]] = []
+
+    def __call__(self, when: float) -> None:
+        seen = len(self.server.requests(self.path)) if self.server else 0
+        self.calls.append((when - time.monotonic(), when, seen))
+
+
+NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "value, seconds",
+    [
+        ("1", 1.0),
+        (" 120 ", 120.0),
+        ("0", 0.0),
+        ("Sat, 01 Mar 2025 12:00:30 GMT", 30.0),  # IMF-fixdate
+        ("Saturday, 01-Mar-25 12:01:00 GMT", 60.0),  # RFC 850
+        ("Sat Mar  1 12:00:05 2025", 5.0),  # asctime: GMT
+        ("Sat, 01 Mar 2025 13:00:30 +0100", 30.0),  # an offset is honoured
+        ("Fri, 28 Feb 2025 12:00:00 GMT", 0.0),  # past: at once
+        (None, None),
+        ("", None),
+        ("-1", None),
+        ("1.5", None),
+        ("soon", None),
+        ("\u0661", None),  # a non-ASCII digit is no delay-seconds
+    ],
+)
+def test_retry_after_reads_seconds_and_http_dates(value: str | None, seconds: float | None) -> None:
+    assert fetchguard.retry_after(value, now=NOW) == seconds
+
+
+def test_a_429_is_asked_again_after_its_retry_after() -> None:
+    """The second request is sent only after the guard waited the second the host asked for,
+    counted from the first answer (recorded, not slept)."""
+    with ScriptedServer() as srv:
+        url = srv.script("/busy.jpg", _busy(429, "1"), IMAGE)
+        waits = Waits(srv, "/busy.jpg")
+        limits = fetchguard.HostLimits(busy_retries=2, max_retry_after=5)
+        assert _fetch(fetchguard.opener(LOOPBACK, limits=limits, wait_until=waits), url) == GOOD
+        (first_at, _), (_, second_headers) = srv.requests("/busy.jpg")
+    (_, _, seen0), (_, starts_at, seen) = waits.calls  # the guard waits before each request
+    assert (seen0, seen) == (0, 1)  # the second wait came between the two requests
+    assert starts_at >= first_at + 1.0  # and ends a second after the 429 was sent, at the earliest
+    assert "User-Agent" in second_headers  # the same request, asked again
+
+
+def test_a_host_still_busy_after_busy_retries_is_an_http_error() -> None:
+    """Without a Retry-After the guard backs off 1 s, then 2 s; then the 503 is the answer."""
+    with ScriptedServer() as srv:
+        url = srv.script("/down.jpg", _busy(503))
+        waits = Waits(srv, "/down.jpg")
+        limits = fetchguard.HostLimits(busy_retries=2, max_retry_after=5)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            _fetch(fetchguard.opener(LOOPBACK, limits=limits, wait_until=waits, deadline_seconds=60), url)
+        arrivals = [at for at, _ in srv.requests("/down.jpg")]
+    assert err.value.code == 503 and len(arrivals) == 3
+    (_, _, seen0), (_, first, seen1), (_, second, seen2) = waits.calls
+    assert (seen0, seen1, seen2) == (0, 1, 2)
+    assert first >= arrivals[0] + 1.0 and second >= arrivals[1] + 2.0
+
+
+def test_an_http_date_in_the_past_is_retried_at_once() -> None:
+    with ScriptedServer() as srv:
+        url = srv.script("/busy.jpg", _busy(503, email.utils.formatdate(0, usegmt=True)), IMAGE)
+        limits = fetchguard.HostLimits(busy_retries=1, max_retry_after=5)
+        assert _fetch(fetchguard.opener(LOOPBACK, limits=limits), url) == GOOD
+        assert len(srv.requests("/busy.jpg")) == 2
+
+
+def test_a_retry_after_past_the_limits_is_not_waited_and_holds_the_host_back() -> None:
+    """A Retry-After longer than max_retry_after ends the request with the host's answer; the
+    host is then asked nothing for max_retry_after, so a request whose deadline ends sooner is
+    refused (host_busy) without a byte sent."""
+    with ScriptedServer() as srv:
+        busy = srv.script("/busy.jpg", _busy(429, "3600"))
+        other = srv.script("/other.jpg", IMAGE)
+        waits = Waits()
+        limits = fetchguard.HostLimits(busy_retries=2, max_retry_after=30)
+        guard = fetchguard.opener(LOOPBACK, limits=limits, wait_until=waits, deadline_seconds=10)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            _fetch(guard, busy)
+        with pytest.raises(Blocked) as held:
+            _fetch(guard, other)
+        assert srv.requests("/other.jpg") == [] and len(srv.requests("/busy.jpg")) == 1
+    assert err.value.code == 429 and held.value.reason == "host_busy"
+    assert len(waits.calls) == 1  # the first request's; the second was refused, not waited for
+
+
+def test_a_retry_after_past_the_deadline_is_not_waited() -> None:
+    with ScriptedServer() as srv:
+        url = srv.script("/busy.jpg", _busy(503, "20"), IMAGE)
+        limits = fetchguard.HostLimits(busy_retries=2, max_retry_after=60)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            _fetch(fetchguard.opener(LOOPBACK, limits=limits, wait_until=Waits(), deadline_seconds=10), url)
+        assert err.value.code == 503 and len(srv.requests("/busy.jpg")) == 1
+
+
+@pytest.mark.parametrize("connections", [1, 2])
+def test_per_host_connections_hold_across_threads(connections: int) -> None:
+    """Six threads share one guard, as img2dataset's threads share the installed opener; the
+    server holds each request until one more than the limit are open (or 0.2 s), so a guard
+    that let more through would show it."""
+    with ScriptedServer(hold_for_company=0.2, company=connections + 1) as srv:
+        urls = [srv.script(f"/{i}.jpg", IMAGE) for i in range(6)]
+        guard = fetchguard.opener(
+            LOOPBACK, limits=fetchguard.HostLimits(connections=connections), deadline_seconds=60
+        )
+        bodies: list[bytes] = []
+        threads = [threading.Thread(target=lambda u=u: bodies.append(_fetch(guard, u))) for u in urls]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert bodies == [GOOD] * 6 and srv.connections == 6
+    assert srv.max_active == connections
+
+
+def test_per_host_rate_spaces_request_starts() -> None:
+    with ScriptedServer() as srv:
+        url = srv.script("/a.jpg", IMAGE)
+        waits = Waits()
+        limits = fetchguard.HostLimits(requests_per_second=4)
+        guard = fetchguard.opener(LOOPBACK, limits=limits, wait_until=waits, deadline_seconds=60)
+        for _ in range(3):
+            assert _fetch(guard, url) == GOOD
+    starts = [at for _, at, _ in waits.calls]
+    assert len(starts) == 3 and all(b - a >= 0.25 - 1e-9 for a, b in zip(starts, starts[1:]))
+
+
+def test_a_request_that_cannot_get_a_connection_in_time_sends_nothing() -> None:
+    with ScriptedServer() as srv:
+        first, second = srv.script("/a.jpg", IMAGE), srv.script("/b.jpg", IMAGE)
+        limits = fetchguard.HostLimits(connections=1)
+        guard = fetchguard.opener(LOOPBACK, limits=limits, deadline_seconds=0.5)
+        with guard.open(first, timeout=5) as held:  # open, not yet read: its connection is taken
+            with pytest.raises(Blocked) as err:
+                _fetch(guard, second)
+            assert srv.requests("/b.jpg") == []
+            assert held.read() == GOOD
+        assert _fetch(guard, second) == GOOD  # read and closed: the connection is free again
+    assert err.value.reason == "host_busy"
+
+
+def test_refused_and_error_answers_give_their_connection_back() -> None:
+    """With one connection per host, every way a response ends frees it: an error status (closed
+    unread), a body refused by its declared size, a busy answer given up."""
+    with ScriptedServer() as srv:
+        missing = srv.script("/missing.jpg", (404, {}, b"no"))
+        large = srv.script("/large.jpg", (200, {}, b"x" * 2048))
+        busy = srv.script("/busy.jpg", _busy(503, "0"))
+        good = srv.script("/good.jpg", IMAGE)
+        limits = fetchguard.HostLimits(connections=1, busy_retries=1)
+        guard = fetchguard.opener(LOOPBACK, max_bytes=1024, limits=limits, deadline_seconds=2)
+        for _ in range(2):
+            with pytest.raises(urllib.error.HTTPError):
+                _fetch(guard, missing)
+            with pytest.raises(Blocked, match="response_too_large"):
+                _fetch(guard, large)
+            with pytest.raises(urllib.error.HTTPError):
+                _fetch(guard, busy)
+        assert _fetch(guard, good) == GOOD
+        assert len(srv.requests("/busy.jpg")) == 4
+
+
+def test_an_opt_out_answer_is_closed_unread_and_frees_its_connection() -> None:
+    """What img2dataset does with a refused image (X-Robots-Tag): closes the response after its
+    headers. The guard reads none of its body (a bomb here) and frees the connection."""
+    with ScriptedServer() as srv:
+        bomb = srv.script("/bomb.png", (200, {"X-Robots-Tag": "noai"}, BOMB.read_bytes()))
+        limits = fetchguard.HostLimits(connections=1)
+        guard = fetchguard.opener(LOOPBACK, max_pixels=10_000, limits=limits, deadline_seconds=2)
+        for _ in range(3):
+            with guard.open(bomb, timeout=5) as response:
+                assert response.headers["X-Robots-Tag"] == "noai"
+        with pytest.raises(Blocked, match="image_too_large"):  # had it been read
+            _fetch(guard, bomb)

@@ -9,9 +9,10 @@ import pytest
 from iglue_data import REAL_IGLUE, needs_real
 
 from mvlp_core.eval import data_marvl, data_retrieval, data_xgqa, data_xvnli
-from mvlp_core.eval.images import ImageRoots, wit_url_rows, write_wit_url_list
+from mvlp_core.eval.images import ImageRoots
 from mvlp_core.eval.io import AnnotationError
 from mvlp_core.eval.tasks import IGLUE_LANGUAGES, Layout
+from mvlp_core.eval.wit_urls import url_rows, write_url_list
 
 R = REAL_IGLUE
 
@@ -37,7 +38,7 @@ def test_xvnli_few_shot_and_translate_test(lang: str) -> None:
         items = data_xvnli.load(R / f"XVNLI/annotations/{lang}/train_{shots}.jsonl")
         assert len(items) == n and len({i.image for i in items}) == shots
     if lang != "en":
-        mt = data_xvnli.load(Layout(R).test("xvnli", lang, "translate-test"))
+        mt = data_xvnli.load(Layout(R).test("xvnli", lang, "translate-test").path)
         assert len(mt) == 1164
 
 
@@ -72,7 +73,7 @@ def test_marvl_zero_shot_counts_and_translate_test() -> None:
         items = data_marvl.load(R / f"marvl/zero_shot/annotations/marvl-{lang}.jsonl")
         assert len(items) == n and {i.lang for i in items} == {lang}
         assert items[0].concept and items[0].left.endswith(".jpg") and items[0].right.endswith(".jpg")
-        mt = data_marvl.load(Layout(R).test("marvl", lang, "translate-test"))
+        mt = data_marvl.load(Layout(R).test("marvl", lang, "translate-test").path)
         assert [(i.id, i.label) for i in mt] == [(i.id, i.label) for i in items]
     assert sum(i.label for i in data_marvl.load(R / "marvl/zero_shot/annotations/marvl-id.jsonl")) == 564
 
@@ -98,7 +99,7 @@ def test_xflickrco_2000_captions_1000_flickr_1000_coco(lang: str) -> None:
     assert len(coco) == 1000 and all(im.key.isdigit() for im in coco)
     assert s.caption_image == list(range(2000))
     if lang != "en":
-        mt = data_retrieval.load(Layout(R).test("xflickrco", lang, "translate-test"))
+        mt = data_retrieval.load(Layout(R).test("xflickrco", lang, "translate-test").path)
         assert [im.key for im in mt.images] == [im.key for im in s.images]
         shots = {"1": 1, "5": 5, "10": 10, "25": 25, "50": 50, "100": 100}
         for name, n in shots.items():
@@ -143,10 +144,10 @@ def test_wit_test_sets(lang: str) -> None:
 def test_wit_val_and_url_list(tmp_path: Path) -> None:
     val = data_retrieval.load(R / "wit/annotations/val_en.jsonl")
     assert len(val.captions) == 4632  # last line has no newline: still read
-    rows = wit_url_rows([R / "wit/annotations/test_ar.jsonl"])
-    assert len(rows) == 792 and rows[0]["key"] == "BNRATHAU.jpg"
-    assert write_wit_url_list([R / "wit/annotations/test_ar.jsonl"], tmp_path / "u.tsv") == 792
-    assert (tmp_path / "u.tsv").read_text(encoding="utf-8").splitlines()[0] == "url\tcaption\tkey"
+    rows = url_rows([R / "wit/annotations/test_ar.jsonl"])
+    assert len(rows) == 792 and rows[0]["url"].endswith("/BNRATHAU.jpg") and rows[0]["caption"]
+    assert write_url_list([R / "wit/annotations/test_ar.jsonl"], tmp_path / "u.tsv") == 792
+    assert (tmp_path / "u.tsv").read_text(encoding="utf-8").splitlines()[0] == "url\tcaption"
 
 
 def test_missing_field_names_file_and_field(tmp_path: Path) -> None:
@@ -202,19 +203,19 @@ def test_synthetic_sets_load_through_the_same_code(world: Path) -> None:
     lay = Layout(world)
     roots = ImageRoots({k: world / "images" / k for k in ("flickr30k", "gqa", "marvl", "nlvr2", "wit")})
     for lang in ("en", "de", "zh"):
-        nli = data_xvnli.load(lay.test("xvnli", lang))
+        nli = data_xvnli.load(lay.test("xvnli", lang).path)
         assert len(nli) == 48 * 3 and all(roots.flickr_id(i.image) for i in nli)
-        qa = data_xgqa.load(lay.test("xgqa", lang))
+        qa = data_xgqa.load(lay.test("xgqa", lang).path)
         assert qa and all(roots.gqa(i.image) for i in qa)
-        ret = data_retrieval.load(lay.test("xflickrco", lang))
+        ret = data_retrieval.load(lay.test("xflickrco", lang).path)
         assert len(ret.images) == 48 and all(roots.flickr_or_coco(im.ref) for im in ret.images)
-        wit = data_retrieval.load(lay.test("wit", lang))
+        wit = data_retrieval.load(lay.test("wit", lang).path)
         assert len(wit.images) == 48 and all(roots.wit(im.ref) for im in wit.images)
-    pairs = data_marvl.load(lay.test("marvl", "de"))
+    pairs = data_marvl.load(lay.test("marvl", "de").path)
     assert len(pairs) == 144 and all(roots.marvl("de", p.concept, p.left) for p in pairs)
     nlvr2 = data_marvl.load(lay.train("marvl"))
     assert len(nlvr2) == 960 and all(roots.nlvr2(p.left) and roots.nlvr2(p.right) for p in nlvr2)
     assert len(data_marvl.load(lay.dev("marvl"))) == 144
     assert len(data_xvnli.load(lay.train("xvnli"))) == 240 * 3
     assert data_xgqa.load(lay.train("xgqa")) and data_retrieval.load(lay.train("xflickrco")).captions
-    assert len(data_xvnli.load(lay.test("xvnli", "de", "translate-test"))) == 48 * 3
+    assert len(data_xvnli.load(lay.test("xvnli", "de", "translate-test").path)) == 48 * 3

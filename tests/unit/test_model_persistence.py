@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from _model_world import examples, single_thread, tiny_spec, tokenizers  # noqa: F401
+from _model_world import examples, single_thread, tiny_blip2, tiny_spec, tokenizers  # noqa: F401
 
 from mvlp_core.contract import StageError
 from mvlp_core.model import build_model, build_tokenizers, collate, load_model
@@ -52,32 +52,15 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
 def base_checkpoints(tmp_path_factory):
     """Tiny instances of the exact classes the base model loads, saved with save_pretrained."""
     from transformers import (
-        Blip2Config,
-        Blip2ForConditionalGeneration,
         GPT2Config,
         GPT2LMHeadModel,
-        OPTConfig,
         XLMRobertaConfig,
         XLMRobertaModel,
     )
 
     root = tmp_path_factory.mktemp("hub")
     tok = tokenizers()
-    torch.manual_seed(0)
-    layers = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2)  # ViT and Q-Former alike
-    vision = dict(layers, num_hidden_layers=1, image_size=32, patch_size=8)
-    qformer = dict(layers, num_hidden_layers=2, encoder_hidden_size=32, vocab_size=100)
-    text = OPTConfig(
-        hidden_size=16,
-        ffn_dim=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        vocab_size=50,
-        word_embed_proj_dim=16,
-    ).to_dict()
-    blip2 = Blip2ForConditionalGeneration(
-        Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text, num_query_tokens=4)
-    )
+    blip2 = tiny_blip2()
     blip2.save_pretrained(root / "blip2")
     xlmr = XLMRobertaModel(
         XLMRobertaConfig(

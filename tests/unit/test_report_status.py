@@ -42,7 +42,7 @@ def run(tmp_path: Path):
             extra = {"step": 60, "loss_first": 26.3, "loss_last": 8.8, "samples_per_second": 24.4}
             (folder / "loss_curve.png").write_bytes(_png())
         if name == "iglue-eval":
-            extra = {"results": RESULTS}
+            extra = {"results": RESULTS, "splits": {"xflickrco": {"zero-shot": {"de": "dev", "en": "test"}}}}
             (folder / "iglue_bars.png").write_bytes(_png())
             (folder / "tables").mkdir()
             (folder / "tables/xvnli.zero-shot.accuracy.csv").write_text(
@@ -61,8 +61,8 @@ def test_report_collects_data_training_and_iglue(run) -> None:
     text = (out / REPORT).read_text(encoding="utf-8")
     assert "| download | 100 | 97 | timeout: 2, http_404: 1 | 1.5 |" in text
     assert "| loss_last | 8.8 |" in text and "![pretrain loss](loss_curve.png)" in text
-    assert "| xvnli | zero-shot | accuracy | 33.33 | 61.5 | 48.25 | 28.17 |" in text
-    assert "| xflickrco | zero-shot | ir_r1 | 2.08 | 40 | 30 | 37.92 |" in text
+    assert "| xvnli | zero-shot | accuracy | 33.33 | 61.5 | 48.25 | 28.17 |  |" in text
+    assert "| xflickrco | zero-shot | ir_r1 | 2.08 | 40 | 30 | 37.92 | dev: de |" in text  # scored on dev
     assert "### xvnli.zero-shot.accuracy" in text and "| demo | 61.5 | 48.25 | 48.25 |" in text
     assert "![IGLUE per language](iglue_bars.png)" in text
     assert (out / "loss_curve.png").read_bytes() == _png() and (out / "iglue_bars.png").exists()

@@ -9,8 +9,10 @@ import pytest
 from mvlp_core.languages import SUPPORTED_LANGUAGES
 from mvlp_core.spec import (
     SPECS_ROOT,
+    IglueSpec,
     PipelineSpec,
     SpecError,
+    TextSpec,
     fingerprint_config,
     load_spec,
     parse_override,
@@ -50,14 +52,15 @@ def test_weakly_supervised_names_wikimatrix_and_cc100(tmp_path: Path) -> None:
     found = streams(spec)
     assert len(found) == 19 + 20
     files = {s.id: s.files[0] for s in found}
-    assert files["wikimatrix:de-en"] == "s3://your-bucket/wikimatrix/WikiMatrix.de-en.tsv.gz"
-    assert files["cc100:zh"] == "s3://your-bucket/cc100/zh-Hans.txt.xz"
-    assert files["cc100:sw"] == "s3://your-bucket/cc100/sw.txt.xz"
+    assert files["wikimatrix:de-en"] == "/shared/data/wikimatrix/WikiMatrix.de-en.tsv.gz"
+    assert files["cc100:zh"] == "/shared/data/cc100/zh-Hans.txt.xz"
+    assert files["cc100:sw"] == "/shared/data/cc100/sw.txt.xz"
 
 
 def test_text_section_defaults_to_no_corpora(tmp_path: Path) -> None:
-    spec = load_spec(UNIGEN, workdir=tmp_path)
+    spec = load_spec(DEMO, ["text.corpora=[]"], workdir=tmp_path)
     assert spec.text.corpora == []
+    assert TextSpec().corpora == []
 
 
 def test_demo_loads_by_name(tmp_path: Path) -> None:
@@ -69,7 +72,15 @@ def test_unigen_cc3m_loads(tmp_path: Path) -> None:
     spec = load_spec(UNIGEN, workdir=tmp_path)
     ds = spec.dataset.spec
     assert ds is not None and ds.name == "cc3m"  # the dataset reference is resolved
-    assert spec.qa.hf is not None and spec.qa.hf.model  # its backend's section is present
+    assert spec.qa.vllm is not None and spec.qa.vllm.model  # its backend's section is present
+    # UniGen's published settings (seed 002, section 4.2)
+    p, m = spec.pretrain, spec.model
+    assert (p.workers * p.batch_size * p.grad_accum, p.epochs, p.bf16, p.use_gpu) == (512, 30, True, True)
+    assert (p.lr, tuple(p.betas), p.weight_decay, p.warmup_steps) == (1e-4, (0.9, 0.98), 0.05, 2000)
+    assert (m.size, m.image_size, m.num_query_tokens, m.max_text_len) == ("base", 224, 32, 40)
+    assert spec.translate.sample_fraction == 0.1 and spec.languages == ["de", "fr", "cs", "ja", "zh"]
+    assert len(spec.text.corpora[0].pairs) == 20  # WikiMatrix: the 19 IGLUE languages and cs
+    assert (spec.iglue.finetune.lr, spec.iglue.finetune.epochs, spec.iglue.device) == (3e-5, 10, "cuda")
 
 
 def test_default_workdir_from_name() -> None:
@@ -282,7 +293,7 @@ def test_iglue_has_no_default_root_and_the_stage_says_what_to_set(tmp_path: Path
     from mvlp_core.stage import Context
     from mvlp_core.stages import iglue_eval
 
-    spec = load_spec(UNIGEN, workdir=tmp_path)
-    assert spec.iglue.root is None
+    spec = load_spec(UNIGEN, ["iglue.root=null"], workdir=tmp_path)
+    assert IglueSpec().root is None
     with pytest.raises(StageError, match="iglue.root is not set"):
         iglue_eval.plan(Context(spec, {"pretrain": tmp_path / "pretrain"}, tmp_path / "iglue-eval"))

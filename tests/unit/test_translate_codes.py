@@ -1,4 +1,5 @@
-"""The language table covers every supported language for every backend; model templates fill."""
+"""The language table covers every supported language for every backend; model templates fill;
+multi-target OPUS-MT models get the target token their own vocabulary has for each language."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from transformers import M2M100Tokenizer, NllbTokenizer
 from mvlp_core.contract import StageError
 from mvlp_core.languages import CC6L, LANGUAGES
 from mvlp_core.stages.translate.codes import TABLE, model_name
-from mvlp_core.stages.translate.seq2seq import Steering, steering, token_batches
+from mvlp_core.stages.translate.seq2seq import Steering, opus_target, steering, token_batches
+
+FIELD = "translate.hf.model"
 
 IGLUE = {
     "ar",
@@ -38,7 +41,8 @@ def test_table_covers_iglue_and_cc6l():
     assert IGLUE - {"en"} <= set(TABLE) and set(CC6L) <= set(TABLE)
     assert len(TABLE) == 20 and set(TABLE) == set(LANGUAGES) - {"en"}
     assert TABLE["ja"].flores == "jpn_Jpan" and TABLE["zh"].m2m == "__zh__"
-    assert TABLE["pt"].opus_token == ">>pt<<" and TABLE["de"].opus == "opus-mt-en-de"
+    assert TABLE["pt"].opus == "opus-mt-en-ROMANCE" and TABLE["de"].opus == "opus-mt-en-de"
+    assert TABLE["zh"].opus_targets == ("cmn_Hans", "zho_Hans", "zh_Hans", "cmn", "zho", "zh")
     assert TABLE["sw"].name == "Swahili" and TABLE["zh"].libre == "zh-Hans"
 
 
@@ -64,13 +68,50 @@ def test_m2m_steering_and_a_language_the_checkpoint_lacks(tmp_path):
     vocab = {p: i for i, p in enumerate(["<s>", "<pad>", "</s>", "<unk>", "▁a", "▁red"])}
     (tmp_path / "vocab.json").write_text(json.dumps(vocab))
     tok = M2M100Tokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "sp.model"), language_codes="m2m100")
-    assert steering(tok, "ja", "m2m") == Steering(target_token="__ja__") and tok.src_lang == "en"
+    assert steering(tok, "ja", "m2m", FIELD) == Steering(target_token="__ja__") and tok.src_lang == "en"
     nllb = NllbTokenizer()
     with pytest.raises(StageError) as err:
-        steering(_Without(nllb, {"swh_Latn", "__sw__"}), "sw", "facebook/nllb-200-distilled-600M")
+        steering(_Without(nllb, {"swh_Latn", "__sw__"}), "sw", "facebook/nllb-200-distilled-600M", FIELD)
     message = str(err.value)
     assert "Swahili (sw)" in message and "facebook/nllb-200-distilled-600M" in message
-    assert "Helsinki-NLP/opus-mt-en-sw" in message
+    assert "Helsinki-NLP/opus-mt-en-sw" in message and "translate.hf.models.sw" in message
+
+
+# Target tokens as the real checkpoints spell them (their vocab.json), cut to a few each.
+EN_ZH = [">>cmn<<", ">>cmn_Hans<<", ">>cmn_Hant<<", ">>lzh<<", ">>yue_Hans<<", ">>yue_Hant<<", ">>zho_Hant<<"]
+EN_AR = [">>afb<<", ">>apc<<", ">>ara<<", ">>arq<<", ">>ary<<", ">>arz<<"]
+EN_VI = [">>vie<<", ">>vie_Hani<<"]
+EN_MUL = [
+    ">>ben<<",
+    ">>jpn<<",
+    ">>jpn_Hani<<",
+    ">>jpn_Hira<<",
+    ">>kor_Hang<<",
+    ">>kor<<",
+    ">>por<<",
+    ">>tam<<",
+]
+ROMANCE = [">>es<<", ">>fr<<", ">>it<<", ">>pt<<", ">>pt_br<<", ">>ro<<"]
+
+
+@pytest.mark.parametrize(
+    ("tokens", "lang", "token"),
+    [
+        (EN_ZH, "zh", ">>cmn_Hans<<"),  # Simplified, never the Traditional >>cmn_Hant<<
+        (EN_ZH[:1] + EN_ZH[2:], "zh", ">>cmn<<"),  # no script-specific token: the bare code
+        (EN_AR, "ar", ">>ara<<"),
+        (EN_VI, "vi", ">>vie<<"),
+        (EN_MUL, "ja", ">>jpn<<"),  # not the kanji-only >>jpn_Hani<<
+        (EN_MUL, "ko", ">>kor_Hang<<"),
+        (EN_MUL, "bn", ">>ben<<"),
+        (EN_MUL, "pt", ">>por<<"),
+        (ROMANCE, "pt", ">>pt<<"),
+        ([">>DEU<<"], "de", ">>DEU<<"),  # whatever case the vocabulary uses
+        (ROMANCE, "zh", None),
+    ],
+)
+def test_the_target_token_is_read_from_the_model_vocabulary(tokens, lang, token):
+    assert opus_target(tokens, lang) == token
 
 
 class _Without:

@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mvlp_core import atomic, contract, dictionary
 from mvlp_core.languages import LANGUAGES
 from mvlp_core.spec import AlignSpec, PipelineSpec, PriorCorpus, fingerprint_config
-from mvlp_core.stage import Context, Shows, Stage, Work
+from mvlp_core.stage import Context, Needs, Shows, Stage, Work
 from mvlp_core.stages.align.aer import AlignmentScore, combine, score
 from mvlp_core.stages.align.eflomal_runner import (
     MAX_TOKENS,
@@ -57,22 +58,8 @@ OUTPUT_SCHEMA = pa.schema(
 # Tokenizer dictionaries and the aligner change the output; their versions are part of the config.
 _VERSIONED = ("eflomal", "jieba", "fugashi", "unidic-lite")
 
+ROW_GROUP = 2048  # rows per row group of an output file
 Row = tuple[str, str | None, str | None]  # key, English caption (None: missing), xx text
-
-
-def _read(folder: Path, pattern: str, columns: list[str], **kw: Any) -> pa.Table:
-    paths = sorted(p for p in folder.glob(pattern) if not p.name.startswith("_"))
-    if not paths:
-        raise contract.StageError(
-            f"{NAME}: no {pattern} files in {folder}; re-run the upstream stage with --force"
-        )
-    try:
-        return pa.concat_tables(pq.read_table(p, columns=columns, **kw) for p in paths)
-    except (pa.ArrowInvalid, KeyError) as err:
-        raise contract.StageError(
-            f"{NAME}: cannot read columns {columns} from {folder}/{pattern} ({err}); the upstream "
-            "stage's output does not follow docs/stage-io.md: re-run it with --force"
-        ) from None
 
 
 def priors_path(align: AlignSpec, lang: str) -> Path | None:
@@ -139,36 +126,89 @@ def config(spec: PipelineSpec) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _Chunk:
+    """About `chunk_size` pairs of one language: slices of the language's rows, sorted by key, of
+    consecutive translate files (download shard order)."""
+
     lang: str
-    rows: list[Row]
+    sources: tuple[tuple[str, int, int], ...]  # (download shard id, start, stop)
+    pairs: int
+
+
+def _translate_files(translate: Path) -> list[Path]:
+    paths = sorted(p for p in translate.glob("[0-9]*.parquet"))
+    if not paths:
+        raise contract.StageError(
+            f"{NAME}: no translate output files in {translate}; re-run the upstream stage with --force"
+        )
+    return paths
+
+
+def _read(path: Path, columns: list[str]) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowInvalid, KeyError) as err:
+        raise contract.StageError(
+            f"{NAME}: cannot read columns {columns} from {path} ({err}); the upstream "
+            "stage's output does not follow docs/stage-io.md: re-run it with --force"
+        ) from None
+
+
+def _keys_by_lang(path: Path) -> dict[str, list[str]]:
+    """Each language's keys in one translate file, sorted (a key's rows stay in file order)."""
+    t = _read(path, ["key", "lang"])
+    out: dict[str, list[str]] = defaultdict(list)
+    for key, lang in zip(t.column("key").to_pylist(), t.column("lang").to_pylist()):
+        out[lang].append(key)
+    return {lang: sorted(keys) for lang, keys in out.items()}
 
 
 def _plan(spec: PipelineSpec, inputs: dict[str, Path]) -> dict[str, _Chunk]:
-    """Units in language order: each language's rows sorted by key, cut every `chunk_size`
-    distinct keys (duplicates of a key stay in its chunk). A language without rows still gets
-    one (empty) unit, so its output file exists."""
-    table = _read(inputs["download"], "samples-*.parquet", ["key", "caption"])
-    captions = dict(zip(table.column("key").to_pylist(), table.column("caption").to_pylist()))
-    table = _read(inputs["translate"], "*.parquet", ["key", "lang", "text"])
-    by_lang: dict[str, list[Row]] = defaultdict(list)
-    for key, lang, text in zip(*(table.column(c).to_pylist() for c in ("key", "lang", "text"))):
-        by_lang[lang].append((key, captions.get(key), text))
-    units: dict[str, _Chunk] = {}
+    """Units in language order: each language's rows, file by file (download shard order) and by
+    key within a file, cut every `chunk_size` distinct keys (duplicates of a key stay in its
+    chunk). Reads one file's keys at a time, never the captions. A language without rows still
+    gets one (empty) unit, so its output file exists."""
     size = spec.align.chunk_size
+    chunks: dict[str, list[list[tuple[str, int, int]]]] = {lang: [[]] for lang in spec.languages}
+    distinct = dict.fromkeys(spec.languages, 0)
+    for path in _translate_files(inputs["translate"]):
+        for lang, keys in _keys_by_lang(path).items():
+            if lang not in chunks:
+                continue
+            start = 0
+            for i, key in enumerate(keys):
+                if i and key == keys[i - 1]:
+                    continue
+                if distinct[lang] == size:
+                    if i > start:
+                        chunks[lang][-1].append((path.stem, start, i))
+                    chunks[lang].append([])
+                    distinct[lang], start = 0, i
+                distinct[lang] += 1
+            if keys:
+                chunks[lang][-1].append((path.stem, start, len(keys)))
+    units: dict[str, _Chunk] = {}
     for lang in spec.languages:
-        rows = sorted(by_lang.get(lang, []), key=lambda r: r[0])
-        chunks: list[list[Row]] = [[]]
-        distinct = 0
-        for row in rows:
-            if not chunks[-1] or row[0] != chunks[-1][-1][0]:
-                if distinct == size:
-                    chunks.append([])
-                    distinct = 0
-                distinct += 1
-            chunks[-1].append(row)
-        for index, chunk in enumerate(chunks):
-            units[f"{lang}-{index:05d}"] = _Chunk(lang, chunk)
+        for index, chunk in enumerate(chunks[lang]):
+            units[f"{lang}-{index:05d}"] = _Chunk(lang, tuple(chunk), sum(b - a for _, a, b in chunk))
     return units
+
+
+def _rows(translate: Path, download: Path, chunk: _Chunk) -> list[Row]:
+    """The chunk's (key, English caption, translation) rows, sorted by key: one download shard's
+    files at a time."""
+    rows: list[Row] = []
+    for source, start, stop in chunk.sources:
+        t = _read(translate / f"{source}.parquet", ["key", "lang", "text"])
+        t = t.filter(pc.equal(t["lang"], chunk.lang))
+        pairs = sorted(zip(t.column("key").to_pylist(), t.column("text").to_pylist()), key=lambda r: r[0])
+        pairs = pairs[start:stop]
+        samples = download / f"samples-{source}.parquet"
+        captions: dict[str, str] = {}
+        if samples.exists():
+            s = _read(samples, ["key", "caption"])
+            captions = dict(zip(s.column("key").to_pylist(), s.column("caption").to_pylist()))
+        rows.extend((key, captions.get(key), text) for key, text in pairs)
+    return rows
 
 
 class _Pair(NamedTuple):
@@ -206,18 +246,21 @@ def _tokenized_pairs(lang: str, rows: list[Row]) -> tuple[list[_Pair], list[cont
 
 @dataclass(frozen=True)
 class _ChunkJob:
-    lang: str
-    rows: list[Row]
+    chunk: _Chunk
+    translate: Path
+    download: Path
     out: Path
     rel: str
     model: int
     priors: Path | None
-    gold: dict[str, GoldPair]
+    gold: dict[str, GoldPair]  # the language's gold pairs by English sentence
 
 
 def _align_chunk(job: _ChunkJob) -> contract.UnitResult:
-    """Tokenize, align and write one chunk (runs in a pool worker when align.workers > 1)."""
-    pairs, rejects = _tokenized_pairs(job.lang, job.rows)
+    """Read, tokenize, align and write one chunk (in a pool worker when align.workers > 1)."""
+    lang, rows = job.chunk.lang, _rows(job.translate, job.download, job.chunk)
+    gold = {en: job.gold[en] for _, en, _ in rows if en in job.gold}
+    pairs, rejects = _tokenized_pairs(lang, rows)
     en_words = [[t for t, _, _ in p.en_tokens] for p in pairs]
     xx_words = [[t for t, _, _ in p.xx_tokens] for p in pairs]
     started = time.perf_counter()
@@ -232,13 +275,14 @@ def _align_chunk(job: _ChunkJob) -> contract.UnitResult:
         "words": xx_words,
         "links": [[list(link) for link in sent] for sent in links],
     }
-    atomic.write_parquet(job.out / job.rel, pa.table(columns, schema=OUTPUT_SCHEMA))
-    extra: dict[str, Any] = {"lang": job.lang, "eflomal_seconds": round(seconds, 3)}
-    if job.gold:
-        extra.update(_gold_counts(pairs, links, job.gold))
+    with atomic.atomic_path(job.out / job.rel) as tmp:  # small row groups: shard reads by key range
+        pq.write_table(pa.table(columns, schema=OUTPUT_SCHEMA), tmp, row_group_size=ROW_GROUP)
+    extra: dict[str, Any] = {"lang": lang, "eflomal_seconds": round(seconds, 3)}
+    if gold:
+        extra.update(_gold_counts(pairs, links, gold))
     return contract.UnitResult(
         files={job.rel: len(pairs)},
-        samples_in=len(job.rows),
+        samples_in=len(rows),
         samples_out=len(pairs),
         rejects=rejects,
         extra=extra,
@@ -250,7 +294,10 @@ class _PriorsJob:
     lang: str
     path: Path
     model: int
-    rows: list[Row] | None = None  # pairs of the stage itself
+    sample: tuple[_Chunk, ...] = ()  # chunks of the stage itself to sample pairs from
+    limit: int = 0
+    translate: Path | None = None
+    download: Path | None = None
     corpus: PriorCorpus | None = None
 
 
@@ -277,7 +324,7 @@ def _learn(job: _PriorsJob) -> dict[str, Any]:
         source, target = _corpus_pairs(job.lang, job.corpus)
         origin = f"prior_corpus {Path(job.corpus.src).name}"
     else:
-        pairs, _ = _tokenized_pairs(job.lang, job.rows or [])
+        pairs, _ = _tokenized_pairs(job.lang, _sampled_rows(job))
         source = [[t for t, _, _ in p.en_tokens] for p in pairs]
         target = [[t for t, _, _ in p.xx_tokens] for p in pairs]
         origin = "stage pairs"
@@ -299,10 +346,18 @@ def _learn(job: _PriorsJob) -> dict[str, Any]:
     }
 
 
-def _sample(rows: list[Row], limit: int) -> list[Row]:
-    """Every k-th row, spread over the whole (key-sorted) language: deterministic."""
-    step = max(1, math.ceil(len(rows) / limit))
-    return rows[::step][:limit]
+def _sampled_rows(job: _PriorsJob) -> list[Row]:
+    """Every k-th row of the language's chunks, spread over all of them (deterministic), read one
+    chunk at a time: at most `limit` rows held."""
+    assert job.translate is not None and job.download is not None
+    step = max(1, math.ceil(sum(c.pairs for c in job.sample) / job.limit))
+    out: list[Row] = []
+    seen = 0
+    for chunk in job.sample:
+        rows = _rows(job.translate, job.download, chunk)
+        out.extend(rows[(-seen) % step :: step])
+        seen += len(rows)
+    return out[: job.limit]
 
 
 def plan(ctx: Context) -> Work:
@@ -342,18 +397,19 @@ def plan(ctx: Context) -> Work:
         if corpus is not None:
             return learned, _PriorsJob(lang, learned, align.model, corpus=corpus)
         if len(chunks_of[lang]) > 1:
-            rows = [r for u in chunks_of[lang] for r in units[u].rows]
-            return learned, _PriorsJob(lang, learned, align.model, _sample(rows, align.prior_pairs))
+            chunks = tuple(units[u] for u in chunks_of[lang])
+            return learned, _PriorsJob(
+                lang, learned, align.model, chunks, align.prior_pairs, inputs["translate"], inputs["download"]
+            )
         return None, None
 
     def job(unit: str) -> _ChunkJob:
         chunk = units[unit]
-        gold = {}
-        if align.gold:
-            lang_gold = gold_by_lang().get(chunk.lang, {})
-            gold = {en: lang_gold[en] for _, en, _ in chunk.rows if en in lang_gold}
+        gold = gold_by_lang().get(chunk.lang, {}) if align.gold else {}
+        priors = priors_for(chunk.lang)[0]
+        rel = f"{unit}.parquet"
         return _ChunkJob(
-            chunk.lang, chunk.rows, out_dir, f"{unit}.parquet", align.model, priors_for(chunk.lang)[0], gold
+            chunk, inputs["translate"], inputs["download"], out_dir, rel, align.model, priors, gold
         )
 
     pool: ProcessPoolExecutor | None = None
@@ -406,7 +462,25 @@ def shows(spec: PipelineSpec, folder: Path, state: dict[str, Any]) -> Shows:
     return Shows(lines=("Alignment AER vs gold: " + ", ".join(f"{k} {v:.3f}" for k, v in aer.items()),))
 
 
-STAGE = Stage(NAME, deps=("download", "translate"), config=config, plan=plan, shows=shows)
+def checks(spec: PipelineSpec) -> list[str]:
+    try:
+        _check(spec)
+    except contract.StageError as err:
+        return [str(err).removeprefix(f"{NAME}: ")]
+    return []
+
+
+def needs(spec: PipelineSpec) -> Needs:
+    corpora = [p for c in spec.align.prior_corpus.values() for p in (c.src, c.tgt)]
+    return Needs(
+        reads=tuple([*([spec.align.gold] if spec.align.gold else []), *corpora]),
+        resources=f"{spec.align.workers} eflomal process(es), chunks of {spec.align.chunk_size} pairs",
+    )
+
+
+STAGE = Stage(
+    NAME, deps=("download", "translate"), config=config, plan=plan, shows=shows, checks=checks, needs=needs
+)
 
 
 def _priors_summary(records: list[dict[str, Any]], paths: dict[str, Path | None]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ unit up front, saving into the same store, and the units then only parse and fil
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -26,7 +27,7 @@ import pyarrow.parquet as pq
 
 from mvlp_core import atomic, contract
 from mvlp_core.spec import PipelineSpec, fingerprint_config
-from mvlp_core.stage import LOCAL, Context, Stage, Work, local_or_ray
+from mvlp_core.stage import LOCAL, Context, Needs, Stage, Work, local_or_ray
 from mvlp_core.stages.qa.filters import Filtered, filter_pairs
 from mvlp_core.stages.qa.parser import OUTPUT_REASONS, QAPair, parse_output
 from mvlp_core.stages.qa.partial import PartialStore
@@ -211,4 +212,31 @@ def default_engine(spec: PipelineSpec) -> str:
 
 
 ENGINES = local_or_ray("ray_jobs.qa:questioner")
-STAGE = Stage("qa", ("download",), config, plan, ENGINES, default_engine=default_engine)
+
+
+def checks(spec: PipelineSpec) -> list[str]:
+    http = spec.qa.http
+    if spec.qa.backend == "http" and http.api_key_env and not os.environ.get(http.api_key_env):
+        return [f"qa.http.api_key_env names {http.api_key_env}, which is not set; export it"]
+    return []
+
+
+def needs(spec: PipelineSpec) -> Needs:
+    qa = spec.qa
+    if qa.backend == "hf":
+        return Needs(loads=(qa.hf.model,), resources="this process (a GPU when one is visible)")
+    if qa.backend == "vllm":
+        v = qa.vllm
+        return Needs(
+            loads=(v.model,), resources=f"{v.concurrency} vLLM replica(s) x {v.gpus_per_replica} GPU(s)"
+        )
+    if qa.backend == "http":
+        return Needs(
+            resources=f"{qa.http.concurrency} requests in flight to {qa.http.base_url} ({qa.http.model})"
+        )
+    return Needs(resources="this process (rules, no model)")
+
+
+STAGE = Stage(
+    "qa", ("download",), config, plan, ENGINES, default_engine=default_engine, checks=checks, needs=needs
+)

@@ -20,7 +20,7 @@ from typing import IO
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from mvlp_core import atomic, contract, textbytes
+from mvlp_core import atomic, contract, storage, textbytes
 from mvlp_core.spec import PipelineSpec, TextCorpusSpec
 
 ROW_DIGITS = 10  # CC-100's larger languages have more than 10^9 lines
@@ -77,8 +77,10 @@ def _not_found(location: str, stream: Stream | None) -> contract.StageError:
 
 
 def open_binary(location: str, stream: Stream | None = None) -> IO[bytes]:
+    """The file's bytes, decompressed by extension and streamed (an s3:// or gs:// object with
+    ranged reads); a remote failure no retry can fix is a one-line StageError (`storage.errors`)."""
     try:
-        return fsspec.open(location, "rb", compression="infer").open()
+        return storage.open_input(location, compression="infer", what="text-shard: corpus file")
     except FileNotFoundError:
         raise _not_found(location, stream) from None
 
@@ -87,11 +89,13 @@ def source_id(location: str) -> str:
     """Content identity for the fingerprint: sha256 of a local file; size + ETag/mtime of a
     remote one (hashing terabytes of remote corpora on every status call is not affordable)."""
     fs, path = fsspec.core.url_to_fs(location)
-    if not fs.exists(path):
-        raise _not_found(location, None)
     if isinstance(fs, LocalFileSystem):
+        if not fs.exists(path):
+            raise _not_found(location, None)
         return atomic.sha256_file(Path(path))
-    info = fs.info(path)
+    info = storage.info(location, "text-shard: corpus file")  # a StageError for credentials, access, bucket
+    if info is None:
+        raise _not_found(location, None)
     keys = ("size", "ETag", "etag", "mtime", "LastModified", "md5Hash")
     return hashlib.sha256(json.dumps({k: str(info.get(k)) for k in keys}).encode()).hexdigest()
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from mvlp_core import atomic, contract, sampling
+from mvlp_core import atomic, contract, readable, sampling
 from mvlp_core.spec import PipelineSpec, fingerprint_config
-from mvlp_core.stage import Context, Shows, Stage, Work
+from mvlp_core.stage import Context, Needs, Shows, Stage, Work
 from mvlp_core.stages.text_shard import filters
 from mvlp_core.stages.text_shard.readers import (
     BadLine,
@@ -260,4 +260,16 @@ def shows(spec: PipelineSpec, folder: Path, state: dict[str, Any]) -> Shows:
     )
 
 
-STAGE = Stage("text-shard", deps=(), config=config, plan=plan, shows=shows)
+def _files(spec: PipelineSpec) -> list[str]:
+    return [f for s in streams(spec) for f in s.files]
+
+
+def checks(spec: PipelineSpec) -> list[str]:
+    return [p for f in _files(spec) if (p := readable.problem(f, "text corpus file", "text.corpora[].path"))]
+
+
+def needs(spec: PipelineSpec) -> Needs:
+    return Needs(reads=tuple(_files(spec)), resources="this process, memory bounded by a unit")
+
+
+STAGE = Stage("text-shard", deps=(), config=config, plan=plan, shows=shows, checks=checks, needs=needs)

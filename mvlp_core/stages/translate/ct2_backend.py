@@ -3,12 +3,12 @@ on GPU by default, several times faster than transformers' generate for the same
 
 `convert` turns an HF checkpoint (MarianMT, M2M-100, NLLB) into a model folder this backend loads,
 with the tokenizer saved beside it. Tokenization and language steering are the hf backend's
-(seq2seq), so both backends feed the model the same tokens.
+(seq2seq), so both backends feed the model the same tokens; as there, a model folder several
+languages name (a multilingual or multi-target model) is loaded once and shared.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,54 +51,53 @@ def resolve_compute_type(compute_type: str, device: str) -> str:
     return compute_type
 
 
-@dataclass
-class _Loaded:
-    tokenizer: Any
-    translator: Any
-    steering: seq2seq.Steering
+def is_converted(folder: str) -> bool:
+    return (Path(folder) / "model.bin").is_file()
 
 
-class CT2Backend(seq2seq.PerLanguageModels):
+def not_converted(name: str, langs: list[str]) -> StageError:
+    return StageError(
+        f"{FIELD}: {name} is not a CTranslate2 model folder (no model.bin) for en->{', '.join(langs)}. "
+        "Convert the HF checkpoint first: python -c 'from mvlp_core.stages.translate."
+        'ct2_backend import convert; convert("Helsinki-NLP/opus-mt-en-de", '
+        '"/models/ct2/opus-mt-en-de")\' (or ct2-transformers-converter), then point '
+        f"{FIELD} at the folder ({{lang}}/{{opus}} are filled per language)"
+    )
+
+
+class CT2Backend(seq2seq.SharedModels):
     PROVENANCE = "ctranslate2"
+    FIELD = FIELD
     spec: CT2TranslateSpec
 
-    def _model(self, lang: str) -> _Loaded:
-        if lang in self._models:
-            return self._models[lang]
+    def tokenizer_name(self, lang: str) -> str:
+        """`translate.ctranslate2.tokenizer` filled for `lang`, else the model folder (where
+        `convert` saves the tokenizer)."""
+        return model_name(self.spec.tokenizer, lang) if self.spec.tokenizer else self.model_name(lang)
+
+    def _unusable(self, name: str, langs: list[str]) -> StageError | None:
+        return None if is_converted(name) else not_converted(name, langs)
+
+    def _load(self, name: str, lang: str) -> Any:
         import ctranslate2
 
-        name = self.model_name(lang)
-        if not (Path(name) / "model.bin").is_file():
-            raise StageError(
-                f"{FIELD}: {name} is not a CTranslate2 model folder (no model.bin) for en->{lang}. "
-                "Convert the HF checkpoint first: python -c 'from mvlp_core.stages.translate."
-                'ct2_backend import convert; convert("Helsinki-NLP/opus-mt-en-de", '
-                '"/models/ct2/opus-mt-en-de")\' (or ct2-transformers-converter), then point '
-                f"{FIELD} at the folder ({{lang}}/{{opus}} are filled per language)"
-            )
-        tokenizer_name = model_name(self.spec.tokenizer, lang) if self.spec.tokenizer else name
-        tokenizer = seq2seq.load_tokenizer(tokenizer_name, FIELD, lang)
         device = resolve_device(self.spec.device)
         try:
-            translator = ctranslate2.Translator(
+            return ctranslate2.Translator(
                 name,
                 device=device,
                 compute_type=resolve_compute_type(self.spec.compute_type, device),
                 intra_threads=self.spec.intra_threads,
             )
-        except Exception as err:  # a corrupt or incompatible folder is about the run
-            raise seq2seq.load_failure(FIELD, lang, name, err) from err
-        loaded = _Loaded(tokenizer, translator, seq2seq.steering(tokenizer, lang, name))
-        self._models[lang] = loaded
-        return loaded
+        except Exception as err:  # a missing, corrupt or incompatible folder is about the run
+            raise seq2seq.load_failure(FIELD, [lang], name, err) from err
 
     def generate(self, texts: list[str], lang: str) -> list[str]:
-        loaded = self._model(lang)
-        tok = loaded.tokenizer
-        ids = tok([loaded.steering.source_prefix + t for t in texts], truncation=True)["input_ids"]
+        tok, translator, steer = self.tokenizer(lang), self.model(lang), self.steering(lang)
+        ids = tok([steer.source_prefix + t for t in texts], truncation=True)["input_ids"]
         sources = [tok.convert_ids_to_tokens(x) for x in ids]
-        prefix = [[loaded.steering.target_token]] * len(texts) if loaded.steering.target_token else None
-        results = loaded.translator.translate_batch(
+        prefix = [[steer.target_token]] * len(texts) if steer.target_token else None
+        results = translator.translate_batch(
             sources,
             target_prefix=prefix,
             max_batch_size=self.spec.batch_tokens,

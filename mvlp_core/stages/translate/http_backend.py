@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
 from mvlp_core.contract import Reject
 from mvlp_core.openai_http import EndpointConfig, EndpointError, OpenAIClient
@@ -50,6 +51,31 @@ class HTTPBackend:
         if self._client is None:
             self._client = OpenAIClient(EndpointConfig.from_spec(self.spec, FIELD))
         return self._client
+
+    def problems(self) -> list[str]:
+        """The checks `mvlp plan` runs, sending nothing: `base_url` is an http(s) URL with a host,
+        and the variable `api_key_env` names is set."""
+        out = []
+        try:
+            url = urlsplit(self.spec.base_url)
+            valid = url.scheme in ("http", "https") and bool(url.hostname) and url.port != 0
+        except ValueError:  # .port raises on a port that is not a number in range
+            valid = False
+        if not valid:
+            shown = self.spec.base_url.rsplit("@", 1)[-1]  # never echo a user:key@
+            out.append(
+                f"{FIELD}.base_url: {shown!r} is not an http(s) URL with a host; give the server's "
+                "address, e.g. http://127.0.0.1:8000/v1 (OpenAI-compatible) or "
+                "http://127.0.0.1:5000 (LibreTranslate)"
+            )
+        name = self.spec.api_key_env
+        if name and not os.environ.get(name, "").strip():
+            out.append(
+                f"{FIELD}.api_key_env: the environment variable {name} is not set or empty; export "
+                f"{name}=<your key> before the run, or set {FIELD}.api_key_env to null for a "
+                "server without authentication"
+            )
+        return out
 
     def load(self) -> None:
         """Check the server before any unit: the model for openai, the languages for LibreTranslate."""

@@ -137,6 +137,19 @@ class ImportBackend:
         self.languages = list(languages)
         self._table: Translations | None = None
 
+    def problems(self) -> list[str]:
+        """The checks `mvlp plan` runs: the file (found and named by its format in __init__) opens
+        for reading."""
+        try:
+            with self.path.open("rb") as f:
+                f.read(1)
+        except OSError as err:
+            return [
+                f"translate.import.path: cannot read {self.path} ({err.strerror or err}); make it "
+                "readable by the user that runs the pipeline"
+            ]
+        return []
+
     def load(self) -> None:
         if self._table is None:
             self._table = load_translations(self.path, self.key_by, self.languages)

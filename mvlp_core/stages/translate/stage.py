@@ -35,6 +35,8 @@ BACKEND_SECTIONS = ("import_", "hf", "ctranslate2", "http")
 
 
 class Backend(Protocol):
+    def problems(self) -> list[str]: ...
+
     def load(self) -> None: ...
 
     def provenance(self, lang: str) -> str: ...
@@ -94,6 +96,18 @@ def config(spec: PipelineSpec) -> dict[str, Any]:
     if active == "import_":
         out["import_sha256"] = atomic.sha256_file(import_path(spec.translate.import_))
     return out
+
+
+def checks(spec: PipelineSpec) -> list[str]:
+    """What `mvlp plan` can find wrong before any work, loading no model weights, one line per
+    problem naming cause and fix: the import file readable; each language's model and tokenizer
+    resolvable by path or name and holding a target token for it (hf, ctranslate2); the server's
+    URL valid and its key's variable set (http)."""
+    try:
+        backend = make_backend(spec)
+    except contract.StageError as err:  # e.g. no import file
+        return [str(err)]
+    return backend.problems()
 
 
 def shard_ids(download: Path) -> list[str]:
@@ -216,4 +230,5 @@ def plan(ctx: Context) -> Work:
     )
 
 
-STAGE = Stage(STAGE_NAME, ("download",), config, plan, local_or_ray("ray_jobs.translate:ray_executor"))
+ENGINES = local_or_ray("ray_jobs.translate:ray_executor")
+STAGE = Stage(STAGE_NAME, ("download",), config, plan, ENGINES, checks=checks)

@@ -1,0 +1,116 @@
+"""iglue-eval's compute-free checks and needs, as `mvlp plan` (and `mvlp run`, before any stage)
+shows them: one line per problem naming the cause and the fix; what it reads and asks for."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from iglue_data import REAL_IGLUE, needs_real
+from typer.testing import CliRunner
+
+from flows.cli import app
+from mvlp_core import pipeline, plan
+from mvlp_core.spec import load_spec
+from mvlp_core.stages import iglue_eval
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mvlp_core.synth import write_world
+
+    out = tmp_path_factory.mktemp("run")
+    write_world(out / "world", 12, 0)
+    return out
+
+
+def _checks(workdir: Path, *overrides: str) -> list[str]:
+    return iglue_eval.STAGE.checks(load_spec("demo", list(overrides), workdir=workdir))
+
+
+def test_a_root_unset_or_absent_is_one_line(tmp_path: Path) -> None:
+    [unset] = _checks(tmp_path, "iglue.root=null")
+    assert "iglue.root is not set" in unset and "iglue.image_roots" in unset
+    [absent] = _checks(tmp_path, f"iglue.root={tmp_path / 'nowhere'}")
+    assert f"{tmp_path / 'nowhere'} is not a folder" in absent
+
+
+def test_a_written_world_passes_and_each_missing_piece_is_one_line(world: Path, tmp_path: Path) -> None:
+    assert _checks(world) == []
+    # a copy of the world's annotations (its images linked) with a test file and a folder gone
+    root = tmp_path / "iglue"
+    shutil.copytree(world / "world/iglue", root, ignore=shutil.ignore_patterns("images"))
+    (root / "images").mkdir()
+    for kind in ("flickr30k", "nlvr2", "marvl", "wit"):
+        (root / "images" / kind).symlink_to(world / "world/iglue/images" / kind)
+    (root / "XVNLI/annotations/fr/test.jsonl").unlink()
+    (root / "XVNLI/annotations_machine-translate/ja/test.jsonl").unlink()
+    (root / "nlvr2/annotations/train.jsonl").unlink()
+    overrides = [
+        f"iglue.root={root}",
+        f"iglue.image_roots={{coco: {root}/images/flickr30k}}",
+        "iglue.settings=[zero-shot, translate-test]",
+    ]
+    found = _checks(tmp_path, *overrides)
+    assert len(found) == 4, found
+    assert all("\n" not in line and "; " in line for line in found)  # cause; fix
+    by_file = {
+        name: [line for line in found if name in line] for name in ("fr/test", "ja/test", "train.jsonl")
+    }
+    assert all(len(lines) == 1 for lines in by_file.values()), found
+    assert "drop fr from iglue.languages.xvnli" in by_file["fr/test"][0]
+    assert "translate-test" in by_file["ja/test"][0]
+    assert "iglue.finetune.tasks.marvl.epochs: 0" in by_file["train.jsonl"][0]
+    [gqa] = [line for line in found if "image folder gqa" in line]
+    assert f"{root}/images/gqa is missing" in gqa and "iglue.image_roots.gqa" in gqa and "xgqa" in gqa
+    # without fine-tuning, no training set is needed
+    assert len(_checks(tmp_path, *overrides, "iglue.finetune.tasks={marvl: {epochs: 0}}")) == 3
+
+
+@needs_real
+def test_the_real_copy_names_what_it_lacks(tmp_path: Path) -> None:
+    """IGLUE's public copy: no English training sets and no images; every test file it has."""
+    found = _checks(
+        tmp_path,
+        f"iglue.root={REAL_IGLUE}",
+        "iglue.image_roots={}",
+        "iglue.languages={}",  # IGLUE's languages
+        "iglue.finetune.tasks={}",
+    )
+    assert sum("English training set missing" in line for line in found) == 5
+    assert not any("test file missing" in line or "dev file missing" in line for line in found), found
+    assert (
+        sum(line.startswith("image folder ") for line in found) == 6
+    )  # flickr30k, gqa, nlvr2, marvl, coco, wit
+
+
+def test_an_unwritten_world_is_no_problem_to_plan(tmp_path: Path) -> None:
+    """The demo's iglue.root is in the synthetic world, written when the run starts: `mvlp plan`
+    in a fresh workdir says so and exits 0."""
+    spec = load_spec("demo", workdir=tmp_path / "fresh")
+    assert iglue_eval.STAGE.checks(spec)  # the root is missing ...
+    assert plan.problems(spec, pipeline.names()) == []  # ... until the run writes the world
+    result = CliRunner().invoke(app, ["plan", "demo", "--workdir", str(tmp_path / "fresh")])
+    assert result.exit_code == 0, result.output
+
+
+def test_needs_names_the_folders_read_and_what_each_unit_asks_for(world: Path) -> None:
+    local = iglue_eval.STAGE.needs(load_spec("demo", workdir=world))
+    iglue = world / "world/iglue"
+    assert local.reads == tuple(
+        map(str, [iglue, *(iglue / "images" / k for k in ("flickr30k", "gqa", "nlvr2", "marvl", "wit"))])
+    )
+    assert local.resources.startswith("this process (cpu), 29 units one after another")
+    assert "1024 MiB of decoded images per unit" in local.resources
+
+    ray = iglue_eval.STAGE.needs(
+        load_spec(
+            "demo",
+            ["execution.engines={iglue-eval: ray}", "iglue.device=cuda", "iglue.gpus_per_unit=0.5"],
+            workdir=world,
+        )
+    )
+    assert "29 units as Ray tasks x (1 CPU + 0.5 GPU)" in ray.resources
+    shown = plan.stage_plan(load_spec("demo", workdir=world), "iglue-eval")
+    assert shown.reads[0] == f"{iglue} ({plan.size_of(str(iglue))})"

@@ -1,0 +1,132 @@
+"""The shard stage joins upstream outputs one download shard at a time: each unit's records carry
+the captions, alignments and QA of its own keys, tars are cut per unit, and an image whose bytes
+repeat an earlier one's is a `duplicate_image` reject naming the key that kept it."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from mvlp_core import contract
+from mvlp_core.spec import load_spec
+from mvlp_core.stages.download import SAMPLES_SCHEMA
+from mvlp_core.stages.shard import STAGE as SHARD
+
+PER_UNIT = 5
+
+
+def _jpeg(colour: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), colour).save(out, "JPEG")
+    return out.getvalue()
+
+
+def _manifest(folder: Path, stage: str, extra: dict) -> None:
+    contract.Manifest(stage, "fp", {}, 0, 0, {}, 0.0, 0, extra).save(folder)
+
+
+def _world(tmp_path: Path, units: int, same_as: dict[int, int]) -> dict[str, Path]:
+    """`units` download shards of PER_UNIT images; image i's bytes are image same_as[i]'s."""
+    inputs = {name: tmp_path / name for name in ("download", "translate", "align", "qa")}
+    for folder in inputs.values():
+        (folder / "webdataset").mkdir(parents=True)
+    align_rows = []
+    for u in range(units):
+        unit = f"{u:05d}"
+        samples, wds, translations, qa = [], [], [], []
+        with tarfile.open(inputs["download"] / "webdataset" / f"{unit}.tar", "w") as tar:
+            for j in range(PER_UNIT):
+                i = u * PER_UNIT + j
+                key, jpg = f"cc3m-{i:09d}", _jpeg(((same_as.get(i, i) * 40) % 256, 0, 0))
+                info = tarfile.TarInfo(f"{j:04d}.jpg")
+                info.size = len(jpg)
+                tar.addfile(info, io.BytesIO(jpg))
+                samples.append(
+                    {
+                        "key": key,
+                        "row": i,
+                        "url": f"http://x/{i}.jpg",
+                        "caption": f"caption {i}",
+                        "tar": f"webdataset/{unit}.tar",
+                        "member": f"{j:04d}.jpg",
+                        "width": 8,
+                        "height": 8,
+                    }
+                )
+                wds.append({"mvlp_key": key, "status": "success", "sha256": hashlib.sha256(jpg).hexdigest()})
+                translations.append(
+                    {"key": key, "lang": "de", "text": f"Bildunterschrift {i}", "provenance": "import:x"}
+                )
+                qa.append({"key": key, "question": f"q{i}?", "answer": f"a{i}", "generator": "rules"})
+                align_rows.append(
+                    {
+                        "key": key,
+                        "words_en": ["caption", str(i)],
+                        "words": ["Bildunterschrift", str(i)],
+                        "links": [[0, 0], [1, 1]],
+                    }
+                )
+        pq.write_table(
+            pa.Table.from_pylist(samples, schema=SAMPLES_SCHEMA),
+            inputs["download"] / f"samples-{unit}.parquet",
+        )
+        pq.write_table(pa.Table.from_pylist(wds), inputs["download"] / "webdataset" / f"{unit}.parquet")
+        pq.write_table(pa.Table.from_pylist(translations), inputs["translate"] / f"{unit}.parquet")
+        pq.write_table(pa.Table.from_pylist(qa), inputs["qa"] / f"{unit}.parquet")
+    # one alignment file cut into row groups of 4 keys: each unit reads the groups of its key range
+    pq.write_table(pa.Table.from_pylist(align_rows), inputs["align"] / "de-00000.parquet", row_group_size=4)
+    _manifest(inputs["download"], "download", {})
+    _manifest(inputs["translate"], "translate", {})
+    _manifest(inputs["align"], "align", {"provenance": "eflomal:model3"})
+    _manifest(inputs["qa"], "qa", {"generator": "rules"})
+    return inputs
+
+
+def _records(folder: Path) -> dict[str, dict]:
+    out = {}
+    for path in sorted(folder.glob("shard-*.tar")):
+        with tarfile.open(path) as tar:
+            for m in tar:
+                if m.name.endswith(".json"):
+                    out[m.name[:-5]] = json.loads(tar.extractfile(m).read())
+    return out
+
+
+def test_each_unit_joins_its_own_keys_into_its_own_tars(tmp_path):
+    inputs = _world(tmp_path, units=3, same_as={})
+    spec = load_spec("demo", ["languages=[de]", "shard.samples_per_shard=2"])
+    manifest = SHARD.run(spec, inputs, tmp_path / "shard")
+    assert sorted(p.name for p in (tmp_path / "shard").glob("*.tar")) == [
+        f"shard-{u:05d}-{n:03d}.tar" for u in range(3) for n in range(3)
+    ]  # 5 keys a unit, 2 a tar
+    records = _records(tmp_path / "shard")
+    assert len(records) == 15 and manifest.samples_out == 15 and manifest.extra["shards"] == 9
+    for i in range(15):
+        r = records[f"cc3m-{i:09d}"]
+        assert r["captions"] == {"en": f"caption {i}", "de": f"Bildunterschrift {i}"}
+        assert r["words"]["de"] == ["Bildunterschrift", str(i)] and r["alignments"]["de"] == [[0, 0], [1, 1]]
+        assert r["qa"] == [{"question": f"q{i}?", "answer": f"a{i}", "generator": "rules"}]
+    assert manifest.extra["provenance"] == {"translate": "import:x", "align": "eflomal:model3", "qa": "rules"}
+
+
+def test_an_image_seen_before_is_a_duplicate_image_reject(tmp_path):
+    # image 7 (unit 1) repeats image 2 (unit 0); images 13 and 14 (unit 2) repeat image 11
+    inputs = _world(tmp_path, units=3, same_as={7: 2, 13: 11, 14: 11})
+    manifest = SHARD.run(load_spec("demo", ["languages=[de]"]), inputs, tmp_path / "shard")
+    assert manifest.samples_in == 15 and manifest.samples_out == 12
+    assert manifest.rejects == {"duplicate_image": 3}
+    rejects = contract.read_rejects(tmp_path / "shard").to_pylist()
+    assert {(r["key"], r["detail"]) for r in rejects} == {
+        ("cc3m-000000007", "same sha256 as cc3m-000000002"),
+        ("cc3m-000000013", "same sha256 as cc3m-000000011"),
+        ("cc3m-000000014", "same sha256 as cc3m-000000011"),
+    }
+    kept = _records(tmp_path / "shard")
+    assert "cc3m-000000002" in kept and "cc3m-000000011" in kept and "cc3m-000000007" not in kept
