@@ -50,7 +50,9 @@ def spec_param(spec_path: str | Path) -> str:
 
 def job_variables(spec: PipelineSpec, pool_type: str) -> dict[str, Any]:
     if pool_type == "kubernetes":
-        return {"image": spec.execution.rayjob.cpu_image, "namespace": spec.execution.rayjob.namespace}
+        ex = spec.execution
+        pod = {k: v for k, v in ex.pod.model_dump().items() if v is not None}
+        return {"image": ex.rayjob.cpu_image, "namespace": ex.rayjob.namespace, **pod}
     pythonpath = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     return {"working_dir": str(PROJECT_ROOT), "env": {"PYTHONPATH": pythonpath}}
 

@@ -31,6 +31,7 @@ from mvlp_core.spec import PretrainSpec
 from mvlp_core.train import loop
 from mvlp_core.train.job import TrainJob, build
 from ray_jobs.connect import connect
+from ray_jobs.train_metrics import TrainGauges
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's registry of a run's checkpoints
 log = logging.getLogger(__name__)
@@ -45,10 +46,13 @@ class RayReporter:
     directory wins instead: a crash never sends training back further than it has to.
     """
 
-    def __init__(self, run_dir: Path | None):
+    def __init__(self, run_dir: Path | None, gauges: TrainGauges | None = None):
         self.run_dir = run_dir
+        self.gauges = gauges  # rank 0's: the run's metrics exported to Prometheus
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        if self.gauges is not None:
+            self.gauges.set(metrics)
         ckpt = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         name = f"checkpoint_{metrics['step']:08d}"
         upload = self.persist if self.run_dir else None
@@ -92,7 +96,9 @@ def train_worker(config: dict[str, Any]) -> None:
         model,
         loader(batches, job.spec.pretrain.loader.num_workers),
         job.spec.pretrain,
-        RayReporter(run_dir(job.spec.pretrain)),
+        RayReporter(
+            run_dir(job.spec.pretrain), TrainGauges(job.spec.pretrain.run_name) if rank == 0 else None
+        ),
         rank=rank,
         world=world,
         device=device,

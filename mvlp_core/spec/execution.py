@@ -10,9 +10,9 @@ fingerprinted.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field, StringConstraints
 
 from mvlp_core.spec.base import Strict
 
@@ -29,6 +29,26 @@ class RayJobSpec(Strict):
     dashboard_url: str | None = Field(
         None, description="Ray dashboard link shown in Prefect (default: the RayJob's status.dashboardURL)"
     )
+
+
+# Kubernetes quantities; a bare number from YAML (cpu_limit: 16) reads as its text
+Cpu = Annotated[str, BeforeValidator(lambda v: str(v)), StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?m?$")]
+Memory = Annotated[
+    str,
+    BeforeValidator(lambda v: str(v)),
+    StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"),
+]
+
+
+class PodSpec(Strict):
+    """The flow-run pod of a Kubernetes work pool, where the stages on the local engine run (ingest,
+    align, shard, text-shard, report): Kubernetes quantities; None keeps the pool's default
+    (infra/prefect/k8s-work-pool.json: 4 CPU requested, 8 limit, 16Gi)."""
+
+    cpu_request: Cpu | None = None
+    cpu_limit: Cpu | None = None
+    memory_request: Memory | None = None
+    memory_limit: Memory | None = None
 
 
 class ExecutionSpec(Strict):
@@ -52,6 +72,9 @@ class ExecutionSpec(Strict):
     )
     working_dir: str | None = Field(None, description="submit ray-jobs: upload this folder as the job's code")
     rayjob: RayJobSpec = RayJobSpec()
+    pod: PodSpec = Field(
+        PodSpec(), description="mvlp deploy --pool-type kubernetes: the flow-run pod's CPU and memory"
+    )
     poll_seconds: float = Field(5.0, gt=0, le=3600, description="seconds between job status reads")
     timeout_seconds: float = Field(
         7 * 86400, gt=0, le=90 * 86400, description="a submitted job running longer fails its stage"

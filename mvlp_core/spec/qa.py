@@ -41,6 +41,15 @@ class VLLMQASpec(Strict):
     engine_kwargs: dict[str, Any] = perf_only({}, description="extra vLLM engine arguments")
 
 
+class QARaySpec(Strict):
+    """The actor pool the rules, hf and http backends run on with `execution.engines.qa: ray`
+    (vllm sizes its own engines: qa.vllm.concurrency, gpus_per_replica)."""
+
+    concurrency: int = perf_only(2, gt=0, le=1024, description="actors, each with one loaded backend")
+    num_cpus: float = perf_only(1, gt=0, description="CPUs per actor")
+    num_gpus: float = perf_only(0, ge=0, description="GPUs per actor (hf on GPU nodes: 1)")
+
+
 class QASpec(Strict):
     backend: Literal["rules", "hf", "http", "vllm"] = "rules"
     pairs_per_caption: int = Field(
@@ -58,3 +67,4 @@ class QASpec(Strict):
     hf: HFQASpec | None = None
     http: HTTPQASpec | None = None
     vllm: VLLMQASpec | None = None
+    ray: QARaySpec = perf_only(QARaySpec(), description="the ray engine's actor pool (not vllm's)")

@@ -12,6 +12,12 @@ img2dataset's own downloader in a worker and stops the stage if the request did 
 guard (an img2dataset release that fetches some other way), rather than fetching unguarded.
 img2dataset honours X-Robots-Tag (`download.opt_out_directives`, addressed to nobody or to
 `download.user_agent_token`): such an image is an `opt_out` reject.
+
+Engines: `local` runs img2dataset's shards in a worker pool of this machine; `ray`
+(`execution.engines.download: ray`, `ray_jobs.download`) runs each shard as a Ray task on the
+cluster, the guard installed and checked in the task's worker process. Only where shards are
+fetched changes: units, commits (after a shard's stats exist) and rejects are this module's either
+way, and a unit fetched on Ray records the Ray node it was fetched on.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import pyarrow.parquet as pq
 from mvlp_core import atomic, contract, fetchguard, urlpolicy
 from mvlp_core.redirect import output_to
 from mvlp_core.spec import DownloadSpec, PipelineSpec, fingerprint_config
-from mvlp_core.stage import Context, Stage, Work
+from mvlp_core.stage import Context, Needs, Stage, Work, local_or_ray
 
 WDS_DIR = "webdataset"
 INPUT_DIR = "_input"
@@ -80,6 +86,14 @@ _ERROR_REASONS = [
         lambda m: "connection_error",
     ),
 ]
+
+
+# the guard a worker installs: fetchguard.install's arguments
+Guard = tuple[Any, int, int, float | None, fetchguard.HostLimits]
+# the ray engine's hook (`ray_jobs.download.distributor`): given the spec, the guard and a dict it
+# fills with shard -> the node that fetched it, an img2dataset distributor
+# (processes_count, downloader, reader, subjob_size, max_shard_retry) -> None
+RemoteDistributor = Callable[[PipelineSpec, Guard, dict[int, str]], Callable[..., None]]
 
 
 def error_reason(message: str | None, status: str) -> str:
@@ -256,19 +270,34 @@ def _logger_stopped_on_error():
         raise
 
 
-def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> None:
-    """Run img2dataset over the input files, its workers fetching through the fetch guard."""
+def guard_of(spec: PipelineSpec) -> Guard:
+    """What each worker passes to `fetchguard.install` for this spec."""
+    d = spec.download
+    policy = spec.ingest.url_policy if d.guard_fetch else None
+    return (policy, d.max_response_bytes, d.max_image_pixels, None, _host_limits(d))
+
+
+def _run_img2dataset(
+    spec: PipelineSpec,
+    out_dir: Path,
+    remote: RemoteDistributor | None = None,
+    fetched_on: dict[int, str] | None = None,
+) -> None:
+    """Run img2dataset over the input files, its workers fetching through the fetch guard: this
+    machine's worker pool, or `remote`'s (the ray engine's), which fills `fetched_on`."""
     from img2dataset import download as img2dataset_download
 
     img2dataset_main = sys.modules["img2dataset.main"]  # the package's `main` names a function
 
     d = spec.download
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    guard = guard_of(spec)
+    if remote is None:
+        name, distributor = "multiprocessing", functools.partial(_distributor, guard=guard)
+    else:  # built (joining Ray) before img2dataset's output goes to its log
+        name, distributor = "ray", remote(spec, guard, {} if fetched_on is None else fetched_on)
     with contextlib.ExitStack() as stack:
-        policy = spec.ingest.url_policy if d.guard_fetch else None
-        guard = (policy, d.max_response_bytes, d.max_image_pixels, None, _host_limits(d))
-        distributor = functools.partial(_distributor, guard=guard)
-        stack.enter_context(_patched(img2dataset_main, "multiprocessing_distributor", distributor))
+        stack.enter_context(_patched(img2dataset_main, f"{name}_distributor", distributor))
         stack.enter_context(output_to(out_dir / "img2dataset.log"))
         stack.enter_context(_logger_stopped_on_error())
         img2dataset_download(
@@ -292,7 +321,7 @@ def _run_img2dataset(spec: PipelineSpec, out_dir: Path) -> None:
             thread_count=d.threads,
             number_sample_per_shard=spec.ingest.shard_size,
             incremental_mode="incremental",
-            distributor="multiprocessing",
+            distributor=name,
             extract_exif=False,
             enable_wandb=False,
             compute_hash="sha256",
@@ -340,7 +369,12 @@ def _forget_damaged_shards(out_dir: Path, shards: list[int]) -> None:
 
 
 def _commit(
-    unit: str, shard: int | None, blocked: list[contract.Reject], ingest_dir: Path, out_dir: Path
+    unit: str,
+    shard: int | None,
+    blocked: list[contract.Reject],
+    ingest_dir: Path,
+    out_dir: Path,
+    node: str | None = None,
 ) -> contract.UnitResult:
     ingest = pq.read_table(ingest_dir / f"shard-{unit}.parquet").to_pylist()
     by_key = {r["key"]: r for r in ingest}
@@ -385,12 +419,15 @@ def _commit(
     if shard is not None:
         files[f"{WDS_DIR}/{shard:05d}.tar"] = len(samples)
     guarded = Counter(r.reason for r in rejects if fetchguard.BLOCK_PHRASE in r.detail)
+    extra: dict[str, Any] = {"fetch_guard_blocked": dict(guarded)}
+    if node is not None:
+        extra["node"] = node  # the Ray node that fetched the unit's shard
     return contract.UnitResult(
         files=files,
         samples_in=len(ingest),
         samples_out=len(samples),
         rejects=rejects,
-        extra={"fetch_guard_blocked": dict(guarded)},
+        extra=extra,
     )
 
 
@@ -399,6 +436,7 @@ def plan(ctx: Context) -> Work:
     ingest_dir = ctx.inputs["ingest"]
     units = _units(ingest_dir)
     state: dict[str, Any] = {}
+    fetched_on: dict[int, str] = {}  # shard -> Ray node, on the ray engine
 
     def before(pending: list[str]) -> None:
         state["pending"] = pending
@@ -406,17 +444,19 @@ def plan(ctx: Context) -> Work:
         _forget_damaged_shards(out_dir, [s for u in pending if (s := state["shard_of"][u]) is not None])
         t0 = time.perf_counter()
         if any(state["shard_of"][u] is not None for u in pending):
-            _run_img2dataset(spec, out_dir)
+            _run_img2dataset(spec, out_dir, ctx.hook, fetched_on)
         state["fetch_seconds"] = time.perf_counter() - t0
 
     def process(unit: str) -> contract.UnitResult:
-        return _commit(unit, state["shard_of"][unit], state["blocked"][unit], ingest_dir, out_dir)
+        shard = state["shard_of"][unit]
+        node = fetched_on.get(shard) if shard is not None else None
+        return _commit(unit, shard, state["blocked"][unit], ingest_dir, out_dir, node)
 
     def finalize(_: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
         fetched = sum(r["samples_out"] for r in records if r["unit"] in state.get("pending", ()))
         seconds = state.get("fetch_seconds") or 0
         rate = round(fetched / seconds, 2) if seconds else None
-        return {
+        extra = {
             "images_per_second": rate,
             "image_size": spec.download.image_size,
             "fetch_guard": spec.download.guard_fetch,
@@ -424,11 +464,32 @@ def plan(ctx: Context) -> Work:
                 sum((Counter(r["extra"].get("fetch_guard_blocked", {})) for r in records), Counter())
             ),
         }
+        nodes = Counter(r["extra"]["node"] for r in records if "node" in r["extra"])
+        if nodes:
+            extra["units_by_node"] = dict(sorted(nodes.items()))
+        return extra
 
     return Work(units, process, before=before, finalize=finalize)
 
 
-STAGE = Stage("download", deps=("ingest",), config=config, plan=plan)
+def needs(spec: PipelineSpec) -> Needs:
+    d = spec.download
+    if spec.execution.engines.get("download") == "ray":
+        return Needs(
+            resources=f"{d.processes} shard(s) at once as Ray tasks of 1 CPU x {d.threads} threads, "
+            "the stage folder on storage every node sees"
+        )
+    return Needs(resources=f"{d.processes} worker process(es) x {d.threads} threads on this machine")
+
+
+STAGE = Stage(
+    "download",
+    deps=("ingest",),
+    config=config,
+    plan=plan,
+    engines=local_or_ray("ray_jobs.download:distributor"),
+    needs=needs,
+)
 
 
 def iter_images(download_dir: Path, tar: str) -> dict[str, bytes]:

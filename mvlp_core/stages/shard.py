@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
@@ -131,8 +132,9 @@ class _Joined:
             )
         self.words: dict[str, dict[str, list[str]]] = defaultdict(dict)
         self.links: dict[str, dict[str, list[list[int]]]] = defaultdict(dict)
-        keys = set(self.samples)
-        first, last = (min(keys), max(keys)) if keys else ("", "")
+        keys = sorted(self.samples)
+        first, last = (keys[0], keys[-1]) if keys else ("", "")
+        wanted = pa.array(keys, pa.string())
         for lang, lang_groups in groups.items():
             for g in lang_groups:
                 if g.last < first or g.first > last:
@@ -140,11 +142,10 @@ class _Joined:
                 rows = pq.ParquetFile(g.path).read_row_group(
                     g.index, columns=["key", "words_en", "words", "links"]
                 )
-                for r in rows.to_pylist():
-                    if r["key"] in keys:
-                        self.words[r["key"]]["en"] = r["words_en"]
-                        self.words[r["key"]][lang] = r["words"]
-                        self.links[r["key"]][lang] = r["links"]
+                for r in rows.filter(pc.is_in(rows["key"], value_set=wanted)).to_pylist():
+                    self.words[r["key"]]["en"] = r["words_en"]
+                    self.words[r["key"]][lang] = r["words"]
+                    self.links[r["key"]][lang] = r["links"]
         self.languages = list(groups)
         self.provenance = provenance
 

@@ -23,7 +23,7 @@ CASES = [  # stage, output file, its unit
     ("translate", "00001.parquet", "00001"),
     ("align", "fr-00000.parquet", "fr-00000"),  # align's units: chunks of align.chunk_size per language
     ("qa", "00001.parquet", "00001"),
-    ("shard", "shard-00001.tar", "00001"),
+    ("shard", "shard-00001-000.tar", "00001"),
 ]
 
 

@@ -55,6 +55,9 @@ def test_kubernetes_pool_uses_the_spec_image_and_namespace() -> None:
     )
     d = deploy.build_deployments(spec, "demo", [], "mvlp-k8s", "kubernetes")[0]
     assert d.job_variables == {"image": "reg/mvlp:9-cpu", "namespace": "mvlp-dev"}
+    sized = load_spec("demo", ["execution.pod.cpu_limit=16", "execution.pod.memory_request=48Gi"])
+    job = deploy.build_deployments(sized, "demo", [], "mvlp-k8s", "kubernetes")[0].job_variables
+    assert job["cpu_limit"] == "16" and job["memory_request"] == "48Gi" and "cpu_request" not in job
     template = json.loads(deploy.K8S_POOL_TEMPLATE.read_text())
     props = template["variables"]["properties"]
     assert {"image", "namespace", "cpu_limit", "memory_limit", "service_account_name"} <= set(props)

@@ -8,9 +8,10 @@ candidate pairs were filtered for, or `no_candidates`.
 
 Backends either return candidate pairs directly (`rules`) or generate text that is parsed here
 (`hf`, `http`, `vllm`). Generated text is saved in batches inside a unit (`partial.PartialStore`),
-so a resumed run re-asks the model only for captions it has not answered yet. A backend that
-streams many units through one engine (`vllm`, the ray engine's `ray_jobs.qa`) generates for every pending
-unit up front, saving into the same store, and the units then only parse and filter.
+so a resumed run re-asks the model only for captions it has not answered yet. The ray engine
+(`ray_jobs.qa`, every backend) streams many units through one pool of workers: it generates for
+every pending unit up front, saving into the same store, and the units then only parse and
+filter (what its workers saved for `rules`, their candidates, it reads back itself: `parse`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ SaveFn = Callable[[str, list[str], list[str]], None]
 
 class Questioner(Protocol):
     """`rules`-like backends define `candidates`; model backends define `generate` and `prefix`
-    (text put back in front of the output before parsing, e.g. the prompt's final "Q:")."""
+    (text put back in front of the output before parsing, e.g. the prompt's final "Q:"), and may
+    define `generate_units(todo, save)` (every pending unit's captions up front) and
+    `parse(text) -> (pairs, problems) | None` (text they saved that is not model output)."""
 
     generator: str
 
@@ -138,10 +141,15 @@ def candidates_for(
     if hasattr(backend, "candidates"):
         return {c: (pairs, []) for c, pairs in zip(captions, backend.candidates(captions))}
     texts = generate_unit(backend, unit, captions, store, spec.qa.checkpoint_every)
+    # an engine whose workers save something other than model text (the ray engine's rules:
+    # their candidates) reads it back itself; None: model text, parsed here
+    own = getattr(backend, "parse", None) or (lambda _text: None)
     out = {}
     for caption in captions:
-        parsed = parse_output(backend.prefix + texts[caption], spec.qa.max_output_chars)
-        out[caption] = (parsed.pairs, parsed.problems)
+        out[caption] = own(texts[caption])
+        if out[caption] is None:
+            parsed = parse_output(backend.prefix + texts[caption], spec.qa.max_output_chars)
+            out[caption] = (parsed.pairs, parsed.problems)
     return out
 
 
@@ -223,18 +231,27 @@ def checks(spec: PipelineSpec) -> list[str]:
 
 def needs(spec: PipelineSpec) -> Needs:
     qa = spec.qa
-    if qa.backend == "hf":
-        return Needs(loads=(qa.hf.model,), resources="this process (a GPU when one is visible)")
     if qa.backend == "vllm":
         v = qa.vllm
         return Needs(
             loads=(v.model,), resources=f"{v.concurrency} vLLM replica(s) x {v.gpus_per_replica} GPU(s)"
         )
+    loads = (qa.hf.model,) if qa.backend == "hf" else ()
+    if spec.execution.engines.get("qa", default_engine(spec)) == "ray":
+        pool = qa.ray
+        gpus = f" + {pool.num_gpus:g} GPU(s)" if pool.num_gpus else ""
+        where = f"{pool.concurrency} Ray actor(s) x {pool.num_cpus:g} CPU(s){gpus} (qa.ray)"
+    else:
+        where = "this process"
+    if qa.backend == "hf":
+        return Needs(loads=loads, resources=f"{where} (a GPU when one is visible)")
     if qa.backend == "http":
+        per = " each" if where != "this process" else ""
         return Needs(
-            resources=f"{qa.http.concurrency} requests in flight to {qa.http.base_url} ({qa.http.model})"
+            resources=f"{where}: {qa.http.concurrency} requests in flight{per} to {qa.http.base_url} "
+            f"({qa.http.model})"
         )
-    return Needs(resources="this process (rules, no model)")
+    return Needs(resources=f"{where} (rules, no model)")
 
 
 STAGE = Stage(
