@@ -54,7 +54,11 @@ def write_shard_inputs(folder: Path, units: int) -> None:
     stages = ("download", "translate", "align", "qa")
     for name in stages:
         (folder / name / "webdataset").mkdir(parents=True)
-        extra = {"align": {"provenance": "eflomal:model3"}, "qa": {"generator": "rules"}}.get(name, {})
+        extra = {
+            "translate": {"per_language": {"de": units * PER_UNIT}, "provenance": {"de": "hf:x"}},
+            "align": {"provenance": "eflomal:model3"},
+            "qa": {"generator": "rules"},
+        }.get(name, {})
         contract.Manifest(name, "fp", {}, 0, 0, {}, 0.0, 0, extra).save(folder / name)
     for u in range(units):
         unit = f"{u:05d}"

@@ -170,14 +170,15 @@ class _Joined:
         }
 
 
-def _provenance(inputs: dict[str, Path], units: list[str]) -> dict[str, Any]:
-    """Which model wrote each kind of derived text: read one translate file at a time."""
-    translate: dict[str, str] = {}
-    for unit in units:
-        for r in _read(inputs["translate"] / f"{unit}.parquet", ["lang", "provenance"]):
-            translate[r["lang"]] = r["provenance"]
+def _provenance(inputs: dict[str, Path]) -> dict[str, Any]:
+    """Which model wrote each kind of derived text, from the upstream manifests (translate: the
+    languages it wrote rows for)."""
+    translate = contract.Manifest.load(inputs["translate"]).extra
+    written = translate.get("per_language", {})
     return {
-        "translate": _single_or_map(translate),
+        "translate": _single_or_map(
+            {lang: p for lang, p in translate.get("provenance", {}).items() if written.get(lang)}
+        ),
         "align": contract.Manifest.load(inputs["align"]).extra.get("provenance"),
         "qa": contract.Manifest.load(inputs["qa"]).extra.get("generator"),
     }
@@ -197,7 +198,7 @@ def plan(ctx: Context) -> Work:
     units = units_of(inputs["download"])
     groups = {lang: _align_groups(inputs["align"], lang) for lang in spec.languages}
     duplicates = _duplicate_images(inputs["download"], units)
-    provenance = _provenance(inputs, units)
+    provenance = _provenance(inputs)
     per = spec.shard.samples_per_shard
 
     def process(unit: str) -> contract.UnitResult:

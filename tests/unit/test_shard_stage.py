@@ -83,7 +83,11 @@ def _world(tmp_path: Path, units: int, same_as: dict[int, int]) -> dict[str, Pat
     # one alignment file cut into row groups of 4 keys: each unit reads the groups of its key range
     pq.write_table(pa.Table.from_pylist(align_rows), inputs["align"] / "de-00000.parquet", row_group_size=4)
     _manifest(inputs["download"], "download", {})
-    _manifest(inputs["translate"], "translate", {})
+    _manifest(
+        inputs["translate"],
+        "translate",
+        {"per_language": {"de": 5 * units}, "provenance": {"de": "import:x"}},
+    )
     _manifest(inputs["align"], "align", {"provenance": "eflomal:model3"})
     _manifest(inputs["qa"], "qa", {"generator": "rules"})
     return inputs
