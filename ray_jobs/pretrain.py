@@ -90,11 +90,11 @@ def train_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     # UniGen gives every trainable parameter a gradient each step (see its docstring): plain DDP
     model = ray.train.torch.prepare_model(model)
-    from mvlp_core.train.data import loader
+    from mvlp_core.train.data import resumable
 
     loop.train(
         model,
-        loader(batches, job.spec.pretrain.loader.num_workers),
+        resumable(batches, job.spec.pretrain.loader.num_workers),
         job.spec.pretrain,
         RayReporter(
             run_dir(job.spec.pretrain), TrainGauges(job.spec.pretrain.run_name) if rank == 0 else None

@@ -123,3 +123,35 @@ def bar_chart(results: list[Result], path: Path, title: str) -> None:
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
+
+
+def leaderboard_chart(models: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+    """One panel per task: each model's zero-shot English score and its other languages' average
+    side by side, chance as a dashed line. `models`: {name: {"results": nested(...), ...}}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(t for m in models.values() for t in m["results"]))
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(3.6 * max(1, len(tasks)), 3.2), squeeze=False)
+    width = 0.8 / max(1, len(models))
+    for ax, task in zip(axes[0], tasks):
+        chance = None
+        for k, (name, m) in enumerate(models.items()):
+            zs = m["results"].get(task, {}).get("zero-shot", {})
+            chance = chance if chance is not None else m["results"].get(task, {}).get("chance")
+            avg = average_without_english(zs)
+            ax.bar([k * width, 1 + k * width], [zs.get("en", 0.0), avg or 0.0], width, label=name)
+        if chance is not None:
+            ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
+        ax.set_xticks([0.4 - width / 2, 1.4 - width / 2], ["en", "avg (no en)"])
+        metric = next((m["results"][task]["metric"] for m in models.values() if task in m["results"]), "")
+        ax.set_title(f"{task} ({metric})")
+        ax.set_ylim(0, 100)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)

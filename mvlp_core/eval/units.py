@@ -5,6 +5,12 @@ language over the learning-rate grid, selecting on English dev). ``compute_unit`
 picklable function: the in-process runner calls it, ``ray_jobs/iglue_eval.py`` maps it over Ray
 tasks. Each writes its result JSON atomically, so a unit is either done or not; a test unit's
 result names the file and the split it tested on (``mvlp_core.eval.tasks``).
+
+The heads a task takes follow the loaded model's family (its ``IGLUE`` map, the family recorded in
+the saved folder): ``generative`` (UniGen: ``heads_classify``, ``heads_qa``, ``heads_retrieval``)
+or discriminative (``heads_discriminative``): there the fine-tune unit puts a fresh head on the model
+(a ``task_model.TaskModel``), fine-tunes it holding the family's ``FINETUNE_FREEZE`` besides the
+spec's ``freeze``, and saves it; the test units load it back, head and all.
 """
 
 from __future__ import annotations
@@ -19,7 +25,15 @@ import torch
 
 from mvlp_core import atomic
 from mvlp_core.contract import Reject, StageError
-from mvlp_core.eval import data_retrieval, heads_classify, heads_qa, heads_retrieval, metrics
+from mvlp_core.eval import (
+    data_retrieval,
+    heads_classify,
+    heads_discriminative,
+    heads_qa,
+    heads_retrieval,
+    metrics,
+    task_model,
+)
 from mvlp_core.eval.finetune import finetune, grid_search
 from mvlp_core.eval.images import ImageRef, ImageRoots, image_roots
 from mvlp_core.eval.model_api import EvalModel
@@ -34,6 +48,7 @@ from mvlp_core.eval.selection import (
     needed_for_training,
 )
 from mvlp_core.eval.tasks import FAMILY, HEADLINE, Layout
+from mvlp_core.model import families
 from mvlp_core.spec import IglueFinetuneSpec, IglueSpec, PipelineSpec
 
 FINETUNED = "_finetuned"
@@ -41,13 +56,13 @@ PREDICTIONS = "predictions"
 MB = 2**20
 
 
-def _tuning(ft: IglueFinetuneSpec, cfg: IglueSpec) -> dict[str, Any]:
+def _tuning(ft: IglueFinetuneSpec, cfg: IglueSpec, ev: Evaluator) -> dict[str, Any]:
     """The fine-tune settings zero-shot and few-shot share: batch, seed, head rate, frozen parts."""
     return {
         "batch_size": ft.batch_size,
         "seed": cfg.seed,
         "head_lr_scale": ft.head_lr_scale,
-        "freeze": tuple(ft.freeze),
+        "freeze": ev.freeze(tuple(ft.freeze)),
     }
 
 
@@ -69,13 +84,41 @@ def _require(need: Needed | None, unit: str) -> Needed:
 
 
 class Evaluator:
-    """One task's data handling and heads for a loaded model."""
+    """One task's data handling and heads for a loaded model. A model whose family reads the task
+    with a discriminative head and that has none yet (the pretrained model, in the fine-tune unit)
+    gets a fresh one: ``self.em`` is then the wrapped model, what fine-tuning trains and saves."""
 
     def __init__(self, em: EvalModel, cfg: IglueSpec, task: str) -> None:
         self.em, self.cfg, self.task = em, cfg, task
         self.family = FAMILY[task]
         self.roots = ImageRoots(image_roots(cfg.root, cfg.image_roots))
         self.cache = ImageCache(em.transform, cfg.image_cache_mb * MB)
+        self.model_family = None if em.family is None else families.family(em.family)
+        self.discriminative = self.model_family is not None and heads_discriminative.is_discriminative(
+            getattr(self.model_family, "IGLUE", {}), task, str(em.family)
+        )
+        if self.discriminative:
+            self.em = self._with_head(em)
+
+    def _with_head(self, em: EvalModel) -> EvalModel:
+        """``em`` as a TaskModel for this task: as loaded, or with a fresh head."""
+        if isinstance(em.model, task_model.TaskModel):
+            if em.model.task != self.task:
+                raise StageError(
+                    f"iglue-eval {self.task}: the loaded model was fine-tuned for {em.model.task}"
+                )
+            return em
+        layout = Layout(Path(self.cfg.root))
+        train = layout.train(self.task) if self.task == "xgqa" else None
+        return task_model.wrap(em, self.task, heads_discriminative.labels_for(self.task, layout.root, train))
+
+    def freeze(self, spec_freeze: tuple[str, ...]) -> tuple[str, ...]:
+        """The prefixes fine-tuning holds: the spec's; with a discriminative head, also the family's
+        ``FINETUNE_FREEZE``, all named inside the TaskModel."""
+        if not self.discriminative:
+            return spec_freeze
+        family_freeze = getattr(self.model_family, "FINETUNE_FREEZE", ())
+        return heads_discriminative.freeze_prefixes(self.task, spec_freeze, family_freeze)
 
     # classification / QA ------------------------------------------------------------------------
     def prepare(self, path: Path, lang: str) -> tuple[list[Prepared], list[Reject]]:
@@ -92,7 +135,9 @@ class Evaluator:
         items, rejects = self.prepare(path, lang)
         items = _cap(items, cap, self.cfg.seed)
         n_in = len(items) + len(rejects)
-        if self.family == "qa":
+        if self.discriminative:
+            preds, bad = heads_discriminative.predict(self.em, items, self.cache, self.cfg.batch_size)
+        elif self.family == "qa":
             preds, bad = heads_qa.predict(
                 self.em, items, self.cache, self.cfg.batch_size, self.cfg.max_new_tokens
             )
@@ -136,7 +181,8 @@ class Evaluator:
     def _evaluate_retrieval(self, path: Path, cap: int | None) -> dict[str, Any]:
         rset, paths, rejects = self._retrieval_set(path, cap)
         n_in = len(rset.images) + len(rejects)
-        result, bad, top20 = heads_retrieval.evaluate(self.em, rset, paths, self.cache, self.cfg.rerank_k)
+        heads = heads_discriminative if self.discriminative else heads_retrieval
+        result, bad, top20 = heads.evaluate(self.em, rset, paths, self.cache, self.cfg.rerank_k)
         n_images = len(rset.images) - len(bad)
         return {
             "metrics": result,
@@ -153,9 +199,13 @@ class Evaluator:
         whose images did not resolve."""
         if self.family == "retrieval":
             rset, paths, rejects = self._retrieval_set(path, cap)
+            if self.discriminative:
+                return heads_discriminative.retrieval_examples(self.em, rset, paths, self.cache), rejects
             return heads_retrieval.training_examples(self.em, rset, paths, self.cache, lang), rejects
         items, rejects = self.prepare(path, lang)
         items = _cap(items, cap, self.cfg.seed)
+        if self.discriminative:
+            return heads_discriminative.training_examples(self.em, items, self.cache), rejects
         if self.family == "qa":
             return heads_qa.training_examples(self.em, items, self.cache), rejects
         return heads_classify.training_examples(
@@ -193,8 +243,8 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
     layout = Layout(Path(cfg.root))
     tuned = out / FINETUNED / unit.task
     if unit.setting == "finetune":
-        em = _load(Path(model_dir), cfg)
-        ev = Evaluator(em, cfg, unit.task)
+        ev = Evaluator(_load(Path(model_dir), cfg), cfg, unit.task)
+        em = ev.em  # with a fresh head where the family reads the task discriminatively
         ft = finetune_settings(cfg, unit.task)
         info: dict[str, Any] = {"epochs": ft.epochs}
         rejects: list[Reject] = []
@@ -209,7 +259,7 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
                 epochs=ft.epochs,
                 lr=ft.lr,
                 max_steps=ft.max_steps,
-                **_tuning(ft, cfg),
+                **_tuning(ft, cfg, ev),
             )
             # images are decoded as batches are drawn: the undecodable ones are known only now
             n_out = len(examples) - len(examples.rejects)
@@ -234,8 +284,8 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
             f"iglue-eval unit {name}: the English fine-tuned model {tuned} is missing; "
             f"unit {unit.task}.finetune must run first"
         )
-    em = _load(tuned, cfg)
-    ev = Evaluator(em, cfg, unit.task)
+    ev = Evaluator(_load(tuned, cfg), cfg, unit.task)
+    em = ev.em
     info = {}
     if unit.setting == "few-shot":
         shots = cfg.few_shot[unit.task]
@@ -248,7 +298,7 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
             lambda _: ev.dev_score(),
             cfg.lr_grid,
             epochs=cfg.few_shot_epochs,
-            **_tuning(ft, cfg),
+            **_tuning(ft, cfg, ev),
         )
         info = {"shots": shots, "lr": res.lr, "best_dev": res.best_dev, "best_epoch": res.best_epoch}
     test = _require(needed_for_test(layout, unit), name)

@@ -1,29 +1,8 @@
-"""UniGen (BLIP-2 ViT + Q-Former, XLM-R, GPT-2) — the model the `pretrain` stage trains and
-`iglue-eval` evaluates. What the training loop relies on: `forward(batch)` returns `loss` and a
-`loss_<task>` per task it trained (mvlp_core/train/loop.py logs and plots whatever it returns);
-what the IGLUE heads rely on: the inference methods bound in mvlp_core/eval/model_api.py."""
+"""The models `pretrain` trains and `iglue-eval` evaluates: one package per family (unigen/,
+wsmvlp/) behind the contract in families.py, and the parts they share (losses.py: contrastive loss
+with a differentiable gather and ALBEF's hard negatives; tokenizers.py; vision.py: ViT/BLIP-2
+loaders; parts/: MLM masking)."""
 
-from mvlp_core.model.batch import Example, collate, image_transform
-from mvlp_core.model.tokenizers import (
-    TASK_IDS,
-    TASK_TOKENS,
-    Tokenizers,
-    build_tokenizers,
-    load_tokenizers,
-)
-from mvlp_core.model.unigen import UniGen, base_shaped_configs, build_model, load_model
+from mvlp_core.model.families import FAMILIES, EvalBindings, family, family_of, load_model
 
-__all__ = [
-    "TASK_IDS",
-    "TASK_TOKENS",
-    "Example",
-    "Tokenizers",
-    "UniGen",
-    "base_shaped_configs",
-    "build_model",
-    "build_tokenizers",
-    "collate",
-    "image_transform",
-    "load_model",
-    "load_tokenizers",
-]
+__all__ = ["FAMILIES", "EvalBindings", "family", "family_of", "load_model"]

@@ -12,6 +12,7 @@ from mvlp_core import storage
 from mvlp_core.spec import yaml_reader
 from mvlp_core.spec.base import SPECS_ROOT, SpecError
 from mvlp_core.spec.data import DatasetSpec
+from mvlp_core.spec.models import FAMILY_TAGS
 from mvlp_core.spec.pipeline import PipelineSpec
 
 # Spec keys that moved: old dotted path -> what replaces it. A spec still using one fails at load
@@ -58,11 +59,21 @@ def _shown(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _path(loc: tuple[Any, ...]) -> str:
+    """A field's dotted path as the spec writes it: the family tag pydantic puts after a model
+    section (which member of the union failed) is not part of it."""
+    parts: list[str] = []
+    for p in loc:
+        if not (parts and parts[-1] == "model" and p in FAMILY_TAGS):
+            parts.append(str(p))
+    return ".".join(parts)
+
+
 def _format_error(source: str, err: ValidationError) -> str:
     """One line: the spec, then each failing field with what is wrong and the value it got."""
     problems = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
+        loc = _path(e["loc"])
         msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
         problems.append(f"{loc}: {msg} (got {_shown(e.get('input'))})")
     return f"invalid spec {source}: " + "; ".join(problems)

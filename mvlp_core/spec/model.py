@@ -73,8 +73,9 @@ SIZES: dict[str, dict[str, Any]] = {
 
 
 class ModelSpec(Strict):
-    """UniGen: BLIP-2 ViT + Q-Former, XLM-R encoder, GPT-2 decoder (see mvlp_core/model)."""
+    """UniGen: BLIP-2 ViT + Q-Former, XLM-R encoder, GPT-2 decoder (see mvlp_core/model/unigen)."""
 
+    family: Literal["unigen"] = Field("unigen", description="the model family (mvlp_core/model/families.py)")
     size: Literal["micro", "tiny", "small", "base"] = Field(
         "base", description="a named size (SIZES): base loads checkpoints; micro, tiny, small are random"
     )
@@ -137,6 +138,14 @@ class ModelSpec(Strict):
     dims: RandomDims | None = Field(
         None, description="random sizes: dimensions that differ from the size's preset (SIZES)"
     )
+
+    def checkpoints(self) -> tuple[str, ...]:
+        """The checkpoints (names or paths) building this model reads."""
+        if self.checkpoint:
+            return (self.checkpoint,)
+        if self.size == "base" and self.weights == "pretrained":
+            return (self.vision, self.text_encoder, self.decoder)
+        return ()
 
     @property
     def random_init(self) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, field_validator, model_validator
 
 from mvlp_core import storage
@@ -12,6 +14,7 @@ from mvlp_core.spec.data import DatasetRef, DownloadSpec, IngestSpec, ShardSpec
 from mvlp_core.spec.execution import ExecutionSpec
 from mvlp_core.spec.iglue import IglueSpec
 from mvlp_core.spec.model import ModelSpec
+from mvlp_core.spec.models import AnyModelSpec, NamedModel, inherit, merged, with_family
 from mvlp_core.spec.publish import PublishSpec
 from mvlp_core.spec.qa import QASpec
 from mvlp_core.spec.text import TextSpec
@@ -35,7 +38,15 @@ class PipelineSpec(Strict):
     shard: ShardSpec = ShardSpec()
     iglue: IglueSpec = IglueSpec()
     pretrain: PretrainSpec = PretrainSpec()
-    model: ModelSpec = ModelSpec()
+    model: AnyModelSpec = Field(
+        default_factory=ModelSpec, description="the model, keyed by family (default unigen)"
+    )
+    models: list[NamedModel] | None = Field(
+        None,
+        min_length=1,
+        description="several models trained and evaluated on the same data, each named (replaces"
+        " `model`): [{name: unigen, family: unigen, size: tiny}, {name: wsmvlp, family: wsmvlp}]",
+    )
     text: TextSpec = TextSpec()
     publish: PublishSpec = PublishSpec()
     execution: ExecutionSpec = perf_only(ExecutionSpec())
@@ -45,6 +56,30 @@ class PipelineSpec(Strict):
         description="cron (5 fields) for the deployments `mvlp deploy` registers; none: run on demand",
     )
     timezone: str = perf_only("UTC", description="time zone of `schedule`")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _entries_start_from_model(cls, raw: Any) -> Any:
+        """A `models` entry of the `model` section's family starts from that section: the fields it
+        writes replace the section's (one place for settings two entries share, and `--set
+        model.x=...` reaches them)."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("models"), list):
+            return raw
+        base = with_family(raw.get("model") or {})
+        return {**raw, "models": [inherit(base, e) for e in raw["models"]]}
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_family(cls, raw: Any) -> Any:
+        return with_family(raw)
+
+    @field_validator("models")
+    @classmethod
+    def _distinct_names(cls, models: list[NamedModel] | None) -> list[NamedModel] | None:
+        names = [m.name for m in models or []]
+        if len(set(names)) != len(names):
+            raise ValueError(f"models: names must be distinct, got {names}")
+        return models
 
     @field_validator("workdir")
     @classmethod
@@ -62,6 +97,38 @@ class PipelineSpec(Strict):
                 "the s3:// or gs:// prefix the shards are published to, or read_from: workdir"
             )
         return self
+
+    @model_validator(mode="after")
+    def _model_pretrain_fields(self) -> PipelineSpec:
+        for m in self.models or []:
+            for section, given, cls in (
+                ("pretrain", m.pretrain, PretrainSpec),
+                ("iglue", m.iglue, IglueSpec),
+            ):
+                unknown = sorted(set(given) - set(cls.model_fields))
+                if unknown:
+                    raise ValueError(f"models[{m.name}].{section}: unknown field(s) {unknown}")
+        self.trained_models()  # each model's pretrain section validates
+        return self
+
+    def trained_models(self) -> list[tuple[str | None, PipelineSpec]]:
+        """(name, the spec that model trains and is evaluated with): one unnamed entry for `model`;
+        with `models`, one per entry, its model in `model`, its pretrain and iglue fields merged into
+        the shared sections, its Ray Train run named after it."""
+        if not self.models:
+            return [(None, self)]
+        runs = []
+        for m in self.models:
+            pretrain = PretrainSpec.model_validate(
+                merged(
+                    self.pretrain.model_dump(),
+                    {**m.pretrain, "run_name": f"{self.pretrain.run_name}-{m.name}"},
+                )
+            )
+            iglue = IglueSpec.model_validate(merged(self.iglue.model_dump(), m.iglue))
+            update = {"model": m.model, "models": None, "pretrain": pretrain, "iglue": iglue}
+            runs.append((m.name, self.model_copy(update=update)))
+        return runs
 
     @field_validator("languages")
     @classmethod

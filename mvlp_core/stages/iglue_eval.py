@@ -31,8 +31,8 @@ from mvlp_core.eval.selection import annotation_files, languages, plan_units, un
 from mvlp_core.eval.tasks import IMAGE_FOLDERS
 from mvlp_core.spec import IglueSpec, PipelineSpec, fingerprint_config
 from mvlp_core.stage import Context, Figure, Needs, Shows, Stage, Table, Work, local_or_ray
+from mvlp_core.stages.pretrain import model_dir
 
-MODEL_DIR = "final"
 CHART = "iglue_bars.png"
 
 UnitsFn = Callable[[PipelineSpec, str, str, list[str]], None]
@@ -47,25 +47,38 @@ def plan(ctx: Context) -> Work:
     from mvlp_core.eval.selection import Unit
     from mvlp_core.eval.units import compute_unit, read_result
 
-    spec, out_dir = ctx.spec, ctx.out_dir
+    out_dir = ctx.out_dir
     units_fn: UnitsFn | None = ctx.hook
-    problem = _root_problem(spec.iglue)
+    problem = _root_problem(ctx.spec.iglue)
     if problem is not None:
         raise contract.StageError(f"iglue-eval: {problem}")
-    model_dir = ctx.inputs["pretrain"] / MODEL_DIR
-    if not model_dir.exists():
-        raise contract.StageError(f"iglue-eval: no model at {model_dir}; re-run pretrain (it writes final/)")
-    units = [u.name for u in plan_units(spec.iglue)]
+    runs = {name: sub for name, sub in ctx.spec.trained_models()}
+    named = list(runs) != [None]
+    models = {name: model_dir(ctx.inputs["pretrain"], name) for name in runs}
+    for folder in models.values():
+        if not folder.exists():
+            raise contract.StageError(f"iglue-eval: no model at {folder}; re-run pretrain (it writes it)")
+    per_model = [u.name for u in plan_units(ctx.spec.iglue)]
+    units = [f"{name}/{u}" if named else u for name in runs for u in per_model]
+
+    def split(unit: str) -> tuple[str | None, str, Path]:
+        """A unit's model, its name within that model's units, and where that model's results go."""
+        name, _, rest = unit.rpartition("/") if named else (None, "", unit)
+        return name or None, rest, out_dir / name if name else out_dir
 
     def before(pending: list[str]) -> None:
-        todo = [n for n in pending if read_result(out_dir, n) is None]
-        if todo and units_fn is not None:
-            units_fn(spec, str(model_dir), str(out_dir), todo)
+        for name in runs:
+            where = out_dir / name if name else out_dir
+            todo = [split(n)[1] for n in pending if split(n)[0] == name]
+            todo = [n for n in todo if read_result(where, n) is None]
+            if todo and units_fn is not None:
+                units_fn(runs[name], str(models[name]), str(where), todo)
 
-    def process(name: str) -> contract.UnitResult:
-        result = read_result(out_dir, name) or compute_unit(spec, str(model_dir), str(out_dir), name)
+    def process(unit: str) -> contract.UnitResult:
+        name, rest, where = split(unit)
+        result = read_result(where, rest) or compute_unit(runs[name], str(models[name]), str(where), rest)
         rejects = [contract.Reject(r["key"], r["reason"], r["detail"]) for r in result["rejects"]]
-        rel = str(Unit.parse(name).result_path(Path(".")))
+        rel = str(Unit.parse(rest).result_path(Path(name or ".")))
         return contract.UnitResult(
             {rel: result["samples_out"]},
             result["samples_in"],
@@ -75,18 +88,39 @@ def plan(ctx: Context) -> Work:
         )
 
     def finalize(folder: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
-        results = [read_result(folder, r["unit"]) for r in records]
-        atomic.write_json(folder / "results.json", results)
-        for (task, setting, metric), rows in tables.table_rows(results, spec.name).items():
-            tables.write_csv(folder / "tables" / f"{task}.{setting}.{metric}.csv", rows)
-        tables.bar_chart(results, folder / CHART, f"{spec.name}: IGLUE")
-        return {
-            "results": tables.nested(results),
-            "splits": tables.splits(results),
-            "chart": str(folder / CHART),
+        by_model: dict[str | None, list[dict[str, Any]]] = {name: [] for name in runs}
+        for r in records:
+            name, rest, where = split(r["unit"])
+            by_model[name].append(read_result(where, rest))
+        if not named:
+            return _write_outputs(folder, by_model[None], ctx.spec.name, ctx.spec.name)
+        out = {
+            name: _write_outputs(folder / name, results, name, f"{ctx.spec.name}: {name}")
+            for name, results in by_model.items()
         }
+        atomic.write_json(
+            folder / "results.json", [{**r, "model": n} for n, rs in by_model.items() for r in rs]
+        )
+        merged: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        for name, results in by_model.items():
+            for key, rows in tables.table_rows(results, name).items():
+                merged.setdefault(key, []).extend(rows)
+        for (task, setting, metric), rows in merged.items():
+            tables.write_csv(folder / "tables" / f"{task}.{setting}.{metric}.csv", rows)
+        nested = {name: {"results": o["results"], "splits": o["splits"]} for name, o in out.items()}
+        tables.leaderboard_chart(nested, folder / CHART, f"{ctx.spec.name}: IGLUE zero-shot by model")
+        return {"models": nested, "chart": str(folder / CHART)}
 
     return Work(units, process, before=before, finalize=finalize)
+
+
+def _write_outputs(folder: Path, results: list[dict[str, Any]], model: str, title: str) -> dict[str, Any]:
+    """One model's results.json, CSV tables and per-language chart under `folder`."""
+    atomic.write_json(folder / "results.json", results)
+    for (task, setting, metric), rows in tables.table_rows(results, model).items():
+        tables.write_csv(folder / "tables" / f"{task}.{setting}.{metric}.csv", rows)
+    tables.bar_chart(results, folder / CHART, f"{title}: IGLUE")
+    return {"results": tables.nested(results), "splits": tables.splits(results), "chart": str(folder / CHART)}
 
 
 def result_rows(results: dict[str, Any], splits: dict[str, Any]) -> list[dict[str, Any]]:
@@ -120,6 +154,8 @@ def _score(result: dict[str, Any], lang: str, splits: dict[str, Any]) -> str:
 
 
 def shows(spec: PipelineSpec, folder: Path, state: dict[str, Any]) -> Shows:
+    if "models" in state:
+        return _leaderboard_shows(spec, folder, state["models"])
     results, splits = state.get("results", {}), state.get("splits", {})
     headline = "; ".join(
         f"{task} {r['metric']} {_score(r, 'en', splits.get(task, {}))} / "
@@ -139,6 +175,53 @@ def shows(spec: PipelineSpec, folder: Path, state: dict[str, Any]) -> Shows:
             ),
         ),
         figures=(Figure("iglue-eval-bars", f"IGLUE per language ({spec.name})", folder / CHART),),
+    )
+
+
+def leaderboard(models: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per task and model: zero-shot English, the other languages' average, chance."""
+    rows = []
+    tasks = dict.fromkeys(t for m in models.values() for t in m["results"])
+    for task in tasks:
+        for name, m in models.items():
+            r, splits = m["results"].get(task), m["splits"].get(task, {})
+            if r is None:
+                continue
+            rows.append(
+                {
+                    "task": task,
+                    "metric": r["metric"],
+                    "model": name,
+                    "en": _score(r, "en", splits),
+                    "avg": _score(r, "avg", splits),
+                    "chance": r["chance"],
+                }
+            )
+    return rows
+
+
+def _leaderboard_shows(spec: PipelineSpec, folder: Path, models: dict[str, Any]) -> Shows:
+    rows = leaderboard(models)
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_task.setdefault(row["task"], []).append(row)
+    lines = [
+        "IGLUE leaderboard (zero-shot, English / avg of the other languages; chance), tables "
+        f"{folder / 'tables'}:"
+    ]
+    lines += [
+        f"  {task} {rs[0]['metric']} ({rs[0]['chance']}): "
+        + ", ".join(f"{r['model']} {r['en']} / {r['avg']}" for r in rs)
+        for task, rs in by_task.items()
+    ]
+    figures = [Figure("iglue-eval-leaderboard", f"IGLUE by model ({spec.name})", folder / CHART)]
+    figures += [
+        Figure(f"iglue-eval-bars-{n}", f"IGLUE per language ({n})", folder / n / CHART) for n in models
+    ]
+    return Shows(
+        lines=tuple(lines),
+        tables=(Table("iglue-eval-leaderboard", "iglue-eval: zero-shot scores by task and model", rows),),
+        figures=tuple(figures),
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mvlp_core import contract
+from mvlp_core.model.families import CONFIG_FILES
 from mvlp_core.spec import PipelineSpec, fingerprint_config
 from mvlp_core.stage import Context, Figure, Needs, Shows, Stage, Table, Work, local_or_ray
 from mvlp_core.train import curves
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from mvlp_core.train.job import TrainJob
 
 FINAL_DIR = "final"
+UNIT = "train"  # the one unit of a spec with one `model`; with `models`, one unit per name
 CURVE = "loss_curve.png"
 
 TrainFn = Callable[["TrainJob"], Path]
@@ -36,16 +38,29 @@ def default_engine(spec: PipelineSpec) -> str:
 
 def config(spec: PipelineSpec) -> dict[str, Any]:
     """What the trained model depends on, the data-parallel ranks (the global batch, each rank's
-    data and seed) and the precision included: those settings are perf-only for every other use."""
+    data and seed) and the precision included: those settings are perf-only for every other use.
+    With `models`, one such entry per model."""
+    runs = spec.trained_models()
+    if len(runs) == 1 and runs[0][0] is None:
+        return _model_config(spec)
+    return {"models": {name: _model_config(sub) for name, sub in runs}}
+
+
+def _model_config(spec: PipelineSpec) -> dict[str, Any]:
     p = spec.pretrain
     on_ray = (spec.execution.engines.get("pretrain") or default_engine(spec)) == "ray"
     return {
         "pretrain": fingerprint_config(p),
         "model": fingerprint_config(spec.model),
         "languages": spec.languages,
-        "ranks": global_batch(spec) // (p.batch_size * p.grad_accum),
+        "ranks": ranks(spec),
         "precision": "bf16" if on_ray and p.use_gpu and p.bf16 else "fp32",
     }
+
+
+def model_dir(pretrain_dir: Path, name: str | None) -> Path:
+    """Where a trained model is: `final/`, or `<name>/final/` for a `models` entry."""
+    return Path(pretrain_dir) / FINAL_DIR if name is None else Path(pretrain_dir) / name / FINAL_DIR
 
 
 def train_in_process(job: TrainJob, device: str = "cpu") -> Path:
@@ -53,13 +68,14 @@ def train_in_process(job: TrainJob, device: str = "cpu") -> Path:
     import torch
 
     from mvlp_core.train import loop
+    from mvlp_core.train.data import resumable
     from mvlp_core.train.job import build
 
     reporter = loop.LocalReporter(job.out_dir / "local", keep=job.spec.pretrain.keep_checkpoints)
     model, batches = build(job, rank=0, world=1)
     loop.train(
         model.to(device),
-        iter(batches),
+        resumable(batches, job.spec.pretrain.loader.num_workers),
         job.spec.pretrain,
         reporter,
         device=torch.device(device),
@@ -68,11 +84,20 @@ def train_in_process(job: TrainJob, device: str = "cpu") -> Path:
     return reporter.checkpoints()[-1]
 
 
-def global_batch(spec: PipelineSpec) -> int:
-    """Samples per optimizer step: data-parallel ranks x per-rank batch x accumulation."""
-    p = spec.pretrain
+def ranks(spec: PipelineSpec) -> int:
+    """Data-parallel ranks: the Ray Train workers, or the one process of the local engine."""
     on_ray = (spec.execution.engines.get("pretrain") or default_engine(spec)) == "ray"
-    return (p.workers if on_ray else 1) * p.batch_size * p.grad_accum
+    return spec.pretrain.workers if on_ray else 1
+
+
+def global_batch(spec: PipelineSpec) -> int:
+    """Image samples per optimizer step (what epochs count): data-parallel ranks x per-rank batch x
+    accumulation, or a multi-stream family's image batch per step (`model.batch.image`)."""
+    streams = getattr(spec.model, "batch", None)
+    if streams is not None:
+        return streams.image
+    p = spec.pretrain
+    return ranks(spec) * p.batch_size * p.grad_accum
 
 
 def with_steps_from_epochs(spec: PipelineSpec, images: int) -> PipelineSpec:
@@ -92,17 +117,23 @@ def plan(ctx: Context) -> Work:
     inputs, out_dir = ctx.inputs, ctx.out_dir
     train_fn: TrainFn = ctx.hook or train_in_process
     shard_manifest = contract.Manifest.load(inputs["shard"])
-    spec = with_steps_from_epochs(ctx.spec, shard_manifest.samples_out)
-    result: dict[str, Any] = {}
+    runs = {
+        name or UNIT: with_steps_from_epochs(sub, shard_manifest.samples_out)
+        for name, sub in ctx.spec.trained_models()
+    }
+    named = list(runs) != [UNIT]
+    results: dict[str, dict[str, Any]] = {}
 
     def process(unit: str) -> contract.UnitResult:
-        job = prepare(spec, inputs, out_dir)
+        spec = runs[unit]
+        folder = out_dir / unit if named else out_dir
+        job = prepare(spec, inputs, folder)
         if not job.image_urls:
             raise contract.StageError(
                 f"pretrain: no shard-*.tar in {inputs['shard']}; re-run the shard stage"
             )
         checkpoint = Path(train_fn(job))
-        final = out_dir / FINAL_DIR
+        final = model_dir(out_dir, unit if named else None)
         shutil.rmtree(final, ignore_errors=True)
         shutil.copytree(checkpoint / loop.MODEL_DIR, final.with_name(FINAL_DIR + ".tmp"), dirs_exist_ok=True)
         final.with_name(FINAL_DIR + ".tmp").rename(final)
@@ -111,72 +142,94 @@ def plan(ctx: Context) -> Work:
             raise contract.StageError(
                 f"pretrain: training wrote no metrics to {job.metrics_path}; see the worker logs"
             )
-        curves.plot(rows, out_dir / CURVE, title=f"{spec.name}: pretrain loss")
-        result.update(curves.summary(rows), checkpoint=str(checkpoint), final=str(final))
+        title = f"{spec.name}: pretrain loss" + (f" ({unit}, {spec.model.family})" if named else "")
+        curves.plot(rows, folder / CURVE, title=title)
+        results[unit] = {**curves.summary(rows), "checkpoint": str(checkpoint), "final": str(final)}
         n = shard_manifest.samples_out
-        model_files = {str(f.relative_to(out_dir)): 0 for f in sorted(final.rglob("*")) if f.is_file()}
+        written = [folder / CURVE, *sorted(f for f in final.rglob("*") if f.is_file())]
         # the model's files are the stage's content: what iglue-eval's fingerprint depends on
-        return contract.UnitResult(files={CURVE: 0, **model_files}, samples_in=n, samples_out=n)
+        return contract.UnitResult(
+            files={str(f.relative_to(out_dir)): 0 for f in written}, samples_in=n, samples_out=n
+        )
 
     def finalize(_: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
-        if not result:  # the unit was committed by an earlier, interrupted call
-            result.update(curves.summary(curves.read_metrics(out_dir / curves.METRICS)))
-        return result
+        for unit in runs:  # a unit committed by an earlier, interrupted call
+            if unit not in results:
+                folder = out_dir / unit if named else out_dir
+                final = model_dir(out_dir, unit if named else None)
+                results[unit] = {
+                    **curves.summary(curves.read_metrics(folder / curves.METRICS)),
+                    "final": str(final),
+                }
+        if not named:
+            return results[UNIT]
+        return {"models": {unit: {**r, "family": runs[unit].model.family} for unit, r in results.items()}}
 
-    return Work(["train"], process, finalize=finalize)
+    return Work(list(runs), process, finalize=finalize)
 
 
 def shows(spec: PipelineSpec, folder: Path, state: dict[str, Any]) -> Shows:
-    if "loss_first" not in state:
-        return Shows()
-    rows = curves.history(curves.read_metrics(folder / curves.METRICS))
-    keys = ["step", "loss", *[k for k in curves.TASK_KEYS if any(k in r for r in rows)], "samples_per_second"]
-    final = {k: v for k, v in state.items() if not isinstance(v, dict | list)}
-    return Shows(
-        lines=(
-            f"Pretrain: {state['step']} steps, loss {state['loss_first']:.3f} -> {state['loss_last']:.3f}; "
-            f"model {state.get('final')}, curve {folder / CURVE}",
-        ),
-        tables=(
+    if "models" in state:
+        per = [(name, folder / name, s) for name, s in state["models"].items() if "loss_first" in s]
+    else:
+        per = [(None, folder, state)] if "loss_first" in state else []
+    lines, tables, figures = [], [], []
+    for name, where, s in per:
+        rows = curves.history(curves.read_metrics(where / curves.METRICS))
+        keys = ["step", "loss", *curves.task_keys(rows), "samples_per_second"]
+        final = {k: v for k, v in s.items() if not isinstance(v, dict | list)}
+        label, suffix = (f" {name} ({s.get('family')})", f"-{name}") if name else ("", "")
+        lines.append(
+            f"Pretrain{label}: {s['step']} steps, loss {s['loss_first']:.3f} -> {s['loss_last']:.3f}; "
+            f"model {s.get('final')}, curve {where / CURVE}"
+        )
+        tables += [
             Table(
-                "pretrain-curve",
-                "pretrain: logged steps",
+                f"pretrain-curve{suffix}",
+                f"pretrain{label}: logged steps",
                 [
                     {k: round(r[k], 4) if isinstance(r.get(k), float) else r.get(k) for k in keys}
                     for r in rows
                 ],
             ),
             Table(
-                "pretrain-metrics",
-                "pretrain: final metrics (also in `mvlp status --json`)",
+                f"pretrain-metrics{suffix}",
+                f"pretrain{label}: final metrics (also in `mvlp status --json`)",
                 [{"metric": k, "value": v} for k, v in sorted(final.items())],
             ),
-        ),
-        figures=(Figure("pretrain-loss-curve", f"pretrain loss ({spec.name})", folder / CURVE),),
-    )
+        ]
+        figures.append(
+            Figure(f"pretrain-loss-curve{suffix}", f"pretrain loss ({spec.name}{label})", where / CURVE)
+        )
+    return Shows(lines=tuple(lines), tables=tuple(tables), figures=tuple(figures))
 
 
 def needs(spec: PipelineSpec) -> Needs:
-    m, p = spec.model, spec.pretrain
-    if m.checkpoint:
-        loads: tuple[str, ...] = (m.checkpoint,)
-    elif m.size == "base" and m.weights == "pretrained":
-        loads = (m.vision, m.text_encoder, m.decoder)
-    else:
-        loads = ()  # built from configs with random weights
+    runs = spec.trained_models()
+    loads = tuple(dict.fromkeys(c for _, sub in runs for c in sub.model.checkpoints()))  # random: none
+    parts = [_resources(sub) + (f" ({name}, {sub.model.family})" if name else "") for name, sub in runs]
+    return Needs(loads=loads, resources="; then ".join(parts))
+
+
+def _resources(spec: PipelineSpec) -> str:
+    p = spec.pretrain
     on_ray = (spec.execution.engines.get("pretrain") or default_engine(spec)) == "ray"
     per_rank = f"{p.cpus_per_worker:g} CPU" + (f" + {p.gpus_per_worker:g} GPU" if p.use_gpu else "")
     ranks = f"{p.workers} Ray Train worker(s) x ({per_rank})" if on_ray else "this process, 1 rank"
     steps = f"{p.epochs:g} epochs" if p.epochs else f"{p.max_steps} steps"
-    return Needs(loads=loads, resources=f"{ranks}; global batch {global_batch(spec)}; {steps}")
+    return f"{ranks}; global batch {global_batch(spec)}; {steps}"
 
 
 def checks(spec: PipelineSpec) -> list[str]:
     found = []
-    if spec.model.checkpoint and not (Path(spec.model.checkpoint) / "unigen.json").is_file():
-        found.append(
-            f"model.checkpoint {spec.model.checkpoint} holds no unigen.json; give a folder save_pretrained wrote"
-        )
+    for name, sub in spec.trained_models():
+        field = f"models[{name}]" if name else "model"
+        ckpt = sub.model.checkpoint
+        if ckpt and not any((Path(ckpt) / f).is_file() for f in CONFIG_FILES):
+            found.append(
+                f"{field}.checkpoint {ckpt} holds no saved model ({' or '.join(CONFIG_FILES)});"
+                " give a folder save_pretrained wrote"
+            )
     on_ray = (spec.execution.engines.get("pretrain") or default_engine(spec)) == "ray"
     if spec.pretrain.use_gpu and not on_ray:
         found.append(

@@ -19,6 +19,7 @@ from mvlp_core import atomic, contract
 from mvlp_core.eval.tables import split_label
 from mvlp_core.spec import PipelineSpec
 from mvlp_core.stage import Context, Document, Shows, Stage, Work
+from mvlp_core.stages.iglue_eval import leaderboard
 
 REPORT = "report.md"
 FIGURES = {"pretrain": "loss_curve.png", "iglue-eval": "iglue_bars.png"}
@@ -73,19 +74,27 @@ def data_section(manifests: dict[str, contract.Manifest]) -> list[str]:
     return ["## Data", "", *_table(rows), ""]
 
 
-def training_section(manifest: contract.Manifest | None, figure: str | None) -> list[str]:
+def training_section(manifest: contract.Manifest | None, figures: list[str]) -> list[str]:
+    """Pretrain's final figures (one column per model where a spec trains several) and the curves."""
     if manifest is None:
         return []
-    rows = [{"metric": k, "value": manifest.extra[k]} for k in PRETRAIN_KEYS if k in manifest.extra]
+    models = manifest.extra.get("models")
+    if models:
+        keys = [k for k in PRETRAIN_KEYS if any(k in m for m in models.values())]
+        keys += sorted({k for m in models.values() for k in m if k.startswith("loss_") and k not in keys})
+        rows = [{"metric": k, **{n: m.get(k, "") for n, m in models.items()}} for k in ["family", *keys]]
+    else:
+        rows = [{"metric": k, "value": manifest.extra[k]} for k in PRETRAIN_KEYS if k in manifest.extra]
     lines = ["## Training", "", *_table(rows), ""]
-    if figure:
-        lines += [f"![pretrain loss]({figure})", ""]
-    return lines
+    lines += [f"![pretrain loss]({figure})" for figure in figures]
+    return [*lines, ""] if figures else lines
 
 
 def iglue_section(folder: Path, manifest: contract.Manifest | None, figure: str | None) -> list[str]:
     if manifest is None:
         return []
+    if "models" in manifest.extra:
+        return leaderboard_section(folder, manifest.extra["models"], figure)
     results = manifest.extra.get("results", {})
     splits = manifest.extra.get("splits", {})
     rows = []
@@ -113,13 +122,33 @@ def iglue_section(folder: Path, manifest: contract.Manifest | None, figure: str 
     lines = ["## IGLUE", "", *_table(rows), ""]
     if figure:
         lines += [f"![IGLUE per language]({figure})", ""]
+    return lines + csv_tables(folder)
+
+
+def csv_tables(folder: Path) -> list[str]:
+    lines = []
     for path in sorted((folder / "tables").glob("*.csv")):
         with open(path, encoding="utf-8", newline="") as f:
             lines += [f"### {path.stem}", "", *_table(list(csv.DictReader(f))), ""]
     return lines
 
 
-def render(spec: PipelineSpec, inputs: dict[str, Path], figures: dict[str, str]) -> str:
+def leaderboard_section(folder: Path, models: dict[str, Any], figure: str | None) -> list[str]:
+    """Several models on the same data: zero-shot scores side by side, the chart, the tables."""
+    lines = [
+        "## IGLUE",
+        "",
+        "Zero-shot, every model on the same shards:",
+        "",
+        *_table(leaderboard(models)),
+        "",
+    ]
+    if figure:
+        lines += [f"![IGLUE by model]({figure})", ""]
+    return lines + csv_tables(folder)
+
+
+def render(spec: PipelineSpec, inputs: dict[str, Path], figures: dict[str, list[str]]) -> str:
     manifests = {name: m for name, folder in inputs.items() if (m := contract.Manifest.load(folder))}
     lines = [
         f"# {spec.name}: run report",
@@ -131,28 +160,47 @@ def render(spec: PipelineSpec, inputs: dict[str, Path], figures: dict[str, str])
     ]
     lines = [line for line in lines if line is not None]
     lines += data_section(manifests)
-    lines += training_section(manifests.get("pretrain"), figures.get("pretrain"))
+    lines += training_section(manifests.get("pretrain"), figures.get("pretrain", []))
     if "iglue-eval" in inputs:
         lines += iglue_section(
-            Path(inputs["iglue-eval"]), manifests.get("iglue-eval"), figures.get("iglue-eval")
+            Path(inputs["iglue-eval"]),
+            manifests.get("iglue-eval"),
+            next(iter(figures.get("iglue-eval", [])), None),
         )
     return "\n".join(lines)
+
+
+def _figure_sources(spec: PipelineSpec, inputs: dict[str, Path]) -> list[tuple[str, Path, str]]:
+    """(stage, figure file, its name beside the report): one loss curve per trained model."""
+    out = []
+    if "pretrain" in inputs:
+        for name, _ in spec.trained_models():
+            where = inputs["pretrain"] / name if name else inputs["pretrain"]
+            out.append(
+                (
+                    "pretrain",
+                    where / FIGURES["pretrain"],
+                    f"loss_curve-{name}.png" if name else FIGURES["pretrain"],
+                )
+            )
+    if "iglue-eval" in inputs:
+        out.append(("iglue-eval", inputs["iglue-eval"] / FIGURES["iglue-eval"], FIGURES["iglue-eval"]))
+    return out
 
 
 def plan(ctx: Context) -> Work:
     spec, inputs, out_dir = ctx.spec, ctx.inputs, ctx.out_dir
 
     def process(unit: str) -> contract.UnitResult:
-        figures: dict[str, str] = {}
-        for stage, name in FIGURES.items():
-            src = inputs[stage] / name if stage in inputs else None
-            if src is not None and src.exists():
+        figures: dict[str, list[str]] = {}
+        for stage, src, name in _figure_sources(spec, inputs):
+            if src.exists():
                 with atomic.atomic_open(out_dir / name, "wb") as f, open(src, "rb") as s:
                     shutil.copyfileobj(s, f)
-                figures[stage] = name
+                figures.setdefault(stage, []).append(name)
         with atomic.atomic_open(out_dir / REPORT, "w", encoding="utf-8") as f:
             f.write(render(spec, inputs, figures))
-        return contract.UnitResult({REPORT: 0, **{n: 0 for n in figures.values()}}, 0, 0)
+        return contract.UnitResult({REPORT: 0, **{n: 0 for ns in figures.values() for n in ns}}, 0, 0)
 
     return Work(["report"], process, finalize=lambda folder, _: {"report": str(folder / REPORT)})
 

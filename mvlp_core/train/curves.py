@@ -10,7 +10,14 @@ from typing import Any
 from mvlp_core.atomic import atomic_path
 
 METRICS = "metrics.jsonl"  # in the pretrain stage folder: one JSON row per logged step or event
-TASK_KEYS = ("loss_cap", "loss_trans", "loss_qus", "loss_match", "loss_itc", "loss_xlc", "loss_sent")
+
+
+def task_keys(rows: list[dict[str, Any]]) -> list[str]:
+    """The `loss_<task>` keys the rows hold, in the order they first appear (a family logs its own)."""
+    seen: dict[str, None] = {}
+    for r in rows:
+        seen.update((k, None) for k in r if k.startswith("loss_"))
+    return list(seen)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -40,7 +47,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "samples_per_second": round(sum(r["samples_per_second"] for r in h) / len(h), 2),
         "tokens_per_second": round(sum(r.get("tokens_per_second", 0) for r in h) / len(h), 1),
     }
-    out.update({k: round(last[k], 4) for k in TASK_KEYS if last.get(k) is not None})
+    out.update({k: round(last[k], 4) for k in task_keys([last]) if last.get(k) is not None})
     if last.get("mfu") is not None:
         out["mfu"] = round(last["mfu"], 4)
     return out
@@ -55,7 +62,7 @@ def plot(rows: list[dict[str, Any]], out: Path, title: str = "pretrain") -> Path
     h = history(rows)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     ax.plot([r["step"] for r in h], [r["loss"] for r in h], label="total", linewidth=2, color="black")
-    for key in TASK_KEYS:
+    for key in task_keys(h):
         pts = [(r["step"], r[key]) for r in h if r.get(key) is not None]
         if pts:
             ax.plot(*zip(*pts), label=key.removeprefix("loss_"), linewidth=1)

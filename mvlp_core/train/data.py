@@ -27,9 +27,10 @@ import webdataset as wds
 from PIL import Image
 
 from mvlp_core import contract, storage
-from mvlp_core.model import Example
+from mvlp_core.model.unigen import Example
 from mvlp_core.spec import MixSpec
 from mvlp_core.train.codeswitch import code_switch, tables_from_record
+from mvlp_core.train.plan import lane_of
 
 MAX_SKIPPED_KEYS = 1000
 _WORD = re.compile(r"\w+|[^\w\s]")
@@ -132,9 +133,12 @@ def image_example(
     transform: Callable,
     rng: random.Random,
     skips: Skips,
+    decode: bool = True,
 ) -> Example | None:
     """One image record -> one task: [qus], [cap], or [trans] with a random CC6L caption. With
-    `mix.code_switch`, English encoder texts (question, contrastive caption) may be code-switched."""
+    `mix.code_switch`, English encoder texts (question, contrastive caption) may be code-switched.
+    `decode=False` makes the same draws without decoding the image (image None): how a resumed
+    run fast-forwards to where its checkpoint stood."""
     key = sample.get("__key__")
     try:
         record = json.loads(sample["json"])
@@ -142,9 +146,11 @@ def image_example(
     except (KeyError, TypeError, ValueError) as err:
         skips.add(key, "bad_json", repr(err))
         return None
+    image = None
     try:
-        with Image.open(io.BytesIO(sample["jpg"])) as img:
-            image = transform(img.convert("RGB"))
+        if decode:
+            with Image.open(io.BytesIO(sample["jpg"])) as img:
+                image = transform(img.convert("RGB"))
     except (KeyError, OSError, ValueError, SyntaxError) as err:
         skips.add(key, "image_decode_error", repr(err))
         return None
@@ -198,20 +204,24 @@ class LoaderConfig:
 
 
 def examples(
-    cfg: LoaderConfig, transform: Callable, part: int, parts: int, skips: Skips, start_epoch: int = 0
+    cfg: LoaderConfig, transform: Callable, part: int, parts: int, skips: Skips, skip: int = 0
 ) -> Iterator[Example]:
-    """Endless mixed stream: image records (one task each) interleaved with text pairs."""
-    rng = random.Random(f"{cfg.seed}-{part}-{start_epoch}")
+    """Endless mixed stream: image records (one task each) interleaved with text pairs. The first
+    `skip` examples are drawn without decoding their images and dropped: the stream then stands
+    where a run that trained on them stood (an image that fails to decode inside that stretch,
+    which the shard stage's decoded-and-re-encoded images practically never do, shifts it by one)."""
+    rng = random.Random(f"{cfg.seed}-{part}-0")
     languages = cfg.mix.languages or cfg.languages
+    decode = [skip == 0]
 
     def images() -> Iterator[Example]:
-        epoch = start_epoch
+        epoch = 0
         while True:
             n = 0
             for s in raw_samples(
                 cfg.image_urls, part, parts, cfg.seed * 100003 + epoch, cfg.shuffle_buffer, skips
             ):
-                ex = image_example(s, cfg.mix, languages, transform, rng, skips)
+                ex = image_example(s, cfg.mix, languages, transform, rng, skips, decode[0])
                 if ex is not None:
                     n += 1
                     yield ex
@@ -220,7 +230,7 @@ def examples(
             epoch += 1
 
     def texts() -> Iterator[Example]:
-        epoch = start_epoch
+        epoch = 0
         while True:
             n = 0
             for s in raw_samples(
@@ -236,17 +246,28 @@ def examples(
 
     image_it = images()
     text_it = texts() if cfg.text_urls and cfg.mix.text_pairs > 0 else iter(())
-    while True:
-        if rng.random() < cfg.mix.text_pairs:
-            ex = next(text_it, None)
-            if ex is not None:
-                yield ex
-                continue
-        yield next(image_it)
+
+    def mixed() -> Iterator[Example]:
+        while True:
+            if rng.random() < cfg.mix.text_pairs:
+                ex = next(text_it, None)
+                if ex is not None:
+                    yield ex
+                    continue
+            yield next(image_it)
+
+    stream = mixed()
+    for _ in range(skip):
+        next(stream)
+    decode[0] = True
+    yield from stream
 
 
 class Batches(torch.utils.data.IterableDataset):
-    """Collated batches for one rank; also runs inside DataLoader processes (num_workers > 0)."""
+    """Collated batches for one rank; also runs inside DataLoader processes (num_workers > 0).
+    `start_step` continues the data where a run resumed at that step stood: DataLoader worker w of
+    n yields steps start+w, start+w+n, ... from the lane (step mod n) that owned them
+    (mvlp_core/train/plan.py), its stream fast-forwarded past the lane's earlier batches."""
 
     def __init__(
         self,
@@ -255,17 +276,19 @@ class Batches(torch.utils.data.IterableDataset):
         collate: Callable[[list[Example]], dict],
         rank: int = 0,
         world: int = 1,
-        start_epoch: int = 0,
+        start_step: int = 0,
     ):
         self.cfg, self.transform, self.collate = cfg, transform, collate
-        self.rank, self.world, self.start_epoch = rank, world, start_epoch
+        self.rank, self.world, self.start_step = rank, world, start_step
         self.skips = Skips()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
         procs, proc = (info.num_workers, info.id) if info else (1, 0)
-        part, parts = self.rank * procs + proc, self.world * procs
-        stream = examples(self.cfg, self.transform, part, parts, self.skips, self.start_epoch)
+        lane = lane_of(self.start_step, proc, procs)
+        part, parts = self.rank * procs + lane, self.world * procs
+        earlier = len(range(lane, self.start_step, procs))  # the lane's batches before start_step
+        stream = examples(self.cfg, self.transform, part, parts, self.skips, earlier * self.cfg.batch_size)
         while True:
             chunk = [next(stream) for _ in range(self.cfg.batch_size)]
             batch = self.collate(chunk)
@@ -273,10 +296,23 @@ class Batches(torch.utils.data.IterableDataset):
             yield batch
 
 
-def loader(dataset: Batches, num_workers: int) -> Iterator[dict[str, Any]]:
+def loader(dataset: torch.utils.data.IterableDataset, num_workers: int) -> Iterator[dict[str, Any]]:
     if num_workers == 0:
         return iter(dataset)
     dl = torch.utils.data.DataLoader(
         dataset, batch_size=None, num_workers=num_workers, persistent_workers=True
     )
     return iter(dl)
+
+
+def resumable(
+    dataset: torch.utils.data.IterableDataset, num_workers: int
+) -> Callable[[int], Iterator[dict[str, Any]]]:
+    """What the training loop takes: start step -> the batches from that step on (`loader` over
+    the dataset with its `start_step` set), so a resumed run continues the data where it stood."""
+
+    def at(start_step: int) -> Iterator[dict[str, Any]]:
+        dataset.start_step = start_step
+        return loader(dataset, num_workers)
+
+    return at

@@ -13,7 +13,6 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -35,6 +34,7 @@ class TrainJob:
     init_dir: Path
     image_urls: list[str]
     text_urls: list[str]
+    text_dir: Path | None = None  # the text-shard stage's folder: its manifest indexes the streams
 
     @property
     def metrics_path(self) -> Path:
@@ -81,7 +81,7 @@ def shards_of(spec: PipelineSpec, folder: Path | None, stage: str, pattern: str)
 
 def prepare(spec: PipelineSpec, inputs: dict[str, Path], out_dir: Path) -> TrainJob:
     """Find the shards and write the initial model (once; a resumed stage reuses it)."""
-    from mvlp_core.model import build_model, build_tokenizers
+    from mvlp_core.model import family
 
     image_urls = shards_of(spec, inputs["shard"], "shard", "shard-*.tar")
     text_urls = shards_of(spec, inputs.get("text-shard"), "text-shard", "text-*.tar")
@@ -91,32 +91,17 @@ def prepare(spec: PipelineSpec, inputs: dict[str, Path], out_dir: Path) -> Train
     elif not init_dir.exists():
         tmp = init_dir.with_name(INIT_DIR + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        tokenizers = build_tokenizers(spec.model, list(_texts(image_urls + text_urls)), tmp / "tokenizers")
+        texts = list(_texts(image_urls + text_urls)) if spec.model.random_init else None
         torch.manual_seed(spec.pretrain.seed)
-        build_model(spec.model, tokenizers).save_pretrained(tmp)
+        family(spec.model.family).build(spec.model, texts, tmp / "tokenizers").save_pretrained(tmp)
         tmp.rename(init_dir)
-    return TrainJob(spec, Path(out_dir), init_dir, image_urls, text_urls)
+    return TrainJob(spec, Path(out_dir), init_dir, image_urls, text_urls, inputs.get("text-shard"))
 
 
-def build(job: TrainJob, rank: int, world: int) -> tuple[torch.nn.Module, data.Batches]:
-    """On a rank: the model from init_dir and its batch stream (the model's transform and collate)."""
-    from mvlp_core.model import collate, image_transform, load_model
+def build(job: TrainJob, rank: int, world: int) -> tuple[torch.nn.Module, torch.utils.data.IterableDataset]:
+    """On a rank: the model from init_dir and its family's batch stream."""
+    from mvlp_core.model import family
 
-    spec = job.spec
-    model = load_model(job.init_dir)
-    tokenizers = model.tokenizers
-    cfg = data.LoaderConfig(
-        image_urls=job.image_urls,
-        text_urls=job.text_urls,
-        mix=spec.pretrain.mix,
-        languages=spec.languages,
-        batch_size=spec.pretrain.batch_size,
-        shuffle_buffer=spec.pretrain.loader.shuffle_buffer,
-        seed=spec.pretrain.seed,
-    )
-    transform = image_transform(spec.model)
-
-    def collate_fn(examples: list[Any]) -> dict[str, Any]:
-        return collate(examples, tokenizers, spec.model)
-
-    return model, data.Batches(cfg, transform, collate_fn, rank, world)
+    fam = family(job.spec.model.family)
+    model = fam.load(job.init_dir)
+    return model, fam.train_batches(job, model, rank, world)

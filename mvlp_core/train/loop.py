@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,13 +25,11 @@ import torch
 import torch.distributed as dist
 
 from mvlp_core.contract import StageError
-from mvlp_core.model import TASK_IDS
 from mvlp_core.spec import PretrainSpec
 
 TRAIN_STATE = "train_state.pt"
 MODEL_DIR = "model"
 H100_BF16_PEAK_FLOPS = 989e12
-TASK_LOSSES = ("trans", "cap", "qus", "match", "itc", "xlc", "sent")
 
 
 class CheckpointError(StageError):
@@ -125,6 +123,27 @@ def _flops(model: torch.nn.Module, batch: dict[str, Any], tokens: float) -> floa
     return 6.0 * n * tokens
 
 
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The batch's tensors on `device`; a family whose batch holds one sub-batch per stream nests them."""
+    return {
+        k: to_device(v, device)
+        if isinstance(v, dict)
+        else v.to(device, non_blocking=True)
+        if torch.is_tensor(v)
+        else v
+        for k, v in batch.items()
+    }
+
+
+def logged_losses(model: torch.nn.Module, out: dict[str, Any]) -> list[str]:
+    """The `loss_<task>` keys of a forward's output that this step measured: the model says which
+    where it returns a placeholder for an absent task (`logged_losses`), else every one."""
+    module = unwrap(model)
+    if hasattr(module, "logged_losses"):
+        return module.logged_losses(out)
+    return [k for k in out if k.startswith("loss_")]
+
+
 def _all_sum(values: list[float], device: torch.device) -> list[float]:
     if not (dist.is_available() and dist.is_initialized()):
         return values
@@ -135,7 +154,7 @@ def _all_sum(values: list[float], device: torch.device) -> list[float]:
 
 def train(
     model: torch.nn.Module,
-    batches: Iterator[dict[str, Any]],
+    batches: Iterator[dict[str, Any]] | Callable[[int], Iterator[dict[str, Any]]],
     cfg: PretrainSpec,
     reporter: Reporter,
     *,
@@ -145,7 +164,9 @@ def train(
     metrics_path: Path | None = None,
     fault_marker: Path | None = None,
 ) -> dict[str, Any]:
-    """Train until cfg.max_steps, resuming from the reporter's checkpoint. Returns the last metrics."""
+    """Train until cfg.max_steps, resuming from the reporter's checkpoint. Returns the last metrics.
+    `batches` may be a function of the step training starts at (data/streams `resumable`): a
+    resumed run then continues the data where its checkpoint stood."""
     device = device or torch.device("cpu")
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.weight_decay),
@@ -160,6 +181,8 @@ def train(
             step, samples_seen, restored_from = state["step"], state["samples"], state["step"]
     if restored_from is not None and metrics_path is not None:
         _append(metrics_path, {"event": "resume", "step": step})
+    if callable(batches):
+        batches = batches(step * cfg.grad_accum)  # the data counts micro-batches
 
     use_bf16 = cfg.bf16 and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
@@ -179,9 +202,8 @@ def train(
         for micro in range(cfg.grad_accum):
             batch = next(batches)
             skipped = int(batch.pop("skipped", 0))
-            batch = {
-                k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
-            }
+            samples = int(batch.pop("n_samples")) if "n_samples" in batch else len(batch["task"])
+            batch = to_device(batch, device)
             sync = not is_ddp or micro == cfg.grad_accum - 1
             with contextlib.nullcontext() if sync else model.no_sync(), autocast():
                 out = model(batch)
@@ -190,19 +212,13 @@ def train(
             tokens = float(out.get("tokens", 0))
             window["loss"] += float(out["loss"].detach())
             window["micro"] += 1
-            window["samples"] += len(batch["task"])
+            window["samples"] += samples
             window["tokens"] += tokens
             window["flops"] += _flops(model, batch, tokens) if device.type == "cuda" else 0.0
             window["skipped"] = skipped
-            rows = out.get("task_rows")  # rows per task the model built (derived [match] included)
-            present = (
-                set(batch["task"].tolist()) if rows is None else {t for t, n in enumerate(rows.tolist()) if n}
-            )
-            for name in TASK_LOSSES:
-                key = f"loss_{name}"
-                if key in out and (name not in TASK_IDS or TASK_IDS[name] in present):
-                    window[key] += float(out[key].detach())
-                    window[f"n_{name}"] += 1
+            for key in logged_losses(model, out):
+                window[key] += float(out[key].detach())
+                window[f"n_{key}"] += 1
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -228,9 +244,8 @@ def train(
                 "restored_from": restored_from,
                 "world": world,
             }
-            for name in TASK_LOSSES:
-                if window[f"n_{name}"]:
-                    metrics[f"loss_{name}"] = window[f"loss_{name}"] / window[f"n_{name}"]
+            for key in [k for k in window if k.startswith("loss_")]:
+                metrics[key] = window[key] / window[f"n_{key}"]
             if device.type == "cuda":
                 metrics["mfu"] = flops / elapsed / (H100_BF16_PEAK_FLOPS * world)
             if metrics_path is not None:

@@ -41,6 +41,7 @@ async def _runs_and_artifacts():
 
 def test_pipeline_records_stage_runs(harness, tmp_path: Path) -> None:
     fast = [
+        "models=null",  # the flow wiring with one model; the demo's two: tests/e2e/test_demo.py
         "dataset.samples=30",
         "shard.samples_per_shard=16",
         "pretrain.max_steps=4",

@@ -41,6 +41,7 @@ def test_stage_runs_every_task_and_setting(
         spec = load_spec(
             "demo",
             [
+                "models=null",
                 "iglue.languages={xvnli: [de], xgqa: [de], marvl: [de], xflickrco: [de], wit: [zh]}",
                 "iglue.settings=[zero-shot, few-shot, translate-test]",
                 "iglue.finetune.epochs=2",
@@ -90,10 +91,10 @@ def tiny_unigen(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     import torch
 
-    from mvlp_core.model import build_model, build_tokenizers
+    from mvlp_core.model.unigen import build_model, build_tokenizers
     from mvlp_core.synth.grammar import LANGS, caption, random_scene
 
-    spec = load_spec("demo", ["model.size=micro"], workdir=world)
+    spec = load_spec("demo", ["models=null", "model.size=micro"], workdir=world)
     rng = random.Random(0)
     texts = [caption(random_scene(rng), lang) for _ in range(60) for lang in LANGS]
     out = tmp_path_factory.mktemp("tiny")
@@ -111,6 +112,7 @@ def tiny_unigen(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 SMALL = [
+    "models=null",  # pretrain/final: the one model of `model`
     "iglue.languages={xvnli: [de], xgqa: [de], marvl: [de], xflickrco: [de], wit: [de]}",
     "iglue.finetune.epochs=1",
     "iglue.finetune.max_train_items=32",
@@ -213,6 +215,7 @@ def test_nlvr2_on_its_real_layout_and_its_dev_split_labelled(
     spec = load_spec(
         "demo",
         [
+            "models=null",
             f"iglue.root={root}",
             "iglue.image_roots={}",
             "iglue.tasks=[marvl]",

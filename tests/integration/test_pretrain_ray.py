@@ -27,6 +27,7 @@ from mvlp_core.train import curves  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 COLOURS = {"red": ("rot", "rouge"), "blue": ("blau", "bleu"), "green": ("grün", "vert")}
 FAST = [
+    "models=null",  # the one UniGen of `model` (the demo trains two)
     "model.size=micro",
     "pretrain.workers=2",
     "pretrain.batch_size=8",
@@ -96,6 +97,7 @@ def trained(local_ray, tmp_path_factory):
     return spec, manifest
 
 
+@pytest.mark.slow  # ~40 s; the e2e demo trains both of its models on 2 Ray Train workers by default
 def test_two_workers_train_and_write_the_stage_outputs(trained) -> None:
     from mvlp_core.model import load_model
 
@@ -126,6 +128,7 @@ def test_relaunch_with_same_run_name_resumes(trained) -> None:
     assert ckpt.name == "checkpoint_00000008" and rows[-1]["restored_from"] == 6
 
 
+@pytest.mark.slow  # shares the trained run above
 def test_corrupt_checkpoint_is_reported_not_skipped(trained, tmp_path) -> None:
     from mvlp_core.train.job import prepare
     from ray_jobs.pretrain import latest_checkpoint, train_with_ray

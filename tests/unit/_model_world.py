@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mvlp_core.model import Example, Tokenizers, build_tokenizers, image_transform
+from mvlp_core.model.unigen import Example, Tokenizers, build_tokenizers, image_transform
 from mvlp_core.spec import ModelSpec
 from mvlp_core.synth.grammar import LANGS, caption, random_scene
 from mvlp_core.synth.images import render

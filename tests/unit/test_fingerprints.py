@@ -17,7 +17,7 @@ from mvlp_core import contract, fingerprints, pipeline
 from mvlp_core.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL_FILE = "mvlp_core/model/unigen.py"
+MODEL_FILE = "mvlp_core/model/unigen/model.py"
 
 
 def code_of(stage: str) -> set[str]:
@@ -58,7 +58,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def trained(tmp_path: Path, project: Path):
     """A workdir whose pretrain output is current: its inputs' manifests and its own, recorded
     from what the stage's basis is now."""
-    spec = load_spec("demo", [], tmp_path / "run")
+    spec = load_spec("demo", ["models=null"], tmp_path / "run")
     pipeline.save_spec(spec)
     for name in ("shard", "text-shard"):
         contract.Manifest(name, f"fp-{name}", {}, 10, 10, {}, 1.0, 1).save(pipeline.stage_dir(spec, name))
@@ -121,7 +121,7 @@ def test_accepting_the_code_change_keeps_the_output_and_records_it(trained, proj
 
 
 def test_a_config_change_names_the_field_and_recomputes(trained, tmp_path) -> None:
-    changed = load_spec("demo", ["pretrain.lr=0.003"], tmp_path / "run")
+    changed = load_spec("demo", ["models=null", "pretrain.lr=0.003"], tmp_path / "run")
     state = pipeline.stage_state(changed, "pretrain")
     assert state["state"] == "stale"
     assert state["stale_because"] == ["config pretrain.lr: 0.002 -> 0.003"]
@@ -174,7 +174,7 @@ def test_unfinished_expensive_work_is_not_reset_by_a_code_change(trained, projec
 
 
 def test_a_cheap_stage_recomputes_after_a_code_change(tmp_path, project) -> None:
-    spec = load_spec("demo", [], tmp_path / "run")
+    spec = load_spec("demo", ["models=null"], tmp_path / "run")
     spec.dataset.spec.url_list = str(tmp_path / "list.tsv")
     (tmp_path / "list.tsv").write_text(
         "url\tcaption\nhttp://127.0.0.1/a.jpg\ta red circle\n", encoding="utf-8"
@@ -185,3 +185,9 @@ def test_a_cheap_stage_recomputes_after_a_code_change(tmp_path, project) -> None
     again = pipeline.run_stage(spec, "ingest")
     assert again.fingerprint != first.fingerprint and again.samples_out == first.samples_out == 1
     assert not again.accepted
+
+
+def test_the_model_stages_cover_every_family_s_code() -> None:
+    for stage in ("pretrain", "iglue-eval"):
+        files = code_of(stage)
+        assert {"mvlp_core/model/unigen/model.py", "mvlp_core/model/wsmvlp/model.py"} <= files, stage

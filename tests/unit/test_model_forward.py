@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from _model_world import examples, single_thread, tiny_spec, tokenizers  # noqa: F401
 
-from mvlp_core.model import TASK_IDS, Example, build_model, collate
+from mvlp_core.model.unigen import TASK_IDS, Example, build_model, collate
 
 LOSSES = ("loss_trans", "loss_cap", "loss_qus", "loss_match", "loss_itc")
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from _model_world import examples, single_thread, tiny_spec, tokenizers  # noqa: F401
 
-from mvlp_core.model import TASK_IDS, Example, build_model, collate
+from mvlp_core.model.unigen import TASK_IDS, Example, build_model, collate
 
 STEPS = 40
 

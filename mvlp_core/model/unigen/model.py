@@ -468,6 +468,14 @@ class UniGen(nn.Module):
             "task_rows": rows,
         }
 
+    @staticmethod
+    def logged_losses(out: dict[str, torch.Tensor]) -> list[str]:
+        """The task losses a forward measured: a task with no rows in the batch (derived [match]
+        rows included) returns a zero placeholder that is not logged."""
+        rows = out["task_rows"].tolist()
+        absent = {f"loss_{t}" for t, i in TASK_IDS.items() if not rows[i]}
+        return [k for k in out if k.startswith("loss_") and k not in absent]
+
     def flops_per_sample(self, batch: dict) -> float:
         """Rough training FLOPs per sample (6·params·tokens for trainable parts, 2·params·tokens for
         frozen ones that need no input gradient), for an MFU estimate; attention FLOPs ignored."""
@@ -724,6 +732,7 @@ def build_model(spec: ModelSpec, tokenizers: Tokenizers) -> UniGen:
         decoder = _json(gpt2.config)
         embed_dim = spec.embed_dim
     config = {
+        "family": "unigen",
         "spec": spec.model_dump(mode="json"),
         "vision_config": vision,
         "qformer_config": qformer,

@@ -1,0 +1,54 @@
+"""The weakly-supervised multilingual VLP family ("wsmvlp", Li et al., ACL 2023, seed 001): a ViT,
+XLM-R split into a text encoder and a unified encoder with pluggable cross-attention, trained on
+English image–caption pairs, translation pairs and monolingual text with UCL, xMLM/TLM/VLM and ITM.
+See model.py for the routines and losses, batch.py for the batch layout, build.py for persistence,
+data.py for its data recipe (all three streams every step). The hooks of the family contract
+(mvlp_core/model/families.py) are below."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mvlp_core.model.families import EvalBindings
+from mvlp_core.model.wsmvlp.batch import collate, image_transform
+from mvlp_core.model.wsmvlp.build import build, load, save
+from mvlp_core.model.wsmvlp.data import train_batches
+from mvlp_core.model.wsmvlp.layers import FusionLayer, MLMHead
+from mvlp_core.model.wsmvlp.model import WsmvlpModel, itm_negatives
+
+NAME = "wsmvlp"
+# every IGLUE task through a head on the fused [CLS] or the dual encoder + ITM re-rank (paper App. B.2)
+IGLUE = dict.fromkeys(("xvnli", "xgqa", "marvl", "xflickrco", "wit"), "discriminative")
+# IGLUE fine-tuning holds the uni-modal encoders (paper Tables 7-8; the released config freezes
+# txt_encoder, vis_encoder and the embeddings): only the unified encoder and the head learn
+FINETUNE_FREEZE = ("vision.", "vision_proj.", "embeddings.", "text_layers.", "text_proj.")
+
+__all__ = [
+    "NAME",
+    "FusionLayer",
+    "MLMHead",
+    "WsmvlpModel",
+    "build",
+    "collate",
+    "image_transform",
+    "itm_negatives",
+    "load",
+    "save",
+    "train_batches",
+    "eval_bindings",
+    "IGLUE",
+    "FINETUNE_FREEZE",
+]
+
+
+def eval_bindings(model: WsmvlpModel) -> EvalBindings:
+    """The image transform the model was built with and its tokenizer at the image-text length."""
+    spec, tok = model.spec, model.tokenizer
+
+    def encode(texts: list[str]) -> tuple[Any, Any]:
+        out = tok(
+            texts, padding=True, truncation=True, max_length=spec.max_len.image_text, return_tensors="pt"
+        )
+        return out["input_ids"], out["attention_mask"]
+
+    return EvalBindings(model.image_transform(), encode)

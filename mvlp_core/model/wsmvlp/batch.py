@@ -1,0 +1,115 @@
+"""Turning raw samples into the tensors `WsmvlpModel.forward` reads: the image transform and
+`collate`, which tokenizes each stream, truncates it to its `max_len` and masks it with
+`bert_mask` (in the collate, with the caller's generator, so tests can inspect and replay it).
+
+Batch layout (any subset of the three streams; lengths are each stream's longest row):
+
+    image:    pixel_values [B,3,S,S]; ids, mask, masked_ids, labels [B,L]   (English captions)
+    parallel: ids_a, mask_a, masked_ids_a, labels_a and the same with _b [P,L] (one common length)
+    mono:     ids, mask, masked_ids, labels [M,L]
+    n_samples: B + P + M (int tensor)
+
+`ids` are the clean token ids, `masked_ids` the corrupted ones, `labels` the original id at the
+selected positions and -100 elsewhere. Language codes are accepted but not used: XLM-R has no
+language embeddings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from mvlp_core.model.parts.masking import bert_mask
+from mvlp_core.spec.model_wsmvlp import WsmvlpModelSpec
+
+DEFAULT_MEAN = (0.5, 0.5, 0.5)
+DEFAULT_STD = (0.5, 0.5, 0.5)
+CHARS_PER_TOKEN = 16  # cut pathological texts before tokenizing: no token is longer than this
+STREAMS = ("image", "parallel", "mono")
+
+
+def image_transform(
+    spec: WsmvlpModelSpec,
+    mean: Sequence[float] = DEFAULT_MEAN,
+    std: Sequence[float] = DEFAULT_STD,
+) -> Callable:
+    """PIL image -> float tensor [3, S, S]: RGB, bicubic resize to `spec.image_size`, normalised
+    with the ViT checkpoint's mean/std (`WsmvlpModel.image_transform()` passes the ones it was built
+    with; the ImageNet-21k ViT-B/16 and the random sizes use 0.5/0.5)."""
+    size = spec.image_size
+    mean_t = torch.tensor(tuple(mean), dtype=torch.float32).view(3, 1, 1)
+    std_t = torch.tensor(tuple(std), dtype=torch.float32).view(3, 1, 1)
+
+    def transform(image) -> torch.Tensor:
+        from PIL import Image
+
+        image = image.convert("RGB")
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.BICUBIC)
+        array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return (array - mean_t) / std_t
+
+    return transform
+
+
+def _tokenize(
+    texts: list[str], tokenizer, max_len: int, spec: WsmvlpModelSpec, generator: torch.Generator | None
+) -> dict[str, torch.Tensor]:
+    enc = tokenizer(
+        [(t or "")[: max_len * CHARS_PER_TOKEN] for t in texts],
+        padding=True,
+        truncation=True,
+        max_length=max_len,
+        return_tensors="pt",
+        return_special_tokens_mask=True,
+    )
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    never = enc["special_tokens_mask"].bool() | (mask == 0)
+    masked, labels = bert_mask(ids, never, len(tokenizer), tokenizer.mask_token_id, generator, spec.mask_prob)
+    return {"ids": ids, "mask": mask, "masked_ids": masked, "labels": labels}
+
+
+def _images(images: list[torch.Tensor], size: int) -> torch.Tensor:
+    for image in images:
+        if tuple(image.shape) != (3, size, size):
+            raise ValueError(
+                f"image of shape {tuple(image.shape)}; expected [3,{size},{size}] from image_transform(spec)"
+            )
+    return torch.stack(images).float()
+
+
+def collate(
+    items: dict[str, list], tokenizer, spec: WsmvlpModelSpec, generator: torch.Generator | None
+) -> dict:
+    """`items`: {"image": [(image [3,S,S], caption_en)], "parallel": [(text_a, lang_a, text_b,
+    lang_b)], "mono": [(text, lang)]}, any subset, empty lists dropped -> the batch (module
+    docstring)."""
+    unknown = set(items) - set(STREAMS)
+    if unknown:
+        raise ValueError(f"unknown stream(s) {sorted(unknown)}; allowed: {', '.join(STREAMS)}")
+    out: dict = {}
+    if items.get("image"):
+        images, captions = zip(*items["image"])
+        out["image"] = {
+            "pixel_values": _images(list(images), spec.image_size),
+            **_tokenize(list(captions), tokenizer, spec.max_len.image_text, spec, generator),
+        }
+    if items.get("parallel"):
+        side_a = [row[0] for row in items["parallel"]]
+        side_b = [row[2] for row in items["parallel"]]
+        both = _tokenize(side_a + side_b, tokenizer, spec.max_len.parallel, spec, generator)
+        n = len(side_a)
+        out["parallel"] = {
+            f"{k}_{side}": v[i * n : (i + 1) * n] for k, v in both.items() for i, side in enumerate("ab")
+        }
+    if items.get("mono"):
+        out["mono"] = _tokenize(
+            [row[0] for row in items["mono"]], tokenizer, spec.max_len.mono, spec, generator
+        )
+    if not out:
+        raise ValueError("collate needs at least one sample in one stream")
+    n = sum(len(items.get(s) or ()) for s in STREAMS)
+    out["n_samples"] = torch.tensor(n, dtype=torch.long)
+    return out

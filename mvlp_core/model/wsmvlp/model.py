@@ -1,0 +1,297 @@
+"""wsmVLP (Li et al., ACL 2023; seed 001): weakly-supervised multilingual VLP from English
+image–caption pairs, translation pairs and monolingual text, with no multilingual image–text pairs.
+
+Towers: a ViT (its [CLS] through `vision_proj` is the image feature); XLM-R's embeddings and first
+`text_layers` layers are the text encoder (its [CLS] through the one `text_proj` every text shares
+is the text feature); XLM-R's remaining layers, each with a pluggable cross-attention
+(`FusionLayer`), are the unified encoder, whose output feeds the tied MLM head and the ITM head.
+Three routines (paper Fig. 5): a caption attends to the image's patch states, each side of a
+translation pair to the other side's uni-modal states (both directions), a monolingual sentence
+skips the cross-attention.
+
+Losses (L = their sum, unweighted, §4.1), each returned on its own:
+    loss_ucl_image  InfoNCE image ↔ caption        ½[CE(S/τ, I) + CE(Sᵀ/τ, I)], S cosine of the
+    loss_ucl_text   InfoNCE sentence ↔ translation  uni-modal [CLS] features, one text_proj, one τ
+    loss_vlm        MLM of the caption conditioned on the image
+    loss_tlm        MLM of each side of a pair conditioned on the other (sum of both directions,
+                    as the released code's s2t + t2s)
+    loss_xmlm       MLM of monolingual text, no cross-attention
+    loss_itm        image–text matching on the fused [CLS]: B positives, per image one hard text and
+                    per text one hard image drawn ∝ softmax of the contrastive logits (ALBEF)
+A stream absent from the batch contributes nothing. Under `torch.distributed`, every trainable
+parameter is touched with weight zero, so plain DDP sees a gradient for each; the contrastive
+losses gather across ranks, so every rank must hold the same streams at the same step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from transformers import ViTConfig, ViTModel, XLMRobertaConfig
+from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaEmbeddings
+
+from mvlp_core.model.losses import contrastive_loss, mine_hard_negatives
+from mvlp_core.model.parts.masking import IGNORE
+from mvlp_core.model.wsmvlp.layers import FusionLayer, MLMHead
+from mvlp_core.spec.model_wsmvlp import WsmvlpModelSpec
+
+
+def itm_negatives(
+    logits: torch.Tensor, positive: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ITM negative pairs from the in-batch contrastive logits [B, B] (image rows, text columns):
+    for each image a text drawn ∝ softmax(its row), for each text an image drawn ∝ softmax(its
+    column), never a positive (`positive[i, j]`: the diagonal and identical captions).
+    Returns (image index, text index) of the image→text negatives followed by the text→image ones."""
+    img_a, txt_a, img_b, txt_b = mine_hard_negatives(logits, positive, generator)
+    return torch.cat([img_a, img_b]), torch.cat([txt_a, txt_b])
+
+
+def _mlm_loss(logits: torch.Tensor, targets: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+    if targets.numel() == 0:
+        return anchor.sum() * 0.0
+    return F.cross_entropy(logits, targets)
+
+
+class WsmvlpModel(nn.Module):
+    """The model. `config` holds the spec, the ViT and XLM-R configs and the layer split, so
+    `from_pretrained` rebuilds it without the hub. `generator` (None: the global RNG) draws the ITM
+    hard negatives."""
+
+    HEAD_PARAMS: tuple[str, ...] = ()
+
+    def __init__(self, config: dict, tokenizer) -> None:
+        super().__init__()
+        self.config = config
+        self.spec = WsmvlpModelSpec.model_validate(config["spec"])
+        self.tokenizer = tokenizer
+        self.generator: torch.Generator | None = None
+        vision_config = ViTConfig(**config["vision_config"])
+        text_config = XLMRobertaConfig(**config["text_config"])
+        width = text_config.hidden_size
+        if vision_config.hidden_size != width:
+            raise ValueError(
+                f"ViT width {vision_config.hidden_size} != XLM-R width {width}: the same cross-attention"
+                " reads image patches (VLM) and the other sentence's states (TLM), so they must match"
+            )
+        n_text = config["text_layers"]
+        if not 0 < n_text < text_config.num_hidden_layers:
+            raise ValueError(
+                f"text_layers {n_text} leaves no unified layer of XLM-R's {text_config.num_hidden_layers}"
+            )
+        self.vision = ViTModel(vision_config, add_pooling_layer=False)
+        self.embeddings = XLMRobertaEmbeddings(text_config)
+        self.text_layers = nn.ModuleList(FusionLayer(text_config) for _ in range(n_text))
+        self.fusion_layers = nn.ModuleList(
+            FusionLayer(text_config, cross_attention=True, kv_width=vision_config.hidden_size)
+            for _ in range(text_config.num_hidden_layers - n_text)
+        )
+        self.lm_head = MLMHead(text_config, self.embeddings.word_embeddings)
+        embed_dim = config["embed_dim"]
+        self.vision_proj = nn.Linear(vision_config.hidden_size, embed_dim)
+        self.text_proj = nn.Linear(width, embed_dim)
+        self.itm_head = nn.Linear(width, 2)
+        self.temp = nn.Parameter(torch.tensor(float(self.spec.temperature)))
+        self._init_text(text_config.initializer_range)
+        if self.spec.freeze_vision:
+            for p in [*self.vision.parameters(), *self.vision_proj.parameters()]:
+                p.requires_grad_(False)
+
+    def _init_text(self, std: float) -> None:
+        """BERT's init for everything but the ViT (which HF initialises): normal(0, std) weights,
+        zero biases, unit LayerNorms; each cross-attention starts as its layer's self-attention."""
+        for module in [self.embeddings, self.text_layers, self.fusion_layers, self.lm_head, self.text_proj]:
+            for m in module.modules():
+                if isinstance(m, nn.Linear | nn.Embedding):
+                    nn.init.normal_(m.weight, std=std)
+                    if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+                        nn.init.zeros_(m.weight[m.padding_idx])
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    nn.init.zeros_(m.bias)
+                if isinstance(m, nn.LayerNorm):
+                    nn.init.ones_(m.weight)
+                    nn.init.zeros_(m.bias)
+        for m in (self.vision_proj, self.itm_head):
+            nn.init.normal_(m.weight, std=std)
+            nn.init.zeros_(m.bias)
+        for layer in self.fusion_layers:
+            layer.init_cross_from_self()
+
+    # ---------------------------------------------------------------- towers
+    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Patch states [B, 1+P, D] ([CLS] first) of images [B, 3, S, S]."""
+        return self.vision(pixel_values=pixel_values, interpolate_pos_encoding=True).last_hidden_state
+
+    def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Uni-modal text states [B, L, D]: embeddings + the text encoder's layers."""
+        hidden = self.embeddings(input_ids=ids)
+        for layer in self.text_layers:
+            hidden = layer(hidden, mask)
+        return hidden
+
+    def unify(
+        self,
+        states: torch.Tensor,
+        mask: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The unified encoder over text states; `memory` None skips every cross-attention."""
+        if memory is not None and memory_mask is None:
+            memory_mask = torch.ones(memory.shape[:2], dtype=torch.long, device=memory.device)
+        for layer in self.fusion_layers:
+            states = layer(states, mask, memory, memory_mask)
+        return states
+
+    def cross_attention_modules(self) -> list[nn.Module]:
+        """The unified encoder's cross-attention blocks, in layer order."""
+        return [layer.crossattention for layer in self.fusion_layers]
+
+    def _image_feature(self, image_states: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.vision_proj(image_states[:, 0]), dim=-1)
+
+    def _text_feature(self, text_states: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_proj(text_states[:, 0]), dim=-1)
+
+    def _temperature(self) -> torch.Tensor:
+        return self.temp.clamp(*self.spec.temperature_range)
+
+    def _mlm(self, fused: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, logits [N, V]) at the N labelled positions only."""
+        where = labels != IGNORE
+        logits = self.lm_head(fused[where]).float()
+        return _mlm_loss(logits, labels[where], fused), logits
+
+    # ---------------------------------------------------------------- the three routines
+    def _image_stream(self, b: dict, out: dict, logits: dict) -> None:
+        image = self.encode_image(b["pixel_values"])
+        mask = b["mask"]
+        masked = self.encode_text(b["masked_ids"], mask)
+        clean = masked if self.spec.ucl_text == "masked" else self.encode_text(b["ids"], mask)
+        image_feat, text_feat = self._image_feature(image), self._text_feature(clean)
+        temperature = self._temperature()
+        out["loss_ucl_image"] = contrastive_loss(image_feat, text_feat, temperature)
+        fused = self.unify(masked, mask, image)
+        out["loss_vlm"], logits["vlm"] = self._mlm(fused, b["labels"])
+        positive_cls = fused[:, 0] if clean is masked else self.unify(clean, mask, image)[:, 0]
+        sims = (image_feat @ text_feat.t() / temperature).detach()
+        out["loss_itm"] = self._itm(image, clean, mask, b["ids"], sims, positive_cls)
+
+    def _itm(self, image, text, mask, ids, sims, positive_cls) -> torch.Tensor:
+        """CE over B positive pairs (label 1) and their mined negatives (label 0)."""
+        n = ids.shape[0]
+        positive = (ids.unsqueeze(1) == ids.unsqueeze(0)).all(dim=-1)
+        img, txt = itm_negatives(sims, positive, self.generator)
+        if len(img) == 0:
+            return self.itm_head(positive_cls).sum() * 0.0
+        negative_cls = self.unify(text[txt], mask[txt], image[img])[:, 0]
+        scores = self.itm_head(torch.cat([positive_cls, negative_cls])).float()
+        labels = torch.cat([torch.ones(n), torch.zeros(len(img))]).long().to(scores.device)
+        return F.cross_entropy(scores, labels)
+
+    def _parallel_stream(self, b: dict, out: dict, logits: dict) -> None:
+        # both sides share one padded length (collate), so they go through each tower as one batch
+        n = b["ids_a"].shape[0]
+        mask = torch.cat([b["mask_a"], b["mask_b"]])
+        masked = self.encode_text(torch.cat([b["masked_ids_a"], b["masked_ids_b"]]), mask)
+        if self.spec.ucl_text == "masked":
+            clean = masked
+        else:
+            clean = self.encode_text(torch.cat([b["ids_a"], b["ids_b"]]), mask)
+        feats = self._text_feature(clean)
+        out["loss_ucl_text"] = contrastive_loss(feats[:n], feats[n:], self._temperature())
+        # each side attends to the other side's (masked) uni-modal states: a->b and b->a
+        other = torch.cat([masked[n:], masked[:n]])
+        other_mask = torch.cat([mask[n:], mask[:n]])
+        fused = self.unify(masked, mask, other, other_mask)
+        labels = torch.cat([b["labels_a"], b["labels_b"]])
+        loss_a, logits_a = self._mlm(fused[:n], labels[:n])
+        loss_b, logits_b = self._mlm(fused[n:], labels[n:])
+        out["loss_tlm"] = loss_a + loss_b
+        logits["tlm"] = torch.cat([logits_a, logits_b])
+
+    def _mono_stream(self, b: dict, out: dict, logits: dict) -> None:
+        fused = self.unify(self.encode_text(b["masked_ids"], b["mask"]), b["mask"])
+        out["loss_xmlm"], logits["xmlm"] = self._mlm(fused, b["labels"])
+
+    def forward(self, batch: dict, return_logits: bool = False) -> dict[str, torch.Tensor]:
+        """Losses of a `collate` batch holding any subset of the streams "image", "parallel",
+        "mono": `loss` (their sum), each `loss_<task>` of the present streams and `tokens` (text
+        tokens read); with `return_logits`, `logits_vlm` / `logits_tlm` / `logits_xmlm` [N, V] at
+        the masked positions (row order of the labels)."""
+        out: dict[str, torch.Tensor] = {}
+        logits: dict[str, torch.Tensor] = {}
+        tokens = self.temp.new_zeros(())  # stays on the device: no host sync per step
+        routines = {"image": self._image_stream, "parallel": self._parallel_stream, "mono": self._mono_stream}
+        for name, routine in routines.items():
+            b = batch.get(name)
+            if not b or next(iter(b.values())).shape[0] == 0:
+                continue
+            routine(b, out, logits)
+            tokens = tokens + sum(v.sum() for k, v in b.items() if k == "mask" or k.startswith("mask_"))
+        loss = sum(out.values(), self.temp.new_zeros(()))
+        if dist.is_available() and dist.is_initialized():
+            # zero-weighted touch of every trainable parameter: plain DDP sees a gradient for each
+            loss = loss + sum(p.view(-1)[0] for p in self.parameters() if p.requires_grad) * 0.0
+        result = {"loss": loss, **out, "tokens": tokens.detach().float()}
+        if return_logits:
+            result.update({f"logits_{k}": v for k, v in logits.items()})
+        return result
+
+    # ---------------------------------------------------------------- scoring (IGLUE heads)
+    # all differentiable: retrieval fine-tuning trains through them; inference callers hold no_grad
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Image features [B, E], L2-normalised (the contrastive space)."""
+        return self._image_feature(self.encode_image(pixel_values))
+
+    def text_features(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Text features [B, E], L2-normalised: the text encoder's [CLS] through text_proj."""
+        return self._text_feature(self.encode_text(ids, mask))
+
+    def itc_temperature(self) -> float:
+        """The temperature in use: feature similarity / it = the contrastive logit."""
+        return float(self._temperature().detach())
+
+    def fused(self, pixel_values: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The unified encoder's [CLS] for each text attending to its image: [B, D], or [B, K, D]
+        for K images per text (pixel_values [B, K, 3, S, S], e.g. MaRVL). Differentiable."""
+        if pixel_values.dim() == 5:
+            b, k = pixel_values.shape[:2]
+            flat = self.fused(
+                pixel_values.flatten(0, 1), ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
+            )
+            return flat.view(b, k, -1)
+        image = self.encode_image(pixel_values)
+        return self.unify(self.encode_text(ids, mask), mask, image)[:, 0]
+
+    def match_logit(self, pixel_values: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """ITM log-odds [B] (logit "match" − logit "no match") of each image with its text."""
+        scores = self.itm_head(self.fused(pixel_values, ids, mask)).float()
+        return scores[..., 1] - scores[..., 0]
+
+    def image_transform(self):
+        """The PIL -> tensor transform with the image size and normalisation this model was built with."""
+        from mvlp_core.model.wsmvlp.batch import image_transform
+
+        return image_transform(self.spec, self.config["image_mean"], self.config["image_std"])
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        seen = {id(p): p for p in self.parameters() if p.requires_grad or not trainable_only}
+        return sum(p.numel() for p in seen.values())
+
+    # ---------------------------------------------------------------- persistence
+    def save_pretrained(self, folder: str | Path) -> None:
+        """config.json ("family": "wsmvlp", spec, HF configs), model.safetensors, tokenizer/."""
+        from mvlp_core.model.wsmvlp.build import save
+
+        save(self, folder)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> WsmvlpModel:
+        from mvlp_core.model.wsmvlp.build import load
+
+        return load(folder)
