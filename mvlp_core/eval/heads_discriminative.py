@@ -38,12 +38,11 @@ import numpy as np
 import torch
 
 from mvlp_core.contract import Reject, StageError
-from mvlp_core.eval import data_marvl, data_retrieval, data_xgqa, data_xvnli, metrics
-from mvlp_core.eval.heads_retrieval import drop_missing
+from mvlp_core.eval import data_marvl, data_retrieval, data_xgqa, data_xvnli, heads_retrieval
 from mvlp_core.eval.images import ImageRef
 from mvlp_core.eval.model_api import EvalModel
-from mvlp_core.eval.prepared import DecodedImages, ImageCache, Pending, Prepared, Streamed, chunks, decoded
-from mvlp_core.eval.task_model import IGNORE, TaskModel, image_embedding
+from mvlp_core.eval.prepared import ImageCache, Pending, Prepared, Streamed, chunks, decoded
+from mvlp_core.eval.task_model import IGNORE, TaskModel
 
 CLASSIFIER_TASKS = ("xvnli", "xgqa", "marvl")
 RETRIEVAL_TASKS = ("xflickrco", "wit")
@@ -53,7 +52,6 @@ HEAD_KINDS = {
     **{t: ("discriminative", "dual+itm") for t in RETRIEVAL_TASKS},
 }
 ANSWER_FILES = ("gqa/annotations/trainval_ans2label.json", "gqa/annotations/trainval_label2ans.json")
-RERANK_OFFSET = 1e4  # lifts re-ranked entries above every cosine (which lie in [-1, 1])
 
 
 def is_discriminative(iglue: Mapping[str, str], task: str, family: str) -> bool:
@@ -156,67 +154,22 @@ def _family_model(em: EvalModel) -> torch.nn.Module:
     return em.model.base if isinstance(em.model, TaskModel) else em.model
 
 
-@torch.no_grad()
+def ranker(em: EvalModel) -> heads_retrieval.Ranker:
+    """The dual encoder pre-ranks; the top k are re-scored by the ITM log-odds plus the cosine (as
+    ALBEF sums them)."""
+    model = _family_model(em)
+    return heads_retrieval.Ranker(model, model.match_logit, 1.0)
+
+
 def score_matrices(
     em: EvalModel, images: Sequence[torch.Tensor], captions: list[str], k: int, batch_size: int = 32
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(IR matrix, TR matrix), both [captions, images]: the cosine everywhere, and each query's
-    top k by cosine re-scored ``RERANK_OFFSET + match_logit + cosine``; ``images`` may decode on
-    access."""
-    model = _family_model(em)
-    model.eval()
-    img_emb = torch.cat(
-        [
-            image_embedding(model.image_features(torch.stack(images[s : s + batch_size]).to(em.device)))
-            for s in range(0, len(images), batch_size)
-        ]
-    )
-    txt_emb = []
-    for s in range(0, len(captions), batch_size):
-        ids, mask = em.encode(captions[s : s + batch_size])
-        txt_emb.append(model.text_features(ids.to(em.device), mask.to(em.device)))
-    sim = (torch.cat(txt_emb) @ img_emb.T).float().cpu().numpy().astype(np.float64)
-
-    def match(pairs: list[tuple[int, int]]) -> np.ndarray:
-        out = np.empty(len(pairs))
-        for s in range(0, len(pairs), batch_size):
-            chunk = pairs[s : s + batch_size]
-            ids, mask = em.encode([captions[c] for c, _ in chunk])
-            pixels = torch.stack([images[i] for _, i in chunk]).to(em.device)
-            logit = model.match_logit(pixels, ids.to(em.device), mask.to(em.device))
-            out[s : s + len(chunk)] = logit.float().cpu().numpy()
-        return out
-
-    k_img, k_cap = min(k, sim.shape[1]), min(k, sim.shape[0])
-    ir, tr = sim.copy(), sim.copy()
-    if k_img:
-        top = np.argsort(-sim, axis=1, kind="stable")[:, :k_img]
-        pairs = [(c, int(i)) for c in range(sim.shape[0]) for i in top[c]]
-        for (c, i), s in zip(pairs, match(pairs)):
-            ir[c, i] = RERANK_OFFSET + s + sim[c, i]
-    if k_cap:
-        top = np.argsort(-sim.T, axis=1, kind="stable")[:, :k_cap]
-        pairs = [(int(c), i) for i in range(sim.shape[1]) for c in top[i]]
-        for (c, i), s in zip(pairs, match(pairs)):
-            tr[c, i] = RERANK_OFFSET + s + sim[c, i]
-    return ir, tr
+    """(IR matrix, TR matrix), both [captions, images], by this family's ranker."""
+    return heads_retrieval.score_matrices(em, images, captions, k, batch_size, ranker(em))
 
 
 def evaluate(
     em: EvalModel, rset: data_retrieval.RetrievalSet, paths: list[ImageRef], cache: ImageCache, k: int
 ) -> tuple[dict[str, float], list[Reject], list[list[int]]]:
-    """Recall@1/5/10 both ways, rejects for undecodable images, and VOLTA-style top-20 lists: what
-    ``heads_retrieval.evaluate`` returns, scored by the dual encoder and the ITM re-rank."""
-    readable = [cache.get(p) is not None for p in paths]
-    bad = [Reject(im.key, "bad_image", str(p)) for im, p, ok in zip(rset.images, paths, readable) if not ok]
-    if bad:
-        rset, paths = drop_missing(rset, [p if ok else None for p, ok in zip(paths, readable)])
-    if not rset.captions:
-        return {f"{d}_r{n}": 0.0 for d in ("ir", "tr") for n in metrics.RECALL_AT}, bad, []
-    ir, tr = score_matrices(em, DecodedImages(paths, cache), rset.captions, k)
-    result = {
-        **metrics.recalls(metrics.ir_ranks(ir, rset.caption_image), "ir"),
-        **metrics.recalls(metrics.tr_ranks(tr, rset.caption_image), "tr"),
-    }
-    top20 = np.argsort(-ir, axis=1, kind="stable")[:, :20].tolist()
-    return result, bad, top20
+    """What ``heads_retrieval.evaluate`` returns, scored by the dual encoder and the ITM re-rank."""
+    return heads_retrieval.evaluate(em, rset, paths, cache, k, ranker(em))

@@ -118,11 +118,7 @@ def bar_chart(results: list[Result], path: Path, title: str) -> None:
         ax.set_title(f"{task} ({data[task]['metric']})")
         ax.set_ylim(0, 100)
         ax.legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+    _save(fig, path, title)
 
 
 def leaderboard_chart(models: dict[str, dict[str, Any]], path: Path, title: str) -> None:
@@ -150,6 +146,12 @@ def leaderboard_chart(models: dict[str, dict[str, Any]], path: Path, title: str)
         ax.set_title(f"{task} ({metric})")
         ax.set_ylim(0, 100)
         ax.legend(fontsize=7)
+    _save(fig, path, title)
+
+
+def _save(fig: Any, path: Path, title: str) -> None:
+    import matplotlib.pyplot as plt
+
     fig.suptitle(title)
     fig.tight_layout()
     with atomic.atomic_path(path) as tmp:

@@ -38,6 +38,7 @@ from torch import nn
 
 from mvlp_core import atomic
 from mvlp_core.contract import StageError
+from mvlp_core.eval.heads_retrieval import image_embedding
 from mvlp_core.eval.model_api import TASK_MODEL_FILE, EvalModel
 
 BASE_FOLDER = "base"
@@ -87,11 +88,6 @@ def answer_targets(labels: torch.Tensor, n_answers: int) -> torch.Tensor:
     known = labels >= 0
     target[known.nonzero(as_tuple=True)[0], labels[known]] = 1.0
     return target
-
-
-def image_embedding(out: Any) -> torch.Tensor:
-    """A family's ``image_features`` output: the [B,E] tensor (UniGen returns (patches, pooled))."""
-    return out[1] if isinstance(out, tuple) else out
 
 
 class TaskModel(nn.Module):

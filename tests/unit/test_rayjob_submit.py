@@ -145,3 +145,41 @@ def test_missing_template_names_the_field() -> None:
         job_client.rayjob_body(
             CLUSTER.model_copy(update={"template": "nowhere/{stage}.yaml"}), "pretrain", "x", "y", {}
         )
+
+
+RAYJOB_STAGES = {"translate": True, "qa": True, "download": False, "pretrain": True, "iglue-eval": True}
+
+
+@pytest.mark.parametrize(("stage", "gpu"), RAYJOB_STAGES.items())
+def test_every_ray_backed_stage_submits_its_template(stage: str, gpu: bool) -> None:
+    """Each stage's RayJob as the submission code creates it: from that stage's template, its
+    entrypoint the one job runner, GPU workers on the CUDA image where the stage needs a GPU and
+    CPU nodes alone for download, the same create and poll calls, and valid against the CRD."""
+    name = f"mvlp-{stage}-demo-ab12"
+    body = job_client.rayjob_body(
+        CLUSTER,
+        stage,
+        name,
+        job_client.entrypoint(stage, "/shared/runs/demo/spec.json"),
+        {"mvlp.io/stage": stage},
+    )
+    assert body["spec"]["entrypoint"] == f"python -m ray_jobs {stage} --spec /shared/runs/demo/spec.json"
+    containers = list(_containers(body))
+    gpus = [c for c in containers if c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu")]
+    assert bool(gpus) == gpu
+    assert {c["image"] for c in gpus} <= {"reg/mvlp:1-cuda"}
+    assert {c["image"] for c in containers} == (
+        {"reg/mvlp:1-cpu", "reg/mvlp:1-cuda"} if gpu else {"reg/mvlp:1-cpu"}
+    )
+    if CRD_DIR.exists():
+        validate(body)
+    api = _api(_obj("Running", "RUNNING"), _obj("Complete", "SUCCEEDED"))
+    final = job_client.run_rayjob(
+        api, body, on_status=lambda s: None, poll_seconds=1, timeout_seconds=60, sleep=lambda s: None
+    )
+    api.create_namespaced_custom_object.assert_called_once_with("ray.io", "v1", "mvlp-dev", "rayjobs", body)
+    assert (
+        api.get_namespaced_custom_object.call_args_list
+        == [mock.call("ray.io", "v1", "mvlp-dev", "rayjobs", name)] * 2
+    )
+    assert final.state == "SUCCEEDED"

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
+from mvlp_core.model.parts.images import resize_normalise
 from mvlp_core.model.tokenizers import TASK_IDS, Tokenizers
 from mvlp_core.spec import ModelSpec
 
@@ -32,21 +32,8 @@ class Example:
 
 
 def image_transform(spec: ModelSpec) -> Callable:
-    """PIL image -> float tensor [3, S, S]: RGB, bicubic resize to `image_size`, normalised."""
-    size = spec.image_size
-    mean = torch.tensor(IMAGE_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGE_STD).view(3, 1, 1)
-
-    def transform(image) -> torch.Tensor:
-        from PIL import Image
-
-        image = image.convert("RGB")
-        if image.size != (size, size):
-            image = image.resize((size, size), Image.BICUBIC)
-        array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        return (array - mean) / std
-
-    return transform
+    """PIL image -> float tensor [3, S, S]: RGB, bicubic resize to `image_size`, BLIP-2's normalisation."""
+    return resize_normalise(spec.image_size, IMAGE_MEAN, IMAGE_STD)
 
 
 def _clip(text: str | None, max_len: int) -> str:

@@ -39,6 +39,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, XLMRobertaConfig, XLMRober
 from mvlp_core.atomic import atomic_path, write_json
 from mvlp_core.contract import StageError
 from mvlp_core.model.losses import contrastive_loss, distributed, mine_hard_negatives
+from mvlp_core.model.parts.pretrained import from_pretrained
 from mvlp_core.model.tokenizers import TASK_IDS, Tokenizers, load_tokenizers
 from mvlp_core.model.vision import ImageEncoder, load_blip2_encoder, random_configs, tower_width
 from mvlp_core.spec import ModelSpec
@@ -668,17 +669,6 @@ def _random_parts(spec: ModelSpec, tokenizers: Tokenizers) -> tuple[dict, dict]:
     return _json(text), _json(decoder)
 
 
-def _load_pretrained(cls, name: str, field: str, **kwargs):
-    try:
-        return cls.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as err:
-        raise StageError(
-            f"cannot load model.{field} {name!r} ({type(err).__name__}: {err}); the model hub is not"
-            f" reachable here: set model.{field} to a local checkpoint folder (save_pretrained) or"
-            " pre-populate the Hugging Face cache (HF_HOME)"
-        ) from None
-
-
 def base_shaped_configs(spec: ModelSpec, tokenizers: Tokenizers) -> tuple[dict, dict, dict, dict]:
     """The published shapes of the base parts (BLIP-2 ViT-g + Q-Former, xlm-roberta-base, gpt2),
     for random-weight benchmarks (MFU on a GPU) where no checkpoint is at hand."""
@@ -720,10 +710,10 @@ def build_model(spec: ModelSpec, tokenizers: Tokenizers) -> UniGen:
         embed_dim = spec.dims.embed_dim
     else:
         parts["image_encoder"] = load_blip2_encoder(spec.vision, spec.num_query_tokens)
-        parts["text_encoder"] = _load_pretrained(
+        parts["text_encoder"] = from_pretrained(
             XLMRobertaModel, spec.text_encoder, "text_encoder", add_pooling_layer=False
         )
-        gpt2 = _load_pretrained(GPT2LMHeadModel, spec.decoder, "decoder")
+        gpt2 = from_pretrained(GPT2LMHeadModel, spec.decoder, "decoder")
         gpt2.resize_token_embeddings(len(tokenizers.decoder))
         parts["decoder"] = gpt2
         vision = _json(parts["image_encoder"].vision_model.config)

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 
+from mvlp_core.model.parts.images import resize_normalise
 from mvlp_core.model.parts.masking import bert_mask
 from mvlp_core.spec.model_wsmvlp import WsmvlpModelSpec
 
@@ -38,20 +38,7 @@ def image_transform(
     """PIL image -> float tensor [3, S, S]: RGB, bicubic resize to `spec.image_size`, normalised
     with the ViT checkpoint's mean/std (`WsmvlpModel.image_transform()` passes the ones it was built
     with; the ImageNet-21k ViT-B/16 and the random sizes use 0.5/0.5)."""
-    size = spec.image_size
-    mean_t = torch.tensor(tuple(mean), dtype=torch.float32).view(3, 1, 1)
-    std_t = torch.tensor(tuple(std), dtype=torch.float32).view(3, 1, 1)
-
-    def transform(image) -> torch.Tensor:
-        from PIL import Image
-
-        image = image.convert("RGB")
-        if image.size != (size, size):
-            image = image.resize((size, size), Image.BICUBIC)
-        array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        return (array - mean_t) / std_t
-
-    return transform
+    return resize_normalise(spec.image_size, mean, std)
 
 
 def _tokenize(

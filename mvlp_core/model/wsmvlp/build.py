@@ -20,6 +20,7 @@ from transformers import AutoTokenizer, ViTConfig, ViTModel, XLMRobertaConfig, X
 
 from mvlp_core.atomic import atomic_path, write_json
 from mvlp_core.contract import StageError
+from mvlp_core.model.parts.pretrained import from_pretrained
 from mvlp_core.model.tokenizers import _load, _train_sentencepiece
 from mvlp_core.model.wsmvlp.batch import DEFAULT_MEAN, DEFAULT_STD
 from mvlp_core.model.wsmvlp.model import WsmvlpModel
@@ -76,17 +77,6 @@ def _configs(spec: WsmvlpModelSpec, tokenizer) -> tuple[dict, dict]:
     return _json(vision), _json(text)
 
 
-def _from_pretrained(cls, name: str, field: str, **kwargs):
-    try:
-        return cls.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as err:
-        raise StageError(
-            f"cannot load model.{field} {name!r} ({type(err).__name__}: {err}); the model hub is not"
-            f" reachable here: set model.{field} to a local checkpoint folder (save_pretrained) or"
-            " pre-populate the Hugging Face cache (HF_HOME)"
-        ) from None
-
-
 def _image_stats(name: str) -> tuple[list[float], list[float]]:
     """The ViT checkpoint's normalisation (its image processor's mean/std), 0.5/0.5 if it has none."""
     try:
@@ -113,8 +103,8 @@ def _config(spec, vision: dict, text: dict, text_layers: int, mean, std) -> dict
 
 def _pretrained(spec: WsmvlpModelSpec) -> WsmvlpModel:
     tokenizer = _load(spec.text_encoder, "text encoder", "text_encoder")
-    xlmr = _from_pretrained(XLMRobertaForMaskedLM, spec.text_encoder, "text_encoder")
-    vit = _from_pretrained(ViTModel, spec.vision, "vision", add_pooling_layer=False)
+    xlmr = from_pretrained(XLMRobertaForMaskedLM, spec.text_encoder, "text_encoder")
+    vit = from_pretrained(ViTModel, spec.vision, "vision", add_pooling_layer=False)
     n_layers = xlmr.config.num_hidden_layers
     text_layers = spec.text_layers if spec.text_layers is not None else n_layers // 2
     if not 0 < text_layers < n_layers:
