@@ -43,7 +43,7 @@ def _ray_cli() -> str:
 class RayCluster:
     """`nodes` maps each node's custom resource name to its CPU count; the first is the head."""
 
-    def __init__(self, nodes: dict[str, int], start_seconds: float = 300) -> None:
+    def __init__(self, nodes: dict[str, int], start_seconds: float = 300, dashboard: bool = False) -> None:
         if not nodes:
             raise ValueError("a cluster needs a head node")
         self.nodes = nodes
@@ -53,6 +53,10 @@ class RayCluster:
         self.temp_dir = Path(tempfile.mkdtemp(prefix="mvlp-rc-", dir="/tmp"))
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        # the dashboard serves the Jobs API: on only where a test submits jobs (it costs seconds)
+        self.dashboard = dashboard
+        self.dashboard_port = free_port()
+        self.jobs_address = f"http://127.0.0.1:{self.dashboard_port}"
         self.token = secrets.token_hex(32)
         self._groups: list[int] = []  # the process group of each node's `ray start`
 
@@ -114,8 +118,9 @@ class RayCluster:
                 f"--port={self.port}",
                 f"--temp-dir={self.temp_dir}",
                 f"--ray-client-server-port={free_port()}",
-                "--include-dashboard=false",
-                f"--dashboard-port={free_port()}",
+                f"--include-dashboard={str(self.dashboard).lower()}",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}",
             ]
         else:
             args.append(f"--address={self.address}")
@@ -186,9 +191,9 @@ def with_suppressed(fn, *args) -> None:
 
 
 @contextlib.contextmanager
-def running(nodes: dict[str, int]) -> Iterator[RayCluster]:
+def running(nodes: dict[str, int], dashboard: bool = False) -> Iterator[RayCluster]:
     """A started cluster, stopped (its processes only) on leaving the block."""
-    cluster = RayCluster(nodes).start()
+    cluster = RayCluster(nodes, dashboard=dashboard).start()
     try:
         yield cluster
     finally:
