@@ -180,19 +180,25 @@ def test_missing_manifest_or_weights_is_a_stage_error(tmp_path: Path) -> None:
 # --- the streams ----------------------------------------------------------------------------
 
 
+def draws(index: ms.TextIndex, stream: str, n: int, *, seed: int, **options: Any) -> list[Any]:
+    """`n` items of one text stream for part 0 of 1, opened as the batches open it."""
+    sources = ms.Sources(text=index, **options)
+    return ms.open_streams(sources, {stream}, seed, 0, 1, Skips())[stream].take(n)
+
+
 def test_mono_languages_follow_alpha_weights(world: dict[str, Any]) -> None:
     index, n = world["index"], 5000
-    draws = Counter(lang for _, (text, lang) in zip(range(n), ms.mono_items(index, seed=3, shuffle_buffer=4)))
+    drawn = Counter(lang for _, lang in draws(index, "mono", n, seed=3, shuffle_buffer=4))
     q = index.mono_weights
     for lang, qi in q.items():
         half = Z999 * math.sqrt(n * qi * (1 - qi))
-        assert abs(draws[lang] - n * qi) <= half, (lang, draws[lang], n * qi)
+        assert abs(drawn[lang] - n * qi) <= half, (lang, drawn[lang], n * qi)
     p_sw = MONO["sw"] / sum(MONO.values())
-    assert draws["sw"] / n > 2 * p_sw  # flattened: the low-resource language is oversampled
+    assert drawn["sw"] / n > 2 * p_sw  # flattened: the low-resource language is oversampled
 
 
 def test_mono_sentence_belongs_to_drawn_language_and_covers_middle_tar(world: dict[str, Any]) -> None:
-    items = [x for _, x in zip(range(800), ms.mono_items(world["index"], seed=1, shuffle_buffer=4))]
+    items = draws(world["index"], "mono", 800, seed=1, shuffle_buffer=4)
     assert all(text.startswith(lang + " ") for text, lang in items)
     en = {int(t.split()[-1]) for t, lang in items if lang == "en"}
     assert set(range(20, 40)) <= en  # text-00001.tar sits inside the manifest's [first, last] range
@@ -200,12 +206,12 @@ def test_mono_sentence_belongs_to_drawn_language_and_covers_middle_tar(world: di
 
 def test_parallel_keeps_non_english_pairs_unless_english_only(world: dict[str, Any]) -> None:
     index = world["index"]
-    items = [x for _, x in zip(range(300), ms.parallel_items(index, seed=0, shuffle_buffer=4))]
+    items = draws(index, "parallel", 300, seed=0, shuffle_buffer=4)
     langs = Counter((a, b) for _, a, _, b in items)
     assert langs[("de", "fr")] > 0 and langs[("en", "de")] > 0 and langs[("en", "fr")] > 0
-    only = [x for _, x in zip(range(300), ms.parallel_items(index, seed=0, english_only=True))]
+    only = draws(index, "parallel", 300, seed=0, english_only=True)
     assert only and all("en" in (a, b) for _, a, _, b in only)
-    scored = [x for _, x in zip(range(200), ms.parallel_items(index, seed=0, min_score=1.0, weighted=False))]
+    scored = draws(index, "parallel", 200, seed=0, min_score=1.0, weighted_pairs=False)
     assert all(int(text_a.split()[-1]) % 4 for text_a, _, _, _ in scored)  # the 0.9-scored rows are gone
 
 

@@ -39,7 +39,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, XLMRobertaConfig, XLMRober
 from mvlp_core.atomic import atomic_path, write_json
 from mvlp_core.contract import StageError
 from mvlp_core.model.losses import contrastive_loss, distributed, mine_hard_negatives
-from mvlp_core.model.parts.pretrained import from_pretrained
+from mvlp_core.model.parts.pretrained import from_pretrained, load_weights
 from mvlp_core.model.tokenizers import TASK_IDS, Tokenizers, load_tokenizers
 from mvlp_core.model.vision import ImageEncoder, load_blip2_encoder, random_configs, tower_width
 from mvlp_core.spec import ModelSpec
@@ -599,8 +599,6 @@ class UniGen(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> UniGen:
-        from safetensors.torch import load_model as load_weights
-
         folder = Path(folder)
         if not (folder / CONFIG_FILE).exists():
             raise StageError(
@@ -610,13 +608,7 @@ class UniGen(nn.Module):
         config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         config["spec"] = upgrade_saved(config["spec"])
         model = cls(config, load_tokenizers(folder))
-        try:
-            load_weights(model, str(folder / WEIGHTS_FILE))
-        except (OSError, RuntimeError) as err:
-            raise StageError(
-                f"cannot load the weights of {folder}: {err}; the checkpoint is"
-                " incomplete or from another model version: re-save it"
-            ) from None
+        load_weights(model, folder / WEIGHTS_FILE)
         return model
 
 

@@ -20,7 +20,7 @@ from transformers import AutoTokenizer, ViTConfig, ViTModel, XLMRobertaConfig, X
 
 from mvlp_core.atomic import atomic_path, write_json
 from mvlp_core.contract import StageError
-from mvlp_core.model.parts.pretrained import from_pretrained
+from mvlp_core.model.parts.pretrained import from_pretrained, load_weights
 from mvlp_core.model.tokenizers import _load, _train_sentencepiece
 from mvlp_core.model.wsmvlp.batch import DEFAULT_MEAN, DEFAULT_STD
 from mvlp_core.model.wsmvlp.model import WsmvlpModel
@@ -163,7 +163,6 @@ def save(model: WsmvlpModel, folder: str | Path) -> None:
 
 def load(folder: str | Path) -> WsmvlpModel:
     """The model (with its tokenizer) from a folder written by `save` / `save_pretrained`."""
-    from safetensors.torch import load_model as load_weights
 
     folder = Path(folder)
     path = folder / CONFIG_FILE
@@ -174,11 +173,5 @@ def load(folder: str | Path) -> WsmvlpModel:
             " folder written by WsmvlpModel.save_pretrained"
         )
     model = WsmvlpModel(config, AutoTokenizer.from_pretrained(str(folder / TOKENIZER_DIR)))
-    try:
-        load_weights(model, str(folder / WEIGHTS_FILE))
-    except (OSError, RuntimeError) as err:
-        raise StageError(
-            f"cannot load the weights of {folder}: {err}; the checkpoint is incomplete or from another"
-            " model version: re-save it"
-        ) from None
+    load_weights(model, folder / WEIGHTS_FILE)
     return model
