@@ -4,6 +4,7 @@ root on PYTHONPATH); their logs stay in Ray's session folder (or the dashboard),
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import ray
 from mvlp_core.spec import PipelineSpec
 
 ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
 
 
 def connect(spec: PipelineSpec, num_cpus: int | None = None) -> None:
@@ -26,3 +28,20 @@ def connect(spec: PipelineSpec, num_cpus: int | None = None) -> None:
         return
     os.environ["PYTHONPATH"] = env["PYTHONPATH"]  # local workers inherit the driver's environment
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def warn_if_pool_fills_cluster(what: str, actors: int, cpus_each: float) -> str | None:
+    """Ray Data's read tasks need a CPU beside an actor pool: a pool that takes every CPU the
+    cluster has now waits for them forever unless the cluster grows. Says so (in the job's log)
+    with what to change; returns the warning, or None where there is room."""
+    have = ray.cluster_resources().get("CPU", 0.0)
+    need = actors * cpus_each
+    if have - need >= 1:
+        return None
+    message = (
+        f"{what}: the actor pool takes {need:g} of the cluster's {have:g} CPUs, leaving less than "
+        "the one CPU Ray Data's read tasks need: unless the cluster autoscales, the job waits "
+        f"forever. Lower {what}.ray.concurrency or {what}.ray.num_cpus, or add CPUs."
+    )
+    log.warning(message)
+    return message

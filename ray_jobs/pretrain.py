@@ -88,8 +88,7 @@ def train_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(job.spec.pretrain.seed + rank)
     model, batches = build(job, rank, world)
     device = ray.train.torch.get_device()
-    # UniGen gives every trainable parameter a gradient each step (see its docstring): plain DDP
-    model = ray.train.torch.prepare_model(model)
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=loop.DDP_OPTIONS)
     from mvlp_core.train.data import resumable
 
     loop.train(

@@ -226,7 +226,10 @@ class RayDataQuestioner:
             return
         import ray
 
+        from ray_jobs.connect import warn_if_pool_fills_cluster
+
         pool = self.spec.qa.ray
+        warn_if_pool_fills_cluster("qa", pool.concurrency, pool.num_cpus)
         ds, batch = input_dataset(todo, pool.concurrency, self.spec.qa.checkpoint_every)
         out = ds.map_batches(
             QuestionerActor,

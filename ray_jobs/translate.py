@@ -32,7 +32,7 @@ from mvlp_core.stages.translate.stage import (
     samples_path,
     translate_records,
 )
-from ray_jobs.connect import connect
+from ray_jobs.connect import connect, warn_if_pool_fills_cluster
 
 UNIT_RE = re.compile(r"samples-(\d+)\.parquet$")
 CHARS_PER_TOKEN = 4  # a subword token is ~4 characters of English
@@ -98,6 +98,7 @@ def ray_executor(spec: PipelineSpec, download: Path) -> Executor:
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # units arrive in order: bounded buffering
         cfg = spec.translate.ray
+        warn_if_pool_fills_cluster("translate", cfg.concurrency, cfg.num_cpus)
         ds = ray.data.read_parquet([str(p) for p in paths], include_paths=True)
         ds = ds.select_columns(["key", "caption", "path"])
         ds = ds.map_batches(_selected(spec), batch_format="pyarrow")

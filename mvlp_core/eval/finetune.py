@@ -126,7 +126,7 @@ def finetune(
         torch.manual_seed(seed)
         groups = param_groups(em.model, lr, head_lr_scale)
         params = [p for g in groups for p in g["params"]]
-        opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
+        opt = torch.optim.AdamW(groups, weight_decay=weight_decay, fused=em.device.type in ("cuda", "cpu"))
         steps_per_epoch = math.ceil(len(examples) / batch_size)
         total = min(epochs * steps_per_epoch, max_steps or epochs * steps_per_epoch)
         warmup = max(1, total // 10)

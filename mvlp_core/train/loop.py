@@ -30,6 +30,11 @@ from mvlp_core.spec import PretrainSpec
 TRAIN_STATE = "train_state.pt"
 MODEL_DIR = "model"
 H100_BF16_PEAK_FLOPS = 989e12
+# DistributedDataParallel's options for every family. A step may leave parameters without a
+# gradient (a text-only batch never runs the image tower; UniGen's multi-image heads run only in
+# fine-tuning): DDP finds them from the step's autograd graph, rather than each model adding a
+# zero-weighted use of every parameter (one op and one full-size zero gradient per parameter).
+DDP_OPTIONS = {"find_unused_parameters": True}
 
 
 class CheckpointError(StageError):
@@ -172,7 +177,7 @@ def train(
         param_groups(model, cfg.weight_decay),
         lr=cfg.lr,
         betas=tuple(cfg.betas),
-        fused=device.type == "cuda",
+        fused=True,
     )
     step, samples_seen, restored_from = 0, 0, None
     with reporter.restore() as ckpt:

@@ -84,9 +84,9 @@ def test_stage_runs_every_task_and_setting(
     assert IGLUE_EVAL_STAGE.run(spec, {"pretrain": pretrain}, out).created == m.created
 
 
-@pytest.fixture(scope="module")
-def tiny_unigen(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A workdir whose pretrain/final/ holds a micro random-init UniGen written by save_pretrained."""
+def save_micro_unigen(world: Path, out: Path) -> Path:
+    """`out`/pretrain, whose final/ holds a micro random-init UniGen written by save_pretrained,
+    its tokenizers trained on the synthetic world's captions."""
     import random
 
     import torch
@@ -97,7 +97,6 @@ def tiny_unigen(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec = load_spec("demo", ["models=null", "model.size=micro"], workdir=world)
     rng = random.Random(0)
     texts = [caption(random_scene(rng), lang) for _ in range(60) for lang in LANGS]
-    out = tmp_path_factory.mktemp("tiny")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -109,6 +108,11 @@ def tiny_unigen(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         torch.set_num_threads(threads)
     contract.Manifest("pretrain", "fp0", {}, 0, 0, {}, 0.0, 1).save(out / "pretrain")
     return out / "pretrain"
+
+
+@pytest.fixture(scope="module")
+def tiny_unigen(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_micro_unigen(world, tmp_path_factory.mktemp("tiny"))
 
 
 SMALL = [

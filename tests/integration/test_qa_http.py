@@ -33,7 +33,12 @@ def world_captions() -> list[list[str]]:
 
 @pytest.fixture
 def download(tmp_path: Path) -> Path:
-    folder = tmp_path / "download"
+    return write_download(tmp_path)
+
+
+def write_download(workdir: Path) -> Path:
+    """A download stage of the synthetic world's captions, three shards, under `workdir`."""
+    folder = workdir / "download"
     folder.mkdir()
     files = {}
     for shard, captions in enumerate(world_captions()):

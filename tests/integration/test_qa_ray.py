@@ -72,6 +72,16 @@ def test_input_is_repartitioned_for_every_worker(local_ray) -> None:
     assert input_dataset(todo, workers=3, batch_rows=4)[0].materialize().num_blocks() == 8
 
 
+def test_a_pool_that_fills_the_cluster_is_named_in_the_log(local_ray, caplog) -> None:
+    """Two actors of one CPU on two CPUs leave none for Ray Data's reads: the job would wait."""
+    from ray_jobs.connect import warn_if_pool_fills_cluster
+
+    assert warn_if_pool_fills_cluster("qa", 2, 0.5) is None  # this module's pools: room to read
+    message = warn_if_pool_fills_cluster("translate", 2, 1)
+    assert message is not None and "takes 2 of the cluster's 2 CPUs" in message
+    assert "translate.ray.concurrency" in message and message in caplog.text
+
+
 def _spec_file(tmp_path: Path, qa: dict) -> Path:
     path = tmp_path / "spec.yaml"
     spec = {

@@ -292,6 +292,8 @@ def _check_secrets_and_cache(
         "optional": True,
     }, what
     assert {"secretRef": {"name": "mvlp-object-store", "optional": True}} in c["envFrom"], what
+    # the http backends' keys (translate.http / qa.http api_key_env): the driver and the actors
+    assert {"secretRef": {"name": "mvlp-endpoint-keys", "optional": True}} in c["envFrom"], what
     assert {"configMapRef": {"name": "mvlp-storage"}} in c["envFrom"], what
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["name"]: m for m in c["volumeMounts"]}
@@ -310,7 +312,7 @@ def _check_secrets_and_cache(
 def test_secrets_and_the_shared_model_cache_reach_every_ray_pod() -> None:
     """Every Ray pod (long-lived cluster and RayJobs): HF_TOKEN from the optional Secret
     mvlp-hf-token, object-store credentials from the optional Secret mvlp-object-store (and the
-    optional GCS key file), HF_HOME on the shared volume so a checkpoint is fetched once per cluster."""
+    optional GCS key file), endpoint keys from the optional Secret mvlp-endpoint-keys, HF_HOME on the shared volume so a checkpoint is fetched once per cluster."""
     base_storage = _configmap(render(K8S / "base"), "mvlp-storage")
     checked = 0
     for where, doc in _ray_docs():

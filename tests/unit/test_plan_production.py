@@ -113,6 +113,7 @@ def test_on_this_machine_each_missing_piece_is_one_line(tmp_path: Path) -> None:
     assert one("iglue-eval:", "/shared/data/iglue/datasets", "iglue.root")
 
 
+@pytest.mark.skipif(not REAL_IGLUE.exists(), reason=f"{REAL_IGLUE} absent")
 def test_a_staged_tiny_copy_passes(tmp_path: Path) -> None:
     spec = load_spec(staged_copy(tmp_path))
     assert spec.pretrain.workers * spec.pretrain.batch_size * spec.pretrain.grad_accum == 512

@@ -85,9 +85,8 @@ class UniGen(nn.Module):
     """The model. `config` holds the spec and every sub-model's HF config, so `from_pretrained`
     rebuilds it without the hub.
 
-    DDP: every parameter that requires grad gets a gradient in every step (zero for a part the
-    batch did not use, e.g. the vision tower on a text-only batch), so plain
-    `DistributedDataParallel` works; `find_unused_parameters` is not needed.
+    A step may leave parameters without a gradient (the vision tower on a text-only batch, the
+    multi-image heads in pretraining): DDP finds them itself (`loop.DDP_OPTIONS`).
     """
 
     # parameters only multi-image fine-tuning trains: still at their initial values when it starts
@@ -437,15 +436,12 @@ class UniGen(nn.Module):
             sel = row_task == t
             tokens = counts[sel].sum()
             losses[f"loss_{name}"] = -logp[sel].sum() / tokens if tokens > 0 else zero
-        # zero-weighted touch of every trainable parameter: DDP sees a gradient for each of them
-        touch = sum(p.view(-1)[0] for p in self.parameters() if p.requires_grad) * 0.0
         loss = (
             losses["loss_trans"]
             + losses["loss_cap"]
             + self.spec.alpha_qus * losses["loss_qus"]
             + self.spec.beta_match * losses["loss_match"]
             + self.spec.gamma_itc * loss_itc
-            + touch
         )
         out = {}
         consistency = bool(self.spec.delta_xlc) and image_states is not None

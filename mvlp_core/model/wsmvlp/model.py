@@ -18,9 +18,9 @@ Losses (L = their sum, unweighted, §4.1), each returned on its own:
     loss_xmlm       MLM of monolingual text, no cross-attention
     loss_itm        image–text matching on the fused [CLS]: B positives, per image one hard text and
                     per text one hard image drawn ∝ softmax of the contrastive logits (ALBEF)
-A stream absent from the batch contributes nothing. Under `torch.distributed`, every trainable
-parameter is touched with weight zero, so plain DDP sees a gradient for each; the contrastive
-losses gather across ranks, so every rank must hold the same streams at the same step.
+A stream absent from the batch contributes nothing, and the parameters only it uses get no
+gradient (DDP finds them itself: `loop.DDP_OPTIONS`); the contrastive losses gather across ranks,
+so every rank must hold the same streams at the same step.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from transformers import ViTConfig, ViTModel, XLMRobertaConfig
@@ -234,9 +233,6 @@ class WsmvlpModel(nn.Module):
             routine(b, out, logits)
             tokens = tokens + sum(v.sum() for k, v in b.items() if k == "mask" or k.startswith("mask_"))
         loss = sum(out.values(), self.temp.new_zeros(()))
-        if dist.is_available() and dist.is_initialized():
-            # zero-weighted touch of every trainable parameter: plain DDP sees a gradient for each
-            loss = loss + sum(p.view(-1)[0] for p in self.parameters() if p.requires_grad) * 0.0
         result = {"loss": loss, **out, "tokens": tokens.detach().float()}
         if return_logits:
             result.update({f"logits_{k}": v for k, v in logits.items()})
