@@ -14,7 +14,7 @@ from pathlib import Path
 
 from benchmarks._metrics import result
 
-BUDGET_SECONDS = 12 * 60  # issue 6: from URL list to IGLUE table in under 12 minutes on 2 cores
+BUDGET_SECONDS = 8 * 60  # issue 20: every stage, both models the demo trains, under 8 minutes on 2 cores
 
 
 def _demo(workdir: Path) -> float:
@@ -43,7 +43,8 @@ def run(runs: int = 1) -> list[dict]:
             BUDGET_SECONDS,
             runs,
             False,
-            "fresh workdir, every stage of the demo spec",
+            "fresh workdir, every stage of the demo spec, both models (UniGen 1,500 steps, "
+            "the weakly-supervised mVLP 600 steps) pretrained and IGLUE-evaluated",
         ),
         result(
             "demo_rerun",

@@ -96,7 +96,7 @@ def test_an_unwritten_world_is_no_problem_to_plan(tmp_path: Path) -> None:
 
 
 def test_needs_names_the_folders_read_and_what_each_unit_asks_for(world: Path) -> None:
-    local = iglue_eval.STAGE.needs(load_spec("demo", workdir=world))
+    local = iglue_eval.STAGE.needs(load_spec("demo", ["execution.engines={}"], workdir=world))
     iglue = world / "world/iglue"
     assert local.reads == tuple(
         map(str, [iglue, *(iglue / "images" / k for k in ("flickr30k", "gqa", "nlvr2", "marvl", "wit"))])
