@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from flows import job_client
 from mvlp_core import contract
@@ -22,7 +21,8 @@ from mvlp_core.stages.translate import STAGE as TRANSLATE_STAGE
 from tests.integration.test_iglue_stage import SMALL, save_micro_unigen
 from tests.integration.test_pretrain_ray import FAST, make_spec, write_inputs
 from tests.integration.test_qa_http import world_captions, write_download
-from tests.integration.test_translate_stage import write_import
+from tests.integration.test_qa_ray import write_spec as write_qa_spec
+from tests.integration.test_translate_ray import write_spec as write_translate_spec
 from tests.testkit.ray_cluster import RayCluster, running
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,21 +85,7 @@ def _same_as_local(
 
 @pytest.mark.slow  # a Ray Data actor pool on the two-node cluster: ~1 min
 def test_translate_through_the_jobs_api(cluster: RayCluster, tmp_path: Path, download: Path) -> None:
-    table = tmp_path / "cc6l.tsv"
-    write_import(table, skip={3}, empty_fr={5})
-    spec_file = tmp_path / "spec.yaml"
-    spec = {
-        "name": "t",
-        "dataset": {"ref": "synthetic"},
-        "languages": ["de", "fr"],
-        "execution": {"engines": {"translate": "ray"}},
-        "translate": {
-            "backend": "import",
-            "import": {"path": str(table)},
-            "ray": {"concurrency": 2, "batch_tokens": 60},
-        },
-    }
-    spec_file.write_text(yaml.safe_dump(spec))
+    spec_file = write_translate_spec(tmp_path, concurrency=2)
     submit(cluster, f"{job_client.entrypoint('translate', spec_file)} --workdir {tmp_path}", "mvlp-translate")
     manifest = _same_as_local(TRANSLATE_STAGE, spec_file, tmp_path, {"download": download}, "translate")
     assert manifest.units == 2 and manifest.samples_out > 0 and sum(manifest.rejects.values()) > 0
@@ -108,23 +94,14 @@ def test_translate_through_the_jobs_api(cluster: RayCluster, tmp_path: Path, dow
 @pytest.mark.slow  # a Ray Data actor pool on the two-node cluster: ~1 min
 def test_qa_through_the_jobs_api(cluster: RayCluster, tmp_path: Path) -> None:
     download = write_download(tmp_path)
-    spec_file = tmp_path / "spec.yaml"
-    spec = {
-        "name": "t",
-        "dataset": {"ref": "synthetic"},
-        "languages": ["de"],
-        "translate": {"backend": "import", "import": {"path": str(tmp_path / "unused.tsv")}},
-        "execution": {"engines": {"qa": "ray"}},
-        "qa": {"backend": "rules", "pairs_per_caption": 2, "ray": {"concurrency": 2, "num_cpus": 0.5}},
-    }
-    spec_file.write_text(yaml.safe_dump(spec))
+    spec_file = write_qa_spec(tmp_path, {"backend": "rules", "pairs_per_caption": 2})
     submit(cluster, f"{job_client.entrypoint('qa', spec_file)} --workdir {tmp_path}", "mvlp-qa")
     manifest = _same_as_local(QA_STAGE, spec_file, tmp_path, {"download": download}, "qa")
     n = sum(len(c) for c in world_captions())
     assert manifest.samples_in == n == manifest.samples_out + sum(manifest.rejects.values())
 
 
-@pytest.mark.slow  # a fine-tune and six test units as Ray tasks on the two-node cluster: ~1 min
+@pytest.mark.slow  # a fine-tune and two test units as Ray tasks on the two-node cluster: ~1 min
 def test_iglue_eval_through_the_jobs_api(cluster: RayCluster, tmp_path: Path) -> None:
     from mvlp_core import pipeline
     from mvlp_core.synth import write_world

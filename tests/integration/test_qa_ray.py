@@ -82,7 +82,7 @@ def test_a_pool_that_fills_the_cluster_is_named_in_the_log(local_ray, caplog) ->
     assert "translate.ray.concurrency" in message and message in caplog.text
 
 
-def _spec_file(tmp_path: Path, qa: dict) -> Path:
+def write_spec(tmp_path: Path, qa: dict) -> Path:
     path = tmp_path / "spec.yaml"
     spec = {
         "name": "t",
@@ -100,7 +100,7 @@ def _job_and_local(tmp_path: Path, download: Path, qa: dict) -> tuple[contract.M
     """The stage as a Ray job (the entrypoint, engine ray), then in this process (engine local)."""
     from ray_jobs import entrypoint
 
-    spec_file = _spec_file(tmp_path, qa)
+    spec_file = write_spec(tmp_path, qa)
     assert entrypoint.main(["qa", "--spec", str(spec_file), "--workdir", str(tmp_path)]) == 0
     by_ray = contract.Manifest.load(tmp_path / "qa")
     spec = load_spec(spec_file, ["execution.engines={qa: local}"], tmp_path)
@@ -158,7 +158,7 @@ def test_an_endpoint_that_does_not_answer_stops_the_pass_with_its_error(tmp_path
     with FakeOpenAI(respond=llm) as fake:
         closed = fake.url  # a port nobody listens on once the server has stopped
     http = {"base_url": closed, "model": "m", "max_retries": 1, "backoff_base": 0.001, "timeout": 1}
-    spec = load_spec(_spec_file(tmp_path, {"backend": "http", "http": http}), [], tmp_path)
+    spec = load_spec(write_spec(tmp_path, {"backend": "http", "http": http}), [], tmp_path)
     asker = questioner(spec)
     asker.load()
     with pytest.raises(

@@ -28,29 +28,33 @@ def local_ray(monkeypatch):
     ray.shutdown()
 
 
+def write_spec(tmp_path: Path, concurrency: int) -> Path:
+    """A spec translating the imported table (rows skipped and empty: rejects) on the ray engine."""
+    path = tmp_path / "cc6l.tsv"
+    write_import(path, skip={3}, empty_fr={5})
+    spec_file = tmp_path / "spec.yaml"
+    translate = {
+        "backend": "import",
+        "sample_fraction": 0.8,
+        "import": {"path": str(path)},
+        "ray": {"concurrency": concurrency, "batch_tokens": 60},
+    }
+    spec = {
+        "name": "t",
+        "dataset": {"ref": "synthetic"},
+        "languages": ["de", "fr"],
+        "execution": {"engines": {"translate": "ray"}},
+        "translate": translate,
+    }
+    spec_file.write_text(yaml.safe_dump(spec))
+    return spec_file
+
+
 @pytest.mark.slow  # Ray start-up and two actor-pool runs: ~1-3 min on 2 busy cores
 def test_ray_job_matches_the_in_process_stage(tmp_path, download, local_ray):
     from ray_jobs import entrypoint
 
-    path = tmp_path / "cc6l.tsv"
-    write_import(path, skip={3}, empty_fr={5})
-    spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(
-        yaml.safe_dump(
-            {
-                "name": "t",
-                "dataset": {"ref": "synthetic"},
-                "languages": ["de", "fr"],
-                "execution": {"engines": {"translate": "ray"}},
-                "translate": {
-                    "backend": "import",
-                    "sample_fraction": 0.8,
-                    "import": {"path": str(path)},
-                    "ray": {"concurrency": 1, "batch_tokens": 60},
-                },
-            }
-        )
-    )
+    spec_file = write_spec(tmp_path, concurrency=1)
     assert entrypoint.main(["translate", "--spec", str(spec_file), "--workdir", str(tmp_path)]) == 0
     out = tmp_path / "translate"
     by_ray = contract.Manifest.load(out)
