@@ -16,9 +16,13 @@ from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfig, Blip2VisionModel
 
 from mvlp_core.contract import StageError
+from mvlp_core.model.parts.images import PixelNorm
 from mvlp_core.spec import ModelSpec, RandomDims
 
 PREFIXES = ("vision_model.", "qformer.", "query_tokens")
+# BLIP-2's (CLIP's) image normalisation
+IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
+IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 INDEX, SINGLE = "model.safetensors.index.json", "model.safetensors"
 # Blip2VisionConfig's default initializer_range is 1e-10 (BLIP-2's ViT always comes from a
 # checkpoint): a tiny ViT built from it starts with all-zero weights, every image encodes alike and
@@ -33,6 +37,7 @@ _TEXT_FFN = re.compile(r"^qformer\.encoder\.layer\.\d+\.(intermediate|output)\."
 class ImageEncoder(nn.Module):
     def __init__(self, vision_config: dict, qformer_config: dict, num_query_tokens: int) -> None:
         super().__init__()
+        self.pixel_norm = PixelNorm(IMAGE_MEAN, IMAGE_STD)
         self.vision_model = Blip2VisionModel(Blip2VisionConfig(**vision_config))
         self.qformer = Blip2QFormerModel(Blip2QFormerConfig(**qformer_config))
         width = self.qformer.config.hidden_size
@@ -44,8 +49,8 @@ class ImageEncoder(nn.Module):
         return self.qformer.config.hidden_size
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[N,3,H,W] -> query states [N,Q,D]."""
-        image_embeds = self.vision_model(pixel_values=pixel_values).last_hidden_state
+        """[N,3,H,W] uint8 pixels (or normalised floats, see PixelNorm) -> query states [N,Q,D]."""
+        image_embeds = self.vision_model(pixel_values=self.pixel_norm(pixel_values)).last_hidden_state
         mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
         queries = self.query_tokens.expand(image_embeds.shape[0], -1, -1)
         return self.qformer(

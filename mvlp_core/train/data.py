@@ -4,8 +4,9 @@ One loader per Ray Train worker (and per DataLoader process inside it): shards a
 when there are enough of them, single samples otherwise (the demo has 2 shards for 2 ranks ×
 maybe several loader processes). The stream is endless: each pass over the data reshuffles with
 a new seed. A bad sample (undecodable JPEG, bad JSON, missing caption) is skipped and counted in
-`Skips`, never fatal. Built on webdataset 0.2's pipeline stages; see benchmarks/bench_loader.py
-for why not Ray Data. Shards are local paths or s3:// / gs:// URLs (`pretrain.loader.read_from:
+`Skips`, never fatal. Shards are read by mvlp_core/tarstream.py (webdataset's grouping without
+tarfile's per-member cost) and shuffled with webdataset 0.2's buffer; see
+benchmarks/bench_loader.py for why not Ray Data. Shards are local paths or s3:// / gs:// URLs (`pretrain.loader.read_from:
 published`), opened through `mvlp_core.storage` and streamed one shard at a time with sequential
 ranged reads: nothing is downloaded first.
 """
@@ -26,7 +27,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from mvlp_core import contract, storage
+from mvlp_core import contract, storage, tarstream
 from mvlp_core.model.unigen import Example
 from mvlp_core.spec import MixSpec
 from mvlp_core.train.codeswitch import code_switch, tables_from_record
@@ -49,7 +50,7 @@ class Skips:
             self.keys.setdefault(key, (reason, detail[:200]))
 
     def handler(self, exn: Exception) -> bool:
-        """webdataset handler: an unreadable tar member is counted and the stream goes on."""
+        """Loader handler: an unreadable shard or tar member is counted and the stream goes on."""
         self.add(None, "tar_read_error", str(exn))
         return True
 
@@ -58,33 +59,35 @@ def shard_urls(folder: Path, pattern: str) -> list[str]:
     return [str(p) for p in sorted(Path(folder).glob(pattern))]
 
 
-def _opened(urls: Iterable[dict[str, Any]], handler: Callable[[Exception], bool]) -> Iterator[dict[str, Any]]:
-    """webdataset's url_opener, through `storage.open_input`: a local path with open(), an
-    s3:// or gs:// object streamed with ranged reads (one shard at a time, never downloaded whole).
-    A shard that cannot be opened is the handler's; a run-level failure (credentials, access, no
-    bucket) is a StageError and stops the loader."""
-    for sample in urls:
-        url = sample["url"]
+def tar_samples(urls: list[str], handler: Callable[[Exception], bool]) -> Iterator[dict[str, Any]]:
+    """The samples of the shards at `urls` in order ({"__key__", "__url__", ext: bytes}, grouped as
+    webdataset groups them; mvlp_core/tarstream.py), each shard opened through
+    `storage.open_input`: a local path with open(), an s3:// or gs:// object streamed with ranged
+    reads (one shard at a time, never downloaded whole); .tar.gz/.tgz decompressed on the way. A
+    shard that cannot be opened or read to its end goes to `handler`, which counts it, and the
+    stream moves on to the next; a run-level failure (credentials, access, no bucket) is a
+    StageError and stops the loader."""
+    for url in urls:
+        gzipped = url.endswith((".gz", ".tgz"))
         try:
-            stream = storage.open_input(url, what="pretrain: shard")
+            stream = storage.open_input(url, compression="gzip" if gzipped else None, what="pretrain: shard")
         except contract.StageError:
             raise
-        except Exception as exn:  # noqa: BLE001 - as webdataset's opener: the handler decides
+        except Exception as exn:  # noqa: BLE001 - the handler decides, as webdataset's opener
             exn.args = (*exn.args, url)
             if handler(exn):
                 continue
-            break
+            return
         try:
-            yield {**sample, "stream": stream}
+            yield from tarstream.samples(stream, url, handler)
+        except contract.StageError:
+            raise
+        except Exception as exn:  # noqa: BLE001 - a corrupt or cut-short shard: the handler decides
+            exn.args = (*exn.args, url)
+            if not handler(exn):
+                return
         finally:
             stream.close()
-
-
-def tar_samples(urls: list[str], handler: Callable[[Exception], bool]) -> Iterator[dict[str, Any]]:
-    """The samples of the shards at `urls` in order, as webdataset groups them ({"__key__", ext: bytes})."""
-    streams = _opened(({"url": u} for u in urls), handler)
-    files = wds.tariterators.tar_file_expander(streams, handler=handler)
-    return wds.tariterators.group_by_keys(files, handler=handler)
 
 
 def _take(items: Iterable[Any], part: int, parts: int) -> Iterator[Any]:
@@ -150,8 +153,8 @@ def image_example(
     try:
         if decode:
             with Image.open(io.BytesIO(sample["jpg"])) as img:
-                image = transform(img.convert("RGB"))
-    except (KeyError, OSError, ValueError, SyntaxError) as err:
+                image = transform(img if img.mode == "RGB" else img.convert("RGB"))
+    except (KeyError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         skips.add(key, "image_decode_error", repr(err))
         return None
 

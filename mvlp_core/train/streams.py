@@ -212,7 +212,7 @@ def decode_image(
     are no readable image: a bad image costs one item, never the run."""
     try:
         with Image.open(io.BytesIO(jpg_bytes)) as img:  # type: ignore[arg-type]
-            return transform(img.convert("RGB"))
+            return transform(img if img.mode == "RGB" else img.convert("RGB"))
     except (TypeError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         skips.add(key, "image_decode_error", repr(err))
         return None

@@ -9,22 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from mvlp_core.model.parts.images import resize_normalise
+from mvlp_core.model.parts.images import resize_rgb, stack_images
 from mvlp_core.model.tokenizers import TASK_IDS, Tokenizers
 from mvlp_core.spec import ModelSpec
 
-# BLIP-2's (CLIP's) normalisation
-IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
-IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 CHARS_PER_TOKEN = 16  # cut pathological texts before tokenizing: no token is longer than this
 
 
 @dataclass
 class Example:
     task: str  # "cap" | "trans" | "qus" | "match"  ([match] + contrastive are also derived in-batch)
-    image: torch.Tensor | None  # [3,H,W] from image_transform, or [K,3,H,W]; None = text-only
+    image: torch.Tensor | None  # uint8 [3,H,W] from image_transform, or [K,3,H,W]; None = text-only
     source: str  # encoder text: trans -> non-English caption; qus -> question; cap -> ""
     source_lang: str
     target: str  # English target: cap/trans -> English caption; qus -> answer; match -> yes/no
@@ -32,8 +30,9 @@ class Example:
 
 
 def image_transform(spec: ModelSpec) -> Callable:
-    """PIL image -> float tensor [3, S, S]: RGB, bicubic resize to `image_size`, BLIP-2's normalisation."""
-    return resize_normalise(spec.image_size, IMAGE_MEAN, IMAGE_STD)
+    """PIL image -> uint8 tensor [3, S, S]: RGB, bicubic resize to `image_size`; the image encoder
+    normalises it on its device with BLIP-2's mean and std (mvlp_core/model/vision.py)."""
+    return resize_rgb(spec.image_size)
 
 
 def _clip(text: str | None, max_len: int) -> str:
@@ -44,24 +43,44 @@ def _images(examples: list[Example], size: int) -> tuple[torch.Tensor, torch.Ten
     """pixel_values [B,3,S,S] (or [B,K,3,S,S] when any example has K images), has_image [B] and
     image_mask [B,K] (K = 1 for single images)."""
     b = len(examples)
+    for e in examples:
+        if e.image is not None and tuple(e.image.shape[-3:]) != (3, size, size):
+            raise ValueError(
+                f"image of shape {tuple(e.image.shape)}; expected [3,{size},{size}]"
+                " from image_transform(spec)"
+            )
+    if all(e.image is not None and e.image.dim() == 3 for e in examples):  # the common batch: one stack
+        pixels = stack_images([e.image for e in examples])
+        return pixels, torch.ones(b, dtype=torch.bool), torch.ones(b, 1, dtype=torch.bool)
     ks = [0 if e.image is None else (e.image.shape[0] if e.image.dim() == 4 else 1) for e in examples]
     multi = any(e.image is not None and e.image.dim() == 4 for e in examples)
     k = max([1, *ks])
-    pixels = torch.zeros(b, k, 3, size, size)
+    dtype = next((e.image.dtype for e in examples if e.image is not None), torch.uint8)
+    pixels = torch.zeros(b, k, 3, size, size, dtype=dtype)
     mask = torch.zeros(b, k, dtype=torch.bool)
     for i, e in enumerate(examples):
         if e.image is None:
             continue
         image = e.image if e.image.dim() == 4 else e.image.unsqueeze(0)
-        if tuple(image.shape[1:]) != (3, size, size):
-            raise ValueError(
-                f"image of shape {tuple(e.image.shape)}; expected [3,{size},{size}]"
-                " from image_transform(spec)"
-            )
         pixels[i, : image.shape[0]] = image
         mask[i, : image.shape[0]] = True
     has_image = mask.any(dim=1)
     return (pixels if multi else pixels[:, 0]), has_image, mask
+
+
+def _encode(tokenizer, groups: list[list[str]], max_len: int) -> list[dict[str, torch.Tensor]]:
+    """Each group of texts padded to its own longest, as one tokenizer call per group would give,
+    in one call for all (each call has a fixed cost several times a short caption's)."""
+    texts = [_clip(t, max_len) for group in groups for t in group]
+    out = tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="np")
+    ids, mask = torch.from_numpy(out["input_ids"]), torch.from_numpy(out["attention_mask"])
+    parts, start = [], 0
+    for group in groups:
+        rows = slice(start, start + len(group))
+        width = int(mask[rows].sum(dim=1).max())
+        parts.append({"input_ids": ids[rows, :width], "attention_mask": mask[rows, :width]})
+        start += len(group)
+    return parts
 
 
 def collate(examples: list[Example], tokenizers: Tokenizers, spec: ModelSpec) -> dict[str, torch.Tensor]:
@@ -73,15 +92,8 @@ def collate(examples: list[Example], tokenizers: Tokenizers, spec: ModelSpec) ->
         raise ValueError(f"unknown task(s) {sorted(unknown)}; allowed: {', '.join(TASK_IDS)}")
     enc, dec = tokenizers.encoder, tokenizers.decoder
     pixels, has_image, image_mask = _images(examples, spec.image_size)
-    source, itc = (
-        enc(
-            [_clip(text, spec.max_text_len) for text in texts],
-            padding=True,
-            truncation=True,
-            max_length=spec.max_text_len,
-            return_tensors="pt",
-        )
-        for texts in ([e.source for e in examples], [e.caption for e in examples])
+    source, itc = _encode(
+        enc, [[e.source for e in examples], [e.caption for e in examples]], spec.max_text_len
     )
     # target tokens + eos, truncated so eos always fits
     targets = dec(
@@ -90,13 +102,14 @@ def collate(examples: list[Example], tokenizers: Tokenizers, spec: ModelSpec) ->
         truncation=True,
         max_length=spec.max_target_len - 1,
     )["input_ids"]
-    targets = [ids + [dec.eos_token_id] for ids in targets]
-    width = max(len(ids) for ids in targets)
-    dec_ids = torch.full((len(examples), width), dec.pad_token_id, dtype=torch.long)
-    dec_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    width = max(len(ids) for ids in targets) + 1
+    dec_ids = np.full((len(examples), width), dec.pad_token_id, dtype=np.int64)
+    dec_mask = np.zeros((len(examples), width), dtype=np.int64)
     for i, ids in enumerate(targets):
-        dec_ids[i, : len(ids)] = torch.tensor(ids)
-        dec_mask[i, : len(ids)] = 1
+        dec_ids[i, : len(ids)] = ids
+        dec_ids[i, len(ids)] = dec.eos_token_id
+        dec_mask[i, : len(ids) + 1] = 1
+    dec_ids_t, dec_mask_t = torch.from_numpy(dec_ids), torch.from_numpy(dec_mask)
     return {
         "task": torch.tensor([TASK_IDS[e.task] for e in examples], dtype=torch.long),
         "pixel_values": pixels,
@@ -107,7 +120,7 @@ def collate(examples: list[Example], tokenizers: Tokenizers, spec: ModelSpec) ->
         "itc_ids": itc["input_ids"],
         "itc_mask": itc["attention_mask"],
         "has_caption": torch.tensor([bool(e.caption and e.caption.strip()) for e in examples]),
-        "dec_ids": dec_ids,
-        "dec_mask": dec_mask,
-        "labels": dec_ids.masked_fill(dec_mask == 0, -100),
+        "dec_ids": dec_ids_t,
+        "dec_mask": dec_mask_t,
+        "labels": dec_ids_t.masked_fill(dec_mask_t == 0, -100),
     }

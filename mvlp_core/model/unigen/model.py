@@ -159,10 +159,10 @@ class UniGen(nn.Module):
         pixels = pixel_values if pixel_values.dim() == 5 else pixel_values.unsqueeze(1)
         k, q, d = pixels.shape[1], self.spec.num_query_tokens, self.image_encoder.hidden_size
         wanted = image_mask & rows.unsqueeze(1)
-        states = pixels.new_zeros(b, k, q, d)
+        states = torch.zeros(b, k, q, d, device=pixels.device)
         if wanted.any():
             encoded = self.image_encoder(pixels[wanted])
-            states = states.index_put(wanted.nonzero(as_tuple=True), encoded)
+            states = states.to(encoded.dtype).index_put(wanted.nonzero(as_tuple=True), encoded)
         mask = wanted.unsqueeze(-1).expand(-1, -1, q).reshape(b, k * q)
         return states.reshape(b, k * q, d), mask
 

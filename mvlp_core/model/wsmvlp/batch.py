@@ -4,7 +4,7 @@
 
 Batch layout (any subset of the three streams; lengths are each stream's longest row):
 
-    image:    pixel_values [B,3,S,S]; ids, mask, masked_ids, labels [B,L]   (English captions)
+    image:    pixel_values [B,3,S,S] (uint8); ids, mask, masked_ids, labels [B,L]   (English captions)
     parallel: ids_a, mask_a, masked_ids_a, labels_a and the same with _b [P,L] (one common length)
     mono:     ids, mask, masked_ids, labels [M,L]
     n_samples: B + P + M (int tensor)
@@ -16,11 +16,11 @@ language embeddings.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 
-from mvlp_core.model.parts.images import resize_normalise
+from mvlp_core.model.parts.images import resize_rgb, stack_images
 from mvlp_core.model.parts.masking import bert_mask
 from mvlp_core.spec.model_wsmvlp import WsmvlpModelSpec
 
@@ -30,15 +30,11 @@ CHARS_PER_TOKEN = 16  # cut pathological texts before tokenizing: no token is lo
 STREAMS = ("image", "parallel", "mono")
 
 
-def image_transform(
-    spec: WsmvlpModelSpec,
-    mean: Sequence[float] = DEFAULT_MEAN,
-    std: Sequence[float] = DEFAULT_STD,
-) -> Callable:
-    """PIL image -> float tensor [3, S, S]: RGB, bicubic resize to `spec.image_size`, normalised
-    with the ViT checkpoint's mean/std (`WsmvlpModel.image_transform()` passes the ones it was built
-    with; the ImageNet-21k ViT-B/16 and the random sizes use 0.5/0.5)."""
-    return resize_normalise(spec.image_size, mean, std)
+def image_transform(spec: WsmvlpModelSpec) -> Callable:
+    """PIL image -> uint8 tensor [3, S, S]: RGB, bicubic resize to `spec.image_size`; the model
+    normalises it on its device with the ViT checkpoint's mean/std (`WsmvlpModel.pixel_norm`; the
+    ImageNet-21k ViT-B/16 and the random sizes use 0.5/0.5)."""
+    return resize_rgb(spec.image_size)
 
 
 def _tokenize(
@@ -64,7 +60,7 @@ def _images(images: list[torch.Tensor], size: int) -> torch.Tensor:
             raise ValueError(
                 f"image of shape {tuple(image.shape)}; expected [3,{size},{size}] from image_transform(spec)"
             )
-    return torch.stack(images).float()
+    return stack_images(images)
 
 
 def collate(

@@ -34,6 +34,7 @@ from transformers import ViTConfig, ViTModel, XLMRobertaConfig
 from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaEmbeddings
 
 from mvlp_core.model.losses import contrastive_loss, mine_hard_negatives
+from mvlp_core.model.parts.images import PixelNorm
 from mvlp_core.model.parts.masking import IGNORE
 from mvlp_core.model.wsmvlp.layers import FusionLayer, MLMHead
 from mvlp_core.spec.model_wsmvlp import WsmvlpModelSpec
@@ -67,6 +68,7 @@ class WsmvlpModel(nn.Module):
         super().__init__()
         self.config = config
         self.spec = WsmvlpModelSpec.model_validate(config["spec"])
+        self.pixel_norm = PixelNorm(config["image_mean"], config["image_std"])
         self.tokenizer = tokenizer
         self.generator: torch.Generator | None = None
         vision_config = ViTConfig(**config["vision_config"])
@@ -122,8 +124,9 @@ class WsmvlpModel(nn.Module):
 
     # ---------------------------------------------------------------- towers
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Patch states [B, 1+P, D] ([CLS] first) of images [B, 3, S, S]."""
-        return self.vision(pixel_values=pixel_values, interpolate_pos_encoding=True).last_hidden_state
+        """Patch states [B, 1+P, D] ([CLS] first) of uint8 images [B, 3, S, S] (or normalised floats)."""
+        pixels = self.pixel_norm(pixel_values)
+        return self.vision(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state
 
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Uni-modal text states [B, L, D]: embeddings + the text encoder's layers."""
@@ -270,10 +273,10 @@ class WsmvlpModel(nn.Module):
         return scores[..., 1] - scores[..., 0]
 
     def image_transform(self):
-        """The PIL -> tensor transform with the image size and normalisation this model was built with."""
+        """The PIL -> uint8 tensor transform with the image size this model was built with."""
         from mvlp_core.model.wsmvlp.batch import image_transform
 
-        return image_transform(self.spec, self.config["image_mean"], self.config["image_std"])
+        return image_transform(self.spec)
 
     def num_params(self, trainable_only: bool = False) -> int:
         seen = {id(p): p for p in self.parameters() if p.requires_grad or not trainable_only}
