@@ -22,7 +22,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flows import cli_align, runlog
+from flows import cli_align, prefect_api, runlog
 from flows.cli_eval import eval_app
 from flows.errors import crash, fail, say
 from mvlp_core import contract, pipeline, reaper
@@ -130,6 +130,9 @@ def _execute(
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     # Prefect's ephemeral API server gets 20 s to start by default: too little on a busy 2-core box
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    api = prefect_api.choose_api(UI_PORT)  # before Prefect is imported: it reads the URL once
+    if api is not None:
+        console.print(f"Reporting to the Prefect server at {api}", highlight=False)
     from flows import progress as progress_mod
     from flows.pipeline_flow import data_pipeline
 
@@ -156,7 +159,10 @@ def _execute(
 
             progress_mod.set_terminal(terminal)
             try:
-                data_pipeline(str(spec_path), str(spec.workdir), overrides, start, stop, only, force, keep)
+                with prefect_api.run_settings(api):
+                    data_pipeline(
+                        str(spec_path), str(spec.workdir), overrides, start, stop, only, force, keep
+                    )
             finally:
                 progress_mod.set_terminal(None)
     except (SpecError, contract.StageError) as err:

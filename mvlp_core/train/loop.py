@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -120,33 +121,92 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
     return state
 
 
-def _flops(model: torch.nn.Module, batch: dict[str, Any], tokens: float) -> float:
+def batch_flops(model: torch.nn.Module, batch: dict[str, Any]) -> float | None:
+    """Training FLOPs of a host (CPU) batch from the family's own count (`flops_per_sample`),
+    computed before the batch goes to the device: counting needs no device sync. None for a
+    family without one; the loop then counts 6 x trainable parameters per token read."""
     module = unwrap(model)
     if hasattr(module, "flops_per_sample"):
         return float(module.flops_per_sample(batch)) * len(batch["task"])
-    n = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    return 6.0 * n * tokens
+    return None
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """The batch's tensors on `device`; a family whose batch holds one sub-batch per stream nests them."""
+    """The batch's tensors on `device`; a family whose batch holds one sub-batch per stream nests
+    them. On a GPU the host tensors are pinned first, so the copies run while the device computes."""
+    pin = device.type == "cuda"
     return {
         k: to_device(v, device)
         if isinstance(v, dict)
-        else v.to(device, non_blocking=True)
+        else (v.pin_memory() if pin and not v.is_pinned() else v).to(device, non_blocking=True)
         if torch.is_tensor(v)
         else v
         for k, v in batch.items()
     }
 
 
-def logged_losses(model: torch.nn.Module, out: dict[str, Any]) -> list[str]:
-    """The `loss_<task>` keys of a forward's output that this step measured: the model says which
-    where it returns a placeholder for an absent task (`logged_losses`), else every one."""
+@dataclass
+class HostFigures:
+    """What the loop reads from a batch while it is still on the host: samples, the loader's
+    skips so far and FLOPs (None: counted from tokens at log time)."""
+
+    samples: int
+    skipped: int
+    flops: float | None
+
+
+def on_device(
+    batches: Iterator[dict[str, Any]], model: torch.nn.Module, device: torch.device
+) -> Iterator[tuple[dict[str, Any], HostFigures]]:
+    """(batch on `device`, its host figures), one batch ahead: the next batch's copy is issued
+    before the current one is handed out, so on a GPU it overlaps the step."""
+
+    def prepared() -> tuple[dict[str, Any], HostFigures]:
+        batch = next(batches)
+        skipped = int(batch.pop("skipped", 0))
+        samples = int(batch.pop("n_samples")) if "n_samples" in batch else len(batch["task"])
+        flops = batch_flops(model, batch) if device.type == "cuda" else None
+        return to_device(batch, device), HostFigures(samples, skipped, flops)
+
+    ahead = prepared()
+    while True:
+        current = ahead
+        try:
+            ahead = prepared()
+        except StopIteration:
+            yield current
+            return
+        yield current
+
+
+def loss_presence(model: torch.nn.Module, out: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Each `loss_<task>` of a forward's output with a 0-d tensor on its device saying whether
+    this step measured it: the model says where it returns a placeholder for an absent task
+    (`loss_presence`), else every one counts. Kept on the device: logging needs no sync a step."""
     module = unwrap(model)
-    if hasattr(module, "logged_losses"):
-        return module.logged_losses(out)
-    return [k for k in out if k.startswith("loss_")]
+    if hasattr(module, "loss_presence"):
+        return module.loss_presence(out)
+    return {k: torch.ones((), device=v.device) for k, v in out.items() if k.startswith("loss_")}
+
+
+class Window:
+    """Sums over the steps since the last log. Device values (losses, tokens) stay tensors on the
+    device, added without a sync; host values (micro-batches, samples, FLOPs) are plain numbers.
+    `read` fetches the device sums in one transfer."""
+
+    def __init__(self) -> None:
+        self.device: dict[str, torch.Tensor] = {}
+        self.host: dict[str, float] = defaultdict(float)
+        self.skipped = 0
+
+    def add(self, key: str, value: torch.Tensor) -> None:
+        value = value.detach().float()
+        self.device[key] = self.device[key] + value if key in self.device else value
+
+    def read(self) -> dict[str, float]:
+        keys = list(self.device)
+        values = torch.stack([self.device[k] for k in keys]).tolist() if keys else []
+        return {**dict(zip(keys, values)), **self.host}
 
 
 def _all_sum(values: list[float], device: torch.device) -> list[float]:
@@ -192,7 +252,9 @@ def train(
     use_bf16 = cfg.bf16 and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
     is_ddp = hasattr(model, "no_sync")
-    window: dict[str, float] = defaultdict(float)
+    trainable = sum(p.numel() for p in unwrap(model).parameters() if p.requires_grad)
+    feed = on_device(batches, model, device)
+    window = Window()
     last: dict[str, Any] = {}
     model.train()
     t0 = time.perf_counter()
@@ -205,25 +267,22 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr
         for micro in range(cfg.grad_accum):
-            batch = next(batches)
-            skipped = int(batch.pop("skipped", 0))
-            samples = int(batch.pop("n_samples")) if "n_samples" in batch else len(batch["task"])
-            batch = to_device(batch, device)
+            batch, host = next(feed)
             sync = not is_ddp or micro == cfg.grad_accum - 1
             with contextlib.nullcontext() if sync else model.no_sync(), autocast():
                 out = model(batch)
                 loss = out["loss"] / cfg.grad_accum
             loss.backward()
-            tokens = float(out.get("tokens", 0))
-            window["loss"] += float(out["loss"].detach())
-            window["micro"] += 1
-            window["samples"] += samples
-            window["tokens"] += tokens
-            window["flops"] += _flops(model, batch, tokens) if device.type == "cuda" else 0.0
-            window["skipped"] = skipped
-            for key in logged_losses(model, out):
-                window[key] += float(out[key].detach())
-                window[f"n_{key}"] += 1
+            window.add("loss", out["loss"])
+            window.add("tokens", out["tokens"] if "tokens" in out else torch.zeros((), device=device))
+            for key, present in loss_presence(model, out).items():
+                window.add(key, torch.where(present.bool(), out[key].detach().float(), 0.0))
+                window.add(f"n_{key}", present)
+            window.host["micro"] += 1
+            window.host["samples"] += host.samples
+            window.host["flops"] += host.flops or 0.0
+            window.host["micro_without_flops"] += host.flops is None
+            window.skipped = host.skipped
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -233,9 +292,12 @@ def train(
         checkpoint_now = step % cfg.checkpoint_every == 0 or step == cfg.max_steps
         if step % cfg.log_every == 0 or checkpoint_now:
             elapsed = time.perf_counter() - t0
+            read = window.read()
+            if read["micro_without_flops"]:  # a family without its own count: 6·N per token read
+                share = read["micro_without_flops"] / read["micro"]
+                read["flops"] += 6.0 * trainable * read["tokens"] * share
             loss_sum, micro, samples, tokens, flops = _all_sum(
-                [window["loss"], window["micro"], window["samples"], window["tokens"], window["flops"]],
-                device,
+                [read["loss"], read["micro"], read["samples"], read["tokens"], read["flops"]], device
             )
             samples_seen += int(samples)
             metrics = {
@@ -245,12 +307,13 @@ def train(
                 "samples": samples_seen,
                 "samples_per_second": samples / elapsed,
                 "tokens_per_second": tokens / elapsed,
-                "skipped": int(window["skipped"]),
+                "skipped": window.skipped,
                 "restored_from": restored_from,
                 "world": world,
             }
-            for key in [k for k in window if k.startswith("loss_")]:
-                metrics[key] = window[key] / window[f"n_{key}"]
+            for key in [k for k in read if k.startswith("loss_")]:
+                if read[f"n_{key}"]:  # a task no step of the window measured is not logged
+                    metrics[key] = read[key] / read[f"n_{key}"]
             if device.type == "cuda":
                 metrics["mfu"] = flops / elapsed / (H100_BF16_PEAK_FLOPS * world)
             if metrics_path is not None:
@@ -262,7 +325,7 @@ def train(
                     save_checkpoint(folder, model, optimizer, {"step": step, "samples": samples_seen})
                 reporter.report(metrics, folder if checkpoint_now and rank == 0 else None)
             last = metrics
-            window.clear()
+            window = Window()
             t0 = time.perf_counter()
     return last
 

@@ -31,9 +31,9 @@ class Toy(torch.nn.Module):
         }
 
     @staticmethod
-    def logged_losses(out: dict) -> list[str]:
+    def loss_presence(out: dict) -> dict:
         """loss_trans is a placeholder for a task the batches never hold: not logged."""
-        return ["loss_cap"]
+        return {"loss_cap": torch.tensor(True), "loss_trans": torch.tensor(False)}
 
     def save_pretrained(self, folder: Path) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -97,3 +97,40 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     (bad / loop.TRAIN_STATE).write_bytes(b"garbage")
     with pytest.raises(loop.CheckpointError, match=f"cannot load checkpoint {bad}.*--force"):
         loop.train(Toy(), batches(), cfg(max_steps=20), reporter)
+
+
+def test_metrics_stay_on_device_between_log_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU step must not wait on the host: the loop reads device values (losses, tokens, which
+    tasks a step measured) only at log steps, once each, never per step."""
+    reads: list[str] = []
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _name=name, _original=original, **kw):
+            reads.append(_name)
+            return _original(self, *a, **kw)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    reporter = loop.LocalReporter(tmp_path / "ckpt")
+    source = ({k: v for k, v in b.items() if k != "skipped"} for b in batches())
+    loop.train(Toy(), source, cfg(max_steps=20, log_every=10, checkpoint_every=100), reporter)
+    # Toy's own forward reads one bool a step ((task == 1).any()); everything else is the loop's
+    per_step = reads.count("__bool__") / 20
+    assert per_step == 1
+    assert reads.count("tolist") == 2 and reads.count("item") == reads.count("__float__") == 0
+
+
+def test_batches_reach_the_device_one_ahead_with_their_host_figures() -> None:
+    pulled: list[int] = []
+
+    def source():
+        for i in range(3):
+            pulled.append(i)
+            yield {"task": torch.zeros(4 + i), "skipped": torch.tensor(i), "x": torch.full((2,), float(i))}
+
+    feed = loop.on_device(source(), Toy(), torch.device("cpu"))
+    batch, host = next(feed)
+    assert pulled == [0, 1]  # the next batch is on its way while this one trains
+    assert batch["x"].tolist() == [0.0, 0.0] and "skipped" not in batch
+    assert (host.samples, host.skipped, host.flops) == (4, 0, None)
+    assert [h.samples for _, h in feed] == [5, 6]

@@ -466,19 +466,30 @@ class UniGen(nn.Module):
         }
 
     @staticmethod
-    def logged_losses(out: dict[str, torch.Tensor]) -> list[str]:
-        """The task losses a forward measured: a task with no rows in the batch (derived [match]
-        rows included) returns a zero placeholder that is not logged."""
-        rows = out["task_rows"].tolist()
-        absent = {f"loss_{t}" for t, i in TASK_IDS.items() if not rows[i]}
-        return [k for k in out if k.startswith("loss_") and k not in absent]
+    def loss_presence(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each loss with whether the forward measured it (a 0-d bool on the device): a task with no
+        rows in the batch (derived [match] rows included) returns a zero placeholder."""
+        measured = out["task_rows"] > 0
+        tasks = {f"loss_{t}": i for t, i in TASK_IDS.items()}
+        return {
+            k: measured[tasks[k]] if k in tasks else torch.ones((), dtype=torch.bool, device=v.device)
+            for k, v in out.items()
+            if k.startswith("loss_")
+        }
 
     def flops_per_sample(self, batch: dict) -> float:
         """Rough training FLOPs per sample (6·params·tokens for trainable parts, 2·params·tokens for
         frozen ones that need no input gradient), for an MFU estimate; attention FLOPs ignored."""
 
-        def params(module, trainable):
-            return sum(p.numel() for p in module.parameters() if p.requires_grad == trainable)
+        counted: dict[tuple[int, bool | None], int] = self.__dict__.setdefault("_param_counts", {})
+
+        def params(module, trainable):  # walked once per module: the loop calls this every step
+            key = (id(module), trainable)
+            if key not in counted:
+                counted[key] = sum(
+                    p.numel() for p in module.parameters() if trainable in (None, p.requires_grad)
+                )
+            return counted[key]
 
         b = batch["task"].shape[0]
         images = float(batch.get("image_mask", batch["has_image"]).sum())
@@ -488,11 +499,11 @@ class UniGen(nn.Module):
         queries = images * self.spec.num_query_tokens
         dec_tokens = float(batch["dec_mask"].sum()) + b + queries + text_tokens
         flops = images * patches * (6 * params(vit, True) + 2 * params(vit, False))
-        flops += images * self.spec.num_query_tokens * 6 * sum(p.numel() for p in qf.parameters())
-        flops += text_tokens * 6 * sum(p.numel() for p in self.text_encoder.parameters())
+        flops += images * self.spec.num_query_tokens * 6 * params(qf, None)
+        flops += text_tokens * 6 * params(self.text_encoder, None)
         dec = self.decoder.transformer.h
         flops += dec_tokens * (6 * params(dec, True) + 4 * params(dec, False))
-        flops += float(batch["dec_mask"].sum()) * 6 * self.decoder.lm_head.weight.numel()
+        flops += float(batch["dec_mask"].sum()) * 6 * params(self.decoder.lm_head, None)
         return flops / b
 
     # ---------------------------------------------------------------- inference
