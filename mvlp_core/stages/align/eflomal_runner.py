@@ -30,12 +30,11 @@ def _read_links(path: Path, n: int) -> list[list[Link]]:
             f"eflomal wrote {len(lines)} alignment lines to {path.name} for {n} sentence pairs; "
             "the aligner failed (out of memory or disk in the temporary folder?)"
         )
-    return [[_link(item) for item in line.split()] for line in lines]
-
-
-def _link(item: str) -> Link:
-    i, _, j = item.partition("-")
-    return int(i), int(j)
+    out = []
+    for line in lines:  # "i-j i-j ...": every number of the line at once, paired
+        numbers = list(map(int, line.replace("-", " ").split()))
+        out.append(list(zip(numbers[::2], numbers[1::2])))
+    return out
 
 
 def _line(tokens: Sequence[str]) -> str:
@@ -43,9 +42,10 @@ def _line(tokens: Sequence[str]) -> str:
     too) so that priors learned from these lines match every later lookup."""
     if not tokens or len(tokens) > MAX_TOKENS:
         raise ValueError(f"eflomal needs 1..{MAX_TOKENS} tokens per sentence, got {len(tokens)}")
-    if any(not t or t != "".join(t.split()) for t in tokens):
+    line = " ".join(tokens)
+    if line.split() != list(tokens):  # an empty token or one holding whitespace splits otherwise
         raise ValueError(f"tokens must be non-empty and free of whitespace: {list(tokens)!r}")
-    return " ".join(t.lower() for t in tokens) + "\n"
+    return " ".join([t.lower() for t in tokens]) + "\n"
 
 
 def align_directional(
