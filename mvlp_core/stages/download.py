@@ -43,7 +43,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mvlp_core import atomic, contract, fetchguard, urlpolicy
+from mvlp_core import atomic, contract, fetchguard, tarstream, urlpolicy
 from mvlp_core.redirect import output_to
 from mvlp_core.spec import DownloadSpec, PipelineSpec, fingerprint_config
 from mvlp_core.stage import Context, Needs, Stage, Work, local_or_ray
@@ -494,9 +494,5 @@ STAGE = Stage(
 
 def iter_images(download_dir: Path, tar: str) -> dict[str, bytes]:
     """All JPEGs of one img2dataset tar, by member name (one pass over the tar)."""
-    out = {}
-    with tarfile.open(Path(download_dir) / tar) as t:
-        for m in t:
-            if m.name.endswith(".jpg"):
-                out[m.name] = t.extractfile(m).read()
-    return out
+    with open(Path(download_dir) / tar, "rb") as stream:
+        return {name: data for name, data in tarstream.members(stream) if name.endswith(".jpg")}

@@ -4,8 +4,8 @@ Each sample is `KEY.jpg` + `KEY.json` (DESIGN.md's record schema). One unit per 
 it joins that shard's rows with the translate and QA files of the same shard and the alignment
 rows of its keys (found through the row groups' key ranges), so memory holds one download shard,
 never the dataset. A unit's keys, sorted, are cut into `shard-<unit>-<NNN>.tar` of
-`shard.samples_per_shard`; tar headers have fixed mtime, owner and mode, so the same stage inputs
-give byte-identical tars.
+`shard.samples_per_shard`; tar headers have fixed mtime, owner and mode and records are compact
+UTF-8 JSON (orjson), so the same stage inputs give byte-identical tars.
 
 An image whose original bytes hash (img2dataset's sha256) equal an earlier one's, in download
 shard order then key order, is a `duplicate_image` reject naming the key that kept it.
@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
-import tarfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -34,7 +33,7 @@ from mvlp_core.keys import is_valid_key
 from mvlp_core.spec import PipelineSpec, fingerprint_config
 from mvlp_core.stage import Context, Shows, Stage, Work
 from mvlp_core.stages.download import WDS_DIR, iter_images
-from mvlp_core.tarmember import add_member
+from mvlp_core.tarmember import TarWriter
 
 SAMPLES = "samples-{}.parquet"
 
@@ -115,11 +114,34 @@ def _hashes(download: Path, unit: str) -> tuple[list[str], list[str]]:
     return t.column("mvlp_key").to_pylist(), t.column("sha256").to_pylist()
 
 
+class _RowGroups:
+    """The alignment row groups a process read last, one per language: consecutive units' keys
+    mostly fall in the same row group (2,048 rows, many download shards' worth), which is then
+    read once, not once per unit. Memory: one row group per language."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, tuple[_Group, pa.Table]] = {}
+
+    def read(self, lang: str, group: _Group) -> pa.Table:
+        held = self.last.get(lang)
+        if held is None or held[0] != group:
+            table = pq.ParquetFile(group.path).read_row_group(
+                group.index, columns=["key", "words_en", "words", "links"]
+            )
+            held = self.last[lang] = (group, table)
+        return held[1]
+
+
 class _Joined:
     """What the upstream stages know about one download shard's keys."""
 
     def __init__(
-        self, inputs: dict[str, Path], unit: str, groups: dict[str, list[_Group]], provenance: dict
+        self,
+        inputs: dict[str, Path],
+        unit: str,
+        groups: dict[str, list[_Group]],
+        provenance: dict,
+        row_groups: _RowGroups,
     ) -> None:
         self.samples = {r["key"]: r for r in _read(inputs["download"] / SAMPLES.format(unit))}
         self.captions: dict[str, dict[str, str]] = defaultdict(dict)
@@ -139,9 +161,7 @@ class _Joined:
             for g in lang_groups:
                 if g.last < first or g.first > last:
                     continue
-                rows = pq.ParquetFile(g.path).read_row_group(
-                    g.index, columns=["key", "words_en", "words", "links"]
-                )
+                rows = row_groups.read(lang, g)
                 for r in rows.filter(pc.is_in(rows["key"], value_set=wanted)).to_pylist():
                     self.words[r["key"]]["en"] = r["words_en"]
                     self.words[r["key"]][lang] = r["words"]
@@ -168,6 +188,18 @@ class _Joined:
             "qa": self.qa.get(key, []),
             "provenance": self.provenance,
         }
+
+
+def _size(sample: dict[str, Any], jpg: bytes) -> tuple[int, int]:
+    """(width, height) of a downloaded image: as the download stage recorded them (img2dataset's,
+    of the image it wrote), else read from the JPEG's header. An image with no bytes, or no
+    readable header where it is read, raises OSError."""
+    if not jpg:
+        raise OSError("no image bytes in the download tar")
+    if sample.get("width") and sample.get("height"):
+        return int(sample["width"]), int(sample["height"])
+    with Image.open(io.BytesIO(jpg)) as img:
+        return img.size
 
 
 def _provenance(inputs: dict[str, Path]) -> dict[str, Any]:
@@ -201,8 +233,10 @@ def plan(ctx: Context) -> Work:
     provenance = _provenance(inputs)
     per = spec.shard.samples_per_shard
 
+    row_groups = _RowGroups()
+
     def process(unit: str) -> contract.UnitResult:
-        joined = _Joined(inputs, unit, groups, provenance)
+        joined = _Joined(inputs, unit, groups, provenance, row_groups)
         keys = sorted(joined.samples)
         repeats = duplicates.get(unit, {})
         rejects: list[contract.Reject] = []
@@ -228,21 +262,21 @@ def plan(ctx: Context) -> Work:
                     images[k] = members.get(joined.samples[k]["member"], b"")
             name = f"shard-{unit}-{n:03d}.tar"
             written = 0
-            with atomic_path(out_dir / name) as tmp, tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
+            with atomic_path(out_dir / name) as tmp, open(tmp, "wb") as out:
+                tar = TarWriter(out)
                 for k in chunk:
                     jpg = images[k]
                     try:
-                        with Image.open(io.BytesIO(jpg)) as img:
-                            width, height = img.size
+                        width, height = _size(joined.samples[k], jpg)
                     except (UnidentifiedImageError, OSError) as err:
                         rejects.append(contract.Reject(k, "image_decode_error", str(err)[:200]))
                         continue
-                    record = json.dumps(joined.record(k, jpg, width, height), ensure_ascii=False)
-                    add_member(tar, f"{k}.jpg", jpg)
-                    add_member(tar, f"{k}.json", record.encode("utf-8"))
+                    tar.add(f"{k}.jpg", jpg)
+                    tar.add(f"{k}.json", orjson.dumps(joined.record(k, jpg, width, height)))
                     written += 1
                     multilingual += bool(joined.captions.get(k))
                     with_qa += bool(joined.qa.get(k))
+                tar.close()
             files[name] = written
         return contract.UnitResult(
             files=files,

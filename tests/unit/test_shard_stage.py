@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
+from testkit.tars import add_member
 
 from mvlp_core import contract
 from mvlp_core.spec import load_spec
@@ -134,3 +135,41 @@ def test_an_image_seen_before_is_a_duplicate_image_reject(tmp_path):
     }
     kept = _records(tmp_path / "shard")
     assert "cc3m-000000002" in kept and "cc3m-000000011" in kept and "cc3m-000000007" not in kept
+
+
+def test_image_size_from_the_download_stage_else_the_jpeg_and_missing_bytes_are_rejects(tmp_path):
+    inputs = _world(tmp_path, units=1, same_as={})
+    path = inputs["download"] / "samples-00000.parquet"
+    rows = pq.read_table(path).to_pylist()
+    rows[0].update(width=None, height=None)  # not recorded: read from the JPEG's header (8 x 8)
+    rows[1].update(width=640, height=480)  # recorded: taken as the download stage wrote it
+    rows[2]["member"] = "9999.jpg"  # not in the tar
+    pq.write_table(pa.Table.from_pylist(rows, schema=SAMPLES_SCHEMA), path)
+    manifest = SHARD.run(load_spec("demo", ["languages=[de]"]), inputs, tmp_path / "shard")
+    assert manifest.samples_out == 4 and manifest.rejects == {"image_decode_error": 1}
+    rejects = contract.read_rejects(tmp_path / "shard").to_pylist()
+    assert [(r["key"], r["detail"]) for r in rejects] == [
+        ("cc3m-000000002", "no image bytes in the download tar")
+    ]
+    records = _records(tmp_path / "shard")
+    assert records["cc3m-000000000"]["image"] | {"sha256": ""} == {"width": 8, "height": 8, "sha256": ""}
+    assert (records["cc3m-000000001"]["image"]["width"], records["cc3m-000000001"]["image"]["height"]) == (
+        640,
+        480,
+    )
+
+
+def test_shard_tars_are_what_tarfile_reads_and_writes(tmp_path):
+    """The stage writes its tars without tarfile: they read back member for member, and are the
+    bytes tarfile itself writes for the same members (so outputs stay byte-identical)."""
+    inputs = _world(tmp_path, units=1, same_as={})
+    SHARD.run(load_spec("demo", ["languages=[de]"]), inputs, tmp_path / "shard")
+    (path,) = sorted((tmp_path / "shard").glob("shard-*.tar"))
+    with tarfile.open(path) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar]
+    assert [n for n, _ in members][:2] == ["cc3m-000000000.jpg", "cc3m-000000000.json"] and len(members) == 10
+    again = io.BytesIO()
+    with tarfile.open(fileobj=again, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in members:
+            add_member(tar, name, data)
+    assert path.read_bytes() == again.getvalue()

@@ -6,13 +6,16 @@ loader's handler counts, never a silent short read."""
 from __future__ import annotations
 
 import io
+import random
 import tarfile
 from pathlib import Path
 
 import pytest
 import webdataset as wds
+from testkit.tars import add_member
 
 from mvlp_core import tarstream
+from mvlp_core.tarmember import TarWriter
 from mvlp_core.train.data import Skips, tar_samples
 
 
@@ -108,3 +111,25 @@ def test_a_reader_closed_early_closes_cleanly(tmp_path: Path) -> None:
     stream = tar_samples([url], Skips().handler)
     assert next(stream)["__key__"] == "a-000"
     stream.close()  # as when a loader stops mid-shard: no "generator ignored GeneratorExit"
+
+
+def test_tar_writer_writes_tarfiles_bytes(tmp_path: Path) -> None:
+    """TarWriter's tars are byte-identical to tarfile's (GNU format, add_member's fields): short,
+    long and non-ASCII names, empty members and sizes around the block size."""
+    rng = random.Random(0)
+    for _ in range(20):
+        members = [
+            (rng.choice([f"k-{rng.randrange(10**9):09d}.jpg", "d/" * 60 + "ü.json"]), rng.randbytes(size))
+            for size in rng.choices([0, 1, 511, 512, 513, 9000], k=rng.randrange(0, 12))
+        ]
+        expected = io.BytesIO()
+        with tarfile.open(fileobj=expected, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            for name, data in members:
+                add_member(tar, name, data)
+        written = io.BytesIO()
+        writer = TarWriter(written)
+        for name, data in members:
+            writer.add(name, data)
+        writer.close()
+        assert written.getvalue() == expected.getvalue()
+        assert list(tarstream.members(io.BytesIO(written.getvalue()))) == members

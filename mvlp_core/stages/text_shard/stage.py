@@ -15,7 +15,6 @@ units, so a resumed or re-run unit decides exactly as it did the first time.
 from __future__ import annotations
 
 import json
-import tarfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from mvlp_core.stages.text_shard.readers import (
     source_id,
     streams,
 )
-from mvlp_core.tarmember import add_member
+from mvlp_core.tarmember import TarWriter
 
 
 @dataclass(frozen=True)
@@ -189,14 +188,13 @@ def plan(ctx: Context) -> Work:
             rejects += duplicates
         rejects.sort(key=lambda r: r.key)
         tar_name = f"text-{name}.tar"
-        with (
-            atomic.atomic_path(out_dir / tar_name) as tmp,
-            tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar,
-        ):
+        with atomic.atomic_path(out_dir / tar_name) as tmp, open(tmp, "wb") as stream_out:
+            tar = TarWriter(stream_out)
             for row, texts, score in out:
                 key = stream.key(row)
                 data = json.dumps(record(stream, key, texts, score), ensure_ascii=False).encode("utf-8")
-                add_member(tar, f"{key}.json", data)
+                tar.add(f"{key}.json", data)
+            tar.close()
         if mode != "none":
             seen.commit(i, kept)
         return contract.UnitResult(
