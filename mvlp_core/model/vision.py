@@ -7,6 +7,7 @@ language model — by reading the safetensors shards that hold them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -50,7 +51,10 @@ class ImageEncoder(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[N,3,H,W] uint8 pixels (or normalised floats, see PixelNorm) -> query states [N,Q,D]."""
-        image_embeds = self.vision_model(pixel_values=self.pixel_norm(pixel_values)).last_hidden_state
+        # a frozen ViT (nothing trainable upstream of it) needs no graph: no activations kept for it
+        frozen = not any(p.requires_grad for p in self.vision_model.parameters())
+        with torch.no_grad() if frozen else contextlib.nullcontext():
+            image_embeds = self.vision_model(pixel_values=self.pixel_norm(pixel_values)).last_hidden_state
         mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
         queries = self.query_tokens.expand(image_embeds.shape[0], -1, -1)
         return self.qformer(

@@ -30,7 +30,9 @@ from mvlp_core.spec import PretrainSpec
 
 TRAIN_STATE = "train_state.pt"
 MODEL_DIR = "model"
-H100_BF16_PEAK_FLOPS = 989e12
+# dense bf16 peak FLOP/s by device name (vendor datasheets, no sparsity): the MFU denominator.
+# A device not listed gets no MFU rather than one against the wrong peak.
+BF16_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12}
 # DistributedDataParallel's options for every family. A step may leave parameters without a
 # gradient (a text-only batch never runs the image tower; UniGen's multi-image heads run only in
 # fine-tuning): DDP finds them from the step's autograd graph, rather than each model adding a
@@ -121,13 +123,21 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
     return state
 
 
+def peak_flops(device: torch.device) -> float | None:
+    """The device's dense bf16 peak FLOP/s, or None off CUDA or for a device not in the table."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in BF16_PEAK_FLOPS.items() if key in name), None)
+
+
 def batch_flops(model: torch.nn.Module, batch: dict[str, Any]) -> float | None:
-    """Training FLOPs of a host (CPU) batch from the family's own count (`flops_per_sample`),
+    """Training FLOPs of a host (CPU) batch from the family's own count (`train_flops`),
     computed before the batch goes to the device: counting needs no device sync. None for a
     family without one; the loop then counts 6 x trainable parameters per token read."""
     module = unwrap(model)
-    if hasattr(module, "flops_per_sample"):
-        return float(module.flops_per_sample(batch)) * len(batch["task"])
+    if hasattr(module, "train_flops"):
+        return float(module.train_flops(batch))
     return None
 
 
@@ -253,6 +263,7 @@ def train(
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
     is_ddp = hasattr(model, "no_sync")
     trainable = sum(p.numel() for p in unwrap(model).parameters() if p.requires_grad)
+    peak = peak_flops(device)
     feed = on_device(batches, model, device)
     window = Window()
     last: dict[str, Any] = {}
@@ -314,8 +325,8 @@ def train(
             for key in [k for k in read if k.startswith("loss_")]:
                 if read[f"n_{key}"]:  # a task no step of the window measured is not logged
                     metrics[key] = read[key] / read[f"n_{key}"]
-            if device.type == "cuda":
-                metrics["mfu"] = flops / elapsed / (H100_BF16_PEAK_FLOPS * world)
+            if peak is not None:
+                metrics["mfu"] = flops / elapsed / (peak * world)
             if metrics_path is not None:
                 _append(metrics_path, metrics)
             with tempfile.TemporaryDirectory(prefix="mvlp-ckpt-") as tmp:

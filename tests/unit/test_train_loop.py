@@ -134,3 +134,21 @@ def test_batches_reach_the_device_one_ahead_with_their_host_figures() -> None:
     assert batch["x"].tolist() == [0.0, 0.0] and "skipped" not in batch
     assert (host.samples, host.skipped, host.flops) == (4, 0, None)
     assert [h.samples for _, h in feed] == [5, 6]
+
+
+@pytest.mark.parametrize(
+    ("name", "peak"),
+    [
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA H200", 989e12),
+        ("NVIDIA L40S", 362e12),
+        ("NVIDIA L4", 121e12),
+        ("Tesla T4", None),
+    ],
+)
+def test_mfu_peak_is_looked_up_per_device(
+    name: str, peak: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert loop.peak_flops(torch.device("cuda", 0)) == peak
+    assert loop.peak_flops(torch.device("cpu")) is None

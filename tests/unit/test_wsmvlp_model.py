@@ -491,3 +491,24 @@ def test_tiny_model_learns_every_objective() -> None:
     for k, values in history.items():
         first, last = sum(values[:20]) / 20, sum(values[-20:]) / 20
         assert last < 0.6 * first, f"{k}: first 20 steps {first:.3f}, last 20 {last:.3f}"
+
+
+def test_counted_training_flops_match_torchs_count_of_the_step() -> None:
+    """The MFU numerator (mvlp_core/model/wsmvlp/flops.py), counted on the host from the batch,
+    against torch's FLOP counter over a forward and backward of all three streams (masks full:
+    torch counts padded shapes, the count only real tokens; attention on the math kernel, whose
+    matmuls torch counts)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model = micro()
+    model.vision.set_attn_implementation("eager")
+    b = batch(model)
+    for stream in ("image", "parallel", "mono"):
+        for key in [k for k in b[stream] if k.startswith("mask")]:
+            b[stream][key] = torch.ones_like(b[stream][key])
+    counted = model.train_flops(b)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(b)["loss"].backward()
+    assert counted == pytest.approx(counter.get_total_flops(), rel=0.03)

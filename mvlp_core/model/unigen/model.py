@@ -477,34 +477,14 @@ class UniGen(nn.Module):
             if k.startswith("loss_")
         }
 
-    def flops_per_sample(self, batch: dict) -> float:
-        """Rough training FLOPs per sample (6·params·tokens for trainable parts, 2·params·tokens for
-        frozen ones that need no input gradient), for an MFU estimate; attention FLOPs ignored."""
+    def train_flops(self, batch: dict) -> float:
+        """Training FLOPs of a host batch, for MFU (mvlp_core/model/unigen/flops.py)."""
+        from mvlp_core.model.unigen.flops import UniGenFlops
 
-        counted: dict[tuple[int, bool | None], int] = self.__dict__.setdefault("_param_counts", {})
-
-        def params(module, trainable):  # walked once per module: the loop calls this every step
-            key = (id(module), trainable)
-            if key not in counted:
-                counted[key] = sum(
-                    p.numel() for p in module.parameters() if trainable in (None, p.requires_grad)
-                )
-            return counted[key]
-
-        b = batch["task"].shape[0]
-        images = float(batch.get("image_mask", batch["has_image"]).sum())
-        vit, qf = self.image_encoder.vision_model, self.image_encoder.qformer
-        patches = (self.spec.image_size // vit.config.patch_size) ** 2 + 1
-        text_tokens = float(batch["enc_mask"].sum() + batch["itc_mask"].sum())
-        queries = images * self.spec.num_query_tokens
-        dec_tokens = float(batch["dec_mask"].sum()) + b + queries + text_tokens
-        flops = images * patches * (6 * params(vit, True) + 2 * params(vit, False))
-        flops += images * self.spec.num_query_tokens * 6 * params(qf, None)
-        flops += text_tokens * 6 * params(self.text_encoder, None)
-        dec = self.decoder.transformer.h
-        flops += dec_tokens * (6 * params(dec, True) + 4 * params(dec, False))
-        flops += float(batch["dec_mask"].sum()) * 6 * params(self.decoder.lm_head, None)
-        return flops / b
+        count = self.__dict__.get("_flops")
+        if count is None:
+            count = self.__dict__["_flops"] = UniGenFlops(self)
+        return count(batch)
 
     # ---------------------------------------------------------------- inference
     @torch.no_grad()

@@ -241,6 +241,15 @@ class WsmvlpModel(nn.Module):
             result.update({f"logits_{k}": v for k, v in logits.items()})
         return result
 
+    def train_flops(self, batch: dict) -> float:
+        """Training FLOPs of a host batch, for MFU (mvlp_core/model/wsmvlp/flops.py)."""
+        from mvlp_core.model.wsmvlp.flops import WsmvlpFlops
+
+        count = self.__dict__.get("_flops")
+        if count is None:
+            count = self.__dict__["_flops"] = WsmvlpFlops(self)
+        return count(batch)
+
     # ---------------------------------------------------------------- scoring (IGLUE heads)
     # all differentiable: retrieval fine-tuning trains through them; inference callers hold no_grad
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
