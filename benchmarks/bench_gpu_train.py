@@ -94,17 +94,17 @@ def write_shard_stage(folder: Path, n: int) -> None:
     languages, rule-based QA (the data stages need img2dataset and eflomal, which a GPU box lacks)."""
     import json
     import random
-    import tarfile
 
     from mvlp_core import contract
     from mvlp_core.stages.qa.rules import questions
     from mvlp_core.synth.grammar import LANGS, caption, random_scene
     from mvlp_core.synth.images import render_jpeg
-    from mvlp_core.tarmember import add_member
+    from mvlp_core.tarmember import TarWriter
 
     rng = random.Random(0)
     folder.mkdir(parents=True)
-    with tarfile.open(folder / "shard-00000.tar", "w") as tar:
+    with open(folder / "shard-00000.tar", "wb") as out:
+        tar = TarWriter(out)
         for i in range(n):
             scene, key = random_scene(rng), f"synthetic-{i:09d}"
             captions = {lang: caption(scene, lang) for lang in LANGS}
@@ -112,8 +112,9 @@ def write_shard_stage(folder: Path, n: int) -> None:
                 {"question": q.question, "answer": q.answer, "generator": "rules"}
                 for q in questions(captions["en"])
             ]
-            add_member(tar, f"{key}.jpg", render_jpeg(scene, rng, size=224))
-            add_member(tar, f"{key}.json", json.dumps({"key": key, "captions": captions, "qa": qa}).encode())
+            tar.add(f"{key}.jpg", render_jpeg(scene, rng, size=224))
+            tar.add(f"{key}.json", json.dumps({"key": key, "captions": captions, "qa": qa}).encode())
+        tar.close()
     contract.Manifest("shard", "gpu-bench", {"shard-00000.tar": {"samples": n}}, n, n, {}, 0.0, 1).save(
         folder
     )
@@ -141,9 +142,17 @@ def run(runs: int = 1) -> list[dict]:
                 print(f"bf16={bf16}: {figures[bf16][-1]} ({time.perf_counter() - t0:.0f} s)", flush=True)
                 shutil.rmtree(wd / "pretrain" / "ray", ignore_errors=True)  # ~10 GB of checkpoints
                 shutil.rmtree(wd / "pretrain" / "local", ignore_errors=True)
+        ceiling = _ceiling(job)
 
     def med(bf16: bool, key: str) -> float:
         return statistics.median(f[key] for f in figures[bf16])
+
+    train_mfu = med(True, "mfu")
+    ceiling_note = (
+        f"{gpu}; the same base-shaped UniGen in this process, bf16 autocast, batch {BATCH}; frozen ViT"
+        f" forward alone {ceiling['vit_seconds'] * 1e3:.0f} ms a batch; busy = profiler kernel time /"
+        " wall time over 5 training steps (forward, backward, AdamW)"
+    )
 
     v, b = med(True, "samples_per_second"), med(False, "samples_per_second")
     note = (
@@ -157,8 +166,48 @@ def run(runs: int = 1) -> list[dict]:
     return [
         result(
             "gpu_train_bf16_vs_fp32", v, "samples/s", "same run in fp32 (no autocast)", b, runs, True, note
-        )
+        ),
+        result(
+            "gpu_vit_forward_mfu",
+            ceiling["vit_mfu"],
+            "MFU",
+            "training step MFU (bf16)",
+            train_mfu,
+            1,
+            True,
+            ceiling_note,
+        ),
+        result(
+            "gpu_step_busy_fraction",
+            ceiling["busy"],
+            "of wall time",
+            "always busy",
+            1.0,
+            1,
+            True,
+            ceiling_note,
+        ),
     ]
+
+
+def _ceiling(job: TrainJob) -> dict[str, float]:
+    """The frozen ViT's forward alone and the device-busy fraction of a training step, in this
+    process on the first GPU (benchmarks/gpu_ceiling.py), on the model and data the runs trained."""
+    import torch
+
+    from benchmarks import gpu_ceiling
+    from mvlp_core.train.data import loader
+    from mvlp_core.train.job import build
+
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()  # the GPU is this process's now
+    device = torch.device("cuda", 0)
+    model, dataset = build(job, rank=0, world=1)
+    model = model.to(device)
+    vit = gpu_ceiling.vit_forward(model, BATCH, device, bf16=True)
+    batches = loader(dataset, job.spec.pretrain.loader_processes(on_gpu=True))
+    busy = gpu_ceiling.busy_fraction(model, batches, device, bf16=True)
+    return {"vit_seconds": vit["seconds"], "vit_mfu": vit["mfu"], "busy": busy}
 
 
 if __name__ == "__main__":

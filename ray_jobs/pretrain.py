@@ -93,7 +93,7 @@ def train_worker(config: dict[str, Any]) -> None:
 
     loop.train(
         model,
-        resumable(batches, job.spec.pretrain.loader.num_workers),
+        resumable(batches, job.spec.pretrain.loader_processes(on_gpu=job.spec.pretrain.use_gpu)),
         job.spec.pretrain,
         RayReporter(
             run_dir(job.spec.pretrain), TrainGauges(job.spec.pretrain.run_name) if rank == 0 else None

@@ -38,7 +38,13 @@ class MixSpec(Strict):
 
 class LoaderSpec(Strict):
     shuffle_buffer: int = Field(256, ge=1)
-    num_workers: int = perf_only(0, ge=0, description="DataLoader processes per Ray Train worker")
+    num_workers: int | None = perf_only(
+        None,
+        ge=0,
+        description="DataLoader processes per Ray Train worker; default: 4 on a GPU worker (at most "
+        "its CPUs less the one training), none on a CPU-only one, whose training threads they would "
+        "compete with",
+    )
     read_from: Literal["workdir", "published"] = perf_only(
         "workdir",
         description="where the loader reads the shards: the shard and text-shard folders in the "
@@ -86,3 +92,9 @@ class PretrainSpec(Strict):
     fail_at_step: int | None = perf_only(
         None, description="test knob: rank 1 exits hard once at this step (fault injection)"
     )
+
+    def loader_processes(self, on_gpu: bool) -> int:
+        """DataLoader processes per worker: `loader.num_workers`, else the default it describes."""
+        if self.loader.num_workers is not None:
+            return self.loader.num_workers
+        return max(0, min(4, int(self.cpus_per_worker) - 1)) if on_gpu else 0

@@ -75,7 +75,7 @@ def train_in_process(job: TrainJob, device: str = "cpu") -> Path:
     model, batches = build(job, rank=0, world=1)
     loop.train(
         model.to(device),
-        resumable(batches, job.spec.pretrain.loader.num_workers),
+        resumable(batches, job.spec.pretrain.loader_processes(on_gpu=device.startswith("cuda"))),
         job.spec.pretrain,
         reporter,
         device=torch.device(device),

@@ -302,8 +302,12 @@ class Batches(torch.utils.data.IterableDataset):
 def loader(dataset: torch.utils.data.IterableDataset, num_workers: int) -> Iterator[dict[str, Any]]:
     if num_workers == 0:
         return iter(dataset)
-    dl = torch.utils.data.DataLoader(
-        dataset, batch_size=None, num_workers=num_workers, persistent_workers=True
+    dl = torch.utils.data.DataLoader(  # on a GPU, batches are pinned in a thread beside the step
+        dataset,
+        batch_size=None,
+        num_workers=num_workers,
+        persistent_workers=True,
+        pin_memory=torch.cuda.is_available(),
     )
     return iter(dl)
 

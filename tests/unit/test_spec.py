@@ -297,3 +297,13 @@ def test_iglue_has_no_default_root_and_the_stage_says_what_to_set(tmp_path: Path
     assert IglueSpec().root is None
     with pytest.raises(StageError, match="iglue.root is not set"):
         iglue_eval.plan(Context(spec, {"pretrain": tmp_path / "pretrain"}, tmp_path / "iglue-eval"))
+
+
+def test_loader_processes_default_to_some_on_gpu_workers_and_none_on_cpu_ones() -> None:
+    from mvlp_core.spec.train import PretrainSpec
+
+    assert PretrainSpec().loader_processes(on_gpu=False) == 0
+    assert PretrainSpec(cpus_per_worker=8).loader_processes(on_gpu=True) == 4
+    assert PretrainSpec(cpus_per_worker=2).loader_processes(on_gpu=True) == 1
+    assert PretrainSpec(cpus_per_worker=8).loader_processes(on_gpu=False) == 0
+    assert PretrainSpec(loader={"num_workers": 3}).loader_processes(on_gpu=False) == 3
