@@ -83,8 +83,9 @@ def _print_stale(states: dict[str, dict[str, Any]]) -> None:
             )
 
 
-def _print_outcome(spec: PipelineSpec, states: dict[str, dict[str, Any]]) -> None:
-    """The stage table, then what each complete stage shows, then where the Prefect UI is."""
+def _print_outcome(spec: PipelineSpec, states: dict[str, dict[str, Any]], api: str | None) -> None:
+    """The stage table, then what each complete stage shows, then where the Prefect UI is (`api`:
+    the server the run reported to and that outlives it, if any)."""
     console.print(_status_table(states))
     _print_stale(states)
     for name, state in states.items():
@@ -92,7 +93,6 @@ def _print_outcome(spec: PipelineSpec, states: dict[str, dict[str, Any]]) -> Non
         if stage.shows is not None and state.get("state") == "complete":
             for line in stage.shows(spec, pipeline.stage_dir(spec, name), state).lines:
                 console.print(line, highlight=False)
-    api = os.environ.get("PREFECT_API_URL")
     where = (
         f"open {api.removesuffix('/api')}/runs"
         if api
@@ -124,15 +124,16 @@ def _execute(
     states = pipeline.stage_states(spec, names)
     if not force and all(s["state"] == "complete" for s in states.values()):
         console.print(f"[green]All {len(names)} stages complete in {spec.workdir}: nothing to recompute.[/]")
-        _print_outcome(spec, pipeline.stage_states(spec))
+        _print_outcome(spec, pipeline.stage_states(spec), os.environ.get("PREFECT_API_URL"))
         return
 
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     # Prefect's ephemeral API server gets 20 s to start by default: too little on a busy 2-core box
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    api = prefect_api.choose_api(UI_PORT)  # before Prefect is imported: it reads the URL once
-    if api is not None:
-        console.print(f"Reporting to the Prefect server at {api}", highlight=False)
+    # before Prefect and the stages are imported: a server this run starts overlaps their imports
+    api = prefect_api.choose_api(UI_PORT, runlog.log_path(spec.workdir))
+    if api.url is not None and not api.short_lived:
+        console.print(f"Reporting to the Prefect server at {api.url}", highlight=False)
     from flows import progress as progress_mod
     from flows.pipeline_flow import data_pipeline
 
@@ -167,7 +168,7 @@ def _execute(
                 progress_mod.set_terminal(None)
     except (SpecError, contract.StageError) as err:
         fail(f"{err}\n(the libraries' output of this run: {log})")
-    _print_outcome(spec, pipeline.stage_states(spec))
+    _print_outcome(spec, pipeline.stage_states(spec), None if api.short_lived else api.url)
     console.print(f"The libraries' output of this run (Prefect, Ray, img2dataset): {log}", highlight=False)
 
 

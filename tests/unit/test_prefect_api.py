@@ -9,10 +9,12 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from flows import prefect_api
+from mvlp_core.contract import StageError
 
 
 def serve(body: bytes) -> Iterator[int]:
@@ -46,38 +48,63 @@ def impostor() -> Iterator[int]:
     yield from serve(b"<html>not prefect</html>")
 
 
-def test_a_running_server_is_adopted_and_exported(healthy: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_running_server_is_adopted_and_exported(
+    healthy: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     url = f"http://127.0.0.1:{healthy}/api"
-    assert prefect_api.choose_api(healthy) == url
+    api = prefect_api.choose_api(healthy, tmp_path / "run.log")
+    assert (api.url, api.short_lived, api.server) == (url, False, None)
 
     assert os.environ["PREFECT_API_URL"] == url  # Ray workers and stage processes inherit it
 
 
-def test_an_explicit_api_url_wins(healthy: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_explicit_api_url_wins(healthy: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PREFECT_API_URL", "http://cluster:4200/api")
-    assert prefect_api.choose_api(healthy) == "http://cluster:4200/api"
+    api = prefect_api.choose_api(healthy, tmp_path / "run.log")
+    assert (api.url, api.short_lived) == ("http://cluster:4200/api", False)
 
 
-def test_nothing_or_something_else_on_the_port_means_the_ephemeral_server(
-    impostor: int, monkeypatch: pytest.MonkeyPatch
+def test_nothing_or_something_else_on_the_port_in_a_process_with_prefect_leaves_it_to_prefect(
+    impostor: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    import prefect  # noqa: F401 - imported: its settings are read, Prefect starts its own server
+
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    assert prefect_api.choose_api(impostor) is None
+    assert prefect_api.choose_api(impostor, tmp_path / "run.log") == prefect_api.Api(None, short_lived=True)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
-    assert prefect_api.choose_api(closed) is None
-
+    assert prefect_api.choose_api(closed, tmp_path / "run.log").url is None
     assert "PREFECT_API_URL" not in os.environ
 
 
-def test_heartbeats_off_only_on_the_ephemeral_server() -> None:
+def test_a_short_lived_server_answers_and_stops(tmp_path: Path) -> None:
+    """The server a run starts before importing Prefect: the real Prefect API under uvicorn,
+    healthy within the wait, stopped (not left running) after."""
+    server = prefect_api.ShortLivedServer(tmp_path / "run.log")
+    try:
+        server.wait(180)
+        assert prefect_api.running_server(server.port) == server.url
+    finally:
+        server.stop()
+    assert server.process.poll() is not None and prefect_api.running_server(server.port) is None
+
+
+def test_a_server_that_exits_is_a_clear_error(tmp_path: Path) -> None:
+    server = prefect_api.ShortLivedServer(tmp_path / "run.log")
+    server.process.kill()
+    server.process.wait()
+    with pytest.raises(StageError, match="exited with code .* its output is in .*run.log"):
+        server.wait(30)
+
+
+def test_heartbeats_off_only_on_a_short_lived_server() -> None:
     from prefect.settings import get_current_settings
 
     default = get_current_settings().flows.heartbeat_frequency
     assert default is not None
-    with prefect_api.run_settings(None):
+    with prefect_api.run_settings(prefect_api.Api(None, short_lived=True)):
         assert get_current_settings().flows.heartbeat_frequency is None
-    with prefect_api.run_settings("http://127.0.0.1:4200/api"):
+    with prefect_api.run_settings(prefect_api.Api("http://127.0.0.1:4200/api", short_lived=False)):
         assert get_current_settings().flows.heartbeat_frequency == default
