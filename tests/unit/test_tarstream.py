@@ -20,6 +20,7 @@ from mvlp_core.train.data import Skips, tar_samples
 
 
 def write_tar(path: Path, members: list[tuple[str, bytes]], fmt: int, mode: str = "w") -> None:
+    """`members` in tar format `fmt`, after a directory and before a symlink (both to be skipped)."""
     with tarfile.open(path, mode, format=fmt) as tar:
         d = tarfile.TarInfo("folder")
         d.type = tarfile.DIRTYPE
