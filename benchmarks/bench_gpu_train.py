@@ -99,12 +99,11 @@ def write_shard_stage(folder: Path, n: int) -> None:
     from mvlp_core.stages.qa.rules import questions
     from mvlp_core.synth.grammar import LANGS, caption, random_scene
     from mvlp_core.synth.images import render_jpeg
-    from mvlp_core.tarmember import TarWriter
+    from mvlp_core.tarmember import tar_file
 
     rng = random.Random(0)
     folder.mkdir(parents=True)
-    with open(folder / "shard-00000.tar", "wb") as out:
-        tar = TarWriter(out)
+    with tar_file(folder / "shard-00000.tar") as tar:
         for i in range(n):
             scene, key = random_scene(rng), f"synthetic-{i:09d}"
             captions = {lang: caption(scene, lang) for lang in LANGS}
@@ -114,7 +113,6 @@ def write_shard_stage(folder: Path, n: int) -> None:
             ]
             tar.add(f"{key}.jpg", render_jpeg(scene, rng, size=224))
             tar.add(f"{key}.json", json.dumps({"key": key, "captions": captions, "qa": qa}).encode())
-        tar.close()
     contract.Manifest("shard", "gpu-bench", {"shard-00000.tar": {"samples": n}}, n, n, {}, 0.0, 1).save(
         folder
     )

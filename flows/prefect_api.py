@@ -154,17 +154,15 @@ def choose_api(port: int, log: Path) -> Api:
 def run_settings(api: Api) -> Iterator[None]:
     """Prefect settings for this run's flows, once its server answers: its URL where the run
     started it, heartbeats off on a short-lived server."""
-    updates = {}
     if api.server is not None:
         api.server.wait(float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")))
-    if not api.short_lived and api.server is None:
+    if not api.short_lived:
         yield
         return
     from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
+    updates: dict = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
     if api.server is not None:  # the URL it answers on (a retry after a port clash moves it)
         updates[PREFECT_API_URL] = api.server.url
-    if api.short_lived:
-        updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
     with temporary_settings(updates=updates):
         yield

@@ -10,7 +10,10 @@ Names of 100 bytes or more take tarfile's own GNU long-name header.
 
 from __future__ import annotations
 
+import contextlib
 import tarfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import IO
 
 BLOCK, RECORD = tarfile.BLOCKSIZE, tarfile.RECORDSIZE
@@ -45,7 +48,7 @@ def member_header(name: str, size: int) -> bytes:
 class TarWriter:
     """Writes members to a binary file as `tarfile.open(..., "w", format=GNU_FORMAT)` would, and
     on `close` the end-of-archive blocks padded to tarfile's record size.
-    The file itself is the caller's to close."""
+    The file itself is the caller's to close (`tar_file` opens and closes one)."""
 
     def __init__(self, out: IO[bytes]) -> None:
         self.out, self.offset = out, 0
@@ -62,4 +65,12 @@ class TarWriter:
     def close(self) -> None:
         end = 2 * BLOCK
         self.out.write(b"\0" * (end + (-(self.offset + end) % RECORD)))
-        self.offset = 0
+
+
+@contextlib.contextmanager
+def tar_file(path: Path) -> Iterator[TarWriter]:
+    """A tar written to `path`, closed with its end-of-archive blocks when the block ends."""
+    with open(path, "wb") as out:
+        tar = TarWriter(out)
+        yield tar
+        tar.close()

@@ -10,7 +10,8 @@ A header whose checksum does not add up, or a member cut short, raises `tarfile.
 
 Grouping follows webdataset's `group_by_keys` (and so `wds.WebDataset`): key = the path up to the
 first dot of the file name, extension = the rest, lower-cased; consecutive members with one key
-are one sample; names like `__meta__` are skipped; a sample repeating an extension is an error.
+are one sample; names like `__meta__` are skipped; a member repeating its sample's extension goes
+to the caller's handler and is dropped.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from mvlp_core.keys import is_valid_key
 from mvlp_core.spec import PipelineSpec, fingerprint_config
 from mvlp_core.stage import Context, Shows, Stage, Work
 from mvlp_core.stages.download import WDS_DIR, iter_images
-from mvlp_core.tarmember import TarWriter
+from mvlp_core.tarmember import tar_file
 
 SAMPLES = "samples-{}.parquet"
 
@@ -262,8 +262,7 @@ def plan(ctx: Context) -> Work:
                     images[k] = members.get(joined.samples[k]["member"], b"")
             name = f"shard-{unit}-{n:03d}.tar"
             written = 0
-            with atomic_path(out_dir / name) as tmp, open(tmp, "wb") as out:
-                tar = TarWriter(out)
+            with atomic_path(out_dir / name) as tmp, tar_file(tmp) as tar:
                 for k in chunk:
                     jpg = images[k]
                     try:
@@ -276,7 +275,6 @@ def plan(ctx: Context) -> Work:
                     written += 1
                     multilingual += bool(joined.captions.get(k))
                     with_qa += bool(joined.qa.get(k))
-                tar.close()
             files[name] = written
         return contract.UnitResult(
             files=files,

@@ -6,8 +6,8 @@ maybe several loader processes). The stream is endless: each pass over the data 
 a new seed. A bad sample (undecodable JPEG, bad JSON, missing caption) is skipped and counted in
 `Skips`, never fatal. Shards are read by mvlp_core/tarstream.py (webdataset's grouping without
 tarfile's per-member cost) and shuffled with webdataset 0.2's buffer; see
-benchmarks/bench_loader.py for why not Ray Data. Shards are local paths or s3:// / gs:// URLs (`pretrain.loader.read_from:
-published`), opened through `mvlp_core.storage` and streamed one shard at a time with sequential
+benchmarks/bench_loader.py for why not Ray Data. Shards are local paths or s3:// / gs:// URLs
+(`pretrain.loader.read_from: published`), opened through `mvlp_core.storage` and streamed one shard at a time with sequential
 ranged reads: nothing is downloaded first.
 """
 

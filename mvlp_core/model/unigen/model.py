@@ -27,6 +27,7 @@ carry labels.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from mvlp_core.contract import StageError
 from mvlp_core.model.losses import contrastive_loss, distributed, mine_hard_negatives
 from mvlp_core.model.parts.pretrained import from_pretrained, load_weights
 from mvlp_core.model.tokenizers import TASK_IDS, Tokenizers, load_tokenizers
+from mvlp_core.model.unigen.flops import UniGenFlops
 from mvlp_core.model.vision import ImageEncoder, load_blip2_encoder, random_configs, tower_width
 from mvlp_core.spec import ModelSpec
 
@@ -477,14 +479,13 @@ class UniGen(nn.Module):
             if k.startswith("loss_")
         }
 
+    @functools.cached_property
+    def _flop_count(self) -> UniGenFlops:
+        return UniGenFlops(self)
+
     def train_flops(self, batch: dict) -> float:
         """Training FLOPs of a host batch, for MFU (mvlp_core/model/unigen/flops.py)."""
-        from mvlp_core.model.unigen.flops import UniGenFlops
-
-        count = self.__dict__.get("_flops")
-        if count is None:
-            count = self.__dict__["_flops"] = UniGenFlops(self)
-        return count(batch)
+        return self._flop_count(batch)
 
     # ---------------------------------------------------------------- inference
     @torch.no_grad()

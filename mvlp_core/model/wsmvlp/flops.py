@@ -12,7 +12,7 @@ forward runs:
 - mono stream: text encoder and unified encoder without cross-attention (skipped without memory).
 
 The cross-attention keys and values read the memory (patches or the other side), not the text,
-and are counted on those tokens. `tests/unit/test_model_flops.py` holds it to torch's counter.
+and are counted on those tokens. `tests/unit/test_wsmvlp_model.py` holds it to torch's counter.
 """
 
 from __future__ import annotations
@@ -74,9 +74,8 @@ class WsmvlpFlops:
             layers, width = self.vit_shape
             flops += self.vit.flops(b * p, grad_through=False) + attention(layers, width, b * p * p, True)
             rows = Rows.of(lengths)
-            flops += self._text(rows) * (2 if self.clean else 1)
-            passes = 2 if self.clean else 1  # masked (VLM) and, with clean texts, the ITM positives
-            flops += passes * self._fusion(rows, b * p, rows.tokens * p)
+            passes = 2 if self.clean else 1  # the masked captions and, with clean texts, the clean ones
+            flops += passes * (self._text(rows) + self._fusion(rows, b * p, rows.tokens * p))
             if b >= 2:  # the ITM negatives: 2 per pair, captions of the batch's mean length
                 mean = rows.tokens / b
                 negatives = Rows(2 * b * mean, 2 * b * mean * mean)

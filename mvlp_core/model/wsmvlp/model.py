@@ -25,6 +25,7 @@ so every rank must hold the same streams at the same step.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -36,6 +37,7 @@ from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaEmbed
 from mvlp_core.model.losses import contrastive_loss, mine_hard_negatives
 from mvlp_core.model.parts.images import PixelNorm
 from mvlp_core.model.parts.masking import IGNORE
+from mvlp_core.model.wsmvlp.flops import WsmvlpFlops
 from mvlp_core.model.wsmvlp.layers import FusionLayer, MLMHead
 from mvlp_core.spec.model_wsmvlp import WsmvlpModelSpec
 
@@ -241,14 +243,13 @@ class WsmvlpModel(nn.Module):
             result.update({f"logits_{k}": v for k, v in logits.items()})
         return result
 
+    @functools.cached_property
+    def _flop_count(self) -> WsmvlpFlops:
+        return WsmvlpFlops(self)
+
     def train_flops(self, batch: dict) -> float:
         """Training FLOPs of a host batch, for MFU (mvlp_core/model/wsmvlp/flops.py)."""
-        from mvlp_core.model.wsmvlp.flops import WsmvlpFlops
-
-        count = self.__dict__.get("_flops")
-        if count is None:
-            count = self.__dict__["_flops"] = WsmvlpFlops(self)
-        return count(batch)
+        return self._flop_count(batch)
 
     # ---------------------------------------------------------------- scoring (IGLUE heads)
     # all differentiable: retrieval fine-tuning trains through them; inference callers hold no_grad

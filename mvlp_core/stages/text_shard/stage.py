@@ -35,7 +35,7 @@ from mvlp_core.stages.text_shard.readers import (
     source_id,
     streams,
 )
-from mvlp_core.tarmember import TarWriter
+from mvlp_core.tarmember import tar_file
 
 
 @dataclass(frozen=True)
@@ -188,13 +188,11 @@ def plan(ctx: Context) -> Work:
             rejects += duplicates
         rejects.sort(key=lambda r: r.key)
         tar_name = f"text-{name}.tar"
-        with atomic.atomic_path(out_dir / tar_name) as tmp, open(tmp, "wb") as stream_out:
-            tar = TarWriter(stream_out)
+        with atomic.atomic_path(out_dir / tar_name) as tmp, tar_file(tmp) as tar:
             for row, texts, score in out:
                 key = stream.key(row)
                 data = json.dumps(record(stream, key, texts, score), ensure_ascii=False).encode("utf-8")
                 tar.add(f"{key}.json", data)
-            tar.close()
         if mode != "none":
             seen.commit(i, kept)
         return contract.UnitResult(
