@@ -10,9 +10,13 @@ thresholds.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from mvlp_core import atomic
 
@@ -27,15 +31,33 @@ class Entry:
     prob: float
 
 
-def count_links(
-    rows: Iterable[tuple[Sequence[str], Sequence[str], Iterable[Sequence[int]]]],
-) -> Counter[tuple[str, str]]:
-    """(en word, xx word) link counts over rows of (words_en, words_xx, links)."""
+def count_links(tables: Iterable[pa.Table]) -> Counter[tuple[str, str]]:
+    """(en word, xx word) link counts over tables with the align stage's columns `words_en`,
+    `words` (lists of words) and `links` (lists of [en index, xx index]). Counted in Arrow: the
+    linked words are gathered by index and grouped; only each distinct word is lowercased in
+    Python (str.lower, so the counts are the same as lowercasing every occurrence)."""
     counts: Counter[tuple[str, str]] = Counter()
-    for words_en, words_xx, links in rows:
-        for i, j in links:
-            counts[(words_en[i].lower(), words_xx[j].lower())] += 1
+    for table in tables:
+        links = table.column("links").combine_chunks()
+        if len(table) == 0 or pc.sum(pc.list_value_length(links)).as_py() in (None, 0):
+            continue
+        rows = pc.list_parent_indices(links).to_numpy()
+        pairs = pc.list_flatten(pc.list_flatten(links)).to_numpy().reshape(-1, 2)
+        en = _linked_words(table.column("words_en").combine_chunks(), rows, pairs[:, 0])
+        xx = _linked_words(table.column("words").combine_chunks(), rows, pairs[:, 1])
+        grouped = pa.table({"en": en, "xx": xx}).group_by(["en", "xx"]).aggregate([([], "count_all")])
+        for e, x, n in zip(*(grouped.column(c).to_pylist() for c in ("en", "xx", "count_all"))):
+            counts[(e, x)] += n
     return counts
+
+
+def _linked_words(words: pa.ListArray, rows: np.ndarray, index: np.ndarray) -> pa.Array:
+    """Lowercased `words[row][index]` for every link."""
+    flat = pc.list_flatten(words)
+    starts = words.offsets.to_numpy()[:-1] - words.offsets[0].as_py()
+    picked = pc.take(flat, pa.array(starts[rows] + index)).dictionary_encode()
+    lowered = pa.array([w.lower() for w in picked.dictionary.to_pylist()], pa.string())
+    return pc.take(lowered, picked.indices)
 
 
 def select(counts: Counter[tuple[str, str]], *, min_count: int, min_prob: float) -> list[Entry]:

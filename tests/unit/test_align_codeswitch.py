@@ -1,8 +1,9 @@
 """Dictionary mining and code-switching on the synthetic world's gold-aligned captions."""
 
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 
+import pyarrow as pa
 import pytest
 
 from mvlp_core import dictionary
@@ -42,9 +43,19 @@ def gold_pairs(records, lang):
     return pairs
 
 
+def links_table(records, lang) -> pa.Table:
+    """The align stage's columns for these records."""
+    return pa.table(
+        {
+            "words_en": [r["words"]["en"] for r in records],
+            "words": [r["words"][lang] for r in records],
+            "links": [r["alignments"][lang] for r in records],
+        }
+    )
+
+
 def mined(records, lang, tmp_path, **thresholds):
-    rows = [(r["words"]["en"], r["words"][lang], r["alignments"][lang]) for r in records]
-    entries = dictionary.select(dictionary.count_links(rows), **thresholds)
+    entries = dictionary.select(dictionary.count_links([links_table(records, lang)]), **thresholds)
     dictionary.write_tsv(tmp_path / f"dictionary-{lang}.tsv", entries)
     return entries
 
@@ -54,13 +65,34 @@ def test_dictionary_keeps_frequent_likely_pairs(records, tmp_path):
     gold = gold_pairs(records, "de")
     assert entries and all(e.xx in gold[e.en] for e in entries)
     assert all(e.count >= 3 and e.prob >= 0.2 for e in entries)
-    counts = dictionary.count_links(
-        (r["words"]["en"], r["words"]["de"], r["alignments"]["de"]) for r in records
-    )
+    counts = dictionary.count_links([links_table(records, "de")])
     dropped = {(en, xx) for (en, xx), n in counts.items() if n < 3}
     assert dropped and not dropped & {(e.en, e.xx) for e in entries}
     assert dictionary.read_tsv(tmp_path / "dictionary-de.tsv") == entries
     assert {"rot", "roter", "rote", "roten", "rotes"} & {e.xx for e in entries if e.en == "red"}
+
+
+def test_link_counts_lowercase_like_python_over_tables_and_slices():
+    """Counted in Arrow, the same as counting every link in Python: str.lower's special cases
+    (dotted capital I, final sigma), words linked twice, rows without links, a sliced table."""
+    rows = [
+        (
+            ["İstanbul", "ΟΔΟΣ", "The", "the"],
+            ["Stadt", "Weg", "der", "die"],
+            [[0, 0], [1, 1], [2, 2], [3, 2], [3, 3]],
+        ),
+        (["A"], ["ein"], []),
+        (["The", "dog"], ["Der", "Hund"], [[0, 0], [1, 1], [1, 1]]),
+    ]
+    expected: Counter = Counter()
+    for en, xx, links in rows:
+        for i, j in links:
+            expected[(en[i].lower(), xx[j].lower())] += 1
+    records = [{"words": {"en": en, "de": xx}, "alignments": {"de": links}} for en, xx, links in rows]
+    table = links_table(records, "de")
+    assert dictionary.count_links([table]) == expected
+    assert dictionary.count_links([table.slice(0, 1), table.slice(1)]) == expected
+    assert dictionary.count_links([table.slice(1, 1)]) == Counter()
 
 
 def test_code_switch_with_dictionaries_is_deterministic_and_correct(records, tmp_path):

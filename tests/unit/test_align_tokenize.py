@@ -91,3 +91,50 @@ def test_japanese_is_segmented_with_mecab():
 def test_unknown_language_is_an_error():
     with pytest.raises(ValueError, match="unknown language"):
         tokenize("text", "xx")
+
+
+def test_latin_text_takes_the_short_pattern_with_the_same_tokens():
+    """The short pattern is the full one less alternatives text below U+0300 cannot hold: checked
+    on every such character and on random text (letters, digits, joiners, punctuation, spaces)."""
+    import random
+    import unicodedata
+
+    from mvlp_core.stages.align import tokenize as module
+
+    latin = [chr(c) for c in range(0x300)]
+    assert [c for c in latin if unicodedata.category(c) == "Cf"] == ["\u00ad"]
+    assert not [c for c in latin if unicodedata.category(c).startswith("M")]
+    assert module._pattern("Grüße, Straße, řeka") is module._latin_re()
+    assert module._pattern("Grüße \u2019") is module._token_re()
+    assert module._pattern("cafe\u0301") is module._token_re()
+
+    def both(text: str) -> tuple[list, list]:
+        return (
+            [(m.group(), m.span(), m.lastgroup) for m in module._latin_re().finditer(text)],
+            [(m.group(), m.span(), m.lastgroup) for m in module._token_re().finditer(text)],
+        )
+
+    for c in latin:
+        short, full = both(f"a{c}b 1{c}2 {c}{c} {c}")
+        assert short == full, repr(c)
+    rng = random.Random(0)
+    alphabet = "aZé9ß0'.,\u00ad-_ \t!?ª²¼×÷řĚǅʰ˚"
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
+        short, full = both(text)
+        assert short == full, repr(text)
+
+
+def test_no_mark_or_format_character_lies_outside_the_scanned_planes():
+    import sys
+    import unicodedata
+
+    from mvlp_core.stages.align.tokenize import _MARK_AND_FORMAT_PLANES
+
+    scanned = set().union(*map(set, _MARK_AND_FORMAT_PLANES))
+    outside = [
+        c
+        for c in range(sys.maxunicode + 1)
+        if c not in scanned and unicodedata.category(chr(c)) in {"Mn", "Mc", "Me", "Cf"}
+    ]
+    assert outside == []

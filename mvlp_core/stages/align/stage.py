@@ -14,11 +14,11 @@ one call with no first pass (unless a prior corpus or priors file adds outside s
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import multiprocessing
 import time
 from collections import defaultdict
-from collections.abc import Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
@@ -26,11 +26,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mvlp_core import atomic, contract, dictionary
+from mvlp_core import atomic, contract, dictionary, gcpause
 from mvlp_core.languages import LANGUAGES
 from mvlp_core.spec import AlignSpec, PipelineSpec, PriorCorpus, fingerprint_config
 from mvlp_core.stage import Context, Needs, Shows, Stage, Work
@@ -58,6 +59,7 @@ OUTPUT_SCHEMA = pa.schema(
 # Tokenizer dictionaries and the aligner change the output; their versions are part of the config.
 _VERSIONED = ("eflomal", "jieba", "fugashi", "unidic-lite")
 
+_DICTIONARY_COLUMNS = ("words_en", "words", "links")
 ROW_GROUP = 2048  # rows per row group of an output file
 Row = tuple[str, str | None, str | None]  # key, English caption (None: missing), xx text
 
@@ -258,6 +260,11 @@ class _ChunkJob:
 
 def _align_chunk(job: _ChunkJob) -> contract.UnitResult:
     """Read, tokenize, align and write one chunk (in a pool worker when align.workers > 1)."""
+    with gcpause.paused():
+        return _align_rows(job)
+
+
+def _align_rows(job: _ChunkJob) -> contract.UnitResult:
     lang, rows = job.chunk.lang, _rows(job.translate, job.download, job.chunk)
     gold = {en: job.gold[en] for _, en, _ in rows if en in job.gold}
     pairs, rejects = _tokenized_pairs(lang, rows)
@@ -273,7 +280,7 @@ def _align_chunk(job: _ChunkJob) -> contract.UnitResult:
         "key": [p.key for p in pairs],
         "words_en": en_words,
         "words": xx_words,
-        "links": [[list(link) for link in sent] for sent in links],
+        "links": _links_column(links),
     }
     with atomic.atomic_path(job.out / job.rel) as tmp:  # small row groups: shard reads by key range
         pq.write_table(pa.table(columns, schema=OUTPUT_SCHEMA), tmp, row_group_size=ROW_GROUP)
@@ -287,6 +294,16 @@ def _align_chunk(job: _ChunkJob) -> contract.UnitResult:
         rejects=rejects,
         extra=extra,
     )
+
+
+def _links_column(links: list[list[Link]]) -> pa.Array:
+    """Per pair its [i, j] links as the output's list<list<int32>> column, built from one flat
+    array (converting ~10 small Python lists per pair one by one costs 4x as long)."""
+    flat = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(links)), dtype=np.int32)
+    pairs = pa.ListArray.from_arrays(pa.array(np.arange(0, len(flat) + 1, 2, dtype=np.int32)), pa.array(flat))
+    per_pair = np.zeros(len(links) + 1, dtype=np.int32)
+    np.cumsum([len(sent) for sent in links], out=per_pair[1:])
+    return pa.ListArray.from_arrays(pa.array(per_pair), pairs)
 
 
 @dataclass(frozen=True)
@@ -503,14 +520,11 @@ def _write_dictionaries(out_dir: Path, chunks_of: dict[str, list[str]], align: A
     """`dictionary-<lang>.tsv` mined from all chunks of each language; returns entry counts."""
     sizes = {}
     for lang, units in chunks_of.items():
-
-        def rows(units: list[str] = units) -> Iterable[tuple[list[str], list[str], list[list[int]]]]:
-            for unit in units:
-                table = pq.read_table(out_dir / f"{unit}.parquet")
-                yield from zip(*(table.column(c).to_pylist() for c in ("words_en", "words", "links")))
-
+        tables = (
+            pq.read_table(out_dir / f"{unit}.parquet", columns=list(_DICTIONARY_COLUMNS)) for unit in units
+        )
         entries = dictionary.select(
-            dictionary.count_links(rows()),
+            dictionary.count_links(tables),
             min_count=align.dictionary_min_count,
             min_prob=align.dictionary_min_prob,
         )

@@ -25,6 +25,8 @@ def grow_diag_final_and(forward: Iterable[Link], reverse: Iterable[Link]) -> lis
     Returns the symmetrized links sorted.
     """
     fwd, rev = set(forward), set(reverse)
+    if fwd == rev:  # intersection = union: nothing to grow, every word of a link is aligned
+        return sorted(fwd)
     result: set[Link] = set()
     src_aligned: set[int] = set()
     trg_aligned: set[int] = set()

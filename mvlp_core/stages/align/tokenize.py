@@ -5,14 +5,19 @@ mapped onto whatever tokens a tokenizer produces. Every script is first split in
 punctuation by one Unicode-aware splitter; runs holding Chinese or Japanese characters are then
 segmented by jieba (zh) or MeCab through fugashi with unidic-lite (ja), because those languages
 do not separate words with spaces.
+
+Most captions are in Latin script below U+0300 (English, German, French, Czech, ...), where Unicode
+has no combining mark and one format character (the soft hyphen): for such text the same rules
+compile to a regex without the mark and format alternatives, which matches 1.5-2.5x faster and
+gives the same tokens.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import re
-import sys
 import unicodedata
 from collections.abc import Callable, Iterator
 
@@ -25,6 +30,12 @@ _FR_ELISIONS = frozenset(
     {"l", "d", "j", "m", "n", "s", "t", "c", "qu", "jusqu", "lorsqu", "puisqu", "quoiqu"}
 )
 _APOSTROPHES = "'\u2019"
+_SOFT_HYPHEN = "\u00ad"
+_LATIN_END = "\u0300"  # the combining diacritical marks start here
+# Where Unicode has combining marks and format characters: planes 0-3 and plane 14 (tags,
+# variation selectors); planes 4-13 are unassigned and 15-16 private use. Scanning only these
+# compiles the pattern 5x faster (a test checks the rest holds none).
+_MARK_AND_FORMAT_PLANES = (range(0x40000), range(0xE0000, 0xF0000))
 _CJK_RE = re.compile(
     "[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f]"
 )
@@ -41,6 +52,12 @@ def _ranges(codepoints: list[int]) -> str:
     return "".join(parts)
 
 
+def _compile(char: str, invisible: str) -> re.Pattern[str]:
+    joiner = f"(?:[{_APOSTROPHES}]|[{invisible}]+|(?<=\\d)[.,](?=\\d))"
+    word = f"(?P<word>{char}+(?:{joiner}{char}+)*)"
+    return re.compile(f"{word}|(?P<punct>[^\\s{invisible}])(?P=punct)*")
+
+
 @functools.cache
 def _token_re() -> re.Pattern[str]:
     """Words are runs of letters, digits and combining marks (which `\\w` misses, breaking Indic
@@ -50,17 +67,24 @@ def _token_re() -> re.Pattern[str]:
     grouped ("...")."""
     marks: list[int] = []
     formats: list[int] = []
-    for c in range(sys.maxunicode + 1):
+    for c in itertools.chain(*_MARK_AND_FORMAT_PLANES):
         category = unicodedata.category(chr(c))
         if category[0] == "M":
             marks.append(c)
         elif category == "Cf":
             formats.append(c)
-    char = f"(?:[^\\W_]|[{_ranges(marks)}])"
-    invisible = _ranges(formats)
-    joiner = f"(?:[{_APOSTROPHES}]|[{invisible}]+|(?<=\\d)[.,](?=\\d))"
-    word = f"(?P<word>{char}+(?:{joiner}{char}+)*)"
-    return re.compile(f"{word}|(?P<punct>[^\\s{invisible}])(?P=punct)*")
+    return _compile(f"(?:[^\\W_]|[{_ranges(marks)}])", _ranges(formats))
+
+
+@functools.cache
+def _latin_re() -> re.Pattern[str]:
+    """`_token_re` for text below `_LATIN_END`: there the only format character is the soft
+    hyphen and there are no combining marks, so a letter is `[^\\W_]` alone."""
+    return _compile("[^\\W_]", _SOFT_HYPHEN)
+
+
+def _pattern(text: str) -> re.Pattern[str]:
+    return _latin_re() if not text or max(text) < _LATIN_END else _token_re()
 
 
 def _split_elision(word: str, start: int) -> list[Token]:
@@ -112,9 +136,9 @@ def tokenize(text: str, lang: str) -> list[Token]:
     """
     segment = _SEGMENTERS.get(script_of(lang))
     tokens: list[Token] = []
-    for m in _token_re().finditer(text):
+    for m in _pattern(text).finditer(text):
         word, start = m.group(), m.start()
-        if m.group("punct") is not None:
+        if m.lastgroup == "punct":
             tokens.append((word, start, m.end()))
         elif segment is not None and _CJK_RE.search(word):
             tokens.extend((w, start + s, start + e) for w, s, e in segment(word))
