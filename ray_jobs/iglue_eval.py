@@ -1,6 +1,10 @@
-"""The iglue-eval stage's ray engine: the English fine-tunes first (one Ray task each, in parallel),
-then every (task, setting, language) test unit, each a Ray task retried when a worker fails; each
-writes its result file, which the stage's units then read.
+"""The iglue-eval stage's ray engine: every model's units as Ray tasks in one submission, each
+retried when a worker fails and writing its result file, which the stage's units then read.
+
+The English fine-tunes go first, the costliest first (epochs x training items), so a long one does
+not start last and leave the other workers idle; each (task, setting, language) test unit waits on
+its own task's fine-tune only (its reference is an argument), so tests run while other fine-tunes
+still train and one model's units fill the workers another model's leave free.
 
 Each task asks Ray for one CPU and, when ``iglue.device`` is a GPU, ``iglue.gpus_per_unit`` GPUs:
 Ray sets ``CUDA_VISIBLE_DEVICES`` to the GPUs a task was given, so a task that asks for none sees
@@ -8,23 +12,47 @@ no GPU at all."""
 
 from __future__ import annotations
 
+import math
+
 import ray
 
-from mvlp_core.eval.selection import Unit, unit_resources
+from mvlp_core.eval.selection import ModelUnits, Unit, finetune_settings, unit_resources
 from mvlp_core.eval.units import compute_unit
 from mvlp_core.spec import PipelineSpec
 from ray_jobs.connect import connect
 
 
 @ray.remote(max_retries=2, retry_exceptions=True)
-def _unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) -> str:
+def _unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str, after: str | None = None) -> str:
+    """`after`: the unit's fine-tune (Ray resolves the reference before the task starts)."""
     compute_unit(spec, model_dir, out_dir, name)
     return name
 
 
-def run_units_with_ray(spec: PipelineSpec, model_dir: str, out_dir: str, names: list[str]) -> None:
-    connect(spec, num_cpus=spec.iglue.workers)
-    remote = _unit.options(**unit_resources(spec.iglue))
-    finetunes = [n for n in names if Unit.parse(n).setting == "finetune"]
-    ray.get([remote.remote(spec, model_dir, out_dir, n) for n in finetunes])
-    ray.get([remote.remote(spec, model_dir, out_dir, n) for n in names if n not in finetunes])
+def _cost(units: ModelUnits, name: str) -> tuple[float, float]:
+    ft = finetune_settings(units.spec.iglue, Unit.parse(name).task)
+    return ft.epochs, ft.max_train_items or math.inf
+
+
+def run_units_with_ray(models: list[ModelUnits]) -> None:
+    if not models:
+        return
+    connect(models[0].spec, num_cpus=max(m.spec.iglue.workers for m in models))
+    finetunes = sorted(
+        ((m, n) for m in models for n in m.names if Unit.parse(n).setting == "finetune"),
+        key=lambda pair: _cost(*pair),
+        reverse=True,
+    )
+    tuned: dict[tuple[str, str], ray.ObjectRef] = {}
+    for m, name in finetunes:
+        remote = _unit.options(**unit_resources(m.spec.iglue))
+        tuned[(m.out_dir, Unit.parse(name).task)] = remote.remote(m.spec, m.model_dir, m.out_dir, name)
+    tests = [
+        _unit.options(**unit_resources(m.spec.iglue)).remote(
+            m.spec, m.model_dir, m.out_dir, name, tuned.get((m.out_dir, Unit.parse(name).task))
+        )
+        for m in models
+        for name in m.names
+        if Unit.parse(name).setting != "finetune"
+    ]
+    ray.get([*tuned.values(), *tests])

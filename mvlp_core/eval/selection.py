@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mvlp_core.eval.tasks import IGLUE_LANGUAGES, Layout, missing_fix
-from mvlp_core.spec import IglueFinetuneSpec, IglueSpec
+from mvlp_core.spec import IglueFinetuneSpec, IglueSpec, PipelineSpec
 
 RESULTS = "results"
 
@@ -41,6 +41,16 @@ class Unit:
         if self.setting == "finetune":
             return Path(out_dir) / RESULTS / self.task / "finetune.json"
         return Path(out_dir) / RESULTS / self.task / self.setting / f"{self.lang}.json"
+
+
+@dataclass(frozen=True)
+class ModelUnits:
+    """The units still to run for one model: what an engine's hook is given, one per model."""
+
+    spec: PipelineSpec
+    model_dir: str
+    out_dir: str
+    names: list[str]
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 Units (``mvlp_core.eval.selection``, run by ``mvlp_core.eval.units``): one English fine-tune per
 task, then one test per (task, setting, language). On the local engine each unit runs here, one
-after the other; on the ray engine (``ray_jobs.iglue_eval.run_units_with_ray``) the pending units
-run first as Ray tasks (each asking for a GPU where iglue.device is one), each writing its result
+after the other; on the ray engine (``ray_jobs.iglue_eval.run_units_with_ray``) every model's pending
+units run first as Ray tasks (each asking for a GPU where iglue.device is one), each writing its result
 file, and the units then only read them. Outputs: ``results.json``, CSV tables
 ``tables/<task>.<setting>.<metric>.csv`` (``model,en,<langs>,avg``), ``iglue_bars.png``, per-unit
 ``results/`` and ``predictions/`` (VOLTA's formats, scoreable with ``mvlp eval score``); the
@@ -27,7 +27,7 @@ from typing import Any
 from mvlp_core import atomic, contract
 from mvlp_core.eval import tables
 from mvlp_core.eval.images import image_roots, is_download_output
-from mvlp_core.eval.selection import annotation_files, languages, plan_units, unit_resources
+from mvlp_core.eval.selection import ModelUnits, annotation_files, languages, plan_units, unit_resources
 from mvlp_core.eval.tasks import IMAGE_FOLDERS
 from mvlp_core.spec import IglueSpec, PipelineSpec, fingerprint_config
 from mvlp_core.stage import Context, Figure, Needs, Shows, Stage, Table, Work, local_or_ray
@@ -35,7 +35,7 @@ from mvlp_core.stages.pretrain import model_dir
 
 CHART = "iglue_bars.png"
 
-UnitsFn = Callable[[PipelineSpec, str, str, list[str]], None]
+UnitsFn = Callable[[list[ModelUnits]], None]  # every model's pending units, in one call
 
 
 def config(spec: PipelineSpec) -> dict[str, Any]:
@@ -67,12 +67,15 @@ def plan(ctx: Context) -> Work:
         return name or None, rest, out_dir / name if name else out_dir
 
     def before(pending: list[str]) -> None:
+        batches = []
         for name in runs:
             where = out_dir / name if name else out_dir
             todo = [split(n)[1] for n in pending if split(n)[0] == name]
             todo = [n for n in todo if read_result(where, n) is None]
-            if todo and units_fn is not None:
-                units_fn(runs[name], str(models[name]), str(where), todo)
+            if todo:
+                batches.append(ModelUnits(runs[name], str(models[name]), str(where), todo))
+        if batches and units_fn is not None:
+            units_fn(batches)
 
     def process(unit: str) -> contract.UnitResult:
         name, rest, where = split(unit)

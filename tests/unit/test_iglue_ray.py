@@ -1,5 +1,6 @@
-"""The iglue-eval ray engine asks Ray for the GPU the spec evaluates on: Ray hides every GPU from a
-task that asks for none (CUDA_VISIBLE_DEVICES is set to the GPUs a task was given)."""
+"""The iglue-eval ray engine asks Ray for the GPU the spec evaluates on (Ray hides every GPU from a
+task that asks for none: CUDA_VISIBLE_DEVICES is set to the GPUs a task was given), submits the
+costliest fine-tunes first and makes each test unit wait on its own task's fine-tune only."""
 
 from __future__ import annotations
 
@@ -18,21 +19,24 @@ class _Asked:
 
     def __init__(self) -> None:
         self.submitted: list[tuple[str, dict[str, Any]]] = []
+        self.after: dict[str, Any] = {}
 
     def options(self, **options: Any) -> Any:
         asked = self
 
         class _Remote:
-            def remote(self, spec: Any, model_dir: str, out_dir: str, name: str) -> str:
+            def remote(self, spec: Any, model_dir: str, out_dir: str, name: str, after: Any = None) -> str:
                 asked.submitted.append((name, options))
-                return name
+                asked.after[f"{out_dir}:{name}"] = after
+                return f"{out_dir}:{name}"
 
         return _Remote()
 
 
-def _submitted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *overrides: str) -> list[tuple[str, dict]]:
+def _asked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *overrides: str, models: int = 1) -> _Asked:
     import ray
 
+    from mvlp_core.eval.selection import ModelUnits
     from ray_jobs import iglue_eval as engine
 
     asked = _Asked()
@@ -40,13 +44,19 @@ def _submitted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *overrides: str)
     monkeypatch.setattr(engine, "_unit", asked)
     monkeypatch.setattr(ray, "get", lambda refs: refs)
     spec = load_spec("demo", ["execution.engines={iglue-eval: ray}", *overrides], workdir=tmp_path)
-    engine.run_units_with_ray(spec, str(tmp_path / "model"), str(tmp_path / "out"), NAMES)
-    return asked.submitted
+    engine.run_units_with_ray(
+        [ModelUnits(spec, str(tmp_path / "model"), f"out{i}", NAMES) for i in range(models)]
+    )
+    return asked
+
+
+def _submitted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *overrides: str) -> list[tuple[str, dict]]:
+    return _asked(monkeypatch, tmp_path, *overrides).submitted
 
 
 def test_units_on_a_gpu_ask_ray_for_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     submitted = _submitted(monkeypatch, tmp_path, "iglue.device=cuda")
-    assert [name for name, _ in submitted[:2]] == ["xvnli.finetune", "marvl.finetune"]  # fine-tunes first
+    assert {name for name, _ in submitted[:2]} == {"xvnli.finetune", "marvl.finetune"}  # fine-tunes first
     assert [options for _, options in submitted] == [{"num_cpus": 1, "num_gpus": 1.0}] * 4
 
     halves = _submitted(monkeypatch, tmp_path, "iglue.device=cuda:0", "iglue.gpus_per_unit=0.5")
@@ -56,3 +66,24 @@ def test_units_on_a_gpu_ask_ray_for_it(monkeypatch: pytest.MonkeyPatch, tmp_path
 def test_units_on_the_cpu_ask_for_no_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     submitted = _submitted(monkeypatch, tmp_path)  # the demo evaluates on cpu
     assert len(submitted) == 4 and all(options.get("num_gpus", 0) == 0 for _, options in submitted)
+
+
+def test_costliest_fine_tunes_first_and_tests_wait_on_their_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Two models' units in one submission: the demo's MaRVL fine-tune (12 epochs x 960 items)
+    before XVNLI's (12 x 720), both models' fine-tunes before any test, and each test unit's
+    dependency is its own model's fine-tune of its own task."""
+    asked = _asked(monkeypatch, tmp_path, models=2)
+    names = [name for name, _ in asked.submitted]
+    assert names[:4] == ["marvl.finetune", "marvl.finetune", "xvnli.finetune", "xvnli.finetune"]
+    assert asked.after == {
+        "out0:marvl.finetune": None,
+        "out1:marvl.finetune": None,
+        "out0:xvnli.finetune": None,
+        "out1:xvnli.finetune": None,
+        "out0:xvnli.zero-shot.de": "out0:xvnli.finetune",
+        "out1:xvnli.zero-shot.de": "out1:xvnli.finetune",
+        "out0:marvl.zero-shot.en": "out0:marvl.finetune",
+        "out1:marvl.zero-shot.en": "out1:marvl.finetune",
+    }
