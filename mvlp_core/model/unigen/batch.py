@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mvlp_core.model.parts import fast_tokens
 from mvlp_core.model.parts.images import resize_rgb, stack_images
 from mvlp_core.model.tokenizers import TASK_IDS, Tokenizers
 from mvlp_core.spec import ModelSpec
@@ -72,8 +73,7 @@ def _encode(tokenizer, groups: list[list[str]], max_len: int) -> list[dict[str, 
     """Each group of texts padded to its own longest, as one tokenizer call per group would give,
     in one call for all (each call has a fixed cost several times a short caption's)."""
     texts = [_clip(t, max_len) for group in groups for t in group]
-    out = tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="np")
-    ids, mask = torch.from_numpy(out["input_ids"]), torch.from_numpy(out["attention_mask"])
+    ids, mask = map(torch.from_numpy, fast_tokens.padded(tokenizer, texts, max_len))
     parts, start = [], 0
     for group in groups:
         rows = slice(start, start + len(group))
@@ -96,12 +96,16 @@ def collate(examples: list[Example], tokenizers: Tokenizers, spec: ModelSpec) ->
         enc, [[e.source for e in examples], [e.caption for e in examples]], spec.max_text_len
     )
     # target tokens + eos, truncated so eos always fits
-    targets = dec(
-        [_clip(e.target, spec.max_target_len) for e in examples],
-        add_special_tokens=False,
-        truncation=True,
-        max_length=spec.max_target_len - 1,
-    )["input_ids"]
+    targets = [
+        e.ids
+        for e in fast_tokens.encodings(
+            dec,
+            [_clip(e.target, spec.max_target_len) for e in examples],
+            spec.max_target_len - 1,
+            pad=False,
+            add_special_tokens=False,
+        )
+    ]
     width = max(len(ids) for ids in targets) + 1
     dec_ids = np.full((len(examples), width), dec.pad_token_id, dtype=np.int64)
     dec_mask = np.zeros((len(examples), width), dtype=np.int64)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import torch
 
+from mvlp_core.model.parts import fast_tokens
 from mvlp_core.model.parts.images import resize_rgb, stack_images
 from mvlp_core.model.parts.masking import bert_mask
 from mvlp_core.spec.model_wsmvlp import WsmvlpModelSpec
@@ -40,16 +41,14 @@ def image_transform(spec: WsmvlpModelSpec) -> Callable:
 def _tokenize(
     texts: list[str], tokenizer, max_len: int, spec: WsmvlpModelSpec, generator: torch.Generator | None
 ) -> dict[str, torch.Tensor]:
-    enc = tokenizer(
-        [(t or "")[: max_len * CHARS_PER_TOKEN] for t in texts],
-        padding=True,
-        truncation=True,
-        max_length=max_len,
-        return_tensors="pt",
-        return_special_tokens_mask=True,
+    found = fast_tokens.encodings(
+        tokenizer, [(t or "")[: max_len * CHARS_PER_TOKEN] for t in texts], max_len, pad=True
     )
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    never = enc["special_tokens_mask"].bool() | (mask == 0)
+    n = len(found)
+    ids = torch.tensor([e.ids for e in found], dtype=torch.long).reshape(n, -1)
+    mask = torch.tensor([e.attention_mask for e in found], dtype=torch.long).reshape(n, -1)
+    special = torch.tensor([e.special_tokens_mask for e in found], dtype=torch.bool).reshape(n, -1)
+    never = special | (mask == 0)
     masked, labels = bert_mask(ids, never, len(tokenizer), tokenizer.mask_token_id, generator, spec.mask_prob)
     return {"ids": ids, "mask": mask, "masked_ids": masked, "labels": labels}
 
