@@ -21,13 +21,14 @@ PRODUCTION_UNIT = 1000  # ingest.shard_size's library default: samples per downl
 
 
 def _one_size(size: int, quality: int, runs: int, samples: int = SAMPLES, unit: int | None = None) -> dict:
-    """The demo world's units (ingest.shard_size 64) unless `unit` sets the download shard size."""
+    """The demo world's units (ingest.shard_size 64), or with `unit` production's: download shards
+    of `unit` samples and the library's tar size (shard.samples_per_shard 1,000)."""
     with tempfile.TemporaryDirectory(prefix="mvlp-bench-shard-") as tmp:
         work = Path(tmp)
         overrides = [
-            *([f"ingest.shard_size={unit}"] if unit else []),
+            # the demo world's units get tars of 500; production's the library's defaults
+            *([f"ingest.shard_size={unit}"] if unit else ["shard.samples_per_shard=500"]),
             f"dataset.limit={samples}",
-            "shard.samples_per_shard=500",
             f"download.image_size={size}",
             f"download.encode_quality={quality}",
         ]

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from mvlp_core.tarstream import checksum
+
 BLOCK, RECORD = tarfile.BLOCKSIZE, tarfile.RECORDSIZE
 # the fields after `size`: mtime 0, the checksum placeholder, regular file, no link name, GNU
 # magic, empty owner names, no device numbers, no prefix (as tarfile writes them)
@@ -41,8 +43,7 @@ def member_header(name: str, size: int) -> bytes:
         return member_info(name, size).tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
     head = encoded.ljust(100, b"\0") + _BEFORE_SIZE + b"%011o\0" % size + _AFTER_SIZE
     head = head.ljust(BLOCK, b"\0")
-    checksum = sum(head)  # the checksum field counts as 8 spaces, as it holds now
-    return head[:148] + b"%06o\0" % checksum + head[155:]
+    return head[:148] + b"%06o\0" % checksum(head) + head[155:]  # its field holds 8 spaces now
 
 
 class TarWriter:

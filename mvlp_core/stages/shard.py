@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
-from mvlp_core import contract
+from mvlp_core import contract, gcpause
 from mvlp_core.atomic import atomic_path
 from mvlp_core.keys import is_valid_key
 from mvlp_core.spec import PipelineSpec, fingerprint_config
@@ -236,6 +236,10 @@ def plan(ctx: Context) -> Work:
     row_groups = _RowGroups()
 
     def process(unit: str) -> contract.UnitResult:
+        with gcpause.paused():
+            return _write_unit(unit)
+
+    def _write_unit(unit: str) -> contract.UnitResult:
         joined = _Joined(inputs, unit, groups, provenance, row_groups)
         keys = sorted(joined.samples)
         repeats = duplicates.get(unit, {})
@@ -250,6 +254,7 @@ def plan(ctx: Context) -> Work:
                 kept.append(k)
         files: dict[str, int] = {}
         multilingual = with_qa = 0
+        read: dict[str, dict[str, bytes]] = {}
         for n, start in enumerate(range(0, len(kept), per)):
             chunk = kept[start : start + per]
             by_tar: dict[str, list[str]] = defaultdict(list)
@@ -257,7 +262,9 @@ def plan(ctx: Context) -> Work:
                 by_tar[joined.samples[k]["tar"]].append(k)
             images: dict[str, bytes] = {}
             for tar_name, tar_keys in by_tar.items():
-                members = iter_images(inputs["download"], tar_name)
+                if tar_name not in read:  # a download tar holds the unit's images: read it once
+                    read[tar_name] = iter_images(inputs["download"], tar_name)
+                members = read[tar_name]
                 for k in tar_keys:
                     images[k] = members.get(joined.samples[k]["member"], b"")
             name = f"shard-{unit}-{n:03d}.tar"

@@ -134,3 +134,16 @@ def test_tar_writer_writes_tarfiles_bytes(tmp_path: Path) -> None:
         writer.close()
         assert written.getvalue() == expected.getvalue()
         assert list(tarstream.members(io.BytesIO(written.getvalue()))) == members
+
+
+def test_the_header_checksum_is_the_byte_sum_with_its_field_as_spaces() -> None:
+    """zlib's byte sum in two halves against the plain sum: random headers, all-0xFF (the largest
+    sum), all-zero."""
+    import random
+
+    from mvlp_core.tarstream import checksum
+
+    rng = random.Random(0)
+    headers = [bytes(rng.randrange(256) for _ in range(512)) for _ in range(200)]
+    for header in [*headers, b"\xff" * 512, b"\0" * 512]:
+        assert checksum(header) == sum(header) - sum(header[148:156]) + 8 * 32
