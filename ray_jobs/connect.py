@@ -13,6 +13,11 @@ import ray
 from mvlp_core.spec import PipelineSpec
 
 ROOT = Path(__file__).resolve().parent.parent
+# How often a Ray Train controller polls its workers (Ray's default 2 s). Each phase of starting
+# and ending a run waits for a poll: on a local Ray a 0.2 s poll makes each `TorchTrainer.fit`
+# 3-4 s shorter on 2 cores (15 s -> 11 s with an empty train function) for a few RPCs a second.
+# Clusters keep Ray's default (or what their environment sets).
+LOCAL_TRAIN_POLL = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 log = logging.getLogger(__name__)
 
 
@@ -27,6 +32,7 @@ def connect(spec: PipelineSpec, num_cpus: int | None = None) -> None:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
         return
     os.environ["PYTHONPATH"] = env["PYTHONPATH"]  # local workers inherit the driver's environment
+    os.environ.setdefault(*LOCAL_TRAIN_POLL)
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
