@@ -39,7 +39,7 @@ def count_links(tables: Iterable[pa.Table]) -> Counter[tuple[str, str]]:
     counts: Counter[tuple[str, str]] = Counter()
     for table in tables:
         links = table.column("links").combine_chunks()
-        if len(table) == 0 or pc.sum(pc.list_value_length(links)).as_py() in (None, 0):
+        if not pc.sum(pc.list_value_length(links)).as_py():  # no rows, or no links (None, 0)
             continue
         rows = pc.list_parent_indices(links).to_numpy()
         pairs = pc.list_flatten(pc.list_flatten(links)).to_numpy().reshape(-1, 2)

@@ -29,9 +29,10 @@ def _unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str, after: st
     return name
 
 
-def _cost(units: ModelUnits, name: str) -> tuple[float, float]:
+def _cost(units: ModelUnits, name: str) -> float:
+    """Epochs x training items (all of the task's items, uncapped, count as the most)."""
     ft = finetune_settings(units.spec.iglue, Unit.parse(name).task)
-    return ft.epochs, ft.max_train_items or math.inf
+    return ft.epochs * (ft.max_train_items or math.inf) if ft.epochs else 0.0
 
 
 def run_units_with_ray(models: list[ModelUnits]) -> None:

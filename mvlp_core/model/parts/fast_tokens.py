@@ -41,6 +41,6 @@ def padded(tokenizer, texts: list[str], max_length: int) -> tuple[np.ndarray, np
     truncation=True, max_length=max_length, return_tensors="np")`'s."""
     found = encodings(tokenizer, texts, max_length, pad=True)
     return (
-        np.array([e.ids for e in found], dtype=np.int64).reshape(len(found), -1),
-        np.array([e.attention_mask for e in found], dtype=np.int64).reshape(len(found), -1),
+        np.array([e.ids for e in found], dtype=np.int64),
+        np.array([e.attention_mask for e in found], dtype=np.int64),
     )

@@ -44,10 +44,9 @@ def _tokenize(
     found = fast_tokens.encodings(
         tokenizer, [(t or "")[: max_len * CHARS_PER_TOKEN] for t in texts], max_len, pad=True
     )
-    n = len(found)
-    ids = torch.tensor([e.ids for e in found], dtype=torch.long).reshape(n, -1)
-    mask = torch.tensor([e.attention_mask for e in found], dtype=torch.long).reshape(n, -1)
-    special = torch.tensor([e.special_tokens_mask for e in found], dtype=torch.bool).reshape(n, -1)
+    ids = torch.tensor([e.ids for e in found], dtype=torch.long)
+    mask = torch.tensor([e.attention_mask for e in found], dtype=torch.long)
+    special = torch.tensor([e.special_tokens_mask for e in found], dtype=torch.bool)
     never = special | (mask == 0)
     masked, labels = bert_mask(ids, never, len(tokenizer), tokenizer.mask_token_id, generator, spec.mask_prob)
     return {"ids": ids, "mask": mask, "masked_ids": masked, "labels": labels}
