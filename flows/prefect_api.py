@@ -10,8 +10,9 @@ what it does not use.
   and import the server's modules in this process too. It stops with the run.
 
 On a short-lived server flow-run heartbeats are off: they let a server tell a crashed run from a
-slow one, and this server stops with the run. Each flow otherwise waits up to a second on exit
-for its heartbeat thread, one flow per stage.
+slow one, and this server stops with the run. On any other server a flow stops its heartbeat
+thread without waiting for it, as Prefect's async flows do: the thread sleeps in one-second steps,
+so waiting cost up to a second at the end of every flow, one flow per stage.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mvlp_core.contract import StageError
 
@@ -151,13 +153,35 @@ def choose_api(port: int, log: Path) -> Api:
 
 
 @contextlib.contextmanager
+def heartbeats_not_awaited() -> Iterator[None]:
+    """Sync flows leave their heartbeat thread to stop on its own (`join_on_exit=False`, what
+    Prefect's async flow engine passes). The thread checks its stop flag between one-second sleeps
+    and emits nothing for a run in a final state, so not waiting for it changes no event, only
+    the flow's end. Prefect is pinned (pyproject.toml); a test checks the function still takes
+    the argument."""
+    from prefect import flow_engine
+
+    send = flow_engine._send_heartbeats
+
+    def without_wait(engine: Any, join_on_exit: bool = True) -> Any:
+        return send(engine, join_on_exit=False)
+
+    flow_engine._send_heartbeats = without_wait
+    try:
+        yield
+    finally:
+        flow_engine._send_heartbeats = send
+
+
+@contextlib.contextmanager
 def run_settings(api: Api) -> Iterator[None]:
     """Prefect settings for this run's flows, once its server answers: its URL where the run
-    started it, heartbeats off on a short-lived server."""
+    started it, heartbeats off on a short-lived server and not awaited on any other."""
     if api.server is not None:
         api.server.wait(float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")))
     if not api.short_lived:
-        yield
+        with heartbeats_not_awaited():
+            yield
         return
     from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 

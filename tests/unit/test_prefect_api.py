@@ -1,10 +1,12 @@
 """Which Prefect API a local run reports to (flows/prefect_api.py): a server answering on the UI
-port is adopted and exported to the run, anything else on that port is not, and on the ephemeral
-server the flows run without heartbeats."""
+port is adopted and exported to the run, anything else on that port is not, on the ephemeral
+server the flows run without heartbeats, and on any other a flow's end does not wait for them."""
 
 from __future__ import annotations
 
 import http.server
+import inspect
+import logging
 import os
 import socket
 import threading
@@ -108,3 +110,60 @@ def test_heartbeats_off_only_on_a_short_lived_server() -> None:
         assert get_current_settings().flows.heartbeat_frequency is None
     with prefect_api.run_settings(prefect_api.Api("http://127.0.0.1:4200/api", short_lived=False)):
         assert get_current_settings().flows.heartbeat_frequency == default
+
+
+class _Engine:
+    """What `_send_heartbeats` reads of a flow run engine: a run that is not final, heartbeats on."""
+
+    heartbeat_seconds = 30
+    flow_run = None
+    logger = logging.getLogger("test-heartbeats")
+
+    def __init__(self) -> None:
+        self.emitted = threading.Event()
+
+    def _build_heartbeat_event_template(self) -> tuple[None, None]:
+        return None, None
+
+    def _emit_flow_run_heartbeat(self, resource: None, related: None) -> None:
+        self.emitted.set()
+
+
+def _heartbeat_joins(monkeypatch: pytest.MonkeyPatch) -> tuple[_Engine, list[threading.Thread]]:
+    """Runs a sync flow's heartbeat context as Prefect's sync engine enters it (no arguments but
+    the engine) and records which threads were joined."""
+    from prefect import flow_engine
+
+    joined: list[threading.Thread] = []
+    join = threading.Thread.join
+
+    def recording(self: threading.Thread, timeout: float | None = None) -> None:
+        joined.append(self)
+        join(self, timeout)
+
+    monkeypatch.setattr(threading.Thread, "join", recording)
+    engine = _Engine()
+    before = set(threading.enumerate())
+    with flow_engine._send_heartbeats(engine):
+        started = [t for t in threading.enumerate() if t not in before]
+        assert engine.emitted.wait(30), "the heartbeat thread emits at once"
+    monkeypatch.setattr(threading.Thread, "join", join)
+    assert len(started) == 1, "one heartbeat thread per flow run"
+    started[0].join()  # it stops on its own at its next one-second step
+    return engine, [t for t in joined if t is started[0]]
+
+
+def test_a_long_lived_server_does_not_wait_for_heartbeat_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect's sync flow engine waits up to a second for its heartbeat thread at every flow's
+    end; inside a run reporting to a long-lived server it leaves the thread to stop by itself, and
+    the patch is undone after the run."""
+    from prefect import flow_engine
+
+    assert "join_on_exit" in inspect.signature(flow_engine._send_heartbeats).parameters
+    _, joined = _heartbeat_joins(monkeypatch)
+    assert joined, "Prefect's own behaviour: the sync engine joins its heartbeat thread"
+    original = flow_engine._send_heartbeats
+    with prefect_api.run_settings(prefect_api.Api("http://127.0.0.1:4200/api", short_lived=False)):
+        _, joined = _heartbeat_joins(monkeypatch)
+        assert joined == []
+    assert flow_engine._send_heartbeats is original
