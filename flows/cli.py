@@ -97,7 +97,8 @@ def _print_outcome(spec: PipelineSpec, states: dict[str, dict[str, Any]], api: s
     where = (
         f"open {api.removesuffix('/api')}/runs"
         if api
-        else f"run [bold]mvlp ui[/] and open http://127.0.0.1:{UI_PORT}/runs"
+        else f"run [bold]mvlp ui[/] (or [bold]mvlp ui --background[/], which later runs report to, starting"
+        f" sooner) and open http://127.0.0.1:{UI_PORT}/runs"
     )
     console.print(f"Prefect UI: {where} to see this run, its stage runs and their artifacts.")
 
@@ -460,21 +461,44 @@ def synth(
 
 
 @app.command()
-def ui(port: int = UI_PORT) -> None:
+def ui(
+    port: int = UI_PORT,
+    background: Annotated[
+        bool,
+        typer.Option(
+            "--background",
+            help="start it detached and return once it answers; later runs report to it instead of"
+            " starting a server of their own",
+        ),
+    ] = False,
+    stop: Annotated[bool, typer.Option("--stop", help="stop the server --background started")] = False,
+) -> None:
     """Start the Prefect server with its UI (the runs of every mvlp run on this machine)."""
-    console.print(f"Prefect UI at [bold]http://127.0.0.1:{port}[/] (Ctrl-C stops it)")
-    raise typer.Exit(
-        subprocess.call(
-            [
-                str(Path(sys.executable).parent / "prefect"),
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ]
+    prefect = [str(Path(sys.executable).parent / "prefect"), "server"]
+    if stop:
+        raise typer.Exit(subprocess.call([*prefect, "stop"]))
+    url = f"http://127.0.0.1:{port}"
+    if not background:
+        console.print(f"Prefect UI at [bold]{url}[/] (Ctrl-C stops it)")
+        raise typer.Exit(subprocess.call([*prefect, "start", "--host", "127.0.0.1", "--port", str(port)]))
+    if prefect_api.running_server(port) is None:
+        started = subprocess.run(
+            [*prefect, "start", "--background", "--host", "127.0.0.1", "--port", str(port)],
+            capture_output=True,
+            text=True,
         )
+        if started.returncode != 0:
+            fail(f"the Prefect server did not start on port {port}: {started.stdout.strip()[-500:]}")
+        prefect_api.wait_for_server(
+            port, float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"))
+        )
+    adopted = (
+        "runs on this machine report to it and start without a server of their own"
+        if port == UI_PORT
+        else f"runs report to it with PREFECT_API_URL={url}/api"
+    )
+    console.print(
+        f"Prefect UI at [bold]{url}[/], in the background: {adopted}; [bold]mvlp ui --stop[/] stops it."
     )
 
 
