@@ -3,6 +3,9 @@ negative mining for [match]."""
 
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -12,29 +15,39 @@ def distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """All ranks' rows of `x` -> (rows [N_all, D], valid [N_all], offset of this rank's rows).
+def gather_with_grad(*xs: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, int]:
+    """All ranks' rows of tensors that share their rows (`[N, ...]` each) -> (each one's rows of
+    every rank `[N_all, ...]`, valid [N_all], offset of this rank's rows).
 
     Ranks may hold different row counts (not every sample has an image and a caption), so rows are
     padded to the largest count and `valid` marks real ones. The gather is differentiable: each
     rank's rows also get the gradient of every other rank's loss, where they are negatives, so
     the ranks' summed gradients are those of one big batch (open_clip's local loss with
-    gather_with_grad). Every rank must call this, and backpropagate through its result, at the
-    same steps, even with no rows of its own. Single process: `x` as is.
+    gather_with_grad). The tensors travel side by side in one collective (and their gradients in
+    one all-reduce): every collective is a point where all ranks wait for the slowest. Every rank
+    must call this, and backpropagate through its result, at the same steps, even with no rows of
+    its own. Single process: the tensors as they are.
     """
+    rows = xs[0].shape[0]
     if not distributed():
-        return x, torch.ones(x.shape[0], dtype=torch.bool, device=x.device), 0
+        return list(xs), torch.ones(rows, dtype=torch.bool, device=xs[0].device), 0
     world, rank = dist.get_world_size(), dist.get_rank()
-    count = torch.tensor([x.shape[0]], device=x.device)
+    count = torch.tensor([rows], device=xs[0].device)
     counts = [torch.zeros_like(count) for _ in range(world)]
     dist.all_gather(counts, count)
     counts = [int(c.item()) for c in counts]
     most = max(counts)
-    padded = torch.cat([x, x.new_zeros(most - x.shape[0], *x.shape[1:])])
-    valid = torch.zeros(world, most, dtype=torch.bool, device=x.device)
+    dtype = functools.reduce(torch.promote_types, (x.dtype for x in xs))
+    widths = [math.prod(x.shape[1:]) for x in xs]
+    flat = torch.cat([x.reshape(rows, w).to(dtype) for x, w in zip(xs, widths)], dim=1)
+    padded = torch.cat([flat, flat.new_zeros(most - rows, flat.shape[1])])
+    gathered = _AllGather.apply(padded).flatten(0, 1)
+    parts = gathered.split(widths, dim=1)
+    valid = torch.zeros(world, most, dtype=torch.bool, device=xs[0].device)
     for r, c in enumerate(counts):
         valid[r, :c] = True
-    return _AllGather.apply(padded).flatten(0, 1), valid.flatten(), rank * most
+    out = [p.reshape(-1, *x.shape[1:]).to(x.dtype) for p, x in zip(parts, xs)]
+    return out, valid.flatten(), rank * most
 
 
 class _AllGather(torch.autograd.Function):
@@ -58,8 +71,7 @@ def contrastive_loss(image: torch.Tensor, text: torch.Tensor, temperature: torch
     """InfoNCE both ways between L2-normalised image and text features of the same rows:
     (CE(image->texts) + CE(text->images)) / 2, negatives = every other row on every rank. A rank
     without rows gets a zero loss that still takes part in the gathers."""
-    all_image, valid, offset = gather_with_grad(image)
-    all_text, _, _ = gather_with_grad(text)
+    (all_image, all_text), valid, offset = gather_with_grad(image, text)
     if image.shape[0] == 0:
         return (all_image.sum() + all_text.sum()) * 0.0
     targets = torch.arange(image.shape[0], device=image.device) + offset

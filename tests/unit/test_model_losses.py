@@ -79,12 +79,13 @@ def _rank_loss(rank: int, world: int, port: int, feats, out) -> None:
     image, text = feats
     rows = slice(0, 2) if rank == 0 else slice(2, 5)  # ranks hold different row counts
     local = image[rows].clone().requires_grad_()
-    loss = contrastive_loss(local, text[rows], torch.tensor(0.1))
+    local_text = text[rows].clone().requires_grad_()
+    loss = contrastive_loss(local, local_text, torch.tensor(0.1))
     loss.backward()
     empty = image[:0].clone().requires_grad_() if rank == 0 else image[2:5].clone().requires_grad_()
     other = contrastive_loss(empty, text[:0] if rank == 0 else text[2:5], torch.tensor(0.1))
     other.backward()  # rank 0 without rows still joins both gathers and their backward
-    out[rank] = (loss.item(), local.grad.clone(), other.item())
+    out[rank] = (loss.item(), local.grad.clone(), other.item(), local_text.grad.clone())
     dist.destroy_process_group()
 
 
@@ -104,7 +105,8 @@ def test_under_ddp_every_rank_contrasts_against_all_ranks_rows():
     mp.spawn(_rank_loss, args=(2, port, (image, text), out), nprocs=2)
     # one process, one batch: the ranks' losses, and the gradient of their sum for every row
     feats = image.clone().requires_grad_()
-    sim = feats @ text.t() / 0.1
+    texts = text.clone().requires_grad_()
+    sim = feats @ texts.t() / 0.1
     total = 0.0
     for rank, rows in ((0, range(0, 2)), (1, range(2, 5))):
         rows = list(rows)
@@ -118,4 +120,7 @@ def test_under_ddp_every_rank_contrasts_against_all_ranks_rows():
     # each rank's rows get the gradient of both ranks' losses (they are the other's negatives)
     assert torch.allclose(out[0][1], feats.grad[0:2], atol=1e-5)
     assert torch.allclose(out[1][1], feats.grad[2:5], atol=1e-5)
+    # the captions, gathered beside the images in the same collective, get theirs as well
+    assert torch.allclose(out[0][3], texts.grad[0:2], atol=1e-5)
+    assert torch.allclose(out[1][3], texts.grad[2:5], atol=1e-5)
     assert out[0][2] == 0.0 and out[1][2] > 0
