@@ -24,15 +24,20 @@ def result(
     runs: int,
     higher_is_better: bool,
     notes: str,
+    ratio: float | None = None,
 ) -> dict:
-    """One row of results.json: `value` next to its `baseline_value`, both measured here, and their ratio."""
+    """One row of results.json: `value` next to its `baseline_value`, both measured here, and their
+    ratio (`ratio` where the benchmark pairs its runs and reports the median of the pairs' ratios,
+    steadier than a ratio of medians on a machine whose speed drifts)."""
+    if ratio is None and baseline_value:
+        ratio = value / baseline_value
     return {
         "name": name,
         "value": round(value, 4),
         "unit": unit,
         "baseline": baseline,
         "baseline_value": round(baseline_value, 4),
-        "ratio": round(value / baseline_value, 4) if baseline_value else None,
+        "ratio": round(ratio, 4) if ratio is not None else None,
         "runs": runs,
         "higher_is_better": higher_is_better,
         "notes": notes,
