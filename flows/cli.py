@@ -481,21 +481,23 @@ def ui(
     if not background:
         console.print(f"Prefect UI at [bold]{url}[/] (Ctrl-C stops it)")
         raise typer.Exit(subprocess.call([*prefect, "start", "--host", "127.0.0.1", "--port", str(port)]))
-    if prefect_api.running_server(port) is None:
-        started = subprocess.run(
-            [*prefect, "start", "--background", "--host", "127.0.0.1", "--port", str(port)],
-            capture_output=True,
-            text=True,
-        )
-        if started.returncode != 0:
-            fail(f"the Prefect server did not start on port {port}: {started.stdout.strip()[-500:]}")
-        prefect_api.wait_for_server(
-            port, float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"))
-        )
     adopted = (
         "runs on this machine report to it and start without a server of their own"
         if port == UI_PORT
         else f"runs report to it with PREFECT_API_URL={url}/api"
+    )
+    if prefect_api.running_server(port) is not None:
+        console.print(f"A Prefect server already answers at [bold]{url}[/]: {adopted}.")
+        return
+    started = subprocess.run(
+        [*prefect, "start", "--background", "--host", "127.0.0.1", "--port", str(port)],
+        capture_output=True,
+        text=True,
+    )
+    if started.returncode != 0:
+        fail(f"the Prefect server did not start on port {port}: {started.stdout.strip()[-500:]}")
+    prefect_api.wait_for_server(
+        port, float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"))
     )
     console.print(
         f"Prefect UI at [bold]{url}[/], in the background: {adopted}; [bold]mvlp ui --stop[/] stops it."

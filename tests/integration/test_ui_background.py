@@ -41,6 +41,7 @@ def test_a_background_server_answers_is_adopted_and_stops() -> None:
         pid = int(pid_file.read_text())
         again = mvlp("ui", "--background", "--port", str(port))
         assert again.returncode == 0 and int(pid_file.read_text()) == pid  # the same server
+        assert "already answers" in again.stdout
         exited = os.pidfd_open(pid)
     finally:
         stopped = mvlp("ui", "--stop")
