@@ -47,18 +47,17 @@ def running_server(port: int) -> str | None:
     return url if healthy else None
 
 
-def wait_for_server(port: int, timeout_s: float) -> str:
-    """The API URL once a server answers on `port` (one `mvlp ui --background` started); a
-    clear error if none does within `timeout_s`."""
+def wait_for_server(port: int, timeout_s: float) -> None:
+    """Until a server answers on `port` (one `mvlp ui --background` started); a clear error if
+    none does within `timeout_s`."""
     deadline = time.monotonic() + timeout_s
-    while (url := running_server(port)) is None:
+    while running_server(port) is None:
         if time.monotonic() > deadline:
             raise StageError(
                 f"no Prefect server answered on port {port} within {timeout_s:.0f} s; `prefect server"
                 " stop` clears a background server that failed, then `mvlp ui` shows why in the foreground"
             )
         time.sleep(0.1)
-    return url
 
 
 def _free_port() -> int:

@@ -3,7 +3,6 @@ negative mining for [match]."""
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -37,9 +36,8 @@ def gather_with_grad(*xs: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tenso
     dist.all_gather(counts, count)
     counts = [int(c.item()) for c in counts]
     most = max(counts)
-    dtype = functools.reduce(torch.promote_types, (x.dtype for x in xs))
     widths = [math.prod(x.shape[1:]) for x in xs]
-    flat = torch.cat([x.reshape(rows, w).to(dtype) for x, w in zip(xs, widths)], dim=1)
+    flat = torch.cat([x.reshape(rows, w) for x, w in zip(xs, widths)], dim=1)  # dtypes promoted
     padded = torch.cat([flat, flat.new_zeros(most - rows, flat.shape[1])])
     gathered = _AllGather.apply(padded).flatten(0, 1)
     parts = gathered.split(widths, dim=1)

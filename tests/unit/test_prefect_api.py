@@ -129,7 +129,7 @@ class _Engine:
         self.emitted.set()
 
 
-def _heartbeat_joins(monkeypatch: pytest.MonkeyPatch) -> tuple[_Engine, list[threading.Thread]]:
+def _heartbeat_joins(monkeypatch: pytest.MonkeyPatch) -> list[threading.Thread]:
     """Runs a sync flow's heartbeat context as Prefect's sync engine enters it (no arguments but
     the engine) and records which threads were joined."""
     from prefect import flow_engine
@@ -150,7 +150,7 @@ def _heartbeat_joins(monkeypatch: pytest.MonkeyPatch) -> tuple[_Engine, list[thr
     monkeypatch.setattr(threading.Thread, "join", join)
     assert len(started) == 1, "one heartbeat thread per flow run"
     started[0].join()  # it stops on its own at its next one-second step
-    return engine, [t for t in joined if t is started[0]]
+    return [t for t in joined if t is started[0]]
 
 
 def test_a_long_lived_server_does_not_wait_for_heartbeat_threads(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,10 +160,9 @@ def test_a_long_lived_server_does_not_wait_for_heartbeat_threads(monkeypatch: py
     from prefect import flow_engine
 
     assert "join_on_exit" in inspect.signature(flow_engine._send_heartbeats).parameters
-    _, joined = _heartbeat_joins(monkeypatch)
+    joined = _heartbeat_joins(monkeypatch)
     assert joined, "Prefect's own behaviour: the sync engine joins its heartbeat thread"
     original = flow_engine._send_heartbeats
     with prefect_api.run_settings(prefect_api.Api("http://127.0.0.1:4200/api", short_lived=False)):
-        _, joined = _heartbeat_joins(monkeypatch)
-        assert joined == []
+        assert _heartbeat_joins(monkeypatch) == []
     assert flow_engine._send_heartbeats is original
