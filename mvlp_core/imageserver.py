@@ -105,6 +105,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's listen backlog is 5: a download's threads (processes x threads, 16 in the demo)
+    # connecting at once overflow it, and each dropped SYN is retried after TCP's initial 1 s
+    request_queue_size = 128
     owner: ImageServer
 
     def handle_error(self, request: object, client_address: object) -> None:

@@ -53,6 +53,8 @@ def test_download_maps_statuses_and_keys(run) -> None:
     assert m.rejects == {"http_404": 1, "http_500": 1, "image_decode_error": 2, "timeout": 1}
     rows = samples(tmp / "download")
     assert sorted(r["key"] for r in rows) == [f"synthetic-{i:09d}" for i in range(SAMPLES)]
+    # img2dataset's logger process (forked, download_logger.py) writes its totals to the stage's log
+    assert f"count: {ingest.samples_out}" in (tmp / "download" / "img2dataset.log").read_text()
     for r in rows:  # our key travels through img2dataset into its tar
         with tarfile.open(tmp / "download" / r["tar"]) as tar:
             meta = json.load(tar.extractfile(r["member"].replace(".jpg", ".json")))

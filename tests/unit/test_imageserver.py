@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mvlp_core.imageserver import ImageServer
+from mvlp_core.imageserver import ImageServer, _Handler, _Server
 
 
 @pytest.fixture()
@@ -119,3 +119,22 @@ def test_each_server_gets_its_own_port_and_stops_listening(root):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
     with pytest.raises(RuntimeError, match="not running"):
         _ = ImageServer(root).url
+
+
+def test_listen_queue_holds_a_downloads_burst_of_connections() -> None:
+    """A download's threads (the demo's 2 processes x 8) connect at once while the server's
+    threads are busy: socketserver's default backlog of 5 drops the other SYNs, and each such client
+    waits out TCP's 1 s retransmit. Nothing accepts here, so only the listen queue holds them."""
+    server = _Server(("127.0.0.1", 0), _Handler)
+    clients = []
+    try:
+        for _ in range(32):
+            client = socket.socket()
+            client.settimeout(0.5)  # a dropped SYN is not answered before the 1 s retransmit
+            client.connect(server.server_address)
+            clients.append(client)
+    finally:
+        for client in clients:
+            client.close()
+        server.server_close()
+    assert len(clients) == 32
