@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import re
 from collections import Counter
@@ -266,6 +267,14 @@ def examples(
     yield from stream
 
 
+def serial_tokenizers() -> None:
+    """Tokenize on this process's own thread: a loader is one process per core (a rank, or each of
+    its DataLoader workers), and Hugging Face's fast tokenizers otherwise fan every batch out to a
+    thread pool over all the machine's cores, which the other loaders and ranks are using; waking
+    it costs more than 32 captions take to encode. An explicit TOKENIZERS_PARALLELISM is kept."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
 class Batches(torch.utils.data.IterableDataset):
     """Collated batches for one rank; also runs inside DataLoader processes (num_workers > 0).
     `start_step` continues the data where a run resumed at that step stood: DataLoader worker w of
@@ -286,6 +295,7 @@ class Batches(torch.utils.data.IterableDataset):
         self.skips = Skips()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        serial_tokenizers()
         info = torch.utils.data.get_worker_info()
         procs, proc = (info.num_workers, info.id) if info else (1, 0)
         lane = lane_of(self.start_step, proc, procs)

@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from mvlp_core import contract
-from mvlp_core.train.data import Skips, raw_samples
+from mvlp_core.train.data import Skips, raw_samples, serial_tokenizers
 from mvlp_core.train.plan import Schedule, lane_of, owned_steps, plan_for
 
 ImageItem = tuple[str, dict[str, Any], Any]  # (key, record, jpg bytes or the transformed image)
@@ -478,6 +478,7 @@ class MultiStreamBatches(torch.utils.data.IterableDataset):
         self.skips = Skips()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        serial_tokenizers()
         info = torch.utils.data.get_worker_info()
         return self.batches(*((info.id, info.num_workers) if info else (0, 1)))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -218,11 +219,13 @@ def test_parallel_keeps_non_english_pairs_unless_english_only(world: dict[str, A
 # --- the plan -------------------------------------------------------------------------------
 
 
-def test_all_streams_every_step_with_plan_sizes(world: dict[str, Any]) -> None:
+def test_all_streams_every_step_with_plan_sizes(world: dict[str, Any], monkeypatch) -> None:
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
     schedule = Schedule.all_streams(image=3, parallel=4, mono=5)
     ds = ms.MultiStreamBatches(_sources(world), schedule, collate, seed=0)
     for items in _take(iter(ds), 6):
         assert {k: len(v) for k, v in items.items()} == {"image": 3, "parallel": 4, "mono": 5}
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"  # data.serial_tokenizers: one thread a loader
 
 
 def test_ratio_frequencies_accum_and_ranks_agree(world: dict[str, Any]) -> None:

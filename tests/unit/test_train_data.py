@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import os
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -206,3 +207,20 @@ def test_a_resumed_loader_continues_where_its_step_stood(tmp_path: Path) -> None
     # DataLoader workers: each step comes from the lane that owned it, from any start
     with_workers = run(0, 2, 12)
     assert run(7, 2, 5) == with_workers[7:12]
+
+
+def test_the_loader_tokenizes_on_its_own_thread_unless_told_otherwise(tmp_path: Path, monkeypatch) -> None:
+    """A loader is one process per core: the fast tokenizers' all-core thread pool is switched off
+    in it (TOKENIZERS_PARALLELISM), and a value the user set is kept."""
+    write_shard(tmp_path / "shard-00000.tar", [f"k{i:03d}" for i in range(4)])
+    cfg = data.LoaderConfig(data.shard_urls(tmp_path, "shard-*.tar"), [], MixSpec(), ["de"], 2, 1, 0)
+
+    def first_batch() -> None:
+        next(iter(data.Batches(cfg, transform, lambda exs: {"n": torch.tensor(len(exs))})))
+
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    first_batch()
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    first_batch()
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
