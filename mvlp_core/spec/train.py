@@ -43,7 +43,8 @@ class LoaderSpec(Strict):
         ge=0,
         description="DataLoader processes per Ray Train worker; default: 4 on a GPU worker (at most "
         "its CPUs less the one training), none on a CPU-only one, whose training threads they would "
-        "compete with",
+        "compete with. Each loader process tokenizes on its own thread (TOKENIZERS_PARALLELISM=false "
+        "unless set)",
     )
     read_from: Literal["workdir", "published"] = perf_only(
         "workdir",
