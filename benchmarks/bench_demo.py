@@ -44,7 +44,7 @@ def _stage_seconds(workdir: Path) -> dict[str, float]:
 def _breakdown(walls: list[float], stages: list[dict[str, float]]) -> str:
     """Median seconds per named stage and for the rest of the command."""
     parts = {n: statistics.median(s.get(n, 0.0) for s in stages) for n in NAMED}
-    rest = statistics.median(w - sum(s[n] for n in NAMED if n in s) for w, s in zip(walls, stages))
+    rest = statistics.median(w - sum(s.get(n, 0.0) for n in NAMED) for w, s in zip(walls, stages))
     return ", ".join(f"{n} {v:.0f} s" for n, v in [*parts.items(), ("the rest", rest)])
 
 

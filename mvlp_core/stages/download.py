@@ -289,8 +289,10 @@ def _run_img2dataset(
     d = spec.download
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     guard = guard_of(spec)
-    if remote is not None:  # built (joining Ray) before img2dataset's output goes to its log
-        distributor = remote(spec, guard, {} if fetched_on is None else fetched_on)
+    if remote is None:
+        name, distributor = "multiprocessing", functools.partial(_distributor, guard=guard)
+    else:  # built (joining Ray) before img2dataset's output goes to its log
+        name, distributor = "ray", remote(spec, guard, {} if fetched_on is None else fetched_on)
     with contextlib.ExitStack() as stack:
         log = stack.enter_context(output_to(out_dir / "img2dataset.log"))
         _worker_context()  # the forkserver's import of img2dataset runs beside this process's own
@@ -300,10 +302,6 @@ def _run_img2dataset(
         from mvlp_core.stages.download_logger import ForkedLogger
 
         img2dataset_main = sys.modules["img2dataset.main"]  # the package's `main` names a function
-        if remote is None:
-            name, distributor = "multiprocessing", functools.partial(_distributor, guard=guard)
-        else:
-            name = "ray"
         stack.enter_context(_patched(img2dataset_main, f"{name}_distributor", distributor))
         stack.enter_context(_patched(img2dataset_main, "LoggerProcess", functools.partial(ForkedLogger, log)))
         stack.enter_context(_logger_stopped_on_error())

@@ -2,7 +2,7 @@
 
 img2dataset starts its `LoggerProcess` (the per-shard speed and status lines of
 `img2dataset.log`) with the spawn method: a fresh interpreter that re-imports img2dataset, torch
-among it (3 s of CPU on 2 cores), while the workers download, and the stage's end waits for it.
+among it, while the workers download, and the stage's end waits for it.
 The forkserver has imported img2dataset already (`download._worker_context`), so a process forked
 from it starts at once and logs the same lines. Imported only when the stage runs (it imports
 img2dataset)."""
