@@ -13,7 +13,6 @@ ranged reads: nothing is downloaded first.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import random
@@ -29,6 +28,7 @@ import webdataset as wds
 from PIL import Image
 
 from mvlp_core import contract, storage, tarstream
+from mvlp_core.model.parts.images import decoded
 from mvlp_core.model.unigen import Example
 from mvlp_core.spec import MixSpec
 from mvlp_core.train.codeswitch import code_switch, tables_from_record
@@ -153,9 +153,8 @@ def image_example(
     image = None
     try:
         if decode:
-            with Image.open(io.BytesIO(sample["jpg"])) as img:
-                image = transform(img if img.mode == "RGB" else img.convert("RGB"))
-    except (KeyError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+            image = decoded(sample["jpg"], transform)
+    except (KeyError, TypeError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         skips.add(key, "image_decode_error", repr(err))
         return None
 

@@ -21,7 +21,6 @@ monolingual language) plus one batch, whatever the data size.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ import torch
 from PIL import Image
 
 from mvlp_core import contract
+from mvlp_core.model.parts.images import decoded
 from mvlp_core.train.data import Skips, raw_samples, serial_tokenizers
 from mvlp_core.train.plan import Schedule, lane_of, owned_steps, plan_for
 
@@ -211,8 +211,7 @@ def decode_image(
     """`transform` of the decoded RGB image, or None (counted as `image_decode_error`) when the bytes
     are no readable image: a bad image costs one item, never the run."""
     try:
-        with Image.open(io.BytesIO(jpg_bytes)) as img:  # type: ignore[arg-type]
-            return transform(img if img.mode == "RGB" else img.convert("RGB"))
+        return decoded(jpg_bytes, transform)  # type: ignore[arg-type]
     except (TypeError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         skips.add(key, "image_decode_error", repr(err))
         return None

@@ -5,18 +5,35 @@ encoder's mean and std (`PixelNorm`) on the device it runs on."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 
+import numpy as np
+import simplejpeg
 import torch
 from torch import nn
 
+# libjpeg-turbo converts these to RGB exactly as PIL does (CMYK and YCCK PIL converts itself)
+JPEG_FAST_COLORSPACES = ("YCbCr", "Gray")
 
-def resize_rgb(size: int) -> Callable:
-    """PIL image -> uint8 tensor [3, size, size]: RGB, bicubic resize when the size differs."""
 
-    def transform(image) -> torch.Tensor:
+class RGBSquare:
+    """PIL image -> uint8 tensor [3, size, size]: RGB, bicubic resize when the size differs.
+
+    `decode` takes the encoded bytes instead. A baseline or progressive JPEG already `size` x
+    `size` in YCbCr or grey, what the shard stage writes for training, is decoded by libjpeg-turbo
+    (simplejpeg) straight into the tensor's memory: the same library and settings as PIL's decoder
+    (accurate DCT, smooth upsampling), so the same pixels, without PIL's copies out of its own
+    image memory (three of the image per sample). Anything else, a corrupt or truncated JPEG
+    included, goes through PIL, so what is decoded or rejected and why stays PIL's."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, image) -> torch.Tensor:
         from PIL import Image
 
+        size = self.size
         if image.mode != "RGB":
             image = image.convert("RGB")
         if image.size != (size, size):
@@ -24,7 +41,45 @@ def resize_rgb(size: int) -> Callable:
         pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
         return pixels.view(size, size, 3).permute(2, 0, 1)
 
-    return transform
+    def decode(self, data: bytes) -> torch.Tensor:
+        """The transformed image of encoded bytes; PIL's errors for bytes no decoder reads."""
+        pixels = self._jpeg_at_size(data)
+        if pixels is not None:
+            return pixels
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as img:
+            return self(img)
+
+    def _jpeg_at_size(self, data: bytes) -> torch.Tensor | None:
+        try:
+            height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+            if (height, width) != (self.size, self.size) or colorspace not in JPEG_FAST_COLORSPACES:
+                return None
+            pixels = np.empty((self.size, self.size, 3), dtype=np.uint8)
+            simplejpeg.decode_jpeg(
+                data, colorspace="RGB", buffer=pixels
+            )  # strict: any libjpeg warning raises
+        except (ValueError, TypeError):
+            return None
+        return torch.from_numpy(pixels).permute(2, 0, 1)
+
+
+def resize_rgb(size: int) -> RGBSquare:
+    """The loader's image transform: RGB at `size` x `size`, uint8 (`RGBSquare`)."""
+    return RGBSquare(size)
+
+
+def decoded(data: bytes, transform: Callable) -> torch.Tensor:
+    """`transform` applied to the image in `data`: through its own `decode` where it has one
+    (`RGBSquare`), else on the PIL image (RGB). Raises what PIL raises for unreadable bytes."""
+    decode = getattr(transform, "decode", None)
+    if decode is not None:
+        return decode(data)
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        return transform(img if img.mode == "RGB" else img.convert("RGB"))
 
 
 class PixelNorm(nn.Module):
@@ -51,7 +106,7 @@ class PixelNorm(nn.Module):
 
 
 def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
-    """[3,H,W] images -> [B,3,H,W]. `resize_rgb`'s images are views of PIL's interleaved (H,W,3)
+    """[3,H,W] images -> [B,3,H,W]. `RGBSquare`'s images are views of interleaved (H,W,3)
     pixels: stacking them in that layout is one contiguous copy each (stacking the [3,H,W] views
     gathers strided bytes, several times slower), and the batch is a channels-last view."""
     return torch.stack([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2)
