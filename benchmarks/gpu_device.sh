@@ -14,7 +14,8 @@ cd "$(dirname "$0")/.."
 WHL=.whl
 PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
 PACKAGES=(pydantic==2.14.4 pydantic_core==2.50.5 annotated_types typing_inspection webdataset==0.2.111
-          braceexpand==0.1.7 jsonschema jsonschema-specifications referencing rpds-py tensorboardX)
+          braceexpand==0.1.7 jsonschema jsonschema-specifications referencing rpds-py tensorboardX
+          simplejpeg==1.9.0)
 
 case "${1:-}" in
   wheels)
