@@ -2,7 +2,15 @@
 
 A `TorchTrainer` runs mvlp_core's loop on every worker (DDP through `prepare_model`). Rank 0
 saves checkpoints (`save_pretrained` + optimizer and step), every rank reports at the same
-steps. Ray Train V2 (the default in Ray 2.60) restores a run from the checkpoint-manager
+steps.
+
+A stage that trains several models (`models`) trains them one after another in one Ray Train run
+where they can share its workers (same scaling, local storage: `train_all_with_ray`): starting a
+run costs about as much as a thousand of the demo's steps (Ray Train's controller, its helper
+actors and each worker import torch, pandas and Ray Train anew, run after run). There each model's
+checkpoints are copied into its own run folder and pruned there, Ray gets the metrics only, and a
+restarted worker group skips the models already at `max_steps` and resumes the next from its
+newest checkpoint on disk. Ray Train V2 (the default in Ray 2.60) restores a run from the checkpoint-manager
 snapshot in `storage_path/run_name`: after a worker crash (`FailureConfig.max_failures`) and
 when the same run name is launched again. Before launching, the driver loads the newest
 checkpoint it finds there, so a corrupt one stops the run with its path and the fix instead of
@@ -17,7 +25,8 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +36,7 @@ import ray.train.torch
 import torch
 
 from mvlp_core import atomic, contract
-from mvlp_core.spec import PretrainSpec
+from mvlp_core.spec import PipelineSpec, PretrainSpec
 from mvlp_core.train import loop
 from mvlp_core.train.job import TrainJob, build
 from ray_jobs.connect import connect
@@ -82,7 +91,26 @@ class RayReporter:
 def train_worker(config: dict[str, Any]) -> None:
     job: TrainJob = config["job"]
     ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    gauges = TrainGauges(job.spec.pretrain.run_name) if rank == 0 else None
+    _train(job, rank, ctx.get_world_size(), RayReporter(run_dir(job.spec.pretrain), gauges))
+
+
+def train_models_worker(config: dict[str, Any]) -> None:
+    """Every job of a shared run in turn, skipping those already trained to their `max_steps`
+    (the worker group restarted after they finished): all ranks see the same disk, so all skip
+    the same ones."""
+    ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    for job in config["jobs"]:
+        cfg = job.spec.pretrain
+        if finished_checkpoint(job) is not None:
+            continue
+        gauges = TrainGauges(cfg.run_name) if rank == 0 else None
+        _train(job, rank, world, SharedRunReporter(run_dir(cfg), cfg.keep_checkpoints, gauges))
+
+
+def _train(job: TrainJob, rank: int, world: int, reporter: loop.Reporter) -> None:
     # one intra-op thread per reserved CPU: more threads than cores makes small models far slower
     torch.set_num_threads(max(1, int(job.spec.pretrain.cpus_per_worker)))
     torch.manual_seed(job.spec.pretrain.seed + rank)
@@ -95,9 +123,7 @@ def train_worker(config: dict[str, Any]) -> None:
         model,
         resumable(batches, job.spec.pretrain.loader_processes(on_gpu=job.spec.pretrain.use_gpu)),
         job.spec.pretrain,
-        RayReporter(
-            run_dir(job.spec.pretrain), TrainGauges(job.spec.pretrain.run_name) if rank == 0 else None
-        ),
+        reporter,
         rank=rank,
         world=world,
         device=device,
@@ -106,18 +132,55 @@ def train_worker(config: dict[str, Any]) -> None:
     )
 
 
+class SharedRunReporter:
+    """loop.Reporter for one model of a shared run: Ray's checkpoint registry belongs to the run
+    and would prune one model's checkpoints for another's, so rank 0 copies each checkpoint into
+    the model's own run folder (whole, or a temporary name) and keeps its newest `keep` there;
+    Ray gets the metrics, and a restart resumes from the newest checkpoint in that folder."""
+
+    def __init__(self, run_dir: Path, keep: int, gauges: TrainGauges | None = None) -> None:
+        self.run_dir, self.keep, self.gauges = run_dir, keep, gauges
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        if self.gauges is not None:
+            self.gauges.set(metrics)
+        if checkpoint_dir is not None:
+            atomic.copy_tree(checkpoint_dir, self.run_dir / f"checkpoint_{metrics['step']:08d}")
+            for old in checkpoints(self.run_dir)[: -self.keep]:
+                shutil.rmtree(old)
+        ray.train.report(metrics)
+
+    @contextlib.contextmanager
+    def restore(self) -> Iterator[Path | None]:
+        yield latest_checkpoint(self.run_dir)
+
+
 def run_dir(cfg: PretrainSpec) -> Path | None:
     """The run's folder when storage is a local path (None for fsspec URLs)."""
     return None if "://" in cfg.storage_path else Path(cfg.storage_path) / cfg.run_name
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted(
+def checkpoints(run_dir: Path) -> list[Path]:
+    """The run's whole checkpoints, oldest first (a copy cut short keeps its temporary name)."""
+    return sorted(
         p
         for p in run_dir.glob("checkpoint_*")
         if atomic.TMP_MARK not in p.name and (p / loop.TRAIN_STATE).exists()
     )
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = checkpoints(run_dir)
     return found[-1] if found else None
+
+
+def finished_checkpoint(job: TrainJob) -> Path | None:
+    """The newest checkpoint of the job's run when it stands at `max_steps` or past it, else None."""
+    local = run_dir(job.spec.pretrain)
+    newest = latest_checkpoint(local) if local is not None else None
+    if newest is None or int(newest.name.removeprefix("checkpoint_")) < job.spec.pretrain.max_steps:
+        return None
+    return newest
 
 
 def drop_torn_snapshot(run_dir: Path) -> None:
@@ -144,18 +207,29 @@ def check_resumable(job: TrainJob, run_dir: Path) -> None:
     loop.load_checkpoint(ckpt, model, optimizer)
 
 
-def train_with_ray(job: TrainJob) -> Path:
-    """Run the TorchTrainer; returns the folder of the final checkpoint."""
-    cfg = job.spec.pretrain
-    local = run_dir(cfg)
+def _ready(job: TrainJob) -> None:
+    """Before a run on local storage: its folder, no torn Ray snapshot, a loadable checkpoint."""
+    local = run_dir(job.spec.pretrain)
     if local is not None:
         local.parent.mkdir(parents=True, exist_ok=True)
         drop_torn_snapshot(local)
         check_resumable(job, local)
-    connect(job.spec, num_cpus=max(os.cpu_count() or 1, int(cfg.workers * cfg.cpus_per_worker) + 1))
+
+
+def _fit(
+    train_fn: Callable[[dict[str, Any]], None],
+    config: dict[str, Any],
+    spec: PipelineSpec,
+    name: str,
+    num_to_keep: int | None,
+) -> ray.train.Result:
+    """One Ray Train run of `train_fn` on the workers `spec.pretrain` asks for; a clear error when
+    it fails for good."""
+    cfg = spec.pretrain
+    connect(spec, num_cpus=max(os.cpu_count() or 1, int(cfg.workers * cfg.cpus_per_worker) + 1))
     trainer = ray.train.torch.TorchTrainer(
-        train_worker,
-        train_loop_config={"job": job},
+        train_fn,
+        train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.workers,
             use_gpu=cfg.use_gpu,
@@ -165,19 +239,31 @@ def train_with_ray(job: TrainJob) -> Path:
             },
         ),
         run_config=ray.train.RunConfig(
-            name=cfg.run_name,
+            name=name,
             storage_path=cfg.storage_path,
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=num_to_keep),
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
         ),
     )
     try:
-        result = trainer.fit()
+        return trainer.fit()
     except ray.train.TrainingFailedError as err:
         raise contract.StageError(
-            f"pretrain: the Ray Train run {cfg.run_name} failed after {cfg.max_failures} retries: {err}. "
-            f"Worker logs: the Ray session logs; checkpoints: {cfg.storage_path}/{cfg.run_name}"
+            f"pretrain: the Ray Train run {name} failed after {cfg.max_failures} retries: {err}. "
+            f"Worker logs: the Ray session logs; checkpoints: {cfg.storage_path}/{name}"
         ) from err
+
+
+def train_with_ray(job: TrainJob) -> Path:
+    """Run the TorchTrainer; returns the folder of the final checkpoint."""
+    _ready(job)
+    return _run_alone(job)
+
+
+def _run_alone(job: TrainJob) -> Path:
+    cfg = job.spec.pretrain
+    local = run_dir(cfg)
+    result = _fit(train_worker, {"job": job}, job.spec, cfg.run_name, cfg.keep_checkpoints)
     # the newest on disk, as `restore` chose: a run resumed at max_steps reports no checkpoint,
     # and one persisted just before a kill may never have reached Ray's registry
     newest = latest_checkpoint(local) if local is not None else None
@@ -190,3 +276,55 @@ def train_with_ray(job: TrainJob) -> Path:
     if "://" in result.checkpoint.path:  # remote storage: fetch the final checkpoint next to the stage
         return Path(result.checkpoint.to_directory(str(job.out_dir / "final-checkpoint")))
     return Path(result.checkpoint.path)
+
+
+def _share_a_run(jobs: list[TrainJob]) -> bool:
+    """Jobs on the same workers (count, CPUs, GPUs) and the same local storage can share a run."""
+
+    def shape(job: TrainJob) -> tuple[Any, ...]:
+        p = job.spec.pretrain
+        return p.workers, p.cpus_per_worker, p.use_gpu, p.gpus_per_worker if p.use_gpu else 0, p.storage_path
+
+    return all(run_dir(j.spec.pretrain) is not None and shape(j) == shape(jobs[0]) for j in jobs)
+
+
+def train_all_with_ray(jobs: list[TrainJob]) -> list[Path]:
+    """Each job's final checkpoint, the jobs trained one after another in one Ray Train run where
+    they can share it (`_share_a_run`), else in a run each. A job already at its `max_steps`
+    starts nothing; the shared run's name joins its models' run names."""
+    if len(jobs) < 2 or not _share_a_run(jobs):
+        return [train_with_ray(job) for job in jobs]
+    for job in jobs:
+        _ready(job)
+    todo = [job for job in jobs if finished_checkpoint(job) is None]
+    if len(todo) == 1:
+        _run_alone(todo[0])
+    elif todo:
+        cfg = todo[0].spec.pretrain
+        name = "+".join(job.spec.pretrain.run_name for job in todo)
+        drop_torn_snapshot(Path(cfg.storage_path) / name)
+        _fit(train_models_worker, {"jobs": todo}, todo[0].spec, name, None)
+    done = []
+    for job in jobs:
+        newest = finished_checkpoint(job)
+        if newest is None:
+            raise contract.StageError(
+                f"pretrain: the run {job.spec.pretrain.run_name} ended before max_steps "
+                f"{job.spec.pretrain.max_steps}; see the worker logs"
+            )
+        done.append(newest)
+    return done
+
+
+class RayEngine:
+    """The pretrain stage's ray engine: one model (`train_with_ray`), or the stage's models
+    together (`train_all_with_ray`), which the stage asks for before its units."""
+
+    def __call__(self, job: TrainJob) -> Path:
+        return train_with_ray(job)
+
+    def together(self, jobs: list[TrainJob]) -> list[Path]:
+        return train_all_with_ray(jobs)
+
+
+ENGINE = RayEngine()

@@ -2,8 +2,9 @@
 
 One unit ("train") under the contract, so fingerprints, --force, resume and the manifest work as for
 every stage. Who runs the training is the engine: `local` is the plain single-process loop here
-(`train_in_process`), `ray` (the default) is Ray Train (`ray_jobs.pretrain.train_with_ray`). Either
-returns the folder of the last checkpoint; the stage copies its model to `final/`, writes the loss
+(`train_in_process`), `ray` (the default) is Ray Train (`ray_jobs.pretrain.ENGINE`: with `models`,
+every model in one Ray Train run where they can share one). Either returns the folder of the last
+checkpoint; the stage copies its model to `final/`, writes the loss
 curve and the manifest extra `{"step", "loss_first", "loss_last", "checkpoint", "samples_per_second",
 ...}`. The stage is expensive: a code change alone never retrains it silently (`Stage.run`).
 """
@@ -123,16 +124,27 @@ def plan(ctx: Context) -> Work:
     }
     named = list(runs) != [UNIT]
     results: dict[str, dict[str, Any]] = {}
+    trained: dict[str, Path] = {}
 
-    def process(unit: str) -> contract.UnitResult:
-        spec = runs[unit]
-        folder = out_dir / unit if named else out_dir
-        job = prepare(spec, inputs, folder)
+    def job_of(unit: str) -> TrainJob:
+        job = prepare(runs[unit], inputs, out_dir / unit if named else out_dir)
         if not job.image_urls:
             raise contract.StageError(
                 f"pretrain: no shard-*.tar in {inputs['shard']}; re-run the shard stage"
             )
-        checkpoint = Path(train_fn(job))
+        return job
+
+    def before(pending: list[str]) -> None:
+        """Where the engine trains several models at once (`together`), it trains them all here."""
+        together = getattr(train_fn, "together", None)
+        if together is not None and len(pending) > 1:
+            trained.update(zip(pending, map(Path, together([job_of(u) for u in pending])), strict=True))
+
+    def process(unit: str) -> contract.UnitResult:
+        spec = runs[unit]
+        folder = out_dir / unit if named else out_dir
+        job = job_of(unit)
+        checkpoint = trained.pop(unit, None) or Path(train_fn(job))
         final = model_dir(out_dir, unit if named else None)
         shutil.rmtree(final, ignore_errors=True)
         shutil.copytree(checkpoint / loop.MODEL_DIR, final.with_name(FINAL_DIR + ".tmp"), dirs_exist_ok=True)
@@ -165,7 +177,7 @@ def plan(ctx: Context) -> Work:
             return results[UNIT]
         return {"models": {unit: {**r, "family": runs[unit].model.family} for unit, r in results.items()}}
 
-    return Work(list(runs), process, finalize=finalize)
+    return Work(list(runs), process, before=before, finalize=finalize)
 
 
 def shows(spec: PipelineSpec, folder: Path, state: dict[str, Any]) -> Shows:
@@ -238,7 +250,7 @@ def checks(spec: PipelineSpec) -> list[str]:
     return found
 
 
-ENGINES = local_or_ray("ray_jobs.pretrain:train_with_ray")
+ENGINES = local_or_ray("ray_jobs.pretrain:ENGINE")
 STAGE = Stage(
     "pretrain",
     ("shard", "text-shard"),

@@ -1,8 +1,8 @@
 """Pretraining under real Ray Train (local Ray, 2 CPU workers, the tiny UniGen): the stage's
 outputs, a relaunch with the same run name resuming, a worker killed for real mid-run resuming
-from the last checkpoint (not step 0), a corrupt checkpoint stopping with a clear error, and what
+from the last checkpoint (not step 0), a corrupt checkpoint stopping with a clear error, what
 a SIGKILL of the whole run leaves in its Ray folder (a checkpoint copy cut short, Ray's snapshot
-torn) not stopping the relaunch."""
+torn) not stopping the relaunch, and a stage's two models trained in one Ray Train run."""
 
 from __future__ import annotations
 
@@ -205,3 +205,62 @@ def test_what_a_killed_run_leaves_does_not_stop_the_relaunch(local_ray, tmp_path
     assert [r["step"] for r in curves.history(rows)] == [3, 6] and curves.history(rows)[-1][
         "restored_from"
     ] == 3
+
+
+def test_a_stages_models_share_one_ray_run_and_a_restart_resumes_the_unfinished_one(
+    local_ray, tmp_path
+) -> None:
+    """Model a trains to step 3, then b to step 6 in the same run; a worker dies at b's step 4:
+    the restarted workers skip a (at its max_steps) and resume b from its own step-3 checkpoint."""
+    from ray_jobs.engines import run_stage
+    from ray_jobs.pretrain import SNAPSHOT
+
+    spec = make_spec(
+        tmp_path,
+        "models=[{name: a, pretrain: {max_steps: 3}}, {name: b, pretrain: {max_steps: 6, seed: 1}}]",
+        "pretrain.fail_at_step=4",
+    )
+    write_inputs(spec)
+    manifest = run_stage(spec, "pretrain")
+    out = tmp_path / "pretrain"
+    models = manifest.extra["models"]
+    assert (models["a"]["step"], models["b"]["step"]) == (3, 6)
+    runs = {
+        name: Path(sub.pretrain.storage_path) / sub.pretrain.run_name for name, sub in spec.trained_models()
+    }
+    shared = runs["a"].parent / f"{runs['a'].name}+{runs['b'].name}"
+    assert shared.is_dir()  # the one Ray Train run
+    assert not (runs["a"] / SNAPSHOT).exists() and not (runs["b"] / SNAPSHOT).exists()  # no run of their own
+    assert sorted(p.name for p in runs["a"].glob("checkpoint_*")) == ["checkpoint_00000003"]
+    assert sorted(p.name for p in runs["b"].glob("checkpoint_*")) == [
+        "checkpoint_00000003",
+        "checkpoint_00000006",
+    ]
+    assert (out / "b" / "_fault_injected").read_text() == "4" and not (out / "a" / "_fault_injected").exists()
+    a_rows, b_rows = (curves.read_metrics(out / m / "metrics.jsonl") for m in ("a", "b"))
+    assert not [r for r in a_rows if r.get("event") == "resume"]  # a was not trained again
+    assert {"event": "resume", "step": 3} in b_rows and curves.history(b_rows)[-1]["restored_from"] == 3
+    for name in ("a", "b"):
+        assert (out / name / "final" / "model.safetensors").exists()
+
+
+def test_which_models_share_a_run_and_which_are_done(tmp_path) -> None:
+    from mvlp_core.train.job import TrainJob
+    from ray_jobs.pretrain import _share_a_run, finished_checkpoint
+
+    spec = make_spec(tmp_path, "models=[{name: a}, {name: b, pretrain: {max_steps: 6}}]")
+    (a, sa), (b, sb) = spec.trained_models()
+    job = lambda s: TrainJob(s, tmp_path / "out", tmp_path / "init", [], [])  # noqa: E731
+    assert _share_a_run([job(sa), job(sb)])
+    three = sb.model_copy(update={"pretrain": sb.pretrain.model_copy(update={"workers": 3})})
+    remote = sb.model_copy(update={"pretrain": sb.pretrain.model_copy(update={"storage_path": "s3://b/ray"})})
+    assert not _share_a_run([job(sa), job(three)]) and not _share_a_run([job(sa), job(remote)])
+
+    run = Path(sb.pretrain.storage_path) / sb.pretrain.run_name
+    for step, whole in ((3, True), (6, False)):  # 6 is a copy cut short: no train_state.pt
+        (run / f"checkpoint_{step:08d}").mkdir(parents=True)
+        if whole:
+            (run / f"checkpoint_{step:08d}" / "train_state.pt").write_bytes(b"x")
+    assert finished_checkpoint(job(sb)) is None  # its newest whole checkpoint is step 3 of 6
+    (run / "checkpoint_00000006" / "train_state.pt").write_bytes(b"x")
+    assert finished_checkpoint(job(sb)) == run / "checkpoint_00000006"
