@@ -5,12 +5,14 @@ saves checkpoints (`save_pretrained` + optimizer and step), every rank reports a
 steps.
 
 A stage that trains several models (`models`) trains them one after another in one Ray Train run
-where they can share its workers (same scaling, local storage: `train_all_with_ray`): starting a
-run costs about as much as a thousand of the demo's steps (Ray Train's controller, its helper
-actors and each worker import torch, pandas and Ray Train anew, run after run). There each model's
-checkpoints are copied into its own run folder and pruned there, Ray gets the metrics only, and a
-restarted worker group skips the models already at `max_steps` and resumes the next from its
-newest checkpoint on disk. Ray Train V2 (the default in Ray 2.60) restores a run from the checkpoint-manager
+where they can share its workers (same scaling, local storage: `train_all_with_ray`): every run
+starts Ray Train's controller, its helper actors and its workers anew, each a fresh interpreter
+importing torch, pandas and Ray Train (benchmarks/README.md). There each model's checkpoints are
+copied into its own run folder and pruned there, Ray gets the metrics only, and a restarted
+worker group skips the models already at `max_steps` and resumes the next from its newest
+checkpoint on disk.
+
+Ray Train V2 (the default in Ray 2.60) restores a run from the checkpoint-manager
 snapshot in `storage_path/run_name`: after a worker crash (`FailureConfig.max_failures`) and
 when the same run name is launched again. Before launching, the driver loads the newest
 checkpoint it finds there, so a corrupt one stops the run with its path and the fix instead of

@@ -57,9 +57,8 @@ class RGBSquare:
             if (height, width) != (self.size, self.size) or colorspace not in JPEG_FAST_COLORSPACES:
                 return None
             pixels = np.empty((self.size, self.size, 3), dtype=np.uint8)
-            simplejpeg.decode_jpeg(
-                data, colorspace="RGB", buffer=pixels
-            )  # strict: any libjpeg warning raises
+            # strict (simplejpeg's default): a libjpeg warning raises, and PIL then decides
+            simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=pixels)
         except (ValueError, TypeError):
             return None
         return torch.from_numpy(pixels).permute(2, 0, 1)
