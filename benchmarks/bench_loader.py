@@ -30,6 +30,10 @@ from benchmarks._metrics import result
 
 SHARDS, PER_SHARD, BATCH, WIDTH, SHUFFLE = 4, 1000, 32, 64, 256
 SIZES = {64: 90, 224: 95}  # image side -> JPEG quality
+FLOORS = {  # the raw loop's decoder -> its row's name and baseline
+    "pil": ("loader_vs_raw_decode", "raw tar read + JPEG decode (PIL)"),
+    "simplejpeg": ("loader_vs_raw_simplejpeg_decode", "raw tar read + JPEG decode (simplejpeg)"),
+}
 
 
 def _image(size: int, colour: str, rng: random.Random) -> Image.Image:
@@ -194,17 +198,10 @@ def run(runs: int = 3) -> list[dict]:
             )
         suffix = "" if size == 64 else f"_{size}px"
         for floor, (b, ratio) in floors.items():
-            name = (
-                f"loader_vs_raw_decode{suffix}"
-                if floor == "pil"
-                else f"loader_vs_raw_simplejpeg_decode{suffix}"
+            name, baseline = FLOORS[floor]
+            rows.append(
+                result(name + suffix, m, "samples/s/core", baseline, b, runs, True, note, ratio=ratio)
             )
-            baseline = (
-                "raw tar read + JPEG decode (PIL)"
-                if floor == "pil"
-                else "raw tar read + JPEG decode (simplejpeg)"
-            )
-            rows.append(result(name, m, "samples/s/core", baseline, b, runs, True, note, ratio=ratio))
     return rows
 
 

@@ -4,8 +4,7 @@ One unit ("train") under the contract, so fingerprints, --force, resume and the 
 every stage. Who runs the training is the engine: `local` is the plain single-process loop here
 (`train_in_process`), `ray` (the default) is Ray Train (`ray_jobs.pretrain.ENGINE`: with `models`,
 every model in one Ray Train run where they can share one). Either returns the folder of the last
-checkpoint; the stage copies its model to `final/`, writes the loss
-curve and the manifest extra `{"step", "loss_first", "loss_last", "checkpoint", "samples_per_second",
+checkpoint; the stage copies its model to `final/`, writes the loss curve and the manifest extra `{"step", "loss_first", "loss_last", "checkpoint", "samples_per_second",
 ...}`. The stage is expensive: a code change alone never retrains it silently (`Stage.run`).
 """
 
@@ -125,14 +124,16 @@ def plan(ctx: Context) -> Work:
     named = list(runs) != [UNIT]
     results: dict[str, dict[str, Any]] = {}
     trained: dict[str, Path] = {}
+    jobs: dict[str, TrainJob] = {}
 
     def job_of(unit: str) -> TrainJob:
-        job = prepare(runs[unit], inputs, out_dir / unit if named else out_dir)
-        if not job.image_urls:
+        if unit not in jobs:
+            jobs[unit] = prepare(runs[unit], inputs, out_dir / unit if named else out_dir)
+        if not jobs[unit].image_urls:
             raise contract.StageError(
                 f"pretrain: no shard-*.tar in {inputs['shard']}; re-run the shard stage"
             )
-        return job
+        return jobs[unit]
 
     def before(pending: list[str]) -> None:
         """Where the engine trains several models at once (`together`), it trains them all here."""

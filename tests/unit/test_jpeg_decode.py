@@ -1,4 +1,4 @@
-"""The loader's image decode (mvlp_core/model/parts/images.py: `RGBSquare.decode`): a JPEG already at
+"""The loader's image decode (mvlp_core/model/parts/images.py: `decoded`, `RGBSquare.from_jpeg`): a JPEG already at
 the model's size goes through libjpeg-turbo into the tensor's own memory and gives PIL's pixels bit
 for bit; every other image, and every bad one, goes through PIL, which keeps deciding what is
 decoded and what is rejected."""
@@ -69,7 +69,7 @@ def test_a_jpeg_at_the_model_size_decodes_to_pils_pixels_without_pil(
     if options.pop("grey", False):
         image = image.convert("L")
     data = _encoded(image, **options)
-    pixels = resize_rgb(SIZE).decode(data)
+    pixels = decoded(data, resize_rgb(SIZE))
     assert fast_calls == [1]
     assert pixels.dtype == torch.uint8 and tuple(pixels.shape) == (3, SIZE, SIZE)
     assert torch.equal(pixels, _through_pil(data))
@@ -87,7 +87,7 @@ def test_a_jpeg_at_the_model_size_decodes_to_pils_pixels_without_pil(
     ids=["resized", "cmyk", "png"],
 )
 def test_other_images_go_through_pil(data: bytes, fast_calls: list[int]) -> None:
-    assert torch.equal(resize_rgb(SIZE).decode(data), _through_pil(data))
+    assert torch.equal(decoded(data, resize_rgb(SIZE)), _through_pil(data))
     assert fast_calls == []
 
 
@@ -100,7 +100,7 @@ def test_bad_bytes_raise_pils_error(data: bytes) -> None:
     with pytest.raises(OSError):
         _through_pil(data)
     with pytest.raises(OSError):
-        resize_rgb(SIZE).decode(data)
+        decoded(data, resize_rgb(SIZE))
 
 
 def test_transforms_without_decode_get_the_pil_image_in_rgb() -> None:

@@ -20,12 +20,12 @@ JPEG_FAST_COLORSPACES = ("YCbCr", "Gray")
 class RGBSquare:
     """PIL image -> uint8 tensor [3, size, size]: RGB, bicubic resize when the size differs.
 
-    `decode` takes the encoded bytes instead. A baseline or progressive JPEG already `size` x
+    `from_jpeg` takes encoded bytes instead. A baseline or progressive JPEG already `size` x
     `size` in YCbCr or grey, what the shard stage writes for training, is decoded by libjpeg-turbo
     (simplejpeg) straight into the tensor's memory: the same library and settings as PIL's decoder
     (accurate DCT, smooth upsampling), so the same pixels, without PIL's copies out of its own
     image memory (three of the image per sample). Anything else, a corrupt or truncated JPEG
-    included, goes through PIL, so what is decoded or rejected and why stays PIL's."""
+    included, is left to PIL (`decoded`), so what is decoded or rejected and why stays PIL's."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -41,17 +41,8 @@ class RGBSquare:
         pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
         return pixels.view(size, size, 3).permute(2, 0, 1)
 
-    def decode(self, data: bytes) -> torch.Tensor:
-        """The transformed image of encoded bytes; PIL's errors for bytes no decoder reads."""
-        pixels = self._jpeg_at_size(data)
-        if pixels is not None:
-            return pixels
-        from PIL import Image
-
-        with Image.open(io.BytesIO(data)) as img:
-            return self(img)
-
-    def _jpeg_at_size(self, data: bytes) -> torch.Tensor | None:
+    def from_jpeg(self, data: bytes) -> torch.Tensor | None:
+        """The image in `data` when it is such a JPEG, else None (PIL's to decode)."""
         try:
             height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
             if (height, width) != (self.size, self.size) or colorspace not in JPEG_FAST_COLORSPACES:
@@ -70,11 +61,13 @@ def resize_rgb(size: int) -> RGBSquare:
 
 
 def decoded(data: bytes, transform: Callable) -> torch.Tensor:
-    """`transform` applied to the image in `data`: through its own `decode` where it has one
-    (`RGBSquare`), else on the PIL image (RGB). Raises what PIL raises for unreadable bytes."""
-    decode = getattr(transform, "decode", None)
-    if decode is not None:
-        return decode(data)
+    """`transform` applied to the image in `data`: straight from the bytes where the transform
+    can (`RGBSquare.from_jpeg`), else on the PIL image (RGB). Raises what PIL raises for
+    unreadable bytes."""
+    from_jpeg = getattr(transform, "from_jpeg", None)
+    pixels = from_jpeg(data) if from_jpeg is not None else None
+    if pixels is not None:
+        return pixels
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as img:
