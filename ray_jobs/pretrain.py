@@ -1,6 +1,8 @@
 """The pretrain stage's ray engine (its default): a Ray Train job.
 
-A `TorchTrainer` runs mvlp_core's loop on every worker (DDP through `prepare_model`). Rank 0
+A `TorchTrainer` runs mvlp_core's loop on every worker, data-parallel as `pretrain.grad_sync`
+says (mvlp_core/train/grad_sync.py: DDP through `prepare_model` on GPUs, one all-reduce of the
+gradients a step on CPUs). Rank 0
 saves checkpoints (`save_pretrained` + optimizer and step), every rank reports at the same
 steps.
 
@@ -39,7 +41,7 @@ import torch
 
 from mvlp_core import atomic, contract
 from mvlp_core.spec import PipelineSpec, PretrainSpec
-from mvlp_core.train import loop
+from mvlp_core.train import grad_sync, loop
 from mvlp_core.train.job import TrainJob, build
 from ray_jobs.connect import connect
 from ray_jobs.train_metrics import TrainGauges
@@ -118,7 +120,13 @@ def _train(job: TrainJob, rank: int, world: int, reporter: loop.Reporter) -> Non
     torch.manual_seed(job.spec.pretrain.seed + rank)
     model, batches = build(job, rank, world)
     device = ray.train.torch.get_device()
-    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=loop.DDP_OPTIONS)
+    ddp = grad_sync.strategy(job.spec.pretrain.grad_sync, device) == "ddp"
+    model = ray.train.torch.prepare_model(
+        model,
+        parallel_strategy="ddp" if ddp else None,
+        parallel_strategy_kwargs=grad_sync.ddp_options(model) if ddp else None,
+    )
+    sync = grad_sync.AllReduceGradients(model) if not ddp and world > 1 else None
     from mvlp_core.train.data import resumable
 
     loop.train(
@@ -131,6 +139,7 @@ def _train(job: TrainJob, rank: int, world: int, reporter: loop.Reporter) -> Non
         device=device,
         metrics_path=job.metrics_path if rank == 0 else None,
         fault_marker=job.fault_marker,
+        grad_sync=sync,
     )
 
 

@@ -61,6 +61,12 @@ class PretrainSpec(Strict):
     use_gpu: bool = perf_only(False)
     gpus_per_worker: float = perf_only(1.0, gt=0)
     cpus_per_worker: float = perf_only(1.0, gt=0)
+    grad_sync: Literal["auto", "ddp", "allreduce"] = perf_only(
+        "auto",
+        description="how workers average gradients: ddp (DistributedDataParallel, all-reduces "
+        "overlapped with the backward pass), allreduce (one all-reduce of every gradient after it), "
+        "auto (ddp on GPUs, allreduce on CPUs)",
+    )
     batch_size: int = Field(32, gt=0, le=65536, description="per worker, per micro-step")
     grad_accum: int = Field(1, ge=1, le=4096)
     lr: float = Field(1e-4, gt=0, le=1)

@@ -2,8 +2,9 @@
 
 It knows nothing about Ray: a `Reporter` receives metrics and checkpoints and hands back the
 checkpoint to resume from, so the same loop runs under Ray Train (ray_jobs/pretrain.py), plainly
-in one process (the benchmark baseline, tests, the pretrain stage's local engine) and under DDP (the
-model passed in may be wrapped; `unwrap` reaches the module).
+in one process (the benchmark baseline, tests, the pretrain stage's local engine) and data-parallel
+(the model passed in may be DDP-wrapped, `unwrap` reaches the module; or `grad_sync` averages
+the gradients: mvlp_core/train/grad_sync.py).
 """
 
 from __future__ import annotations
@@ -33,11 +34,6 @@ MODEL_DIR = "model"
 # dense bf16 peak FLOP/s by device name (vendor datasheets, no sparsity): the MFU denominator.
 # A device not listed gets no MFU rather than one against the wrong peak.
 BF16_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12}
-# DistributedDataParallel's options for every family. A step may leave parameters without a
-# gradient (a text-only batch never runs the image tower; UniGen's multi-image heads run only in
-# fine-tuning): DDP finds them from the step's autograd graph, rather than each model adding a
-# zero-weighted use of every parameter (one op and one full-size zero gradient per parameter).
-DDP_OPTIONS = {"find_unused_parameters": True}
 
 
 class CheckpointError(StageError):
@@ -238,10 +234,13 @@ def train(
     device: torch.device | None = None,
     metrics_path: Path | None = None,
     fault_marker: Path | None = None,
+    grad_sync: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train until cfg.max_steps, resuming from the reporter's checkpoint. Returns the last metrics.
     `batches` may be a function of the step training starts at (data/streams `resumable`): a
-    resumed run then continues the data where its checkpoint stood."""
+    resumed run then continues the data where its checkpoint stood. `grad_sync` averages the
+    gradients over data-parallel ranks after a step's backward passes where the model is not
+    DDP-wrapped (grad_sync.AllReduceGradients)."""
     device = device or torch.device("cpu")
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.weight_decay),
@@ -294,6 +293,8 @@ def train(
             window.host["flops"] += host.flops or 0.0
             window.host["micro_without_flops"] += host.flops is None
             window.skipped = host.skipped
+        if grad_sync is not None:
+            grad_sync()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()

@@ -207,7 +207,7 @@ def test_absent_tasks_contribute_zero_and_ddp_trains_on(tok, tmp_path):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from mvlp_core.train import loop
+    from mvlp_core.train import grad_sync
 
     spec = tiny_spec()
     torch.manual_seed(0)
@@ -215,7 +215,7 @@ def test_absent_tasks_contribute_zero_and_ddp_trains_on(tok, tmp_path):
     text_only = [e for e in examples(spec, 8) if e.task == "trans"]
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
-        ddp = DistributedDataParallel(model, **loop.DDP_OPTIONS)
+        ddp = DistributedDataParallel(model, **grad_sync.ddp_options(model))
         out = ddp(collate(text_only, tok, spec))
         assert out["loss_trans"] > 0
         for name in ("loss_cap", "loss_qus", "loss_match", "loss_itc"):
@@ -316,3 +316,25 @@ def test_collate_survives_odd_examples(tok):
     assert math.isfinite(out["loss"].item())
     with pytest.raises(ValueError, match="unknown task"):
         collate([Example("mlm", None, "a", "en", "b")], tok, spec)
+
+
+def test_the_decoder_computes_gpt2s_gelu_in_one_op_with_the_same_losses(tok):
+    """The fused tanh GELU replaces GPT-2's six-op `gelu_new` at build and load; the saved config
+    keeps `gelu_new`, and putting the six-op module back gives the same losses."""
+    from transformers.activations import NewGELUActivation
+
+    spec = tiny_spec()
+    torch.manual_seed(0)
+    model = build_model(spec, tok).eval()
+    acts = [m.act for m in model.decoder.modules() if hasattr(m, "act")]
+    assert acts and not any(isinstance(a, NewGELUActivation) for a in acts)
+    assert model.config["decoder_config"]["activation_function"] == "gelu_new"
+    batch = collate(examples(spec, 8), tok, spec)
+    with torch.no_grad():
+        fused = model(batch)
+        for m in model.decoder.modules():
+            if hasattr(m, "act"):
+                m.act = NewGELUActivation()
+        six_ops = model(batch)
+    for key in ("loss_trans", "loss_cap", "loss_qus"):
+        assert fused[key] > 0 and torch.allclose(fused[key], six_ops[key], atol=1e-5), key

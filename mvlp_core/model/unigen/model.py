@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, XLMRobertaConfig, XLMRobertaModel
+from transformers.activations import ACT2FN, NewGELUActivation
 
 from mvlp_core.atomic import atomic_path, write_json
 from mvlp_core.contract import StageError
@@ -88,7 +89,8 @@ class UniGen(nn.Module):
     rebuilds it without the hub.
 
     A step may leave parameters without a gradient (the vision tower on a text-only batch, the
-    multi-image heads in pretraining): DDP finds them itself (`loop.DDP_OPTIONS`).
+    multi-image heads in pretraining): the gradient averaging counts them as zeros
+    (mvlp_core/train/grad_sync.py).
     """
 
     # parameters only multi-image fine-tuning trains: still at their initial values when it starts
@@ -107,6 +109,7 @@ class UniGen(nn.Module):
             XLMRobertaConfig(**config["text_config"]), add_pooling_layer=False
         )
         self.decoder = parts.get("decoder") or GPT2LMHeadModel(GPT2Config(**config["decoder_config"]))
+        _fuse_gelu(self.decoder)
         dq, dx = self.image_encoder.hidden_size, self.text_encoder.config.hidden_size
         dg, e = self.decoder.config.n_embd, config["embed_dim"]
         self.image_to_decoder = nn.Linear(dq, dg)
@@ -598,6 +601,16 @@ class UniGen(nn.Module):
         model = cls(config, load_tokenizers(folder))
         load_weights(model, folder / WEIGHTS_FILE)
         return model
+
+
+def _fuse_gelu(decoder: nn.Module) -> None:
+    """GPT-2's `gelu_new` as one op: the same tanh approximation of GELU, which transformers'
+    NewGELUActivation writes as six tensor ops (each with its backward) and `F.gelu(approximate=
+    "tanh")` computes in one kernel. The outputs agree to float rounding; the saved config keeps
+    `gelu_new`, so checkpoints are unchanged and GPT-2's own load alike."""
+    for module in decoder.modules():
+        if isinstance(getattr(module, "act", None), NewGELUActivation):
+            module.act = ACT2FN["gelu_pytorch_tanh"]
 
 
 def upgrade_saved(raw: dict[str, Any]) -> dict[str, Any]:

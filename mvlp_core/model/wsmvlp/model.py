@@ -19,8 +19,8 @@ Losses (L = their sum, unweighted, §4.1), each returned on its own:
     loss_itm        image–text matching on the fused [CLS]: B positives, per image one hard text and
                     per text one hard image drawn ∝ softmax of the contrastive logits (ALBEF)
 A stream absent from the batch contributes nothing, and the parameters only it uses get no
-gradient (DDP finds them itself: `loop.DDP_OPTIONS`); the contrastive losses gather across ranks,
-so every rank must hold the same streams at the same step.
+gradient (the ranks' gradient averaging counts them as zeros: mvlp_core/train/grad_sync.py); the
+contrastive losses gather across ranks, so every rank must hold the same streams at the same step.
 """
 
 from __future__ import annotations
