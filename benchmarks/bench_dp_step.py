@@ -77,7 +77,7 @@ def _ranks(rank: int, workdir: str, name: str, chunks: int, port: int, out: str)
     dist.destroy_process_group()
 
 
-def _gelu(workdir: str, chunks: int, out: str) -> None:
+def _gelu(_: int, workdir: str, chunks: int, out: str) -> None:
     import torch
     from transformers.activations import ACT2FN, NewGELUActivation
 
@@ -122,6 +122,8 @@ def run(runs: int = 3) -> list[dict]:
             check=True,
             capture_output=True,
         )
+        for name in ("unigen", "wsmvlp"):  # each model's initial weights, once, before the ranks read them
+            _batches(workdir, name, 0, 1)
         per_step = {"unigen": "32 samples a step (16 a rank)", "wsmvlp": "48 samples a step (24 a rank)"}
         for name in ("unigen", "wsmvlp"):
             out = Path(tmp) / f"{name}.json"
