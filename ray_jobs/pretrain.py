@@ -2,9 +2,8 @@
 
 A `TorchTrainer` runs mvlp_core's loop on every worker, data-parallel as `pretrain.grad_sync`
 says (mvlp_core/train/grad_sync.py: DDP through `prepare_model` on GPUs, one all-reduce of the
-gradients a step on CPUs). Rank 0
-saves checkpoints (`save_pretrained` + optimizer and step), every rank reports at the same
-steps.
+gradients a step on CPUs). Rank 0 saves checkpoints (`save_pretrained` + optimizer and step),
+every rank reports at the same steps.
 
 A stage that trains several models (`models`) trains them one after another in one Ray Train run
 where they can share its workers (same scaling, local storage: `train_all_with_ray`): every run

@@ -10,9 +10,9 @@ Two ways, the same average:
   used, rather than each model adding a zero-weighted use of every parameter.
 - ``allreduce``: after the step's last micro-batch, every trainable parameter's gradient (zeros
   where the step left one without) in one flat all-reduce, divided by the ranks. On CPU workers
-  nothing overlaps, and DDP's per-step extras are collectives and graph walks of their own: its
-  buffer broadcast before every forward, the walk of the autograd graph for unused parameters
-  and the all-reduce of what it found, each a point where both ranks wait for the slower one.
+  nothing overlaps, and DDP's per-step extras cost time of their own: the walk of each step's
+  autograd graph for unused parameters and the all-reduce of what it found, one more point
+  where both ranks wait for the slower one (benchmarks/README.md: `bench_dp_step`).
 
 `auto` (the spec's default) picks ``ddp`` on GPUs and ``allreduce`` on CPUs.
 """
