@@ -1,5 +1,5 @@
-"""UniGen's losses: image–text InfoNCE (both ways, gathered across DDP ranks), ALBEF-style hard
-negative mining for [match]."""
+"""UniGen's losses: image–text InfoNCE (both ways, gathered across data-parallel ranks),
+ALBEF-style hard negative mining for [match]."""
 
 from __future__ import annotations
 

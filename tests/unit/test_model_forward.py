@@ -203,7 +203,7 @@ def test_training_on_image_pairs_reaches_the_position_embedding(tok):
 
 def test_absent_tasks_contribute_zero_and_ddp_trains_on(tok, tmp_path):
     """A text-only step: the absent tasks add nothing and the image tower gets no gradient; under
-    DDP with the trainer's options the next (full) step still runs and reaches the image tower."""
+    DDP with the GPU path's options the next (full) step still runs and reaches the image tower."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 

@@ -295,7 +295,7 @@ def test_absent_streams_contribute_nothing(streams: tuple[str, ...]) -> None:
 
 @pytest.mark.parametrize("unused", [True, False])
 def test_ddp_steps_that_leave_towers_unused(tmp_path: Path, unused: bool) -> None:
-    """Under DDP with the trainer's options, a text-only step (no ViT, cross-attention or ITM head
+    """Under DDP with the GPU path's options, a text-only step (no ViT, cross-attention or ITM head
     used) is followed by a full step; the ViT gets no gradient in the first and one in the second.
     Without `find_unused_parameters` DDP refuses the second step: the option is what makes it work."""
     import torch.distributed as dist

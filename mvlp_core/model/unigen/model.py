@@ -418,7 +418,7 @@ class UniGen(nn.Module):
         groups, row_task = [group], [task]
         zero = self.temperature.sum() * 0.0
         loss_itc = zero
-        # under DDP every rank joins the contrastive gathers, with or without rows of its own
+        # with several ranks every rank joins the contrastive gathers, with or without rows of its own
         if image_states is not None and (itc_rows.any() or distributed()):
             image_cls = self._image_cls(image_states[itc_rows])
             text_states = self._encode_text(batch["itc_ids"], batch["itc_mask"], itc_rows)[itc_rows]
