@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +37,16 @@ def served_run(workdir: Path, samples: int, overrides: list[str] = ()) -> Iterat
             [f"dataset.samples={samples}", f"download.mirrors={mirror}", *overrides],
             workdir,
         )
+
+
+def demo_data(workdir: Path) -> None:
+    """The demo's shards and text shards in `workdir`, made as a user makes them (`mvlp demo --to
+    text-shard` in a fresh interpreter): what the pretraining benchmarks train on."""
+    subprocess.run(
+        [sys.executable, "-m", "flows.cli", "demo", "--workdir", str(workdir), "--to", "text-shard"],
+        check=True,
+        capture_output=True,
+    )
 
 
 def run_stages(spec: PipelineSpec, names: list[str]) -> None:

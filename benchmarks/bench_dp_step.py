@@ -13,13 +13,12 @@ import json
 import os
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks._metrics import result
+from benchmarks._world import demo_data
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 40  # steps per stretch
@@ -117,11 +116,7 @@ def run(runs: int = 3) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="mvlp-bench-dp-") as tmp:
         workdir = Path(tmp) / "demo"
-        subprocess.run(
-            [sys.executable, "-m", "flows.cli", "demo", "--workdir", str(workdir), "--to", "text-shard"],
-            check=True,
-            capture_output=True,
-        )
+        demo_data(workdir)
         for name in ("unigen", "wsmvlp"):  # each model's initial weights, once, before the ranks read them
             _batches(workdir, name, 0, 1)
         per_step = {"unigen": "32 samples a step (16 a rank)", "wsmvlp": "48 samples a step (24 a rank)"}

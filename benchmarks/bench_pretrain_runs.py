@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks._metrics import result
+from benchmarks._world import demo_data
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = {"unigen": 150, "wsmvlp": 60}  # the demo's 1,500 and 600, a tenth
@@ -42,11 +41,7 @@ def run(runs: int = 3) -> list[dict]:
     shared, apart = [], []
     with tempfile.TemporaryDirectory(prefix="mvlp-bench-runs-") as tmp:
         workdir = Path(tmp) / "demo"
-        subprocess.run(
-            [sys.executable, "-m", "flows.cli", "demo", "--workdir", str(workdir), "--to", "text-shard"],
-            check=True,
-            capture_output=True,
-        )
+        demo_data(workdir)
         spec = load_spec(ROOT / "data_specs/pipelines/demo.yaml", workdir=workdir)
         connect(spec, num_cpus=spec.pretrain.workers + 1)
         for i in range(runs):

@@ -55,17 +55,17 @@ class AllReduceGradients:
     buffers are sent to every rank, as DDP does, so all ranks start from the same weights."""
 
     def __init__(self, model: torch.nn.Module) -> None:
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.by_dtype: dict[torch.dtype, list[torch.nn.Parameter]] = {}  # one all-reduce per dtype
+        for p in model.parameters():
+            if p.requires_grad:
+                self.by_dtype.setdefault(p.dtype, []).append(p)
         self.world = dist.get_world_size()
         with torch.no_grad():
             for t in [*model.parameters(), *model.buffers()]:
                 dist.broadcast(t.data, src=0)
 
     def __call__(self) -> None:
-        by_dtype: dict[torch.dtype, list[torch.nn.Parameter]] = {}
-        for p in self.params:
-            by_dtype.setdefault(p.dtype, []).append(p)
-        for params in by_dtype.values():
+        for params in self.by_dtype.values():
             grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
             used = torch.tensor([p.grad is not None for p in params], dtype=params[0].dtype)
             flat = torch.cat([*grads, used.to(params[0].device)])
