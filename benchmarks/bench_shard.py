@@ -2,22 +2,77 @@
 
 The stage joins download, translate, align and qa outputs per key, reads each image out of
 img2dataset's tars, writes `KEY.jpg` + `KEY.json` and fsyncs; `cp` only copies the finished tars.
+The two alternate, one pair after another, and the ratio is the median of the pairs' ratios: this
+VM's speed drifts within minutes, which a ratio of two medians taken minutes apart would carry.
+One more run of the stage, timed by phase, says where its time goes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import statistics
 import subprocess
 import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 from benchmarks._metrics import result
-from benchmarks._world import median_seconds, run_stages, served_run
-from mvlp_core import pipeline
+from benchmarks._world import run_stages, served_run
+from mvlp_core import atomic, contract, pipeline, tarmember
+from mvlp_core.spec import ShardSpec
+from mvlp_core.stages import shard
 
 SAMPLES = 1500
 SIZES = {64: 90, 224: 95}  # image side -> JPEG quality: the demo's, and production's
 PRODUCTION_UNIT = 1000  # ingest.shard_size's library default: samples per download shard (unit)
+PAIRS = 7  # stage and cp, alternating (each about a second)
+# (owner, attribute, label): what the phase breakdown times, each phase less the phases inside it
+PHASES = [
+    (shard._Joined, "__init__", "join of the upstream parquet files"),
+    (shard, "iter_images", "reading img2dataset's tars"),
+    (tarmember.TarWriter, "add", "writing tar members"),
+    (shard._Joined, "record", "building records"),
+    (shard.orjson, "dumps", "records to JSON"),
+    (atomic, "_fsync_file", "fsync of files"),
+    (atomic, "sha256_file", "hashing finished files"),
+    (contract, "_commit_unit", "unit commits (rejects, unit records)"),
+    (contract, "_reset", "emptying the stage folder"),
+    (shard, "_duplicate_images", "duplicate-image scan"),
+]
+
+
+@contextlib.contextmanager
+def timed_phases(
+    phases: list[tuple[Any, str, str]], clock: Callable[[], float] = time.perf_counter
+) -> Iterator[dict[str, float]]:
+    """Seconds spent in each of `phases` ((owner, attribute, label): the function timed) while
+    the block runs, a phase called inside another counted in the inner one only."""
+    spent: dict[str, float] = defaultdict(float)
+    inner: list[float] = []  # per open phase: seconds its nested phases took
+
+    def timed(fn: Callable[..., Any], label: str) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            inner.append(0.0)
+            t0 = clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                took = clock() - t0
+                spent[label] += took - inner.pop()
+                if inner:
+                    inner[-1] += took
+
+        return wrapper
+
+    with contextlib.ExitStack() as stack:
+        for owner, name, label in phases:
+            stack.enter_context(mock.patch.object(owner, name, timed(getattr(owner, name), label)))
+        yield spent
 
 
 def _one_size(size: int, quality: int, runs: int, samples: int = SAMPLES, unit: int | None = None) -> dict:
@@ -26,42 +81,65 @@ def _one_size(size: int, quality: int, runs: int, samples: int = SAMPLES, unit: 
     with tempfile.TemporaryDirectory(prefix="mvlp-bench-shard-") as tmp:
         work = Path(tmp)
         overrides = [
-            # the demo world's units get tars of 500; production's the library's defaults
-            *([f"ingest.shard_size={unit}"] if unit else ["shard.samples_per_shard=500"]),
+            # the demo world's units get tars of 500; production's the library's defaults (the demo
+            # spec sets shard.samples_per_shard to 100, so it is set back to the library's here)
+            *(
+                [f"ingest.shard_size={unit}", f"shard.samples_per_shard={ShardSpec().samples_per_shard}"]
+                if unit
+                else ["shard.samples_per_shard=500"]
+            ),
             f"dataset.limit={samples}",
             f"download.image_size={size}",
             f"download.encode_quality={quality}",
         ]
         with served_run(work, samples, overrides) as spec:
-            run_stages(spec, ["ingest", "download", "translate", "align", "qa"])
-            stage = median_seconds(lambda: pipeline.run_stage(spec, "shard", force=True), runs)
-        tars = sorted((work / "shard").glob("shard-*.tar"))
+            run_stages(spec, ["ingest", "download", "translate", "align", "qa", "shard"])
+            tars = sorted((work / "shard").glob("shard-*.tar"))
+
+            def stage() -> float:
+                t0 = time.perf_counter()
+                pipeline.run_stage(spec, "shard", force=True)
+                return time.perf_counter() - t0
+
+            def copy() -> float:
+                dest = work / "copy"
+                shutil.rmtree(dest, ignore_errors=True)
+                dest.mkdir()
+                t0 = time.perf_counter()
+                subprocess.run(["cp", *map(str, tars), str(dest)], check=True)
+                subprocess.run(["sync", "-f", str(dest)], check=True)
+                return time.perf_counter() - t0
+
+            pairs = [(stage(), copy()) for _ in range(max(runs, PAIRS))]
+            with timed_phases(PHASES) as spent:
+                total = stage()
         units = len(list((work / "download").glob("samples-*.parquet")))
         size_mb = sum(t.stat().st_size for t in tars) / 2**20
-
-        def copy() -> None:
-            dest = work / "copy"
-            shutil.rmtree(dest, ignore_errors=True)
-            dest.mkdir()
-            subprocess.run(["cp", *map(str, tars), str(dest)], check=True)
-            subprocess.run(["sync", "-f", str(dest)], check=True)
-
-        cp = median_seconds(copy, runs)
+    stage_s = statistics.median(s for s, _ in pairs)
+    cp_s = statistics.median(c for _, c in pairs)
+    phases = ", ".join(f"{label} {1000 * s:.0f}" for label, s in sorted(spent.items(), key=lambda x: -x[1]))
     name = "shard_vs_cp" if size == 64 else f"shard_vs_cp_{size}px"
     return result(
         f"{name}_{unit}_per_unit" if unit else name,
-        size_mb / stage,
+        size_mb / stage_s,
         "MB/s",
         "cp + sync of the same tars",
-        size_mb / cp,
-        runs,
+        size_mb / cp_s,
+        len(pairs),
         True,
         f"{samples} samples, {size} px JPEG (quality {quality}; the synthetic world's images, upscaled"
         f" where {size} > 96), {size_mb:.1f} MB of tars, 5 languages, QA; {units} download shards"
-        f" (the stage's units); stage {stage:.2f} s, cp {cp:.3f} s",
+        f" (the stage's units), {len(tars)} tars; stage {stage_s:.2f} s, cp {cp_s:.3f} s (medians);"
+        f" ratio: median of {len(pairs)} alternating pairs; one run by phase ({total * 1000:.0f} ms):"
+        f" {phases}, the rest {1000 * (total - sum(spent.values())):.0f} ms",
+        ratio=statistics.median(c / s for s, c in pairs),
     )
 
 
 def run(runs: int = 3) -> list[dict]:
     rows = [_one_size(size, quality, runs) for size, quality in SIZES.items()]
     return [*rows, _one_size(224, 95, runs, samples=3 * PRODUCTION_UNIT, unit=PRODUCTION_UNIT)]
+
+
+if __name__ == "__main__":
+    print(_one_size(224, 95, 3, samples=3 * PRODUCTION_UNIT, unit=PRODUCTION_UNIT))
