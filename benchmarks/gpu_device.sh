@@ -6,6 +6,8 @@
 #                                     (79 MB wheel -> 26 MB tar.xz, under the 64 MiB a call carries)
 #   benchmarks/gpu_device.sh run      there (carry .whl): install them, run bench_gpu_train through
 #                                     the harness, copy results.json, BENCHMARKS.md and the log to $OUT
+#   benchmarks/gpu_device.sh compile  there, a second call if device time is left (about 5 min):
+#                                     bench_gpu_compile, the towers compiled against eager
 # Measured on an H200: the Ray path trained both runs in 4.5 min, then overran 330 s while deleting
 # their 10 GB of checkpoints (hence RAY_TIMEOUT 540); the plain fallback took 2.5 min; starting the
 # machine takes 1-2 min more.
@@ -16,6 +18,17 @@ PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --p
 PACKAGES=(pydantic==2.14.4 pydantic_core==2.50.5 annotated_types typing_inspection webdataset==0.2.111
           braceexpand==0.1.7 jsonschema jsonschema-specifications referencing rpds-py tensorboardX
           simplejpeg==1.9.0)
+
+install() {  # the wheels carried in .whl, on the path of a python that has torch and transformers
+  site=/tmp/mvlp-site
+  if [ ! -d "$site/ray" ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$WHL"/*.whl
+    tar -xJf "$WHL/ray.tar.xz" -C "$site"
+  fi
+  export PYTHONPATH="$site:$PWD" PYTHONUNBUFFERED=1
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c 'import torch, transformers, ray; print("torch", torch.__version__, "transformers", transformers.__version__, "ray", ray.__version__)'
+}
 
 case "${1:-}" in
   wheels)
@@ -33,12 +46,7 @@ case "${1:-}" in
     du -sh "$WHL"
     ;;
   run)
-    site=/tmp/mvlp-site
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$WHL"/*.whl
-    tar -xJf "$WHL/ray.tar.xz" -C "$site"
-    export PYTHONPATH="$site:$PWD" PYTHONUNBUFFERED=1
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-    python3 -c 'import torch, transformers, ray; print("torch", torch.__version__, "transformers", transformers.__version__, "ray", ray.__version__)'
+    install
     status=0
     # Ray Train first; should Ray not come up in that machine's sandbox, the same loop in one process
     timeout "${RAY_TIMEOUT:-540}" python3 -m benchmarks.harness --runs "${RUNS:-1}" --only gpu_train 2>&1 \
@@ -52,8 +60,16 @@ case "${1:-}" in
     cp benchmarks/results.json BENCHMARKS.md "${OUT:-.}/" 2>/dev/null || true
     exit "$status"
     ;;
+  compile)
+    install
+    status=0
+    timeout "${COMPILE_TIMEOUT:-540}" python3 -m benchmarks.harness --runs 1 --only gpu_compile 2>&1 \
+      | tee "${OUT:-.}/gpu_compile.log" || status=$?
+    cp benchmarks/results.json BENCHMARKS.md "${OUT:-.}/" 2>/dev/null || true
+    exit "$status"
+    ;;
   *)
-    echo "usage: $0 wheels|run" >&2
+    echo "usage: $0 wheels|run|compile" >&2
     exit 2
     ;;
 esac

@@ -85,6 +85,18 @@ class PretrainSpec(Strict):
     )
     grad_clip: float | None = Field(1.0, gt=0)
     bf16: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
+    compile: bool = perf_only(
+        False,
+        description="torch.compile each tower of the model (the family's `towers()`: UniGen's ViT, "
+        "Q-Former, text encoder and decoder; the weakly-supervised model's ViT and encoder layers), "
+        "each compiled on its first call: fused kernels and fewer launches on GPUs; the first steps "
+        "wait for the compiler (about a minute even for the tiny towers on CPU)",
+    )
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = perf_only(
+        "default",
+        description="torch.compile's mode with `compile`: reduce-overhead replays CUDA graphs (for "
+        "steps bound by kernel launches), max-autotune also searches kernel configurations",
+    )
     checkpoint_every: int = perf_only(500, gt=0)
     keep_checkpoints: int = perf_only(2, ge=1)
     max_failures: int = perf_only(3, ge=0)

@@ -99,9 +99,15 @@ def prepare(spec: PipelineSpec, inputs: dict[str, Path], out_dir: Path) -> Train
 
 
 def build(job: TrainJob, rank: int, world: int) -> tuple[torch.nn.Module, torch.utils.data.IterableDataset]:
-    """On a rank: the model from init_dir and its family's batch stream."""
+    """On a rank: the model from init_dir (its towers compiled with `pretrain.compile`) and its
+    family's batch stream."""
     from mvlp_core.model import family
 
     fam = family(job.spec.model.family)
     model = fam.load(job.init_dir)
-    return model, fam.train_batches(job, model, rank, world)
+    batches = fam.train_batches(job, model, rank, world)
+    if job.spec.pretrain.compile:
+        from mvlp_core.train.compiled import compile_towers
+
+        compile_towers(model, job.spec.pretrain.compile_mode)
+    return model, batches

@@ -157,6 +157,11 @@ class UniGen(nn.Module):
         seen = {id(p): p for p in self.parameters() if p.requires_grad or not trainable_only}
         return sum(p.numel() for p in seen.values())
 
+    def towers(self) -> list[nn.Module]:
+        """What `pretrain.compile` compiles, one graph each: the standard transformer stacks. The
+        code around them (task packing, in-batch negatives) has data-dependent shapes."""
+        return [self.image_encoder.vision_model, self.image_encoder.qformer, self.text_encoder, self.decoder]
+
     # ---------------------------------------------------------------- encoders
     def _encode_images(self, pixel_values: torch.Tensor, image_mask: torch.Tensor, rows: torch.Tensor):
         """Query states [B, K*Q, Dq] (zeros for rows not in `rows`) and their mask [B, K*Q]."""

@@ -151,6 +151,11 @@ class WsmvlpModel(nn.Module):
             states = layer(states, mask, memory, memory_mask)
         return states
 
+    def towers(self) -> list[nn.Module]:
+        """What `pretrain.compile` compiles: the ViT and each encoder layer (one graph serves every
+        layer of a kind; the loops over layers and the streams' masking stay eager)."""
+        return [self.vision, *self.text_layers, *self.fusion_layers]
+
     def cross_attention_modules(self) -> list[nn.Module]:
         """The unified encoder's cross-attention blocks, in layer order."""
         return [layer.crossattention for layer in self.fusion_layers]

@@ -1,0 +1,34 @@
+"""`pretrain.compile`: torch.compile on each tower of the model a rank trains.
+
+A family's `towers()` names its standard transformer stacks; each is compiled in place
+(`nn.Module.compile`: state-dict keys, checkpoints and the DDP wrapping stay as they are) on its
+first call. The code between the towers (task packing, in-batch negatives, masking) has
+data-dependent shapes and stays eager. A family without `towers()` has its whole model compiled,
+with graph breaks where dynamo cannot trace.
+
+Every tower enters dynamo through the same frame (transformers' forward wrapper, or `Module`'s
+call), so their compiled graphs share one cache: its limit is raised to 8 entries a tower
+(torch's default for one function), else the towers' first graphs, a frozen tower's no-grad one and
+the recompiles for new batch shapes would fill it and later towers run eager with only a warning.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch._dynamo
+from torch import nn
+
+BACKEND = "inductor"
+ENTRIES_PER_TOWER = 8  # torch._dynamo.config.recompile_limit's default, for one function
+
+
+def compile_towers(model: nn.Module, mode: str = "default", backend: str | None = None) -> list[nn.Module]:
+    """Compile `model`'s towers in place with `backend` (BACKEND when None; `mode` is inductor's:
+    default, reduce-overhead for CUDA graphs, max-autotune); returns them."""
+    backend = backend or BACKEND
+    towers = model.towers() if hasattr(model, "towers") else [model]
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, ENTRIES_PER_TOWER * len(towers))
+    for tower in towers:
+        tower.compile(backend=backend, **({"mode": mode} if backend == "inductor" else {}))
+    return towers
