@@ -18,6 +18,9 @@ from mvlp_core.model.tokenizers import TASK_IDS, Tokenizers
 from mvlp_core.spec import ModelSpec
 
 CHARS_PER_TOKEN = 16  # cut pathological texts before tokenizing: no token is longer than this
+TRANS, CAP, QUS, MATCH = (TASK_IDS[t] for t in ("trans", "cap", "qus", "match"))
+USES_IMAGE = (CAP, QUS, MATCH)
+USES_TEXT = (TRANS, QUS, MATCH)
 
 
 @dataclass
@@ -114,8 +117,10 @@ def collate(examples: list[Example], tokenizers: Tokenizers, spec: ModelSpec) ->
         dec_ids[i, len(ids)] = dec.eos_token_id
         dec_mask[i, : len(ids) + 1] = 1
     dec_ids_t, dec_mask_t = torch.from_numpy(dec_ids), torch.from_numpy(dec_mask)
+    task = torch.tensor([TASK_IDS[e.task] for e in examples], dtype=torch.long)
+    has_caption = torch.tensor([bool(e.caption and e.caption.strip()) for e in examples])
     return {
-        "task": torch.tensor([TASK_IDS[e.task] for e in examples], dtype=torch.long),
+        "task": task,
         "pixel_values": pixels,
         "has_image": has_image,
         "image_mask": image_mask,
@@ -123,8 +128,34 @@ def collate(examples: list[Example], tokenizers: Tokenizers, spec: ModelSpec) ->
         "enc_mask": source["attention_mask"],
         "itc_ids": itc["input_ids"],
         "itc_mask": itc["attention_mask"],
-        "has_caption": torch.tensor([bool(e.caption and e.caption.strip()) for e in examples]),
+        "has_caption": has_caption,
         "dec_ids": dec_ids_t,
         "dec_mask": dec_mask_t,
         "labels": dec_ids_t.masked_fill(dec_mask_t == 0, -100),
+        **row_indices(task, has_image, has_caption, single=pixels.dim() == 4),
+    }
+
+
+def row_indices(
+    task: torch.Tensor, has_image: torch.Tensor, has_caption: torch.Tensor, single: bool
+) -> dict[str, torch.Tensor]:
+    """The rows each of the model's encoder calls reads, as index tensors made here on the host:
+    the model selects them with `index_select`, whose size the host knows, where a boolean mask
+    would make it ask the device how many rows there are (on a GPU, a synchronisation a call).
+    `rows_text`: the encoder text of [trans], [qus] and [match]; `rows_itc`: image-caption pairs
+    (contrastive and [match] rows; single-image batches only); `rows_image`: the images the
+    decoder or the contrastive loss reads; `rows_pairs`: text-only parallel pairs. `rows_of`, an
+    empty [0, B] tensor, records the B rows they index: a batch cut row-wise afterwards (each
+    tensor's first dimension) keeps it, so the model sees the mismatch and reads its masks. Code
+    that changes a collated batch's `task`, `has_image` or `has_caption` drops the `rows_*` keys."""
+    uses_text = torch.isin(task, torch.tensor(USES_TEXT))
+    itc = has_image & has_caption & single
+    images = (torch.isin(task, torch.tensor(USES_IMAGE)) & has_image) | itc
+    pairs = (task == TRANS) & ~has_image & has_caption
+    return {
+        "rows_of": torch.empty(0, len(task), dtype=torch.bool),
+        **{
+            f"rows_{name}": rows.nonzero(as_tuple=True)[0]
+            for name, rows in (("text", uses_text), ("itc", itc), ("image", images), ("pairs", pairs))
+        },
     }

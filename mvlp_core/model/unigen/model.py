@@ -23,6 +23,11 @@ uniform mixture cannot tell "the left image shows X" from X shown on the right.
 The decoder input is [prefix embeddings, task token, target tokens]; each row's valid positions are
 packed to the left (so sequences are ordinary right-padded GPT-2 inputs) and only target positions
 carry labels.
+
+Which rows each encoder reads comes as indices collate made on the host (`rows_*`, batch.py's
+`row_indices`), so selecting them needs no count from the device (a GPU synchronisation each);
+a batch without them, or cut after collate, is read through its masks. `python -m
+benchmarks.host_syncs` lists what still synchronises in a step.
 """
 
 from __future__ import annotations
@@ -43,19 +48,26 @@ from mvlp_core.contract import StageError
 from mvlp_core.model.losses import contrastive_loss, distributed, mine_hard_negatives
 from mvlp_core.model.parts.pretrained import from_pretrained, load_weights
 from mvlp_core.model.tokenizers import TASK_IDS, Tokenizers, load_tokenizers
+from mvlp_core.model.unigen.batch import MATCH, QUS, TRANS, USES_IMAGE, USES_TEXT
 from mvlp_core.model.unigen.flops import UniGenFlops
 from mvlp_core.model.vision import ImageEncoder, load_blip2_encoder, random_configs, tower_width
 from mvlp_core.spec import ModelSpec
 
 CONFIG_FILE = "unigen.json"
 WEIGHTS_FILE = "model.safetensors"
-TRANS, CAP, QUS, MATCH = (TASK_IDS[t] for t in ("trans", "cap", "qus", "match"))
-USES_IMAGE = (CAP, QUS, MATCH)
-USES_TEXT = (TRANS, QUS, MATCH)
 
 
 def _isin(task: torch.Tensor, ids: tuple[int, ...]) -> torch.Tensor:
     return torch.isin(task, torch.tensor(ids, device=task.device))
+
+
+def _index(batch: dict, key: str, rows: torch.Tensor) -> torch.Tensor:
+    """The batch's host-made index of the mask `rows` (collate's `row_indices`), else one made
+    from the mask (a batch built or cut elsewhere; on a GPU, a synchronisation)."""
+    index, made_for = batch.get(key), batch.get("rows_of")
+    if index is None or made_for is None or made_for.shape[1] != rows.shape[0]:
+        return rows.nonzero(as_tuple=True)[0]
+    return index
 
 
 def _pack(embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor):
@@ -163,27 +175,40 @@ class UniGen(nn.Module):
         return [self.image_encoder.vision_model, self.image_encoder.qformer, self.text_encoder, self.decoder]
 
     # ---------------------------------------------------------------- encoders
-    def _encode_images(self, pixel_values: torch.Tensor, image_mask: torch.Tensor, rows: torch.Tensor):
-        """Query states [B, K*Q, Dq] (zeros for rows not in `rows`) and their mask [B, K*Q]."""
+    def _encode_images(
+        self, pixel_values: torch.Tensor, image_mask: torch.Tensor, rows: torch.Tensor, index=None
+    ):
+        """Query states [B, K*Q, Dq] (zeros for rows not in `rows`) and their mask [B, K*Q].
+        `index`: `rows` as indices (`_index`), for a batch of single images."""
         b = pixel_values.shape[0]
         pixels = pixel_values if pixel_values.dim() == 5 else pixel_values.unsqueeze(1)
         k, q, d = pixels.shape[1], self.spec.num_query_tokens, self.image_encoder.hidden_size
         wanted = image_mask & rows.unsqueeze(1)
         states = torch.zeros(b, k, q, d, device=pixels.device)
-        if wanted.any():
+        if index is not None and pixel_values.dim() == 4:
+            if index.numel():
+                encoded = self.image_encoder(pixel_values.index_select(0, index)).unsqueeze(1)
+                states = states.to(encoded.dtype).index_copy(0, index, encoded)
+        elif wanted.any():  # several images an example
             encoded = self.image_encoder(pixels[wanted])
             states = states.to(encoded.dtype).index_put(wanted.nonzero(as_tuple=True), encoded)
         mask = wanted.unsqueeze(-1).expand(-1, -1, q).reshape(b, k * q)
         return states.reshape(b, k * q, d), mask
 
-    def _encode_text(self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """XLM-R states [B, L, Dx] for `rows` (zeros elsewhere)."""
+    def _encode_text(self, ids: torch.Tensor, mask: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """XLM-R states [B, L, Dx] for the rows `index` holds (zeros elsewhere)."""
         b, length = ids.shape
         states = torch.zeros(b, length, self.text_encoder.config.hidden_size, device=ids.device)
-        if rows.any():
-            out = self.text_encoder(input_ids=ids[rows], attention_mask=mask[rows]).last_hidden_state
-            states = states.to(out.dtype).index_put((rows.nonzero(as_tuple=True)), out)
+        if index.numel():
+            out = self._encode_rows(ids.index_select(0, index), mask.index_select(0, index))
+            states = states.to(out.dtype).index_copy(0, index, out)
         return states
+
+    def _encode_rows(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """XLM-R states [N, L, Dx] of every row (N may be 0)."""
+        if not ids.shape[0]:
+            return torch.zeros(*ids.shape, self.text_encoder.config.hidden_size, device=ids.device)
+        return self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
 
     def _image_cls(self, query_states: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.vision_proj(query_states[:, 0]), dim=-1)
@@ -231,12 +256,18 @@ class UniGen(nn.Module):
             k = batch["pixel_values"].shape[1] if batch["pixel_values"].dim() == 5 else 1
             image_mask = batch["has_image"].unsqueeze(1).expand(-1, k)
         uses_text = _isin(task, USES_TEXT)
-        text_states = self._encode_text(batch["enc_ids"], batch["enc_mask"], uses_text)
+        text_states = self._encode_text(
+            batch["enc_ids"], batch["enc_mask"], _index(batch, "rows_text", uses_text)
+        )
         text_mask = batch["enc_mask"] * uses_text.unsqueeze(1)
         if batch["pixel_values"].dim() == 5 and batch["pixel_values"].shape[1] > 1:
             return self._per_image_rows(batch, image_mask & uses_image.unsqueeze(1), text_states, text_mask)
-        rows = uses_image if extra_image_rows is None else uses_image | extra_image_rows
-        image_states, img_mask = self._encode_images(batch["pixel_values"], image_mask, rows)
+        if extra_image_rows is None:  # the host's index holds the contrastive rows too
+            rows, index = uses_image, uses_image.nonzero(as_tuple=True)[0]
+        else:
+            rows = uses_image | extra_image_rows
+            index = _index(batch, "rows_image", rows)
+        image_states, img_mask = self._encode_images(batch["pixel_values"], image_mask, rows, index)
         img_mask = img_mask & uses_image.unsqueeze(1)
         group = self._rows(
             image_states,
@@ -310,13 +341,13 @@ class UniGen(nn.Module):
         return sums, where.sum(dim=1)
 
     # ---------------------------------------------------------------- training
-    def _match_rows(self, batch, image_states, itc_rows, image_cls, text_states, text_cls):
+    def _match_rows(self, batch, image_states, idx, image_cls, text_states, text_cls):
         """ALBEF: every image–caption pair ("yes"), plus for each image a hard negative text and for
-        each text a hard negative image ("no"), mined from the in-batch similarities."""
+        each text a hard negative image ("no"), mined from the in-batch similarities. `idx`: the
+        batch rows of the pairs."""
         n = image_cls.shape[0]
         if n < 2 or self.spec.beta_match == 0:
             return None
-        idx = itc_rows.nonzero(as_tuple=True)[0]
         ids = batch["itc_ids"][idx]
         positive = (ids.unsqueeze(1) == ids.unsqueeze(0)).all(dim=-1)
         if self.spec.hard_negatives:
@@ -364,29 +395,28 @@ class UniGen(nn.Module):
     def _text_pairs(self, batch: dict):
         """The batch's text-only parallel pairs, encoded once for the losses on them: (source
         states, source mask, English states held fixed, English mask), or None without pairs."""
-        pairs = ((batch["task"] == TRANS) & ~batch["has_image"] & batch["has_caption"]).nonzero(
-            as_tuple=True
-        )[0]
-        if len(pairs) == 0:
+        pairs = _index(
+            batch, "rows_pairs", (batch["task"] == TRANS) & ~batch["has_image"] & batch["has_caption"]
+        )
+        if pairs.numel() == 0:
             return None
-        everyone = torch.ones(len(pairs), dtype=torch.bool, device=pairs.device)
         src_ids, src_mask = batch["enc_ids"][pairs], batch["enc_mask"][pairs]
         en_ids, en_mask = batch["itc_ids"][pairs], batch["itc_mask"][pairs]
-        source = self._encode_text(src_ids, src_mask, everyone)
+        source = self._encode_rows(src_ids, src_mask)
         with torch.no_grad():
-            english = self._encode_text(en_ids, en_mask, everyone)
+            english = self._encode_rows(en_ids, en_mask)
         return source, src_mask, english, en_mask
 
     def _consistency(
-        self, text_pairs, image_states: torch.Tensor, encoded: torch.Tensor
+        self, text_pairs, image_states: torch.Tensor, images: torch.Tensor
     ) -> torch.Tensor | None:
         """Cross-lingual consistency (xTune's example consistency, on parallel text): each text
         pair's source side, as a [qus] or [match] prompt over an image drawn from the batch, is
         pulled to the next-token distribution its English side gives there (KL, English side
         held fixed). English-only task fine-tuning then reaches the other languages' questions and
-        statements, which [trans] alone never tied to the [qus]/[match] readings."""
-        images = encoded.nonzero(as_tuple=True)[0]
-        if len(images) == 0:
+        statements, which [trans] alone never tied to the [qus]/[match] readings. `images`: the
+        batch rows whose images were encoded."""
+        if images.numel() == 0:
             return None
         source, src_mask, english, en_mask = text_pairs
         n, device = source.shape[0], source.device
@@ -423,14 +453,16 @@ class UniGen(nn.Module):
         groups, row_task = [group], [task]
         zero = self.temperature.sum() * 0.0
         loss_itc = zero
+        itc_index = _index(batch, "rows_itc", itc_rows)
         # with several ranks every rank joins the contrastive gathers, with or without rows of its own
-        if image_states is not None and (itc_rows.any() or distributed()):
-            image_cls = self._image_cls(image_states[itc_rows])
-            text_states = self._encode_text(batch["itc_ids"], batch["itc_mask"], itc_rows)[itc_rows]
-            text_cls = self._text_cls(text_states, batch["itc_mask"][itc_rows])
+        if image_states is not None and (itc_index.numel() or distributed()):
+            image_cls = self._image_cls(image_states.index_select(0, itc_index))
+            itc_mask = batch["itc_mask"].index_select(0, itc_index)
+            text_states = self._encode_rows(batch["itc_ids"].index_select(0, itc_index), itc_mask)
+            text_cls = self._text_cls(text_states, itc_mask)
             temperature = self.temperature.clamp(*self.spec.temperature_range)
             loss_itc = contrastive_loss(image_cls, text_cls, temperature)
-            match = self._match_rows(batch, image_states, itc_rows, image_cls, text_states, text_cls)
+            match = self._match_rows(batch, image_states, itc_index, image_cls, text_states, text_cls)
             if match is not None:
                 groups.append(match)
                 row_task.append(torch.full((match[0].shape[0],), MATCH, device=task.device))
@@ -442,10 +474,9 @@ class UniGen(nn.Module):
             logp, counts = torch.cat([mixed, logp[n:]]), torch.cat([tokens, counts[n:]])
         row_task = torch.cat(row_task)
         losses = {}
-        for name, t in TASK_IDS.items():
-            sel = row_task == t
-            tokens = counts[sel].sum()
-            losses[f"loss_{name}"] = -logp[sel].sum() / tokens if tokens > 0 else zero
+        for name, t in TASK_IDS.items():  # weights, not a selection: nothing here waits on the device
+            sel = (row_task == t).to(logp.dtype)
+            losses[f"loss_{name}"] = -(logp * sel).sum() / (counts * sel).sum().clamp(min=1)
         loss = (
             losses["loss_trans"]
             + losses["loss_cap"]
@@ -458,7 +489,8 @@ class UniGen(nn.Module):
         text_pairs = self._text_pairs(batch) if consistency or self.spec.epsilon_sent else None
         if consistency and text_pairs is not None:
             encoded = (_isin(task, USES_IMAGE) & batch["has_image"]) | itc_rows
-            loss_xlc = self._consistency(text_pairs, image_states, encoded)
+            images = _index(batch, "rows_image", encoded)
+            loss_xlc = self._consistency(text_pairs, image_states, images)
             if loss_xlc is not None:
                 loss = loss + self.spec.delta_xlc * loss_xlc
                 out["loss_xlc"] = loss_xlc
