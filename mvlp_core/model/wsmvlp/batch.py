@@ -10,7 +10,8 @@ Batch layout (any subset of the three streams; lengths are each stream's longest
     n_samples: B + P + M (int tensor)
 
 `ids` are the clean token ids, `masked_ids` the corrupted ones, `labels` the original id at the
-selected positions and -100 elsewhere. Language codes are accepted but not used: XLM-R has no
+selected positions and -100 elsewhere; each `labels` comes with `labels_at` and `labels_of` (same
+suffix), its masked positions as host-made flat indices (`label_index`). Language codes are accepted but not used: XLM-R has no
 language embeddings.
 """
 
@@ -22,7 +23,7 @@ import torch
 
 from mvlp_core.model.parts import fast_tokens
 from mvlp_core.model.parts.images import resize_rgb, stack_images
-from mvlp_core.model.parts.masking import bert_mask
+from mvlp_core.model.parts.masking import IGNORE, bert_mask
 from mvlp_core.spec.model_wsmvlp import WsmvlpModelSpec
 
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
@@ -50,6 +51,18 @@ def _tokenize(
     never = special | (mask == 0)
     masked, labels = bert_mask(ids, never, len(tokenizer), tokenizer.mask_token_id, generator, spec.mask_prob)
     return {"ids": ids, "mask": mask, "masked_ids": masked, "labels": labels}
+
+
+def label_index(labels: torch.Tensor, suffix: str = "") -> dict[str, torch.Tensor]:
+    """The masked positions of `labels` [N, L] as flat indices made here on the host
+    (`labels_at`): the model gathers them with `index_select`, where a boolean mask would make it
+    ask the device how many there are (on a GPU, a synchronisation). `labels_of`, an empty
+    [0, N, L] tensor, records the shape they index: a batch cut row-wise afterwards keeps it, so
+    the model sees the mismatch and reads the labels instead."""
+    return {
+        f"labels_at{suffix}": (labels != IGNORE).flatten().nonzero(as_tuple=True)[0],
+        f"labels_of{suffix}": torch.empty(0, *labels.shape, dtype=torch.bool),
+    }
 
 
 def _images(images: list[torch.Tensor], size: int) -> torch.Tensor:
@@ -91,6 +104,9 @@ def collate(
         )
     if not out:
         raise ValueError("collate needs at least one sample in one stream")
+    for name, suffixes in (("image", [""]), ("parallel", ["_a", "_b"]), ("mono", [""])):
+        for suffix in suffixes if name in out else ():
+            out[name].update(label_index(out[name][f"labels{suffix}"], suffix))
     n = sum(len(items.get(s) or ()) for s in STREAMS)
     out["n_samples"] = torch.tensor(n, dtype=torch.long)
     return out

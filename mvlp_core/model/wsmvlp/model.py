@@ -169,11 +169,15 @@ class WsmvlpModel(nn.Module):
     def _temperature(self) -> torch.Tensor:
         return self.temp.clamp(*self.spec.temperature_range)
 
-    def _mlm(self, fused: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, logits [N, V]) at the N labelled positions only."""
-        where = labels != IGNORE
-        logits = self.lm_head(fused[where]).float()
-        return _mlm_loss(logits, labels[where], fused), logits
+    def _mlm(self, fused: torch.Tensor, b: dict, suffix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, logits [N, V]) at the N labelled positions of `b["labels" + suffix]` only (`fused`
+        holds its rows), found through collate's flat index where it still fits the labels."""
+        labels = b[f"labels{suffix}"]
+        at, of = b.get(f"labels_at{suffix}"), b.get(f"labels_of{suffix}")
+        if at is None or of is None or of.shape[1:] != labels.shape:
+            at = (labels != IGNORE).flatten().nonzero(as_tuple=True)[0]  # on a GPU, a synchronisation
+        logits = self.lm_head(fused.flatten(0, 1).index_select(0, at)).float()
+        return _mlm_loss(logits, labels.flatten().index_select(0, at), fused), logits
 
     # ---------------------------------------------------------------- the three routines
     def _image_stream(self, b: dict, out: dict, logits: dict) -> None:
@@ -185,7 +189,7 @@ class WsmvlpModel(nn.Module):
         temperature = self._temperature()
         out["loss_ucl_image"] = contrastive_loss(image_feat, text_feat, temperature)
         fused = self.unify(masked, mask, image)
-        out["loss_vlm"], logits["vlm"] = self._mlm(fused, b["labels"])
+        out["loss_vlm"], logits["vlm"] = self._mlm(fused, b)
         positive_cls = fused[:, 0] if clean is masked else self.unify(clean, mask, image)[:, 0]
         sims = (image_feat @ text_feat.t() / temperature).detach()
         out["loss_itm"] = self._itm(image, clean, mask, b["ids"], sims, positive_cls)
@@ -217,15 +221,14 @@ class WsmvlpModel(nn.Module):
         other = torch.cat([masked[n:], masked[:n]])
         other_mask = torch.cat([mask[n:], mask[:n]])
         fused = self.unify(masked, mask, other, other_mask)
-        labels = torch.cat([b["labels_a"], b["labels_b"]])
-        loss_a, logits_a = self._mlm(fused[:n], labels[:n])
-        loss_b, logits_b = self._mlm(fused[n:], labels[n:])
+        loss_a, logits_a = self._mlm(fused[:n], b, "_a")
+        loss_b, logits_b = self._mlm(fused[n:], b, "_b")
         out["loss_tlm"] = loss_a + loss_b
         logits["tlm"] = torch.cat([logits_a, logits_b])
 
     def _mono_stream(self, b: dict, out: dict, logits: dict) -> None:
         fused = self.unify(self.encode_text(b["masked_ids"], b["mask"]), b["mask"])
-        out["loss_xmlm"], logits["xmlm"] = self._mlm(fused, b["labels"])
+        out["loss_xmlm"], logits["xmlm"] = self._mlm(fused, b)
 
     def forward(self, batch: dict, return_logits: bool = False) -> dict[str, torch.Tensor]:
         """Losses of a `collate` batch holding any subset of the streams "image", "parallel",
