@@ -11,8 +11,8 @@ Batch layout (any subset of the three streams; lengths are each stream's longest
 
 `ids` are the clean token ids, `masked_ids` the corrupted ones, `labels` the original id at the
 selected positions and -100 elsewhere; each `labels` comes with `labels_at` and `labels_of` (same
-suffix), its masked positions as host-made flat indices (`label_index`). Language codes are accepted but not used: XLM-R has no
-language embeddings.
+suffix), its masked positions as host-made flat indices (`label_index`). Language codes are
+accepted but not used: XLM-R has no language embeddings.
 """
 
 from __future__ import annotations
