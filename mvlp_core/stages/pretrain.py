@@ -5,7 +5,8 @@ every stage. Who runs the training is the engine: `local` is the plain single-pr
 (`train_in_process`), `ray` (the default) is Ray Train (`ray_jobs.pretrain.ENGINE`: with `models`,
 every model in one Ray Train run where they can share one). Either returns the folder of the last
 checkpoint; the stage copies its model to `final/`, writes the loss curve and the manifest extra
-`{"step", "loss_first", "loss_last", "checkpoint", "samples_per_second", ...}`. The stage is expensive: a code change alone never retrains it silently (`Stage.run`).
+`{"step", "loss_first", "loss_last", "checkpoint", "samples_per_second", ...}`. The stage is
+expensive: a code change alone never retrains it silently (`Stage.run`).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mvlp_core.model.parts import fast_tokens
+from mvlp_core.model.parts import fast_tokens, host_index
 from mvlp_core.model.parts.images import resize_rgb, stack_images
 from mvlp_core.model.tokenizers import TASK_IDS, Tokenizers
 from mvlp_core.spec import ModelSpec
@@ -144,18 +144,18 @@ def row_indices(
     would make it ask the device how many rows there are (on a GPU, a synchronisation a call).
     `rows_text`: the encoder text of [trans], [qus] and [match]; `rows_itc`: image-caption pairs
     (contrastive and [match] rows; single-image batches only); `rows_image`: the images the
-    decoder or the contrastive loss reads; `rows_pairs`: text-only parallel pairs. `rows_of`, an
-    empty [0, B] tensor, records the B rows they index: a batch cut row-wise afterwards (each
-    tensor's first dimension) keeps it, so the model sees the mismatch and reads its masks. Code
-    that changes a collated batch's `task`, `has_image` or `has_caption` drops the `rows_*` keys."""
+    decoder or the contrastive loss reads; `rows_pairs`: text-only parallel pairs; `rows_of`: their
+    guard (mvlp_core/model/parts/host_index.py), so a batch cut row-wise afterwards is read through
+    its masks. Code that changes a collated batch's `task`, `has_image` or `has_caption` drops the
+    `rows_*` keys."""
     uses_text = torch.isin(task, torch.tensor(USES_TEXT))
     itc = has_image & has_caption & single
     images = (torch.isin(task, torch.tensor(USES_IMAGE)) & has_image) | itc
     pairs = (task == TRANS) & ~has_image & has_caption
     return {
-        "rows_of": torch.empty(0, len(task), dtype=torch.bool),
+        "rows_of": host_index.guard(task),
         **{
-            f"rows_{name}": rows.nonzero(as_tuple=True)[0]
+            f"rows_{name}": host_index.flat_index(rows)
             for name, rows in (("text", uses_text), ("itc", itc), ("image", images), ("pairs", pairs))
         },
     }

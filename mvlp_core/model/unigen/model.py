@@ -46,6 +46,7 @@ from transformers.activations import ACT2FN, NewGELUActivation
 from mvlp_core.atomic import atomic_path, write_json
 from mvlp_core.contract import StageError
 from mvlp_core.model.losses import contrastive_loss, distributed, mine_hard_negatives
+from mvlp_core.model.parts import host_index
 from mvlp_core.model.parts.pretrained import from_pretrained, load_weights
 from mvlp_core.model.tokenizers import TASK_IDS, Tokenizers, load_tokenizers
 from mvlp_core.model.unigen.batch import MATCH, QUS, TRANS, USES_IMAGE, USES_TEXT
@@ -63,11 +64,8 @@ def _isin(task: torch.Tensor, ids: tuple[int, ...]) -> torch.Tensor:
 
 def _index(batch: dict, key: str, rows: torch.Tensor) -> torch.Tensor:
     """The batch's host-made index of the mask `rows` (collate's `row_indices`), else one made
-    from the mask (a batch built or cut elsewhere; on a GPU, a synchronisation)."""
-    index, made_for = batch.get(key), batch.get("rows_of")
-    if index is None or made_for is None or made_for.shape[1] != rows.shape[0]:
-        return rows.nonzero(as_tuple=True)[0]
-    return index
+    from the mask (a batch built or cut elsewhere)."""
+    return host_index.fitting(batch.get(key), batch.get("rows_of"), rows)
 
 
 def _pack(embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor):
@@ -176,16 +174,16 @@ class UniGen(nn.Module):
 
     # ---------------------------------------------------------------- encoders
     def _encode_images(
-        self, pixel_values: torch.Tensor, image_mask: torch.Tensor, rows: torch.Tensor, index=None
+        self, pixel_values: torch.Tensor, image_mask: torch.Tensor, rows: torch.Tensor, index: torch.Tensor
     ):
         """Query states [B, K*Q, Dq] (zeros for rows not in `rows`) and their mask [B, K*Q].
-        `index`: `rows` as indices (`_index`), for a batch of single images."""
+        `index`: `rows` as indices (`_index`), read for a batch of single images."""
         b = pixel_values.shape[0]
         pixels = pixel_values if pixel_values.dim() == 5 else pixel_values.unsqueeze(1)
         k, q, d = pixels.shape[1], self.spec.num_query_tokens, self.image_encoder.hidden_size
         wanted = image_mask & rows.unsqueeze(1)
         states = torch.zeros(b, k, q, d, device=pixels.device)
-        if index is not None and pixel_values.dim() == 4:
+        if pixel_values.dim() == 4:
             if index.numel():
                 encoded = self.image_encoder(pixel_values.index_select(0, index)).unsqueeze(1)
                 states = states.to(encoded.dtype).index_copy(0, index, encoded)
@@ -263,7 +261,7 @@ class UniGen(nn.Module):
         if batch["pixel_values"].dim() == 5 and batch["pixel_values"].shape[1] > 1:
             return self._per_image_rows(batch, image_mask & uses_image.unsqueeze(1), text_states, text_mask)
         if extra_image_rows is None:  # the host's index holds the contrastive rows too
-            rows, index = uses_image, uses_image.nonzero(as_tuple=True)[0]
+            rows, index = uses_image, host_index.flat_index(uses_image)
         else:
             rows = uses_image | extra_image_rows
             index = _index(batch, "rows_image", rows)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from mvlp_core.model.parts import fast_tokens
+from mvlp_core.model.parts import fast_tokens, host_index
 from mvlp_core.model.parts.images import resize_rgb, stack_images
 from mvlp_core.model.parts.masking import IGNORE, bert_mask
 from mvlp_core.spec.model_wsmvlp import WsmvlpModelSpec
@@ -54,14 +54,12 @@ def _tokenize(
 
 
 def label_index(labels: torch.Tensor, suffix: str = "") -> dict[str, torch.Tensor]:
-    """The masked positions of `labels` [N, L] as flat indices made here on the host
-    (`labels_at`): the model gathers them with `index_select`, where a boolean mask would make it
-    ask the device how many there are (on a GPU, a synchronisation). `labels_of`, an empty
-    [0, N, L] tensor, records the shape they index: a batch cut row-wise afterwards keeps it, so
-    the model sees the mismatch and reads the labels instead."""
+    """The masked positions of `labels` [N, L] as flat indices made here on the host (`labels_at`),
+    and their guard (`labels_of`; mvlp_core/model/parts/host_index.py)."""
+    masked = labels != IGNORE
     return {
-        f"labels_at{suffix}": (labels != IGNORE).flatten().nonzero(as_tuple=True)[0],
-        f"labels_of{suffix}": torch.empty(0, *labels.shape, dtype=torch.bool),
+        f"labels_at{suffix}": host_index.flat_index(masked),
+        f"labels_of{suffix}": host_index.guard(masked),
     }
 
 

@@ -35,6 +35,7 @@ from transformers import ViTConfig, ViTModel, XLMRobertaConfig
 from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaEmbeddings
 
 from mvlp_core.model.losses import contrastive_loss, mine_hard_negatives
+from mvlp_core.model.parts import host_index
 from mvlp_core.model.parts.images import PixelNorm
 from mvlp_core.model.parts.masking import IGNORE
 from mvlp_core.model.wsmvlp.flops import WsmvlpFlops
@@ -173,9 +174,7 @@ class WsmvlpModel(nn.Module):
         """(loss, logits [N, V]) at the N labelled positions of `b["labels" + suffix]` only (`fused`
         holds its rows), found through collate's flat index where it still fits the labels."""
         labels = b[f"labels{suffix}"]
-        at, of = b.get(f"labels_at{suffix}"), b.get(f"labels_of{suffix}")
-        if at is None or of is None or of.shape[1:] != labels.shape:
-            at = (labels != IGNORE).flatten().nonzero(as_tuple=True)[0]  # on a GPU, a synchronisation
+        at = host_index.fitting(b.get(f"labels_at{suffix}"), b.get(f"labels_of{suffix}"), labels != IGNORE)
         logits = self.lm_head(fused.flatten(0, 1).index_select(0, at)).float()
         return _mlm_loss(logits, labels.flatten().index_select(0, at), fused), logits
 
