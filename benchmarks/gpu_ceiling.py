@@ -9,7 +9,6 @@ CPU operator time and no MFU is given."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,14 +24,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
-    return (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if bf16 and device.type == "cuda"
-        else contextlib.nullcontext()
-    )
-
-
 def vit_forward(
     model: Any, batch_size: int, device: torch.device, bf16: bool, steps: int = 10
 ) -> dict[str, float]:
@@ -46,7 +37,8 @@ def vit_forward(
     flops += attention(
         vit.config.num_hidden_layers, vit.config.hidden_size, batch_size * patches**2, grad=False
     )
-    with torch.no_grad(), _autocast(device, bf16):
+    autocast = loop.autocast_for(model, bf16, device)  # the ViT cast to bf16 once, as in training
+    with torch.no_grad(), autocast():
         for _ in range(2):  # warm-up: kernels chosen, memory pooled
             vit(pixel_values=pixels)
         _sync(device)
@@ -71,10 +63,11 @@ def busy_fraction(
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     feed = loop.on_device(batches, model, device)
+    autocast = loop.autocast_for(model, bf16, device)
 
     def step() -> None:
         batch, _ = next(feed)
-        with _autocast(device, bf16):
+        with autocast():
             loss = model(batch)["loss"]
         loss.backward()
         optimizer.step()

@@ -17,6 +17,8 @@ from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfig, Blip2VisionModel
 
 from mvlp_core.contract import StageError
+from mvlp_core.model.parts.attention import pin_sdpa
+from mvlp_core.model.parts.frozen_towers import is_frozen
 from mvlp_core.model.parts.images import PixelNorm
 from mvlp_core.spec import ModelSpec, RandomDims
 
@@ -44,6 +46,7 @@ class ImageEncoder(nn.Module):
         width = self.qformer.config.hidden_size
         self.query_tokens = nn.Parameter(torch.zeros(1, num_query_tokens, width))
         nn.init.normal_(self.query_tokens, std=self.qformer.config.initializer_range)
+        pin_sdpa(self.vision_model, self.qformer)
 
     @property
     def hidden_size(self) -> int:
@@ -52,9 +55,10 @@ class ImageEncoder(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[N,3,H,W] uint8 pixels (or normalised floats, see PixelNorm) -> query states [N,Q,D]."""
         # a frozen ViT (nothing trainable upstream of it) needs no graph: no activations kept for it
-        frozen = not any(p.requires_grad for p in self.vision_model.parameters())
-        with torch.no_grad() if frozen else contextlib.nullcontext():
+        with torch.no_grad() if is_frozen(self.vision_model) else contextlib.nullcontext():
             image_embeds = self.vision_model(pixel_values=self.pixel_norm(pixel_values)).last_hidden_state
+        # a ViT cast to bf16 (parts/frozen_towers.py) hands the Q-Former its own dtype
+        image_embeds = image_embeds.to(self.query_tokens.dtype)
         mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
         queries = self.query_tokens.expand(image_embeds.shape[0], -1, -1)
         return self.qformer(

@@ -84,7 +84,9 @@ class PretrainSpec(Strict):
         "global batch), the global batch being workers x batch_size x grad_accum",
     )
     grad_clip: float | None = Field(1.0, gt=0)
-    bf16: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
+    bf16: bool = Field(
+        True, description="bf16 autocast on GPU, the frozen towers cast to bf16 once (ignored on CPU)"
+    )
     compile: bool = perf_only(
         False,
         description="torch.compile each tower of the model (the family's `towers()`: UniGen's ViT, "

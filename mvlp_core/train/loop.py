@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from mvlp_core.contract import StageError
+from mvlp_core.model.parts.frozen_towers import cast_frozen_towers
 from mvlp_core.spec import PretrainSpec
 
 TRAIN_STATE = "train_state.pt"
@@ -223,6 +224,16 @@ def _all_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def autocast_for(model: torch.nn.Module, bf16: bool, device: torch.device) -> Callable[[], Any]:
+    """The step's precision: bf16 autocast with `bf16` (`pretrain.bf16`) on CUDA, full precision
+    elsewhere. With bf16 the model's frozen towers are cast to it here, once
+    (parts/frozen_towers.py): autocast would otherwise re-cast their fp32 weights every forward."""
+    if not (bf16 and device.type == "cuda"):
+        return contextlib.nullcontext
+    cast_frozen_towers(unwrap(model), torch.bfloat16)
+    return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+
+
 def train(
     model: torch.nn.Module,
     batches: Iterator[dict[str, Any]] | Callable[[int], Iterator[dict[str, Any]]],
@@ -258,8 +269,7 @@ def train(
     if callable(batches):
         batches = batches(step * cfg.grad_accum)  # the data counts micro-batches
 
-    use_bf16 = cfg.bf16 and device.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+    autocast = autocast_for(model, cfg.bf16, device)
     is_ddp = hasattr(model, "no_sync")
     trainable = sum(p.numel() for p in unwrap(model).parameters() if p.requires_grad)
     peak = peak_flops(device)

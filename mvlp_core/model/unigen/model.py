@@ -47,6 +47,8 @@ from mvlp_core.atomic import atomic_path, write_json
 from mvlp_core.contract import StageError
 from mvlp_core.model.losses import contrastive_loss, distributed, mine_hard_negatives
 from mvlp_core.model.parts import host_index
+from mvlp_core.model.parts.attention import pin_sdpa
+from mvlp_core.model.parts.frozen_towers import FrozenTowersStayInEval, is_frozen
 from mvlp_core.model.parts.pretrained import from_pretrained, load_weights
 from mvlp_core.model.tokenizers import TASK_IDS, Tokenizers, load_tokenizers
 from mvlp_core.model.unigen.batch import MATCH, QUS, TRANS, USES_IMAGE, USES_TEXT
@@ -94,7 +96,7 @@ def _pad_cat(groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
     return tuple(torch.cat(parts) for parts in out)
 
 
-class UniGen(nn.Module):
+class UniGen(FrozenTowersStayInEval, nn.Module):
     """The model. `config` holds the spec and every sub-model's HF config, so `from_pretrained`
     rebuilds it without the hub.
 
@@ -120,6 +122,7 @@ class UniGen(nn.Module):
         )
         self.decoder = parts.get("decoder") or GPT2LMHeadModel(GPT2Config(**config["decoder_config"]))
         _fuse_gelu(self.decoder)
+        pin_sdpa(self.text_encoder, self.decoder)
         dq, dx = self.image_encoder.hidden_size, self.text_encoder.config.hidden_size
         dg, e = self.decoder.config.n_embd, config["embed_dim"]
         self.image_to_decoder = nn.Linear(dq, dg)
@@ -171,6 +174,11 @@ class UniGen(nn.Module):
         """What `pretrain.compile` compiles, one graph each: the standard transformer stacks. The
         code around them (task packing, in-batch negatives) has data-dependent shapes."""
         return [self.image_encoder.vision_model, self.image_encoder.qformer, self.text_encoder, self.decoder]
+
+    def frozen_towers(self) -> list[nn.Module]:
+        """The ViT when frozen: nothing trainable upstream of it (parts/frozen_towers.py)."""
+        vision = self.image_encoder.vision_model
+        return [vision] if is_frozen(vision) else []
 
     # ---------------------------------------------------------------- encoders
     def _encode_images(

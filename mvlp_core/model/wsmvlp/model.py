@@ -36,6 +36,8 @@ from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaEmbed
 
 from mvlp_core.model.losses import contrastive_loss, mine_hard_negatives
 from mvlp_core.model.parts import host_index
+from mvlp_core.model.parts.attention import pin_sdpa
+from mvlp_core.model.parts.frozen_towers import FrozenTowersStayInEval, is_frozen
 from mvlp_core.model.parts.images import PixelNorm
 from mvlp_core.model.parts.masking import IGNORE
 from mvlp_core.model.wsmvlp.flops import WsmvlpFlops
@@ -60,7 +62,7 @@ def _mlm_loss(logits: torch.Tensor, targets: torch.Tensor, anchor: torch.Tensor)
     return F.cross_entropy(logits, targets)
 
 
-class WsmvlpModel(nn.Module):
+class WsmvlpModel(FrozenTowersStayInEval, nn.Module):
     """The model. `config` holds the spec, the ViT and XLM-R configs and the layer split, so
     `from_pretrained` rebuilds it without the hub. `generator` (None: the global RNG) draws the ITM
     hard negatives."""
@@ -88,6 +90,7 @@ class WsmvlpModel(nn.Module):
                 f"text_layers {n_text} leaves no unified layer of XLM-R's {text_config.num_hidden_layers}"
             )
         self.vision = ViTModel(vision_config, add_pooling_layer=False)
+        pin_sdpa(self.vision)
         self.embeddings = XLMRobertaEmbeddings(text_config)
         self.text_layers = nn.ModuleList(FusionLayer(text_config) for _ in range(n_text))
         self.fusion_layers = nn.ModuleList(
@@ -129,7 +132,9 @@ class WsmvlpModel(nn.Module):
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Patch states [B, 1+P, D] ([CLS] first) of uint8 images [B, 3, S, S] (or normalised floats)."""
         pixels = self.pixel_norm(pixel_values)
-        return self.vision(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state
+        states = self.vision(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state
+        # a ViT cast to bf16 (parts/frozen_towers.py) hands the rest its dtype
+        return states.to(self.vision_proj.weight.dtype)
 
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Uni-modal text states [B, L, D]: embeddings + the text encoder's layers."""
@@ -156,6 +161,10 @@ class WsmvlpModel(nn.Module):
         """What `pretrain.compile` compiles: the ViT and each encoder layer (one graph serves every
         layer of a kind; the loops over layers and the streams' masking stay eager)."""
         return [self.vision, *self.text_layers, *self.fusion_layers]
+
+    def frozen_towers(self) -> list[nn.Module]:
+        """The ViT when frozen (`freeze_vision`): nothing trainable upstream of it."""
+        return [self.vision] if is_frozen(self.vision) else []
 
     def cross_attention_modules(self) -> list[nn.Module]:
         """The unified encoder's cross-attention blocks, in layer order."""
