@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from benchmarks._metrics import result, steady
-from benchmarks.bench_gpu_train import BATCH, SPEC, _overrides, available, write_shard_stage
+from benchmarks.bench_gpu_train import BATCH, SPEC, _overrides, available
+from benchmarks.gpu_data import write_shard_stage
 
 STEPS, LOG_EVERY = 36, 6
 VARIANTS = {"eager": [], "compiled": ["pretrain.compile=true"]}

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks._metrics import result, steady
+from benchmarks.gpu_data import write_shard_stage
 
 if TYPE_CHECKING:
     from mvlp_core.train.job import TrainJob
@@ -87,35 +88,6 @@ def _train(job: TrainJob, how: str) -> None:
             runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}},
         )
     train_with_ray(job)
-
-
-def write_shard_stage(folder: Path, n: int) -> None:
-    """A `shard` stage output from the synthetic world's grammar: 224 px images, captions in its six
-    languages, rule-based QA (the data stages need img2dataset and eflomal, which a GPU box lacks)."""
-    import json
-    import random
-
-    from mvlp_core import contract
-    from mvlp_core.stages.qa.rules import questions
-    from mvlp_core.synth.grammar import LANGS, caption, random_scene
-    from mvlp_core.synth.images import render_jpeg
-    from mvlp_core.tarmember import tar_file
-
-    rng = random.Random(0)
-    folder.mkdir(parents=True)
-    with tar_file(folder / "shard-00000.tar") as tar:
-        for i in range(n):
-            scene, key = random_scene(rng), f"synthetic-{i:09d}"
-            captions = {lang: caption(scene, lang) for lang in LANGS}
-            qa = [
-                {"question": q.question, "answer": q.answer, "generator": "rules"}
-                for q in questions(captions["en"])
-            ]
-            tar.add(f"{key}.jpg", render_jpeg(scene, rng, size=224))
-            tar.add(f"{key}.json", json.dumps({"key": key, "captions": captions, "qa": qa}).encode())
-    contract.Manifest("shard", "gpu-bench", {"shard-00000.tar": {"samples": n}}, n, n, {}, 0.0, 1).save(
-        folder
-    )
 
 
 def run(runs: int = 1) -> list[dict]:

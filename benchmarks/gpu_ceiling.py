@@ -1,4 +1,4 @@
-"""What bounds UniGen's training MFU on a GPU, measured beside the training figures
+"""What bounds a family's training MFU on a GPU, measured beside the training figures
 (bench_gpu_train): the frozen ViT's forward alone (the largest single piece of a base-shaped step,
 and a plain stack of big matrix multiplies: what the device reaches on this model's shapes), and
 the fraction of a training step's wall time the device is busy (torch.profiler's kernel time over
@@ -10,7 +10,7 @@ CPU operator time and no MFU is given."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -24,27 +24,36 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _vision(model: Any) -> tuple[torch.nn.Module, torch.nn.Module, Callable[[torch.Tensor], Any]]:
+    """The model's ViT, its pixel normalisation, and its forward alone on normalised pixels: UniGen's
+    under the Q-Former, the weakly-supervised model's as its image tower runs it."""
+    if hasattr(model, "image_encoder"):
+        vit = model.image_encoder.vision_model
+        return vit, model.image_encoder.pixel_norm, lambda x: vit(pixel_values=x)
+    return model.vision, model.pixel_norm, model.encode_image
+
+
 def vit_forward(
     model: Any, batch_size: int, device: torch.device, bf16: bool, steps: int = 10
 ) -> dict[str, float]:
     """Seconds per forward of `batch_size` images through the model's ViT, its FLOPs and MFU."""
-    vit, spec = model.image_encoder.vision_model, model.spec
-    pixels = torch.randint(0, 256, (batch_size, 3, spec.image_size, spec.image_size), dtype=torch.uint8)
-    pixels = model.image_encoder.pixel_norm(pixels.to(device))
-    patches = (spec.image_size // vit.config.patch_size) ** 2 + 1
+    vit, norm, forward = _vision(model)
+    size = model.spec.image_size
+    pixels = norm(torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8).to(device))
+    patches = (size // vit.config.patch_size) ** 2 + 1
     counted = weights([vit])
     flops = 2.0 * (counted.trained + counted.frozen) * batch_size * patches
     flops += attention(
         vit.config.num_hidden_layers, vit.config.hidden_size, batch_size * patches**2, grad=False
     )
-    autocast = loop.autocast_for(model, bf16, device)  # the ViT cast to bf16 once, as in training
+    autocast = loop.autocast_for(model, bf16, device)  # a frozen ViT cast to bf16 once, as in training
     with torch.no_grad(), autocast():
         for _ in range(2):  # warm-up: kernels chosen, memory pooled
-            vit(pixel_values=pixels)
+            forward(pixels)
         _sync(device)
         t0 = time.perf_counter()
         for _ in range(steps):
-            vit(pixel_values=pixels)
+            forward(pixels)
         _sync(device)
     seconds = (time.perf_counter() - t0) / steps
     peak = loop.peak_flops(device)

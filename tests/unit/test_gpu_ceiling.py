@@ -30,3 +30,34 @@ def test_busy_fraction_of_a_profiled_step() -> None:
     batches = iter([collate(examples(spec, 8, seed=s), tokenizers(), spec) for s in range(8)])
     busy = gpu_ceiling.busy_fraction(model, batches, torch.device("cpu"), bf16=False, steps=3)
     assert 0.05 < busy <= 1.05  # one thread: operator time cannot much exceed the wall time
+
+
+def test_vit_forward_alone_of_the_weakly_supervised_model() -> None:
+    from test_wsmvlp_model import micro
+
+    model = micro(freeze_vision=True)
+    vit = model.vision
+    out = gpu_ceiling.vit_forward(model, batch_size=4, device=torch.device("cpu"), bf16=True, steps=2)
+    patches = (model.spec.image_size // vit.config.patch_size) ** 2 + 1
+    matmul = sum(m.weight.numel() for m in vit.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)))
+    layers, width = vit.config.num_hidden_layers, vit.config.hidden_size
+    assert out["flops"] == 2 * matmul * 4 * patches + 4 * layers * width * 4 * patches**2
+    assert out["seconds"] > 0 and math.isnan(out["mfu"])
+
+
+def test_the_weakly_supervised_gpu_bench_trains_and_measures_its_ceiling_on_cpu(tmp_path) -> None:
+    """bench_gpu_wsmvlp's whole path, at the micro size: the synthetic image and text stages it
+    writes feed every stream, the loop logs its steady throughput, the ceiling is measured."""
+    from benchmarks.bench_gpu_wsmvlp import measure
+    from mvlp_core.train import curves
+    from mvlp_core.train.streams import text_stream_index
+
+    out = measure(tmp_path, "cpu", "micro", {"image": 8, "parallel": 8, "mono": 8}, steps=4, log_every=2)
+    index = text_stream_index(tmp_path / "text-shard")
+    assert set(index.mono) == {"en", "de", "fr", "cs", "ja", "zh"}
+    assert set(index.parallel) == {"en-de", "en-fr", "en-cs", "en-ja", "en-zh"}
+    rows = curves.history(curves.read_metrics(tmp_path / "pretrain" / "metrics.jsonl"))
+    assert [r["step"] for r in rows] == [2, 4]
+    streams = {k for k in rows[-1] if k.startswith("loss_")}
+    assert {"loss_vlm", "loss_tlm", "loss_xmlm", "loss_itm", "loss_ucl_image", "loss_ucl_text"} <= streams
+    assert out["samples_per_second"] > 0 and out["vit_seconds"] > 0 and 0 < out["busy"] <= 1.05

@@ -1,0 +1,122 @@
+"""Pretraining the weakly-supervised mVLP on a GPU: its base shape (ViT-B/16 at 256 px, frozen;
+XLM-R base split 6 + 6, its 250k vocabulary; random weights, `model.weights: random`), one step
+holding the paper's per-GPU share of its three streams (§4.1: 512 image–caption pairs, 2,048
+translation pairs and 2,048 monolingual sentences over 8 GPUs), bf16, in the plain loop: the
+loop's MFU (its family's `train_flops`) against the ceiling on the same model, the frozen ViT's
+forward alone, and the fraction of a step the device is busy (benchmarks/gpu_ceiling.py).
+
+Trains on the synthetic world's stage outputs (benchmarks/gpu_data.py). Needs CUDA
+(`benchmarks/gpu_device.sh wsmvlp` on a lent machine); `measure` runs the same path on CPU at a
+small size for the test."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks._metrics import result, steady
+from benchmarks.bench_gpu_train import available
+from benchmarks.gpu_data import write_shard_stage, write_text_shard_stage
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT / "data_specs" / "pipelines" / "weakly-supervised.yaml"
+STEPS, LOG_EVERY = 24, 6
+PER_GPU = {"image": 64, "parallel": 256, "mono": 256}  # the paper's step over 8 GPUs, per GPU
+
+__all__ = ["available", "measure", "run"]
+
+
+def _overrides(size: str, batch: dict[str, int], device: str, steps: int, log_every: int) -> list[str]:
+    cpus = max(1, (os.cpu_count() or 2) // 2)
+    return [
+        f"model.size={size}",
+        "model.weights=random",
+        *(f"model.batch.{stream}={n}" for stream, n in batch.items()),
+        f"pretrain.use_gpu={str(device == 'cuda').lower()}",
+        "pretrain.workers=1",
+        f"pretrain.cpus_per_worker={cpus}",
+        f"pretrain.loader.num_workers={min(4, cpus)}",
+        f"pretrain.max_steps={steps}",
+        f"pretrain.log_every={log_every}",
+        f"pretrain.checkpoint_every={steps}",
+        "pretrain.warmup_steps=4",
+        "pretrain.bf16=true",
+        "pretrain.keep_checkpoints=1",
+        "pretrain.run_name=gpu-wsmvlp",
+    ]
+
+
+def measure(
+    workdir: Path,
+    device: str = "cuda",
+    size: str = "base",
+    batch: dict[str, int] | None = None,
+    steps: int = STEPS,
+    log_every: int = LOG_EVERY,
+) -> dict[str, float]:
+    """Train `steps` steps on `device` in this process, then measure the ceiling on the trained
+    model: the loop's steady samples/s (and MFU where the device's peak is known), the ViT's
+    forward alone (seconds, MFU) and the busy fraction of a step."""
+    import torch
+
+    from benchmarks import gpu_ceiling
+    from mvlp_core.spec import load_spec
+    from mvlp_core.stages.pretrain import train_in_process
+    from mvlp_core.train.data import loader
+    from mvlp_core.train.job import build, prepare
+
+    batch = batch or PER_GPU
+    write_shard_stage(workdir / "shard", 4 * batch["image"])
+    write_text_shard_stage(workdir / "text-shard", 2 * max(batch["parallel"], batch["mono"]))
+    spec = load_spec(SPEC, _overrides(size, batch, device, steps, log_every), workdir)
+    job = prepare(
+        spec, {"shard": workdir / "shard", "text-shard": workdir / "text-shard"}, workdir / "pretrain"
+    )
+    t0 = time.perf_counter()
+    train_in_process(job, device=device)
+    keys = ("samples_per_second", "loss") + (("mfu",) if device == "cuda" else ())
+    figures = steady(job.metrics_path, keys, 1)
+    print(f"wsmvlp {size} on {device}: {figures} ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    target = torch.device(device)
+    model, dataset = build(job, rank=0, world=1)
+    model = model.to(target)
+    vit = gpu_ceiling.vit_forward(model, batch["image"], target, bf16=True)
+    batches = loader(dataset, job.spec.pretrain.loader_processes(on_gpu=device == "cuda"))
+    busy = gpu_ceiling.busy_fraction(model, batches, target, bf16=True)
+    return {**figures, "vit_seconds": vit["seconds"], "vit_mfu": vit["mfu"], "busy": busy}
+
+
+def run(runs: int = 1) -> list[dict]:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        f = measure(Path(tmp))
+    note = (
+        f"{gpu}; base-shaped weakly-supervised mVLP (ViT-B/16 at 256 px frozen, XLM-R base 6 + 6),"
+        f" random weights, a step of {PER_GPU['image']} image-caption pairs + {PER_GPU['parallel']}"
+        f" translation pairs + {PER_GPU['mono']} sentences, bf16, plain loop, {STEPS} steps, the first"
+        f" {LOG_EVERY} dropped; {f['samples_per_second']:.0f} samples/s; frozen ViT forward alone"
+        f" {f['vit_seconds'] * 1e3:.0f} ms a batch of {PER_GPU['image']}; busy = profiler kernel time"
+        " / wall time over 5 training steps"
+    )
+    return [
+        result(
+            "gpu_wsmvlp_train_mfu",
+            f["mfu"],
+            "MFU",
+            "its frozen ViT's forward alone",
+            f["vit_mfu"],
+            1,
+            True,
+            note,
+        ),
+        result("gpu_wsmvlp_step_busy_fraction", f["busy"], "of wall time", "always busy", 1.0, 1, True, note),
+    ]
+
+
+if __name__ == "__main__":
+    print(run(1))
