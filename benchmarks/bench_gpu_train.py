@@ -1,6 +1,8 @@
 """Pretraining on a GPU: the base-shaped UniGen (BLIP-2 ViT-g + Q-Former, XLM-R base, GPT-2 with
-random weights, `model.weights: random`, the paper's freezing) under Ray Train with `use_gpu`, bf16
-autocast next to fp32 on the same batches, through the same job and loop the pipeline runs.
+random weights, `model.weights: random`, the paper's freezing), through the same job and loop the
+pipeline runs: under Ray Train with `use_gpu` in bf16 (the pretrain stage's path), then the same
+loop in this process in bf16 and in fp32. Rows: bf16 against fp32, Ray against the plain loop
+(Ray's overhead), and the ceiling (gpu_ceiling.py).
 
 Samples/s and MFU come from the loop's own metrics (the first window, with CUDA warm-up, is
 dropped); Ray start-up, model build and checkpoint writing are not counted. Needs CUDA: on a
@@ -96,53 +98,59 @@ def run(runs: int = 1) -> list[dict]:
     from mvlp_core.spec import load_spec
     from mvlp_core.train.job import prepare
 
-    figures: dict[bool, list[dict[str, float]]] = {True: [], False: []}
     gpu, how = torch.cuda.get_device_name(0), runner()
+    # (runner, bf16): Ray Train first (its workers need the GPU this process has not touched yet)
+    variants = ([("ray", True)] if how == "ray" else []) + [("plain", True), ("plain", False)]
+    figures: dict[tuple[str, bool], list[dict[str, float]]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         wd = Path(tmp)
         write_shard_stage(wd / "shard", 4 * BATCH)
         for i in range(runs):
-            for bf16 in (True, False):
-                spec = load_spec(SPEC, _overrides(bf16, f"gpu-{i}-{int(bf16)}"), wd)
+            for runner_name, bf16 in variants:
+                spec = load_spec(SPEC, _overrides(bf16, f"gpu-{i}-{runner_name}-{int(bf16)}"), wd)
                 job = prepare(spec, {"shard": wd / "shard"}, wd / "pretrain")  # the init is built once
                 job.metrics_path.unlink(missing_ok=True)
                 t0 = time.perf_counter()
-                _train(job, how)
-                figures[bf16].append(steady(job.metrics_path, ("samples_per_second", "mfu", "loss"), 1))
-                print(f"bf16={bf16}: {figures[bf16][-1]} ({time.perf_counter() - t0:.0f} s)", flush=True)
+                _train(job, runner_name)
+                got = steady(job.metrics_path, ("samples_per_second", "mfu", "loss"), 1)
+                figures[(runner_name, bf16)].append(got)
+                print(f"{runner_name} bf16={bf16}: {got} ({time.perf_counter() - t0:.0f} s)", flush=True)
                 shutil.rmtree(wd / "pretrain" / "ray", ignore_errors=True)  # ~10 GB of checkpoints
                 shutil.rmtree(wd / "pretrain" / "local", ignore_errors=True)
+                _release_ray()
         ceiling = _ceiling(job)
 
-    def med(bf16: bool, key: str) -> float:
-        return statistics.median(f[key] for f in figures[bf16])
+    def med(variant: tuple[str, bool], key: str) -> float:
+        return statistics.median(f[key] for f in figures[variant])
 
-    train_mfu = med(True, "mfu")
+    bf16, fp32 = ("plain", True), ("plain", False)
     ceiling_note = (
         f"{gpu}; the same base-shaped UniGen in this process, bf16 autocast, batch {BATCH}; frozen ViT"
         f" forward alone {ceiling['vit_seconds'] * 1e3:.0f} ms a batch; busy = profiler kernel time /"
         " wall time over 5 training steps (forward, backward, AdamW)"
     )
-
-    v, b = med(True, "samples_per_second"), med(False, "samples_per_second")
-    note = (
+    shape = (
         f"{gpu}; base-shaped UniGen (ViT-g frozen, decoder middle frozen), random weights, 224 px, "
-        f"32 queries, batch {BATCH}, "
-        + ("1 Ray Train worker with use_gpu" if how == "ray" else "plain loop, no Ray")
-        + f", {STEPS} steps, first "
-        f"{LOG_EVERY} steps dropped; MFU vs 989 TFLOP/s dense bf16: bf16 {med(True, 'mfu'):.1%}, "
-        f"fp32 {med(False, 'mfu'):.1%}"
+        f"32 queries, batch {BATCH}, {STEPS} steps, first {LOG_EVERY} steps dropped"
     )
-    return [
+    rows = [
         result(
-            "gpu_train_bf16_vs_fp32", v, "samples/s", "same run in fp32 (no autocast)", b, runs, True, note
+            "gpu_train_bf16_vs_fp32",
+            med(bf16, "samples_per_second"),
+            "samples/s",
+            "same run in fp32 (no autocast)",
+            med(fp32, "samples_per_second"),
+            runs,
+            True,
+            f"{shape}, plain loop; MFU vs the device's dense bf16 peak: bf16 {med(bf16, 'mfu'):.1%}, "
+            f"fp32 {med(fp32, 'mfu'):.1%}",
         ),
         result(
             "gpu_vit_forward_mfu",
             ceiling["vit_mfu"],
             "MFU",
             "training step MFU (bf16)",
-            train_mfu,
+            med(bf16, "mfu"),
             1,
             True,
             ceiling_note,
@@ -158,6 +166,28 @@ def run(runs: int = 1) -> list[dict]:
             ceiling_note,
         ),
     ]
+    if how == "ray":  # Ray's overhead: the pretrain stage's path against the same loop without it
+        ray_run = ("ray", True)
+        rows.append(
+            result(
+                "gpu_train_ray_vs_plain",
+                med(ray_run, "samples_per_second"),
+                "samples/s",
+                "the same loop in one process, no Ray",
+                med(bf16, "samples_per_second"),
+                runs,
+                True,
+                f"{shape}, bf16; 1 Ray Train worker with use_gpu (the pretrain stage's path); MFU Ray "
+                f"{med(ray_run, 'mfu'):.1%}, plain {med(bf16, 'mfu'):.1%}",
+            )
+        )
+    return rows
+
+
+def _release_ray() -> None:
+    """Shut Ray down so that the next run in this process has the GPU to itself."""
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()
 
 
 def _ceiling(job: TrainJob) -> dict[str, float]:
@@ -169,8 +199,7 @@ def _ceiling(job: TrainJob) -> dict[str, float]:
     from mvlp_core.train.data import loader
     from mvlp_core.train.job import build
 
-    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
-        sys.modules["ray"].shutdown()  # the GPU is this process's now
+    _release_ray()  # the GPU is this process's now
     device = torch.device("cuda", 0)
     model, dataset = build(job, rank=0, world=1)
     model = model.to(device)

@@ -10,9 +10,10 @@
 #                                     bench_gpu_wsmvlp, the weakly-supervised model's MFU and ceiling
 #   benchmarks/gpu_device.sh compile  there, a third (about 5 min): bench_gpu_compile, the towers
 #                                     compiled against eager
-# Measured on an H200: the Ray path trained both runs in 4.5 min, then overran 330 s while deleting
-# their 10 GB of checkpoints (hence RAY_TIMEOUT 540); the plain fallback took 2.5 min; starting the
-# machine takes 1-2 min more.
+# `run` trains Ray bf16, then plain bf16 and fp32 (Ray's overhead and bf16's gain in one call). The
+# last run on an H200 (Ray bf16 + fp32, before plain runs were added) trained in 4.5 min, then
+# overran 330 s while deleting 10 GB of checkpoints (hence RAY_TIMEOUT 540); the plain-only fallback
+# took 2.5 min; starting the machine takes 1-2 min more.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHL=.whl
