@@ -205,7 +205,8 @@ def _ceiling(job: TrainJob) -> dict[str, float]:
     model = model.to(device)
     vit = gpu_ceiling.vit_forward(model, BATCH, device, bf16=True)
     batches = loader(dataset, job.spec.pretrain.loader_processes(on_gpu=True))
-    busy = gpu_ceiling.busy_fraction(model, batches, device, bf16=True)
+    report = gpu_ceiling.PROFILES / "gpu_train_unigen.txt"
+    busy = gpu_ceiling.busy_fraction(model, batches, device, bf16=True, report=report)
     return {"vit_seconds": vit["seconds"], "vit_mfu": vit["mfu"], "busy": busy}
 
 

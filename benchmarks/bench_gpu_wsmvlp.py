@@ -55,10 +55,11 @@ def measure(
     batch: dict[str, int] | None = None,
     steps: int = STEPS,
     log_every: int = LOG_EVERY,
+    report: Path | None = None,
 ) -> dict[str, float]:
     """Train `steps` steps on `device` in this process, then measure the ceiling on the trained
     model: the loop's steady samples/s (and MFU where the device's peak is known), the ViT's
-    forward alone (seconds, MFU) and the busy fraction of a step."""
+    forward alone (seconds, MFU) and the busy fraction of a step (its profile to `report`)."""
     import torch
 
     from benchmarks import gpu_ceiling
@@ -85,16 +86,18 @@ def measure(
     model = model.to(target)
     vit = gpu_ceiling.vit_forward(model, batch["image"], target, bf16=True)
     batches = loader(dataset, job.spec.pretrain.loader_processes(on_gpu=device == "cuda"))
-    busy = gpu_ceiling.busy_fraction(model, batches, target, bf16=True)
+    busy = gpu_ceiling.busy_fraction(model, batches, target, bf16=True, report=report)
     return {**figures, "vit_seconds": vit["seconds"], "vit_mfu": vit["mfu"], "busy": busy}
 
 
 def run(runs: int = 1) -> list[dict]:
     import torch
 
+    from benchmarks import gpu_ceiling
+
     gpu = torch.cuda.get_device_name(0)
     with tempfile.TemporaryDirectory() as tmp:
-        f = measure(Path(tmp))
+        f = measure(Path(tmp), report=gpu_ceiling.PROFILES / "gpu_wsmvlp.txt")
     note = (
         f"{gpu}; base-shaped weakly-supervised mVLP (ViT-B/16 at 256 px frozen, XLM-R base 6 + 6),"
         f" random weights, a step of {PER_GPU['image']} image-caption pairs + {PER_GPU['parallel']}"

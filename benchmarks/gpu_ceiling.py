@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -60,17 +61,28 @@ def vit_forward(
     return {"seconds": seconds, "flops": flops, "mfu": flops / seconds / peak if peak else float("nan")}
 
 
-def busy_fraction(
-    model: torch.nn.Module,
-    batches: Iterator[dict[str, Any]],
-    device: torch.device,
-    bf16: bool,
-    steps: int = 5,
-) -> float:
-    """Device time of the profiled training steps (forward, backward, optimizer) over their wall time."""
-    from torch.profiler import ProfilerActivity, profile
+# where the GPU benches write their step profiles (write_report); gpu_device.sh brings them back
+PROFILES = Path(__file__).resolve().parent / "profiles"
+# what a step asks of the host, per step: kernel launches, and the calls where the host waits on
+# the device (a copy to the host, a stream or device synchronisation, a tensor read as a number; a
+# read of a CPU tensor, e.g. fused AdamW's step count on CPU, waits on nothing: the CUDA calls tell)
+HOST_EVENTS = (
+    "cudaLaunchKernel",
+    "cudaLaunchKernelExC",
+    "cuLaunchKernel",
+    "cudaStreamSynchronize",
+    "cudaDeviceSynchronize",
+    "cudaMemcpyAsync",
+    "aten::_local_scalar_dense",
+    "aten::nonzero",
+)
 
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+def _training_step(
+    model: torch.nn.Module, batches: Iterator[dict[str, Any]], device: torch.device, bf16: bool
+) -> Callable[[], None]:
+    """One training step (forward, backward, AdamW) on the next batch, as the loop runs it."""
+    optimizer = torch.optim.AdamW(loop.param_groups(model, 0.05), lr=1e-5, fused=True)
     feed = loop.on_device(batches, model, device)
     autocast = loop.autocast_for(model, bf16, device)
 
@@ -82,6 +94,23 @@ def busy_fraction(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    return step
+
+
+def busy_fraction(
+    model: torch.nn.Module,
+    batches: Iterator[dict[str, Any]],
+    device: torch.device,
+    bf16: bool,
+    steps: int = 5,
+    report: Path | None = None,
+) -> float:
+    """Device time of the profiled training steps (forward, backward, optimizer) over their wall
+    time. With `report`, two more steps are profiled on the host and the device together and their
+    breakdown written there (`write_report`): what to fix first when the device is idle."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step = _training_step(model, batches, device, bf16)
     model.train()
     for _ in range(2):
         step()
@@ -99,4 +128,34 @@ def busy_fraction(
         if device.type == "cuda"
         else sum(e.self_cpu_time_total for e in events if e.key.startswith("aten::"))
     )
+    if report is not None:
+        write_report(step, device, report)
     return busy_us / 1e6 / wall
+
+
+def write_report(step: Callable[[], None], device: torch.device, path: Path, steps: int = 2) -> None:
+    """Profile `steps` steps on host and device and write to `path`: per step, the kernel launches
+    and host waits (HOST_EVENTS), then the operators by device time and by host time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        _sync(device)
+        wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    counts = {e.key: e.count / steps for e in events if e.key in HOST_EVENTS}
+    lines = [
+        f"{steps} profiled steps on {device} ({torch.cuda.get_device_name(device) if cuda else 'CPU'}),"
+        f" {wall / steps * 1e3:.1f} ms a step under the profiler",
+        "per step: " + ", ".join(f"{k} {v:g}" for k, v in sorted(counts.items())),
+        "",
+    ]
+    if cuda:
+        lines += ["by device time", events.table(sort_by="self_device_time_total", row_limit=30), ""]
+    lines += ["by host time", events.table(sort_by="self_cpu_time_total", row_limit=30)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")

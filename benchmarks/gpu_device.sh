@@ -60,7 +60,7 @@ case "${1:-}" in
       GPU_RUNNER=plain python3 -m benchmarks.harness --runs "${RUNS:-1}" --only gpu_train 2>&1 \
         | tee "${OUT:-.}/gpu_bench_plain.log" || status=$?
     fi
-    cp benchmarks/results.json BENCHMARKS.md "${OUT:-.}/" 2>/dev/null || true
+    cp -r benchmarks/results.json BENCHMARKS.md benchmarks/profiles "${OUT:-.}/" 2>/dev/null || true
     exit "$status"
     ;;
   wsmvlp|compile)
@@ -68,7 +68,7 @@ case "${1:-}" in
     status=0
     timeout "${BENCH_TIMEOUT:-540}" python3 -m benchmarks.harness --runs 1 --only "gpu_$1" 2>&1 \
       | tee "${OUT:-.}/gpu_$1.log" || status=$?
-    cp benchmarks/results.json BENCHMARKS.md "${OUT:-.}/" 2>/dev/null || true
+    cp -r benchmarks/results.json BENCHMARKS.md benchmarks/profiles "${OUT:-.}/" 2>/dev/null || true
     exit "$status"
     ;;
   *)

@@ -24,12 +24,18 @@ def test_vit_forward_alone_counts_its_flops_and_gives_no_mfu_on_cpu() -> None:
     assert out["seconds"] > 0 and math.isnan(out["mfu"])
 
 
-def test_busy_fraction_of_a_profiled_step() -> None:
+def test_busy_fraction_of_a_profiled_step_and_its_report(tmp_path) -> None:
     spec = tiny_spec()
     model = build_model(spec, tokenizers())
     batches = iter([collate(examples(spec, 8, seed=s), tokenizers(), spec) for s in range(8)])
-    busy = gpu_ceiling.busy_fraction(model, batches, torch.device("cpu"), bf16=False, steps=3)
+    report = tmp_path / "profiles" / "step.txt"
+    busy = gpu_ceiling.busy_fraction(model, batches, torch.device("cpu"), bf16=False, steps=3, report=report)
     assert 0.05 < busy <= 1.05  # one thread: operator time cannot much exceed the wall time
+    text = report.read_text()
+    assert text.startswith("2 profiled steps on cpu (CPU)")
+    counts = dict(item.rsplit(" ", 1) for item in text.splitlines()[1].removeprefix("per step: ").split(", "))
+    assert float(counts["aten::_local_scalar_dense"]) >= 1  # the step's remaining host reads, counted
+    assert "by host time" in text and "aten::addmm" in text
 
 
 def test_vit_forward_alone_of_the_weakly_supervised_model() -> None:
@@ -52,7 +58,9 @@ def test_the_weakly_supervised_gpu_bench_trains_and_measures_its_ceiling_on_cpu(
     from mvlp_core.train import curves
     from mvlp_core.train.streams import text_stream_index
 
-    out = measure(tmp_path, "cpu", "micro", {"image": 8, "parallel": 8, "mono": 8}, steps=4, log_every=2)
+    sizes = {"image": 8, "parallel": 8, "mono": 8}
+    out = measure(tmp_path, "cpu", "micro", sizes, steps=4, log_every=2, report=tmp_path / "step.txt")
+    assert "by host time" in (tmp_path / "step.txt").read_text()
     index = text_stream_index(tmp_path / "text-shard")
     assert set(index.mono) == {"en", "de", "fr", "cs", "ja", "zh"}
     assert set(index.parallel) == {"en-de", "en-fr", "en-cs", "en-ja", "en-zh"}
