@@ -37,7 +37,7 @@ def _overrides(size: str, batch: dict[str, int], device: str, steps: int, log_ev
         f"pretrain.use_gpu={str(device == 'cuda').lower()}",
         "pretrain.workers=1",
         f"pretrain.cpus_per_worker={cpus}",
-        f"pretrain.loader.num_workers={min(4, cpus)}",
+        f"pretrain.loader.num_workers={min(4, cpus) if device == 'cuda' else 0}",  # CPU: the test's size
         f"pretrain.max_steps={steps}",
         f"pretrain.log_every={log_every}",
         f"pretrain.checkpoint_every={steps}",
