@@ -57,9 +57,10 @@ def measure(
     log_every: int = LOG_EVERY,
     report: Path | None = None,
 ) -> dict[str, float]:
-    """Train `steps` steps on `device` in this process, then measure the ceiling on the trained
-    model: the loop's steady samples/s (and MFU where the device's peak is known), the ViT's
-    forward alone (seconds, MFU) and the busy fraction of a step (its profile to `report`)."""
+    """Train `steps` steps on `device` in this process, then measure the ceiling on the same model
+    and data (built again from the job's initial weights): the loop's steady samples/s (and MFU
+    where the device's peak is known), the ViT's forward alone (seconds, MFU) and the busy
+    fraction of a step (its profile to `report`)."""
     import torch
 
     from benchmarks import gpu_ceiling
