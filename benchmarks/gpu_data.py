@@ -67,7 +67,7 @@ def write_text_shard_stage(folder: Path, n: int) -> None:
         streams[name] = {"kind": kind, "langs": list(langs), "in": n, "out": n, "shards": [tar_name]}
         files[tar_name] = {"samples": n}
     mono = {langs[0]: n for kind, langs in kinds if kind == "mono"}
-    pairs = {"-".join(langs): n for kind, langs in kinds if kind == "parallel"}
+    pairs = {sampling.canonical_pair(langs): n for kind, langs in kinds if kind == "parallel"}
     extra = {
         "counts": {"mono": mono, "parallel": pairs, "streams": streams},
         "alpha": TEXT_ALPHA,

@@ -8,7 +8,13 @@ weights into its manifest; a trainer can recompute them for another α from the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+
+def canonical_pair(langs: Sequence[str]) -> str:
+    """en-xx when English is a side, else alphabetical: en-de and de-en are one pair for sampling
+    (the key of the text-shard manifest's pair counts and weights)."""
+    return "-".join(sorted(langs, key=lambda lang: (lang != "en", lang)))
 
 
 def sampling_weights(counts: Mapping[str, int], alpha: float = 0.3) -> dict[str, float]:

@@ -34,6 +34,7 @@ from PIL import Image
 
 from mvlp_core import contract
 from mvlp_core.model.parts.images import decoded
+from mvlp_core.sampling import canonical_pair
 from mvlp_core.train.data import Skips, raw_samples, serial_tokenizers
 from mvlp_core.train.plan import Schedule, lane_of, owned_steps, plan_for
 
@@ -48,11 +49,6 @@ RERUN = "mvlp run SPEC --only text-shard --force"
 def _derive(*labels: object) -> int:
     """A 64-bit seed from labels; stable across processes (no hash() randomisation)."""
     return int.from_bytes(hashlib.blake2b(repr(labels).encode(), digest_size=8).digest(), "little")
-
-
-def canonical_pair(langs: list[str] | tuple[str, ...]) -> str:
-    """en-xx when English is a side, else alphabetical: the key of the manifest's pair weights."""
-    return "-".join(sorted(langs, key=lambda lang: (lang != "en", lang)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from mvlp_core import atomic, contract, readable, sampling
+from mvlp_core.sampling import canonical_pair
 from mvlp_core.spec import PipelineSpec, fingerprint_config
 from mvlp_core.stage import Context, Needs, Shows, Stage, Work
 from mvlp_core.stages.text_shard import filters
@@ -64,11 +65,6 @@ def plan_units(spec: PipelineSpec) -> list[Unit]:
         n = count_lines(stream)
         units += [Unit(stream, i, lo, min(lo + per, n)) for i, lo in enumerate(range(0, n, per))]
     return units
-
-
-def canonical_pair(langs: tuple[str, ...]) -> str:
-    """en-xx when English is a side, else alphabetical: en-de and de-en are one pair for sampling."""
-    return "-".join(sorted(langs, key=lambda lang: (lang != "en", lang)))
 
 
 def record(stream: Stream, key: str, texts: tuple[str, ...], score: float | None) -> dict[str, Any]:
