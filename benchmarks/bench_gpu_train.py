@@ -99,7 +99,8 @@ def run(runs: int = 1) -> list[dict]:
     from mvlp_core.train.job import prepare
 
     gpu, how = torch.cuda.get_device_name(0), runner()
-    # (runner, bf16): Ray Train first (its workers need the GPU this process has not touched yet)
+    # (runner, bf16): Ray Train first (its workers need the GPU this process has not touched yet);
+    # each run's figures are printed as they come, so a call cut short keeps them in its log
     variants = ([("ray", True)] if how == "ray" else []) + [("plain", True), ("plain", False)]
     figures: dict[tuple[str, bool], list[dict[str, float]]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,7 +119,9 @@ def run(runs: int = 1) -> list[dict]:
                 shutil.rmtree(wd / "pretrain" / "ray", ignore_errors=True)  # ~10 GB of checkpoints
                 shutil.rmtree(wd / "pretrain" / "local", ignore_errors=True)
                 _release_ray()
-        ceiling = _ceiling(job)
+                if i == 0 and (runner_name, bf16) == ("plain", True):  # before fp32, the least needed
+                    ceiling = _ceiling(job)
+                    print(f"ceiling: {ceiling}", flush=True)
 
     def med(variant: tuple[str, bool], key: str) -> float:
         return statistics.median(f[key] for f in figures[variant])
