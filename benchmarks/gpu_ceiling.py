@@ -108,7 +108,7 @@ def busy_fraction(
     """Device time of the profiled training steps (forward, backward, optimizer) over their wall
     time. With `report`, two more steps are profiled on the host and the device together and their
     breakdown written there (`write_report`): what to fix first when the device is idle."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity
 
     step = _training_step(model, batches, device, bf16)
     model.train()
@@ -116,13 +116,7 @@ def busy_fraction(
         step()
     _sync(device)
     activity = ProfilerActivity.CUDA if device.type == "cuda" else ProfilerActivity.CPU
-    with profile(activities=[activity]) as prof:
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        _sync(device)
-        wall = time.perf_counter() - t0
-    events = prof.key_averages()
+    events, wall = _profiled(step, device, [activity], steps)
     busy_us = (
         sum(e.self_device_time_total for e in events)
         if device.type == "cuda"
@@ -133,20 +127,29 @@ def busy_fraction(
     return busy_us / 1e6 / wall
 
 
-def write_report(step: Callable[[], None], device: torch.device, path: Path, steps: int = 2) -> None:
-    """Profile `steps` steps on host and device and write to `path`: per step, the kernel launches
-    and host waits (HOST_EVENTS), then the operators by device time and by host time."""
-    from torch.profiler import ProfilerActivity, profile
+def _profiled(
+    step: Callable[[], None], device: torch.device, activities: list, steps: int
+) -> tuple[Any, float]:
+    """(the profiler's events by operator, wall seconds) of `steps` steps."""
+    from torch.profiler import profile
 
-    cuda = device.type == "cuda"
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
         t0 = time.perf_counter()
         for _ in range(steps):
             step()
         _sync(device)
         wall = time.perf_counter() - t0
-    events = prof.key_averages()
+    return prof.key_averages(), wall
+
+
+def write_report(step: Callable[[], None], device: torch.device, path: Path, steps: int = 2) -> None:
+    """Profile `steps` steps on host and device and write to `path`: per step, the kernel launches
+    and host waits (HOST_EVENTS), then the operators by device time and by host time."""
+    from torch.profiler import ProfilerActivity
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    events, wall = _profiled(step, device, activities, steps)
     counts = {e.key: e.count / steps for e in events if e.key in HOST_EVENTS}
     lines = [
         f"{steps} profiled steps on {device} ({torch.cuda.get_device_name(device) if cuda else 'CPU'}),"

@@ -13,15 +13,19 @@ from benchmarks import gpu_ceiling
 from mvlp_core.model.unigen import build_model, collate
 
 
-def test_vit_forward_alone_counts_its_flops_and_gives_no_mfu_on_cpu() -> None:
-    model = build_model(tiny_spec(), tokenizers())
-    vit = model.image_encoder.vision_model
+def _vit_forward_counted(model, vit) -> None:
+    """vit_forward on 4 images: FLOPs as the convention counts them, no MFU on CPU."""
     out = gpu_ceiling.vit_forward(model, batch_size=4, device=torch.device("cpu"), bf16=True, steps=2)
     patches = (model.spec.image_size // vit.config.patch_size) ** 2 + 1
     matmul = sum(m.weight.numel() for m in vit.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)))
     layers, width = vit.config.num_hidden_layers, vit.config.hidden_size
     assert out["flops"] == 2 * matmul * 4 * patches + 4 * layers * width * 4 * patches**2
     assert out["seconds"] > 0 and math.isnan(out["mfu"])
+
+
+def test_vit_forward_alone_counts_its_flops_and_gives_no_mfu_on_cpu() -> None:
+    model = build_model(tiny_spec(), tokenizers())
+    _vit_forward_counted(model, model.image_encoder.vision_model)
 
 
 def test_busy_fraction_of_a_profiled_step_and_its_report(tmp_path) -> None:
@@ -42,13 +46,7 @@ def test_vit_forward_alone_of_the_weakly_supervised_model() -> None:
     from test_wsmvlp_model import micro
 
     model = micro(freeze_vision=True)
-    vit = model.vision
-    out = gpu_ceiling.vit_forward(model, batch_size=4, device=torch.device("cpu"), bf16=True, steps=2)
-    patches = (model.spec.image_size // vit.config.patch_size) ** 2 + 1
-    matmul = sum(m.weight.numel() for m in vit.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)))
-    layers, width = vit.config.num_hidden_layers, vit.config.hidden_size
-    assert out["flops"] == 2 * matmul * 4 * patches + 4 * layers * width * 4 * patches**2
-    assert out["seconds"] > 0 and math.isnan(out["mfu"])
+    _vit_forward_counted(model, model.vision)
 
 
 def test_the_weakly_supervised_gpu_bench_trains_and_measures_its_ceiling_on_cpu(tmp_path) -> None:
