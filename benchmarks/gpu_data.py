@@ -17,7 +17,7 @@ from mvlp_core.tarmember import tar_file
 TEXT_ALPHA = 0.3  # the text spec's default language-sampling exponent
 
 
-def write_shard_stage(folder: Path, n: int, size: int = 224) -> None:
+def write_shard_stage(folder: Path, n: int) -> None:
     from mvlp_core.stages.qa.rules import questions
     from mvlp_core.synth.images import render_jpeg
 
@@ -31,7 +31,7 @@ def write_shard_stage(folder: Path, n: int, size: int = 224) -> None:
                 {"question": q.question, "answer": q.answer, "generator": "rules"}
                 for q in questions(captions["en"])
             ]
-            tar.add(f"{key}.jpg", render_jpeg(scene, rng, size=size))
+            tar.add(f"{key}.jpg", render_jpeg(scene, rng, size=224))
             tar.add(f"{key}.json", json.dumps({"key": key, "captions": captions, "qa": qa}).encode())
     contract.Manifest("shard", "gpu-bench", {"shard-00000.tar": {"samples": n}}, n, n, {}, 0.0, 1).save(
         folder

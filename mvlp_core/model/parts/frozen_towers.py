@@ -30,11 +30,9 @@ class FrozenTowersStayInEval:
         return self
 
 
-def cast_frozen_towers(model: nn.Module, dtype: torch.dtype) -> list[nn.Module]:
-    """Cast `model`'s frozen towers (its `frozen_towers()`, none without it) to `dtype` in place;
-    returns them. The towers' outputs are cast back to the rest of the model's dtype by the model
-    (so it runs with or without autocast)."""
-    towers = model.frozen_towers() if hasattr(model, "frozen_towers") else []
-    for tower in towers:
+def cast_frozen_towers(model: nn.Module, dtype: torch.dtype) -> None:
+    """Cast `model`'s frozen towers (its `frozen_towers()`, none without it) to `dtype` in place.
+    The towers' outputs are cast back to the rest of the model's dtype by the model (so it runs
+    with or without autocast)."""
+    for tower in model.frozen_towers() if hasattr(model, "frozen_towers") else []:
         tower.to(dtype)
-    return towers
