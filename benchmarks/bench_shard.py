@@ -1,7 +1,8 @@
 """shard stage throughput vs `cp` of the same bytes (the disk's limit on this machine).
 
 The stage joins download, translate, align and qa outputs per key, reads each image out of
-img2dataset's tars, writes `KEY.jpg` + `KEY.json` and fsyncs; `cp` only copies the finished tars.
+img2dataset's tars, writes `KEY.jpg` + `KEY.json`, hashes and fsyncs; `cp` only copies the
+finished tars.
 The two alternate, one pair after another, and the ratio is the median of the pairs' ratios: this
 VM's speed drifts within minutes, which a ratio of two medians taken minutes apart would carry.
 One more run of the stage, timed by phase, says where its time goes.
@@ -35,11 +36,11 @@ PAIRS = 7  # stage and cp, alternating (each about a second)
 PHASES = [
     (shard._Joined, "__init__", "join of the upstream parquet files"),
     (shard, "iter_images", "reading img2dataset's tars"),
-    (tarmember.TarWriter, "add", "writing tar members"),
+    (tarmember.TarWriter, "add", "tar headers and member lists"),
+    (tarmember.TarWriter, "_flush", "writing and hashing tar pieces"),
     (shard._Joined, "record", "building records"),
     (shard.orjson, "dumps", "records to JSON"),
     (atomic, "_fsync_file", "fsync of files"),
-    (atomic, "sha256_file", "hashing finished files"),
     (contract, "_commit_unit", "unit commits (rejects, unit records)"),
     (contract, "_reset", "emptying the stage folder"),
     (shard, "_duplicate_images", "duplicate-image scan"),

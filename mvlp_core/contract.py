@@ -69,6 +69,7 @@ class UnitResult:
     samples_out: int
     rejects: list[Reject] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    sha256: dict[str, str] = field(default_factory=dict)  # of files hashed as written; others read back
 
 
 @dataclass
@@ -275,7 +276,7 @@ def _commit_unit(out_dir: Path, unit: str, result: UnitResult, seconds: float) -
             raise StageError(f"unit {unit} reported {rel} but did not write it; this is a bug")
         files[rel] = {
             "samples": count,
-            "sha256": atomic.sha256_file(path),
+            "sha256": result.sha256.get(rel) or atomic.sha256_file(path),
             "bytes": path.stat().st_size,
         }
     record = {

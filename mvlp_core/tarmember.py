@@ -11,6 +11,7 @@ Names of 100 bytes or more take tarfile's own GNU long-name header.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ BLOCK, RECORD = tarfile.BLOCKSIZE, tarfile.RECORDSIZE
 # magic, empty owner names, no device numbers, no prefix (as tarfile writes them)
 _AFTER_SIZE = b"%011o\0" % 0 + b" " * 8 + tarfile.REGTYPE + b"\0" * 100 + tarfile.GNU_MAGIC + b"\0" * 32 * 2
 _BEFORE_SIZE = b"%07o\0" % 0o644 + b"%07o\0" % 0 * 2
+_ZEROS = bytes(BLOCK)
 
 
 def member_info(name: str, size: int) -> tarfile.TarInfo:
@@ -48,24 +50,44 @@ def member_header(name: str, size: int) -> bytes:
 
 class TarWriter:
     """Writes members to a binary file as `tarfile.open(..., "w", format=GNU_FORMAT)` would, and
-    on `close` the end-of-archive blocks padded to tarfile's record size.
+    on `close` the end-of-archive blocks padded to tarfile's record size. Members are gathered
+    and written (and hashed: `sha256`, so the stage need not read the file back) in pieces of
+    `FLUSH` bytes, one write and one hash update per piece rather than three per member.
     The file itself is the caller's to close (`tar_file` opens and closes one)."""
+
+    FLUSH = 1 << 20
 
     def __init__(self, out: IO[bytes]) -> None:
         self.out, self.offset = out, 0
+        self._hash = hashlib.sha256()
+        self._parts: list[bytes | memoryview] = []
+        self._pending = 0
 
-    def add(self, name: str, data: bytes) -> None:
+    def add(self, name: str, data: bytes | memoryview) -> None:
         header = member_header(name, len(data))
         pad = -len(data) % BLOCK
-        self.out.write(header)
-        self.out.write(data)
-        if pad:
-            self.out.write(b"\0" * pad)
-        self.offset += len(header) + len(data) + pad
+        self._parts += (header, data, _ZEROS[:pad])
+        size = len(header) + len(data) + pad
+        self.offset += size
+        self._pending += size
+        if self._pending >= self.FLUSH:
+            self._flush()
+
+    def _flush(self) -> None:
+        piece = b"".join(self._parts)
+        self._hash.update(piece)
+        self.out.write(piece)
+        self._parts, self._pending = [], 0
 
     def close(self) -> None:
         end = 2 * BLOCK
-        self.out.write(b"\0" * (end + (-(self.offset + end) % RECORD)))
+        self._parts.append(bytes(end + (-(self.offset + end) % RECORD)))
+        self._flush()
+
+    @property
+    def sha256(self) -> str:
+        """The sha256 of every byte written (the whole tar once closed)."""
+        return self._hash.hexdigest()
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ _SKIP_META = re.compile(r"__[^/]*__($|/)")
 _KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 _REGULAR = (b"0", b"\0", b"7")
 _GNU_LONGNAME, _PAX, _PAX_GLOBAL = b"L", b"x", b"g"
+_ZEROS = bytes(BLOCK)
 
 
 def _number(field: bytes) -> int:
@@ -60,37 +61,55 @@ def _pax_records(data: bytes) -> dict[str, str]:
     return out
 
 
-def _read(stream: IO[bytes], n: int, what: str) -> bytes:
-    data = stream.read(n)
-    if len(data) != n:
-        raise tarfile.ReadError(f"unexpected end of data in {what} ({len(data)} of {n} bytes)")
-    return data
+class _BufferReader:
+    """`read(n)` over bytes in memory, returning memoryview slices of them (no copy)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.view, self.pos = memoryview(data), 0
+
+    def read(self, n: int) -> memoryview:
+        chunk = self.view[self.pos : self.pos + n]
+        self.pos += len(chunk)
+        return chunk
 
 
-def members(stream: IO[bytes]) -> Iterator[tuple[str, bytes]]:
-    """(name, data) of each regular file in the tar read sequentially from `stream`."""
+def members_in(data: bytes) -> Iterator[tuple[str, memoryview]]:
+    """(name, data) of each regular file of a whole tar held in `data`, each member's data a
+    memoryview of `data`: one read of the file and no copy per member, where `members` reads
+    each header and member from the stream."""
+    return members(_BufferReader(data))
+
+
+def members(stream: IO[bytes] | _BufferReader) -> Iterator[tuple[str, bytes]]:
+    """(name, data) of each regular file in the tar read sequentially from `stream` (memoryviews
+    where `stream` is a `_BufferReader`)."""
     long_name: str | None = None
     pax: dict[str, str] = {}
+    read = stream.read
     while True:
-        header = stream.read(BLOCK)
+        header = bytes(read(BLOCK))  # the very object for a file's bytes; a copy of a view
         if len(header) < BLOCK:
             if header:
                 raise tarfile.ReadError(f"truncated header ({len(header)} bytes)")
             return
-        if header.count(0) == BLOCK:  # end-of-archive marker
+        if header == _ZEROS:  # end-of-archive marker
             return
         if _number(header[148:156]) != checksum(header):
             raise tarfile.ReadError("bad checksum in a tar header: the shard is corrupt or not a tar")
         kind = header[156:157]
         size = int(pax["size"]) if "size" in pax else _number(header[124:136])
-        data = _read(stream, size, "a tar member")
-        if size % BLOCK:
-            _read(stream, BLOCK - size % BLOCK, "a tar member's padding")
+        data = read(size)
+        pad = -size % BLOCK
+        if len(data) != size or (pad and len(read(pad)) != pad):
+            raise tarfile.ReadError(
+                f"unexpected end of data in a tar member of {size} bytes (and its padding)"
+            )
         if kind == _GNU_LONGNAME:
-            long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            long_name = bytes(data).rstrip(b"\0").decode("utf-8", "surrogateescape")
             continue
-        if kind == _PAX:
-            pax = _pax_records(data)
+        if kind == _PAX:  # only its path and size are read (webdataset's hold an mtime alone)
+            data = bytes(data)
+            pax = _pax_records(data) if b"path=" in data or b"size=" in data else {}
             continue
         if kind == _PAX_GLOBAL:
             continue

@@ -497,7 +497,8 @@ STAGE = Stage(
 )
 
 
-def iter_images(download_dir: Path, tar: str) -> dict[str, bytes]:
-    """All JPEGs of one img2dataset tar, by member name (one pass over the tar)."""
-    with open(Path(download_dir) / tar, "rb") as stream:
-        return {name: data for name, data in tarstream.members(stream) if name.endswith(".jpg")}
+def iter_images(download_dir: Path, tar: str) -> dict[str, memoryview]:
+    """All JPEGs of one img2dataset tar, by member name: the tar read whole (one download shard:
+    the unit's memory) and each JPEG a view of it."""
+    data = (Path(download_dir) / tar).read_bytes()
+    return {name: view for name, view in tarstream.members_in(data) if name.endswith(".jpg")}

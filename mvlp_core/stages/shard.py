@@ -13,6 +13,7 @@ shard order then key order, is a `duplicate_image` reject naming the key that ke
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import io
 from collections import defaultdict
@@ -36,6 +37,7 @@ from mvlp_core.stages.download import WDS_DIR, iter_images
 from mvlp_core.tarmember import tar_file
 
 SAMPLES = "samples-{}.parquet"
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY  # links arrive as int32 arrays (_link_rows)
 
 
 def _single_or_map(values: dict[str, str]) -> str | dict[str, str] | None:
@@ -43,10 +45,6 @@ def _single_or_map(values: dict[str, str]) -> str | dict[str, str] | None:
     if not distinct:
         return None
     return distinct.pop() if len(distinct) == 1 else dict(sorted(values.items()))
-
-
-def _read(path: Path, columns: list[str] | None = None) -> list[dict[str, Any]]:
-    return pq.read_table(path, columns=columns).to_pylist() if path.exists() else []
 
 
 @dataclass(frozen=True)
@@ -120,20 +118,52 @@ class _RowGroups:
     read once, not once per unit. Memory: one row group per language."""
 
     def __init__(self) -> None:
-        self.last: dict[str, tuple[_Group, pa.Table]] = {}
+        self.last: dict[str, tuple[_Group, pa.Table, list[str] | None]] = {}
 
-    def read(self, lang: str, group: _Group) -> pa.Table:
+    def rows(self, lang: str, group: _Group, keys: list[str], wanted: pa.Array) -> pa.Table:
+        """The group's rows of `keys` (sorted; `wanted` holds them): where the group's keys are
+        sorted (the align stage writes them so), the slice between the first and the last key,
+        filtered only if it holds keys of another unit (taking rows of list columns costs 10x
+        a slice)."""
         held = self.last.get(lang)
         if held is None or held[0] != group:
             table = pq.ParquetFile(group.path).read_row_group(
                 group.index, columns=["key", "words_en", "words", "links"]
             )
-            held = self.last[lang] = (group, table)
-        return held[1]
+            column = _column(table, "key")
+            in_order = all(a <= b for a, b in zip(column, column[1:]))  # noqa: B905 (one shorter)
+            held = self.last[lang] = (group, table, column if in_order else None)
+        _, table, in_order = held
+        if in_order is not None:
+            start = bisect.bisect_left(in_order, keys[0])
+            table = table.slice(start, bisect.bisect_right(in_order, keys[-1]) - start)
+        mask = pc.is_in(table["key"], value_set=wanted)
+        return table if pc.all(mask).as_py() in (True, None) else table.filter(mask)
+
+
+def _column(table: pa.Table, name: str) -> list[Any]:
+    return table.column(name).to_pylist()
+
+
+def _link_rows(column: pa.ChunkedArray) -> list[Any]:
+    """Each row's links, [[i, j], ...]: when every link is a pair and nothing is null, as a slice
+    of one (links, 2) int32 array, which orjson writes as the same list of pairs (a Python list
+    of two-int lists per row costs ~4 us a row to build); else as Python lists."""
+    links = column.combine_chunks()
+    if not len(links) or links.null_count or links.values.null_count or links.values.values.null_count:
+        return links.to_pylist()
+    outer = links.offsets.to_numpy()  # row r: pairs outer[r] to outer[r + 1] of links.values
+    inner = links.values.offsets.to_numpy()[outer[0] : outer[-1] + 1]  # pair p: ints inner[p]...
+    if not (np.diff(inner) == 2).all():
+        return links.to_pylist()
+    flat = links.values.values.to_numpy()[inner[0] : inner[-1]].reshape(-1, 2)
+    starts = (outer - outer[0]).tolist()
+    return [flat[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
 
 class _Joined:
-    """What the upstream stages know about one download shard's keys."""
+    """What the upstream stages know about one download shard's keys, read column by column
+    (a table's `to_pylist` builds a dict per row: most of the join's time)."""
 
     def __init__(
         self,
@@ -143,17 +173,29 @@ class _Joined:
         provenance: dict,
         row_groups: _RowGroups,
     ) -> None:
-        self.samples = {r["key"]: r for r in _read(inputs["download"] / SAMPLES.format(unit))}
+        path = inputs["download"] / SAMPLES.format(unit)
+        t = pq.read_table(path) if path.exists() else pa.table({"key": pa.array([], pa.string())})
+        columns = {name: _column(t, name) for name in t.column_names}
+        self.samples = {
+            key: dict(zip(columns, row, strict=True))
+            for key, row in zip(columns["key"], zip(*columns.values(), strict=True), strict=True)
+        }
         self.captions: dict[str, dict[str, str]] = defaultdict(dict)
-        for r in _read(inputs["translate"] / f"{unit}.parquet", ["key", "lang", "text"]):
-            self.captions[r["key"]][r["lang"]] = r["text"]
+        path = inputs["translate"] / f"{unit}.parquet"
+        if path.exists():
+            t = pq.read_table(path, columns=["key", "lang", "text"])
+            for key, lang, text in zip(*(_column(t, c) for c in ("key", "lang", "text")), strict=True):
+                self.captions[key][lang] = text
         self.qa: dict[str, list[dict[str, str]]] = defaultdict(list)
-        for r in _read(inputs["qa"] / f"{unit}.parquet", ["key", "question", "answer", "generator"]):
-            self.qa[r["key"]].append(
-                {"question": r["question"], "answer": r["answer"], "generator": r["generator"]}
-            )
+        path = inputs["qa"] / f"{unit}.parquet"
+        if path.exists():
+            t = pq.read_table(path, columns=["key", "question", "answer", "generator"])
+            for key, question, answer, generator in zip(
+                *(_column(t, c) for c in ("key", "question", "answer", "generator")), strict=True
+            ):
+                self.qa[key].append({"question": question, "answer": answer, "generator": generator})
         self.words: dict[str, dict[str, list[str]]] = defaultdict(dict)
-        self.links: dict[str, dict[str, list[list[int]]]] = defaultdict(dict)
+        self.links: dict[str, dict[str, Any]] = defaultdict(dict)
         keys = sorted(self.samples)
         first, last = (keys[0], keys[-1]) if keys else ("", "")
         wanted = pa.array(keys, pa.string())
@@ -161,15 +203,23 @@ class _Joined:
             for g in lang_groups:
                 if g.last < first or g.first > last:
                     continue
-                rows = row_groups.read(lang, g)
-                for r in rows.filter(pc.is_in(rows["key"], value_set=wanted)).to_pylist():
-                    self.words[r["key"]]["en"] = r["words_en"]
-                    self.words[r["key"]][lang] = r["words"]
-                    self.links[r["key"]][lang] = r["links"]
+                rows = row_groups.rows(lang, g, keys, wanted)
+                seen = pa.array(list(self.words), pa.string())
+                english = rows.filter(pc.invert(pc.is_in(rows["key"], value_set=seen)))
+                for key, words_en in zip(_column(english, "key"), _column(english, "words_en"), strict=True):
+                    self.words[key]["en"] = words_en  # the same in every language's rows: read once
+                for key, words, links in zip(
+                    _column(rows, "key"),
+                    _column(rows, "words"),
+                    _link_rows(rows.column("links")),
+                    strict=True,
+                ):
+                    self.words[key][lang] = words
+                    self.links[key][lang] = links
         self.languages = list(groups)
         self.provenance = provenance
 
-    def record(self, key: str, jpg: bytes, width: int, height: int) -> dict[str, Any]:
+    def record(self, key: str, jpg: bytes | memoryview, width: int, height: int) -> dict[str, Any]:
         s = self.samples[key]
         captions = {"en": s["caption"]}
         captions.update(
@@ -190,7 +240,7 @@ class _Joined:
         }
 
 
-def _size(sample: dict[str, Any], jpg: bytes) -> tuple[int, int]:
+def _size(sample: dict[str, Any], jpg: bytes | memoryview) -> tuple[int, int]:
     """(width, height) of a downloaded image: as the download stage recorded them (img2dataset's,
     of the image it wrote), else read from the JPEG's header. An image with no bytes, or no
     readable header where it is read, raises OSError."""
@@ -253,14 +303,15 @@ def plan(ctx: Context) -> Work:
             else:
                 kept.append(k)
         files: dict[str, int] = {}
+        digests: dict[str, str] = {}
         multilingual = with_qa = 0
-        read: dict[str, dict[str, bytes]] = {}
+        read: dict[str, dict[str, memoryview]] = {}
         for n, start in enumerate(range(0, len(kept), per)):
             chunk = kept[start : start + per]
             by_tar: dict[str, list[str]] = defaultdict(list)
             for k in chunk:
                 by_tar[joined.samples[k]["tar"]].append(k)
-            images: dict[str, bytes] = {}
+            images: dict[str, bytes | memoryview] = {}
             for tar_name, tar_keys in by_tar.items():
                 if tar_name not in read:  # a download tar holds the unit's images: read it once
                     read[tar_name] = iter_images(inputs["download"], tar_name)
@@ -278,17 +329,19 @@ def plan(ctx: Context) -> Work:
                         rejects.append(contract.Reject(k, "image_decode_error", str(err)[:200]))
                         continue
                     tar.add(f"{k}.jpg", jpg)
-                    tar.add(f"{k}.json", orjson.dumps(joined.record(k, jpg, width, height)))
+                    tar.add(f"{k}.json", orjson.dumps(joined.record(k, jpg, width, height), option=_NUMPY))
                     written += 1
                     multilingual += bool(joined.captions.get(k))
                     with_qa += bool(joined.qa.get(k))
             files[name] = written
+            digests[name] = tar.sha256
         return contract.UnitResult(
             files=files,
             samples_in=len(keys),
             samples_out=sum(files.values()),
             rejects=rejects,
             extra={"multilingual": multilingual, "with_qa": with_qa},
+            sha256=digests,
         )
 
     def finalize(_: Path, records: list[dict[str, Any]]) -> dict[str, Any]:

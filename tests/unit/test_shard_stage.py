@@ -7,11 +7,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import random
 import tarfile
 from pathlib import Path
 
+import numpy as np
+import orjson
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 (pa.compute)
 import pyarrow.parquet as pq
+import pytest
 from PIL import Image
 from testkit.tars import add_member
 
@@ -19,6 +24,7 @@ from mvlp_core import contract
 from mvlp_core.spec import load_spec
 from mvlp_core.stages.download import SAMPLES_SCHEMA
 from mvlp_core.stages.shard import STAGE as SHARD
+from mvlp_core.stages.shard import _link_rows
 
 PER_UNIT = 5
 
@@ -33,8 +39,9 @@ def _manifest(folder: Path, stage: str, extra: dict) -> None:
     contract.Manifest(stage, "fp", {}, 0, 0, {}, 0.0, 0, extra).save(folder)
 
 
-def _world(tmp_path: Path, units: int, same_as: dict[int, int]) -> dict[str, Path]:
-    """`units` download shards of PER_UNIT images; image i's bytes are image same_as[i]'s."""
+def _world(tmp_path: Path, units: int, same_as: dict[int, int], shuffled: bool = False) -> dict[str, Path]:
+    """`units` download shards of PER_UNIT images; image i's bytes are image same_as[i]'s. The
+    alignment file holds the keys in order, or `shuffled` (row groups then span every unit)."""
     inputs = {name: tmp_path / name for name in ("download", "translate", "align", "qa")}
     for folder in inputs.values():
         (folder / "webdataset").mkdir(parents=True)
@@ -82,6 +89,8 @@ def _world(tmp_path: Path, units: int, same_as: dict[int, int]) -> dict[str, Pat
         pq.write_table(pa.Table.from_pylist(translations), inputs["translate"] / f"{unit}.parquet")
         pq.write_table(pa.Table.from_pylist(qa), inputs["qa"] / f"{unit}.parquet")
     # one alignment file cut into row groups of 4 keys: each unit reads the groups of its key range
+    if shuffled:
+        random.Random(0).shuffle(align_rows)
     pq.write_table(pa.Table.from_pylist(align_rows), inputs["align"] / "de-00000.parquet", row_group_size=4)
     _manifest(inputs["download"], "download", {})
     _manifest(
@@ -119,6 +128,35 @@ def test_each_unit_joins_its_own_keys_into_its_own_tars(tmp_path):
         assert r["words"]["de"] == ["Bildunterschrift", str(i)] and r["alignments"]["de"] == [[0, 0], [1, 1]]
         assert r["qa"] == [{"question": f"q{i}?", "answer": f"a{i}", "generator": "rules"}]
     assert manifest.extra["provenance"] == {"translate": "import:x", "align": "eflomal:model3", "qa": "rules"}
+    for name, info in manifest.files.items():  # hashed while written: the bytes on disk
+        assert info["sha256"] == hashlib.sha256((tmp_path / "shard" / name).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_alignments_join_from_sorted_or_unsorted_row_groups_holding_other_keys(tmp_path, shuffled):
+    """A unit takes its keys' alignment rows whether the file's row groups are in key order (the
+    align stage's: a slice) or not (a filter), and never another key's: here key 2's alignment
+    row stays in the file (between unit 0's first and last keys) while key 2 left the download
+    stage's samples, and key 6's alignment row is missing."""
+    inputs = _world(tmp_path, units=2, same_as={}, shuffled=shuffled)
+    path = inputs["download"] / "samples-00000.parquet"
+    rows = [r for r in pq.read_table(path).to_pylist() if r["key"] != "cc3m-000000002"]
+    pq.write_table(pa.Table.from_pylist(rows, schema=SAMPLES_SCHEMA), path)
+    align = inputs["align"] / "de-00000.parquet"
+    table = pq.read_table(align)
+    pq.write_table(
+        table.filter(pa.compute.not_equal(table["key"], "cc3m-000000006")), align, row_group_size=4
+    )
+    SHARD.run(load_spec("demo", ["languages=[de]"]), inputs, tmp_path / "shard")
+    records = _records(tmp_path / "shard")
+    assert sorted(records) == [f"cc3m-{i:09d}" for i in range(10) if i != 2]
+    for key, r in records.items():
+        i = int(key[-9:])
+        if i == 6:
+            assert r["words"] == {} and r["alignments"] == {}
+        else:
+            assert r["words"] == {"en": ["caption", str(i)], "de": ["Bildunterschrift", str(i)]}
+            assert r["alignments"] == {"de": [[0, 0], [1, 1]]}
 
 
 def test_an_image_seen_before_is_a_duplicate_image_reject(tmp_path):
@@ -173,3 +211,28 @@ def test_shard_tars_are_what_tarfile_reads_and_writes(tmp_path):
         for name, data in members:
             add_member(tar, name, data)
     assert path.read_bytes() == again.getvalue()
+
+
+@pytest.mark.parametrize(
+    "rows, as_arrays",
+    [
+        ([[[0, 0], [1, 2]], [], [[3, 4], [5, 5], [6, 7]]], True),
+        ([[[0, 0]], [[1, 2, 3]]], False),  # not a pair: Python lists
+        ([[[0, 0]], None, []], False),  # a null row stays null
+        ([[]], True),
+    ],
+)
+def test_link_rows_write_the_json_their_lists_write(rows, as_arrays):
+    """Alignment links turned into per-row int32 arrays serialise to the bytes the Python lists
+    do, from whole, chunked and sliced columns; other shapes stay Python lists."""
+    whole = pa.array(rows, pa.list_(pa.list_(pa.int32())))
+    padded = pa.array([[[9, 9]], *rows, [[8, 8]]], pa.list_(pa.list_(pa.int32())))
+    columns = [
+        pa.chunked_array([whole]),
+        pa.chunked_array([whole[:1], whole[1:]]),
+        pa.chunked_array([padded.slice(1, len(rows))]),  # offsets that start past 0
+    ]
+    for column in columns:
+        out = _link_rows(column)
+        assert orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY) == orjson.dumps(rows)
+        assert all(isinstance(r, np.ndarray) for r in out) == as_arrays

@@ -5,6 +5,7 @@ loader's handler counts, never a silent short read."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import random
 import tarfile
@@ -91,6 +92,27 @@ def test_corrupt_and_truncated_shards_are_counted_and_the_next_shard_read(tmp_pa
         list(tarstream.members(stream))
 
 
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_a_tar_in_memory_reads_as_the_stream_does(tmp_path: Path, fmt: int) -> None:
+    """members_in (a whole tar held in memory, members as views of it) gives what members gives
+    reading the file (pax and GNU long names, empty members), and the same errors."""
+    members = MEMBERS if fmt != tarfile.USTAR_FORMAT else [(n, d) for n, d in MEMBERS if len(n) < 100]
+    path = tmp_path / "shard-00000.tar"
+    write_tar(path, members, fmt)
+    with open(path, "rb") as stream:
+        expected = list(tarstream.members(stream))
+    read = list(tarstream.members_in(path.read_bytes()))
+    assert all(isinstance(data, memoryview) for _, data in read)
+    assert [(name, bytes(data)) for name, data in read] == expected
+    assert [name for name, _ in read] == [name for name, _ in members]  # the folder and link skipped
+    raw = bytearray(path.read_bytes())
+    raw[3] ^= 0xFF  # the first header's name
+    with pytest.raises(tarfile.ReadError, match="checksum"):
+        list(tarstream.members_in(bytes(raw)))
+    with pytest.raises(tarfile.ReadError, match="unexpected end"):
+        list(tarstream.members_in(path.read_bytes()[: 512 * 4 + 5]))
+
+
 def test_a_repeated_extension_goes_to_the_handler_and_the_sample_keeps_its_first(tmp_path: Path) -> None:
     url = str(tmp_path / "shard-00000.tar")
     write_tar(Path(url), [("k.jpg", b"first"), ("k.jpg", b"second"), ("k.json", b"{}")], tarfile.PAX_FORMAT)
@@ -114,9 +136,14 @@ def test_a_reader_closed_early_closes_cleanly(tmp_path: Path) -> None:
     stream.close()  # as when a loader stops mid-shard: no "generator ignored GeneratorExit"
 
 
-def test_tar_writer_writes_tarfiles_bytes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flush", [TarWriter.FLUSH, 700])
+def test_tar_writer_writes_tarfiles_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flush: int
+) -> None:
     """TarWriter's tars are byte-identical to tarfile's (GNU format, add_member's fields): short,
-    long and non-ASCII names, empty members and sizes around the block size."""
+    long and non-ASCII names, empty members and sizes around the block size; and its sha256 is
+    theirs, written in one piece or in many."""
+    monkeypatch.setattr(TarWriter, "FLUSH", flush)
     rng = random.Random(0)
     for _ in range(20):
         members = [
@@ -133,6 +160,7 @@ def test_tar_writer_writes_tarfiles_bytes(tmp_path: Path) -> None:
             writer.add(name, data)
         writer.close()
         assert written.getvalue() == expected.getvalue()
+        assert writer.sha256 == hashlib.sha256(expected.getvalue()).hexdigest()
         assert list(tarstream.members(io.BytesIO(written.getvalue()))) == members
 
 

@@ -192,7 +192,11 @@ def plan(ctx: Context) -> Work:
         if mode != "none":
             seen.commit(i, kept)
         return contract.UnitResult(
-            files={tar_name: len(out)}, samples_in=len(lines), samples_out=len(out), rejects=rejects
+            files={tar_name: len(out)},
+            samples_in=len(lines),
+            samples_out=len(out),
+            rejects=rejects,
+            sha256={tar_name: tar.sha256},
         )
 
     def finalize(_: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
