@@ -25,6 +25,7 @@ from unittest import mock
 from benchmarks._metrics import result
 from benchmarks._world import run_stages, served_run
 from mvlp_core import atomic, contract, pipeline, tarmember
+from mvlp_core.cpus import available_cpus
 from mvlp_core.spec import ShardSpec
 from mvlp_core.stages import shard
 
@@ -32,6 +33,7 @@ SAMPLES = 1500
 SIZES = {64: 90, 224: 95}  # image side -> JPEG quality: the demo's, and production's
 PRODUCTION_UNIT = 1000  # ingest.shard_size's library default: samples per download shard (unit)
 PAIRS = 7  # stage and cp, alternating (each about a second)
+POOLED_UNITS = 32  # production units for the worker-process rows: enough to repay the workers' start
 # (owner, attribute, label): what the phase breakdown times, each phase less the phases inside it
 PHASES = [
     (shard._Joined, "__init__", "join of the upstream parquet files"),
@@ -76,6 +78,16 @@ def timed_phases(
         yield spent
 
 
+def _copy(tars: list[Path], dest: Path) -> float:
+    """Seconds to `cp` the tars into an empty `dest` and `sync` its file system."""
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir()
+    t0 = time.perf_counter()
+    subprocess.run(["cp", *map(str, tars), str(dest)], check=True)
+    subprocess.run(["sync", "-f", str(dest)], check=True)
+    return time.perf_counter() - t0
+
+
 def _one_size(size: int, quality: int, runs: int, samples: int = SAMPLES, unit: int | None = None) -> dict:
     """The demo world's units (ingest.shard_size 64), or with `unit` production's: download shards
     of `unit` samples and the library's tar size (shard.samples_per_shard 1,000)."""
@@ -102,16 +114,7 @@ def _one_size(size: int, quality: int, runs: int, samples: int = SAMPLES, unit: 
                 pipeline.run_stage(spec, "shard", force=True)
                 return time.perf_counter() - t0
 
-            def copy() -> float:
-                dest = work / "copy"
-                shutil.rmtree(dest, ignore_errors=True)
-                dest.mkdir()
-                t0 = time.perf_counter()
-                subprocess.run(["cp", *map(str, tars), str(dest)], check=True)
-                subprocess.run(["sync", "-f", str(dest)], check=True)
-                return time.perf_counter() - t0
-
-            pairs = [(stage(), copy()) for _ in range(max(runs, PAIRS))]
+            pairs = [(stage(), _copy(tars, work / "copy")) for _ in range(max(runs, PAIRS))]
             with timed_phases(PHASES) as spent:
                 total = stage()
         units = len(list((work / "download").glob("samples-*.parquet")))
@@ -137,10 +140,73 @@ def _one_size(size: int, quality: int, runs: int, samples: int = SAMPLES, unit: 
     )
 
 
+def _processes(runs: int, units: int = POOLED_UNITS) -> list[dict]:
+    """The stage with its units in worker processes (shard.processes: one per CPU here) against
+    the same stage in one process and against `cp` + `sync`, alternating, on production units."""
+    workers = available_cpus()
+    with tempfile.TemporaryDirectory(prefix="mvlp-bench-shard-") as tmp:
+        work = Path(tmp)
+        overrides = [
+            f"ingest.shard_size={PRODUCTION_UNIT}",
+            f"shard.samples_per_shard={ShardSpec().samples_per_shard}",
+            f"dataset.limit={units * PRODUCTION_UNIT}",
+            "download.image_size=224",
+            "download.encode_quality=95",
+        ]
+        with served_run(work, units * PRODUCTION_UNIT, overrides) as spec:
+            run_stages(spec, ["ingest", "download", "translate", "align", "qa", "shard"])
+            tars = sorted((work / "shard").glob("shard-*.tar"))
+
+            def stage(processes: int) -> float:
+                shard_spec = spec.shard.model_copy(update={"processes": processes})
+                t0 = time.perf_counter()
+                pipeline.run_stage(spec.model_copy(update={"shard": shard_spec}), "shard", force=True)
+                return time.perf_counter() - t0
+
+            triples = [(stage(1), stage(workers), _copy(tars, work / "copy")) for _ in range(max(runs, 3))]
+        size_mb = sum(t.stat().st_size for t in tars) / 2**20
+    one, pooled, cp = (statistics.median(t[i] for t in triples) for i in range(3))
+    notes = (
+        f"{units * PRODUCTION_UNIT} samples, 224 px JPEG (quality 95), {size_mb:.0f} MB of tars, {units}"
+        f" download shards of {PRODUCTION_UNIT} (the stage's units); {workers} worker processes (one per"
+        f" CPU) against one process: {pooled:.2f} s and {one:.2f} s, cp + sync {cp:.3f} s (medians of"
+        f" {len(triples)} alternating triples); a worker takes about 0.4 s to start (its imports)"
+    )
+    return [
+        result(
+            f"shard_{workers}_processes_vs_1",
+            pooled,
+            "s",
+            "the stage in one process",
+            one,
+            len(triples),
+            False,
+            notes,
+            ratio=statistics.median(t[1] / t[0] for t in triples),
+        ),
+        result(
+            f"shard_vs_cp_224px_{units}_units_{workers}_processes",
+            size_mb / pooled,
+            "MB/s",
+            "cp + sync of the same tars",
+            size_mb / cp,
+            len(triples),
+            True,
+            notes,
+            ratio=statistics.median(t[2] / t[1] for t in triples),
+        ),
+    ]
+
+
 def run(runs: int = 3) -> list[dict]:
     rows = [_one_size(size, quality, runs) for size, quality in SIZES.items()]
-    return [*rows, _one_size(224, 95, runs, samples=3 * PRODUCTION_UNIT, unit=PRODUCTION_UNIT)]
+    return [
+        *rows,
+        _one_size(224, 95, runs, samples=3 * PRODUCTION_UNIT, unit=PRODUCTION_UNIT),
+        *_processes(runs),
+    ]
 
 
 if __name__ == "__main__":
     print(_one_size(224, 95, 3, samples=3 * PRODUCTION_UNIT, unit=PRODUCTION_UNIT))
+    print(_processes(3))

@@ -17,6 +17,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mvlp_core import atomic
+from mvlp_core import atomic, unit_pool
 
 MANIFEST = "_manifest.json"
 REJECTS = "_rejects.parquet"
@@ -196,6 +197,29 @@ def _disk_errors(stage: str, out_dir: Path) -> Iterator[None]:
         ) from err
 
 
+def _in_this_process(
+    process: Callable[[str], UnitResult], units: Sequence[str], started: Callable[[str], None]
+) -> Iterator[tuple[str, UnitResult, float]]:
+    for unit in units:
+        t0 = time.perf_counter()
+        started(unit)
+        result = process(unit)
+        yield unit, result, time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def _worker_deaths(stage: str) -> Iterator[None]:
+    """A unit worker process that died (killed, or out of memory) is a run-level error."""
+    try:
+        yield
+    except BrokenProcessPool as err:
+        raise StageError(
+            f"{stage}: a worker process died while running units ({err}): killed, or out of "
+            f"memory (each holds one unit); finished units are kept, so re-run to continue, with "
+            f"fewer processes ({stage}.processes in the spec) if memory ran out"
+        ) from err
+
+
 def run_units(
     stage: str,
     out_dir: Path,
@@ -208,12 +232,15 @@ def run_units(
     before: Callable[[list[str]], None] | None = None,
     finalize: Callable[[Path, list[dict[str, Any]]], dict[str, Any]] | None = None,
     basis: dict[str, Any] | None = None,
+    processes: int = 1,
 ) -> Manifest:
     """Run the units of a stage that are not done yet, then write the manifest.
 
     `before(pending)` runs once ahead of the pending units (for engines that process many units in
     one call, such as img2dataset); `finalize(out_dir, unit_records)` returns stage-specific
     figures for the manifest's `extra`; `basis` (what `fp` hashes) is recorded in the manifest.
+    With `processes` > 1 and more than one unit pending, units run in that many worker processes
+    (`unit_pool`; `process` must then pickle) and are committed here as each finishes.
     """
     out_dir = Path(out_dir)
     if not force and is_complete(out_dir, fp):
@@ -243,17 +270,24 @@ def run_units(
         with _disk_errors(stage, out_dir):
             before(pending)
     position = {u: i for i, u in enumerate(units)}
-    for unit in pending:
-        t0 = time.perf_counter()
+
+    def handed_out(unit: str) -> None:
         _chaos_point(stage, position[unit], "start")
-        with _disk_errors(stage, out_dir):
-            result = process(unit)
+
+    workers = min(processes, len(pending))
+    finished = (
+        unit_pool.results(process, pending, workers, handed_out)
+        if workers > 1
+        else _in_this_process(process, pending, handed_out)
+    )
+    with _disk_errors(stage, out_dir), _worker_deaths(stage), contextlib.closing(finished):
+        for unit, result, seconds in finished:
             _chaos_point(stage, position[unit], "written")
-            _commit_unit(out_dir, unit, result, time.perf_counter() - t0)
-        _chaos_point(stage, position[unit], "committed")
-        done += 1
-        if progress:
-            progress(done, len(units), unit)
+            _commit_unit(out_dir, unit, result, seconds)
+            _chaos_point(stage, position[unit], "committed")
+            done += 1
+            if progress:
+                progress(done, len(units), unit)
 
     records = [json.loads(_unit_record_path(out_dir, u).read_text()) for u in units]
     extra = finalize(out_dir, records) if finalize else {}

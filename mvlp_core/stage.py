@@ -59,13 +59,15 @@ class Context:
 class Work:
     """A stage's work for `contract.run_units`: its units, what one unit does, and optional hooks.
     `before(pending)` runs once ahead of the pending units, `finalize(out_dir, unit_records)`
-    returns the manifest's `extra`, `close()` runs at the end whatever happened (pools, servers)."""
+    returns the manifest's `extra`, `close()` runs at the end whatever happened (pools, servers).
+    With `processes` > 1, units run in that many worker processes: `process` must pickle."""
 
     units: Sequence[str]
     process: Callable[[str], contract.UnitResult]
     before: Callable[[list[str]], None] | None = None
     finalize: Callable[[Path, list[dict[str, Any]]], dict[str, Any]] | None = None
     close: Callable[[], None] | None = None
+    processes: int = 1
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,7 @@ class Stage:
                 before=work.before,
                 finalize=work.finalize,
                 basis=basis.record(),
+                processes=work.processes,
             )
         finally:
             if work.close is not None:

@@ -136,3 +136,12 @@ class ShardSpec(Strict):
         le=1_000_000,
         description="samples per tar at most: each download shard's samples are cut into tars of this many",
     )
+    processes: int | None = perf_only(
+        None,
+        gt=0,
+        le=512,
+        description="worker processes writing units (download shards) at once; None: one per CPU "
+        "this process may use (its affinity and cgroup quota: a pod's CPU limit), at most one per "
+        "four units, since a worker starts in about the time four 1,000-sample units take; 1: all "
+        "in the calling process",
+    )

@@ -17,7 +17,7 @@ import bisect
 import hashlib
 import io
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from PIL import Image, UnidentifiedImageError
 
 from mvlp_core import contract, gcpause
 from mvlp_core.atomic import atomic_path
+from mvlp_core.cpus import available_cpus
 from mvlp_core.keys import is_valid_key
 from mvlp_core.spec import PipelineSpec, fingerprint_config
 from mvlp_core.stage import Context, Shows, Stage, Work
@@ -275,24 +276,31 @@ def units_of(download: Path) -> list[str]:
     return sorted(p.name[len("samples-") : -len(".parquet")] for p in download.glob("samples-*.parquet"))
 
 
-def plan(ctx: Context) -> Work:
-    spec, inputs, out_dir = ctx.spec, ctx.inputs, ctx.out_dir
-    units = units_of(inputs["download"])
-    groups = {lang: _align_groups(inputs["align"], lang) for lang in spec.languages}
-    duplicates = _duplicate_images(inputs["download"], units)
-    provenance = _provenance(inputs)
-    per = spec.shard.samples_per_shard
+@dataclass
+class _UnitWriter:
+    """What the stage does for one unit (its tars), with what the plan computed for all of them;
+    it pickles, so units can run in worker processes (`shard.processes`), each with its own
+    alignment row-group cache."""
 
-    row_groups = _RowGroups()
+    inputs: dict[str, Path]
+    out_dir: Path
+    groups: dict[str, list[_Group]]
+    duplicates: dict[str, dict[str, str]]
+    provenance: dict[str, Any]
+    samples_per_shard: int
+    row_groups: _RowGroups = field(default_factory=lambda: _RowGroups(), repr=False)
 
-    def process(unit: str) -> contract.UnitResult:
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "row_groups": _RowGroups()}  # a cache: each process its own
+
+    def __call__(self, unit: str) -> contract.UnitResult:
         with gcpause.paused():
-            return _write_unit(unit)
+            return self._write(unit)
 
-    def _write_unit(unit: str) -> contract.UnitResult:
-        joined = _Joined(inputs, unit, groups, provenance, row_groups)
+    def _write(self, unit: str) -> contract.UnitResult:
+        joined = _Joined(self.inputs, unit, self.groups, self.provenance, self.row_groups)
         keys = sorted(joined.samples)
-        repeats = duplicates.get(unit, {})
+        repeats = self.duplicates.get(unit, {})
         rejects: list[contract.Reject] = []
         kept = []
         for k in keys:
@@ -306,6 +314,7 @@ def plan(ctx: Context) -> Work:
         digests: dict[str, str] = {}
         multilingual = with_qa = 0
         read: dict[str, dict[str, memoryview]] = {}
+        per = self.samples_per_shard
         for n, start in enumerate(range(0, len(kept), per)):
             chunk = kept[start : start + per]
             by_tar: dict[str, list[str]] = defaultdict(list)
@@ -314,13 +323,13 @@ def plan(ctx: Context) -> Work:
             images: dict[str, bytes | memoryview] = {}
             for tar_name, tar_keys in by_tar.items():
                 if tar_name not in read:  # a download tar holds the unit's images: read it once
-                    read[tar_name] = iter_images(inputs["download"], tar_name)
+                    read[tar_name] = iter_images(self.inputs["download"], tar_name)
                 members = read[tar_name]
                 for k in tar_keys:
                     images[k] = members.get(joined.samples[k]["member"], b"")
             name = f"shard-{unit}-{n:03d}.tar"
             written = 0
-            with atomic_path(out_dir / name) as tmp, tar_file(tmp) as tar:
+            with atomic_path(self.out_dir / name) as tmp, tar_file(tmp) as tar:
                 for k in chunk:
                     jpg = images[k]
                     try:
@@ -344,6 +353,29 @@ def plan(ctx: Context) -> Work:
             sha256=digests,
         )
 
+
+def _processes(spec: PipelineSpec, units: int) -> int:
+    """Worker processes for `units` units: `shard.processes`, or one per CPU this process may use
+    and at most one per four units (a worker starts in about the time four 1,000-sample units
+    take: its imports of pyarrow, numpy and Pillow)."""
+    if spec.shard.processes is not None:
+        return spec.shard.processes
+    return max(1, min(available_cpus(), units // 4))
+
+
+def plan(ctx: Context) -> Work:
+    spec, inputs = ctx.spec, ctx.inputs
+    units = units_of(inputs["download"])
+    provenance = _provenance(inputs)
+    writer = _UnitWriter(
+        inputs,
+        ctx.out_dir,
+        {lang: _align_groups(inputs["align"], lang) for lang in spec.languages},
+        _duplicate_images(inputs["download"], units),
+        provenance,
+        spec.shard.samples_per_shard,
+    )
+
     def finalize(_: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
         total = sum(r["samples_out"] for r in records) or 1
         return {
@@ -353,7 +385,7 @@ def plan(ctx: Context) -> Work:
             "provenance": provenance,
         }
 
-    return Work(units, process, finalize=finalize)
+    return Work(units, writer, finalize=finalize, processes=_processes(spec, len(units)))
 
 
 def shows(spec: PipelineSpec, folder: Path, state: dict[str, Any]) -> Shows:

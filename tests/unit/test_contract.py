@@ -4,13 +4,16 @@ the count invariant."""
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from testkit.pooled_units import UnitFailed, WriteUnit
 
-from mvlp_core import atomic, contract
+from mvlp_core import atomic, contract, unit_pool
 from mvlp_core.contract import CountMismatch, Manifest, Reject, UnitResult, run_units
 
 UNITS = ["u0", "u1", "u2"]
@@ -400,3 +403,60 @@ def test_reset_keeps_the_stage_folder_itself(tmp_path: Path) -> None:
         os.close(fd)
     assert not (out / "sub").exists()
     assert Manifest.load(out).fingerprint == "fp2"
+
+
+def _runs(tmp_path: Path) -> Counter:
+    return Counter((tmp_path / "runs.log").read_text().split())
+
+
+SIX = [f"u{i}" for i in range(6)]
+
+
+def test_units_in_worker_processes_are_committed_as_in_this_one(tmp_path: Path) -> None:
+    """processes=2: every unit runs once, in a worker, and the manifest is the one a run in this
+    process writes (files, hashes, counts); progress counts each commit."""
+    here, pooled = tmp_path / "here" / "out", tmp_path / "pooled" / "out"
+    one = run_units("s", here, "fp", SIX, WriteUnit(here))
+    seen: list[int] = []
+    two = run_units(
+        "s", pooled, "fp", SIX, WriteUnit(pooled), processes=2, progress=lambda d, n, u: seen.append(d)
+    )
+    assert two.files == one.files and (two.samples_in, two.samples_out) == (6, 6)
+    assert seen == list(range(7))
+    assert _runs(tmp_path / "pooled") == Counter(SIX)
+    pids = {json.loads(p.read_text())["extra"]["pid"] for p in (pooled / contract.UNITS_DIR).glob("u*.json")}
+    assert pids and os.getpid() not in pids
+    assert {
+        json.loads(p.read_text())["extra"]["pid"] for p in (here / contract.UNITS_DIR).glob("u*.json")
+    } == {os.getpid()}
+
+
+def test_a_unit_failing_in_a_worker_raises_here_and_the_resume_keeps_committed_units(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(UnitFailed, match="failing on u3"):
+        run_units("s", out, "fp", SIX, WriteUnit(out, fail_on="u3"), processes=2)
+    committed = {p.stem for p in (out / contract.UNITS_DIR).glob("u*.json")}
+    assert "u3" not in committed and not (out / contract.MANIFEST).exists()
+    manifest = run_units("s", out, "fp", SIX, WriteUnit(out), processes=2)
+    assert manifest.samples_out == 6
+    runs = _runs(tmp_path)
+    assert all(runs[u] == 1 for u in committed) and runs["u3"] == 2
+
+
+def test_a_worker_that_dies_is_a_stage_error_naming_the_fix(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(contract.StageError, match=r"worker process died.*re-run to continue.*s\.processes"):
+        run_units("s", out, "fp", SIX, WriteUnit(out, die_on="u2"), processes=2)
+    assert not (out / contract.MANIFEST).exists()
+
+
+def test_a_worker_ends_itself_once_the_stage_process_is_gone() -> None:
+    """A stage process killed outright closes nothing: its workers watch for it and exit."""
+    ctx = multiprocessing.get_context("forkserver")
+    gone = ctx.Process(target=int)
+    gone.start()
+    gone.join()
+    watcher = ctx.Process(target=unit_pool._exit_without, args=(gone.pid,))
+    watcher.start()
+    watcher.join(timeout=60)
+    assert watcher.exitcode == 1

@@ -236,3 +236,16 @@ def test_link_rows_write_the_json_their_lists_write(rows, as_arrays):
         out = _link_rows(column)
         assert orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY) == orjson.dumps(rows)
         assert all(isinstance(r, np.ndarray) for r in out) == as_arrays
+
+
+def test_units_written_by_worker_processes_are_the_same_bytes(tmp_path):
+    """shard.processes=2 writes the tars and manifest entries one process writes."""
+    inputs = _world(tmp_path, units=3, same_as={7: 2})
+    outs = {}
+    for n in (1, 2):
+        spec = load_spec("demo", ["languages=[de]", "shard.samples_per_shard=2", f"shard.processes={n}"])
+        outs[n] = SHARD.run(spec, inputs, tmp_path / f"shard-{n}")
+    assert outs[2].files == outs[1].files and len(outs[1].files) == 8
+    assert outs[2].rejects == outs[1].rejects == {"duplicate_image": 1}
+    for name in outs[1].files:
+        assert (tmp_path / "shard-2" / name).read_bytes() == (tmp_path / "shard-1" / name).read_bytes()
