@@ -22,10 +22,19 @@ _process: Callable[[str], Any] | None = None  # in a worker: the stage's process
 _WATCH_SECONDS = 1.0  # how often a worker checks that the stage's process is still there
 
 
+def end_with(stage_process: int, then: Callable[..., Any] | None = None, *args: Any) -> None:
+    """A worker pool's initializer: end this worker once `stage_process` is gone (a stage's
+    pools of processes use it: this module's, align's eflomal workers, download's img2dataset
+    workers), then run `then(*args)`, the pool's own initializer."""
+    threading.Thread(target=_exit_without, args=(stage_process,), daemon=True).start()
+    if then is not None:
+        then(*args)
+
+
 def _install(process: Callable[[str], Any], stage_process: int) -> None:
     global _process
     _process = process
-    threading.Thread(target=_exit_without, args=(stage_process,), daemon=True).start()
+    end_with(stage_process)
 
 
 def _exit_without(stage_process: int) -> None:

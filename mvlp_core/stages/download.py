@@ -44,7 +44,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mvlp_core import atomic, contract, fetchguard, tarstream, urlpolicy
+from mvlp_core import atomic, contract, fetchguard, tarstream, unit_pool, urlpolicy
 from mvlp_core.redirect import output_to
 from mvlp_core.spec import DownloadSpec, PipelineSpec, fingerprint_config
 from mvlp_core.stage import Context, Needs, Stage, Work, local_or_ray
@@ -184,8 +184,8 @@ def _distributor(processes_count, downloader, reader, _subjob_size, max_shard_re
     with ProcessPoolExecutor(
         processes_count,
         mp_context=_worker_context(),
-        initializer=fetchguard.install,
-        initargs=guard,
+        initializer=unit_pool.end_with,  # a worker ends when this process is killed, then guards
+        initargs=(os.getpid(), fetchguard.install, *guard),
     ) as pool:
         pool.submit(check_guarded).result()  # a StageError from the worker stops the stage here
 

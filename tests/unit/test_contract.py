@@ -460,3 +460,10 @@ def test_a_worker_ends_itself_once_the_stage_process_is_gone() -> None:
     watcher.start()
     watcher.join(timeout=60)
     assert watcher.exitcode == 1
+
+
+def test_end_with_runs_the_pools_own_initializer_after_it() -> None:
+    """Pools with an initializer of their own (download's fetch guard) keep it: end_with runs it."""
+    calls: list[tuple] = []
+    unit_pool.end_with(os.getpid(), lambda *args: calls.append(args), "guard", 1)
+    assert calls == [("guard", 1)]

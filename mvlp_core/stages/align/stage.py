@@ -17,6 +17,7 @@ import functools
 import itertools
 import math
 import multiprocessing
+import os
 import time
 from collections import defaultdict
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -31,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mvlp_core import atomic, contract, dictionary, gcpause
+from mvlp_core import atomic, contract, dictionary, gcpause, unit_pool
 from mvlp_core.languages import LANGUAGES
 from mvlp_core.spec import AlignSpec, PipelineSpec, PriorCorpus, fingerprint_config
 from mvlp_core.stage import Context, Needs, Shows, Stage, Work
@@ -438,7 +439,12 @@ def plan(ctx: Context) -> Work:
         disk), then queue the pending chunks on the pool."""
         nonlocal pool
         if align.workers > 1:
-            pool = ProcessPoolExecutor(align.workers, mp_context=multiprocessing.get_context("spawn"))
+            pool = ProcessPoolExecutor(
+                align.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=unit_pool.end_with,  # a worker ends when this process is killed
+                initargs=(os.getpid(),),
+            )
         langs = list(dict.fromkeys(units[u].lang for u in pending))
         jobs = [j for lang in langs if (j := priors_for(lang)[1]) and not j.path.exists()]
         results = pool.map(_learn, jobs) if pool else map(_learn, jobs)
