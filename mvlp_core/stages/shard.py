@@ -33,7 +33,7 @@ from mvlp_core.atomic import atomic_path
 from mvlp_core.cpus import available_cpus
 from mvlp_core.keys import is_valid_key
 from mvlp_core.spec import PipelineSpec, fingerprint_config
-from mvlp_core.stage import Context, Shows, Stage, Work
+from mvlp_core.stage import Context, Needs, Shows, Stage, Work
 from mvlp_core.stages.download import WDS_DIR, iter_images
 from mvlp_core.tarmember import tar_file
 
@@ -393,4 +393,20 @@ def shows(spec: PipelineSpec, folder: Path, state: dict[str, Any]) -> Shows:
     return Shows(lines=(f"Shards: {folder} ({tars} tars, {state['samples_out']} samples)",))
 
 
-STAGE = Stage("shard", deps=("download", "translate", "align", "qa"), config=config, plan=plan, shows=shows)
+def needs(spec: PipelineSpec) -> Needs:
+    n = spec.shard.processes
+    if n is None:
+        where = f"a worker process per CPU this process may use ({available_cpus()} here), one per four units"
+    else:
+        where = "this process" if n == 1 else f"{n} worker processes"
+    return Needs(resources=f"{where}; memory bounded by one download shard a process")
+
+
+STAGE = Stage(
+    "shard",
+    deps=("download", "translate", "align", "qa"),
+    config=config,
+    plan=plan,
+    shows=shows,
+    needs=needs,
+)

@@ -21,6 +21,7 @@ from PIL import Image
 from testkit.tars import add_member
 
 from mvlp_core import contract
+from mvlp_core.cpus import available_cpus
 from mvlp_core.spec import load_spec
 from mvlp_core.stages.download import SAMPLES_SCHEMA
 from mvlp_core.stages.shard import STAGE as SHARD
@@ -249,3 +250,15 @@ def test_units_written_by_worker_processes_are_the_same_bytes(tmp_path):
     assert outs[2].rejects == outs[1].rejects == {"duplicate_image": 1}
     for name in outs[1].files:
         assert (tmp_path / "shard-2" / name).read_bytes() == (tmp_path / "shard-1" / name).read_bytes()
+
+
+def test_the_plan_says_where_units_run():
+    """`mvlp plan`'s line for the stage: this process, N workers, or one a CPU (the default)."""
+
+    def needs(value: str) -> str:
+        return SHARD.needs(load_spec("demo", [f"shard.processes={value}"])).resources
+
+    assert needs("1").startswith("this process;") and needs("4").startswith("4 worker processes;")
+    assert needs("null").startswith(
+        f"a worker process per CPU this process may use ({available_cpus()} here)"
+    )
