@@ -42,6 +42,7 @@ OVERRIDES = [
     "download.threads=4",
     "download.processes=1",  # one spawned img2dataset worker: each costs seconds of imports
     "shard.samples_per_shard=10",
+    "shard.processes=2",  # its units in worker processes: a kill leaves them writing, the resume cleans up
     f"pretrain.max_steps={PRETRAIN_STEPS}",
     f"pretrain.checkpoint_every={CHECKPOINT_EVERY}",
     f"pretrain.log_every={LOG_EVERY}",
