@@ -5,7 +5,9 @@ it joins that shard's rows with the translate and QA files of the same shard and
 rows of its keys (found through the row groups' key ranges), so memory holds one download shard,
 never the dataset. A unit's keys, sorted, are cut into `shard-<unit>-<NNN>.tar` of
 `shard.samples_per_shard`; tar headers have fixed mtime, owner and mode and records are compact
-UTF-8 JSON (orjson), so the same stage inputs give byte-identical tars.
+UTF-8 JSON (orjson), so the same stage inputs give byte-identical tars. Units are independent:
+they run in worker processes (`shard.processes`, by default one per CPU; `mvlp_core/unit_pool.py`),
+each holding one download shard.
 
 An image whose original bytes hash (img2dataset's sha256) equal an earlier one's, in download
 shard order then key order, is a `duplicate_image` reject naming the key that kept it.
