@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import io
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +135,7 @@ class _RowGroups:
                 group.index, columns=["key", "words_en", "words", "links"]
             )
             column = _column(table, "key")
-            in_order = all(a <= b for a, b in zip(column, column[1:]))  # noqa: B905 (one shorter)
+            in_order = all(a <= b for a, b in itertools.pairwise(column))
             held = self.last[lang] = (group, table, column if in_order else None)
         _, table, in_order = held
         if in_order is not None:
@@ -146,6 +147,15 @@ class _RowGroups:
 
 def _column(table: pa.Table, name: str) -> list[Any]:
     return table.column(name).to_pylist()
+
+
+def _read_columns(path: Path, names: list[str] | None = None) -> dict[str, list[Any]]:
+    """A parquet file's columns (`names`, else all) as Python lists, column by column; a missing
+    file reads as empty columns (a unit the upstream stage wrote nothing for)."""
+    if not path.exists():
+        return {name: [] for name in names or ["key"]}
+    table = pq.read_table(path, columns=names)
+    return {name: _column(table, name) for name in table.column_names}
 
 
 def _link_rows(column: pa.ChunkedArray) -> list[Any]:
@@ -176,27 +186,19 @@ class _Joined:
         provenance: dict,
         row_groups: _RowGroups,
     ) -> None:
-        path = inputs["download"] / SAMPLES.format(unit)
-        t = pq.read_table(path) if path.exists() else pa.table({"key": pa.array([], pa.string())})
-        columns = {name: _column(t, name) for name in t.column_names}
+        columns = _read_columns(inputs["download"] / SAMPLES.format(unit))
         self.samples = {
             key: dict(zip(columns, row, strict=True))
             for key, row in zip(columns["key"], zip(*columns.values(), strict=True), strict=True)
         }
         self.captions: dict[str, dict[str, str]] = defaultdict(dict)
-        path = inputs["translate"] / f"{unit}.parquet"
-        if path.exists():
-            t = pq.read_table(path, columns=["key", "lang", "text"])
-            for key, lang, text in zip(*(_column(t, c) for c in ("key", "lang", "text")), strict=True):
-                self.captions[key][lang] = text
+        translated = _read_columns(inputs["translate"] / f"{unit}.parquet", ["key", "lang", "text"])
+        for key, lang, text in zip(*translated.values(), strict=True):
+            self.captions[key][lang] = text
         self.qa: dict[str, list[dict[str, str]]] = defaultdict(list)
-        path = inputs["qa"] / f"{unit}.parquet"
-        if path.exists():
-            t = pq.read_table(path, columns=["key", "question", "answer", "generator"])
-            for key, question, answer, generator in zip(
-                *(_column(t, c) for c in ("key", "question", "answer", "generator")), strict=True
-            ):
-                self.qa[key].append({"question": question, "answer": answer, "generator": generator})
+        qa = _read_columns(inputs["qa"] / f"{unit}.parquet", ["key", "question", "answer", "generator"])
+        for key, question, answer, generator in zip(*qa.values(), strict=True):
+            self.qa[key].append({"question": question, "answer": answer, "generator": generator})
         self.words: dict[str, dict[str, list[str]]] = defaultdict(dict)
         self.links: dict[str, dict[str, Any]] = defaultdict(dict)
         keys = sorted(self.samples)
@@ -290,7 +292,7 @@ class _UnitWriter:
     duplicates: dict[str, dict[str, str]]
     provenance: dict[str, Any]
     samples_per_shard: int
-    row_groups: _RowGroups = field(default_factory=lambda: _RowGroups(), repr=False)
+    row_groups: _RowGroups = field(default_factory=_RowGroups, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "row_groups": _RowGroups()}  # a cache: each process its own
