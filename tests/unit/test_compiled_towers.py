@@ -28,11 +28,26 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
+def _count_compiled_calls(towers: list[torch.nn.Module]) -> list[int]:
+    """How often each tower's compiled call runs (a list the towers' calls count into)."""
+    calls = [0] * len(towers)
+    for i, tower in enumerate(towers):
+        inner = tower._compiled_call_impl
+
+        def counted(*args, _inner=inner, _i=i, **kwargs):
+            calls[_i] += 1
+            return _inner(*args, **kwargs)
+
+        tower._compiled_call_impl = counted
+    return calls
+
+
 def _same_training(eager: torch.nn.Module, batches: list[dict]) -> None:
     """SGD steps of `eager` and of a compiled copy on `batches`: the same losses and weights."""
     twin = copy.deepcopy(eager)
     towers = compiled.compile_towers(twin, backend="aot_eager")
     assert len(towers) == len(eager.towers()) and all(t._compiled_call_impl is not None for t in towers)
+    calls = _count_compiled_calls(towers)
     optims = [torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1) for m in (eager, twin)]
     for i, batch in enumerate(batches):
         losses = []
@@ -45,6 +60,8 @@ def _same_training(eager: torch.nn.Module, batches: list[dict]) -> None:
             losses.append(loss.item())
         assert losses[1] == pytest.approx(losses[0], rel=1e-5), i
     assert counters["stats"]["unique_graphs"] >= len(towers)  # dynamo captured every tower
+    # the forward calls each tower itself (not a submodule of it, which would bypass the compile)
+    assert all(calls), calls
     assert list(twin.state_dict()) == list(eager.state_dict())  # no `_orig_mod.` keys
     for (name, a), b in zip(eager.state_dict().items(), twin.state_dict().values(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
@@ -60,7 +77,7 @@ def test_unigen_towers_compile_and_train_as_eager(fresh_dynamo) -> None:
         model.image_encoder.vision_model,
         model.image_encoder.qformer,
         model.text_encoder,
-        model.decoder,
+        model.decoder.transformer,
     ]
     # two batch sizes: the second makes dynamo recompile the towers for a dynamic batch dimension
     _same_training(model, [collate(examples(spec, n), tok, spec) for n in (6, 8)])

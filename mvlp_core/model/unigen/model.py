@@ -171,9 +171,16 @@ class UniGen(FrozenTowersStayInEval, nn.Module):
         return sum(p.numel() for p in seen.values())
 
     def towers(self) -> list[nn.Module]:
-        """What `pretrain.compile` compiles, one graph each: the standard transformer stacks. The
-        code around them (task packing, in-batch negatives) has data-dependent shapes."""
-        return [self.image_encoder.vision_model, self.image_encoder.qformer, self.text_encoder, self.decoder]
+        """What `pretrain.compile` compiles, one graph each: the standard transformer stacks, as the
+        forward calls them (the decoder's GPT-2 stack, not the LM model around it: the forward
+        applies the LM head itself, to the supervised positions only). The code around them (task
+        packing, in-batch negatives) has data-dependent shapes."""
+        return [
+            self.image_encoder.vision_model,
+            self.image_encoder.qformer,
+            self.text_encoder,
+            self.decoder.transformer,
+        ]
 
     def frozen_towers(self) -> list[nn.Module]:
         """The ViT when frozen: nothing trainable upstream of it (parts/frozen_towers.py)."""
