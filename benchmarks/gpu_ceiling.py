@@ -39,6 +39,7 @@ def vit_forward(
 ) -> dict[str, float]:
     """Seconds per forward of `batch_size` images through the model's ViT, its FLOPs and MFU."""
     vit, norm, forward = _vision(model)
+    model.train()  # the modes a training step runs in: a frozen ViT in eval (no dropout), as there
     size = model.spec.image_size
     pixels = norm(torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8).to(device))
     patches = (size // vit.config.patch_size) ** 2 + 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mvlp_core.spec.base import Strict, perf_only
 
@@ -97,7 +97,8 @@ class PretrainSpec(Strict):
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = perf_only(
         "default",
         description="torch.compile's mode with `compile`: reduce-overhead replays CUDA graphs (for "
-        "steps bound by kernel launches), max-autotune also searches kernel configurations",
+        "steps bound by kernel launches; not with grad_accum > 1), max-autotune also searches kernel "
+        "configurations",
     )
     checkpoint_every: int = perf_only(500, gt=0)
     keep_checkpoints: int = perf_only(2, ge=1)
@@ -113,6 +114,19 @@ class PretrainSpec(Strict):
     fail_at_step: int | None = perf_only(
         None, description="test knob: rank 1 exits hard once at this step (fault injection)"
     )
+
+    @model_validator(mode="after")
+    def _cuda_graphs_without_accumulation(self) -> PretrainSpec:
+        """CUDA graph trees hand a micro-step's gradients out of their own memory pool, which the
+        next replay overwrites: accumulated gradients come out wrong without an error
+        (pytorch/pytorch#96693, #169545, open in torch 2.13)."""
+        if self.compile and self.compile_mode == "reduce-overhead" and self.grad_accum > 1:
+            raise ValueError(
+                f"pretrain.compile_mode=reduce-overhead with grad_accum={self.grad_accum}: CUDA graphs "
+                "lose accumulated gradients (pytorch/pytorch#169545); set compile_mode=default or "
+                "max-autotune, or grad_accum=1 with a larger batch_size"
+            )
+        return self
 
     def loader_processes(self, on_gpu: bool) -> int:
         """DataLoader processes per worker: `loader.num_workers`, else the default it describes."""

@@ -14,6 +14,8 @@ the recompiles for new batch shapes would fill it and later towers run eager wit
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch._dynamo
 from torch import nn
@@ -27,8 +29,14 @@ def compile_towers(model: nn.Module, mode: str = "default", backend: str | None 
     default, reduce-overhead for CUDA graphs, max-autotune); returns them."""
     backend = backend or BACKEND
     towers = model.towers() if hasattr(model, "towers") else [model]
-    config = torch._dynamo.config
-    config.recompile_limit = max(config.recompile_limit, ENTRIES_PER_TOWER * len(towers))
+    raise_recompile_limit(torch._dynamo.config, ENTRIES_PER_TOWER * len(towers))
     for tower in towers:
         tower.compile(backend=backend, **({"mode": mode} if backend == "inductor" else {}))
     return towers
+
+
+def raise_recompile_limit(config: Any, entries: int) -> None:
+    """Let dynamo's shared cache hold at least `entries` graphs (`recompile_limit`, called
+    `cache_size_limit` before torch 2.7: a lent GPU machine brings its own torch)."""
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), entries))

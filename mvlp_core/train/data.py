@@ -304,7 +304,8 @@ class Batches(torch.utils.data.IterableDataset):
         while True:
             chunk = [next(stream) for _ in range(self.cfg.batch_size)]
             batch = self.collate(chunk)
-            batch["skipped"] = torch.tensor(sum(self.skips.counts.values()))
+            batch["skipped"] = torch.tensor(sum(self.skips.counts.values()))  # this process's so far
+            batch["loader_worker"] = torch.tensor(proc)
             yield batch
 
 

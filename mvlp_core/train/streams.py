@@ -444,7 +444,7 @@ def open_streams(
 class MultiStreamBatches(torch.utils.data.IterableDataset):
     """Batches for one rank (and DataLoader worker): step s draws `plan_for(schedule, seed, s)`
     items from each stream and yields `collate({task: items})` with `skipped` (this process's
-    skipped samples so far). With `image_transform`, image items carry the transformed image
+    skipped samples so far) and `loader_worker` (whose count it is). With `image_transform`, image items carry the transformed image
     instead of the jpg bytes and a bad image is dropped from the batch (counted); the plan's
     consumption stays fixed, which is what keeps resume exact.
 
@@ -507,4 +507,5 @@ class MultiStreamBatches(torch.utils.data.IterableDataset):
                 items[task] = got
             batch = self.collate(items)
             batch["skipped"] = torch.tensor(sum(self.skips.counts.values()))
+            batch["loader_worker"] = torch.tensor(worker)
             yield batch

@@ -116,3 +116,25 @@ def test_a_rank_builds_its_model_with_compiled_towers_as_the_spec_says(monkeypat
     )
     assert build(TrainJob(spec, tmp_path, tmp_path / "init", [], []), rank=0, world=1) == (model, "batches")
     assert calls == ([(model, "max-autotune")] if on else [])
+
+
+def test_the_cache_limit_is_raised_under_either_of_its_names() -> None:
+    """A lent GPU machine brings its own torch: before 2.7 the limit was `cache_size_limit`."""
+    from types import SimpleNamespace
+
+    old, new = SimpleNamespace(cache_size_limit=8), SimpleNamespace(recompile_limit=64)
+    compiled.raise_recompile_limit(old, 32)
+    compiled.raise_recompile_limit(new, 32)
+    assert (old.cache_size_limit, new.recompile_limit) == (32, 64) and not hasattr(old, "recompile_limit")
+
+
+def test_cuda_graphs_with_gradient_accumulation_are_refused(tmp_path) -> None:
+    """CUDA graph trees lose accumulated gradients (pytorch#169545): the spec says so up front."""
+    with pytest.raises(ValueError, match="reduce-overhead with grad_accum=2.*compile_mode=default"):
+        load_spec(
+            "demo",
+            ["pretrain.compile=true", "pretrain.compile_mode=reduce-overhead", "pretrain.grad_accum=2"],
+            tmp_path,
+        )
+    for ok in (["pretrain.compile_mode=reduce-overhead"], ["pretrain.compile=true", "pretrain.grad_accum=2"]):
+        assert load_spec("demo", [*ok, "pretrain.grad_accum=2"], tmp_path).pretrain.grad_accum == 2

@@ -14,8 +14,14 @@ from mvlp_core.model.unigen import build_model, collate
 
 
 def _vit_forward_counted(model, vit) -> None:
-    """vit_forward on 4 images: FLOPs as the convention counts them, no MFU on CPU."""
+    """vit_forward on 4 images: FLOPs as the convention counts them, no MFU on CPU, the frozen
+    ViT in eval mode as a training step runs it (no dropout), whatever mode the model was left in."""
+    modes = []
+    vit.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    model.eval()
+    vit.train()  # as a model loaded from a checkpoint is: every module in train mode
     out = gpu_ceiling.vit_forward(model, batch_size=4, device=torch.device("cpu"), bf16=True, steps=2)
+    assert modes and not any(modes)
     patches = (model.spec.image_size // vit.config.patch_size) ** 2 + 1
     matmul = sum(m.weight.numel() for m in vit.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)))
     layers, width = vit.config.num_hidden_layers, vit.config.hidden_size
@@ -24,7 +30,7 @@ def _vit_forward_counted(model, vit) -> None:
 
 
 def test_vit_forward_alone_counts_its_flops_and_gives_no_mfu_on_cpu() -> None:
-    model = build_model(tiny_spec(), tokenizers())
+    model = build_model(tiny_spec(freeze=["vision"]), tokenizers())  # frozen, as UniGen's is
     _vit_forward_counted(model, model.image_encoder.vision_model)
 
 

@@ -360,6 +360,27 @@ def test_fast_forward_skips_whole_epochs_arithmetically(world: dict[str, Any]) -
 # --- bad samples ----------------------------------------------------------------------------
 
 
+def test_each_dataloader_worker_says_whose_skip_count_a_batch_carries(tmp_path: Path) -> None:
+    """Each worker process counts its own skips; the batch says which worker's count it carries,
+    so the training loop can sum the workers' latest counts (loop.py's `skipped`)."""
+    write_images(tmp_path / "shard-00000.tar", [f"k{i}" for i in range(6)], bad_json={"k1"}, bad_image={"k4"})
+    write_text_shards(tmp_path / "text", bad_mono_json=True)
+    sources = ms.Sources(
+        image_urls=[str(tmp_path / "shard-00000.tar")],
+        text=ms.text_stream_index(tmp_path / "text"),
+        shuffle_buffer=2,
+    )
+    schedule = Schedule.all_streams(image=2, parallel=1, mono=40)
+    ds = ms.MultiStreamBatches(sources, schedule, collate, seed=0, image_transform=lambda im: im.size)
+    it = iter(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2))
+    got = [next(it) for _ in range(8)]
+    del it
+    assert [int(b["loader_worker"]) for b in got] == [0, 1] * 4
+    latest = {int(b["loader_worker"]): int(b["skipped"]) for b in got}
+    assert ds.skips.counts == Counter()  # this process read nothing: the counts live in the workers
+    assert all(n >= 1 for n in latest.values())  # both workers read the bad mono JSON
+
+
 def test_bad_json_and_bad_image_are_skipped_and_counted(tmp_path: Path) -> None:
     keys = [f"k{i}" for i in range(6)]
     write_images(tmp_path / "shard-00000.tar", keys, bad_json={"k1"}, bad_image={"k4"})

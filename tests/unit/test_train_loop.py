@@ -136,14 +136,72 @@ def test_batches_reach_the_device_one_ahead_with_their_host_figures() -> None:
     assert [h.samples for _, h in feed] == [5, 6]
 
 
+def test_a_window_is_timed_until_the_device_has_finished_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU the host runs ahead of the device until the window's values are read: the read is
+    where the last steps' work finishes, so it belongs inside the window's time. Here the read
+    takes 10 s of a clock that otherwise stands still."""
+    clock = [0.0]
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: clock[0])
+    read = loop.Window.read
+
+    def device_catches_up(self):
+        clock[0] += 10.0
+        return read(self)
+
+    monkeypatch.setattr(loop.Window, "read", device_catches_up)
+    metrics = tmp_path / "m.jsonl"
+    loop.train(
+        Toy(),
+        batches(),
+        cfg(max_steps=4, log_every=2),
+        loop.LocalReporter(tmp_path / "c"),
+        metrics_path=metrics,
+    )
+    rows = curves.read_metrics(metrics)
+    assert [r["samples_per_second"] for r in rows] == [2 * 16 / 10.0] * 2
+
+
+def test_skips_are_summed_over_the_loader_workers(tmp_path: Path) -> None:
+    """Each DataLoader worker counts the samples it skipped since it started; the loop logs the
+    sum of every worker's latest count, not the count of whichever worker made the last batch."""
+
+    def two_workers():
+        for i, b in enumerate(batches()):
+            worker = i % 2
+            yield {
+                **b,
+                "skipped": torch.tensor([3, 5][worker] + i // 2),
+                "loader_worker": torch.tensor(worker),
+            }
+
+    metrics = tmp_path / "m.jsonl"
+    loop.train(
+        Toy(),
+        two_workers(),
+        cfg(max_steps=4, log_every=2),
+        loop.LocalReporter(tmp_path / "c"),
+        metrics_path=metrics,
+    )
+    # after step 2 the workers' latest counts are 3 (batch 0) and 5 (batch 1); after step 4, 4 and 6
+    assert [r["skipped"] for r in curves.read_metrics(metrics)] == [8, 10]
+
+
 @pytest.mark.parametrize(
     ("name", "peak"),
     [
         ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA H100 NVL", 835e12),
         ("NVIDIA H200", 989e12),
+        ("NVIDIA H200 NVL", 835e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
         ("NVIDIA L40S", 362e12),
+        ("NVIDIA L40", 181e12),
         ("NVIDIA L4", 121e12),
         ("Tesla T4", None),
+        ("NVIDIA GeForce RTX 4090", None),
     ],
 )
 def test_mfu_peak_is_looked_up_per_device(

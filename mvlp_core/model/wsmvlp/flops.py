@@ -72,7 +72,10 @@ class WsmvlpFlops:
             lengths = image["mask"].sum(1)
             b, p = len(lengths), self.patches
             layers, width = self.vit_shape
-            flops += self.vit.flops(b * p, grad_through=False) + attention(layers, width, b * p * p, True)
+            vit_trained = bool(self.vit.trained)  # a frozen ViT runs without autograd: forward only
+            flops += self.vit.flops(b * p, grad_through=False) + attention(
+                layers, width, b * p * p, vit_trained
+            )
             rows = Rows.of(lengths)
             passes = 2 if self.clean else 1  # the masked captions and, with clean texts, the clean ones
             flops += passes * (self._text(rows) + self._fusion(rows, b * p, rows.tokens * p))
