@@ -14,6 +14,7 @@ ranged reads: nothing is downloaded first.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -34,21 +35,30 @@ from mvlp_core.spec import MixSpec
 from mvlp_core.train.codeswitch import code_switch, tables_from_record
 from mvlp_core.train.plan import lane_of
 
-MAX_SKIPPED_KEYS = 1000
+MAX_LOGGED_SKIPS = 20  # a loader process's first skips are logged with their key and cause
+log = logging.getLogger(__name__)
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
 @dataclass
 class Skips:
-    """Samples the loader skipped, by reason; keys kept (bounded) for the stage's rejects."""
+    """Samples one loader process skipped, by reason. Its first MAX_LOGGED_SKIPS are logged as
+    warnings naming the sample and the cause (in a Ray Train worker's log); the rest are counted
+    only, and the training loop logs every process's count as `skipped` in the metrics. The shard
+    stage rejects bad samples with reasons before training; these are what got past it (shards
+    written elsewhere, damaged since)."""
 
     counts: Counter = field(default_factory=Counter)
-    keys: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def add(self, key: str | None, reason: str, detail: str = "") -> None:
         self.counts[reason] += 1
-        if key and len(self.keys) < MAX_SKIPPED_KEYS:
-            self.keys.setdefault(key, (reason, detail[:200]))
+        n = self.counts.total()
+        if n <= MAX_LOGGED_SKIPS:
+            log.warning(
+                "training loader skipped %s: %s %s", key or "a shard's remainder", reason, detail[:200]
+            )
+        if n == MAX_LOGGED_SKIPS:
+            log.warning("training loader: further skips are counted only (`skipped` in the metrics)")
 
     def handler(self, exn: Exception) -> bool:
         """Loader handler: an unreadable shard or tar member is counted and the stream goes on."""

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -82,7 +83,7 @@ def test_parts_split_by_shard_when_enough(tmp_path: Path) -> None:
     assert parts[0] == {"s0", "s2"} and parts[1] == {"s1", "s3"}
 
 
-def test_bad_samples_are_skipped_and_counted(tmp_path: Path) -> None:
+def test_bad_samples_are_skipped_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write_shard(
         tmp_path / "shard-00000.tar", [f"k{i:03d}" for i in range(6)], bad_jpeg="k001", bad_json="k002"
     )
@@ -92,7 +93,10 @@ def test_bad_samples_are_skipped_and_counted(tmp_path: Path) -> None:
     batches = [next(it) for _ in range(5)]  # 20 examples from 4 good samples: several epochs
     assert all(len(b["task"]) == 4 for b in batches)
     assert ds.skips.counts["image_decode_error"] >= 1 and ds.skips.counts["bad_json"] >= 1
-    assert set(ds.skips.keys) == {"k001", "k002"}
+    logged = {
+        r.getMessage().split()[3].rstrip(":") for r in caplog.records if "loader skipped" in r.getMessage()
+    }
+    assert logged == {"k001", "k002"}  # named in the worker's log, with the cause
     assert int(batches[-1]["skipped"]) == sum(ds.skips.counts.values())
 
 
@@ -226,3 +230,19 @@ def test_the_loader_tokenizes_on_its_own_thread_unless_told_otherwise(tmp_path: 
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
     first_batch()
     assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
+
+
+def test_skips_past_the_first_few_are_counted_without_a_log_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(data, "MAX_LOGGED_SKIPS", 2)
+    skips = data.Skips()
+    for i in range(5):
+        skips.add(f"k{i}", "bad_json", "Expecting value")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "training loader skipped k0: bad_json Expecting value",
+        "training loader skipped k1: bad_json Expecting value",
+        "training loader: further skips are counted only (`skipped` in the metrics)",
+    ]
+    assert skips.counts == {"bad_json": 5}
