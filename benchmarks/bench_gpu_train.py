@@ -37,19 +37,26 @@ def available() -> str | None:
     return None if torch.cuda.is_available() else "needs a CUDA GPU (figures kept from the last GPU run)"
 
 
-def _overrides(bf16: bool, run_name: str) -> list[str]:
+def _overrides(
+    bf16: bool,
+    run_name: str,
+    size: str = "base",
+    device: str = "cuda",
+    steps: int = STEPS,
+    batch: int = BATCH,
+) -> list[str]:
     cpus = max(1, (os.cpu_count() or 2) // 2)
     return [
-        "model.size=base",
+        f"model.size={size}",
         "model.weights=random",
-        "pretrain.use_gpu=true",
+        f"pretrain.use_gpu={str(device == 'cuda').lower()}",
         "pretrain.workers=1",
         f"pretrain.cpus_per_worker={cpus}",
-        f"pretrain.loader.num_workers={min(4, cpus)}",
-        f"pretrain.batch_size={BATCH}",
-        f"pretrain.max_steps={STEPS}",
-        f"pretrain.log_every={LOG_EVERY}",
-        f"pretrain.checkpoint_every={STEPS}",
+        f"pretrain.loader.num_workers={min(4, cpus) if device == 'cuda' else 0}",  # CPU: the test's size
+        f"pretrain.batch_size={batch}",
+        f"pretrain.max_steps={steps}",
+        f"pretrain.log_every={LOG_EVERY if steps > LOG_EVERY else steps // 2}",
+        f"pretrain.checkpoint_every={steps}",
         "pretrain.warmup_steps=4",
         f"pretrain.bf16={str(bf16).lower()}",
         f"pretrain.run_name={run_name}",
@@ -70,11 +77,11 @@ def runner() -> str:
     return "ray"
 
 
-def _train(job: TrainJob, how: str) -> None:
+def _train(job: TrainJob, how: str, device: str = "cuda") -> None:
     if how == "plain":
         from mvlp_core.stages.pretrain import train_in_process
 
-        train_in_process(job, device="cuda")
+        train_in_process(job, device=device)
         return
     import ray
     import torch
@@ -92,36 +99,63 @@ def _train(job: TrainJob, how: str) -> None:
     train_with_ray(job)
 
 
-def run(runs: int = 1) -> list[dict]:
-    import torch
+Figures = dict[tuple[str, bool], list[dict[str, float]]]
 
+
+def measure(
+    workdir: Path,
+    runs: int = 1,
+    how: str = "ray",
+    device: str = "cuda",
+    size: str = "base",
+    steps: int = STEPS,
+    batch: int = BATCH,
+    report: Path | None = None,
+) -> tuple[Figures, dict[str, float]]:
+    """Each variant's steady figures over `runs` runs in `workdir` (runner `how`: Ray Train first,
+    whose workers need a GPU this process has not used yet; then the plain loop in bf16 and fp32),
+    and the ceiling measured after the first plain bf16 run, before fp32, the least needed. Each
+    run's figures are printed as they come, so a call cut short keeps them in its log. `device`
+    cpu and a small `size` run the same path in the tests."""
     from mvlp_core.spec import load_spec
     from mvlp_core.train.job import prepare
 
-    gpu, how = torch.cuda.get_device_name(0), runner()
-    # (runner, bf16): Ray Train first (its workers need the GPU this process has not touched yet);
-    # each run's figures are printed as they come, so a call cut short keeps them in its log
     variants = ([("ray", True)] if how == "ray" else []) + [("plain", True), ("plain", False)]
-    figures: dict[tuple[str, bool], list[dict[str, float]]] = {v: [] for v in variants}
+    figures: Figures = {v: [] for v in variants}
+    keys = ("samples_per_second", "loss") + (("mfu",) if device == "cuda" else ())
+    ceiling: dict[str, float] = {}
+    write_shard_stage(workdir / "shard", 4 * batch)
+    for i in range(runs):
+        for runner_name, bf16 in variants:
+            name = f"gpu-{i}-{runner_name}-{int(bf16)}"
+            spec = load_spec(SPEC, _overrides(bf16, name, size, device, steps, batch), workdir)
+            job = prepare(spec, {"shard": workdir / "shard"}, workdir / "pretrain")  # the init is built once
+            job.metrics_path.unlink(missing_ok=True)
+            t0 = time.perf_counter()
+            _train(job, runner_name, device)
+            got = steady(job.metrics_path, keys, 1)
+            figures[(runner_name, bf16)].append(got)
+            print(f"{runner_name} bf16={bf16}: {got} ({time.perf_counter() - t0:.0f} s)", flush=True)
+            shutil.rmtree(workdir / "pretrain" / "ray", ignore_errors=True)  # ~10 GB of checkpoints
+            shutil.rmtree(workdir / "pretrain" / "local", ignore_errors=True)
+            _release_ray()
+            if i == 0 and (runner_name, bf16) == ("plain", True):
+                ceiling = _ceiling(job, device, batch, report)
+                print(f"ceiling: {ceiling}", flush=True)
+    return figures, ceiling
+
+
+def run(runs: int = 1) -> list[dict]:
+    import torch
+
+    gpu, how = torch.cuda.get_device_name(0), runner()
     with tempfile.TemporaryDirectory() as tmp:
-        wd = Path(tmp)
-        write_shard_stage(wd / "shard", 4 * BATCH)
-        for i in range(runs):
-            for runner_name, bf16 in variants:
-                spec = load_spec(SPEC, _overrides(bf16, f"gpu-{i}-{runner_name}-{int(bf16)}"), wd)
-                job = prepare(spec, {"shard": wd / "shard"}, wd / "pretrain")  # the init is built once
-                job.metrics_path.unlink(missing_ok=True)
-                t0 = time.perf_counter()
-                _train(job, runner_name)
-                got = steady(job.metrics_path, ("samples_per_second", "mfu", "loss"), 1)
-                figures[(runner_name, bf16)].append(got)
-                print(f"{runner_name} bf16={bf16}: {got} ({time.perf_counter() - t0:.0f} s)", flush=True)
-                shutil.rmtree(wd / "pretrain" / "ray", ignore_errors=True)  # ~10 GB of checkpoints
-                shutil.rmtree(wd / "pretrain" / "local", ignore_errors=True)
-                _release_ray()
-                if i == 0 and (runner_name, bf16) == ("plain", True):  # before fp32, the least needed
-                    ceiling = _ceiling(job)
-                    print(f"ceiling: {ceiling}", flush=True)
+        figures, ceiling = measure(Path(tmp), runs, how)
+    return rows(figures, ceiling, gpu, runs)
+
+
+def rows(figures: Figures, ceiling: dict[str, float], gpu: str, runs: int) -> list[dict]:
+    """The harness rows of `measure`'s figures on the device named `gpu` (Ray's row where Ray ran)."""
 
     def med(variant: tuple[str, bool], key: str) -> float:
         return statistics.median(f[key] for f in figures[variant])
@@ -136,7 +170,7 @@ def run(runs: int = 1) -> list[dict]:
         f"{gpu}; base-shaped UniGen (ViT-g frozen, decoder middle frozen), random weights, 224 px, "
         f"32 queries, batch {BATCH}, {STEPS} steps, first {LOG_EVERY} steps dropped"
     )
-    rows = [
+    out = [
         result(
             "gpu_train_bf16_vs_fp32",
             med(bf16, "samples_per_second"),
@@ -169,9 +203,9 @@ def run(runs: int = 1) -> list[dict]:
             ceiling_note,
         ),
     ]
-    if how == "ray":  # Ray's overhead: the pretrain stage's path against the same loop without it
-        ray_run = ("ray", True)
-        rows.append(
+    ray_run = ("ray", True)
+    if figures.get(ray_run):  # Ray's overhead: the pretrain stage's path against the same loop without it
+        out.append(
             result(
                 "gpu_train_ray_vs_plain",
                 med(ray_run, "samples_per_second"),
@@ -184,7 +218,7 @@ def run(runs: int = 1) -> list[dict]:
                 f"{med(ray_run, 'mfu'):.1%}, plain {med(bf16, 'mfu'):.1%}",
             )
         )
-    return rows
+    return out
 
 
 def _release_ray() -> None:
@@ -193,9 +227,12 @@ def _release_ray() -> None:
         sys.modules["ray"].shutdown()
 
 
-def _ceiling(job: TrainJob) -> dict[str, float]:
+def _ceiling(
+    job: TrainJob, device: str = "cuda", batch: int = BATCH, report: Path | None = None
+) -> dict[str, float]:
     """The frozen ViT's forward alone and the device-busy fraction of a training step, in this
-    process on the first GPU (benchmarks/gpu_ceiling.py), on the model and data the runs trained."""
+    process (benchmarks/gpu_ceiling.py), on the model and data the runs trained; the step profile
+    goes to `report` (default: benchmarks/profiles/gpu_train_unigen.txt)."""
     import torch
 
     from benchmarks import gpu_ceiling
@@ -203,13 +240,13 @@ def _ceiling(job: TrainJob) -> dict[str, float]:
     from mvlp_core.train.job import build
 
     _release_ray()  # the GPU is this process's now
-    device = torch.device("cuda", 0)
+    target = torch.device(device, 0) if device == "cuda" else torch.device(device)
     model, dataset = build(job, rank=0, world=1)
-    model = model.to(device)
-    vit = gpu_ceiling.vit_forward(model, BATCH, device, bf16=True)
-    batches = loader(dataset, job.spec.pretrain.loader_processes(on_gpu=True))
-    report = gpu_ceiling.PROFILES / "gpu_train_unigen.txt"
-    busy = gpu_ceiling.busy_fraction(model, batches, device, bf16=True, report=report)
+    model = model.to(target)
+    vit = gpu_ceiling.vit_forward(model, batch, target, bf16=True)
+    batches = loader(dataset, job.spec.pretrain.loader_processes(on_gpu=device == "cuda"))
+    report = report or gpu_ceiling.PROFILES / "gpu_train_unigen.txt"
+    busy = gpu_ceiling.busy_fraction(model, batches, target, bf16=True, report=report)
     return {"vit_seconds": vit["seconds"], "vit_mfu": vit["mfu"], "busy": busy}
 
 

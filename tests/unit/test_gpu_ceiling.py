@@ -73,3 +73,26 @@ def test_the_weakly_supervised_gpu_bench_trains_and_measures_its_ceiling_on_cpu(
     streams = {k for k in rows[-1] if k.startswith("loss_")}
     assert {"loss_vlm", "loss_tlm", "loss_xmlm", "loss_itm", "loss_ucl_image", "loss_ucl_text"} <= streams
     assert out["samples_per_second"] > 0 and out["vit_seconds"] > 0 and 0 < out["busy"] <= 1.05
+
+
+def test_the_unigen_gpu_bench_trains_measures_its_ceiling_and_writes_its_rows_on_cpu(tmp_path) -> None:
+    """bench_gpu_train's whole path at the tiny size, as `gpu_device.sh run` takes it on a GPU
+    (there with Ray Train first): its synthetic shard stage, the plain loop in bf16 and fp32, the
+    ceiling after the bf16 run, then the harness rows (MFU stands at 0 here: no peak on CPU)."""
+    from benchmarks import bench_gpu_train
+
+    report = tmp_path / "step.txt"
+    figures, ceiling = bench_gpu_train.measure(
+        tmp_path, how="plain", device="cpu", size="tiny", steps=4, batch=8, report=report
+    )
+    assert set(figures) == {("plain", True), ("plain", False)}
+    assert all(f[0]["samples_per_second"] > 0 and f[0]["loss"] > 0 for f in figures.values())
+    assert ceiling["vit_seconds"] > 0 and math.isnan(ceiling["vit_mfu"]) and 0 < ceiling["busy"] <= 1.05
+    assert "by host time" in report.read_text()
+    with_mfu = {v: [{**f, "mfu": 0.0} for f in runs] for v, runs in figures.items()}
+    rows = bench_gpu_train.rows(with_mfu, ceiling, "CPU", runs=1)
+    assert [r["name"] for r in rows] == [
+        "gpu_train_bf16_vs_fp32",
+        "gpu_vit_forward_mfu",
+        "gpu_step_busy_fraction",
+    ]
