@@ -18,6 +18,12 @@ ROOT = Path(__file__).resolve().parent.parent
 # 3-4 s shorter on 2 cores (15 s -> 11 s with an empty train function) for a few RPCs a second.
 # Clusters keep Ray's default (or what their environment sets).
 LOCAL_TRAIN_POLL = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+# A task or actor given no GPU sees none (CUDA_VISIBLE_DEVICES=""), as Ray did before 2.4x: since
+# then Ray leaves the variable alone for it unless this is set, so a CPU actor on a GPU node (the
+# translate and qa pools' default, `num_gpus: 0`) would see every GPU there and load its model
+# onto cuda:0, which Ray never reserved for it. Workers read it: a cluster gets it through the
+# job's runtime environment, a local Ray from this process's. A value the user set is kept.
+ZERO_GPUS_SEE_NONE = ("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "1")
 log = logging.getLogger(__name__)
 
 
@@ -26,12 +32,13 @@ def connect(spec: PipelineSpec, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+    name, value = ZERO_GPUS_SEE_NONE
+    env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)), name: os.environ.get(name, value)}
     address = spec.execution.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
         return
-    os.environ["PYTHONPATH"] = env["PYTHONPATH"]  # local workers inherit the driver's environment
+    os.environ.update(env)  # local workers inherit the driver's environment
     os.environ.setdefault(*LOCAL_TRAIN_POLL)
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 

@@ -8,7 +8,7 @@ still train and one model's units fill the workers another model's leave free.
 
 Each task asks Ray for one CPU and, when ``iglue.device`` is a GPU, ``iglue.gpus_per_unit`` GPUs:
 Ray sets ``CUDA_VISIBLE_DEVICES`` to the GPUs a task was given, so a task that asks for none sees
-no GPU at all."""
+no GPU at all (with ``RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO``, which ray_jobs/connect.py sets)."""
 
 from __future__ import annotations
 

@@ -200,6 +200,9 @@ def test_download_runs_across_two_nodes_with_the_guard_on_each(tmp_path, two_nod
         args += [a for o in overrides for a in ("--set", o)]
         assert entrypoint.main(args) == 0  # python -m ray_jobs download, the RayJob entrypoint
         nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
+        # the job's runtime environment (ray_jobs/connect.py): a task given no GPU sees none
+        visible = ray.remote(num_cpus=0)(lambda: __import__("os").environ.get("CUDA_VISIBLE_DEVICES"))
+        assert ray.get(visible.remote()) == ""
         assert secret.request_counts() == {}  # no refused hop reached its target
 
         out = tmp_path / "download"

@@ -319,7 +319,11 @@ def test_secrets_and_the_shared_model_cache_reach_every_ray_pod() -> None:
         storage = base_storage if where == "rayjobs" else _configmap(_rendered(where), "mvlp-storage")
         for node_type, _, tpl in _ray_pods(doc):
             (c,) = tpl["spec"]["containers"]
-            _check_secrets_and_cache(c, tpl["spec"], storage, f"{doc['metadata']['name']}/{node_type}")
+            what = f"{doc['metadata']['name']}/{node_type}"
+            _check_secrets_and_cache(c, tpl["spec"], storage, what)
+            # a CPU actor on a GPU pod (translate's and qa's default pools) sees no GPU (connect.py)
+            env = {e["name"]: e for e in c["env"]}
+            assert env["RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"]["value"] == "1", what
             checked += 1
     assert checked == 3 * len(OVERLAYS) + 2 * len(GPU_STAGES | CPU_STAGES)
 
