@@ -136,6 +136,17 @@ def test_a_missing_token_fails_before_any_weights_load(models, loads):
     assert loads == []
 
 
+@pytest.mark.parametrize(("in_hardware", "dtype"), [(True, torch.bfloat16), (False, torch.float16)])
+def test_auto_is_bf16_on_a_gpu_with_it_in_hardware_else_fp16(monkeypatch, in_hardware, dtype):
+    """A V100 or T4 emulates bf16 (torch's default check counts that): fp16 there."""
+
+    def supported(including_emulation: bool = True) -> bool:
+        return in_hardware or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    assert hf_backend.resolve_dtype("auto", torch.device("cuda")) == dtype
+
+
 def test_dtype_is_the_spec_s_and_auto_is_float32_on_cpu(models):
     assert hf_backend.resolve_dtype("auto", torch.device("cpu")) == torch.float32
     half = backend(str(models / "opus-mt-en-de"), ["de"], dtype="bfloat16")

@@ -28,7 +28,9 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         return DTYPES[dtype]
     if device.type != "cuda":
         return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # bf16 in hardware (Ampere and later); torch's own check also counts emulation, which a
+    # V100 or T4 offers at a fraction of its fp16 speed
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
 
 
 class HFBackend(seq2seq.SharedModels):
