@@ -19,7 +19,6 @@ holding the embeddings keeps the alignment zero-shot transfer reads.
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -42,6 +41,26 @@ class FinetuneResult:
     best_epoch: int
     lr: float
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What fine-tuning can change of `model` (its trainable parameters and its buffers), copied
+    to the host: a best-so-far or start state kept aside takes no GPU memory, and not a copy of
+    the frozen towers (UniGen base's ViT-g alone is 4 GB in fp32). `restore` puts it back."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    return {
+        name: value.detach().to("cpu", copy=True)
+        for name, value in model.state_dict().items()
+        if name not in params or params[name].requires_grad
+    }
+
+
+def restore(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a `snapshot` back (copied onto each tensor's device); the rest stays as it is."""
+    missing = set(state) - set(model.state_dict())
+    if missing:
+        raise KeyError(f"snapshot entries the model does not have: {sorted(missing)[:5]}")
+    model.load_state_dict(state, strict=False)
 
 
 def param_groups(model: torch.nn.Module, lr: float, head_lr_scale: float) -> list[dict[str, Any]]:
@@ -135,7 +154,7 @@ def finetune(
         )
         best = FinetuneResult(dev_score(em), 0, lr)
         best.history.append({"epoch": 0, "dev": best.best_dev})
-        best_state = copy.deepcopy(em.model.state_dict())
+        best_state = snapshot(em.model)
         step = 0
         for epoch in range(1, epochs + 1):
             em.model.train()
@@ -160,10 +179,10 @@ def finetune(
             best.history.append({"epoch": epoch, "dev": dev, "loss": sum(losses) / max(1, len(losses))})
             if dev > best.best_dev:
                 best.best_dev, best.best_epoch = dev, epoch
-                best_state = copy.deepcopy(em.model.state_dict())
+                best_state = snapshot(em.model)
             if step >= total:
                 break
-        em.model.load_state_dict(best_state)
+        restore(em.model, best_state)
     return best
 
 
@@ -171,13 +190,13 @@ def grid_search(
     em: EvalModel, examples: Examples, dev_score: Callable[[EvalModel], float], lrs: list[float], **kw: Any
 ) -> FinetuneResult:
     """Fine-tune a copy of the start weights for each learning rate; keep the best on dev."""
-    start = copy.deepcopy(em.model.state_dict())
+    start = snapshot(em.model)
     best_state, best = start, None
     for lr in lrs:
-        em.model.load_state_dict(start)
+        restore(em.model, start)
         result = finetune(em, examples, dev_score, lr=lr, **kw)
         if best is None or result.best_dev > best.best_dev:
-            best, best_state = result, copy.deepcopy(em.model.state_dict())
-    em.model.load_state_dict(best_state)
+            best, best_state = result, snapshot(em.model)
+    restore(em.model, best_state)
     assert best is not None
     return best

@@ -14,7 +14,7 @@ from torch import nn
 
 from mvlp_core.contract import Reject, StageError
 from mvlp_core.eval import heads_classify
-from mvlp_core.eval.finetune import finetune, frozen, param_groups
+from mvlp_core.eval.finetune import finetune, frozen, param_groups, restore, snapshot
 from mvlp_core.eval.model_api import EvalModel
 from mvlp_core.eval.prepared import ImageCache, Prepared
 
@@ -71,6 +71,28 @@ def test_frozen_prefixes_stay_fixed_while_the_rest_trains():
     after = dict(model.named_parameters())
     assert all(torch.equal(after[n], before[n]) for n in ("body.weight", "body.bias"))
     assert not torch.equal(after["gate.weight"], before["gate.weight"])
+
+
+def test_a_snapshot_holds_what_fine_tuning_can_change_on_the_host_and_restores_it():
+    """The best-so-far and start states kept aside: host copies of the trainable parameters and the
+    buffers only, not of frozen towers (on a GPU they would double the model's memory each)."""
+    model = _Toy()
+    model.register_buffer("scale", torch.ones(1))
+    model.body.requires_grad_(False)
+    state = snapshot(model)
+    assert set(state) == {"gate.weight", "gate.bias", "scale"}
+    assert all(t.device.type == "cpu" for t in state.values())
+    kept = {n: t.clone() for n, t in state.items()}
+    with torch.no_grad():
+        model.gate.weight.add_(1.0)
+        model.scale.mul_(3.0)
+    assert torch.equal(state["gate.weight"], kept["gate.weight"])  # a copy, not the live tensor
+    body = model.body.weight.detach().clone()
+    restore(model, state)
+    assert torch.equal(model.gate.weight, kept["gate.weight"]) and torch.equal(model.scale, kept["scale"])
+    assert torch.equal(model.body.weight, body)
+    with pytest.raises(KeyError, match="other.weight"):
+        restore(model, {"other.weight": torch.zeros(1)})
 
 
 def test_a_freeze_prefix_that_names_nothing_is_an_error_listing_the_parts():
