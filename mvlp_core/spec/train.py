@@ -116,6 +116,18 @@ class PretrainSpec(Strict):
     )
 
     @model_validator(mode="after")
+    def _one_rank_a_gpu(self) -> PretrainSpec:
+        """Ray packs workers of a fraction of a GPU onto one device, and NCCL, the GPU workers'
+        process group, refuses two ranks on one GPU ("Duplicate GPU detected") when the run starts."""
+        if self.use_gpu and self.workers > 1 and self.gpus_per_worker < 1:
+            raise ValueError(
+                f"pretrain.gpus_per_worker={self.gpus_per_worker:g} with {self.workers} GPU workers: Ray "
+                "would put several ranks on one GPU, which NCCL refuses; give each worker a whole GPU "
+                "(gpus_per_worker >= 1) or train with workers=1"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _cuda_graphs_without_accumulation(self) -> PretrainSpec:
         """CUDA graph trees hand a micro-step's gradients out of their own memory pool, which the
         next replay overwrites: accumulated gradients come out wrong without an error

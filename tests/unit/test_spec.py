@@ -299,6 +299,18 @@ def test_iglue_has_no_default_root_and_the_stage_says_what_to_set(tmp_path: Path
         iglue_eval.plan(Context(spec, {"pretrain": tmp_path / "pretrain"}, tmp_path / "iglue-eval"))
 
 
+def test_gpu_workers_of_a_fraction_of_a_gpu_are_refused_where_nccl_would_refuse_them() -> None:
+    from pydantic import ValidationError
+
+    from mvlp_core.spec.train import PretrainSpec
+
+    with pytest.raises(ValidationError, match=r"gpus_per_worker=0.5 with 2 GPU workers.*NCCL refuses"):
+        PretrainSpec(use_gpu=True, workers=2, gpus_per_worker=0.5)
+    assert PretrainSpec(use_gpu=True, workers=1, gpus_per_worker=0.5).gpus_per_worker == 0.5
+    assert PretrainSpec(use_gpu=False, workers=2, gpus_per_worker=0.5).workers == 2  # CPU ranks: gloo
+    assert PretrainSpec(use_gpu=True, workers=4, gpus_per_worker=2).workers == 4
+
+
 def test_loader_processes_default_to_some_on_gpu_workers_and_none_on_cpu_ones() -> None:
     from mvlp_core.spec.train import PretrainSpec
 
