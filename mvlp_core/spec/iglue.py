@@ -86,7 +86,9 @@ class IglueSpec(Strict):
         1,
         ge=1,
         le=1024,
-        description="units evaluated in parallel as Ray tasks (execution.engines.iglue-eval: ray)",
+        description="units evaluated in parallel as Ray tasks (execution.engines.iglue-eval: ray) on "
+        "a local Ray, whose CPUs it sets; on a cluster every unit is submitted and the cluster's "
+        "free CPUs and GPUs decide how many run at once",
     )
     device: str = perf_only(
         "cpu",
