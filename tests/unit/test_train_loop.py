@@ -136,6 +136,15 @@ def test_batches_reach_the_device_one_ahead_with_their_host_figures() -> None:
     assert [h.samples for _, h in feed] == [5, 6]
 
 
+def _four_steps_logged_every_two(tmp_path: Path, source) -> list[dict]:
+    """Toy trained 4 steps on `source`, metrics logged every 2: the logged rows."""
+    metrics = tmp_path / "m.jsonl"
+    loop.train(
+        Toy(), source, cfg(max_steps=4, log_every=2), loop.LocalReporter(tmp_path / "c"), metrics_path=metrics
+    )
+    return curves.read_metrics(metrics)
+
+
 def test_a_window_is_timed_until_the_device_has_finished_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,15 +160,7 @@ def test_a_window_is_timed_until_the_device_has_finished_it(
         return read(self)
 
     monkeypatch.setattr(loop.Window, "read", device_catches_up)
-    metrics = tmp_path / "m.jsonl"
-    loop.train(
-        Toy(),
-        batches(),
-        cfg(max_steps=4, log_every=2),
-        loop.LocalReporter(tmp_path / "c"),
-        metrics_path=metrics,
-    )
-    rows = curves.read_metrics(metrics)
+    rows = _four_steps_logged_every_two(tmp_path, batches())
     assert [r["samples_per_second"] for r in rows] == [2 * 16 / 10.0] * 2
 
 
@@ -176,16 +177,9 @@ def test_skips_are_summed_over_the_loader_workers(tmp_path: Path) -> None:
                 "loader_worker": torch.tensor(worker),
             }
 
-    metrics = tmp_path / "m.jsonl"
-    loop.train(
-        Toy(),
-        two_workers(),
-        cfg(max_steps=4, log_every=2),
-        loop.LocalReporter(tmp_path / "c"),
-        metrics_path=metrics,
-    )
+    rows = _four_steps_logged_every_two(tmp_path, two_workers())
     # after step 2 the workers' latest counts are 3 (batch 0) and 5 (batch 1); after step 4, 4 and 6
-    assert [r["skipped"] for r in curves.read_metrics(metrics)] == [8, 10]
+    assert [r["skipped"] for r in rows] == [8, 10]
 
 
 @pytest.mark.parametrize(
