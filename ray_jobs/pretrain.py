@@ -193,17 +193,25 @@ def finished_checkpoint(job: TrainJob) -> Path | None:
     return newest
 
 
-def drop_torn_snapshot(run_dir: Path) -> None:
-    """Ray rewrites its snapshot in place, so a kill can leave it empty or cut short, and every
-    relaunch would then die in the controller. Without it Ray starts an empty registry (older
-    checkpoints are no longer pruned) and `RayReporter.restore` resumes from the newest on disk."""
+def drop_unusable_snapshot(run_dir: Path) -> None:
+    """Ray's snapshot of a run's checkpoints, removed where a relaunch would die on it in the
+    controller: torn (Ray rewrites it in place, so a kill can leave it empty or cut short), or
+    naming a checkpoint folder that is gone (deleted, as a checkpoint that cannot be loaded tells
+    the user to). Without it Ray starts an empty registry (older checkpoints are no longer pruned)
+    and `RayReporter.restore` resumes from the newest on disk."""
     path = run_dir / SNAPSHOT
     try:
-        json.loads(path.read_text(encoding="utf-8"))
+        snapshot = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return
     except ValueError:
         log.warning("pretrain: %s is torn (a run was killed while Ray wrote it); removing it", path)
+        path.unlink()
+        return
+    results = snapshot.get("checkpoint_results", []) if isinstance(snapshot, dict) else []
+    gone = [r["checkpoint_dir_name"] for r in results if not (run_dir / r["checkpoint_dir_name"]).is_dir()]
+    if gone:
+        log.warning("pretrain: %s names checkpoints that are gone (%s); removing it", path, ", ".join(gone))
         path.unlink()
 
 
@@ -222,7 +230,7 @@ def _ready(job: TrainJob) -> None:
     local = run_dir(job.spec.pretrain)
     if local is not None:
         local.parent.mkdir(parents=True, exist_ok=True)
-        drop_torn_snapshot(local)
+        drop_unusable_snapshot(local)
         check_resumable(job, local)
 
 
@@ -283,7 +291,7 @@ def _run_alone(job: TrainJob) -> Path:
         raise contract.StageError(
             f"pretrain: the run {cfg.run_name} reported no checkpoint; see the worker logs"
         )
-    if "://" in result.checkpoint.path:  # remote storage: fetch the final checkpoint next to the stage
+    if local is None:  # remote storage (its checkpoint's path has no scheme): fetch it next to the stage
         return Path(result.checkpoint.to_directory(str(job.out_dir / "final-checkpoint")))
     return Path(result.checkpoint.path)
 
@@ -312,7 +320,7 @@ def train_all_with_ray(jobs: list[TrainJob]) -> list[Path]:
     elif todo:
         cfg = todo[0].spec.pretrain
         name = "+".join(job.spec.pretrain.run_name for job in todo)
-        drop_torn_snapshot(Path(cfg.storage_path) / name)
+        drop_unusable_snapshot(Path(cfg.storage_path) / name)
         _fit(train_models_worker, {"jobs": todo}, todo[0].spec, name, None)
     done = []
     for job in jobs:

@@ -300,3 +300,26 @@ def test_a_workdir_in_object_storage_is_a_one_line_error(tmp_path: Path, url: st
     assert res.returncode == 2 and len(lines) == 1 and rule in lines[0], res.stderr[-2000:]
     assert "object storage is for inputs" in lines[0] and url in lines[0]
     assert storage.workdir_problem(tmp_path) is None
+
+
+@pytest.mark.slow  # a Ray Train run of 2 workers checkpointing to the bucket: ~40 s on 2 cores
+def test_pretraining_checkpoints_to_a_bucket_and_the_stage_fetches_the_final_one(s3, tmp_path: Path) -> None:
+    """`pretrain.storage_path: s3://...`: Ray Train writes the checkpoints to the bucket, and the
+    stage fetches the final one next to itself (Ray gives its path without the scheme)."""
+    import ray
+
+    from mvlp_core.model import load_model
+    from ray_jobs.engines import run_stage
+    from tests.integration.test_pretrain_ray import make_spec, write_inputs
+
+    if ray.is_initialized():  # an earlier test's Ray: its workers lack this server's environment
+        ray.shutdown()
+    spec = make_spec(tmp_path, "pretrain.max_steps=3", "pretrain.storage_path=s3://mvlp-out/ray")
+    write_inputs(spec)
+    try:
+        manifest = run_stage(spec, "pretrain")
+    finally:
+        ray.shutdown()
+    assert s3.exists("mvlp-out/ray/pretrain/checkpoint_00000003/train_state.pt")
+    assert manifest.extra["step"] == 3 and manifest.extra["checkpoint"].endswith("final-checkpoint")
+    assert load_model(tmp_path / "pretrain" / "final") is not None

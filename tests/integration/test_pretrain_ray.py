@@ -207,6 +207,26 @@ def test_what_a_killed_run_leaves_does_not_stop_the_relaunch(local_ray, tmp_path
     ] == 3
 
 
+@pytest.mark.slow
+def test_a_deleted_checkpoint_leaves_the_relaunch_to_the_one_before(local_ray, tmp_path) -> None:
+    """What the error for a checkpoint that cannot be loaded says to do: delete it. Ray's snapshot
+    still names it, which would kill the relaunch in Ray's controller; the relaunch drops the
+    snapshot and resumes from the checkpoint before."""
+    from mvlp_core.train.job import prepare
+    from ray_jobs.engines import run_stage
+    from ray_jobs.pretrain import SNAPSHOT, train_with_ray
+
+    spec = make_spec(tmp_path, "pretrain.max_steps=6")
+    write_inputs(spec)
+    run_stage(spec, "pretrain")
+    run = Path(spec.pretrain.storage_path) / spec.pretrain.run_name
+    assert "checkpoint_00000006" in (run / SNAPSHOT).read_text()
+    shutil.rmtree(run / "checkpoint_00000006")
+    job = prepare(spec, {"shard": tmp_path / "shard"}, tmp_path / "pretrain")
+    assert train_with_ray(job) == run / "checkpoint_00000006"
+    assert {"event": "resume", "step": 3} in curves.read_metrics(job.metrics_path)
+
+
 def test_a_stages_models_share_one_ray_run_and_a_restart_resumes_the_unfinished_one(
     local_ray, tmp_path
 ) -> None:
