@@ -27,7 +27,9 @@ PROJECT_ROOT = SPECS_ROOT.parent
 RAY_GROUP, RAY_VERSION, RAYJOB_PLURAL = "ray.io", "v1", "rayjobs"
 # Placeholders in the RayJob templates (infra/k8s/base/rayjobs), replaced by the spec's images.
 CPU_IMAGE, GPU_IMAGE = "mvlp-cpu", "mvlp-cuda"
-RAYJOB_DONE = {"Complete", "Failed"}
+# KubeRay's terminal deployment states (v1.7): ValidationFailed is a template it refuses (a bad
+# runtimeEnvYAML, num-cpus both in rayStartParams and resources, ...); it never changes after
+RAYJOB_DONE = {"Complete", "Failed", "ValidationFailed"}
 RAY_TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 

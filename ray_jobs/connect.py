@@ -4,6 +4,7 @@ root on PYTHONPATH); their logs stay in Ray's session folder (or the dashboard),
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -36,11 +37,28 @@ def connect(spec: PipelineSpec, num_cpus: int | None = None) -> None:
     env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)), name: os.environ.get(name, value)}
     address = spec.execution.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+        # ray.init refuses a variable the submitted job's runtime env sets too: the job's is kept
+        submitted = _submitted_env_vars()
+        ours = {k: v for k, v in env.items() if k not in submitted}
+        ray.init(address=address, runtime_env={"env_vars": ours}, log_to_driver=False)
         return
     os.environ.update(env)  # local workers inherit the driver's environment
     os.environ.setdefault(*LOCAL_TRAIN_POLL)
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def _submitted_env_vars() -> dict[str, str]:
+    """The environment variables of the runtime env this driver's job was submitted with (a
+    RayJob's runtimeEnvYAML, `ray job submit --runtime-env-json`), which Ray hands the driver in
+    RAY_JOB_CONFIG_JSON_ENV_VAR; none outside a submitted job."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return {}
+    try:
+        env_vars = (json.loads(raw).get("runtime_env") or {}).get("env_vars") or {}
+    except (ValueError, AttributeError):
+        return {}
+    return env_vars if isinstance(env_vars, dict) else {}
 
 
 def warn_if_pool_fills_cluster(what: str, actors: int, cpus_each: float) -> str | None:

@@ -48,7 +48,9 @@ def submit(cluster: RayCluster, command: str, name: str) -> list[job_client.JobS
         on_status=seen.append,
         poll_seconds=1,
         timeout_seconds=900,
-        runtime_env={"env_vars": {**cluster.env, "PATH": path}},  # `python`: this environment's
+        # `python`: this environment's; a variable connect() sets too, which ray.init must not
+        # set again in a submitted job (Ray refuses to merge the two)
+        runtime_env={"env_vars": {**cluster.env, "PATH": path, "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1"}},
     )
     assert final.state == "SUCCEEDED" and seen[-1].state == "SUCCEEDED"
     return seen

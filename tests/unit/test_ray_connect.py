@@ -22,6 +22,7 @@ def init_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", raising=False)
     monkeypatch.delenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", raising=False)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
     monkeypatch.setenv("PYTHONPATH", "")
     return calls
 
@@ -68,6 +69,27 @@ def test_tasks_given_no_gpu_see_none_locally_and_on_a_cluster(
     monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # the user's choice is kept
     connect(load_spec("demo", ["execution.ray_address=ray://head:10001"], tmp_path))
     assert init_calls[-1]["runtime_env"]["env_vars"]["RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"] == "0"
+
+
+def test_a_submitted_jobs_own_variables_are_not_set_again(
+    init_calls, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """In a job submitted with env vars of its own, ray.init refuses the same keys again (Ray's
+    "Failed to merge the Job's runtime env"): the job's values stand, the rest are added."""
+    import json
+
+    from ray_jobs.connect import connect
+
+    job = {"runtime_env": {"env_vars": {"PYTHONPATH": "/app", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1"}}}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
+    connect(load_spec("demo", ["execution.ray_address=ray://head:10001"], tmp_path))
+    assert init_calls[-1]["runtime_env"] == {"env_vars": {}}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"pip": ["x"]}}))
+    connect(load_spec("demo", ["execution.ray_address=ray://head:10001"], tmp_path))
+    assert set(init_calls[-1]["runtime_env"]["env_vars"]) == {
+        "PYTHONPATH",
+        "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO",
+    }
 
 
 def test_a_real_local_ray_hides_the_gpus_from_a_task_given_none(

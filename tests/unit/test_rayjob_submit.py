@@ -112,6 +112,16 @@ def test_failed_job_fails_with_its_reason() -> None:
     assert seen[-1].message.startswith("AppFailed")
 
 
+def test_a_job_kuberay_refuses_fails_at_once_with_kuberays_reason() -> None:
+    """ValidationFailed is terminal in KubeRay: no poll until the timeout (7 days by default)."""
+    api = _api(_obj("ValidationFailed", "", reason="ValidationFailed", message="invalid RuntimeEnvYAML"))
+    with pytest.raises(StageError, match="ended ValidationFailed/.*invalid RuntimeEnvYAML"):
+        job_client.run_rayjob(
+            api, _body(), on_status=lambda s: None, poll_seconds=1, timeout_seconds=60, sleep=lambda s: None
+        )
+    assert api.get_namespaced_custom_object.call_count == 1
+
+
 def test_create_forbidden_names_the_rbac_fix() -> None:
     api = _api()
     api.create_namespaced_custom_object.side_effect = ApiException(status=403, reason="Forbidden")
