@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -116,7 +116,8 @@ def run_rayjob(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> JobStatus:
-    """Create the RayJob with `api` (a kubernetes CustomObjectsApi) and poll it to the end."""
+    """Create the RayJob with `api` (a kubernetes CustomObjectsApi) and poll it to the end. A
+    retried task finds its flow run's RayJob created by the earlier try, and follows that one."""
     from kubernetes.client.exceptions import ApiException
 
     name, ns = body["metadata"]["name"], body["metadata"]["namespace"]
@@ -124,12 +125,52 @@ def run_rayjob(
     try:
         api.create_namespaced_custom_object(RAY_GROUP, RAY_VERSION, ns, RAYJOB_PLURAL, body)
     except ApiException as err:
-        hint = {
-            403: "the service account needs create on rayjobs.ray.io in this namespace (infra/k8s/base/rbac.yaml)",
-            404: "is the KubeRay operator (ray.io/v1 CRDs) installed and does the namespace exist?",
-            409: "a RayJob with this name exists; delete it or re-run (names carry the run id)",
-        }.get(err.status, "check the cluster connection (kubeconfig or in-cluster service account)")
-        raise StageError(f"could not create {where}: HTTP {err.status} {err.reason}; {hint}") from None
+        if err.status != 409 or not _same_rayjob(api, body):
+            _refused(err, where)
+    return _follow_rayjob(
+        api, name, ns, where, on_status, poll_seconds, timeout_seconds, dashboard_url, sleep, clock
+    )
+
+
+def _same_rayjob(api: Any, body: dict[str, Any]) -> bool:
+    """Whether the RayJob of `body`'s name that exists runs `body`'s entrypoint (the names carry
+    the flow run's id, so it is this run's, submitted by an earlier try of the same task)."""
+    from kubernetes.client.exceptions import ApiException
+
+    meta = body["metadata"]
+    try:
+        obj = api.get_namespaced_custom_object(
+            RAY_GROUP, RAY_VERSION, meta["namespace"], RAYJOB_PLURAL, meta["name"]
+        )
+    except ApiException:
+        return False
+    return obj.get("spec", {}).get("entrypoint") == body["spec"]["entrypoint"]
+
+
+def _refused(err: Any, where: str) -> NoReturn:
+    hint = {
+        403: "the service account needs create on rayjobs.ray.io in this namespace (infra/k8s/base/rbac.yaml)",
+        404: "is the KubeRay operator (ray.io/v1 CRDs) installed and does the namespace exist?",
+        409: "a RayJob with this name and another entrypoint exists; delete it or re-run (names carry the run id)",
+    }.get(err.status, "check the cluster connection (kubeconfig or in-cluster service account)")
+    raise StageError(f"could not create {where}: HTTP {err.status} {err.reason}; {hint}") from None
+
+
+def _follow_rayjob(
+    api: Any,
+    name: str,
+    ns: str,
+    where: str,
+    on_status: StatusFn,
+    poll_seconds: float,
+    timeout_seconds: float,
+    dashboard_url: str | None,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> JobStatus:
+    """Poll the RayJob to its end: its status when it succeeded, else a StageError with KubeRay's reason."""
+    from kubernetes.client.exceptions import ApiException
+
     deadline = clock() + timeout_seconds
     last: tuple[str, str, str] | None = None
     while True:
@@ -191,10 +232,20 @@ def _submit_when_ready(
         try:
             return client.submit_job(entrypoint=command, submission_id=submission_id, runtime_env=runtime_env)
         except RuntimeError as err:
+            if "already exists" in str(err) and _same_job(client, submission_id, command):
+                return submission_id  # this flow run's own job, submitted before a retry of this task
             if "No available agent" not in str(err) or attempt == attempts - 1:
                 raise StageError(f"Ray job submission {submission_id} refused: {err}") from None
             sleep(min(2.0**attempt, 30.0))
     raise AssertionError("unreachable")
+
+
+def _same_job(client: Any, submission_id: str, command: str) -> bool:
+    """Whether the Ray job `submission_id` that exists runs `command` (see `_same_rayjob`)."""
+    try:
+        return client.get_job_info(submission_id).entrypoint == command
+    except RuntimeError:
+        return False
 
 
 def run_on_ray_cluster(

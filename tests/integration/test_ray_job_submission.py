@@ -59,6 +59,11 @@ def test_submits_waits_and_streams(ray_address: str) -> None:
     from ray.job_submission import JobSubmissionClient
 
     assert "mvlp job ran" in JobSubmissionClient(ray_address).get_job_logs("mvlp-test-ok")
+    # a retry of the task submits the same id: it follows the job the first try started
+    again = job_client.run_on_ray_cluster(
+        ray_address, command, "mvlp-test-ok", on_status=seen.append, poll_seconds=0.2, timeout_seconds=120
+    )
+    assert again.state == "SUCCEEDED" and again.job == "mvlp-test-ok"
 
 
 def test_failed_job_fails_the_stage_with_its_logs(ray_address: str) -> None:

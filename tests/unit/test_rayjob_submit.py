@@ -122,6 +122,44 @@ def test_a_job_kuberay_refuses_fails_at_once_with_kuberays_reason() -> None:
     assert api.get_namespaced_custom_object.call_count == 1
 
 
+def test_a_retried_task_follows_the_rayjob_its_earlier_try_created() -> None:
+    """A retry of the stage's task (the name carries the flow run's id) meets its own RayJob:
+    it follows that job to its end instead of failing on the name while the job runs unwatched."""
+    body = _body()
+    api = _api(
+        {"spec": {"entrypoint": body["spec"]["entrypoint"]}},
+        _obj("Running", "RUNNING"),
+        _obj("Complete", "SUCCEEDED"),
+    )
+    api.create_namespaced_custom_object.side_effect = ApiException(status=409, reason="AlreadyExists")
+    final = job_client.run_rayjob(
+        api, body, on_status=lambda s: None, poll_seconds=1, timeout_seconds=60, sleep=lambda s: None
+    )
+    assert final.state == "SUCCEEDED"
+    other = _api({"spec": {"entrypoint": "python -m ray_jobs qa --spec /elsewhere.json"}})
+    other.create_namespaced_custom_object.side_effect = ApiException(status=409, reason="AlreadyExists")
+    with pytest.raises(StageError, match="HTTP 409.*another entrypoint"):
+        job_client.run_rayjob(
+            other, body, on_status=lambda s: None, poll_seconds=1, timeout_seconds=60, sleep=lambda s: None
+        )
+
+
+def test_a_retried_submission_to_the_jobs_api_follows_its_earlier_job() -> None:
+    from types import SimpleNamespace
+
+    client = mock.Mock()
+    client.submit_job.side_effect = RuntimeError(
+        "Job with submission_id mvlp-qa-1 already exists. Please use a different submission_id."
+    )
+    client.get_job_info.return_value = SimpleNamespace(entrypoint="python -m ray_jobs qa")
+    assert (
+        job_client._submit_when_ready(client, "python -m ray_jobs qa", "mvlp-qa-1", {}, lambda s: None)
+        == "mvlp-qa-1"
+    )
+    with pytest.raises(StageError, match="refused: Job with submission_id mvlp-qa-1 already exists"):
+        job_client._submit_when_ready(client, "python -m ray_jobs translate", "mvlp-qa-1", {}, lambda s: None)
+
+
 def test_create_forbidden_names_the_rbac_fix() -> None:
     api = _api()
     api.create_namespaced_custom_object.side_effect = ApiException(status=403, reason="Forbidden")
