@@ -23,7 +23,8 @@ LOCAL_TRAIN_POLL = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 # then Ray leaves the variable alone for it unless this is set, so a CPU actor on a GPU node (the
 # translate and qa pools' default, `num_gpus: 0`) would see every GPU there and load its model
 # onto cuda:0, which Ray never reserved for it. Workers read it: a cluster gets it through the
-# job's runtime environment, a local Ray from this process's. A value the user set is kept.
+# job's runtime environment, a local Ray from this process's. A value the user set is kept. (vLLM
+# replicas of several GPUs turn it off for their engine actors: mvlp_core/stages/qa/vllm_rows.py.)
 ZERO_GPUS_SEE_NONE = ("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "1")
 log = logging.getLogger(__name__)
 

@@ -81,8 +81,10 @@ def test_vllm_config_kwargs_build_a_real_processor_config():
     config = llm.vLLMEngineProcessorConfig(**kwargs)
     assert (config.model_source, config.concurrency, config.batch_size) == ("/models/llama", 4, 32)
     assert config.engine_kwargs["gpu_memory_utilization"] == 0.8
+    # two GPUs a replica: vLLM's engine actor asks for none and must see the node's
+    assert config.runtime_env == {"env_vars": {"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"}}
     completion = processor_config_kwargs(VLLMQASpec(model="m", mode="completion"))
-    assert completion["chat_template_stage"] is False
+    assert completion["chat_template_stage"] is False and "runtime_env" not in completion  # one GPU
 
 
 def test_vllm_pre_and_postprocess_rows():

@@ -22,13 +22,19 @@ def processor_config_kwargs(spec: VLLMQASpec) -> dict[str, Any]:
         "enable_prefix_caching": True,  # every prompt shares the few-shot prefix
         **spec.engine_kwargs,
     }
-    return {
+    kwargs: dict[str, Any] = {
         "model_source": spec.model,
         "engine_kwargs": engine,
         "concurrency": spec.concurrency,
         "batch_size": spec.batch_size,
         "chat_template_stage": spec.mode == "chat",  # completion mode sends the raw prompt
     }
+    if engine["tensor_parallel_size"] * engine.get("pipeline_parallel_size", 1) > 1:
+        # a replica of several GPUs runs vLLM's Ray executor: its engine actor asks Ray for no GPU
+        # (its workers hold them) and must still see the node's, as Ray 2.60 leaves them by
+        # default; the rest of the job hides GPUs from such actors (ray_jobs/connect.py)
+        kwargs["runtime_env"] = {"env_vars": {"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"}}
+    return kwargs
 
 
 def sampling_params(spec: VLLMQASpec) -> dict[str, Any]:
