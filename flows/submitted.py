@@ -26,10 +26,16 @@ def is_submitted(spec: PipelineSpec, stage: str) -> bool:
 
 
 def _run_id() -> str:
+    """The flow run's id (short): a stage's job name carries it, so a retry of the stage's task
+    finds the job its earlier try submitted (job_client). Inside a task, Prefect's context is the
+    task run's, which holds the flow run's id; outside any run, the time of day."""
     try:
-        return str(get_run_context().flow_run.id)[:8]
-    except (RuntimeError, AttributeError):
+        ctx = get_run_context()
+    except RuntimeError:
         return datetime.now(UTC).strftime("%H%M%S")
+    task_run = getattr(ctx, "task_run", None)
+    flow_run_id = task_run.flow_run_id if task_run is not None else ctx.flow_run.id
+    return str(flow_run_id)[:8]
 
 
 def status_markdown(stage: str, submit: str, history: list[job_client.JobStatus]) -> str:

@@ -167,3 +167,64 @@ def test_a_stage_added_as_one_module_and_one_registry_line_runs(harness, tmp_pat
     assert json.loads(status.output)["stages"]["caption-stats"]["state"] == "complete"
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "nothing to recompute" in printed.getvalue()
+
+
+def test_a_retried_rayjob_stage_follows_the_job_its_first_try_created(
+    harness, tmp_path: Path, monkeypatch
+) -> None:
+    """The stage's task, retried after a transient error while it followed its RayJob (a dropped
+    connection to the Kubernetes API), meets the job its first try created: the same name, since
+    the name carries the flow run's id (read from inside the task), and it follows that job to its
+    end instead of creating a second one on the GPUs."""
+    from unittest import mock
+
+    from kubernetes import client as k8s
+    from kubernetes.client.exceptions import ApiException
+    from prefect import flow
+
+    from flows import job_client
+    from flows.stage_flows import run_stage_task
+    from mvlp_core.spec import load_spec
+
+    api = mock.create_autospec(k8s.CustomObjectsApi, instance=True)
+    created: list[dict] = []
+
+    def create(group, version, namespace, plural, body):
+        if created:
+            raise ApiException(status=409, reason="AlreadyExists")
+        created.append(body)
+
+    replies = iter(
+        [
+            ConnectionError("connection reset by peer"),  # the first try's first poll
+            "the existing job",  # the retry's look at the job its 409 names
+            {"status": {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}},
+        ]
+    )
+
+    def get(group, version, namespace, plural, name):
+        reply = next(replies)
+        if isinstance(reply, Exception):
+            raise reply
+        return {"spec": created[0]["spec"]} if reply == "the existing job" else reply
+
+    api.create_namespaced_custom_object.side_effect = create
+    api.get_namespaced_custom_object.side_effect = get
+    monkeypatch.setattr(job_client, "kubernetes_api", lambda: api)
+    spec = load_spec(
+        "demo",
+        ["execution.submit=rayjob", "execution.rayjob.namespace=mvlp-dev", "execution.poll_seconds=0.01"],
+        tmp_path,
+    )
+
+    @flow(name="rayjob-retry-probe")
+    def probe() -> str:
+        from prefect.runtime import flow_run
+
+        run_stage_task.with_options(retry_delay_seconds=0, cache_policy=None)(spec, "pretrain")
+        return flow_run.id
+
+    flow_run_id = probe()
+    names = [c.args[4]["metadata"]["name"] for c in api.create_namespaced_custom_object.call_args_list]
+    assert len(names) == 2 and names[0] == names[1] and names[0].endswith(flow_run_id[:8])
+    api.delete_namespaced_custom_object.assert_not_called()
