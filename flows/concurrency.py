@@ -73,8 +73,13 @@ def workdir_lock(workdir: str | Path) -> Iterator[None]:
 
 @contextmanager
 def hold(name: str, limit: int, timeout_seconds: float | None = None) -> Iterator[None]:
-    """Take one slot of the global limit `name` (created, or resized, to `limit` first)."""
+    """Take one slot of the global limit `name` (created, or resized, to `limit` first). A lease
+    that cannot be renewed (the Prefect server restarting) is logged, not fatal: Prefect's strict
+    mode would otherwise cancel the stage a few seconds into the outage, days into a training run
+    whose job goes on without it."""
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(name, limit)
-    with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True):
+    with concurrency(
+        name, occupy=1, timeout_seconds=timeout_seconds, strict=True, raise_on_lease_renewal_failure=False
+    ):
         yield

@@ -228,3 +228,24 @@ def test_a_retried_rayjob_stage_follows_the_job_its_first_try_created(
     names = [c.args[4]["metadata"]["name"] for c in api.create_namespaced_custom_object.call_args_list]
     assert len(names) == 2 and names[0] == names[1] and names[0].endswith(flow_run_id[:8])
     api.delete_namespaced_custom_object.assert_not_called()
+
+
+def test_a_gpu_slot_is_kept_through_a_prefect_server_outage(harness, monkeypatch) -> None:
+    """A stage holding a GPU slot while the Prefect server cannot renew its lease (a restart) goes
+    on: Prefect's strict mode would cancel it a few seconds into the outage, while its job ran on."""
+    import threading
+
+    from prefect.client.orchestration import SyncPrefectClient
+
+    from flows import concurrency
+
+    def renew(self, lease_id, lease_duration):
+        raise ConnectionError("the Prefect server is restarting")
+
+    monkeypatch.setattr(SyncPrefectClient, "renew_concurrency_lease", renew)
+    finished = False
+    with concurrency.hold("test-gpu-outage", 1):
+        (renewal,) = [t for t in threading.enumerate() if t.name.startswith("concurrency-lease-renewal-")]
+        renewal.join()  # its three tries failed and its failure handler ran
+        finished = True  # a cancelled block stops before here
+    assert finished
