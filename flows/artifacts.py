@@ -37,6 +37,12 @@ def embed_images(text: str, folder: Path) -> str:
     return _IMAGE_LINK.sub(inline, text)
 
 
+def artifact_key(key: str) -> str:
+    """`key` as Prefect takes an artifact key (lowercase letters, digits and dashes): the keys a
+    stage derives from a model's name (which may hold capitals and underscores) included."""
+    return re.sub(r"[^a-z0-9-]+", "-", key.lower()).strip("-")
+
+
 def publish_stage(name: str, spec: PipelineSpec, state: dict[str, Any]) -> None:
     create_table_artifact(
         key=f"{name}-summary",
@@ -58,15 +64,15 @@ def publish_stage(name: str, spec: PipelineSpec, state: dict[str, Any]) -> None:
         return
     shows = stage.shows(spec, pipeline.stage_dir(spec, name), state)
     for table in shows.tables:
-        create_table_artifact(key=table.key, table=table.rows, description=table.description)
+        create_table_artifact(key=artifact_key(table.key), table=table.rows, description=table.description)
     for figure in shows.figures:
         if figure.path.is_file():
             create_markdown_artifact(
-                key=figure.key,
+                key=artifact_key(figure.key),
                 markdown=f"### {figure.title}\n\n{png_markdown(figure.path, figure.title)}\n\nFile: `{figure.path}`",
                 description=figure.title,
             )
     for doc in shows.documents:
         if doc.path.is_file():
             text = embed_images(doc.path.read_text(encoding="utf-8"), doc.path.parent)
-            create_markdown_artifact(key=doc.key, markdown=text, description=doc.description)
+            create_markdown_artifact(key=artifact_key(doc.key), markdown=text, description=doc.description)
