@@ -10,10 +10,12 @@ job's own reason when it fails, so a failed cluster job fails its stage with a r
 from __future__ import annotations
 
 import copy
+import logging
 import re
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -27,6 +29,7 @@ PROJECT_ROOT = SPECS_ROOT.parent
 RAY_GROUP, RAY_VERSION, RAYJOB_PLURAL = "ray.io", "v1", "rayjobs"
 # Placeholders in the RayJob templates (infra/k8s/base/rayjobs), replaced by the spec's images.
 CPU_IMAGE, GPU_IMAGE = "mvlp-cpu", "mvlp-cuda"
+log = logging.getLogger(__name__)
 # KubeRay's terminal deployment states (v1.7): ValidationFailed is a template it refuses (a bad
 # runtimeEnvYAML, num-cpus both in rayStartParams and resources, ...); it never changes after
 RAYJOB_DONE = {"Complete", "Failed", "ValidationFailed"}
@@ -127,9 +130,30 @@ def run_rayjob(
     except ApiException as err:
         if err.status != 409 or not _same_rayjob(api, body):
             _refused(err, where)
-    return _follow_rayjob(
-        api, name, ns, where, on_status, poll_seconds, timeout_seconds, dashboard_url, sleep, clock
-    )
+    with _ended_with_the_run(
+        lambda: api.delete_namespaced_custom_object(RAY_GROUP, RAY_VERSION, ns, RAYJOB_PLURAL, name), where
+    ):
+        return _follow_rayjob(
+            api, name, ns, where, on_status, poll_seconds, timeout_seconds, dashboard_url, sleep, clock
+        )
+
+
+@contextmanager
+def _ended_with_the_run(end_job: Callable[[], Any], where: str) -> Iterator[None]:
+    """A run cancelled or killed while it follows its job (SIGTERM from a Kubernetes cancel,
+    Ctrl-C: Prefect raises them as BaseExceptions) ends the job too, before its GPU slot is
+    freed: a job left running would hold GPUs that the next run, given the slot, also takes.
+    Errors (a dropped connection) leave the job running, for a retry to follow."""
+    try:
+        yield
+    except BaseException as err:
+        if not isinstance(err, Exception):
+            log.warning("%s: the run was stopped (%s); ending its job", where, type(err).__name__)
+            try:
+                end_job()
+            except Exception as cleanup:  # noqa: BLE001 - the run's own stop is what propagates
+                log.warning("%s: could not end it (%s); end it by hand", where, cleanup)
+        raise
 
 
 def _same_rayjob(api: Any, body: dict[str, Any]) -> bool:
@@ -269,6 +293,20 @@ def run_on_ray_cluster(
             f"cannot reach the Ray Jobs API at {address} ({err}); start the cluster or fix execution.jobs_address"
         ) from None
     job_id = _submit_when_ready(client, command, submission_id, runtime_env or {}, sleep)
+    with _ended_with_the_run(lambda: client.stop_job(job_id), f"Ray job {job_id}"):
+        return _follow_ray_job(client, job_id, address, on_status, poll_seconds, timeout_seconds, sleep)
+
+
+def _follow_ray_job(
+    client: Any,
+    job_id: str,
+    address: str,
+    on_status: StatusFn,
+    poll_seconds: float,
+    timeout_seconds: float,
+    sleep: Callable[[float], None],
+) -> JobStatus:
+    """Poll the Ray job to its end: its status when it succeeded, else a StageError with its log tail."""
     url = f"{address.rstrip('/')}/#/jobs/{job_id}"
     deadline = time.monotonic() + timeout_seconds
     last = None

@@ -160,6 +160,54 @@ def test_a_retried_submission_to_the_jobs_api_follows_its_earlier_job() -> None:
         job_client._submit_when_ready(client, "python -m ray_jobs translate", "mvlp-qa-1", {}, lambda s: None)
 
 
+def test_a_run_stopped_while_it_follows_its_rayjob_deletes_it_and_an_error_does_not() -> None:
+    """SIGTERM from a Kubernetes cancel or Ctrl-C (BaseExceptions in Prefect) ends the job with the
+    run; a dropped connection leaves it running for the retry to follow."""
+    from prefect.exceptions import TerminationSignal
+
+    for stop, deleted in (
+        (TerminationSignal(15), True),
+        (KeyboardInterrupt(), True),
+        (ConnectionError("reset"), False),
+    ):
+        api = _api(_obj("Running", "RUNNING"))
+
+        def interrupted(seconds: float, stop=stop) -> None:
+            raise stop
+
+        with pytest.raises(type(stop)):
+            job_client.run_rayjob(
+                api, _body(), on_status=lambda s: None, poll_seconds=1, timeout_seconds=60, sleep=interrupted
+            )
+        assert api.delete_namespaced_custom_object.called is deleted, stop
+
+
+def test_a_run_stopped_while_it_follows_its_jobs_api_job_stops_it() -> None:
+    from types import SimpleNamespace
+
+    client = mock.Mock()
+    client.submit_job.return_value = "mvlp-qa-1"
+    client.get_job_info.return_value = SimpleNamespace(status="RUNNING", message="")
+
+    def interrupted(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    with (
+        mock.patch("ray.job_submission.JobSubmissionClient", return_value=client),
+        pytest.raises(KeyboardInterrupt),
+    ):
+        job_client.run_on_ray_cluster(
+            "http://head:8265",
+            "python -m ray_jobs qa",
+            "mvlp-qa-1",
+            on_status=lambda s: None,
+            poll_seconds=1,
+            timeout_seconds=60,
+            sleep=interrupted,
+        )
+    client.stop_job.assert_called_once_with("mvlp-qa-1")
+
+
 def test_create_forbidden_names_the_rbac_fix() -> None:
     api = _api()
     api.create_namespaced_custom_object.side_effect = ApiException(status=403, reason="Forbidden")
