@@ -3,6 +3,7 @@ and their states (for `mvlp run --remote` and `mvlp status --api`)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -11,6 +12,7 @@ from prefect.client.schemas.filters import (
     FlowFilter,
     FlowFilterName,
     FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
     FlowRunFilterParentFlowRunId,
 )
 from prefect.client.schemas.objects import TERMINAL_STATES, FlowRun
@@ -39,8 +41,13 @@ def _row(run: FlowRun) -> dict[str, Any]:
 
 
 def latest_pipeline_run(client: SyncPrefectClient) -> FlowRun | None:
+    """The pipeline run due last by now: a schedule's future runs, which the server creates ahead
+    of time, are not it (a run just triggered, due now and not yet started, is)."""
     runs = client.read_flow_runs(
         flow_filter=FlowFilter(name=FlowFilterName(any_=[PIPELINE_FLOW])),
+        flow_run_filter=FlowRunFilter(
+            expected_start_time=FlowRunFilterExpectedStartTime(before_=datetime.now(UTC))
+        ),
         sort=FlowRunSort.EXPECTED_START_TIME_DESC,
         limit=1,
     )

@@ -249,3 +249,24 @@ def test_a_gpu_slot_is_kept_through_a_prefect_server_outage(harness, monkeypatch
         renewal.join()  # its three tries failed and its failure handler ran
         finished = True  # a cancelled block stops before here
     assert finished
+
+
+def test_the_latest_pipeline_run_is_not_a_schedules_future_run(harness) -> None:
+    """A schedule's runs are created ahead of time: `mvlp status --api` reads the run due last by
+    now, not one due tomorrow with no stages yet."""
+    from datetime import UTC, datetime, timedelta
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed, Scheduled
+
+    from flows.deploy import PIPELINE_FLOW
+    from flows.deployment_runs import latest_pipeline_run
+
+    pipeline_flow = flow(name=PIPELINE_FLOW)(lambda: None)
+    with get_client(sync_client=True) as client:
+        done = client.create_flow_run(pipeline_flow, state=Completed())
+        client.create_flow_run(
+            pipeline_flow, state=Scheduled(scheduled_time=datetime.now(UTC) + timedelta(days=1))
+        )
+        assert latest_pipeline_run(client).id == done.id
