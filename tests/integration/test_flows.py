@@ -76,6 +76,19 @@ def test_pipeline_records_stage_runs(harness, tmp_path: Path) -> None:
     assert progress and all(a.data == 100.0 for a in progress)
 
 
+def _rayjob_spec(api, tmp_path: Path, monkeypatch):
+    """The demo spec with its Ray stages sent as RayJobs through the (checked) client `api`."""
+    from flows import job_client
+    from mvlp_core.spec import load_spec
+
+    monkeypatch.setattr(job_client, "kubernetes_api", lambda: api)
+    return load_spec(
+        "demo",
+        ["execution.submit=rayjob", "execution.rayjob.namespace=mvlp-dev", "execution.poll_seconds=0.01"],
+        tmp_path,
+    )
+
+
 def test_rayjob_stage_streams_status_into_the_run_and_fails_with_the_reason(
     harness, tmp_path: Path, monkeypatch
 ) -> None:
@@ -87,9 +100,8 @@ def test_rayjob_stage_streams_status_into_the_run_and_fails_with_the_reason(
     from kubernetes import client as k8s
     from prefect import flow
 
-    from flows import job_client, submitted
+    from flows import submitted
     from mvlp_core.contract import StageError
-    from mvlp_core.spec import load_spec
 
     api = mock.create_autospec(k8s.CustomObjectsApi, instance=True)
     dash = {"dashboardURL": "mvlp-pretrain-head-svc:8265"}
@@ -105,12 +117,7 @@ def test_rayjob_stage_streams_status_into_the_run_and_fails_with_the_reason(
             }
         },
     ]
-    monkeypatch.setattr(job_client, "kubernetes_api", lambda: api)
-    spec = load_spec(
-        "demo",
-        ["execution.submit=rayjob", "execution.rayjob.namespace=mvlp-dev", "execution.poll_seconds=0.01"],
-        tmp_path,
-    )
+    spec = _rayjob_spec(api, tmp_path, monkeypatch)
 
     @flow(name="rayjob-probe")
     def probe() -> None:
@@ -182,9 +189,7 @@ def test_a_retried_rayjob_stage_follows_the_job_its_first_try_created(
     from kubernetes.client.exceptions import ApiException
     from prefect import flow
 
-    from flows import job_client
     from flows.stage_flows import run_stage_task
-    from mvlp_core.spec import load_spec
 
     api = mock.create_autospec(k8s.CustomObjectsApi, instance=True)
     created: list[dict] = []
@@ -210,12 +215,7 @@ def test_a_retried_rayjob_stage_follows_the_job_its_first_try_created(
 
     api.create_namespaced_custom_object.side_effect = create
     api.get_namespaced_custom_object.side_effect = get
-    monkeypatch.setattr(job_client, "kubernetes_api", lambda: api)
-    spec = load_spec(
-        "demo",
-        ["execution.submit=rayjob", "execution.rayjob.namespace=mvlp-dev", "execution.poll_seconds=0.01"],
-        tmp_path,
-    )
+    spec = _rayjob_spec(api, tmp_path, monkeypatch)
 
     @flow(name="rayjob-retry-probe")
     def probe() -> str:
