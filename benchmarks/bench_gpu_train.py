@@ -37,14 +37,11 @@ def available() -> str | None:
     return None if torch.cuda.is_available() else "needs a CUDA GPU (figures kept from the last GPU run)"
 
 
-def _overrides(
-    bf16: bool,
-    run_name: str,
-    size: str = "base",
-    device: str = "cuda",
-    steps: int = STEPS,
-    batch: int = BATCH,
+def one_worker_run(
+    size: str, device: str, steps: int, log_every: int, bf16: bool, run_name: str
 ) -> list[str]:
+    """The overrides every GPU bench's training run shares: a random-weight `size` model on one
+    Ray Train worker (or the plain loop) on `device`, half this machine's CPUs, one checkpoint."""
     cpus = max(1, (os.cpu_count() or 2) // 2)
     return [
         f"model.size={size}",
@@ -53,15 +50,26 @@ def _overrides(
         "pretrain.workers=1",
         f"pretrain.cpus_per_worker={cpus}",
         f"pretrain.loader.num_workers={min(4, cpus) if device == 'cuda' else 0}",  # CPU: the test's size
-        f"pretrain.batch_size={batch}",
         f"pretrain.max_steps={steps}",
-        f"pretrain.log_every={LOG_EVERY if steps > LOG_EVERY else steps // 2}",
+        f"pretrain.log_every={log_every}",
         f"pretrain.checkpoint_every={steps}",
         "pretrain.warmup_steps=4",
         f"pretrain.bf16={str(bf16).lower()}",
-        f"pretrain.run_name={run_name}",
         "pretrain.keep_checkpoints=1",
+        f"pretrain.run_name={run_name}",
     ]
+
+
+def _overrides(
+    bf16: bool,
+    run_name: str,
+    size: str = "base",
+    device: str = "cuda",
+    steps: int = STEPS,
+    batch: int = BATCH,
+) -> list[str]:
+    log_every = LOG_EVERY if steps > LOG_EVERY else steps // 2
+    return [*one_worker_run(size, device, steps, log_every, bf16, run_name), f"pretrain.batch_size={batch}"]
 
 
 def runner() -> str:

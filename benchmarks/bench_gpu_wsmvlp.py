@@ -11,13 +11,12 @@ small size for the test."""
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks._metrics import result, steady
-from benchmarks.bench_gpu_train import available
+from benchmarks.bench_gpu_train import available, one_worker_run
 from benchmarks.gpu_data import write_shard_stage, write_text_shard_stage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,23 +28,8 @@ __all__ = ["available", "measure", "run"]
 
 
 def _overrides(size: str, batch: dict[str, int], device: str, steps: int, log_every: int) -> list[str]:
-    cpus = max(1, (os.cpu_count() or 2) // 2)
-    return [
-        f"model.size={size}",
-        "model.weights=random",
-        *(f"model.batch.{stream}={n}" for stream, n in batch.items()),
-        f"pretrain.use_gpu={str(device == 'cuda').lower()}",
-        "pretrain.workers=1",
-        f"pretrain.cpus_per_worker={cpus}",
-        f"pretrain.loader.num_workers={min(4, cpus) if device == 'cuda' else 0}",  # CPU: the test's size
-        f"pretrain.max_steps={steps}",
-        f"pretrain.log_every={log_every}",
-        f"pretrain.checkpoint_every={steps}",
-        "pretrain.warmup_steps=4",
-        "pretrain.bf16=true",
-        "pretrain.keep_checkpoints=1",
-        "pretrain.run_name=gpu-wsmvlp",
-    ]
+    streams = [f"model.batch.{stream}={n}" for stream, n in batch.items()]
+    return [*one_worker_run(size, device, steps, log_every, True, "gpu-wsmvlp"), *streams]
 
 
 def measure(
