@@ -49,8 +49,11 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def prefect_server(home: Path, timeout: float = 180) -> Iterator[dict[str, str]]:
-    """Yields the environment (PREFECT_API_URL, PREFECT_HOME, PYTHONPATH) for talking to it."""
+def prefect_server(
+    home: Path, timeout: float = 180, settings: dict[str, str] | None = None
+) -> Iterator[dict[str, str]]:
+    """Yields the environment (PREFECT_API_URL, PREFECT_HOME, PYTHONPATH) for talking to it;
+    `settings` are extra PREFECT_* variables the server starts with."""
     port = free_port()
     home.mkdir(parents=True, exist_ok=True)
     env = {
@@ -60,6 +63,7 @@ def prefect_server(home: Path, timeout: float = 180) -> Iterator[dict[str, str]]
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+        **(settings or {}),
     }
     log = home / "server.log"
     with open(log, "w") as out:
