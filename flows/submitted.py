@@ -2,7 +2,8 @@
 `execution.submit` set to `rayjob` (a KubeRay RayJob) or `ray-jobs` (a running cluster's Jobs API)
 runs `python -m ray_jobs STAGE --spec <workdir>/spec.json` there. The job's status changes stream
 into the Prefect run as log lines and as a markdown artifact `<stage>-ray-job` with the Ray
-dashboard link; its failure fails the stage with its reason.
+dashboard link; its failure fails the stage with its reason. A stage whose job an earlier, killed
+run left running (mvlp_core.joblock) is not submitted again: the stage fails naming that job.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
 from flows import job_client
-from mvlp_core import pipeline
+from mvlp_core import joblock, pipeline
 from mvlp_core.spec import PipelineSpec
 
 
@@ -55,11 +56,14 @@ def run_submitted(
 ) -> job_client.JobStatus:
     """Submit the stage's Ray job per `spec.execution`, follow it, fail with its reason."""
     logger = get_run_logger()
-    pipeline.save_spec(spec)  # the job reads the resolved spec from shared storage
-    command = job_client.entrypoint(stage, Path(spec.workdir) / pipeline.SPEC_FILE)
-    command += " --force" * force + " --keep" * keep
     execution = spec.execution
     name = job_client.job_name(spec.name, stage, _run_id())
+    running = joblock.holder(spec.workdir, stage)
+    if running is not None and running.job != name:  # this run's own job: a retry follows it
+        raise joblock.busy_error(stage, spec.workdir, running)
+    pipeline.save_spec(spec)  # the job reads the resolved spec from shared storage
+    command = job_client.entrypoint(stage, Path(spec.workdir) / pipeline.SPEC_FILE)
+    command += " --force" * force + " --keep" * keep + f" --job {name}"
     history: list[job_client.JobStatus] = []
 
     def on_status(status: job_client.JobStatus) -> None:

@@ -1,6 +1,7 @@
 """The command line of every Ray job: `python -m ray_jobs STAGE --spec SPEC [--workdir DIR]
-[--set a.b=c ...] [--force] [--keep]`, as a RayJob entrypoint, through the Ray Jobs API or
-by hand. The stage runs on the engine its spec picks.
+[--set a.b=c ...] [--force] [--keep] [--job NAME]`, as a RayJob entrypoint, through the Ray Jobs
+API or by hand. The stage runs on the engine its spec picks, holding the stage's job lock
+(mvlp_core.joblock): a second job for the same stage of the same workdir stops before it writes.
 
 A spec or stage error prints one line naming the cause and the fix and exits 2; a finished job
 prints the stage's counts and what it shows (the lines `mvlp run` prints).
@@ -12,7 +13,7 @@ import argparse
 import json
 import sys
 
-from mvlp_core import contract, pipeline
+from mvlp_core import contract, joblock, pipeline
 from mvlp_core.spec import SpecError, load_spec
 from ray_jobs import engines
 
@@ -27,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", action="store_true", help="keep output made by other code (recorded in its manifest)"
     )
+    parser.add_argument(
+        "--job", default="", help="this job's name, recorded in the stage's job lock (the flows pass it)"
+    )
     args = parser.parse_args(argv)
 
     def progress(done: int, total: int, unit: str) -> None:
@@ -35,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = load_spec(args.spec, args.overrides, args.workdir)
         stage = pipeline.stage(args.stage)
-        manifest = engines.run_stage(spec, args.stage, force=args.force, progress=progress, keep=args.keep)
+        with joblock.holding(spec.workdir, args.stage, args.job):
+            manifest = engines.run_stage(
+                spec, args.stage, force=args.force, progress=progress, keep=args.keep
+            )
     except (SpecError, contract.StageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -127,7 +127,11 @@ def test_rayjob_stage_streams_status_into_the_run_and_fails_with_the_reason(
         probe()
     ((args, _),) = api.create_namespaced_custom_object.call_args_list
     assert args[:4] == ("ray.io", "v1", "mvlp-dev", "rayjobs")
-    assert args[4]["spec"]["entrypoint"] == f"python -m ray_jobs pretrain --spec {tmp_path}/spec.json"
+    name = args[4]["metadata"]["name"]
+    assert (
+        args[4]["spec"]["entrypoint"]
+        == f"python -m ray_jobs pretrain --spec {tmp_path}/spec.json --job {name}"
+    )
     assert (tmp_path / "spec.json").exists()  # the job reads the resolved spec from shared storage
     _, artifacts = asyncio.run(_runs_and_artifacts())
     job = [a for a in artifacts if a.key == "pretrain-ray-job"]
@@ -228,6 +232,43 @@ def test_a_retried_rayjob_stage_follows_the_job_its_first_try_created(
     names = [c.args[4]["metadata"]["name"] for c in api.create_namespaced_custom_object.call_args_list]
     assert len(names) == 2 and names[0] == names[1] and names[0].endswith(flow_run_id[:8])
     api.delete_namespaced_custom_object.assert_not_called()
+
+
+def test_a_stage_whose_job_a_killed_run_left_running_is_not_submitted_again(
+    harness, tmp_path: Path, monkeypatch
+) -> None:
+    """A killed run's RayJob still holds the stage (mvlp_core.joblock): the next run's stage fails
+    naming it and creates no second job; the lock held by this run's own job (a retried task) is
+    no obstacle, and the job is told its name."""
+    from unittest import mock
+
+    from kubernetes import client as k8s
+    from prefect import flow
+
+    from flows import job_client, submitted
+    from mvlp_core import joblock
+    from mvlp_core.contract import StageError
+
+    api = mock.create_autospec(k8s.CustomObjectsApi, instance=True)
+    api.get_namespaced_custom_object.return_value = {
+        "status": {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}
+    }
+    spec = _rayjob_spec(api, tmp_path, monkeypatch)
+
+    @flow(name="rayjob-orphan-probe")
+    def probe(holder: str | None) -> None:
+        own = job_client.job_name(spec.name, "pretrain", submitted._run_id())
+        with joblock.holding(tmp_path, "pretrain", holder or own):
+            submitted.run_submitted(spec, "pretrain")
+
+    with pytest.raises(StageError, match="another Ray job \\(mvlp-pretrain-demo-0ld0rph4"):
+        probe("mvlp-pretrain-demo-0ld0rph4")
+    api.create_namespaced_custom_object.assert_not_called()
+    assert not (tmp_path / "spec.json").exists()  # the running job's spec is left as it was
+
+    probe(None)
+    ((args, _),) = api.create_namespaced_custom_object.call_args_list
+    assert args[4]["spec"]["entrypoint"].endswith(f" --job {args[4]['metadata']['name']}")
 
 
 def test_a_gpu_slot_is_kept_through_a_prefect_server_outage(harness, monkeypatch) -> None:

@@ -1,0 +1,96 @@
+"""One Ray job writes a stage at a time (mvlp_core.joblock): a job's driver holds the stage's lock
+while it runs, another job's driver for the same stage stops before it writes, naming the holder,
+and the lock frees the moment the holding driver is killed."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mvlp_core import joblock
+from mvlp_core.contract import StageError
+
+HOLD = """
+import sys
+from mvlp_core import joblock
+with joblock.holding(sys.argv[1], "pretrain", sys.argv[2]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def _holding_driver(workdir: Path, job: str) -> subprocess.Popen:
+    """A process holding `pretrain`'s job lock as `job` until it is killed or its stdin closes."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(workdir), job],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_held_stage_names_its_job_and_frees_when_the_driver_is_killed(tmp_path: Path) -> None:
+    assert joblock.holder(tmp_path, "pretrain") is None  # no job ever ran here
+    driver = _holding_driver(tmp_path, "mvlp-pretrain-demo-1a2b3c4d")
+    try:
+        held = joblock.holder(tmp_path, "pretrain")
+        assert held is not None and (held.job, held.pid) == ("mvlp-pretrain-demo-1a2b3c4d", driver.pid)
+        assert joblock.holder(tmp_path, "translate") is None  # one lock per stage
+        with pytest.raises(StageError) as err, joblock.holding(tmp_path, "pretrain", "mvlp-pretrain-demo-99"):
+            pytest.fail("a second job entered a held stage")
+        message = str(err.value)
+        assert "mvlp-pretrain-demo-1a2b3c4d" in message and f"pid {driver.pid}" in message
+        assert "ray job stop mvlp-pretrain-demo-1a2b3c4d" in message
+        assert "kubectl delete rayjob mvlp-pretrain-demo-1a2b3c4d" in message
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    assert joblock.holder(tmp_path, "pretrain") is None  # the kernel released the dead driver's lock
+    with joblock.holding(tmp_path, "pretrain", "mvlp-pretrain-demo-99"):
+        assert joblock.holder(tmp_path, "pretrain").job == "mvlp-pretrain-demo-99"
+    assert joblock.holder(tmp_path, "pretrain") is None
+
+
+def test_a_job_started_by_hand_is_named_by_its_process(tmp_path: Path) -> None:
+    with joblock.holding(tmp_path, "qa", ""):
+        held = joblock.holder(tmp_path, "qa")
+        message = str(joblock.busy_error("qa", tmp_path, held))
+    assert "started by hand" in message and "kill " in message and "ray job stop" not in message
+
+
+def test_the_entrypoint_stops_before_writing_a_stage_another_job_holds(tmp_path: Path, capsys) -> None:
+    """`python -m ray_jobs pretrain` while an earlier run's job still holds the stage: exit 2 with
+    the holder's name, and nothing written into the stage's folder."""
+    from ray_jobs import entrypoint
+
+    driver = _holding_driver(tmp_path, "mvlp-pretrain-demo-1a2b3c4d")
+    try:
+        code = entrypoint.main(["pretrain", "--spec", "demo", "--workdir", str(tmp_path), "--job", "mvlp-2"])
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    assert code == 2
+    assert "being written by another Ray job (mvlp-pretrain-demo-1a2b3c4d" in capsys.readouterr().err
+    assert not (tmp_path / "pretrain").exists()
+
+
+def test_the_entrypoint_holds_the_stage_while_it_runs(tmp_path: Path, monkeypatch) -> None:
+    from ray_jobs import engines, entrypoint
+
+    seen = []
+
+    def run_stage(spec, stage, **_):
+        seen.append(joblock.holder(spec.workdir, stage))
+        raise StageError("stopped here: the lock is what this test looks at")
+
+    monkeypatch.setattr(engines, "run_stage", run_stage)
+    args = ["iglue-eval", "--spec", "demo", "--workdir", str(tmp_path), "--job", "mvlp-iglue-eval-demo-5"]
+    assert entrypoint.main(args) == 2
+    assert [h.job for h in seen] == ["mvlp-iglue-eval-demo-5"]
+    assert joblock.holder(tmp_path, "iglue-eval") is None  # released with the job's end
