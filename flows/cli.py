@@ -84,6 +84,18 @@ def _print_stale(states: dict[str, dict[str, Any]]) -> None:
             )
 
 
+def _print_jobs(states: dict[str, dict[str, Any]]) -> None:
+    """One line per stage a Ray job is writing (mvlp_core.joblock)."""
+    for name, state in states.items():
+        job = state.get("written_by")
+        if job:
+            console.print(
+                f"[cyan]{name}[/] is being written by Ray job {job['job'] or '(started by hand)'} "
+                f"(pid {job['pid']} on {job['host']} since {job['since']})",
+                highlight=False,
+            )
+
+
 def _print_outcome(spec: PipelineSpec, states: dict[str, dict[str, Any]], api: str | None) -> None:
     """The stage table, then what each complete stage shows, then where the Prefect UI is (`api`:
     the server the run reported to and that outlives it, if any)."""
@@ -386,8 +398,9 @@ def status(
     interval: Annotated[float, typer.Option(help="--watch: seconds between refreshes")] = 2.0,
     max_iterations: Annotated[int | None, typer.Option(help="--watch: stop after N refreshes")] = None,
 ) -> None:
-    """Each stage's state (complete, partial, missing, stale), counts, rejects and seconds; with
-    --api, the stage runs of the latest pipeline run and their Prefect states."""
+    """Each stage's state (complete, partial, missing, stale), counts, rejects and seconds, and the
+    Ray job writing a stage; with --api, the stage runs of the latest pipeline run and their
+    Prefect states."""
     if api:
         from flows import deployment_runs
 
@@ -416,6 +429,7 @@ def status(
     else:
         console.print(_status_table(states))
         _print_stale(states)
+        _print_jobs(states)
 
 
 @app.command(name="deploy")

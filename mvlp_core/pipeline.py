@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from mvlp_core import atomic, contract, fingerprints, publish, registry, storage
+from mvlp_core import atomic, contract, fingerprints, joblock, publish, registry, storage
 from mvlp_core.spec import PipelineSpec, SpecError
 from mvlp_core.spec.loader import check_replaced
 from mvlp_core.stage import Stage
@@ -128,7 +129,16 @@ def expected_fingerprint(spec: PipelineSpec, name: str) -> str | None:
 
 
 def stage_state(spec: PipelineSpec, name: str) -> dict[str, Any]:
-    """complete | stale (with `stale_because`) | partial | missing, and the manifest's figures."""
+    """complete | stale (with `stale_because`) | partial | missing, the manifest's figures, and
+    `written_by` while a Ray job holds the stage (mvlp_core.joblock)."""
+    state = _stage_state(spec, name)
+    held = joblock.holder(spec.workdir, name)
+    if held is not None:
+        state["written_by"] = asdict(held)
+    return state
+
+
+def _stage_state(spec: PipelineSpec, name: str) -> dict[str, Any]:
     folder = stage_dir(spec, name)
     manifest = contract.Manifest.load(folder)
     if manifest is None:

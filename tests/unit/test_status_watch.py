@@ -1,8 +1,9 @@
 """`mvlp status --watch`: a live table refreshed until every stage is terminal (or N refreshes),
-from the workdir; and the Ray job dashboard artifact's text."""
+from the workdir; the Ray job writing a stage; and the Ray job dashboard artifact's text."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from flows import cli
 from flows.job_client import JobStatus
 from flows.submitted import is_submitted, status_markdown
-from mvlp_core import pipeline
+from mvlp_core import joblock, pipeline
 from mvlp_core.spec import load_spec
 from mvlp_core.synth.world import ensure_world
 
@@ -52,6 +53,29 @@ def test_watch_stops_after_max_iterations(ingested: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "ingest" in out.stdout and "complete" in out.stdout and "missing" in out.stdout
+
+
+def test_status_names_the_ray_job_writing_a_stage(ingested: Path, monkeypatch) -> None:
+    """A stage whose Ray job holds its lock (one a killed run left running): `mvlp status` names
+    the job, in the table's notes and in --json; once the job is gone, nothing is said."""
+    import io
+
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    printed = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=printed, width=200))
+    runner = CliRunner()
+    with joblock.holding(ingested, "download", "mvlp-download-demo-0ld0rph4"):
+        shown = runner.invoke(cli.app, ["status", "--workdir", str(ingested)])
+        as_json = runner.invoke(cli.app, ["status", "--workdir", str(ingested), "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert "download is being written by Ray job mvlp-download-demo-0ld0rph4" in printed.getvalue()
+    stages = json.loads(as_json.output)["stages"]
+    assert stages["download"]["written_by"]["job"] == "mvlp-download-demo-0ld0rph4"
+    assert "written_by" not in stages["ingest"]
+    after = runner.invoke(cli.app, ["status", "--workdir", str(ingested), "--json"])
+    assert "written_by" not in json.loads(after.output)["stages"]["download"]
 
 
 def test_watch_stops_when_every_stage_is_terminal(monkeypatch) -> None:
