@@ -25,7 +25,7 @@ from flows import concurrency
 from flows.artifacts import publish_stage
 from flows.progress import stage_progress
 from flows.submitted import is_submitted, run_submitted
-from mvlp_core import contract, pipeline, publish
+from mvlp_core import contract, joblock, pipeline, publish
 from mvlp_core.spec import PipelineSpec, SpecError, load_spec
 from ray_jobs import engines
 
@@ -82,6 +82,7 @@ def run_stage_task(spec: PipelineSpec, name: str, force: bool = False, keep: boo
         with concurrency.hold(concurrency.GPU_LIMIT, spec.execution.gpu_slots):
             run_submitted(spec, name, force=force, keep=keep)
     else:
+        joblock.refuse_if_held(spec.workdir, name)  # a killed run's job still writing it
         engines.run_stage(spec, name, force=force, progress=stage_progress(name), keep=keep)
     return pipeline.stage_state(spec, name)
 

@@ -58,9 +58,7 @@ def run_submitted(
     logger = get_run_logger()
     execution = spec.execution
     name = job_client.job_name(spec.name, stage, _run_id())
-    running = joblock.holder(spec.workdir, stage)
-    if running is not None and running.job != name:  # this run's own job: a retry follows it
-        raise joblock.busy_error(stage, spec.workdir, running)
+    joblock.refuse_if_held(spec.workdir, stage, own=name)  # this run's own job: a retry follows it
     pipeline.save_spec(spec)  # the job reads the resolved spec from shared storage
     command = job_client.entrypoint(stage, Path(spec.workdir) / pipeline.SPEC_FILE)
     command += " --force" * force + " --keep" * keep + f" --job {name}"

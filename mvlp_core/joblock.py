@@ -4,7 +4,8 @@ A stage's Ray job (`python -m ray_jobs STAGE`) holds `<workdir>/.mvlp-job-<stage
 which the kernel releases when the job's driver dies) while it runs the stage. A run killed
 without the chance to stop its job (SIGKILL, an OOM-killed flow-run pod) leaves that job running
 on the cluster, and the workdir lock its run held is gone. The next run's submission of the same
-stage finds the job lock held and stops with the job's name (`flows.submitted`), and a second job
+stage, or its running of the stage in its own process, finds the job lock held and stops with the
+job's name (`flows.stage_flows`), and a second job
 that starts anyway (submitted by hand, or while the first was still pending) stops at this lock
 before it writes: two jobs never write one stage folder, nor train one model twice on the GPUs.
 
@@ -102,3 +103,11 @@ def holder(workdir: str | Path, stage: str) -> Holder | None:
             return _read(fh)
         fcntl.flock(fh, fcntl.LOCK_UN)
         return None
+
+
+def refuse_if_held(workdir: str | Path, stage: str, own: str | None = None) -> None:
+    """A StageError naming the job that holds `stage`, unless none does or it is `own` (the job
+    a retried submission of this run follows)."""
+    held = holder(workdir, stage)
+    if held is not None and held.job != own:
+        raise busy_error(stage, workdir, held)

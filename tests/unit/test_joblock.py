@@ -94,3 +94,16 @@ def test_the_entrypoint_holds_the_stage_while_it_runs(tmp_path: Path, monkeypatc
     assert entrypoint.main(args) == 2
     assert [h.job for h in seen] == ["mvlp-iglue-eval-demo-5"]
     assert joblock.holder(tmp_path, "iglue-eval") is None  # released with the job's end
+
+
+def test_a_run_does_not_run_a_stage_in_its_own_process_while_a_job_writes_it(tmp_path: Path) -> None:
+    """A local run on the workdir of a killed remote run, whose job still writes `ingest`: the stage
+    fails naming the job instead of writing beside it."""
+    from flows.stage_flows import run_stage_task
+    from mvlp_core.spec import load_spec
+
+    spec = load_spec("demo", [], tmp_path)
+    with joblock.holding(tmp_path, "ingest", "mvlp-ingest-demo-0ld0rph4"):
+        with pytest.raises(StageError, match="another Ray job \\(mvlp-ingest-demo-0ld0rph4"):
+            run_stage_task.fn(spec, "ingest")
+    assert not (tmp_path / "ingest").exists()
