@@ -8,8 +8,9 @@ no ``image_idx``).
 A set is captions (in file order) each pointing at one image, and images in order of first
 appearance — the order VOLTA's ``RetrievalDatasetVal`` gives them, which is what the image indices
 in its ``*_result.json`` refer to. One image may have many captions (the 1:N mapping TR uses).
-WIT images are keyed by ``image_idx`` (the key of IGLUE's WIT feature files) where present, else
-by URL; the first URL seen for an image is the one fetched.
+WIT images are keyed by ``wit_ix``, as VOLTA keys them (``RetrievalDatasetVal``: ``image_id =
+annotation["wit_ix"]``) and IGLUE's WIT feature files name them (``wit-test_<n>``); ``image_idx``
+is not an image's identity: one index is shared by unrelated pictures in a file.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from mvlp_core.eval.io import read_jsonl, require
 
 @dataclass(frozen=True)
 class RetrievalImage:
-    key: str  # image id as IGLUE keys it (Flickr id, COCO id, WIT image_idx)
+    key: str  # image id as IGLUE keys it (Flickr id, COCO id, WIT wit_ix)
     ref: str  # what the image root resolves: a file name, or a URL for WIT
 
 
@@ -56,8 +57,8 @@ def load_wit(path: str | Path) -> RetrievalSet:
     out, index = RetrievalSet(), {}
     for n, row in enumerate(read_jsonl(path), 1):
         require(row, ("caption_reference_description", "image_url", "wit_ix"), f"{path}:{n}")
-        key = str(row["image_idx"]) if "image_idx" in row else row["image_url"]
-        out.add(key, row["image_url"], row["caption_reference_description"], str(row["wit_ix"]), index)
+        key = str(row["wit_ix"])
+        out.add(key, row["image_url"], row["caption_reference_description"], key, index)
     return out
 
 

@@ -60,7 +60,12 @@ class Needed:
     what: str
     path: Path
     fix: str
-    split: str = ""  # a test unit's file: the split it holds (test, or dev where IGLUE has no test)
+    split: str = ""  # a test unit's file: the split it holds (test, or dev: iglue.dev_when_no_test)
+
+
+def layout_of(cfg: IglueSpec) -> Layout:
+    """The spec's IGLUE root, with its choice for test files it lacks (`iglue.dev_when_no_test`)."""
+    return Layout(Path(cfg.root), cfg.dev_when_no_test)
 
 
 def languages(cfg: IglueSpec, task: str) -> list[str]:
@@ -78,7 +83,7 @@ def plan_units(cfg: IglueSpec) -> list[Unit]:
     """Fine-tunes first (every test unit of a task needs its fine-tuned model), then tests.
     English has no translate-test; few-shot is per non-English language with a shots file."""
     out = [Unit(t, "finetune") for t in cfg.tasks]
-    layout = Layout(Path(cfg.root))
+    layout = layout_of(cfg)
     for task in cfg.tasks:
         for setting in cfg.settings:
             for lang in languages(cfg, task):
@@ -126,7 +131,7 @@ def needed_for_selection(layout: Layout, task: str) -> Needed:
 def annotation_files(cfg: IglueSpec) -> list[Needed]:
     """Every annotation file the selected units read, once each: English train and dev where a
     task fine-tunes, dev for few-shot selection, and each test unit's file."""
-    layout = Layout(Path(cfg.root))
+    layout = layout_of(cfg)
     found: dict[Path, Needed] = {}
     for unit in plan_units(cfg):
         if unit.setting == "finetune":

@@ -6,29 +6,29 @@ Which test split each (task, language) has, checked against IGLUE's published ``
 
 - XVNLI: ``XVNLI/annotations/<lang>/test.jsonl`` for en, ar, es, fr, ru; translate-test
   ``annotations_machine-translate/<lang>/test.jsonl`` for ar, es, fr, ru. All published.
-- xGQA: English ``gqa/annotations/testdev_balanced_questions.json`` (published). The other
-  languages' test is ``xGQA/annotations/zero_shot/testdev_balanced_questions_<lang>.json``: IGLUE
-  publishes it for bn, de, id, ko, pt, ru, zh, but the copy in ``shared/data/iglue`` and the
-  synthetic world leave that folder out and hold only ``few_shot/<lang>/dev.json`` (the same
-  questions as the English dev file that selects the fine-tuned model). A root that has
-  ``xGQA/annotations/zero_shot/`` must hold each tested language's file there: a missing one is an
-  error naming it. A root without that folder tests on ``few_shot/<lang>/dev.json`` and every
-  output says so (split ``dev``). No translate-test.
+- xGQA: ``xGQA/annotations/few_shot/<lang>/test.json`` for en and bn, de, id, ko, pt, ru, zh, in
+  the zero-shot and the few-shot setting alike, as IGLUE's evaluation scripts read it
+  (``experiments/*/*/xgqa/test.<lang>.dtu.sh``): GQA's testdev less the few-shot train and dev
+  questions, so it shares no question with ``few_shot/en/dev.json``, which selects the fine-tuned
+  model. (``zero_shot/testdev_balanced_questions_<lang>.json`` is xGQA's own full testdev, which
+  IGLUE does not score on.) Translate-test: ``annotations_machine-translate/few_shot/<lang>/
+  test.json``.
 - MaRVL: ``marvl/zero_shot/annotations/marvl-<lang>.jsonl`` for id, sw, ta, tr, zh, translate-test
-  ``annotations_machine-translate/marvl-<lang>_gmt.jsonl``: published. English is NLVR2, and IGLUE
-  publishes only ``nlvr2/annotations/dev.jsonl`` (NLVR2's test sets are not in IGLUE): English
-  tests on ``nlvr2/annotations/test.jsonl`` where one is provided (NLVR2's public test1, one JSON
-  object a line), else on the dev file, labelled split ``dev``.
+  ``annotations_machine-translate/marvl-<lang>_gmt.jsonl``. English is NLVR2's
+  ``nlvr2/annotations/test.jsonl`` (IGLUE's copy of NLVR2's public test1).
 - xFlickr&CO: ``xFlickrCO/annotations/<lang>/test.jsonl`` for en and de, es, id, ja, ru, tr, zh;
   translate-test ``annotations_machine-translate/<lang>/test_gmt.jsonl``. All published.
 - WIT: ``wit/annotations/test_<lang>.jsonl`` for en and ar, bg, da, el, et, id, ja, ko, tr, vi
-  (images by URL: see ``mvlp_core.eval.wit_urls``). No translate-test.
+  (images by URL: see ``mvlp_core.eval.wit_urls``); translate-test
+  ``annotations_machine-translate/test_<lang>_gmt.jsonl``.
 
-A unit tested on a dev split says so in ``results.json`` (``"split": "dev"``), in each table
-(a ``split`` column) and in the stage's manifest (``splits``, shown by ``mvlp status``). A test
-file IGLUE publishes that is missing is an error naming the file and the fix, never a silent
-switch to a dev file. English training sets are not in IGLUE's public copy: a fine-tune that
-needs one fails with a message naming it (or set the task's fine-tune epochs to 0).
+Every test file above is published: a missing one is an error naming the file and the fix. A
+trimmed copy of IGLUE (``shared/data/iglue`` lacks the xGQA and NLVR2 test files) can opt into
+``iglue.dev_when_no_test``: those units then score the language's dev file, and say so in
+``results.json`` (``"split": "dev"``), in each table (a ``split`` column) and in the stage's
+manifest (``splits``, shown by ``mvlp status``). A task's English training set missing (IGLUE
+ships them zipped: ``train.jsonl.zip``) fails the fine-tune with a message naming it (or set the
+task's fine-tune epochs to 0).
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ IGLUE_REPO = "github.com/e-bug/iglue, datasets/"
 
 @dataclass(frozen=True)
 class SplitFile:
-    """The file a test unit reads and the split it holds: ``test``, or ``dev`` where IGLUE
-    publishes no test file for the language (see the module docstring)."""
+    """The file a test unit reads and the split it holds: ``test``, or ``dev`` where the root
+    lacks the test file and ``iglue.dev_when_no_test`` allows its dev file (module docstring)."""
 
     path: Path
     split: str = "test"
@@ -78,8 +78,9 @@ def missing_fix(kind: str, task: str, lang: str = "en") -> str:
     """How to supply a missing ``kind`` file (test, dev, train) of ``task``, or do without it."""
     if kind == "train":
         return (
-            f"IGLUE's public copy lacks the English training sets: put {task}'s there (from the "
-            f"task's original release), or set iglue.finetune.tasks.{task}.epochs: 0 to evaluate "
+            f"IGLUE's datasets/ folder ships the English training sets zipped (e.g. XVNLI/annotations/"
+            f"en/train.jsonl.zip) and trimmed copies leave them out: put {task}'s at this path, or set "
+            f"iglue.finetune.tasks.{task}.epochs: 0 to evaluate "
             "without fine-tuning"
         )
     drop = f"drop {lang} from iglue.languages.{task}" if lang != "en" else f"drop {task} from iglue.tasks"
@@ -91,10 +92,11 @@ def missing_fix(kind: str, task: str, lang: str = "en") -> str:
 @dataclass(frozen=True)
 class Layout:
     root: Path
+    dev_when_no_test: bool = False  # iglue.dev_when_no_test
 
     def test(self, task: str, lang: str, setting: str = "zero-shot") -> SplitFile | None:
         """The test file of ``lang`` in ``setting``; None where IGLUE has no such file (English
-        translate-test, xGQA/WIT translate-test)."""
+        translate-test)."""
         if setting == "translate-test":
             return self._translate_test(task, lang)
         if task == "xvnli":
@@ -112,29 +114,30 @@ class Layout:
     def _translate_test(self, task: str, lang: str) -> SplitFile | None:
         if lang == "en":
             return None
-        path = {
-            "xvnli": self.root / f"XVNLI/annotations_machine-translate/{lang}/test.jsonl",
-            "marvl": self.root / f"marvl/zero_shot/annotations_machine-translate/marvl-{lang}_gmt.jsonl",
-            "xflickrco": self.root / f"xFlickrCO/annotations_machine-translate/{lang}/test_gmt.jsonl",
-        }.get(task)
-        return None if path is None else SplitFile(path)
+        return SplitFile(
+            {
+                "xvnli": self.root / f"XVNLI/annotations_machine-translate/{lang}/test.jsonl",
+                "xgqa": self.root / f"xGQA/annotations_machine-translate/few_shot/{lang}/test.json",
+                "marvl": self.root / f"marvl/zero_shot/annotations_machine-translate/marvl-{lang}_gmt.jsonl",
+                "xflickrco": self.root / f"xFlickrCO/annotations_machine-translate/{lang}/test_gmt.jsonl",
+                "wit": self.root / f"wit/annotations_machine-translate/test_{lang}_gmt.jsonl",
+            }[task]
+        )
+
+    def _or_dev(self, test: Path, dev: Path) -> SplitFile:
+        """``test``, or ``dev`` labelled where ``test`` is missing and the spec allows it."""
+        if self.dev_when_no_test and not test.exists():
+            return SplitFile(dev, "dev")
+        return SplitFile(test)
 
     def _xgqa_test(self, lang: str) -> SplitFile:
-        """IGLUE's zero-shot test file; a root without IGLUE's ``zero_shot/`` folder (the
-        synthetic world, the trimmed shared copy) tests on the language's dev file, labelled."""
-        if lang == "en":
-            return SplitFile(self.root / "gqa/annotations/testdev_balanced_questions.json")
-        zero_shot = self.root / "xGQA/annotations/zero_shot"
-        if zero_shot.is_dir():
-            return SplitFile(zero_shot / f"testdev_balanced_questions_{lang}.json")
-        return SplitFile(self.root / f"xGQA/annotations/few_shot/{lang}/dev.json", "dev")
+        few_shot = self.root / f"xGQA/annotations/few_shot/{lang}"
+        return self._or_dev(few_shot / "test.json", few_shot / "dev.json")
 
     def _marvl_test(self, lang: str) -> SplitFile:
-        """MaRVL's file; English (NLVR2) has no test file in IGLUE: a provided one, else dev."""
         if lang != "en":
             return SplitFile(self.root / f"marvl/zero_shot/annotations/marvl-{lang}.jsonl")
-        nlvr2_test = self.root / "nlvr2/annotations/test.jsonl"
-        return SplitFile(nlvr2_test) if nlvr2_test.exists() else SplitFile(self.dev("marvl"), "dev")
+        return self._or_dev(self.root / "nlvr2/annotations/test.jsonl", self.dev("marvl"))
 
     def train(self, task: str) -> Path:
         """English training data (zero-shot fine-tuning)."""

@@ -42,12 +42,13 @@ from mvlp_core.eval.selection import (
     Needed,
     Unit,
     finetune_settings,
+    layout_of,
     needed_for_few_shot,
     needed_for_selection,
     needed_for_test,
     needed_for_training,
 )
-from mvlp_core.eval.tasks import FAMILY, HEADLINE, Layout
+from mvlp_core.eval.tasks import FAMILY, HEADLINE
 from mvlp_core.model import families
 from mvlp_core.spec import IglueFinetuneSpec, IglueSpec, PipelineSpec
 
@@ -108,7 +109,7 @@ class Evaluator:
                     f"iglue-eval {self.task}: the loaded model was fine-tuned for {em.model.task}"
                 )
             return em
-        layout = Layout(Path(self.cfg.root))
+        layout = layout_of(self.cfg)
         train = layout.train(self.task) if self.task == "xgqa" else None
         return task_model.wrap(em, self.task, heads_discriminative.labels_for(self.task, layout.root, train))
 
@@ -213,7 +214,7 @@ class Evaluator:
         ), rejects
 
     def dev_score(self) -> float:
-        dev = _require(needed_for_selection(Layout(Path(self.cfg.root)), self.task), f"{self.task} dev").path
+        dev = _require(needed_for_selection(layout_of(self.cfg), self.task), f"{self.task} dev").path
         out = self.evaluate(dev, "en", self.cfg.max_dev_items)
         key = "accuracy_normalised" if self.family == "qa" else HEADLINE[self.task]
         return out["metrics"][key]
@@ -240,7 +241,7 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
     tiny model is many times slower with more threads than cores."""
     torch.set_num_threads(1)
     cfg, unit, out = spec.iglue, Unit.parse(name), Path(out_dir)
-    layout = Layout(Path(cfg.root))
+    layout = layout_of(cfg)
     tuned = out / FINETUNED / unit.task
     if unit.setting == "finetune":
         ev = Evaluator(_load(Path(model_dir), cfg), cfg, unit.task)

@@ -68,6 +68,13 @@ class IglueSpec(Strict):
     languages: dict[str, list[str]] = Field(
         {}, description="task -> test languages besides English; default: IGLUE's"
     )
+    dev_when_no_test: bool = Field(
+        False,
+        description="where the root lacks IGLUE's xGQA (few_shot/<lang>/test.json) or NLVR2 "
+        "(nlvr2/annotations/test.jsonl) test file, as a trimmed copy does, score that unit on its "
+        "dev file, labelled split dev in every output (not comparable with IGLUE's test scores); "
+        "false: the missing file is an error",
+    )
     few_shot: dict[str, str] = Field(
         {"xvnli": "48", "xgqa": "48", "marvl": "10", "xflickrco": "100"},
         description="task -> shots of the train_<shots> file used in the few-shot setting",

@@ -9,17 +9,21 @@ so each task uses those in place of IGLUE's own languages:
   ``train_{1,5,10,20,25,48}.jsonl`` (few-shot, counted in hypotheses); English
   ``en/train.jsonl`` and ``en/dev.jsonl`` to fine-tune; ``annotations_machine-translate/{lang}/
   test.jsonl`` holds the gold English (a perfect translate-test).
-- xGQA: ``xGQA/annotations/few_shot/{en,de,fr,cs,ja,zh}/{dev,train_1,train_5,train_48}.json``;
-  ``gqa/annotations/testdev_balanced_questions.json`` is the English of ``few_shot/*/dev.json``,
+- xGQA: ``xGQA/annotations/few_shot/{en,de,fr,cs,ja,zh}/{test,dev,train_1,train_5,train_48}.json``
+  (test and dev hold the same questions here); ``gqa/annotations/testdev_balanced_questions.json``
+  is the English of ``few_shot/*/dev.json``,
   ``train_balanced_questions.json`` the English training set, ``testdev.json``/``train.json``
   the same in the preprocessed (LXMERT) form, ``trainval_{ans2label,label2ans}.json`` the answer
-  vocabulary. Answers and fullAnswers are English in every language, as in xGQA.
+  vocabulary. Answers and fullAnswers are English in every language, as in xGQA. Translate-test:
+  ``annotations_machine-translate/few_shot/{lang}/test.json``, the gold English.
 - MaRVL: ``marvl/zero_shot/annotations/marvl-{de,fr,cs,ja,zh}.jsonl`` (+ ``_gmt`` English in
-  ``annotations_machine-translate``); English ``nlvr2/annotations/{train,dev}.jsonl`` to fine-tune.
+  ``annotations_machine-translate``); English ``nlvr2/annotations/{train,dev}.jsonl`` to fine-tune
+  and ``test.jsonl`` (identifiers ``test1-...``, as NLVR2's public test1) to test.
 - xFlickr&CO: ``xFlickrCO/annotations/{en,de,fr,cs,ja,zh}/test.jsonl`` (+ ``test_gmt.jsonl``);
   English ``flickr30k/annotations/{train,valid,test}_ann.jsonl``; test ids are shared.
-- WIT: ``wit/annotations/test_{en,de,fr,cs,ja,zh}.jsonl`` over one image pool; English
-  ``train_en.jsonl``/``val_en.jsonl`` in the real val format.
+- WIT: ``wit/annotations/test_{en,de,fr,cs,ja,zh}.jsonl`` over one image pool (+ the gold English
+  as ``annotations_machine-translate/test_{lang}_gmt.jsonl``); English ``train_en.jsonl``/
+  ``val_en.jsonl`` in the real val format.
 
 Images: ``iglue/images/flickr30k/`` (XVNLI, xFlickr&CO, flickr30k), ``gqa/``, ``marvl/{lang}/``,
 ``nlvr2/`` and ``wit/`` (the last two referenced by URL under ``url_prefix``); ``image_paths``
@@ -388,6 +392,7 @@ def _xgqa(w: _Writer) -> None:
     few_images = list(dict.fromkeys(image for _, image, _ in few))
     for lang in LANGS:
         w.json(f"xGQA/annotations/few_shot/{lang}/dev.json", balanced(test, lang))
+        w.json(f"xGQA/annotations/few_shot/{lang}/test.json", balanced(test, lang))
         for shots in XGQA_SHOTS:
             keep = set(few_images[:shots])
             w.json(
@@ -395,6 +400,8 @@ def _xgqa(w: _Writer) -> None:
                 balanced([item for item in few if item[1] in keep], lang),
             )
     testdev, train = balanced(test, "en"), balanced(items(TRAIN_ITEMS), "en")
+    for lang in TARGET_LANGS:  # translate-test: the gold English
+        w.json(f"xGQA/annotations_machine-translate/few_shot/{lang}/test.json", testdev)
     w.json("gqa/annotations/testdev_balanced_questions.json", testdev)
     w.json("gqa/annotations/train_balanced_questions.json", train)
     w.json("gqa/annotations/testdev.json", lxmert(testdev), indent=4)
@@ -450,11 +457,16 @@ def _marvl(w: _Writer) -> None:
             english.append({**row, "caption": language("en").statement(side, description)})
         w.jsonl(f"marvl/zero_shot/annotations/marvl-{lang}.jsonl", rows)
         w.jsonl(f"marvl/zero_shot/annotations_machine-translate/marvl-{lang}_gmt.jsonl", english)
-    for split, n in (("train", NLVR2_TRAIN_ITEMS), ("dev", PAIR_TEST_ITEMS)):
+    # NLVR2's identifiers start with their split's name: test.jsonl holds its public test1
+    for split, n, name in (
+        ("train", NLVR2_TRAIN_ITEMS, "train"),
+        ("dev", PAIR_TEST_ITEMS, "dev"),
+        ("test", PAIR_TEST_ITEMS, "test1"),
+    ):
         rows = []
         for k, (left, right, side, description, label) in enumerate(_pairs(w, n)):
             urls = [
-                w.url("nlvr2", w.image("nlvr2", scene, f"{split}-{k}-0-img{j}"))
+                w.url("nlvr2", w.image("nlvr2", scene, f"{name}-{k}-0-img{j}"))
                 for j, scene in enumerate((left, right))
             ]
             shape = description.objects[0].shape
@@ -468,7 +480,7 @@ def _marvl(w: _Writer) -> None:
                     "right_url": urls[1],
                     "synset": shape,
                     "query": f"{shape} {k}",
-                    "identifier": f"{split}-{k}-0-0",
+                    "identifier": f"{name}-{k}-0-0",
                     "extra_validations": {},
                 }
             )
@@ -509,22 +521,25 @@ def _retrieval(w: _Writer) -> None:
         (w.image("wit", scene, f"test-{k:06d}"), scene)
         for k, scene in enumerate(w.scenes(TEST_ITEMS, distinct=True))
     ]
+
+    def wit_rows(lang: str, caption_lang: str) -> list[Record]:
+        return [
+            {
+                "image_idx": k,
+                "image_url": w.url("wit", stem),
+                "meta_url": f"{w.url_prefix}wit/meta/{stem}",
+                "caption_reference_description": caption(scene, caption_lang),
+                "language": lang,
+                "page_url": f"{w.url_prefix}wit/{lang}/{stem}",
+                "wit_ix": f"wit-test_{k}",
+            }
+            for k, (stem, scene) in enumerate(pool)
+        ]
+
     for lang in LANGS:
-        w.jsonl(
-            f"wit/annotations/test_{lang}.jsonl",
-            [
-                {
-                    "image_idx": k,
-                    "image_url": w.url("wit", stem),
-                    "meta_url": f"{w.url_prefix}wit/meta/{stem}",
-                    "caption_reference_description": caption(scene, lang),
-                    "language": lang,
-                    "page_url": f"{w.url_prefix}wit/{lang}/{stem}",
-                    "wit_ix": f"wit-test_{k}",
-                }
-                for k, (stem, scene) in enumerate(pool)
-            ],
-        )
+        w.jsonl(f"wit/annotations/test_{lang}.jsonl", wit_rows(lang, lang))
+    for lang in TARGET_LANGS:  # translate-test: the gold English
+        w.jsonl(f"wit/annotations_machine-translate/test_{lang}_gmt.jsonl", wit_rows(lang, "en"))
     for split, n in (("train", TRAIN_ITEMS), ("val", TEST_ITEMS)):
         w.jsonl(
             f"wit/annotations/{split}_en.jsonl",

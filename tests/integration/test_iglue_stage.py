@@ -208,8 +208,9 @@ def test_nlvr2_on_its_real_layout_and_its_dev_split_labelled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """MaRVL's English side on NLVR2's layout: the fine-tune finds every training image under
-    train/<directory>/, streaming them through a cache smaller than the set; English tests on NLVR2
-    dev (IGLUE has no NLVR2 test), and results, tables, manifest and status all say so."""
+    train/<directory>/, streaming them through a cache smaller than the set. The root lacks NLVR2's
+    test file: an error, unless iglue.dev_when_no_test lets English test on NLVR2 dev, which
+    results, tables, manifest and status then all say."""
     monkeypatch.setattr(EvalModel, "load", classmethod(lambda cls, folder: standin_model.load(folder)))
     root = tmp_path / "iglue"
     _nlvr2_root(root, n_train=12)
@@ -231,6 +232,9 @@ def test_nlvr2_on_its_real_layout_and_its_dev_split_labelled(
         ],
         workdir=tmp_path,
     )
+    [missing] = IGLUE_EVAL_STAGE.checks(spec)
+    assert str(root / "nlvr2/annotations/test.jsonl") in missing
+    spec = spec.model_copy(update={"iglue": spec.iglue.model_copy(update={"dev_when_no_test": True})})
     assert IGLUE_EVAL_STAGE.checks(spec) == []
     out = tmp_path / "iglue-eval"
     m = IGLUE_EVAL_STAGE.run(spec, {"pretrain": pretrain}, out)

@@ -70,16 +70,23 @@ def test_a_written_world_passes_and_each_missing_piece_is_one_line(world: Path, 
 
 @needs_real
 def test_the_real_copy_names_what_it_lacks(tmp_path: Path) -> None:
-    """IGLUE's public copy: no English training sets and no images; every test file it has."""
-    found = _checks(
-        tmp_path,
+    """The shared copy of IGLUE's annotations: no English training sets, no images, and none of
+    the xGQA and NLVR2 test files (an error each, unless iglue.dev_when_no_test); every other test
+    file IGLUE has."""
+    options = [
         f"iglue.root={REAL_IGLUE}",
         "iglue.image_roots={}",
         "iglue.languages={}",  # IGLUE's languages
         "iglue.finetune.tasks={}",
-    )
+    ]
+    found = _checks(tmp_path, *options)
     assert sum("English training set missing" in line for line in found) == 5
-    assert not any("test file missing" in line or "dev file missing" in line for line in found), found
+    missing = sorted(line.split(" missing at")[0] for line in found if "test file" in line)
+    xgqa = [f"xgqa {lang} zero-shot test file" for lang in ("bn", "de", "en", "id", "ko", "pt", "ru", "zh")]
+    assert missing == ["marvl en zero-shot test file", *xgqa], found
+    assert not any("dev file" in line for line in found), found
+    lenient = _checks(tmp_path, *options, "iglue.dev_when_no_test=true")
+    assert not any("test file" in line or "dev file" in line for line in lenient), lenient
     assert (
         sum(line.startswith("image folder ") for line in found) == 6
     )  # flickr30k, gqa, nlvr2, marvl, coco, wit

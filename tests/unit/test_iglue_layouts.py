@@ -14,7 +14,7 @@ from mvlp_core.contract import StageError
 from mvlp_core.eval import data_marvl, tables
 from mvlp_core.eval.heads_classify import prepare_marvl
 from mvlp_core.eval.images import ImageRoots
-from mvlp_core.eval.tasks import Layout
+from mvlp_core.eval.tasks import Layout, SplitFile
 from mvlp_core.spec import load_spec
 from mvlp_core.stages import iglue_eval
 
@@ -83,37 +83,52 @@ def test_nlvr2_training_images_are_read_from_train_directory(tmp_path: Path) -> 
 
 
 @needs_real
-def test_real_copy_each_test_unit_names_the_split_it_reads() -> None:
-    """The shared copy has no xGQA zero_shot/ folder and IGLUE has no NLVR2 test file: those
-    units read dev files and say so; every other unit reads a test file."""
-    lay = Layout(REAL_IGLUE)
-    de = lay.test("xgqa", "de")
-    assert (de.split, de.path) == ("dev", REAL_IGLUE / "xGQA/annotations/few_shot/de/dev.json")
-    en = lay.test("marvl", "en")
-    assert (en.split, en.path) == ("dev", REAL_IGLUE / "nlvr2/annotations/dev.jsonl")
-    for task, lang in [("xgqa", "en"), ("xvnli", "ar"), ("marvl", "id"), ("xflickrco", "ja"), ("wit", "ko")]:
-        found = lay.test(task, lang)
+def test_real_copy_reads_iglue_test_files_or_names_the_missing_ones() -> None:
+    """IGLUE scores xGQA on few_shot/<lang>/test.json in every language (English too) and English
+    MaRVL on NLVR2's test.jsonl. The shared copy lacks both: they are errors by default, and with
+    iglue.dev_when_no_test the dev files, labelled; every other unit reads a present test file."""
+    strict, lenient = Layout(REAL_IGLUE), Layout(REAL_IGLUE, dev_when_no_test=True)
+    for lang in ("en", "de"):
+        wanted = REAL_IGLUE / f"xGQA/annotations/few_shot/{lang}/test.json"
+        assert strict.test("xgqa", lang) == SplitFile(wanted) and not wanted.exists()
+        dev = REAL_IGLUE / f"xGQA/annotations/few_shot/{lang}/dev.json"
+        assert lenient.test("xgqa", lang) == SplitFile(dev, "dev") and dev.exists()
+    assert strict.test("marvl", "en") == SplitFile(REAL_IGLUE / "nlvr2/annotations/test.jsonl")
+    assert lenient.test("marvl", "en") == SplitFile(REAL_IGLUE / "nlvr2/annotations/dev.jsonl", "dev")
+    for task, lang in [("xvnli", "ar"), ("marvl", "id"), ("xflickrco", "ja"), ("wit", "ko")]:
+        found = lenient.test(task, lang)
         assert found.split == "test" and found.path.exists(), (task, lang)
-    assert lay.test("xvnli", "fr", "translate-test").split == "test"
+    assert strict.test("xvnli", "fr", "translate-test").split == "test"
 
 
-def test_a_missing_xgqa_test_file_is_an_error_not_the_dev_file(tmp_path: Path) -> None:
-    """Where the root holds IGLUE's xGQA zero_shot/ folder, a language's missing test file is an
-    error naming it (in `mvlp plan` and in the unit), though its dev file is right there."""
+def test_xgqa_tests_on_its_few_shot_test_file_in_every_language_and_setting(tmp_path: Path) -> None:
+    """IGLUE's scripts read xGQA/annotations/few_shot/<lang>/test.json, English included, zero-shot
+    and few-shot alike; xGQA's own zero_shot/ testdev files are not what IGLUE scores. A missing
+    test file is an error naming it (in `mvlp plan` and in the unit), though the dev file is there."""
     from mvlp_core.eval.selection import Unit, needed_for_test
     from mvlp_core.eval.units import _require
 
     root = tmp_path / "iglue"
     (root / "xGQA/annotations/zero_shot").mkdir(parents=True)
-    (root / "xGQA/annotations/zero_shot/testdev_balanced_questions_ko.json").write_text("{}")
+    (root / "xGQA/annotations/zero_shot/testdev_balanced_questions_de.json").write_text("{}")
+    for lang in ("en", "ko"):
+        (root / f"xGQA/annotations/few_shot/{lang}").mkdir(parents=True)
+        (root / f"xGQA/annotations/few_shot/{lang}/test.json").write_text("{}")
     dev = root / "xGQA/annotations/few_shot/de/dev.json"
     dev.parent.mkdir(parents=True)
     dev.write_text("{}")
-    wanted = root / "xGQA/annotations/zero_shot/testdev_balanced_questions_de.json"
+    wanted = root / "xGQA/annotations/few_shot/de/test.json"
 
     lay = Layout(root)
-    assert lay.test("xgqa", "de").path == wanted and lay.test("xgqa", "de").split == "test"
-    with pytest.raises(StageError, match=r"xgqa de zero-shot test file not found at .*_de\.json.*iglue"):
+    for lang in ("en", "ko"):
+        for setting in ("zero-shot", "few-shot"):
+            assert lay.test("xgqa", lang, setting) == SplitFile(
+                root / f"xGQA/annotations/few_shot/{lang}/test.json"
+            )
+    assert lay.test("xgqa", "de") == SplitFile(wanted)
+    mt = lay.test("xgqa", "ko", "translate-test")
+    assert mt == SplitFile(root / "xGQA/annotations_machine-translate/few_shot/ko/test.json")
+    with pytest.raises(StageError, match=r"xgqa de zero-shot test file not found at .*de/test\.json.*iglue"):
         _require(needed_for_test(lay, Unit("xgqa", "zero-shot", "de")), "xgqa.zero-shot.de")
 
     spec = load_spec(
@@ -121,18 +136,17 @@ def test_a_missing_xgqa_test_file_is_an_error_not_the_dev_file(tmp_path: Path) -
         [f"iglue.root={root}", "iglue.tasks=[xgqa]", "iglue.languages={xgqa: [de, ko]}"],
         workdir=tmp_path,
     )
-    lines = [line for line in iglue_eval.checks(spec) if "testdev_balanced_questions_" in line]
+    lines = [line for line in iglue_eval.checks(spec) if "test file" in line]
     assert len(lines) == 1 and str(wanted) in lines[0] and "drop de from iglue.languages.xgqa" in lines[0]
 
 
-def test_marvl_english_reads_an_nlvr2_test_file_where_one_is_provided(tmp_path: Path) -> None:
-    from mvlp_core.eval.tasks import SplitFile
-
+def test_marvl_english_reads_nlvr2s_test_file_and_its_dev_file_only_when_allowed(tmp_path: Path) -> None:
     ann = tmp_path / "nlvr2" / "annotations"
     _write_jsonl(ann / "dev.jsonl", [_nlvr2_row("dev-850-0-0")])
-    assert Layout(tmp_path).test("marvl", "en").split == "dev"
+    assert Layout(tmp_path).test("marvl", "en") == SplitFile(ann / "test.jsonl")  # missing: an error
+    assert Layout(tmp_path, dev_when_no_test=True).test("marvl", "en") == SplitFile(ann / "dev.jsonl", "dev")
     _write_jsonl(ann / "test.jsonl", [_nlvr2_row("test1-0-1-0")])
-    assert Layout(tmp_path).test("marvl", "en") == SplitFile(ann / "test.jsonl", "test")
+    assert Layout(tmp_path, dev_when_no_test=True).test("marvl", "en") == SplitFile(ann / "test.jsonl")
 
 
 def _result(task: str, lang: str, score: float, split: str) -> dict:

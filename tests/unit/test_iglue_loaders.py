@@ -3,6 +3,7 @@ the synthetic world's IGLUE-format sets load through the same code."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -116,18 +117,20 @@ def test_flickr30k_five_captions_per_image() -> None:
         assert s.caption_image[:6] == [0, 0, 0, 0, 0, 1]
 
 
+# (captions, images): images keyed by wit_ix, as VOLTA keys them; image_idx is shared by
+# unrelated pictures (ar: 753 distinct image_idx over 792 pictures)
 WIT = {
-    "ar": (890, 753),
-    "bg": (860, 782),
-    "da": (891, 784),
-    "el": (570, 534),
-    "en": (1000, 683),
-    "et": (874, 754),
-    "id": (901, 825),
-    "ja": (1000, 835),
-    "ko": (931, 851),
-    "tr": (721, 661),
-    "vi": (946, 845),
+    "ar": (890, 792),
+    "bg": (860, 806),
+    "da": (891, 814),
+    "el": (570, 541),
+    "en": (1000, 685),
+    "et": (874, 780),
+    "id": (901, 854),
+    "ja": (1000, 842),
+    "ko": (931, 889),
+    "tr": (721, 681),
+    "vi": (946, 869),
 }
 
 
@@ -138,6 +141,9 @@ def test_wit_test_sets(lang: str) -> None:
     s = data_retrieval.load(R / f"wit/annotations/test_{lang}.jsonl")
     assert (len(s.captions), len(s.images)) == (captions, images)
     assert all(ref.ref.startswith("http") for ref in s.images)
+    rows = [json.loads(line) for line in (R / f"wit/annotations/test_{lang}.jsonl").open(encoding="utf-8")]
+    for row, image in zip(rows, s.caption_image):  # each caption's gold image is its own picture
+        assert s.images[image].ref == row["image_url"] and s.images[image].key == row["wit_ix"]
 
 
 @needs_real

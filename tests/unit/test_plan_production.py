@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mvlp_core import contract, plan
+from mvlp_core.eval.tasks import IGLUE_LANGUAGES
 from mvlp_core.pipeline import names
 from mvlp_core.spec import load_spec
 from tests.tiny_marian import build_tiny_marian
@@ -56,8 +57,12 @@ def staged_copy(tmp: Path) -> Path:
         (tmp / "models" / name / "config.json").write_text("{}")
     iglue = data / "iglue" / "datasets"
     shutil.copytree(REAL_IGLUE, iglue)
-    # IGLUE's public copy lacks the English training and dev sets: one placeholder line each
+    # the shared copy lacks the English training and dev sets and the xGQA and NLVR2 test files:
+    # one placeholder line each
+    xgqa_tests = [f"xGQA/annotations/few_shot/{lang}/test.json" for lang in ("en", *IGLUE_LANGUAGES["xgqa"])]
     for rel in (
+        *xgqa_tests,
+        "nlvr2/annotations/test.jsonl",
         "XVNLI/annotations/en/train.jsonl",
         "XVNLI/annotations/en/dev.jsonl",
         "gqa/annotations/train_balanced_questions.json",
