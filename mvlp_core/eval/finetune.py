@@ -131,10 +131,12 @@ def finetune(
     max_steps: int | None = None,
     head_lr_scale: float = 1.0,
     freeze: tuple[str, ...] = (),
+    select_start: bool = False,
 ) -> FinetuneResult:
-    """Train ``em.model`` in place on ``examples``; leave it holding the best-dev weights.
-
-    Epoch 0 is the starting model, so a fine-tune that only hurts dev keeps the weights it got."""
+    """Train ``em.model`` in place on ``examples``; leave it holding the best trained epoch's
+    weights on dev, as VOLTA keeps its best checkpoint (its best score starts at -inf). The
+    starting weights are scored too (epoch 0 of the history); with ``select_start`` they compete,
+    so a fine-tune that only hurts dev keeps the weights it got. ``epochs`` 0 keeps them."""
     if not examples:
         raise StageError(
             "fine-tuning has no training examples (every image missing?); check the "
@@ -177,7 +179,7 @@ def finetune(
                 )
             dev = dev_score(em)
             best.history.append({"epoch": epoch, "dev": dev, "loss": sum(losses) / max(1, len(losses))})
-            if dev > best.best_dev:
+            if dev > best.best_dev or (best.best_epoch == 0 and not select_start):
                 best.best_dev, best.best_epoch = dev, epoch
                 best_state = snapshot(em.model)
             if step >= total:

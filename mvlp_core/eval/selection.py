@@ -61,6 +61,7 @@ class Needed:
     path: Path
     fix: str
     split: str = ""  # a test unit's file: the split it holds (test, or dev: iglue.dev_when_no_test)
+    lang_dev: bool = False  # a dev set in the unit's own language, not English
 
 
 def layout_of(cfg: IglueSpec) -> Layout:
@@ -120,7 +121,13 @@ def needed_for_training(layout: Layout, task: str) -> Needed:
     return Needed(f"{task} English training set", layout.train(task), missing_fix("train", task))
 
 
-def needed_for_selection(layout: Layout, task: str) -> Needed:
+def needed_for_selection(layout: Layout, task: str, few_shot_lang: str | None = None) -> Needed:
+    """The dev set that selects a fine-tune: English, or a few-shot unit's own language where
+    IGLUE selects on it (xGQA: ``few_shot/<lang>/dev.json``; the other tasks select on English)."""
+    own = layout.few_shot_dev(task, few_shot_lang) if few_shot_lang else None
+    if own is not None:
+        what = f"{task} {few_shot_lang} dev set (selects the few-shot fine-tune)"
+        return Needed(what, own, missing_fix("dev", task, few_shot_lang), lang_dev=True)
     return Needed(
         f"{task} English dev set (selects the fine-tuned checkpoint)",
         layout.dev(task),
@@ -139,7 +146,9 @@ def annotation_files(cfg: IglueSpec) -> list[Needed]:
             wanted = wanted if finetune_settings(cfg, unit.task).epochs else []
         else:
             wanted = [needed_for_test(layout, unit)]
-            wanted += [needed_for_selection(layout, unit.task)] if unit.setting == "few-shot" else []
+            wanted += (
+                [needed_for_selection(layout, unit.task, unit.lang)] if unit.setting == "few-shot" else []
+            )
         for need in wanted:
             if need is not None:
                 found.setdefault(need.path, need)

@@ -162,6 +162,11 @@ class Layout:
             "wit": self.root / "wit/annotations/val_en.jsonl",
         }[task]
 
+    def few_shot_dev(self, task: str, lang: str) -> Path | None:
+        """The dev set a few-shot unit selects on where it is not English's: xGQA's (IGLUE's
+        few-shot scripts: ``--val_split dev_<lang>``); None for the tasks that select on English."""
+        return self.root / f"xGQA/annotations/few_shot/{lang}/dev.json" if task == "xgqa" else None
+
     def few_shot(self, task: str, lang: str, shots: int | str) -> Path | None:
         return {
             "xvnli": self.root / f"XVNLI/annotations/{lang}/train_{shots}.jsonl",

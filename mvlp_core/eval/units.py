@@ -64,6 +64,7 @@ def _tuning(ft: IglueFinetuneSpec, cfg: IglueSpec, ev: Evaluator) -> dict[str, A
         "seed": cfg.seed,
         "head_lr_scale": ft.head_lr_scale,
         "freeze": ev.freeze(tuple(ft.freeze)),
+        "select_start": ft.select_start,
     }
 
 
@@ -213,9 +214,12 @@ class Evaluator:
             self.em, items, heads_classify.PROMPTS[self.task], self.cache
         ), rejects
 
-    def dev_score(self) -> float:
-        dev = _require(needed_for_selection(layout_of(self.cfg), self.task), f"{self.task} dev").path
-        out = self.evaluate(dev, "en", self.cfg.max_dev_items)
+    def dev_score(self, few_shot_lang: str | None = None) -> float:
+        """The dev score that selects a fine-tune: English dev, or for a few-shot xGQA unit its own
+        language's (as IGLUE selects it)."""
+        need = needed_for_selection(layout_of(self.cfg), self.task, few_shot_lang)
+        dev = _require(need, f"{self.task} dev").path
+        out = self.evaluate(dev, few_shot_lang if need.lang_dev else "en", self.cfg.max_dev_items)
         key = "accuracy_normalised" if self.family == "qa" else HEADLINE[self.task]
         return out["metrics"][key]
 
@@ -296,12 +300,14 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
         res = grid_search(
             em,
             examples,
-            lambda _: ev.dev_score(),
+            lambda _: ev.dev_score(unit.lang),
             cfg.lr_grid,
             epochs=cfg.few_shot_epochs,
             **_tuning(ft, cfg, ev),
         )
+        selected_on = needed_for_selection(layout, unit.task, unit.lang).path
         info = {"shots": shots, "lr": res.lr, "best_dev": res.best_dev, "best_epoch": res.best_epoch}
+        info["dev"] = str(selected_on)  # the dev file that selected lr and epoch
     test = _require(needed_for_test(layout, unit), name)
     out_eval = ev.evaluate(test.path, unit.lang, cfg.max_test_items)
     _write(out / PREDICTIONS / unit.task / unit.setting / f"{unit.lang}.json", out_eval["predictions"])

@@ -46,6 +46,11 @@ class IglueFinetuneSpec(Strict):
         "[text_encoder.embeddings], so that English-only fine-tuning cannot move the English "
         "tokens' embeddings away from the other languages'",
     )
+    select_start: bool = Field(
+        False,
+        description="the starting weights compete with the trained epochs on dev, so a fine-tune "
+        "that only hurts dev keeps them; false: the best trained epoch, as IGLUE (VOLTA) selects",
+    )
     tasks: dict[Literal["xvnli", "xgqa", "marvl", "xflickrco", "wit"], IglueFinetuneTaskSpec] = Field(
         {}, description="task -> fields that differ from the shared ones, e.g. {wit: {lr: 3e-4}}"
     )
@@ -76,11 +81,11 @@ class IglueSpec(Strict):
         "false: the missing file is an error",
     )
     few_shot: dict[str, str] = Field(
-        {"xvnli": "48", "xgqa": "48", "marvl": "10", "xflickrco": "100"},
+        {"xvnli": "48", "xgqa": "48", "marvl": "10x2", "xflickrco": "100"},
         description="task -> shots of the train_<shots> file used in the few-shot setting",
     )
     lr_grid: list[float] = Field([1e-4, 5e-5, 1e-5], min_length=1, description="few-shot learning rates")
-    few_shot_epochs: int = Field(5, ge=1)
+    few_shot_epochs: int = Field(20, ge=1, description="IGLUE's few-shot scripts: --num_epoch 20")
     finetune: IglueFinetuneSpec = IglueFinetuneSpec()
     rerank_k: int = Field(16, ge=0, description="retrieval: top-k re-ranked with the [match] score")
     answer_normalisation: Literal["vqa", "lower", "none"] = "vqa"

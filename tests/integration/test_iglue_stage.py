@@ -65,10 +65,15 @@ def test_stage_runs_every_task_and_setting(
     assert set(res["xvnli"]) == {"zero-shot", "few-shot", "translate-test", "metric", "chance"}
     assert set(res["xvnli"]["zero-shot"]) == {"en", "de"} and set(res["xvnli"]["few-shot"]) == {"de"}
     assert res["xvnli"]["chance"] == pytest.approx(33.33) and res["marvl"]["chance"] == 50.0
-    assert res["xflickrco"]["metric"] == "ir_r1" and "translate-test" not in res["wit"]
-    # the world, like IGLUE's public copy, has no xGQA zero_shot/ tests and no NLVR2 test: labelled
-    assert m.extra["splits"]["xgqa"]["zero-shot"] == {"de": "dev"}
-    assert m.extra["splits"]["marvl"]["zero-shot"] == {"en": "dev"} and "xvnli" not in m.extra["splits"]
+    assert res["xflickrco"]["metric"] == "ir_r1"
+    # translate-test in all five tasks, as IGLUE publishes it
+    assert set(res["wit"]["translate-test"]) == {"zh"} and set(res["xgqa"]["translate-test"]) == {"de"}
+    assert not m.extra.get("splits")  # every unit read a test file (xGQA's few_shot/<lang>/test.json)
+    # IGLUE's few-shot xGQA selects on the language's own dev file, XVNLI on English's
+    xgqa_de = json.loads((out / "results/xgqa/few-shot/de.json").read_text())
+    assert xgqa_de["few_shot"]["dev"].endswith("xGQA/annotations/few_shot/de/dev.json")
+    xvnli_de = json.loads((out / "results/xvnli/few-shot/de.json").read_text())
+    assert xvnli_de["few_shot"]["dev"].endswith("XVNLI/annotations/en/dev.jsonl")
     assert m.rejects.get("missing_image", 0) >= 1  # the deleted GQA image, named by question id
     rejects = contract.read_rejects(out).to_pylist()
     assert any(r["reason"] == "missing_image" and r["detail"] == "n000000.jpg" for r in rejects)
@@ -295,5 +300,5 @@ def test_wit_images_come_through_ingest_and_download(tmp_path: Path) -> None:
 
     rset = data_retrieval.load(ann)
     refs, rejects = heads_retrieval.resolve(rset, ImageRoots({"wit": tmp_path / "download"}), wit=True)
-    assert [(r.key, r.reason) for r in rejects] == [(urls[2], "missing_image")]
+    assert [(r.key, r.reason, r.detail) for r in rejects] == [("2", "missing_image", urls[2])]  # wit_ix, URL
     assert [open_rgb(ref).getpixel((0, 0))[1] for ref in refs[:2]] == pytest.approx([120, 120], abs=8)

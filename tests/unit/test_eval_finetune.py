@@ -66,6 +66,34 @@ def test_one_step_moves_the_head_scale_times_further_than_the_body():
     assert torch.allclose(step["gate.weight"], torch.full((1, 2), 1e-2), rtol=1e-2)
 
 
+def _scored(scores: list[float], **options: Any) -> tuple[Any, dict[str, torch.Tensor], _Toy]:
+    """A seeded _Toy fine-tuned with dev scores `scores` (the start's first), snapshotting its
+    weights at each scoring: (result, weights at each epoch, model)."""
+    torch.manual_seed(0)
+    model = _Toy()
+    examples = [(torch.randn(2), torch.randn(1)) for _ in range(8)]
+    seen, given = [], iter(scores)
+
+    def dev(em):
+        seen.append({n: p.detach().clone() for n, p in model.named_parameters()})
+        return next(given)
+
+    result = finetune(_bound(model), examples, dev, batch_size=4, lr=1e-2, **options)
+    return result, seen, model
+
+
+def test_the_best_trained_epoch_is_kept_even_where_the_start_scored_higher():
+    """VOLTA's selection (IGLUE's): the best trained epoch on dev, the start never; with
+    select_start the start competes and a fine-tune that only hurts dev keeps it."""
+    result, seen, model = _scored([0.9, 0.5, 0.7, 0.6], epochs=3)
+    assert (result.best_epoch, result.best_dev) == (2, 0.7)
+    assert [h["epoch"] for h in result.history] == [0, 1, 2, 3] and result.history[0]["dev"] == 0.9
+    assert all(torch.equal(p, seen[2][n]) for n, p in model.named_parameters())
+    result, seen, model = _scored([0.9, 0.5, 0.7, 0.6], epochs=3, select_start=True)
+    assert (result.best_epoch, result.best_dev) == (0, 0.9)
+    assert all(torch.equal(p, seen[0][n]) for n, p in model.named_parameters())
+
+
 def test_frozen_prefixes_stay_fixed_while_the_rest_trains():
     model, before = _finetuned(epochs=2, batch_size=4, lr=1e-2, freeze=("body.",))
     after = dict(model.named_parameters())
