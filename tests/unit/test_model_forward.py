@@ -68,6 +68,30 @@ def test_contrastive_weight_scales_only_the_contrastive_term(tok):
     assert torch.allclose(outs[1]["loss"] - outs[0]["loss"], 2 * outs[0]["loss_itc"], atol=1e-5)
 
 
+def test_match_negatives_are_drawn_from_the_cosines_over_the_temperature(tok, monkeypatch):
+    """ALBEF samples [match] negatives ∝ softmax(s/τ): the cosines s over the contrastive
+    temperature τ (0.07), whose spread makes a near-duplicate caption the likely pick; raw
+    cosines (|s| <= 1) would draw almost uniformly."""
+    from mvlp_core.model.unigen import model as unigen_model
+
+    seen, original = [], unigen_model.mine_hard_negatives
+
+    def mine(similarity, positive, generator=None):
+        seen.append(similarity.detach())
+        return original(similarity, positive, generator)
+
+    monkeypatch.setattr(unigen_model, "mine_hard_negatives", mine)
+    spec = tiny_spec()
+    torch.manual_seed(0)
+    model = build_model(spec, tok)
+    model(collate(examples(spec, 8), tok, spec))
+    [similarity] = seen
+    tau = float(model.temperature.clamp(*spec.temperature_range))
+    assert tau == pytest.approx(0.07)
+    cosines = similarity * tau
+    assert cosines.abs().max() <= 1 + 1e-4 and similarity.abs().max() > 1.5
+
+
 def _with_text_pairs(spec, sources: list[str]) -> list[Example]:
     """Image examples, plus text-only pairs whose English side (the caption) reads "a red circle"."""
     pairs = [Example("trans", None, src, "de", "a red circle", caption="a red circle") for src in sources]

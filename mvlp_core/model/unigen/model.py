@@ -356,15 +356,16 @@ class UniGen(FrozenTowersStayInEval, nn.Module):
     # ---------------------------------------------------------------- training
     def _match_rows(self, batch, image_states, idx, image_cls, text_states, text_cls):
         """ALBEF: every image–caption pair ("yes"), plus for each image a hard negative text and for
-        each text a hard negative image ("no"), mined from the in-batch similarities. `idx`: the
-        batch rows of the pairs."""
+        each text a hard negative image ("no"), drawn ∝ softmax(s/τ) of the in-batch cosines s,
+        with the contrastive loss's temperature τ (ALBEF's sampling). `idx`: the batch rows of the
+        pairs."""
         n = image_cls.shape[0]
         if n < 2 or self.spec.beta_match == 0:
             return None
         ids = batch["itc_ids"][idx]
         positive = (ids.unsqueeze(1) == ids.unsqueeze(0)).all(dim=-1)
         if self.spec.hard_negatives:
-            similarity = image_cls @ text_cls.t()
+            similarity = image_cls @ text_cls.t() / self.temperature.clamp(*self.spec.temperature_range)
         else:
             similarity = torch.zeros(n, n, device=image_cls.device)
         img_a, txt_a, img_b, txt_b = mine_hard_negatives(similarity, positive)
