@@ -113,8 +113,9 @@ class WsmvlpModelSpec(Strict):
     mask_prob: float = Field(0.15, gt=0, le=1, description="MLM selection rate (80/10/10)")
     freeze_vision: bool | None = Field(
         None,
-        description="freeze the ViT and vision_proj; default: frozen for base (the released config"
-        " freezes vis_encoder incl. vision_proj), trainable for micro/tiny (their ViT is random)",
+        description="freeze the ViT; default: frozen for base, trainable for micro/tiny (their ViT is"
+        " random). vision_proj always trains: the released config freezes it too, but there it comes"
+        " trained with ALBEF's ViT, while here the ViT comes without one and vision_proj starts random",
     )
     ucl_text: Literal["masked", "clean"] = Field(
         "masked",

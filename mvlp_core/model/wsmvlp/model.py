@@ -104,8 +104,8 @@ class WsmvlpModel(FrozenTowersStayInEval, nn.Module):
         self.itm_head = nn.Linear(width, 2)
         self.temp = nn.Parameter(torch.tensor(float(self.spec.temperature)))
         self._init_text(text_config.initializer_range)
-        if self.spec.freeze_vision:
-            for p in [*self.vision.parameters(), *self.vision_proj.parameters()]:
+        if self.spec.freeze_vision:  # the ViT only: vision_proj is never loaded with it (spec)
+            for p in self.vision.parameters():
                 p.requires_grad_(False)
 
     def _init_text(self, std: float) -> None:
