@@ -530,3 +530,22 @@ def test_a_frozen_vits_backward_is_left_out_of_the_count_as_torch_finds() -> Non
     misses by 6% here)."""
     trained, frozen = _counted_and_torchs_flops(False), _counted_and_torchs_flops(True)
     assert trained[0] - frozen[0] == pytest.approx(trained[1] - frozen[1], rel=0.02)
+
+
+def test_translation_pairs_are_english_pairs_in_their_own_proportions(monkeypatch) -> None:
+    """Paper App. B.1.1: D_t is all of WikiMatrix's English–l pairs (Table 6 lists their natural
+    shares), alpha-sampling applies to CC-100 only: the family reads pairs with an English side, as
+    one stream over every pair shard, not by the manifest's alpha-sampled pair weights."""
+    from types import SimpleNamespace
+
+    from mvlp_core.model.wsmvlp import data
+    from mvlp_core.spec import PretrainSpec
+
+    built = []
+    monkeypatch.setattr(data, "MultiStreamBatches", lambda sources, *a, **k: built.append(sources))
+    monkeypatch.setattr(data, "text_stream_index", lambda folder: f"index of {folder}")
+    spec = SimpleNamespace(model=WsmvlpModelSpec(size="micro"), pretrain=PretrainSpec())
+    job = SimpleNamespace(spec=spec, text_dir="text-shard", image_urls=["shard-0.tar"])
+    data.train_batches(job, SimpleNamespace(tokenizer=None, image_transform=lambda: None), 0, 1)
+    [sources] = built
+    assert sources.text == "index of text-shard" and sources.english_only and not sources.weighted_pairs

@@ -1,6 +1,7 @@
 """The weakly-supervised mVLP's data recipe: every step one batch of each stream (paper §4.1) —
-English image–caption pairs from the shards, translation pairs in any direction and monolingual
-sentences sampled by language with q ∝ p^α, both from the text shards (mvlp_core/train/streams.py).
+English image–caption pairs from the shards, English–l translation pairs in their corpus's own
+language mix (App. B.1.1: all of WikiMatrix) and monolingual sentences sampled by language with
+q ∝ p^α, both from the text shards (mvlp_core/train/streams.py).
 
 Weak supervision is the point: no translated caption reaches this family. An image record gives
 its English caption only (`captions.en`; the translate stage's captions are never read), and a
@@ -60,7 +61,15 @@ def train_batches(job: TrainJob, model: WsmvlpModel, rank: int, world: int) -> M
                 "model.batch.parallel and model.batch.mono to 0"
             )
         text = text_stream_index(job.text_dir)
-    sources = Sources(image_urls=job.image_urls, text=text, shuffle_buffer=p.loader.shuffle_buffer)
+    # D_t is WikiMatrix's English–l pairs, all of them (paper App. B.1.1): its own language mix, not
+    # the text-shard manifest's alpha-sampled pair weights (alpha is CC-100's, D_m's)
+    sources = Sources(
+        image_urls=job.image_urls,
+        text=text,
+        shuffle_buffer=p.loader.shuffle_buffer,
+        english_only=True,
+        weighted_pairs=False,
+    )
     tokenizer = model.tokenizer
 
     def collate_fn(items: dict[str, list]) -> dict[str, Any]:
