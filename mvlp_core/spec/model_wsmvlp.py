@@ -117,6 +117,11 @@ class WsmvlpModelSpec(Strict):
         " random). vision_proj always trains: the released config freezes it too, but there it comes"
         " trained with ALBEF's ViT, while here the ViT comes without one and vision_proj starts random",
     )
+    ucl_halved: bool = Field(
+        False,
+        description="halve each UCL loss, (CE(a->b) + CE(b->a)) / 2, as the released code does; the "
+        "paper's Eq. 1 adds the two directions' terms",
+    )
     ucl_text: Literal["masked", "clean"] = Field(
         "masked",
         description="which text the contrastive and ITM losses read. The paper does not say; the"

@@ -27,9 +27,9 @@ Z = 3.29  # two-sided 99.9%
 
 
 def infonce(s: torch.Tensor) -> torch.Tensor:
-    """½[CE(S, I) + CE(Sᵀ, I)] for logits S whose diagonal holds the positives."""
+    """Eq. 1: CE(S, I) + CE(Sᵀ, I) for logits S whose diagonal holds the positives."""
     target = torch.arange(s.shape[0])
-    return (F.cross_entropy(s, target) + F.cross_entropy(s.t(), target)) / 2
+    return F.cross_entropy(s, target) + F.cross_entropy(s.t(), target)
 
 
 def uni_cls(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -75,6 +75,14 @@ def test_contrastive_losses_equal_the_hand_computation(ucl_text: str) -> None:
     other = "ids" if key == "masked_ids" else "masked_ids"
     with torch.no_grad():
         assert not torch.allclose(out["loss_ucl_text"], hand_losses(model, b, 0.001, other)[1], atol=1e-4)
+    # the released code halves each: an option
+    halved = micro(ucl_text=ucl_text, ucl_halved=True).eval()
+    halved.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        out = halved(b)
+        image, text = hand_losses(halved, b, 0.001, key)
+    assert torch.allclose(out["loss_ucl_image"], image / 2, atol=1e-5)
+    assert torch.allclose(out["loss_ucl_text"], text / 2, atol=1e-5)
 
 
 def test_contrastive_features_are_uni_modal() -> None:

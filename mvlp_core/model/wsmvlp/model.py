@@ -179,6 +179,11 @@ class WsmvlpModel(FrozenTowersStayInEval, nn.Module):
     def _temperature(self) -> torch.Tensor:
         return self.temp.clamp(*self.spec.temperature_range)
 
+    def _ucl(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Eq. 1 for one stream: InfoNCE a->b plus b->a (halved with `ucl_halved`)."""
+        both = contrastive_loss(a, b, self._temperature())  # the two directions' mean
+        return both if self.spec.ucl_halved else 2 * both
+
     def _mlm(self, fused: torch.Tensor, b: dict, suffix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, logits [N, V]) at the N labelled positions of `b["labels" + suffix]` only (`fused`
         holds its rows), found through collate's flat index where it still fits the labels."""
@@ -195,7 +200,7 @@ class WsmvlpModel(FrozenTowersStayInEval, nn.Module):
         clean = masked if self.spec.ucl_text == "masked" else self.encode_text(b["ids"], mask)
         image_feat, text_feat = self._image_feature(image), self._text_feature(clean)
         temperature = self._temperature()
-        out["loss_ucl_image"] = contrastive_loss(image_feat, text_feat, temperature)
+        out["loss_ucl_image"] = self._ucl(image_feat, text_feat)
         fused = self.unify(masked, mask, image)
         out["loss_vlm"], logits["vlm"] = self._mlm(fused, b)
         positive_cls = fused[:, 0] if clean is masked else self.unify(clean, mask, image)[:, 0]
@@ -224,7 +229,7 @@ class WsmvlpModel(FrozenTowersStayInEval, nn.Module):
         else:
             clean = self.encode_text(torch.cat([b["ids_a"], b["ids_b"]]), mask)
         feats = self._text_feature(clean)
-        out["loss_ucl_text"] = contrastive_loss(feats[:n], feats[n:], self._temperature())
+        out["loss_ucl_text"] = self._ucl(feats[:n], feats[n:])
         # each side attends to the other side's (masked) uni-modal states: a->b and b->a
         other = torch.cat([masked[n:], masked[:n]])
         other_mask = torch.cat([mask[n:], mask[:n]])
