@@ -29,7 +29,9 @@ class TextCorpusSpec(Strict):
     min_score: float | None = Field(
         None, description="wikimatrix only: margin-score threshold (1.04-1.06 in the LASER papers)"
     )
-    min_words: int = Field(1, ge=1, description="per side; ja/zh count characters")
+    min_words: int = Field(
+        1, ge=1, description="per side; ja/zh count the align stage's words (MeCab, jieba)"
+    )
     max_words: int | None = Field(None, gt=0)
     min_chars: int = Field(1, ge=1)
     max_chars: int | None = Field(None, gt=0)
