@@ -82,6 +82,14 @@ def test_degenerate_repetition():
     assert check(SRC, phrase, "fr", DEFAULT)[0] == "repetition"
     # Scripts without spaces repeat in characters.
     assert check(SRC, "男人骑自行车自行车自行车自行车自行车", "zh", DEFAULT)[0] == "repetition"
+    # ... but a number is one unit there too: 10000 is not '0' x4
+    source = "More than 10000 runners took part in the marathon, the car sold for 1,000,000 dollars"
+    for lang, text in [
+        ("zh", "超过10000名跑步者参加了马拉松比赛，这辆车售价1,000,000美元"),
+        ("ja", "10000人以上のランナーがマラソンに参加し、車は1000000ドルで売れた"),
+    ]:
+        assert check(source, text, lang, DEFAULT) is None, lang
+    assert check(SRC, "ザーザーザーザー雨が降っている", "ja", DEFAULT)[0] == "repetition"
     # Three in a row is allowed by default (max_repeats=3), and natural text does not trip it.
     assert (
         check(SRC, "Ein Mann fährt sehr sehr sehr schnell mit dem Fahrrad die Straße", "de", DEFAULT) is None

@@ -26,9 +26,10 @@ SCRIPT_LETTERS: dict[str, tuple[str, ...]] = {
     "han": ("CJK UNIFIED",),
     "japanese": ("HIRAGANA", "KATAKANA", "CJK UNIFIED"),
 }
-# Scripts written without spaces between words: repetition is looked for in characters.
+# Scripts written without spaces between words: repetition is looked for in characters (_tokens).
 UNSPACED = {"han", "japanese"}
 _WORD = re.compile(r"\w+", re.UNICODE)
+_UNSPACED_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[A-Za-z]+|\S")  # a number or Latin word, else a character
 
 
 def script_share(text: str, script: str) -> float | None:
@@ -57,8 +58,12 @@ def repeated_ngram(tokens: list[str], max_repeats: int, max_n: int = 4) -> tuple
 
 
 def _tokens(text: str, script: str) -> list[str]:
+    """Units a repetition is counted in: words, or in unspaced scripts each character, but a number
+    (10000, 1,000,000) or a Latin word one unit as in spaced scripts (else '10000' is '0' x4)."""
     if script in UNSPACED:
-        return [ch for ch in text if not ch.isspace() and not unicodedata.category(ch).startswith("P")]
+        return [
+            t.lower() for t in _UNSPACED_TOKEN.findall(text) if not unicodedata.category(t[0]).startswith("P")
+        ]
     return [w.lower() for w in _WORD.findall(text)]
 
 
