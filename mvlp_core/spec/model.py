@@ -97,7 +97,9 @@ class ModelSpec(Strict):
         None, gt=0, le=1024, description="Q-Former queries; default: the size's"
     )
     image_size: int | None = Field(None, gt=0, le=4096, description="default: the size's (base: 224)")
-    max_text_len: int = Field(64, ge=4, le=8192, description="encoder tokens (source, caption)")
+    max_text_len: int = Field(
+        40, ge=4, le=8192, description="encoder tokens (source, caption); the paper's 40 for XLM-R"
+    )
     max_target_len: int = Field(32, ge=2, le=8192, description="decoder target tokens, eos included")
     freeze: list[Literal["vision", "qformer", "text_encoder", "decoder", "decoder.middle"]] | None = Field(
         None,

@@ -12,9 +12,10 @@ from mvlp_core.spec.base import Strict, perf_only
 class MixSpec(Strict):
     """UniGen's data recipe: each image record trains one task, text pairs are interleaved.
 
-    An image record with QA pairs trains [qus] with weight `qus`, else [cap]; of the caption
-    samples a `multilingual_fraction` share (UniGen: 10% of CC6L) picks a random non-English
-    caption and trains [trans] with that caption as the contrastive text. `text_pairs` is the
+    A `multilingual_fraction` share of the image records that have non-English captions (UniGen:
+    "10% of CC6L data", whatever their QA pairs) picks a random non-English caption and trains
+    [trans] with that caption as the contrastive text; the rest are English: a record with QA
+    pairs trains [qus] with weight `qus` against [cap] with weight `cap`. `text_pairs` is the
     share of examples drawn from the parallel text shards (WikiMatrix [trans]), when present.
     """
 

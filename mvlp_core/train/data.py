@@ -149,7 +149,7 @@ def image_example(
     skips: Skips,
     decode: bool = True,
 ) -> Example | None:
-    """One image record -> one task: [qus], [cap], or [trans] with a random CC6L caption. With
+    """One image record -> one task: [trans] with a random CC6L caption, [qus] or [cap]. With
     `mix.code_switch`, English encoder texts (question, contrastive caption) may be code-switched.
     `decode=False` makes the same draws without decoding the image (image None): how a resumed
     run fast-forwards to where its checkpoint stood."""
@@ -173,15 +173,17 @@ def image_example(
             return code_switched(text, record, languages, mix.code_switch_ratio, rng)
         return text
 
-    qa = record.get("qa") or []
-    if qa and rng.random() < mix.qus / ((mix.cap + mix.qus) or 1):
-        pair = rng.choice(qa)
-        return Example("qus", image, switch(pair["question"]), "en", pair["answer"], caption=switch(en))
+    # the multilingual share first, so that it is the spec's share of the records (UniGen: 10% of
+    # CC6L), not of those left after [qus]
     other = [lang for lang in languages if record["captions"].get(lang)]
     if other and rng.random() < mix.multilingual_fraction:
         lang = rng.choice(other)
         text = record["captions"][lang]
         return Example("trans", image, text, lang, en, caption=text)
+    qa = record.get("qa") or []
+    if qa and rng.random() < mix.qus / ((mix.cap + mix.qus) or 1):
+        pair = rng.choice(qa)
+        return Example("qus", image, switch(pair["question"]), "en", pair["answer"], caption=switch(en))
     return Example("cap", image, "", "en", en, caption=switch(en))
 
 
