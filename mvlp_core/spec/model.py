@@ -137,6 +137,12 @@ class ModelSpec(Strict):
     temperature: float = Field(0.07, gt=0, description="initial InfoNCE temperature (learnable)")
     temperature_range: tuple[float, float] = (0.001, 0.5)
     hard_negatives: bool = Field(True, description="[match] negatives mined from similarities")
+    itc_text: Literal["cls", "mean"] = Field(
+        "cls",
+        description="the text's contrastive feature: its first token's state (XLM-R's <s>; the paper's"
+        " similarity is between two tokens, the image's being the first query), or its token states"
+        " averaged (a randomly initialised encoder's first token barely varies)",
+    )
     dims: RandomDims | None = Field(
         None, description="random sizes: dimensions that differ from the size's preset (SIZES)"
     )

@@ -70,8 +70,9 @@ def test_contrastive_weight_scales_only_the_contrastive_term(tok):
 
 def test_match_negatives_are_drawn_from_the_cosines_over_the_temperature(tok, monkeypatch):
     """ALBEF samples [match] negatives ∝ softmax(s/τ): the cosines s over the contrastive
-    temperature τ (0.07), whose spread makes a near-duplicate caption the likely pick; raw
-    cosines (|s| <= 1) would draw almost uniformly."""
+    temperature τ, whose spread makes a near-duplicate caption the likely pick; raw cosines
+    (|s| <= 1) would draw almost uniformly. The same forward at two temperatures: the logits the
+    negatives are drawn from scale as 1/τ."""
     from mvlp_core.model.unigen import model as unigen_model
 
     seen, original = [], unigen_model.mine_hard_negatives
@@ -84,12 +85,32 @@ def test_match_negatives_are_drawn_from_the_cosines_over_the_temperature(tok, mo
     spec = tiny_spec()
     torch.manual_seed(0)
     model = build_model(spec, tok)
-    model(collate(examples(spec, 8), tok, spec))
-    [similarity] = seen
-    tau = float(model.temperature.clamp(*spec.temperature_range))
-    assert tau == pytest.approx(0.07)
-    cosines = similarity * tau
-    assert cosines.abs().max() <= 1 + 1e-4 and similarity.abs().max() > 1.5
+    batch = collate(examples(spec, 8), tok, spec)
+    for tau in (0.07, 0.35):
+        with torch.no_grad():
+            model.temperature.fill_(tau)
+        torch.manual_seed(1)  # the same dropout: the same features
+        model(batch)
+    low, high = seen
+    assert torch.allclose(low * 0.07, high * 0.35, atol=1e-5) and not torch.allclose(low, high)
+    assert (low * 0.07).abs().max() <= 1 + 1e-5  # cosines
+
+
+def test_the_contrastive_text_feature_is_the_first_tokens_state_or_the_average(tok):
+    """The paper's contrastive similarity is between two tokens (the image's first query, the
+    text's first token): `itc_text: cls`, the default; `mean` averages the unmasked states."""
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    for itc_text, pooled in (("cls", "first"), ("mean", None)):
+        spec = tiny_spec(itc_text=itc_text)
+        torch.manual_seed(0)
+        model = build_model(spec, tok)
+        states = torch.randn(2, 5, model.text_proj.in_features, generator=torch.Generator().manual_seed(1))
+        pooled = states[:, 0] if pooled == "first" else None
+        if pooled is None:
+            pooled = torch.stack([states[0, :3].mean(0), states[1].mean(0)])
+        expected = F.normalize(model.text_proj(pooled), dim=-1)
+        assert torch.allclose(model._text_cls(states, mask), expected, atol=1e-6), itc_text
+    assert tiny_spec().itc_text == "cls"
 
 
 def _with_text_pairs(spec, sources: list[str]) -> list[Example]:

@@ -227,8 +227,10 @@ class UniGen(FrozenTowersStayInEval, nn.Module):
         return F.normalize(self.vision_proj(query_states[:, 0]), dim=-1)
 
     def _text_cls(self, text_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The text's contrastive feature: its token states averaged, projected, L2-normalised."""
-        return F.normalize(self.text_proj(_mean_pool(text_states, mask)), dim=-1)
+        """The text's contrastive feature (`itc_text`): its first token's state, or its token states
+        averaged; projected, L2-normalised."""
+        pooled = text_states[:, 0] if self.spec.itc_text == "cls" else _mean_pool(text_states, mask)
+        return F.normalize(self.text_proj(pooled), dim=-1)
 
     # ---------------------------------------------------------------- decoder
     def _rows(
