@@ -122,6 +122,12 @@ class WsmvlpModelSpec(Strict):
         description="halve each UCL loss, (CE(a->b) + CE(b->a)) / 2, as the released code does; the "
         "paper's Eq. 1 adds the two directions' terms",
     )
+    tlm_condition: Literal["clean", "masked"] = Field(
+        "clean",
+        description="what each side of a translation pair attends to in TLM: the other side unmasked,"
+        " as Eq. 2 conditions on t^{l_j} ('clean', one more text-encoder pass unless ucl_text is"
+        " clean), or the other side as masked for its own MLM, as the released code does ('masked')",
+    )
     ucl_text: Literal["masked", "clean"] = Field(
         "masked",
         description="which text the contrastive and ITM losses read. The paper does not say; the"

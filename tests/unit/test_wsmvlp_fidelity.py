@@ -161,6 +161,27 @@ def test_cross_attention_is_skipped_for_mono_and_shared_by_tlm_and_vlm() -> None
         assert change > 1e-2, f"{task} logits do not depend on the cross-attention"
 
 
+@pytest.mark.parametrize("condition", ["clean", "masked"])
+def test_tlm_conditions_each_side_on_the_other_unmasked_or_as_masked(condition: str) -> None:
+    """Eq. 2: P(t_m^{l_i} | t_\\m^{l_i}, t^{l_j}), the other side whole (the default); the released
+    code's option attends to the other side as masked for its own MLM. Changing only side b's
+    masked copy moves side a's TLM logits in the second case and not in the first, and changing
+    only side b's clean text the other way round."""
+    model = micro(tlm_condition=condition, ucl_text="masked").eval()
+    b = batch(model, n_image=0, n_parallel=4, n_mono=0)
+    par = b["parallel"]
+    n_a = int((par["labels_a"] != IGNORE).sum())
+    new_masked = {**par, "masked_ids_b": par["masked_ids_b"].roll(1, 0)}
+    new_clean = {**par, "ids_b": par["ids_b"].roll(1, 0)}
+    with torch.no_grad():
+        base = model({"parallel": par}, return_logits=True)["logits_tlm"][:n_a]
+        by_masked = model({"parallel": new_masked}, return_logits=True)["logits_tlm"][:n_a]
+        by_clean = model({"parallel": new_clean}, return_logits=True)["logits_tlm"][:n_a]
+    reads_masked = (base - by_masked).abs().max() > 1e-3
+    reads_clean = (base - by_clean).abs().max() > 1e-3
+    assert (reads_clean, reads_masked) == ((True, False) if condition == "clean" else (False, True))
+
+
 def test_each_side_is_conditioned_on_the_other_and_captions_on_the_image() -> None:
     model = micro().eval()
     b = batch(model, n_image=4, n_parallel=4, n_mono=2)

@@ -7,8 +7,9 @@ forward runs:
   the patches, for the masked captions, the clean positives (`clean`) and the ITM negatives (one
   hard-negative text per image and one hard-negative image per text: 2 per pair, the most the
   miner returns); the MLM head at the masked positions;
-- parallel stream: both sides through the text encoder, then the unified encoder with each side
-  attending to the other; the MLM head at both sides' masked positions;
+- parallel stream: both sides through the text encoder (masked, and clean when UCL or TLM reads
+  them: `ucl_text`, `tlm_condition`), then the unified encoder with each side attending to the
+  other; the MLM head at both sides' masked positions;
 - mono stream: text encoder and unified encoder without cross-attention (skipped without memory).
 
 The cross-attention keys and values read the memory (patches or the other side), not the text,
@@ -29,6 +30,8 @@ class WsmvlpFlops:
 
     def __init__(self, model) -> None:
         self.clean = model.spec.ucl_text != "masked"
+        # the parallel stream encodes clean sides too for UCL (`ucl_text`) or TLM (`tlm_condition`)
+        self.clean_pairs = self.clean or model.spec.tlm_condition == "clean"
         vit = model.vision
         self.vit = weights([vit])
         self.vit_shape = (vit.config.num_hidden_layers, vit.config.hidden_size)
@@ -87,7 +90,7 @@ class WsmvlpFlops:
         if parallel := batch.get("parallel"):
             a, b = parallel["mask_a"].sum(1), parallel["mask_b"].sum(1)
             rows = Rows.of(torch.cat([a, b]))
-            flops += self._text(rows) * (2 if self.clean else 1)
+            flops += self._text(rows) * (2 if self.clean_pairs else 1)
             flops += self._fusion(rows, rows.tokens, 2.0 * float((a * b).sum()))
             flops += self._mlm(parallel["labels_a"]) + self._mlm(parallel["labels_b"])
         if mono := batch.get("mono"):

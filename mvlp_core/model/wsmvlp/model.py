@@ -230,8 +230,12 @@ class WsmvlpModel(FrozenTowersStayInEval, nn.Module):
             clean = self.encode_text(torch.cat([b["ids_a"], b["ids_b"]]), mask)
         feats = self._text_feature(clean)
         out["loss_ucl_text"] = self._ucl(feats[:n], feats[n:])
-        # each side attends to the other side's (masked) uni-modal states: a->b and b->a
-        other = torch.cat([masked[n:], masked[:n]])
+        # each side attends to the other side's uni-modal states, a->b and b->a: unmasked (Eq. 2's
+        # condition t^{l_j}), or as masked for its own MLM (`tlm_condition`)
+        if self.spec.tlm_condition == "clean" and clean is masked:
+            clean = self.encode_text(torch.cat([b["ids_a"], b["ids_b"]]), mask)
+        seen = clean if self.spec.tlm_condition == "clean" else masked
+        other = torch.cat([seen[n:], seen[:n]])
         other_mask = torch.cat([mask[n:], mask[:n]])
         fused = self.unify(masked, mask, other, other_mask)
         loss_a, logits_a = self._mlm(fused[:n], b, "_a")
