@@ -55,6 +55,10 @@ def test_weakly_supervised_names_wikimatrix_and_cc100(tmp_path: Path) -> None:
     assert files["wikimatrix:de-en"] == "/shared/data/wikimatrix/WikiMatrix.de-en.tsv.gz"
     assert files["cc100:zh"] == "/shared/data/cc100/zh-Hans.txt.xz"
     assert files["cc100:sw"] == "/shared/data/cc100/sw.txt.xz"
+    # the paper's optimiser (App. B.1.3), and the released code's where the paper is silent
+    p = spec.pretrain
+    assert (p.lr, p.weight_decay, p.warmup_steps, p.max_steps) == (1e-4, 0.2, 24000, 240000)
+    assert (tuple(p.betas), p.grad_clip) == ((0.9, 0.999), 10.0)
 
 
 def test_text_section_defaults_to_no_corpora(tmp_path: Path) -> None:
