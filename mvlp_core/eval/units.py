@@ -310,6 +310,7 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
         info["dev"] = str(selected_on)  # the dev file that selected lr and epoch
     test = _require(needed_for_test(layout, unit), name)
     out_eval = ev.evaluate(test.path, unit.lang, cfg.max_test_items)
+    _check_images(name, out_eval, cfg.max_missing_test_images)
     _write(out / PREDICTIONS / unit.task / unit.setting / f"{unit.lang}.json", out_eval["predictions"])
     result = {
         "unit": name,
@@ -329,6 +330,24 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
     }
     _write(unit.result_path(out), result)
     return result
+
+
+IMAGE_REJECTS = ("missing_image", "bad_image")
+
+
+def _check_images(name: str, out_eval: dict[str, Any], allowed: float) -> None:
+    """A test unit scored without some of its images is not IGLUE's number: a StageError past the
+    spec's allowance (`iglue.max_missing_test_images`), naming the count and a few of them."""
+    lost = [r for r in out_eval["rejects"] if r.reason in IMAGE_REJECTS]
+    total = out_eval["samples_in"]
+    if lost and len(lost) > allowed * total:
+        shown = ", ".join(f"{r.key} ({r.reason}: {r.detail})" for r in lost[:3])
+        raise StageError(
+            f"iglue-eval unit {name}: {len(lost)} of {total} test items have no usable image ({shown}"
+            f"{', ...' if len(lost) > 3 else ''}); IGLUE scores every item, so this score would not be "
+            "comparable. Supply the images (iglue.image_roots), or accept a share of them missing with "
+            "iglue.max_missing_test_images"
+        )
 
 
 def read_result(out_dir: Path, name: str) -> dict[str, Any] | None:

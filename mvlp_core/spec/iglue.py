@@ -90,6 +90,14 @@ class IglueSpec(Strict):
     rerank_k: int = Field(16, ge=0, description="retrieval: top-k re-ranked with the [match] score")
     answer_normalisation: Literal["vqa", "lower", "none"] = "vqa"
     max_test_items: int | None = Field(None, gt=0, description="cap per test file (smoke runs)")
+    max_missing_test_images: float = perf_only(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of a test unit's items whose image is missing or undecodable that it "
+        "may score without (IGLUE scores every item, so any such score is not comparable; the "
+        "unit's rejects name them); above it the unit fails naming the count",
+    )
     max_dev_items: int | None = Field(None, gt=0, description="cap on English dev items for selection")
     max_new_tokens: int = Field(8, gt=0, description="xGQA answer length")
     seed: int = 0

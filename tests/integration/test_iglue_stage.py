@@ -12,6 +12,7 @@ import pytest
 import standin_model
 
 from mvlp_core import contract
+from mvlp_core.contract import StageError
 from mvlp_core.eval.model_api import EvalModel
 from mvlp_core.spec import load_spec
 from mvlp_core.stages.iglue_eval import STAGE as IGLUE_EVAL_STAGE
@@ -57,6 +58,14 @@ def test_stage_runs_every_task_and_setting(
             workdir=world,
         )
         out = tmp_path / "iglue-eval"
+        # one GQA image gone: a test unit missing an image fails (IGLUE scores every item) ...
+        lost = r"xgqa\.zero-shot\.(en|de): 4 of 28 test items have no usable image \(\d+ \(missing_image: n000000"
+        with pytest.raises(StageError, match=lost):
+            IGLUE_EVAL_STAGE.run(spec, {"pretrain": pretrain}, out)
+        # ... unless the spec accepts a share of them missing
+        spec = spec.model_copy(
+            update={"iglue": spec.iglue.model_copy(update={"max_missing_test_images": 0.2})}
+        )
         m = IGLUE_EVAL_STAGE.run(spec, {"pretrain": pretrain}, out)
     finally:
         missing.write_bytes(saved)
