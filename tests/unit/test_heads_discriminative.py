@@ -474,8 +474,13 @@ def _mini_iglue(root: Path) -> None:
 
     _json(root / "gqa/annotations/train_balanced_questions.json", gqa("tr", 24))
     _json(root / "xGQA/annotations/few_shot/en/dev.json", gqa("dev", 6))
-    _json(root / "gqa/annotations/testdev_balanced_questions.json", gqa("te", 6))
     _json(root / "xGQA/annotations/few_shot/de/dev.json", gqa("dev", 6))
+    for rel in (
+        "annotations/few_shot/en",
+        "annotations/few_shot/de",
+        "annotations_machine-translate/few_shot/de",
+    ):
+        _json(root / f"xGQA/{rel}/test.json", gqa("te", 6))
 
     def nlvr2(split: str, n: int) -> list[dict[str, Any]]:
         for i in range(n):
@@ -489,6 +494,7 @@ def _mini_iglue(root: Path) -> None:
 
     _jsonl(root / "nlvr2/annotations/train.jsonl", nlvr2("train", 24))
     _jsonl(root / "nlvr2/annotations/dev.jsonl", nlvr2("dev", 6))
+    _jsonl(root / "nlvr2/annotations/test.jsonl", nlvr2("test1", 6))
     marvl = []
     for i in range(6):
         for side in "lr":
@@ -563,7 +569,7 @@ def test_the_units_fine_tune_save_and_test_a_discriminative_family(
     finally:
         torch.set_num_threads(threads)
     assert {n for n in results if "translate-test" in n} == {
-        f"{t}.translate-test.de" for t in ("xvnli", "marvl", "xflickrco")
+        f"{t}.translate-test.de" for t in ("xvnli", "xgqa", "marvl", "xflickrco")
     }
     for task in ("xvnli", "xgqa", "marvl", "xflickrco"):
         assert results[f"{task}.finetune"]["finetune"]["history"][0]["epoch"] == 0
