@@ -67,7 +67,8 @@ SIZES: dict[str, dict[str, Any]] = {
     },
     # RandomDims' defaults (~2-3M parameters)
     "small": {"dims": {}, "image_size": 64, "num_query_tokens": 32},
-    # BLIP-2 ViT-g + Q-Former, XLM-R base, GPT-2 (seed 002 §4)
+    # BLIP-2 ViT + Q-Former, XLM-R base, GPT-2 (seed 002 §4: BLIP-2 with CLIP ViT-L/14; `vision`
+    # loads blip2-opt-2.7b's ViT-g/14, a public HF checkpoint: data_specs/pipelines/unigen-cc3m.yaml)
     "base": {"dims": {}, "image_size": 224, "num_query_tokens": 32},
 }
 
