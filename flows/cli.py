@@ -144,6 +144,10 @@ def _execute(
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     # Prefect's ephemeral API server gets 20 s to start by default: too little on a busy 2-core box
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    # before anything is started: a killed run takes its workers and servers with it. A process
+    # already in the group when the reaper starts is spared (a `tee` of the run's output), so the
+    # Prefect server below would outlive a killed run, and the re-run would wait for it in vain
+    reaper.reap_children_on_death()
     # before Prefect and the stages are imported: a server this run starts overlaps their imports
     api = prefect_api.choose_api(UI_PORT, runlog.log_path(spec.workdir))
     if api.url is not None and not api.short_lived:
@@ -152,7 +156,6 @@ def _execute(
     from flows.pipeline_flow import data_pipeline
 
     _import_what_stages_share()
-    reaper.reap_children_on_death()  # a killed run takes its workers and servers with it
     log = runlog.log_path(spec.workdir)
     try:
         # third-party output to the run's log; the bars and the summary write to the terminal

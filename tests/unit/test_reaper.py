@@ -106,3 +106,25 @@ def test_the_next_lock_holder_waits_for_a_dead_holders_children(tmp_path: Path) 
             os.kill(pid, signal.SIGKILL)
     assert wait_until(lambda: reaper.group_members(orphan_group.pid) == [])
     concurrency.wait_for_previous_holder(record, tmp_path, timeout=0.2)  # an empty group: no wait
+
+
+def test_a_run_starts_its_reaper_before_its_prefect_server(tmp_path: Path, monkeypatch) -> None:
+    """Processes already in the group when the reaper starts are spared (a `tee` of the output):
+    the run's short-lived Prefect server must start after it, or a killed run leaves the server
+    behind and its re-run waits for it in vain (`tests/chaos/test_orphans.py` kills a real run)."""
+    from flows import cli, prefect_api
+
+    calls: list[str] = []
+
+    class Stop(Exception):
+        pass
+
+    def choose_api(*_args, **_kw):
+        calls.append("prefect server")
+        raise Stop
+
+    monkeypatch.setattr(reaper, "reap_children_on_death", lambda: calls.append("reaper") or True)
+    monkeypatch.setattr(prefect_api, "choose_api", choose_api)
+    with pytest.raises(Stop):
+        cli._execute(Path("demo"), tmp_path, ["dataset.samples=8"], only="ingest")
+    assert calls == ["reaper", "prefect server"]
