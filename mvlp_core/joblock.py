@@ -19,6 +19,7 @@ import fcntl
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mvlp_core.contract import StageError
+
+LOOK_SECONDS = 2.0  # longer than any look of `holder` lasts, NFS round trips included
 
 
 @dataclass(frozen=True)
@@ -72,12 +75,17 @@ def holding(workdir: str | Path, stage: str, job: str) -> Iterator[None]:
     """Hold `stage`'s job lock as the job named `job` while the block runs; a StageError naming
     the holder when another job holds it."""
     path = lock_path(workdir, stage)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+", encoding="utf-8") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise busy_error(stage, workdir, _read(fh)) from None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+", encoding="utf-8")
+    except OSError as err:
+        raise StageError(
+            f"stage {stage}: cannot open its job lock {path} ({err}); the workdir must be writable "
+            "by the job (the shared volume's permissions)"
+        ) from None
+    with fh:
+        if not _lock(fh):
+            raise busy_error(stage, workdir, _read(fh))
         fh.seek(0)
         fh.truncate()
         since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -87,6 +95,20 @@ def holding(workdir: str | Path, stage: str, job: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _lock(fh, patience: float = LOOK_SECONDS) -> bool:
+    """Take the lock exclusively; False if another job holds it. `holder` takes it shared for a
+    moment to look (`mvlp status --watch` every 2 s): that is waited out, a job's hold is not."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
 
 
 def holder(workdir: str | Path, stage: str) -> Holder | None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mvlp_core.eval.tasks import IGLUE_LANGUAGES, Layout, missing_fix
+from mvlp_core.eval.tasks import IGLUE_LANGUAGES, IGLUE_REPO, Layout, missing_fix
 from mvlp_core.spec import IglueFinetuneSpec, IglueSpec, PipelineSpec
 
 RESULTS = "results"
@@ -104,7 +104,10 @@ def needed_for_test(layout: Layout, unit: Unit) -> Needed | None:
     if found is None:
         return None
     what = f"{unit.task} {unit.lang} {unit.setting} {found.split} file"
-    return Needed(what, found.path, missing_fix("test", unit.task, unit.lang), found.split)
+    fix = missing_fix("test", unit.task, unit.lang)
+    if unit.setting == "translate-test":
+        fix = f"copy it there from IGLUE ({IGLUE_REPO}), or drop translate-test from iglue.settings"
+    return Needed(what, found.path, fix, found.split)
 
 
 def needed_for_few_shot(layout: Layout, unit: Unit, shots: str) -> Needed | None:

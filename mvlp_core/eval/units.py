@@ -95,6 +95,7 @@ class Evaluator:
         self.family = FAMILY[task]
         self.roots = ImageRoots(image_roots(cfg.root, cfg.image_roots))
         self.cache = ImageCache(em.transform, cfg.image_cache_mb * MB)
+        self.selected_on: Path | None = None  # the dev file dev_score last read
         self.model_family = None if em.family is None else families.family(em.family)
         self.discriminative = self.model_family is not None and heads_discriminative.is_discriminative(
             getattr(self.model_family, "IGLUE", {}), task, str(em.family)
@@ -135,6 +136,7 @@ class Evaluator:
         if self.family == "retrieval":
             return self._evaluate_retrieval(path, cap)
         items, rejects = self.prepare(path, lang)
+        file_items = len(items) + len(rejects)
         items = _cap(items, cap, self.cfg.seed)
         n_in = len(items) + len(rejects)
         if self.discriminative:
@@ -161,6 +163,7 @@ class Evaluator:
         return {
             "metrics": result,
             "chance": chance,
+            "file_items": file_items,
             "samples_in": n_in,
             "samples_out": len(scored),
             "rejects": rejects,
@@ -170,18 +173,26 @@ class Evaluator:
     def _retrieval_set(
         self, path: Path, cap: int | None
     ) -> tuple[data_retrieval.RetrievalSet, list[ImageRef], list[Reject]]:
+        """The file's images that resolved, capped at `cap`, and the rejects of those that did not
+        (all of them: `file_items` counts the whole file)."""
         rset = data_retrieval.load(path)
         paths, rejects = heads_retrieval.resolve(rset, self.roots, wit=self.task == "wit")
         rset, kept = heads_retrieval.drop_missing(rset, paths)
         if cap is not None and len(rset.images) > cap:
-            keep = set(_cap(list(range(len(rset.images))), cap, self.cfg.seed))
-            rset, kept = heads_retrieval.drop_missing(
-                rset, [p if i in keep else None for i, p in enumerate(kept)]
-            )
+            rset, kept = self._capped(rset, kept, cap)
         return rset, kept, rejects
 
+    def _capped(
+        self, rset: data_retrieval.RetrievalSet, kept: list[ImageRef], cap: int
+    ) -> tuple[data_retrieval.RetrievalSet, list[ImageRef]]:
+        keep = set(_cap(list(range(len(rset.images))), cap, self.cfg.seed))
+        return heads_retrieval.drop_missing(rset, [p if i in keep else None for i, p in enumerate(kept)])
+
     def _evaluate_retrieval(self, path: Path, cap: int | None) -> dict[str, Any]:
-        rset, paths, rejects = self._retrieval_set(path, cap)
+        rset, paths, rejects = self._retrieval_set(path, None)
+        file_items = len(rset.images) + len(rejects)
+        if cap is not None and len(rset.images) > cap:
+            rset, paths = self._capped(rset, paths, cap)
         n_in = len(rset.images) + len(rejects)
         heads = heads_discriminative if self.discriminative else heads_retrieval
         result, bad, top20 = heads.evaluate(self.em, rset, paths, self.cache, self.cfg.rerank_k)
@@ -189,6 +200,7 @@ class Evaluator:
         return {
             "metrics": result,
             "chance": metrics.percent(1, n_images) if n_images else 0.0,
+            "file_items": file_items,
             "samples_in": n_in,
             "samples_out": n_images,
             "rejects": rejects + bad,
@@ -218,7 +230,7 @@ class Evaluator:
         """The dev score that selects a fine-tune: English dev, or for a few-shot xGQA unit its own
         language's (as IGLUE selects it)."""
         need = needed_for_selection(layout_of(self.cfg), self.task, few_shot_lang)
-        dev = _require(need, f"{self.task} dev").path
+        dev = self.selected_on = _require(need, f"{self.task} dev").path
         out = self.evaluate(dev, few_shot_lang if need.lang_dev else "en", self.cfg.max_dev_items)
         key = "accuracy_normalised" if self.family == "qa" else HEADLINE[self.task]
         return out["metrics"][key]
@@ -305,9 +317,8 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
             epochs=cfg.few_shot_epochs,
             **_tuning(ft, cfg, ev),
         )
-        selected_on = needed_for_selection(layout, unit.task, unit.lang).path
         info = {"shots": shots, "lr": res.lr, "best_dev": res.best_dev, "best_epoch": res.best_epoch}
-        info["dev"] = str(selected_on)  # the dev file that selected lr and epoch
+        info["dev"] = str(ev.selected_on)  # the dev file that selected lr and epoch
     test = _require(needed_for_test(layout, unit), name)
     out_eval = ev.evaluate(test.path, unit.lang, cfg.max_test_items)
     _check_images(name, out_eval, cfg.max_missing_test_images)
@@ -339,7 +350,7 @@ def _check_images(name: str, out_eval: dict[str, Any], allowed: float) -> None:
     """A test unit scored without some of its images is not IGLUE's number: a StageError past the
     spec's allowance (`iglue.max_missing_test_images`), naming the count and a few of them."""
     lost = [r for r in out_eval["rejects"] if r.reason in IMAGE_REJECTS]
-    total = out_eval["samples_in"]
+    total = out_eval["file_items"]  # the rejects are the whole file's, `max_test_items` or not
     if lost and len(lost) > allowed * total:
         shown = ", ".join(f"{r.key} ({r.reason}: {r.detail})" for r in lost[:3])
         raise StageError(

@@ -85,8 +85,9 @@ def mine_hard_negatives(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """ALBEF's hard negatives from an in-batch image×text similarity matrix [N, N].
 
-    For each image, a text drawn with probability ∝ softmax(similarity row), never one of its
-    positives (`positive[i, j]` true: the diagonal and identical texts); and for each text an image
+    For each image, a text drawn with probability ∝ softmax(similarity row) over its negatives,
+    never one of its positives (`positive[i, j]` true: the diagonal and identical texts); and for
+    each text an image
     likewise. Rows with no possible negative are dropped. Returns (image_idx, text_idx) of the
     image→text negatives and (image_idx, text_idx) of the text→image negatives.
     """
@@ -94,7 +95,9 @@ def mine_hard_negatives(
         sim = similarity.detach().float()
         out = []
         for scores, pos in ((sim, positive), (sim.t(), positive.t())):
-            weights = F.softmax(scores, dim=1).masked_fill(pos, 0.0)
+            # the positives left out before the softmax: after it, a positive far above the rest
+            # (s/τ at a small τ) would leave every negative's weight at 0 and the row without one
+            weights = F.softmax(scores.masked_fill(pos, float("-inf")), dim=1).nan_to_num(0.0)
             rows = torch.nonzero(weights.sum(dim=1) > 0).flatten()
             if len(rows):
                 picks = torch.multinomial(weights[rows], 1, generator=generator).flatten()

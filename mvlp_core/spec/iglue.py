@@ -77,8 +77,9 @@ class IglueSpec(Strict):
         False,
         description="where the root lacks IGLUE's xGQA (few_shot/<lang>/test.json) or NLVR2 "
         "(nlvr2/annotations/test.jsonl) test file, as a trimmed copy does, score that unit on its "
-        "dev file, labelled split dev in every output (not comparable with IGLUE's test scores); "
-        "false: the missing file is an error",
+        "dev file, labelled split dev in every output; not comparable with IGLUE's test scores, and "
+        "optimistic: a dev file also selects the fine-tune (English's, xGQA few-shot's own). false: "
+        "the missing file is an error",
     )
     few_shot: dict[str, str] = Field(
         {"xvnli": "48", "xgqa": "48", "marvl": "10x2", "xflickrco": "100"},
@@ -98,7 +99,11 @@ class IglueSpec(Strict):
         "may score without (IGLUE scores every item, so any such score is not comparable; the "
         "unit's rejects name them); above it the unit fails naming the count",
     )
-    max_dev_items: int | None = Field(None, gt=0, description="cap on English dev items for selection")
+    max_dev_items: int | None = Field(
+        None,
+        gt=0,
+        description="cap on the dev items that select a fine-tune (English, or xGQA few-shot's own)",
+    )
     max_new_tokens: int = Field(8, gt=0, description="xGQA answer length")
     seed: int = 0
     batch_size: int = perf_only(16, gt=0)

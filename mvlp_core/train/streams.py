@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -66,6 +66,7 @@ class TextIndex:
     mono_weights: dict[str, float]
     parallel_weights: dict[str, float]
     alpha: float | None = None
+    parallel_counts: dict[str, int] = field(default_factory=dict)  # lines kept per pair
 
 
 def _expand(shards: list[str], stream: str, where: str) -> list[str]:
@@ -135,8 +136,15 @@ def text_stream_index(text_shard_dir: str | Path) -> TextIndex:
                 f"{where}: {kind} {empty[0]} has sampling weight {weights[kind][empty[0]]:.3f} but no "
                 f"shards in the manifest; re-run text-shard ({RERUN})"
             )
+    counts = (extra.get("counts") or {}).get("parallel") or {}
     return TextIndex(
-        str(folder), mono, parallel, dict(weights["mono"]), dict(weights["parallel"]), extra.get("alpha")
+        str(folder),
+        mono,
+        parallel,
+        dict(weights["mono"]),
+        dict(weights["parallel"]),
+        extra.get("alpha"),
+        {canonical_pair(tuple(k.split("-"))): int(n) for k, n in counts.items()},
     )
 
 
@@ -331,15 +339,16 @@ class _Weighted:
 @dataclass(frozen=True)
 class Sources:
     """Where the streams read: image shard URLs, the text index, and the stream options
-    (`english_only`: only pairs with an English side, for families that need one; `weighted_pairs`:
-    draw pairs by the manifest's pair weights, else one stream over all parallel shards)."""
+    (`english_only`: only pairs with an English side, for families that need one; `pair_weights`:
+    how a pair is drawn: `alpha`, the manifest's q ∝ p^α; `natural`, ∝ the pair's lines, the
+    corpus's own mix; `none`, one stream over all parallel shards)."""
 
     image_urls: list[str] = field(default_factory=list)
     text: TextIndex | None = None
     shuffle_buffer: int = 1000
     min_score: float | None = None
     english_only: bool = False
-    weighted_pairs: bool = True
+    pair_weights: Literal["alpha", "natural", "none"] = "alpha"
 
 
 def _image_stream(urls: list[str], seed: int, part: int, parts: int, buffer: int, skips: Skips) -> _Source:
@@ -376,7 +385,7 @@ def _parallel_stream(
     *,
     min_score: float | None,
     english_only: bool,
-    weighted: bool,
+    weights: str,
 ) -> _Source | _Weighted:
     parse = _pair_parser(min_score, english_only)
     pairs = {p: urls for p, urls in index.parallel.items() if not english_only or "en" in p.split("-")}
@@ -384,7 +393,7 @@ def _parallel_stream(
         raise contract.StageError(
             f"multi-stream loader: no parallel shards{' with an English side' if english_only else ''} in {index.folder}"
         )
-    if not weighted:
+    if weights == "none":
         urls = [u for p in sorted(pairs) for u in pairs[p]]
         return _Source(
             "parallel", urls, parse, seed=seed, part=part, parts=parts, shuffle_buffer=buffer, skips=skips
@@ -402,9 +411,17 @@ def _parallel_stream(
         )
         for p, urls in pairs.items()
     }
-    return _Weighted(
-        sources, {p: index.parallel_weights.get(p, 0.0) for p in pairs}, _derive(seed, "parallel-draws", part)
-    )
+    if weights == "natural":
+        if not any(index.parallel_counts.get(p) for p in pairs):
+            raise contract.StageError(
+                f"multi-stream loader: the text-shard manifest at {index.folder} has no per-pair line "
+                f"counts; re-run text-shard ({RERUN})"
+            )
+        total = sum(index.parallel_counts.get(p, 0) for p in pairs)
+        drawn = {p: index.parallel_counts.get(p, 0) / total for p in pairs}
+    else:
+        drawn = {p: index.parallel_weights.get(p, 0.0) for p in pairs}
+    return _Weighted(sources, drawn, _derive(seed, "parallel-draws", part))
 
 
 def open_streams(
@@ -434,7 +451,7 @@ def open_streams(
             skips,  # type: ignore[arg-type]
             min_score=sources.min_score,
             english_only=sources.english_only,
-            weighted=sources.weighted_pairs,
+            weights=sources.pair_weights,
         )
     if "mono" in used:
         out["mono"] = _mono_stream(sources.text, seed, part, parts, buffer, skips)  # type: ignore[arg-type]

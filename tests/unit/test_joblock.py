@@ -107,3 +107,30 @@ def test_a_run_does_not_run_a_stage_in_its_own_process_while_a_job_writes_it(tmp
         with pytest.raises(StageError, match="another Ray job \\(mvlp-ingest-demo-0ld0rph4"):
             run_stage_task.fn(spec, "ingest")
     assert not (tmp_path / "ingest").exists()
+
+
+def test_a_look_at_the_lock_does_not_fail_a_starting_job(tmp_path: Path, monkeypatch) -> None:
+    """`holder` takes the lock shared for a moment (`mvlp status --watch` every 2 s): a job starting
+    in that moment waits it out instead of failing on a lock no job holds."""
+    import fcntl
+
+    real, refusals = fcntl.flock, []
+
+    def flock(fh, op):
+        if op & fcntl.LOCK_EX and len(refusals) < 3:  # a look in progress, three tries long
+            refusals.append(op)
+            raise BlockingIOError
+        return real(fh, op)
+
+    monkeypatch.setattr(joblock.fcntl, "flock", flock)
+    with joblock.holding(tmp_path, "pretrain", "mvlp-pretrain-demo-1"):
+        pass
+    assert len(refusals) == 3
+
+
+def test_a_workdir_the_job_cannot_write_is_one_line(tmp_path: Path) -> None:
+    workdir = tmp_path / "not-a-folder"
+    workdir.write_text("")
+    with pytest.raises(StageError, match="cannot open its job lock .*not-a-folder/.mvlp-job-qa.lock"):
+        with joblock.holding(workdir, "qa", "mvlp-qa-demo-1"):
+            pytest.fail("held a lock it could not open")

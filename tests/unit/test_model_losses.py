@@ -124,3 +124,13 @@ def test_under_ddp_every_rank_contrasts_against_all_ranks_rows():
     assert torch.allclose(out[0][3], texts.grad[0:2], atol=1e-5)
     assert torch.allclose(out[1][3], texts.grad[2:5], atol=1e-5)
     assert out[0][2] == 0.0 and out[1][2] > 0
+
+
+def test_hard_negatives_survive_a_small_temperature():
+    """At τ 0.001 (the clamp's floor) the positives' s/τ is hundreds above the rest: taken out of
+    the softmax first, every row still gets a negative, the most similar one."""
+    gen = torch.Generator().manual_seed(0)
+    s = torch.tensor([[0.9, 0.5, 0.1], [0.2, 0.9, 0.6], [0.3, 0.4, 0.9]]) / 0.001
+    img_a, txt_a, img_b, txt_b = mine_hard_negatives(s, torch.eye(3, dtype=torch.bool), gen)
+    assert img_a.tolist() == [0, 1, 2] and txt_a.tolist() == [1, 2, 1]
+    assert txt_b.tolist() == [0, 1, 2] and img_b.tolist() == [2, 0, 1]

@@ -290,6 +290,9 @@ def test_a_checkpoint_saved_before_the_named_sizes_loads() -> None:
     }
     spec = ModelSpec.model_validate(upgrade_saved(old))
     assert (spec.size, spec.dims.hidden_size, spec.image_size) == ("small", 96, 64)
+    # trained before itc_text existed: its contrastive text feature was the averaged states
+    assert spec.itc_text == "mean"
+    assert ModelSpec.model_validate(upgrade_saved({"size": "micro", "itc_text": "cls"})).itc_text == "cls"
 
 
 def test_iglue_has_no_default_root_and_the_stage_says_what_to_set(tmp_path: Path) -> None:

@@ -212,8 +212,29 @@ def test_parallel_keeps_non_english_pairs_unless_english_only(world: dict[str, A
     assert langs[("de", "fr")] > 0 and langs[("en", "de")] > 0 and langs[("en", "fr")] > 0
     only = draws(index, "parallel", 300, seed=0, english_only=True)
     assert only and all("en" in (a, b) for _, a, _, b in only)
-    scored = draws(index, "parallel", 200, seed=0, min_score=1.0, weighted_pairs=False)
+    scored = draws(index, "parallel", 200, seed=0, min_score=1.0, pair_weights="none")
     assert all(int(text_a.split()[-1]) % 4 for text_a, _, _, _ in scored)  # the 0.9-scored rows are gone
+
+
+def test_pairs_drawn_in_their_natural_proportions_or_by_alpha(world: dict[str, Any]) -> None:
+    """`natural`: a pair is drawn ∝ its lines (the corpus's own mix: the weakly-supervised model's
+    WikiMatrix); `alpha`: by the manifest's flattened weights. Each draw switches pairs, so a
+    batch mixes them from the start, unlike one stream over all shards."""
+    index, n = world["index"], 3000
+    counts = index.parallel_counts
+    assert counts and all(v > 0 for v in counts.values())
+    for weights, q in (
+        ("natural", {p: c / sum(counts.values()) for p, c in counts.items()}),
+        ("alpha", None),
+    ):
+        q = q or index.parallel_weights
+        drawn = Counter(
+            "-".join(sorted((a, b), key=lambda x: (x != "en", x)))
+            for _, a, _, b in draws(index, "parallel", n, seed=5, shuffle_buffer=4, pair_weights=weights)
+        )
+        for pair, qi in q.items():
+            half = Z999 * math.sqrt(n * qi * (1 - qi))
+            assert abs(drawn[pair] - n * qi) <= half, (weights, pair, drawn[pair], n * qi)
 
 
 # --- the plan -------------------------------------------------------------------------------

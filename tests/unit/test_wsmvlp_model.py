@@ -534,8 +534,8 @@ def test_a_frozen_vits_backward_is_left_out_of_the_count_as_torch_finds() -> Non
 
 def test_translation_pairs_are_english_pairs_in_their_own_proportions(monkeypatch) -> None:
     """Paper App. B.1.1: D_t is all of WikiMatrix's English–l pairs (Table 6 lists their natural
-    shares), alpha-sampling applies to CC-100 only: the family reads pairs with an English side, as
-    one stream over every pair shard, not by the manifest's alpha-sampled pair weights."""
+    shares), alpha-sampling applies to CC-100 only: the family reads pairs with an English side,
+    drawn in proportion to their lines, not by the manifest's alpha-sampled pair weights."""
     from types import SimpleNamespace
 
     from mvlp_core.model.wsmvlp import data
@@ -548,4 +548,5 @@ def test_translation_pairs_are_english_pairs_in_their_own_proportions(monkeypatc
     job = SimpleNamespace(spec=spec, text_dir="text-shard", image_urls=["shard-0.tar"])
     data.train_batches(job, SimpleNamespace(tokenizer=None, image_transform=lambda: None), 0, 1)
     [sources] = built
-    assert sources.text == "index of text-shard" and sources.english_only and not sources.weighted_pairs
+    assert sources.text == "index of text-shard" and sources.english_only
+    assert sources.pair_weights == "natural"

@@ -667,8 +667,10 @@ def _fuse_gelu(decoder: nn.Module) -> None:
 
 
 def upgrade_saved(raw: dict[str, Any]) -> dict[str, Any]:
-    """A model section saved with a checkpoint before the named sizes: its `tiny` dimensions become
-    `dims` of size small (the former tiny was RandomDims' defaults), so older checkpoints load."""
+    """A model section saved with an older checkpoint, as it was trained: without `itc_text` its
+    contrastive text feature was the averaged states; before the named sizes its `tiny` dimensions
+    become `dims` of size small (the former tiny was RandomDims' defaults)."""
+    raw = {"itc_text": "mean", **raw}
     if "tiny" not in raw:
         return raw
     raw = {**raw, "dims": raw["tiny"]}

@@ -61,14 +61,14 @@ def train_batches(job: TrainJob, model: WsmvlpModel, rank: int, world: int) -> M
                 "model.batch.parallel and model.batch.mono to 0"
             )
         text = text_stream_index(job.text_dir)
-    # D_t is WikiMatrix's English–l pairs, all of them (paper App. B.1.1): its own language mix, not
-    # the text-shard manifest's alpha-sampled pair weights (alpha is CC-100's, D_m's)
+    # D_t is WikiMatrix's English–l pairs, all of them (paper App. B.1.1): pairs drawn ∝ their lines,
+    # not by the text-shard manifest's alpha-sampled weights (alpha is CC-100's, D_m's)
     sources = Sources(
         image_urls=job.image_urls,
         text=text,
         shuffle_buffer=p.loader.shuffle_buffer,
         english_only=True,
-        weighted_pairs=False,
+        pair_weights="natural",
     )
     tokenizer = model.tokenizer
 
