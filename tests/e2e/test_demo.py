@@ -172,7 +172,10 @@ def test_demo_pretrain_loss_falls(reference: Path) -> None:
 # the former shard layout (100 samples a tar) 80.6 (loss 3.6); its margin sits under the worst.
 # MaRVL's average is reported, not asserted: on four models this session (two data draws, three
 # seeds, old and new shard layouts) it was 50.7, 52.1, 52.4 and 53.5, within a few points of chance
-# (144 pairs a language), where run-to-run noise decides a bar. Retrieval follows how far the
+# (144 pairs a language), where run-to-run noise decides a bar. MaRVL's English is no longer
+# asserted either: those English figures were scored on NLVR2's dev file, the one that also selected
+# the fine-tune. Scored on the held-out test file IGLUE uses (the world's nlvr2 test.jsonl, 144
+# pairs), three demo runs of session 37 gave 45.8, above 60 and 50.7 against a chance of 50. Retrieval follows how far the
 # contrastive loss got in 1,500 steps, which depends on the run's data: on one draw UniGen's loss
 # ended at 8.8 (ITC 1.22; 4.0-4.1 on three other draws; the trainer before its DDP change, the
 # same updates up to rounding, ended that draw at ITC 0.88), and xFlickr&CO R@1 came to 31 / 20,
@@ -188,7 +191,6 @@ def test_demo_pretrain_loss_falls(reference: Path) -> None:
 MARGINS = {
     "xvnli": 25.0,
     "xgqa": 12.0,
-    "marvl": 10.0,
     "xflickrco": 25.0,
     "wit": 20.0,
 }  # English, points above chance
