@@ -5,9 +5,9 @@ which the kernel releases when the job's driver dies) while it runs the stage. A
 without the chance to stop its job (SIGKILL, an OOM-killed flow-run pod) leaves that job running
 on the cluster, and the workdir lock its run held is gone. The next run's submission of the same
 stage, or its running of the stage in its own process, finds the job lock held and stops with the
-job's name (`flows.stage_flows`), and a second job
-that starts anyway (submitted by hand, or while the first was still pending) stops at this lock
-before it writes: two jobs never write one stage folder, nor train one model twice on the GPUs.
+job's name (`flows.stage_flows`), and a second job that starts anyway (submitted by hand, or while
+the first was still pending) stops at this lock before it writes: two jobs never write one stage
+folder, nor train one model twice on the GPUs.
 
 The lock sits in the workdir, the shared volume every job and flow-run pod mounts; `flock` holds
 across machines on the storage the workdir lock needs too (NFSv4, CephFS, EFS).
