@@ -34,8 +34,8 @@ from typing import Any
 from mvlp_core import contract
 from mvlp_core.spec import PipelineSpec, VLLMQASpec
 from mvlp_core.stages.qa.parser import QAPair
-from mvlp_core.stages.qa.prompt import CUE
-from mvlp_core.stages.qa.stage import make_backend
+from mvlp_core.stages.qa.prompt import PAPER, QAPrompt
+from mvlp_core.stages.qa.stage import make_backend, qa_prompt
 from mvlp_core.stages.qa.vllm_rows import postprocess_row, preprocess_row, processor_config_kwargs
 from ray_jobs.connect import connect
 
@@ -130,13 +130,17 @@ def _stage_error(err: BaseException) -> contract.StageError:
 
 class VLLMQuestioner:
     def __init__(
-        self, spec: VLLMQASpec, pairs: int = 1, flush_rows: int = 256, pipeline: PipelineSpec | None = None
+        self,
+        spec: VLLMQASpec,
+        prompt: QAPrompt = PAPER,
+        flush_rows: int = 256,
+        pipeline: PipelineSpec | None = None,
     ) -> None:
         self.spec = spec
-        self.pairs = pairs
+        self.prompt = prompt
         self.flush_rows = flush_rows
         self.generator = f"vllm:{spec.model}"
-        self.prefix = CUE if spec.mode == "completion" else ""
+        self.prefix = prompt.cue if spec.mode == "completion" else ""
         self.pipeline = pipeline  # its execution section says which Ray to join
         self._llm: Any = None
 
@@ -149,10 +153,10 @@ class VLLMQuestioner:
         """The ray.data.llm processor: config, preprocess and postprocess from vllm_rows."""
         self.load()
         config = self._llm.vLLMEngineProcessorConfig(**processor_config_kwargs(self.spec))
-        spec, pairs = self.spec, self.pairs
+        spec, prompt = self.spec, self.prompt
         return self._llm.build_processor(
             config,
-            preprocess=lambda row: preprocess_row(row, spec, pairs),
+            preprocess=lambda row: preprocess_row(row, spec, prompt),
             postprocess=postprocess_row,
         )
 
@@ -261,4 +265,4 @@ def questioner(spec: PipelineSpec) -> VLLMQuestioner | RayDataQuestioner:
         raise contract.StageError(
             "qa.vllm: required when qa.backend is 'vllm' (model: name or path, readable by every GPU worker)"
         )
-    return VLLMQuestioner(spec.qa.vllm, spec.qa.pairs_per_caption, pipeline=spec)
+    return VLLMQuestioner(spec.qa.vllm, qa_prompt(spec), pipeline=spec)

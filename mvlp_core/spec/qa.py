@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mvlp_core.spec.base import Strict, perf_only
 from mvlp_core.spec.endpoint import EndpointSpec
@@ -55,6 +55,12 @@ class QASpec(Strict):
     pairs_per_caption: int = Field(
         1, gt=0, le=32, description="QA pairs asked for and kept per caption (UniGen's CCQA3M: 1)"
     )
+    prompt: Literal["paper", "fewshot"] = Field(
+        "paper",
+        description="the model backends' prompt: paper (UniGen's instruction and its example in the "
+        "<sentence>/<question>/<answer> pattern, one pair a caption) or fewshot (six Q:/A: worked "
+        "examples, up to pairs_per_caption pairs)",
+    )
     max_output_chars: int = Field(
         1500,
         gt=0,
@@ -68,3 +74,12 @@ class QASpec(Strict):
     http: HTTPQASpec | None = None
     vllm: VLLMQASpec | None = None
     ray: QARaySpec = perf_only(QARaySpec(), description="the ray engine's actor pool (not vllm's)")
+
+    @model_validator(mode="after")
+    def _prompt_fits_pairs(self) -> QASpec:
+        if self.backend != "rules" and self.prompt == "paper" and self.pairs_per_caption != 1:
+            raise ValueError(
+                f"qa.prompt 'paper' asks for one question-answer pair a caption, as UniGen did; "
+                f"for pairs_per_caption {self.pairs_per_caption} set qa.prompt: fewshot"
+            )
+        return self

@@ -15,7 +15,7 @@ from mvlp_core import contract, keys
 from mvlp_core.spec import PipelineSpec
 from mvlp_core.stages.qa import STAGE as QA_STAGE
 from mvlp_core.stages.qa.partial import PARTIAL_DIR, PartialStore
-from mvlp_core.stages.qa.prompt import SENTENCE
+from mvlp_core.stages.qa.prompt import PAPER_QUESTION, PAPER_SENTENCE, SENTENCE
 from mvlp_core.stages.qa.rules import questions
 from mvlp_core.synth.grammar import English, random_scene
 from tests.fakes.openai_server import FakeOpenAI, Fault
@@ -52,8 +52,18 @@ def write_download(workdir: Path) -> Path:
     return folder
 
 
+def prompt_text(body: dict) -> str:
+    return body["messages"][-1]["content"] if "messages" in body else body["prompt"]
+
+
+def paper_style(body: dict) -> bool:
+    return PAPER_SENTENCE in prompt_text(body)
+
+
 def caption_of(body: dict) -> str:
-    text = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
+    text = prompt_text(body)
+    if paper_style(body):
+        return text.rsplit(f"{PAPER_SENTENCE} ", 1)[1].removesuffix(f" {PAPER_QUESTION}")
     return text.rsplit(f"{SENTENCE} ", 1)[1].split("\n", 1)[0]
 
 
@@ -65,7 +75,8 @@ def style(caption: str) -> str:
 
 
 def llm(kind: str, body: dict) -> str:
-    """A model with habits: most answers are good, some are the usual failures."""
+    """A model with habits: most answers are good, some are the usual failures; it answers in
+    the pattern its prompt shows (UniGen's <question>/<answer> or Q:/A:)."""
     caption = caption_of(body)
     q, a = questions(caption)[0]
     text = {
@@ -75,13 +86,19 @@ def llm(kind: str, body: dict) -> str:
         "hallucinated": f"Q: What is the man holding next to the {caption.split()[-1]}?\nA: {a}",
         "loop": f"Q: {q}\nA: {a} {a} {a}\n" * 4,
     }[style(caption)]
-    return text[len("Q:") :] if kind == "completion" else text
+    cue = "Q:"
+    if paper_style(body):
+        cue, text = (
+            PAPER_QUESTION,
+            text.replace("**", "").replace("Q: ", "<question> ").replace("\nA: ", " <answer> "),
+        )
+    return text[len(cue) :] if kind == "completion" else text
 
 
 EXPECTED_REJECT = {"yes_no": "yes_no_answer", "hallucinated": "hallucinated_entity", "loop": "repetition"}
 
 
-def make_spec(url: str, **http) -> PipelineSpec:
+def make_spec(url: str, prompt: str = "paper", **http) -> PipelineSpec:
     section = {
         "base_url": url,
         "model": "fake-model",
@@ -98,13 +115,15 @@ def make_spec(url: str, **http) -> PipelineSpec:
             "name": "t",
             "dataset": {"ref": "synthetic"},
             "languages": ["de"],
-            "qa": {"backend": "http", "checkpoint_every": 4, "http": section},
+            "qa": {"backend": "http", "checkpoint_every": 4, "prompt": prompt, "http": section},
         }
     )
 
 
-@pytest.mark.parametrize("mode", ["chat", "completion"])
-def test_http_backend_with_faults(tmp_path, download, monkeypatch, mode):
+@pytest.mark.parametrize(
+    ("mode", "prompt"), [("chat", "paper"), ("completion", "paper"), ("completion", "fewshot")]
+)
+def test_http_backend_with_faults(tmp_path, download, monkeypatch, mode, prompt):
     monkeypatch.setenv(ENV, CANARY)
     captions = [c for shard in world_captions() for c in shard]
     with FakeOpenAI(respond=llm) as fake:
@@ -116,7 +135,7 @@ def test_http_backend_with_faults(tmp_path, download, monkeypatch, mode):
             Fault.delay(2.0),
             Fault.error(503, retry_after="0"),
         )
-        m = QA_STAGE.run(make_spec(fake.url, mode=mode), {"download": download}, tmp_path / "qa")
+        m = QA_STAGE.run(make_spec(fake.url, prompt, mode=mode), {"download": download}, tmp_path / "qa")
         generation = fake.completions()
 
     assert m.samples_in == len(captions) == m.samples_out + sum(m.rejects.values())
@@ -126,6 +145,7 @@ def test_http_backend_with_faults(tmp_path, download, monkeypatch, mode):
     assert m.extra["generator"] == "http:fake-model"
     rows = pa.concat_tables([pq.read_table(p) for p in sorted((tmp_path / "qa").glob("0*.parquet"))])
     assert rows.num_rows == m.samples_out  # one pair per caption by default
+    assert all(paper_style(r.body) == (prompt == "paper") for r in generation if r.body)
     faulted = [r for r in generation if r.fault is not None]
     assert len(faulted) == 6 and len(generation) == len(set(captions)) + 6
     assert all(r.headers["Authorization"] == f"Bearer {CANARY}" for r in generation)

@@ -16,7 +16,7 @@ from mvlp_core.stages.qa import stage as qa_stage
 from mvlp_core.stages.qa.filters import filter_pairs
 from mvlp_core.stages.qa.hf import HFQuestioner
 from mvlp_core.stages.qa.parser import QAPair
-from mvlp_core.stages.qa.prompt import FEW_SHOT, SENTENCE, few_shot
+from mvlp_core.stages.qa.prompt import FEW_SHOT, PAPER_SENTENCE, SENTENCE, few_shot, paper_prompt
 
 SHARDS = [
     [
@@ -130,6 +130,7 @@ def test_rules_backend(tmp_path, download):
             "vllm": {"model": "m"},
             "max_output_chars": 99,
             "checkpoint_every": 3,
+            "prompt": "fewshot",
         }
     )
     assert QA_STAGE.run(unused, {"download": download}, out).fingerprint == m.fingerprint
@@ -168,9 +169,10 @@ def scripted(prompts: list[str]) -> list[str]:
 
 
 def test_hf_backend_parses_and_filters_model_text(tmp_path, download, monkeypatch):
-    spec = make_spec({"backend": "hf", "pairs_per_caption": 3, "hf": {"model": "org/llm"}})
+    qa = {"backend": "hf", "pairs_per_caption": 3, "prompt": "fewshot", "hf": {"model": "org/llm"}}
+    spec = make_spec(qa)
     monkeypatch.setattr(
-        qa_stage, "make_backend", lambda s: HFQuestioner(s.qa.hf, s.qa.pairs_per_caption, generate=scripted)
+        qa_stage, "make_backend", lambda s: HFQuestioner(s.qa.hf, qa_stage.qa_prompt(s), generate=scripted)
     )
     out = tmp_path / "qa"
     m = QA_STAGE.run(spec, {"download": download}, out)
@@ -205,6 +207,55 @@ def test_hf_backend_parses_and_filters_model_text(tmp_path, download, monkeypatc
     assert rejects["01"]["detail"].startswith("yes_no_answer=2; e.g. 'Is the triangle green?'")
 
 
+PAPER_SCRIPT = {
+    # What a model writes after UniGen's prompt ends in "<question>": the pattern on one line, and
+    # sometimes on into the next sentence's example (its stop string cuts that off in a real run).
+    "a red circle above a blue square": " What is above the blue square? <answer> a red circle.",
+    "a small green triangle": " Is the triangle green? <answer> yes.",
+    "two yellow stars on a white background": (
+        " Where are the stars? <answer> on a white background. <sentence> a dog on a mat <question> "
+        "What is on the mat? <answer> a dog."
+    ),
+    "the view from the top of the mountain": " What is it? <answer> a castle.",
+    "actor attends the premiere of the film": "<question> Who attends the premiere? <answer> actor",
+    "a dog runs on the beach": " Where does the dog run? <answer>",
+}
+
+
+def test_hf_backend_with_unigens_prompt(tmp_path, download, monkeypatch):
+    def scripted_paper(prompts: list[str]) -> list[str]:
+        assert all(
+            p == paper_prompt(p.rsplit(f"{PAPER_SENTENCE} ", 1)[1][: -len(" <question>")]) for p in prompts
+        )
+        return [PAPER_SCRIPT[p.rsplit(f"{PAPER_SENTENCE} ", 1)[1][: -len(" <question>")]] for p in prompts]
+
+    spec = make_spec({"backend": "hf", "hf": {"model": "org/llm"}})  # qa.prompt: paper, one pair
+    monkeypatch.setattr(
+        qa_stage,
+        "make_backend",
+        lambda s: HFQuestioner(s.qa.hf, qa_stage.qa_prompt(s), generate=scripted_paper),
+    )
+    out = tmp_path / "qa"
+    m = QA_STAGE.run(spec, {"download": download}, out)
+
+    rows = assert_every_sample_accounted_for(out, m)
+    assert {(r["key"][-2:], r["question"], r["answer"]) for r in rows} == {
+        ("00", "What is above the blue square?", "a red circle"),
+        ("12", "What is above the blue square?", "a red circle"),
+        ("02", "Where are the stars?", "on a white background"),  # the next sentence's pair is not read
+        ("10", "Who attends the premiere?", "actor"),  # the cue written again parses the same
+    }
+    rejects = {r["key"][-2:]: r["reason"] for r in contract.read_rejects(out).to_pylist()}
+    assert rejects == {
+        "01": "yes_no_answer",  # the prompt says no yes/no answers; the filter holds it
+        "03": "answer_not_in_caption",  # "a castle": an illusion
+        "04": "no_candidates",  # no caption
+        "11": "empty_answer",
+        "13": "no_candidates",
+    }
+    assert m.extra["filtered"] == {"yes_no_answer": 1, "answer_not_in_caption": 1, "empty_answer": 1}
+
+
 def build_tiny_gpt2(folder: Path) -> None:
     """A random 2-layer GPT-2 with a byte-level BPE tokenizer trained here on the prompt's text."""
     import torch
@@ -219,7 +270,7 @@ def build_tiny_gpt2(folder: Path) -> None:
         special_tokens=["<|endoftext|>", "<pad>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    bpe.train_from_iterator([FEW_SHOT, *(c for c in CAPTIONS.values() if c)], trainer)
+    bpe.train_from_iterator([FEW_SHOT, paper_prompt(""), *(c for c in CAPTIONS.values() if c)], trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<pad>")
     config = GPT2Config(
         vocab_size=len(tokenizer),

@@ -11,7 +11,15 @@ from mvlp_core import contract
 from mvlp_core.spec import HTTPQASpec, VLLMQASpec
 from mvlp_core.stages.qa.http import HTTPQuestioner
 from mvlp_core.stages.qa.partial import PartialStore
-from mvlp_core.stages.qa.prompt import CUE, EXAMPLES, SENTENCE, build_messages, build_prompt
+from mvlp_core.stages.qa.prompt import (
+    CUE,
+    EXAMPLES,
+    PAPER_INSTRUCTION,
+    SENTENCE,
+    QAPrompt,
+    build_messages,
+    build_prompt,
+)
 from mvlp_core.stages.qa.vllm_rows import postprocess_row, preprocess_row, processor_config_kwargs
 from tests.fakes.openai_server import FakeOpenAI, Fault
 
@@ -41,20 +49,78 @@ def test_prompt_asks_for_n_pairs_and_chat_turns_mirror_it():
     assert messages[2]["content"].count("Q: ") == 2
 
 
+def test_paper_prompt_is_unigens_pattern_verbatim():
+    """UniGen §3.2: the instruction, then `<sentence> … <question> … <answer> …` and the next
+    `<sentence>`; a completion model continues after the caption's `<question>`."""
+    assert PAPER_INSTRUCTION == (
+        "Extract accurate and important information to form a question-answer pair exactly from the "
+        "sentence following the pattern, avoid using yes/no answers:"
+    )
+    paper = QAPrompt()
+    assert paper.completion("a cat\non  a mat") == (
+        f"{PAPER_INSTRUCTION}\n<sentence> a worker sits on a bench in front of a group of young "
+        "people. <question> What is the worker in front of? <answer> young people. "
+        "<sentence> a cat on a mat <question>"
+    )
+    assert (paper.cue, paper.stop) == ("<question>", ["<sentence>"])
+    assert paper.messages("a cat") == [
+        {"role": "system", "content": PAPER_INSTRUCTION},
+        {
+            "role": "user",
+            "content": "<sentence> a worker sits on a bench in front of a group of young people.",
+        },
+        {"role": "assistant", "content": "<question> What is the worker in front of? <answer> young people."},
+        {"role": "user", "content": "<sentence> a cat"},
+    ]
+    few = QAPrompt("fewshot", 3)
+    assert (few.completion("a cat"), few.messages("a cat")) == (
+        build_prompt("a cat", 3),
+        build_messages("a cat", 3),
+    )
+    assert few.cue == CUE and few.stop == [f"\n{SENTENCE}", f"\n\n{SENTENCE}"]
+    with pytest.raises(ValueError, match="one pair a caption, not 2: use fewshot"):
+        QAPrompt("paper", 2)
+
+
+def test_spec_refuses_the_paper_prompt_with_several_pairs_for_a_model():
+    from pydantic import ValidationError
+
+    from mvlp_core.spec import QASpec
+
+    with pytest.raises(ValidationError, match="for pairs_per_caption 3 set qa.prompt: fewshot"):
+        QASpec(backend="hf", hf={"model": "m"}, pairs_per_caption=3)
+    assert QASpec(backend="hf", hf={"model": "m"}, pairs_per_caption=3, prompt="fewshot").prompt == "fewshot"
+    assert QASpec(backend="rules", pairs_per_caption=3).prompt == "paper"  # rules read no prompt
+
+
+def _caption_in(text: str) -> str:
+    """The caption a prompt (either style, completion or the last chat turn) asks about."""
+    last = text.rsplit("<sentence>", 1)[-1] if "<sentence>" in text else text.rsplit(SENTENCE, 1)[1]
+    return last.split("\n")[0].removesuffix("<question>").strip()
+
+
+@pytest.mark.parametrize("style", ["paper", "fewshot"])
 @pytest.mark.parametrize("mode", ["chat", "completion"])
-def test_http_questioner_modes(mode):
+def test_http_questioner_modes(mode, style):
+    prompt = QAPrompt(style)
+
     def respond(kind, body):
         assert kind == mode
-        assert body["stop"] and body["temperature"] == 0.0 and body["max_tokens"] == 64
+        assert body["stop"] == prompt.stop and body["temperature"] == 0.0 and body["max_tokens"] == 64
         last = body["messages"][-1]["content"] if kind == "chat" else body["prompt"]
-        return f"echo {last.rsplit(SENTENCE, 1)[1].split(chr(10))[0].strip()}"
+        assert last == (
+            prompt.messages(_caption_in(last))[-1]["content"]
+            if kind == "chat"
+            else prompt.completion(_caption_in(last))
+        )
+        return f"echo {_caption_in(last)}"
 
     with FakeOpenAI(respond=respond) as fake:
         spec = HTTPQASpec(base_url=fake.url, model="m", mode=mode, max_tokens=64, concurrency=3)
-        q = HTTPQuestioner(spec, pairs=1)
+        q = HTTPQuestioner(spec, prompt)
         q.load()
         assert q.generate(["a cat", "a dog", "a cow"]) == ["echo a cat", "echo a dog", "echo a cow"]
-    assert q.prefix == (CUE if mode == "completion" else "")
+    assert q.prefix == (prompt.cue if mode == "completion" else "")
     assert q.generator == "http:m"
 
 
@@ -89,11 +155,14 @@ def test_vllm_config_kwargs_build_a_real_processor_config():
 
 def test_vllm_pre_and_postprocess_rows():
     spec = VLLMQASpec(model="m", temperature=0.0, max_tokens=50)
-    row = preprocess_row({"unit": "00001", "caption": "a cat"}, spec, 1)
-    assert row["messages"] == build_messages("a cat", 1) and "prompt" not in row
+    row = preprocess_row({"unit": "00001", "caption": "a cat"}, spec, QAPrompt())
+    assert row["messages"] == QAPrompt().messages("a cat") and "prompt" not in row
     assert row["sampling_params"]["max_tokens"] == 50 and row["unit"] == "00001"
-    raw = preprocess_row({"unit": "u", "caption": "a cat"}, spec.model_copy(update={"mode": "completion"}), 2)
+    assert row["sampling_params"]["stop"] == ["<sentence>"]
+    completion = spec.model_copy(update={"mode": "completion"})
+    raw = preprocess_row({"unit": "u", "caption": "a cat"}, completion, QAPrompt("fewshot", 2))
     assert raw["prompt"] == build_prompt("a cat", 2) and "messages" not in raw
+    assert raw["sampling_params"]["stop"] == [f"\n{SENTENCE}", f"\n\n{SENTENCE}"]
     out = postprocess_row({**row, "generated_text": "Q: x?\nA: y", "num_generated_tokens": 5})
     assert out == {"unit": "00001", "caption": "a cat", "text": "Q: x?\nA: y"}
     assert postprocess_row({"unit": "u", "caption": "c", "generated_text": None})["text"] == ""
@@ -125,6 +194,9 @@ def test_fingerprint_holds_only_the_active_backend_and_what_changes_output():
     moved = {**http, "base_url": "http://b:2/v1", "concurrency": 16, "requests_per_second": 5}
     assert config(spec(backend="http", http=moved)) == base
     assert config(spec(backend="http", http={**http, "model": "qwen"})) != base
-    assert config(spec(backend="http", http=http, pairs_per_caption=2)) != base
+    assert config(spec(backend="http", http=http, prompt="fewshot")) != base
+    two = config(spec(backend="http", http=http, pairs_per_caption=2, prompt="fewshot"))
+    assert two != config(spec(backend="http", http=http, prompt="fewshot"))
+    assert "prompt" not in config(spec(backend="rules"))["qa"]  # rules read no prompt
     vllm = config(spec(backend="vllm", vllm={"model": "m", "gpus_per_replica": 8}))
     assert vllm == config(spec(backend="vllm", vllm={"model": "m"}))

@@ -9,7 +9,7 @@ import pytest
 
 from mvlp_core.stages.qa.filters import REASONS, filter_pairs, locate
 from mvlp_core.stages.qa.parser import QAPair, parse_pairs
-from mvlp_core.stages.qa.prompt import CUE, EXAMPLES, FEW_SHOT, build_prompt
+from mvlp_core.stages.qa.prompt import CUE, EXAMPLES, FEW_SHOT, PAPER_EXAMPLE, build_prompt
 
 PAIR = [QAPair("What color is the car?", "red")]
 
@@ -42,6 +42,16 @@ PAIR = [QAPair("What color is the car?", "red")]
         ("Q: What color is the car?\nA: red\nA: blue", PAIR),  # a second answer has no question
         ("Q:\nA: red", [QAPair("", "red")]),  # kept for the filters to reject with a reason
         ("Q: What color is the car?\nA:", [QAPair("What color is the car?", "")]),
+        # UniGen's pattern: one line, the next <sentence> starts another caption's example
+        ("<question> What color is the car? <answer> red.", PAIR),
+        (
+            "<question> What color is the car? <answer> red. <sentence> a cat <question> What? <answer> a cat",
+            PAIR,
+        ),
+        (" What color is the car?\n<answer> red\n", []),  # the cue is put back by the caller
+        ("<Question>What color is the car?<Answer>red", PAIR),
+        ("<question> What color is the car? <answer>", [QAPair("What color is the car?", "")]),
+        ("<sentence> a car <question> What color is the car? <answer> red", []),
     ],
 )
 def test_parse_cases(text, expected):
@@ -117,7 +127,14 @@ WORDS = ["what", "is", "the", "red", "car", "dog", "beach", "where", "two", "on"
 def test_well_formed_output_round_trips_in_any_label_style():
     rng = random.Random(1)
     styles = [("Q: ", "A: "), ("Question: ", "Answer: "), ("**Q:** ", "**A:** "), ("1. Q: ", "A: ")]
-    endings = ["", "\n", "\nQ: dangling?", "\nSentence: x\nQ: y?\nA: z"]
+    styles.append(("<question> ", " <answer> "))  # UniGen's pattern
+    endings = [
+        "",
+        "\n",
+        "\nQ: dangling?",
+        "\nSentence: x\nQ: y?\nA: z",
+        " <sentence> x <question> y? <answer> z",
+    ]
     for _ in range(500):
         pairs = [
             QAPair(
@@ -215,6 +232,12 @@ def test_few_shot_examples_obey_the_rules_they_teach():
     for caption, pairs in EXAMPLES:
         expected = [QAPair(*p) for p in pairs]
         assert filter_pairs(caption, expected).kept == expected
+
+
+def test_paper_example_obeys_the_rules_it_teaches():
+    sentence, question, answer = PAPER_EXAMPLE
+    parsed = parse_pairs(f"<question> {question} <answer> {answer}")
+    assert filter_pairs(sentence, parsed).kept == parsed == [QAPair(question, "young people")]
 
 
 def test_prompt_ends_with_the_cue_and_keeps_the_caption_on_one_line():

@@ -1,7 +1,7 @@
-"""The `hf` questioner: any causal LM, by hub name or local path, prompted with the few-shot prompt.
+"""The `hf` questioner: any causal LM, by hub name or local path, given the completion prompt.
 
 Generation is batched and greedy with left padding (decoder-only models continue from the right
-edge), and only the new tokens are decoded. Generation stops at the next worked example's marker;
+edge), and only the new tokens are decoded. Generation stops at the next sentence's marker;
 the stage parses whatever the model writes, so malformed text costs candidates, never the run.
 """
 
@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mvlp_core.contract import StageError
 from mvlp_core.spec import HFQASpec
-from mvlp_core.stages.qa.prompt import CUE, SENTENCE, build_prompt
+from mvlp_core.stages.qa.prompt import PAPER, QAPrompt
 
 GenerateFn = Callable[[list[str]], list[str]]
 
@@ -23,10 +23,10 @@ GenerateFn = Callable[[list[str]], list[str]]
 class HFQuestioner:
     """`generate` maps prompts to continuations; by default the model's, replaceable in tests."""
 
-    def __init__(self, spec: HFQASpec, pairs: int = 1, generate: GenerateFn | None = None) -> None:
+    def __init__(self, spec: HFQASpec, prompt: QAPrompt = PAPER, generate: GenerateFn | None = None) -> None:
         self.spec = spec
-        self.pairs = pairs
-        self.prefix = CUE  # the prompt ends with it; the model continues after it
+        self.prompt = prompt
+        self.prefix = prompt.cue  # the prompt ends with it; the model continues after it
         self.generator = f"hf:{spec.model}"
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._generate = generate
@@ -74,7 +74,7 @@ class HFQuestioner:
                     do_sample=False,
                     max_new_tokens=self.spec.max_new_tokens,
                     pad_token_id=tok.pad_token_id,
-                    stop_strings=[SENTENCE],
+                    stop_strings=self.prompt.stop,
                     tokenizer=tok,
                 )
                 new = ids[:, enc["input_ids"].shape[1] :]
@@ -82,6 +82,6 @@ class HFQuestioner:
         return out
 
     def generate(self, captions: list[str]) -> list[str]:
-        """The model's continuation of the few-shot prompt for each caption."""
+        """The model's continuation of the completion prompt for each caption."""
         self.load()
-        return self._generate([build_prompt(c, self.pairs) for c in captions])
+        return self._generate([self.prompt.completion(c) for c in captions])

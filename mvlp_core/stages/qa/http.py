@@ -1,7 +1,7 @@
 """The `http` questioner: an OpenAI-compatible endpoint (a vLLM or llama.cpp server, a hosted API).
 
-`chat` mode sends the few-shot examples as conversation turns; `completion` mode sends the raw
-few-shot prompt ending in "Q:" (put back before parsing). Requests for one batch run on a small
+`chat` mode sends the prompt's worked examples as conversation turns; `completion` mode sends the
+raw prompt ending in its cue ("<question>" or "Q:", put back before parsing). Requests for one batch run on a small
 thread pool; the client's rate limit and retries are shared by all threads. A caption whose request
 still fails after the retries stops the run (EndpointError names the URL and the fix); batches
 finished before are saved by the stage, so the re-run continues where this one stopped.
@@ -13,9 +13,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 from mvlp_core.openai_http import EndpointConfig, OpenAIClient
 from mvlp_core.spec import HTTPQASpec
-from mvlp_core.stages.qa.prompt import CUE, SENTENCE, build_messages, build_prompt
-
-STOP = [f"\n{SENTENCE}", f"\n\n{SENTENCE}"]
+from mvlp_core.stages.qa.prompt import PAPER, QAPrompt
 
 
 def endpoint_config(spec: HTTPQASpec) -> EndpointConfig:
@@ -23,11 +21,13 @@ def endpoint_config(spec: HTTPQASpec) -> EndpointConfig:
 
 
 class HTTPQuestioner:
-    def __init__(self, spec: HTTPQASpec, pairs: int = 1, client: OpenAIClient | None = None) -> None:
+    def __init__(
+        self, spec: HTTPQASpec, prompt: QAPrompt = PAPER, client: OpenAIClient | None = None
+    ) -> None:
         self.spec = spec
-        self.pairs = pairs
+        self.prompt = prompt
         self.generator = f"http:{spec.model}"
-        self.prefix = CUE if spec.mode == "completion" else ""
+        self.prefix = prompt.cue if spec.mode == "completion" else ""
         self._client = client
 
     def load(self) -> None:
@@ -38,8 +38,8 @@ class HTTPQuestioner:
 
     def _one(self, caption: str) -> str:
         if self.spec.mode == "chat":
-            return self._client.chat(build_messages(caption, self.pairs), stop=STOP)
-        return self._client.complete(build_prompt(caption, self.pairs), stop=STOP)
+            return self._client.chat(self.prompt.messages(caption), stop=self.prompt.stop)
+        return self._client.complete(self.prompt.completion(caption), stop=self.prompt.stop)
 
     def generate(self, captions: list[str]) -> list[str]:
         if self._client is None:

@@ -1,11 +1,12 @@
 """Parse free model text into (question, answer) pairs without ever raising.
 
-Models drift from the few-shot format: numbered lists, "Question:/Answer:" labels, markdown bold,
-both labels on one line, chatter before or after, and continuing into a new worked example. Only
-labelled text counts, with two fallbacks: an unlabelled line right after a question is its answer,
-and in text with no labels at all a line ending in "?" pairs with the next line. A question without
-an answer is dropped, and everything from the first new-example marker on belongs to another
-sentence and is ignored.
+Both prompt styles' labels count: "Q:"/"A:" (fewshot) and "<question>"/"<answer>" (UniGen's
+pattern, all on one line). Models drift from the format: numbered lists, "Question:/Answer:"
+labels, markdown bold, both labels on one line, chatter before or after, and continuing into a new
+worked example. Only labelled text counts, with two fallbacks: an unlabelled line right after a
+question is its answer, and in text with no labels at all a line ending in "?" pairs with the next
+line. A question without an answer is dropped, and everything from the first new-example marker on
+("Sentence:" at a line's start, "<sentence>" anywhere) belongs to another sentence and is ignored.
 
 `parse_output` also names what was wrong with the output as a whole (the stage counts these as
 reject reasons): nothing written, no Q/A structure, a loop (a line that comes back three times or
@@ -25,9 +26,13 @@ class QAPair(NamedTuple):
     answer: str
 
 
-# A label at the start of the text or after whitespace/markup: "Q:", "Q1:", "Question 2:", "A:".
-_LABEL = re.compile(r"(?<![^\s*_(\[>#])(questions?|answers?|q|a)\s*\d{0,3}\s*[:：]", re.IGNORECASE)
+# A label: "<question>", "<answer>" anywhere; at the start of the text or after whitespace/markup
+# "Q:", "Q1:", "Question 2:", "A:".
+_LABEL = re.compile(
+    r"<(question|answer)>|(?<![^\s*_(\[>#])(questions?|answers?|q|a)\s*\d{0,3}\s*[:：]", re.IGNORECASE
+)
 _NEW_EXAMPLE = re.compile(r"^(sentence|caption|text|input|description)\s*\d{0,3}\s*[:：]", re.IGNORECASE)
+_NEW_SENTENCE_TAG = re.compile(r"<sentence>", re.IGNORECASE)
 _LIST_MARK = re.compile(r"^\s*(?:[-*•>#]+|\(?\d{1,3}[.)]|\d{1,3}\s*[-–])\s*")
 _EMPHASIS = re.compile(r"\*\*|__|`|<\|[^|<>]{0,40}\|>|</?s>|\[/?INST\]")  # and chat-template tokens
 _EDGES = " \t\"'“”‘’*_`"
@@ -42,7 +47,7 @@ def _segments(line: str) -> list[tuple[str, str]]:
     matches = list(_LABEL.finditer(line))
     out = []
     for m, nxt in zip(matches, [*matches[1:], None]):
-        kind = "q" if m.group(1)[0].lower() == "q" else "a"
+        kind = "q" if (m.group(1) or m.group(2))[0].lower() == "q" else "a"
         out.append((kind, line[m.end() : nxt.start() if nxt else len(line)]))
     return out
 
@@ -123,7 +128,7 @@ def parse_output(text: str | None, max_chars: int | None = None) -> Parsed:
     if overlong:  # the last line was cut mid-way: drop it
         text = text[:max_chars].rsplit("\n", 1)[0] if "\n" in text[:max_chars] else ""
     lines: list[str] = []
-    for raw in text.splitlines():
+    for raw in _NEW_SENTENCE_TAG.split(text, maxsplit=1)[0].splitlines():
         line = _clean_line(raw)
         if _NEW_EXAMPLE.match(line):
             break

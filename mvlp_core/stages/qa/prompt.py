@@ -1,17 +1,24 @@
-"""The UniGen questioner prompt (CCQA3M): few-shot question–answer extraction from a caption.
+"""The UniGen questioner prompts (CCQA3M): question–answer extraction from a caption.
 
-UniGen's QA objective needs answers that are spans of the caption, so the instruction and every
-worked example copy the answer word for word from the sentence and never ask a yes/no question. The
-prompt ends with `CUE`, the start of the first question, so that a model continues in the format;
-the caller parses `CUE + generated text`. Chat models get the same examples as conversation turns.
+Two styles (`qa.prompt`), each a completion prompt and the same as chat turns:
 
-UniGen asked its LLM for one QA pair per CC3M caption, so one pair is the default; `n` > 1 asks for
-up to n pairs, and each worked example then shows up to n of its pairs.
+- `paper` (the default): UniGen's prompt as its paper gives it (§3.2, Figure 3), the instruction
+  and its one worked example in the `<sentence> … <question> … <answer> …` pattern, for one pair a
+  caption. The completion prompt ends with the next `<sentence>`, the caption and `<question>`.
+- `fewshot`: a longer instruction, six CC3M-style worked examples in a `Q:`/`A:` format, and up to
+  `n` pairs a caption (`qa.pairs_per_caption`).
+
+Both want answers that are spans of the caption and no yes/no questions (UniGen's QA objective
+predicts the answer from the caption's words). A completion prompt ends with the style's `cue`,
+the start of the first question, so that a model continues in the format; the caller parses
+`cue + generated text`, and generation stops at the style's next-sentence marker (`stop`).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Literal
 
 # CC3M-style captions (lower case, named entities replaced by hypernyms such as "actor").
 EXAMPLES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
@@ -111,3 +118,71 @@ def build_messages(caption: str, n: int = 1) -> list[dict[str, str]]:
         ]
     messages.append({"role": "user", "content": f"{SENTENCE} {_one_line(caption)}"})
     return messages
+
+
+# UniGen's prompt, verbatim (the paper's emphasis dropped), and its one worked example.
+PAPER_INSTRUCTION = (
+    "Extract accurate and important information to form a question-answer pair exactly from the "
+    "sentence following the pattern, avoid using yes/no answers:"
+)
+PAPER_EXAMPLE = (
+    "a worker sits on a bench in front of a group of young people.",
+    "What is the worker in front of?",
+    "young people.",
+)
+PAPER_SENTENCE, PAPER_QUESTION, PAPER_ANSWER = "<sentence>", "<question>", "<answer>"
+
+
+def paper_prompt(caption: str) -> str:
+    """UniGen's completion prompt for one caption, continued by the model after `<question>`."""
+    s, q, a = PAPER_EXAMPLE
+    return (
+        f"{PAPER_INSTRUCTION}\n{PAPER_SENTENCE} {s} {PAPER_QUESTION} {q} {PAPER_ANSWER} {a} "
+        f"{PAPER_SENTENCE} {_one_line(caption)} {PAPER_QUESTION}"
+    )
+
+
+def paper_messages(caption: str) -> list[dict[str, str]]:
+    """UniGen's prompt for chat models: the instruction, its example as an earlier turn."""
+    s, q, a = PAPER_EXAMPLE
+    return [
+        {"role": "system", "content": PAPER_INSTRUCTION},
+        {"role": "user", "content": f"{PAPER_SENTENCE} {s}"},
+        {"role": "assistant", "content": f"{PAPER_QUESTION} {q} {PAPER_ANSWER} {a}"},
+        {"role": "user", "content": f"{PAPER_SENTENCE} {_one_line(caption)}"},
+    ]
+
+
+PromptStyle = Literal["paper", "fewshot"]
+
+
+@dataclass(frozen=True)
+class QAPrompt:
+    """One style's prompts for a caption, what a completion prompt ends with (`cue`, put back in
+    front of the output before parsing) and where generation stops (the next sentence's marker)."""
+
+    style: PromptStyle = "paper"
+    pairs: int = 1
+
+    def __post_init__(self) -> None:
+        if self.style == "paper" and self.pairs != 1:
+            raise ValueError(f"the paper prompt asks for one pair a caption, not {self.pairs}: use fewshot")
+
+    @property
+    def cue(self) -> str:
+        return PAPER_QUESTION if self.style == "paper" else CUE
+
+    @property
+    def stop(self) -> list[str]:
+        if self.style == "paper":
+            return [PAPER_SENTENCE]
+        return [f"\n{SENTENCE}", f"\n\n{SENTENCE}"]
+
+    def completion(self, caption: str) -> str:
+        return paper_prompt(caption) if self.style == "paper" else build_prompt(caption, self.pairs)
+
+    def messages(self, caption: str) -> list[dict[str, str]]:
+        return paper_messages(caption) if self.style == "paper" else build_messages(caption, self.pairs)
+
+
+PAPER = QAPrompt()  # UniGen's prompt, one pair a caption: the backends' default

@@ -32,6 +32,7 @@ from mvlp_core.stage import LOCAL, Context, Needs, Stage, Work, local_or_ray
 from mvlp_core.stages.qa.filters import Filtered, filter_pairs
 from mvlp_core.stages.qa.parser import OUTPUT_REASONS, QAPair, parse_output
 from mvlp_core.stages.qa.partial import PartialStore
+from mvlp_core.stages.qa.prompt import QAPrompt
 from mvlp_core.stages.qa.rules import RulesQuestioner
 
 SAMPLES_RE = re.compile(r"^samples-(\d+)\.parquet$")
@@ -64,16 +65,20 @@ def make_backend(spec: PipelineSpec) -> Questioner:
     if qa.backend == "hf":
         from mvlp_core.stages.qa.hf import HFQuestioner
 
-        return HFQuestioner(section, qa.pairs_per_caption)
+        return HFQuestioner(section, qa_prompt(spec))
     if qa.backend == "http":
         from mvlp_core.stages.qa.http import HTTPQuestioner
 
-        return HTTPQuestioner(section, qa.pairs_per_caption)
+        return HTTPQuestioner(section, qa_prompt(spec))
     raise contract.StageError(
         "qa.backend 'vllm' runs vLLM engines through Ray Data, on the qa stage's ray engine (its "
         "default for vllm; remove execution.engines.qa: local) on nodes with GPUs and ray[llm]; "
         "without GPUs use qa.backend=http (an OpenAI-compatible server) or hf"
     )
+
+
+def qa_prompt(spec: PipelineSpec) -> QAPrompt:
+    return QAPrompt(spec.qa.prompt, spec.qa.pairs_per_caption)
 
 
 def config(spec: PipelineSpec) -> dict[str, Any]:
@@ -83,7 +88,8 @@ def config(spec: PipelineSpec) -> dict[str, Any]:
         if spec.qa.backend != name:
             section.pop(name)
     if spec.qa.backend == "rules":
-        section.pop("max_output_chars")  # rules write no text
+        section.pop("max_output_chars")  # rules write no text and read no prompt
+        section.pop("prompt")
     return {"qa": section}
 
 

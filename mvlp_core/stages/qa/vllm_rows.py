@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from mvlp_core.spec import VLLMQASpec
-from mvlp_core.stages.qa.http import STOP
-from mvlp_core.stages.qa.prompt import build_messages, build_prompt
+from mvlp_core.stages.qa.prompt import QAPrompt
 
 
 def processor_config_kwargs(spec: VLLMQASpec) -> dict[str, Any]:
@@ -19,7 +18,7 @@ def processor_config_kwargs(spec: VLLMQASpec) -> dict[str, Any]:
     engine = {
         "max_model_len": spec.max_model_len,
         "tensor_parallel_size": spec.gpus_per_replica,
-        "enable_prefix_caching": True,  # every prompt shares the few-shot prefix
+        "enable_prefix_caching": True,  # every prompt shares the instruction and examples
         **spec.engine_kwargs,
     }
     kwargs: dict[str, Any] = {
@@ -37,17 +36,18 @@ def processor_config_kwargs(spec: VLLMQASpec) -> dict[str, Any]:
     return kwargs
 
 
-def sampling_params(spec: VLLMQASpec) -> dict[str, Any]:
-    return {"temperature": spec.temperature, "max_tokens": spec.max_tokens, "stop": STOP}
+def sampling_params(spec: VLLMQASpec, prompt: QAPrompt) -> dict[str, Any]:
+    return {"temperature": spec.temperature, "max_tokens": spec.max_tokens, "stop": prompt.stop}
 
 
-def preprocess_row(row: dict[str, Any], spec: VLLMQASpec, pairs: int) -> dict[str, Any]:
+def preprocess_row(row: dict[str, Any], spec: VLLMQASpec, prompt: QAPrompt) -> dict[str, Any]:
     """A (unit, caption) row -> the row ray.data.llm expects (messages or prompt)."""
-    out = {"unit": row["unit"], "caption": row["caption"], "sampling_params": sampling_params(spec)}
+    params = sampling_params(spec, prompt)
+    out = {"unit": row["unit"], "caption": row["caption"], "sampling_params": params}
     if spec.mode == "chat":
-        out["messages"] = build_messages(row["caption"], pairs)
+        out["messages"] = prompt.messages(row["caption"])
     else:
-        out["prompt"] = build_prompt(row["caption"], pairs)
+        out["prompt"] = prompt.completion(row["caption"])
     return out
 
 
