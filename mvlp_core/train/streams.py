@@ -20,8 +20,10 @@ monolingual language) plus one batch, whatever the data size.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import random
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -489,6 +491,14 @@ class MultiStreamBatches(torch.utils.data.IterableDataset):
         self.image_transform = image_transform
         self.skips = Skips()
 
+    def _transform(self, step: int, key: str | None) -> Callable[[Image.Image], Any]:
+        """The image transform for one item; a random one (`needs_rng`: augmentation) gets draws
+        seeded by the run's seed, the step and the sample's key, so a resumed run repeats them."""
+        transform = self.image_transform
+        if getattr(transform, "needs_rng", False):
+            return functools.partial(transform, rng=random.Random(f"{self.seed}:{step}:{key}"))
+        return transform
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         serial_tokenizers()
         info = torch.utils.data.get_worker_info()
@@ -519,7 +529,8 @@ class MultiStreamBatches(torch.utils.data.IterableDataset):
                     got = [
                         (key, record, image)
                         for key, record, jpg in got
-                        if (image := decode_image(jpg, self.image_transform, self.skips, key)) is not None
+                        if (image := decode_image(jpg, self._transform(step, key), self.skips, key))
+                        is not None
                     ]
                 items[task] = got
             batch = self.collate(items)

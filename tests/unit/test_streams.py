@@ -20,6 +20,8 @@ import torch
 from PIL import Image
 
 from mvlp_core import contract, sampling
+from mvlp_core.model.parts.augment import AugmentedSquare
+from mvlp_core.spec.model_wsmvlp import AugmentSpec
 from mvlp_core.train import streams as ms
 from mvlp_core.train.data import Skips
 from mvlp_core.train.plan import Schedule, StepPlan, lane_of, owned_steps, plan_for
@@ -320,6 +322,29 @@ def test_resume_yields_the_uninterrupted_batches(world: dict[str, Any], kind: st
         for a, b in zip(r.get("image", []), f.get("image", []))
     )
     assert len(decoded) == sum(len(b.get("image", [])) for b in resumed)  # the fast-forward decoded nothing
+
+
+def test_resume_repeats_each_samples_augmentation(world: dict[str, Any]) -> None:
+    """An augmenting transform gets draws seeded by (seed, step, key): a resumed run's images are
+    the uninterrupted run's, and a sample seen again in a later epoch is augmented anew."""
+    schedule = Schedule.all_streams(image=3, parallel=1, mono=1)
+    aug = AugmentedSquare(8, **AugmentSpec().model_dump())
+
+    def run(start: int, n: int) -> list[list[Any]]:
+        ds = ms.MultiStreamBatches(
+            _sources(world), schedule, collate, seed=5, start_step=start, image_transform=aug
+        )
+        return [b["image"] for b in _take(iter(ds), n)]
+
+    full, resumed = run(0, 20), run(13, 7)
+    pairs = [(a, b) for r, f in zip(resumed, full[13:]) for a, b in zip(r, f)]
+    assert len(pairs) == 21 and all(a[0] == b[0] and torch.equal(a[2], b[2]) for a, b in pairs)
+    seen: dict[str, list[torch.Tensor]] = {}
+    for step in full:
+        for key, _, image in step:
+            seen.setdefault(key, []).append(image)
+    again = [images for images in seen.values() if len(images) > 1]
+    assert again and sum(not torch.equal(images[0], images[1]) for images in again) > len(again) / 2
 
 
 def test_worker_step_ownership() -> None:

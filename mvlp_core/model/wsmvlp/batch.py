@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 
 from mvlp_core.model.parts import fast_tokens, host_index
+from mvlp_core.model.parts.augment import AugmentedSquare
 from mvlp_core.model.parts.images import resize_rgb, stack_images
 from mvlp_core.model.parts.masking import IGNORE, bert_mask
 from mvlp_core.spec.model_wsmvlp import WsmvlpModelSpec
@@ -37,6 +38,23 @@ def image_transform(spec: WsmvlpModelSpec) -> Callable:
     normalises it on its device with the ViT checkpoint's mean/std (`WsmvlpModel.pixel_norm`; the
     ImageNet-21k ViT-B/16 and the random sizes use 0.5/0.5)."""
     return resize_rgb(spec.image_size)
+
+
+def train_image_transform(spec: WsmvlpModelSpec) -> Callable:
+    """The pretraining loader's transform: `image_transform` after the spec's augmentation
+    (`model.augment`; mvlp_core/model/parts/augment.py), which takes a seeded `random.Random`."""
+    a = spec.augment
+    if a is None:
+        return image_transform(spec)
+    return AugmentedSquare(
+        spec.image_size,
+        crop_scale=a.crop_scale,
+        hflip=a.hflip,
+        ops=a.ops,
+        n_ops=a.n_ops,
+        magnitude=a.magnitude,
+        prob=a.prob,
+    )
 
 
 def _tokenize(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mvlp_core.contract import StageError
-from mvlp_core.model.wsmvlp.batch import collate
+from mvlp_core.model.wsmvlp.batch import collate, train_image_transform
 from mvlp_core.train.plan import Schedule
 from mvlp_core.train.streams import MultiStreamBatches, Sources, text_stream_index
 
@@ -83,5 +83,5 @@ def train_batches(job: TrainJob, model: WsmvlpModel, rank: int, world: int) -> M
         seed=p.seed,
         rank=rank,
         world=world,
-        image_transform=model.image_transform(),
+        image_transform=train_image_transform(spec),
     )

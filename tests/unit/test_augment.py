@@ -1,0 +1,129 @@
+"""Pretraining augmentation as the weakly-supervised mVLP's released code runs it: RandomResizedCrop
+(area 20-100%, aspect 3/4-4/3), a flip with p 0.5, RandAugment(N=2, M=7) whose drawn operations
+each apply with p 0.5 at the released magnitudes; seeded draws, so a resumed loader repeats them;
+the wsmvlp loader augments, evaluation does not."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from mvlp_core.model.parts.augment import OPS, AugmentedSquare, crop_box, rand_augment
+from mvlp_core.model.parts.images import RGBSquare
+from mvlp_core.spec.model_wsmvlp import RELEASED_OPS, AugmentSpec, WsmvlpModelSpec
+
+Z999 = 3.2905  # two-sided 99.9% normal quantile
+
+
+def _within(count: int, n: int, p: float) -> bool:
+    return abs(count - n * p) <= Z999 * math.sqrt(n * p * (1 - p))
+
+
+def _bar(size: int = 64, x: int = 20) -> Image.Image:
+    """A black image with a one-pixel white column at `x`."""
+    img = Image.new("RGB", (size, size))
+    ImageDraw.Draw(img).line([(x, 0), (x, size - 1)], fill=(255, 255, 255))
+    return img
+
+
+def _columns(img: Image.Image) -> set[int]:
+    return {x for x in range(img.width) if img.getpixel((x, img.height // 2))[0] > 200}
+
+
+def test_defaults_are_the_released_codes() -> None:
+    a = AugmentSpec()
+    assert (a.crop_scale, a.hflip, a.n_ops, a.magnitude, a.prob) == ((0.2, 1.0), True, 2, 7, 0.5)
+    assert a.ops == list(RELEASED_OPS) and len(a.ops) == 10
+    assert set(RELEASED_OPS) <= set(OPS) and "Solarize" not in RELEASED_OPS
+    assert WsmvlpModelSpec(size="micro").augment == a
+    assert WsmvlpModelSpec(size="micro", augment=None).augment is None
+    with pytest.raises(ValueError, match="crop_scale"):
+        AugmentSpec(crop_scale=(0.5, 0.2))
+
+
+def test_crop_box_draws_the_area_and_aspect_ranges() -> None:
+    rng = random.Random(0)
+    areas, aspects = [], []
+    for _ in range(2000):
+        left, top, right, bottom = crop_box(256, 256, (0.2, 1.0), rng)
+        assert 0 <= left < right <= 256 and 0 <= top < bottom <= 256
+        w, h = right - left, bottom - top
+        areas.append(w * h / 256**2)
+        aspects.append(w / h)
+    assert 0.19 < min(areas) < 0.25 and max(areas) > 0.95  # the whole range is drawn
+    assert min(aspects) > 0.74 and max(aspects) < 1.35
+    # uniform in area (0.6 on average), less the large non-square boxes that do not fit and are
+    # drawn again, as torchvision's
+    assert 0.5 < sum(areas) / len(areas) < 0.6
+    # a long thin image falls back to its centre at the nearest allowed aspect
+    assert crop_box(400, 10, (0.99, 1.0), random.Random(1)) == (193, 0, 206, 10)
+
+
+@pytest.mark.parametrize(
+    ("op", "moved"),
+    [("TranslateX", 7), ("ShearY", 0)],  # M=7: 7 of 10 pixels; a y-shear keeps every column
+)
+def test_geometric_magnitudes(op: str, moved: int) -> None:
+    shifts = Counter()
+    for seed in range(40):
+        out = rand_augment(_bar(), random.Random(seed), [op], n=1, magnitude=7, prob=1.0)
+        (col,) = _columns(out) or {None}
+        shifts[col - 20] += 1
+    assert set(shifts) == ({-moved, moved} if moved else {0}) and all(shifts.values())
+
+
+def test_rotation_is_thirty_degrees_at_the_top_level() -> None:
+    img = _bar(x=32)
+    got = {
+        rand_augment(img, random.Random(s), ["Rotate"], n=1, magnitude=10, prob=1.0).tobytes()
+        for s in range(20)
+    }
+    want = {img.rotate(a, resample=Image.BILINEAR, fillcolor=(128, 128, 128)).tobytes() for a in (30, -30)}
+    assert got == want
+
+
+def test_enhancement_factor_is_released_formula() -> None:
+    grey = Image.new("RGB", (8, 8), (100, 100, 100))
+    out = rand_augment(grey, random.Random(0), ["Brightness"], n=1, magnitude=7, prob=1.0)
+    assert out.getpixel((3, 3)) == (136, 136, 136)  # factor 7/10 x 1.8 + 0.1 = 1.36
+
+
+def test_ops_drawn_with_replacement_each_applied_with_p_half() -> None:
+    grey = Image.new("RGB", (4, 4), (100, 100, 100))
+    n = 2000
+    applied = Counter()
+    for seed in range(n):
+        out = rand_augment(grey, random.Random(seed), ["Brightness"], n=2, magnitude=7, prob=0.5)
+        applied[{100: 0, 136: 1, 184: 2}[out.getpixel((0, 0))[0]]] += 1  # 100 x 1.36 x 1.36 = 184
+    assert _within(applied[0], n, 0.25) and _within(applied[1], n, 0.5) and _within(applied[2], n, 0.25)
+
+
+def test_flip_half_the_time_and_draws_repeat_with_the_seed() -> None:
+    aug = AugmentedSquare(32, crop_scale=(1.0, 1.0), hflip=True, ops=[], n_ops=0, magnitude=7, prob=0.5)
+    img = Image.new("RGB", (32, 32))
+    ImageDraw.Draw(img).rectangle([0, 0, 15, 31], fill=(255, 0, 0))  # left half red
+    n = 1000
+    flipped = sum(int(aug(img, random.Random(s))[0, 16, 28]) == 255 for s in range(n))
+    assert _within(flipped, n, 0.5)
+    full = AugmentedSquare(32, **AugmentSpec().model_dump())
+    photo = Image.effect_noise((48, 40), 60).convert("RGB")
+    first = full(photo, random.Random("5:3:key"))
+    assert first.dtype == torch.uint8 and tuple(first.shape) == (3, 32, 32)
+    assert torch.equal(first, full(photo, random.Random("5:3:key")))
+    assert not torch.equal(first, full(photo, random.Random("5:4:key")))
+    with pytest.raises(ValueError, match="unknown RandAugment operation"):
+        AugmentedSquare(32, crop_scale=(1, 1), hflip=False, ops=["Cutout"], n_ops=1, magnitude=1, prob=1)
+
+
+def test_wsmvlp_trains_on_augmented_images_and_evaluates_on_plain_ones() -> None:
+    from mvlp_core.model.wsmvlp.batch import image_transform, train_image_transform
+
+    spec = WsmvlpModelSpec(size="micro")
+    assert isinstance(train_image_transform(spec), AugmentedSquare)
+    assert train_image_transform(spec).needs_rng and isinstance(image_transform(spec), RGBSquare)
+    assert isinstance(train_image_transform(spec.model_copy(update={"augment": None})), RGBSquare)
