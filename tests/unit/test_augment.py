@@ -31,8 +31,10 @@ def _bar(size: int = 64, x: int = 20) -> Image.Image:
     return img
 
 
-def _columns(img: Image.Image) -> set[int]:
-    return {x for x in range(img.width) if img.getpixel((x, img.height // 2))[0] > 200}
+def _centre(img: Image.Image, lo: int = 60, hi: int = 116) -> float:
+    """The white bar's column, intensity-weighted, away from the edges a shift fills with grey."""
+    row = [img.getpixel((x, img.height // 2))[0] for x in range(lo, hi)]
+    return sum(x * v for x, v in zip(range(lo, hi), row)) / sum(row)
 
 
 def test_defaults_are_the_released_codes() -> None:
@@ -65,15 +67,16 @@ def test_crop_box_draws_the_area_and_aspect_ranges() -> None:
 
 
 @pytest.mark.parametrize(
-    ("op", "moved"),
-    [("TranslateX", 7), ("ShearY", 0)],  # M=7: 7 of 10 pixels; a y-shear keeps every column
+    ("op", "size", "moved"),
+    # M=7: 7 of the released 10 pixels at its 256 px, the same share at 128 px; a y-shear keeps
+    # every column
+    [("TranslateX", 256, 7), ("TranslateX", 128, 3.5), ("ShearY", 256, 0)],
 )
-def test_geometric_magnitudes(op: str, moved: int) -> None:
+def test_geometric_magnitudes(op: str, size: int, moved: float) -> None:
     shifts = Counter()
     for seed in range(40):
-        out = rand_augment(_bar(), random.Random(seed), [op], n=1, magnitude=7, prob=1.0)
-        (col,) = _columns(out) or {None}
-        shifts[col - 20] += 1
+        out = rand_augment(_bar(size, x=100), random.Random(seed), [op], n=1, magnitude=7, prob=1.0)
+        shifts[round(_centre(out) - 100, 3)] += 1  # a half-pixel shift spreads the bar over two
     assert set(shifts) == ({-moved, moved} if moved else {0}) and all(shifts.values())
 
 

@@ -62,7 +62,7 @@ def test_paper_prompt_is_unigens_pattern_verbatim():
         "people. <question> What is the worker in front of? <answer> young people. "
         "<sentence> a cat on a mat <question>"
     )
-    assert (paper.cue, paper.stop) == ("<question>", ["<sentence>"])
+    assert (paper.cue, paper.stop) == ("<question>", [" <sentence>", "\n<sentence>"])
     assert paper.messages("a cat") == [
         {"role": "system", "content": PAPER_INSTRUCTION},
         {
@@ -158,7 +158,7 @@ def test_vllm_pre_and_postprocess_rows():
     row = preprocess_row({"unit": "00001", "caption": "a cat"}, spec, QAPrompt())
     assert row["messages"] == QAPrompt().messages("a cat") and "prompt" not in row
     assert row["sampling_params"]["max_tokens"] == 50 and row["unit"] == "00001"
-    assert row["sampling_params"]["stop"] == ["<sentence>"]
+    assert row["sampling_params"]["stop"] == [" <sentence>", "\n<sentence>"]
     completion = spec.model_copy(update={"mode": "completion"})
     raw = preprocess_row({"unit": "u", "caption": "a cat"}, completion, QAPrompt("fewshot", 2))
     assert raw["prompt"] == build_prompt("a cat", 2) and "messages" not in raw

@@ -8,7 +8,7 @@ import string
 import pytest
 
 from mvlp_core.stages.qa.filters import REASONS, filter_pairs, locate
-from mvlp_core.stages.qa.parser import QAPair, parse_pairs
+from mvlp_core.stages.qa.parser import QAPair, parse_output, parse_pairs
 from mvlp_core.stages.qa.prompt import CUE, EXAMPLES, FEW_SHOT, PAPER_EXAMPLE, build_prompt
 
 PAIR = [QAPair("What color is the car?", "red")]
@@ -51,11 +51,31 @@ PAIR = [QAPair("What color is the car?", "red")]
         (" What color is the car?\n<answer> red\n", []),  # the cue is put back by the caller
         ("<Question>What color is the car?<Answer>red", PAIR),
         ("<question> What color is the car? <answer>", [QAPair("What color is the car?", "")]),
-        ("<sentence> a car <question> What color is the car? <answer> red", []),
+        ("<sentence> a car <question> What color is the car? <answer> red", PAIR),  # a chat model's echo
+        ("<sentence> a car", []),
+        ("<question> What color is the car? </question> <answer> red. </answer>", PAIR),
+        ("<question>: What color is the car? <answer>: red", PAIR),
+        ("What color is the car? <answer> red.", PAIR),  # chat mode: no cue to put back
+        ("What color is the car? A: red", PAIR),
+        ("The car. <answer> red", []),  # no question asked before the answer
+        (
+            "<question> What color is the car? <answer> red <question> What is red? <answer> the car",
+            [*PAIR, QAPair("What is red?", "the car")],
+        ),
     ],
 )
 def test_parse_cases(text, expected):
     assert parse_pairs(text) == expected
+
+
+def test_one_line_pattern_gets_the_loop_and_length_checks():
+    """UniGen's pattern writes every pair on one line: a loop there is still a loop, and an output
+    cut at the length limit keeps its whole pairs."""
+    looped = parse_output("<question> What color is the car? <answer> red " * 5)
+    assert looped.pairs == PAIR and looped.problems == ["repetition"]
+    long = "<question> What color is the car? <answer> red <question> What is it? <answer> " + "a car " * 100
+    cut = parse_output(long, max_chars=120)
+    assert cut.pairs == PAIR and cut.problems == ["overlong_output"]
 
 
 def test_parse_several_pairs_in_order():
@@ -145,7 +165,10 @@ def test_well_formed_output_round_trips_in_any_label_style():
         ]
         q_label, a_label = rng.choice(styles)
         text = "\n".join(f"{q_label}{q}\n{a_label}{a}" for q, a in pairs)
-        assert parse_pairs(text + rng.choice(endings)) == pairs
+        ending = rng.choice(endings)
+        if not pairs and ending.startswith(" <sentence>"):
+            ending = ""  # alone, it reads as a chat model's echo of its caption and that caption's pair
+        assert parse_pairs(text + ending) == pairs
 
 
 CAPTION = "A Red Car parked on the street next to two yellow taxis"

@@ -8,7 +8,9 @@ without its settings; its released code (ALBEF's) fills them in, and they are th
 drawn with replacement from ten, each applied with p 0.5 at magnitude M of 10. The operations and
 how a magnitude becomes their argument are the released code's (its `randaugment.py`, cv2 on
 arrays): enhancements take factor M/10·1.8+0.1, shears ±M/10·0.3, translations ±M/10·10 pixels,
-rotations ±M/10·30 degrees, the sign a coin flip; uncovered pixels are grey (128).
+rotations ±M/10·30 degrees, the sign a coin flip; uncovered pixels are grey (128). Its 10 pixels
+are at its 256 px pretraining size; at another size the shift scales with the image, so it stays
+the same share of the picture (as torchvision's RandAugment scales it).
 
 Every draw comes from the `random.Random` the caller passes, which the loader seeds from the run's
 seed, the step and the sample's key: a resumed run augments a sample as the first run did.
@@ -26,7 +28,8 @@ from PIL import Image, ImageEnhance, ImageOps
 from mvlp_core.model.parts.images import RGBSquare
 
 MAX_LEVEL = 10
-TRANSLATE_PIXELS = 10  # the released code's translate_const: pixels at the top level
+TRANSLATE_PIXELS = 10  # the released code's translate_const: pixels at the top level ...
+RELEASED_SIZE = 256  # ... of an image this wide
 FILL = (128, 128, 128)
 
 
@@ -51,12 +54,16 @@ def _shear_y(img: Image.Image, level: int, rng: random.Random) -> Image.Image:
     return _affine(img, (1, 0, 0, _signed(level / MAX_LEVEL * 0.3, rng), 1, 0))
 
 
+def _shift(level: int, extent: int, rng: random.Random) -> float:
+    return _signed(level / MAX_LEVEL * TRANSLATE_PIXELS * extent / RELEASED_SIZE, rng)
+
+
 def _translate_x(img: Image.Image, level: int, rng: random.Random) -> Image.Image:
-    return _affine(img, (1, 0, _signed(level / MAX_LEVEL * TRANSLATE_PIXELS, rng), 0, 1, 0))
+    return _affine(img, (1, 0, _shift(level, img.width, rng), 0, 1, 0))
 
 
 def _translate_y(img: Image.Image, level: int, rng: random.Random) -> Image.Image:
-    return _affine(img, (1, 0, 0, 0, 1, _signed(level / MAX_LEVEL * TRANSLATE_PIXELS, rng)))
+    return _affine(img, (1, 0, 0, 0, 1, _shift(level, img.height, rng)))
 
 
 def _rotate(img: Image.Image, level: int, rng: random.Random) -> Image.Image:

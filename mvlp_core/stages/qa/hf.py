@@ -27,6 +27,8 @@ class HFQuestioner:
         self.spec = spec
         self.prompt = prompt
         self.prefix = prompt.cue  # the prompt ends with it; the model continues after it
+        # without their leading whitespace: whether a newline token matches depends on the tokenizer
+        self.stop_strings = list(dict.fromkeys(s.strip() for s in prompt.stop))
         self.generator = f"hf:{spec.model}"
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._generate = generate
@@ -74,7 +76,7 @@ class HFQuestioner:
                     do_sample=False,
                     max_new_tokens=self.spec.max_new_tokens,
                     pad_token_id=tok.pad_token_id,
-                    stop_strings=self.prompt.stop,
+                    stop_strings=self.stop_strings,
                     tokenizer=tok,
                 )
                 new = ids[:, enc["input_ids"].shape[1] :]

@@ -1,12 +1,15 @@
 """Parse free model text into (question, answer) pairs without ever raising.
 
 Both prompt styles' labels count: "Q:"/"A:" (fewshot) and "<question>"/"<answer>" (UniGen's
-pattern, all on one line). Models drift from the format: numbered lists, "Question:/Answer:"
-labels, markdown bold, both labels on one line, chatter before or after, and continuing into a new
-worked example. Only labelled text counts, with two fallbacks: an unlabelled line right after a
-question is its answer, and in text with no labels at all a line ending in "?" pairs with the next
-line. A question without an answer is dropped, and everything from the first new-example marker on
-("Sentence:" at a line's start, "<sentence>" anywhere) belongs to another sentence and is ignored.
+pattern, all on one line: each "<question>" starts a line here, so the loop and length checks see
+one pair a line). Models drift from the format: numbered lists, "Question:/Answer:" labels,
+markdown bold, closing tags, both labels on one line, chatter before or after, and continuing into
+a new worked example. Only labelled text counts, with three fallbacks: an unlabelled line right
+after a question is its answer, a question ("...?") right before an answer label on its line is
+that answer's question, and in text with no labels at all a line ending in "?" pairs with the next
+line. A question without an answer is dropped, and everything from the next example's marker on
+("Sentence:" at a line's start; "<sentence>" after the first label, since a chat model may echo
+the caption first) belongs to another sentence and is ignored.
 
 `parse_output` also names what was wrong with the output as a whole (the stage counts these as
 reject reasons): nothing written, no Q/A structure, a loop (a line that comes back three times or
@@ -29,12 +32,15 @@ class QAPair(NamedTuple):
 # A label: "<question>", "<answer>" anywhere; at the start of the text or after whitespace/markup
 # "Q:", "Q1:", "Question 2:", "A:".
 _LABEL = re.compile(
-    r"<(question|answer)>|(?<![^\s*_(\[>#])(questions?|answers?|q|a)\s*\d{0,3}\s*[:：]", re.IGNORECASE
+    r"<(question|answer)>\s*[:：]?|(?<![^\s*_(\[>#])(questions?|answers?|q|a)\s*\d{0,3}\s*[:：]",
+    re.IGNORECASE,
 )
 _NEW_EXAMPLE = re.compile(r"^(sentence|caption|text|input|description)\s*\d{0,3}\s*[:：]", re.IGNORECASE)
 _NEW_SENTENCE_TAG = re.compile(r"<sentence>", re.IGNORECASE)
+_QUESTION_TAG = re.compile(r"[ \t]*(<question>)", re.IGNORECASE)
 _LIST_MARK = re.compile(r"^\s*(?:[-*•>#]+|\(?\d{1,3}[.)]|\d{1,3}\s*[-–])\s*")
-_EMPHASIS = re.compile(r"\*\*|__|`|<\|[^|<>]{0,40}\|>|</?s>|\[/?INST\]")  # and chat-template tokens
+# and chat-template tokens, and the closing tags a model may add to UniGen's pattern
+_EMPHASIS = re.compile(r"\*\*|__|`|<\|[^|<>]{0,40}\|>|</?s>|\[/?INST\]|(?i:</(?:question|answer|sentence)>)")
 _EDGES = " \t\"'“”‘’*_`"
 
 
@@ -84,12 +90,16 @@ def _labelled(lines: list[str]) -> tuple[list[QAPair], bool]:
                 pairs.append(QAPair(question, _clean_answer(line)))
                 question = None
             continue
-        for kind, segment in segments:
+        for i, (kind, segment) in enumerate(segments):
             if kind == "q":
                 question = _clean_question(segment)
             elif question is not None:
                 pairs.append(QAPair(question, _clean_answer(segment)))
                 question = None
+            elif i == 0:  # "What ...? <answer> ...": the question without its label
+                asked = _clean_question(line[: _LABEL.search(line).start()])
+                if asked.endswith("?"):
+                    pairs.append(QAPair(asked, _clean_answer(segment)))
     return pairs, seen_label
 
 
@@ -117,6 +127,13 @@ def _until_loop(lines: list[str]) -> tuple[list[str], bool]:
     return lines, True
 
 
+def _before_next_sentence(text: str) -> str:
+    """`text` up to the first "<sentence>" after its first label (one before it is an echo)."""
+    first = _LABEL.search(text)
+    nxt = _NEW_SENTENCE_TAG.search(text, first.end() if first else 0)
+    return text[: nxt.start()] if nxt else text
+
+
 def parse_output(text: str | None, max_chars: int | None = None) -> Parsed:
     """Pairs in order, and the problems of the output as a whole."""
     out = Parsed()
@@ -125,10 +142,11 @@ def parse_output(text: str | None, max_chars: int | None = None) -> Parsed:
         out.problems.append("empty_output")
         return out
     overlong = max_chars is not None and len(text) > max_chars
+    text = _QUESTION_TAG.sub(r"\n\1", text)
     if overlong:  # the last line was cut mid-way: drop it
         text = text[:max_chars].rsplit("\n", 1)[0] if "\n" in text[:max_chars] else ""
     lines: list[str] = []
-    for raw in _NEW_SENTENCE_TAG.split(text, maxsplit=1)[0].splitlines():
+    for raw in _before_next_sentence(text).splitlines():
         line = _clean_line(raw)
         if _NEW_EXAMPLE.match(line):
             break

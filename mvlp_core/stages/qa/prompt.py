@@ -174,8 +174,8 @@ class QAPrompt:
 
     @property
     def stop(self) -> list[str]:
-        if self.style == "paper":
-            return [PAPER_SENTENCE]
+        if self.style == "paper":  # never at the output's start, where a chat model may echo
+            return [f" {PAPER_SENTENCE}", f"\n{PAPER_SENTENCE}"]
         return [f"\n{SENTENCE}", f"\n\n{SENTENCE}"]
 
     def completion(self, caption: str) -> str:
