@@ -55,10 +55,21 @@ def entrypoint(stage: str, spec_file: str | Path) -> str:
     return f"python -m ray_jobs {stage} --spec {shlex.quote(str(spec_file))}"
 
 
+JOB_NAME_LIMIT = 47  # KubeRay derives longer names (cluster, pods) from a RayJob's
+
+
+def _dns(text: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+
+
 def job_name(spec_name: str, stage: str, run_id: str) -> str:
-    """A DNS-1123 name under KubeRay's limit, unique per run: `mvlp-<stage>-<spec>-<run>`."""
-    raw = f"mvlp-{stage}-{spec_name}-{run_id}".lower()
-    return re.sub(r"[^a-z0-9-]+", "-", raw)[:47].strip("-")
+    """A DNS-1123 name under KubeRay's limit, unique per run: `mvlp-<stage>-<spec>-<run>`. A long
+    spec name is what gets cut, never the run id: two runs of one spec must not share a name
+    (a retry finds its own job by it; joblock tells them apart by it)."""
+    head, tail = f"mvlp-{_dns(stage)}", _dns(run_id)
+    room = JOB_NAME_LIMIT - len(head) - len(tail) - 2
+    spec = _dns(_dns(spec_name)[: max(room, 0)])
+    return "-".join(part for part in (head, spec, tail) if part)[:JOB_NAME_LIMIT].strip("-")
 
 
 def _replace_images(node: Any, images: dict[str, str]) -> None:

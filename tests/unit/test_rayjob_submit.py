@@ -3,6 +3,7 @@ status stream and the failure paths (no cluster here, so CustomObjectsApi is a c
 
 from __future__ import annotations
 
+import re
 from unittest import mock
 
 import pytest
@@ -59,10 +60,16 @@ def test_body_fills_the_template() -> None:
         validate(body)
 
 
-def test_job_name_is_dns_safe() -> None:
-    name = job_client.job_name("UniGen_CC3M.v2", "iglue-eval", "0f3a9c2e-aaaa-bbbb")
-    assert name.startswith("mvlp-iglue-eval-unigen-cc3m-v2-0f3a9c2e")
-    assert len(name) <= 47 and name[-1] != "-"
+def test_job_name_is_dns_safe_and_keeps_the_run_id() -> None:
+    name = job_client.job_name("UniGen_CC3M.v2", "iglue-eval", "0f3a9c2e")
+    assert name == "mvlp-iglue-eval-unigen-cc3m-v2-0f3a9c2e"
+    # a long spec name is cut, not the run id: two runs of it get two names
+    long = "unigen-cc3m-production-sweep-lr3e-5-"
+    a, b = (job_client.job_name(long, "iglue-eval", run) for run in ("0f3a9c2e", "7d41b0aa"))
+    assert a != b and a.endswith("-0f3a9c2e") and b.endswith("-7d41b0aa")
+    assert a == "mvlp-iglue-eval-unigen-cc3m-production-0f3a9c2e"
+    for name in (a, b, job_client.job_name("x" * 80, "text-shard", "12345678")):
+        assert len(name) <= 47 and re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", name), name
 
 
 def test_creates_polls_streams_and_succeeds() -> None:
