@@ -63,15 +63,26 @@ def restore(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def param_groups(model: torch.nn.Module, lr: float, head_lr_scale: float) -> list[dict[str, Any]]:
-    """AdamW groups: the model's ``HEAD_PARAMS`` at ``lr × head_lr_scale``, the rest at ``lr``."""
+def param_groups(
+    model: torch.nn.Module, lr: float, head_lr_scale: float, weight_decay: float = 0.0
+) -> list[dict[str, Any]]:
+    """AdamW groups: the model's ``HEAD_PARAMS`` at ``lr × head_lr_scale``, the rest at ``lr``;
+    each split into weights (``weight_decay``) and biases and norm weights (1-D: no decay, as
+    VOLTA exempts bias and LayerNorm)."""
     heads = tuple(getattr(model, "HEAD_PARAMS", ()))
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    head = [p for n, p in named if heads and n.startswith(heads)]
-    body = [p for n, p in named if not (heads and n.startswith(heads))]
-    return [
-        g for g in ({"params": body, "lr": lr}, {"params": head, "lr": lr * head_lr_scale}) if g["params"]
-    ]
+    groups = []
+    for is_head, rate in ((False, lr), (True, lr * head_lr_scale)):
+        for decays in (True, False):
+            params = [
+                p
+                for n, p in model.named_parameters()
+                if p.requires_grad
+                and bool(heads and n.startswith(heads)) == is_head
+                and (p.ndim > 1) == decays
+            ]
+            if params:
+                groups.append({"params": params, "lr": rate, "weight_decay": weight_decay if decays else 0.0})
+    return groups
 
 
 def batch_of(examples: Examples, indices: Sequence[int]) -> list[Any]:
@@ -118,6 +129,20 @@ def _train_step(
     return float(loss.detach())
 
 
+def schedule(total: int, warmup: float) -> Callable[[int], float]:
+    """The lr factor at step s: linear warm-up over the first ``warmup`` share of ``total`` steps
+    (at least one when the share is not 0), then linear decay to 0 at ``total`` (VOLTA's
+    WarmupLinearSchedule)."""
+    steps = max(1, int(total * warmup + 1e-9)) if warmup > 0 else 0
+
+    def factor(s: int) -> float:
+        if s < steps:
+            return (s + 1) / steps
+        return max(0.0, (total - s) / max(1, total - steps))
+
+    return factor
+
+
 def finetune(
     em: EvalModel,
     examples: Examples,
@@ -128,6 +153,8 @@ def finetune(
     lr: float,
     seed: int = 0,
     weight_decay: float = 0.01,
+    warmup: float = 0.1,
+    betas: tuple[float, float] = (0.9, 0.999),
     max_steps: int | None = None,
     head_lr_scale: float = 1.0,
     freeze: tuple[str, ...] = (),
@@ -145,15 +172,12 @@ def finetune(
     with frozen(em.model, freeze):
         rng = random.Random(seed)
         torch.manual_seed(seed)
-        groups = param_groups(em.model, lr, head_lr_scale)
+        groups = param_groups(em.model, lr, head_lr_scale, weight_decay)
         params = [p for g in groups for p in g["params"]]
-        opt = torch.optim.AdamW(groups, weight_decay=weight_decay, fused=em.device.type in ("cuda", "cpu"))
+        opt = torch.optim.AdamW(groups, betas=betas, fused=em.device.type in ("cuda", "cpu"))
         steps_per_epoch = math.ceil(len(examples) / batch_size)
         total = min(epochs * steps_per_epoch, max_steps or epochs * steps_per_epoch)
-        warmup = max(1, total // 10)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
-        )
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(total, warmup))
         best = FinetuneResult(dev_score(em), 0, lr)
         best.history.append({"epoch": 0, "dev": best.best_dev})
         best_state = snapshot(em.model)

@@ -58,9 +58,13 @@ MB = 2**20
 
 
 def _tuning(ft: IglueFinetuneSpec, cfg: IglueSpec, ev: Evaluator) -> dict[str, Any]:
-    """The fine-tune settings zero-shot and few-shot share: batch, seed, head rate, frozen parts."""
+    """The fine-tune settings zero-shot and few-shot share: batch, optimiser, schedule, seed, head
+    rate, frozen parts."""
     return {
         "batch_size": ft.batch_size,
+        "weight_decay": ft.weight_decay,
+        "warmup": ft.warmup,
+        "betas": ft.betas,
         "seed": cfg.seed,
         "head_lr_scale": ft.head_lr_scale,
         "freeze": ev.freeze(tuple(ft.freeze)),

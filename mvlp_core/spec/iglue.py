@@ -46,6 +46,18 @@ class IglueFinetuneSpec(Strict):
         "[text_encoder.embeddings], so that English-only fine-tuning cannot move the English "
         "tokens' embeddings away from the other languages'",
     )
+    warmup: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="share of the fine-tune's steps the lr warms up over, then linear decay to 0 "
+        "(IGLUE's VOLTA: warmup_proportion 0.1); 0: decay from the start, as UniGen and the "
+        "weakly-supervised paper fine-tune",
+    )
+    weight_decay: float = Field(
+        0.01, ge=0, description="AdamW's, on every weight but biases and norms (VOLTA's 0.01)"
+    )
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW's (VOLTA's (0.9, 0.999))")
     select_start: bool = Field(
         False,
         description="the starting weights compete with the trained epochs on dev, so a fine-tune "

@@ -14,7 +14,7 @@ from torch import nn
 
 from mvlp_core.contract import Reject, StageError
 from mvlp_core.eval import heads_classify
-from mvlp_core.eval.finetune import finetune, frozen, param_groups, restore, snapshot
+from mvlp_core.eval.finetune import finetune, frozen, param_groups, restore, schedule, snapshot
 from mvlp_core.eval.model_api import EvalModel
 from mvlp_core.eval.prepared import ImageCache, Prepared
 
@@ -41,10 +41,46 @@ def _bound(model: nn.Module) -> EvalModel:
 
 
 def test_head_parameters_get_their_own_group_at_the_scaled_rate():
-    groups = param_groups(_Toy(), 1e-3, 30.0)
-    assert [g["lr"] for g in groups] == [1e-3, 3e-2]
-    assert [len(g["params"]) for g in groups] == [2, 2]
-    assert len(param_groups(nn.Linear(2, 1), 1e-3, 30.0)) == 1  # a model without heads: one group
+    groups = param_groups(_Toy(), 1e-3, 30.0, weight_decay=0.2)
+    assert [g["lr"] for g in groups] == [1e-3, 1e-3, 3e-2, 3e-2]
+    # weights decay, biases and norm weights do not (VOLTA exempts bias and LayerNorm)
+    assert [g["weight_decay"] for g in groups] == [0.2, 0.0, 0.2, 0.0]
+    assert [[tuple(p.shape) for p in g["params"]] for g in groups] == [[(1, 2)], [(1,)], [(1, 2)], [(1,)]]
+    norm = nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2))
+    assert [len(g["params"]) for g in param_groups(norm, 1e-3, 30.0)] == [1, 3]  # no heads: body only
+
+
+def test_schedule_warms_up_over_its_share_then_decays_to_zero():
+    """VOLTA's WarmupLinearSchedule (IGLUE's 10%), and none for the papers that fine-tune without."""
+    ten = schedule(100, 0.1)
+    assert [ten(s) for s in (0, 4, 9, 10, 55, 100)] == [0.1, 0.5, 1.0, 1.0, 0.5, 0.0]
+    none = schedule(100, 0.0)
+    assert [none(s) for s in (0, 50, 100)] == [1.0, 0.5, 0.0]
+    assert schedule(3, 0.1)(0) == 1.0  # a short fine-tune still warms up over one step
+
+
+def test_the_spec_sets_the_optimiser_and_schedule(monkeypatch):
+    """betas, weight decay and warm-up reach AdamW and the schedule: UniGen fine-tunes with
+    AdamW (0.9, 0.98) and no warm-up (paper §4.2)."""
+    seen: dict[str, Any] = {}
+    lrs: list[float] = []
+
+    class Spy(torch.optim.AdamW):
+        def __init__(self, groups, **kw):
+            seen.update(kw, decays=sorted({g["weight_decay"] for g in groups}))
+            super().__init__(groups, **kw)
+
+        def step(self, closure=None):
+            lrs.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "AdamW", Spy)
+    _finetuned(epochs=3, batch_size=1, lr=1e-3, weight_decay=0.05, warmup=0.0, betas=(0.9, 0.98))
+    assert seen["betas"] == (0.9, 0.98) and seen["decays"] == [0.0, 0.05]
+    assert len(lrs) == 24 and lrs[0] == 1e-3 and lrs[12] == pytest.approx(0.5e-3)  # no warm-up
+    lrs.clear()
+    _finetuned(epochs=3, batch_size=1, lr=1e-3)  # IGLUE's: two of the 24 steps warm up
+    assert lrs[:3] == [pytest.approx(0.5e-3), 1e-3, 1e-3] and seen["betas"] == (0.9, 0.999)
 
 
 def _finetuned(**options: Any) -> tuple[_Toy, dict[str, torch.Tensor]]:
@@ -231,3 +267,26 @@ def test_an_undecodable_training_image_is_a_reject_and_the_rest_trains(tmp_path:
     nothing = heads_classify.training_examples(em, _items(broken), prompt, ImageCache(transform, 10**6))
     with pytest.raises(StageError, match="none of the 2 training examples' images could be decoded"):
         finetune(em, nothing, lambda em: 0.0, epochs=1, batch_size=4, lr=1e-3)
+
+
+def test_units_fine_tune_with_the_specs_optimiser_and_schedule():
+    from mvlp_core.eval.selection import finetune_settings
+    from mvlp_core.eval.units import _tuning
+    from mvlp_core.spec.iglue import IglueSpec
+
+    cfg = IglueSpec(
+        finetune={
+            "warmup": 0,
+            "betas": [0.9, 0.98],
+            "weight_decay": 0.2,
+            "tasks": {"wit": {"batch_size": 96}},
+        }
+    )
+
+    class Ev:
+        def freeze(self, extra: tuple[str, ...]) -> tuple[str, ...]:
+            return extra
+
+    kw = _tuning(finetune_settings(cfg, "wit"), cfg, Ev())
+    assert (kw["warmup"], kw["betas"], kw["weight_decay"], kw["batch_size"]) == (0, (0.9, 0.98), 0.2, 96)
+    assert set(kw) <= set(finetune.__code__.co_varnames)  # every setting is one finetune() takes

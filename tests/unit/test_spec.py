@@ -59,6 +59,18 @@ def test_weakly_supervised_names_wikimatrix_and_cc100(tmp_path: Path) -> None:
     p = spec.pretrain
     assert (p.lr, p.weight_decay, p.warmup_steps, p.max_steps) == (1e-4, 0.2, 24000, 240000)
     assert (tuple(p.betas), p.grad_clip) == ((0.9, 0.999), 10.0)
+    # its fine-tuning (App. B.2.2, Tables 7-8)
+    from mvlp_core.eval.selection import finetune_settings
+
+    ft = {t: finetune_settings(spec.iglue, t) for t in ("xvnli", "xgqa", "marvl", "xflickrco", "wit")}
+    assert {t: (f.lr, f.batch_size, f.epochs) for t, f in ft.items()} == {
+        "xvnli": (2e-5, 512, 10),
+        "xgqa": (3e-5, 512, 10),
+        "marvl": (4e-5, 256, 10),
+        "xflickrco": (2e-5, 96, 10),
+        "wit": (2e-5, 96, 10),
+    }
+    assert all((f.weight_decay, f.warmup) == (0.2, 0) for f in ft.values())
 
 
 def test_text_section_defaults_to_no_corpora(tmp_path: Path) -> None:
@@ -85,6 +97,8 @@ def test_unigen_cc3m_loads(tmp_path: Path) -> None:
     assert spec.translate.sample_fraction == 0.1 and spec.languages == ["de", "fr", "cs", "ja", "zh"]
     assert len(spec.text.corpora[0].pairs) == 20  # WikiMatrix: the 19 IGLUE languages and cs
     assert (spec.iglue.finetune.lr, spec.iglue.finetune.epochs, spec.iglue.device) == (3e-5, 10, "cuda")
+    # UniGen fine-tunes with AdamW (0.9, 0.98) and no warm-up (§4.2); IGLUE's 10% is the default
+    assert (spec.iglue.finetune.betas, spec.iglue.finetune.warmup) == ((0.9, 0.98), 0)
 
 
 def test_default_workdir_from_name() -> None:
