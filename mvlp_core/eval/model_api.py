@@ -38,8 +38,9 @@ class EvalModel:
     family: str | None = None  # the model family (picks the IGLUE heads); None: bound by hand
 
     @classmethod
-    def load(cls, folder: str | Path) -> EvalModel:
-        """The model saved in ``folder`` (e.g. ``pretrain/final/``), bound by its family."""
+    def load(cls, folder: str | Path, image_size: int | None = None) -> EvalModel:
+        """The model saved in ``folder`` (e.g. ``pretrain/final/``), bound by its family; its
+        images at ``image_size`` where given (``iglue.image_size``)."""
         from mvlp_core.model import families  # torch: only when evaluating
 
         folder = Path(folder)
@@ -50,11 +51,11 @@ class EvalModel:
         if (folder / TASK_MODEL_FILE).is_file():
             from mvlp_core.eval.task_model import BASE_FOLDER, load_task_model
 
-            return load_task_model(folder, cls.load(folder / BASE_FOLDER))
+            return load_task_model(folder, cls.load(folder / BASE_FOLDER, image_size))
         name = families.family_of(folder)
         fam = families.family(name)
         model = fam.load(folder)
-        b = fam.eval_bindings(model)
+        b = fam.eval_bindings(model, image_size)
         return cls(model, b.collate, b.example, b.transform, b.encode, model.save_pretrained, name)
 
     def to(self, device: str | torch.device) -> EvalModel:

@@ -241,7 +241,7 @@ class Evaluator:
 
 
 def _load(model_dir: Path, cfg: IglueSpec) -> EvalModel:
-    em = EvalModel.load(model_dir).to(cfg.device)
+    em = EvalModel.load(model_dir, cfg.image_size).to(cfg.device)
     torch.manual_seed(cfg.seed)
     return em
 

@@ -101,6 +101,15 @@ class IglueSpec(Strict):
     few_shot_epochs: int = Field(20, ge=1, description="IGLUE's few-shot scripts: --num_epoch 20")
     finetune: IglueFinetuneSpec = IglueFinetuneSpec()
     rerank_k: int = Field(16, ge=0, description="retrieval: top-k re-ranked with the [match] score")
+    image_size: int | None = Field(
+        None,
+        gt=0,
+        le=4096,
+        description="fine-tune and test images at this size, the image encoder's position "
+        "embeddings interpolated (the weakly-supervised paper fine-tunes at 384, App. B.2.2); None: "
+        "the size the model was pretrained at. A family whose image encoder reads one size "
+        "(UniGen's) refuses another",
+    )
     answer_normalisation: Literal["vqa", "lower", "none"] = "vqa"
     max_test_items: int | None = Field(None, gt=0, description="cap per test file (smoke runs)")
     max_missing_test_images: float = perf_only(

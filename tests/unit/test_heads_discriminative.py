@@ -110,8 +110,10 @@ def transform(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image.resize((8, 8)), dtype=np.float32) / 255).permute(2, 0, 1)
 
 
-def bindings(model: FusedStandIn) -> EvalBindings:
-    """The family's data side: image transform and text encoding (the heads bring their own collate)."""
+def bindings(model: FusedStandIn, image_size: int | None = None) -> EvalBindings:
+    """The family's data side: image transform and text encoding (the heads bring their own collate);
+    it reads 8 px images only."""
+    assert image_size is None, "the stand-in reads 8 px images only"
     return EvalBindings(transform, encode)
 
 

@@ -383,3 +383,21 @@ def test_the_decoder_computes_gpt2s_gelu_in_one_op_with_the_same_losses(tok):
         six_ops = model(batch)
     for key in ("loss_trans", "loss_cap", "loss_qus"):
         assert fused[key] > 0 and torch.allclose(fused[key], six_ops[key], atol=1e-5), key
+
+
+def test_iglue_image_size_other_than_blip2s_is_refused(tok):
+    from PIL import Image
+
+    from mvlp_core.contract import StageError
+    from mvlp_core.model.unigen import eval_bindings
+
+    spec = tiny_spec()
+    model = build_model(spec, tok)
+    photo = Image.new("RGB", (40, 30), (200, 10, 10))
+    assert tuple(eval_bindings(model, spec.image_size).transform(photo).shape) == (
+        3,
+        spec.image_size,
+        spec.image_size,
+    )
+    with pytest.raises(StageError, match="leave iglue.image_size unset"):
+        eval_bindings(model, spec.image_size * 2)

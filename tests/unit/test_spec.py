@@ -71,6 +71,7 @@ def test_weakly_supervised_names_wikimatrix_and_cc100(tmp_path: Path) -> None:
         "wit": (2e-5, 96, 10),
     }
     assert all((f.weight_decay, f.warmup) == (0.2, 0) for f in ft.values())
+    assert spec.iglue.image_size == 384
 
 
 def test_text_section_defaults_to_no_corpora(tmp_path: Path) -> None:

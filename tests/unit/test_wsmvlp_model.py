@@ -360,6 +360,26 @@ def test_save_load_gives_identical_outputs(tmp_path: Path) -> None:
         assert torch.equal(outs[0][key], outs[1][key]), key
 
 
+def test_iglue_reads_images_at_its_own_size_with_interpolated_positions(tmp_path: Path) -> None:
+    """iglue.image_size: the paper fine-tunes at 384 what it pretrained at 256 (App. B.2.2)."""
+    from PIL import Image
+
+    from mvlp_core.eval.model_api import EvalModel
+
+    build(WsmvlpModelSpec(size="micro"), texts(), out_dir=tmp_path / "m")  # 32 px, patch 8
+    same, larger = EvalModel.load(tmp_path / "m"), EvalModel.load(tmp_path / "m", image_size=48)
+    photo = Image.effect_noise((50, 40), 60).convert("RGB")
+    assert tuple(same.transform(photo).shape) == (3, 32, 32)
+    pixels = torch.stack([larger.transform(photo)] * 2)
+    assert tuple(pixels.shape) == (2, 3, 48, 48)
+    larger.model.eval()
+    with torch.no_grad():
+        assert larger.model.encode_image(pixels).shape[1] == 1 + (48 // 8) ** 2  # 36 patches + [CLS]
+        assert larger.model.image_features(pixels).shape == (2, larger.model.spec.embed_dim)
+    with pytest.raises(StageError, match="not a multiple of the ViT's patch size 8"):
+        EvalModel.load(tmp_path / "m", image_size=44)
+
+
 def test_load_refuses_a_foreign_folder(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"family": "unigen"}')
     with pytest.raises(StageError, match="not a wsmvlp checkpoint"):

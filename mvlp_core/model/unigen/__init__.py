@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mvlp_core.contract import StageError
 from mvlp_core.model.families import EvalBindings
 from mvlp_core.model.tokenizers import TASK_IDS, TASK_TOKENS, Tokenizers, build_tokenizers, load_tokenizers
 from mvlp_core.model.unigen.batch import Example, collate, image_transform
@@ -84,8 +85,13 @@ def train_batches(job: TrainJob, model: UniGen, rank: int, world: int) -> torch.
     return data.Batches(cfg, image_transform(model_spec), collate_fn, rank, world)
 
 
-def eval_bindings(model: UniGen) -> EvalBindings:
+def eval_bindings(model: UniGen, image_size: int | None = None) -> EvalBindings:
     tok, spec = model.tokenizers, model.spec
+    if image_size not in (None, spec.image_size):
+        raise StageError(
+            f"iglue.image_size {image_size}: UniGen's image encoder reads {spec.image_size} px images "
+            "only (BLIP-2's ViT and Q-Former); leave iglue.image_size unset for this model"
+        )
 
     def encode(texts: list[str]) -> tuple[Any, Any]:
         out = tok.encoder(

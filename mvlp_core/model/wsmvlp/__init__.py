@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from mvlp_core.contract import StageError
 from mvlp_core.model.families import EvalBindings
+from mvlp_core.model.parts.images import resize_rgb
 from mvlp_core.model.wsmvlp.batch import collate, image_transform
 from mvlp_core.model.wsmvlp.build import build, load, save
 from mvlp_core.model.wsmvlp.data import train_batches
@@ -41,9 +43,15 @@ __all__ = [
 ]
 
 
-def eval_bindings(model: WsmvlpModel) -> EvalBindings:
-    """The image transform the model was built with and its tokenizer at the image-text length."""
+def eval_bindings(model: WsmvlpModel, image_size: int | None = None) -> EvalBindings:
+    """The image transform the model was built with, or one to `image_size` (its ViT interpolates
+    its position embeddings to any multiple of its patch), and its tokenizer at the image-text
+    length."""
     spec, tok = model.spec, model.tokenizer
+    patch = spec.dims.patch_size
+    if image_size is not None and image_size % patch:
+        raise StageError(f"iglue.image_size {image_size} is not a multiple of the ViT's patch size {patch}")
+    transform = model.image_transform() if image_size is None else resize_rgb(image_size)
 
     def encode(texts: list[str]) -> tuple[Any, Any]:
         out = tok(
@@ -51,4 +59,4 @@ def eval_bindings(model: WsmvlpModel) -> EvalBindings:
         )
         return out["input_ids"], out["attention_mask"]
 
-    return EvalBindings(model.image_transform(), encode)
+    return EvalBindings(transform, encode)
