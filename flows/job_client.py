@@ -62,6 +62,12 @@ def _dns(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
 
 
+def label_value(text: str) -> str:
+    """`text` as a Kubernetes label value: at most 63 of [A-Za-z0-9_.-], alphanumeric at both
+    ends (a spec name may be longer or start with `_` or `.`)."""
+    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", re.sub(r"[^A-Za-z0-9_.-]+", "-", text)[:63])
+
+
 def job_name(spec_name: str, stage: str, run_id: str) -> str:
     """A DNS-1123 name under KubeRay's limit, unique per run: `mvlp-<stage>-<spec>-<run>`. A long
     spec name is what gets cut, never the run id: two runs of one spec must not share a name

@@ -83,7 +83,11 @@ def run_submitted(
 
     logger.info("%s: submitting `%s` (%s)", stage, command, execution.submit)
     if execution.submit == "rayjob":
-        labels = {"app.kubernetes.io/part-of": "mvlp", "mvlp.io/stage": stage, "mvlp.io/pipeline": spec.name}
+        labels = {
+            "app.kubernetes.io/part-of": "mvlp",
+            "mvlp.io/stage": stage,
+            "mvlp.io/pipeline": job_client.label_value(spec.name),
+        }
         body = job_client.rayjob_body(execution.rayjob, stage, name, command, labels)
         return job_client.run_rayjob(
             job_client.kubernetes_api(),

@@ -152,9 +152,10 @@ def finetune(
     batch_size: int,
     lr: float,
     seed: int = 0,
-    weight_decay: float = 0.01,
+    weight_decay: float = 1e-4,
     warmup: float = 0.1,
     betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-6,
     max_steps: int | None = None,
     head_lr_scale: float = 1.0,
     freeze: tuple[str, ...] = (),
@@ -174,7 +175,7 @@ def finetune(
         torch.manual_seed(seed)
         groups = param_groups(em.model, lr, head_lr_scale, weight_decay)
         params = [p for g in groups for p in g["params"]]
-        opt = torch.optim.AdamW(groups, betas=betas, fused=em.device.type in ("cuda", "cpu"))
+        opt = torch.optim.AdamW(groups, betas=betas, eps=eps, fused=em.device.type in ("cuda", "cpu"))
         steps_per_epoch = math.ceil(len(examples) / batch_size)
         total = min(epochs * steps_per_epoch, max_steps or epochs * steps_per_epoch)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(total, warmup))

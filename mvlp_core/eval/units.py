@@ -65,6 +65,7 @@ def _tuning(ft: IglueFinetuneSpec, cfg: IglueSpec, ev: Evaluator) -> dict[str, A
         "weight_decay": ft.weight_decay,
         "warmup": ft.warmup,
         "betas": ft.betas,
+        "eps": ft.eps,
         "seed": cfg.seed,
         "head_lr_scale": ft.head_lr_scale,
         "freeze": ev.freeze(tuple(ft.freeze)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from mvlp_core.spec.base import Strict, perf_only
 
@@ -51,13 +51,16 @@ class IglueFinetuneSpec(Strict):
         ge=0,
         lt=1,
         description="share of the fine-tune's steps the lr warms up over, then linear decay to 0 "
-        "(IGLUE's VOLTA: warmup_proportion 0.1); 0: decay from the start, as UniGen and the "
+        "(IGLUE's scripts: --warmup_proportion 0.1); 0: decay from the start, as UniGen and the "
         "weakly-supervised paper fine-tune",
     )
     weight_decay: float = Field(
-        0.01, ge=0, description="AdamW's, on every weight but biases and norms (VOLTA's 0.01)"
+        1e-4,
+        ge=0,
+        description="AdamW's, on every weight but biases and norms (IGLUE's scripts: --weight_decay 0.0001)",
     )
-    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW's (VOLTA's (0.9, 0.999))")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW's (IGLUE's scripts: 0.9 0.999)")
+    eps: float = Field(1e-6, gt=0, description="AdamW's (IGLUE's scripts: --adam_epsilon 1e-6)")
     select_start: bool = Field(
         False,
         description="the starting weights compete with the trained epochs on dev, so a fine-tune "
@@ -66,6 +69,13 @@ class IglueFinetuneSpec(Strict):
     tasks: dict[Literal["xvnli", "xgqa", "marvl", "xflickrco", "wit"], IglueFinetuneTaskSpec] = Field(
         {}, description="task -> fields that differ from the shared ones, e.g. {wit: {lr: 3e-4}}"
     )
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"betas {list(betas)}: each must be in [0, 1), e.g. [0.9, 0.999]")
+        return betas
 
 
 class IglueSpec(Strict):

@@ -39,7 +39,12 @@ UnitsFn = Callable[[list[ModelUnits]], None]  # every model's pending units, in 
 
 
 def config(spec: PipelineSpec) -> dict[str, Any]:
-    return {"iglue": fingerprint_config(spec.iglue)}
+    """The iglue section each model is evaluated with: with `models`, each model's own (the shared
+    section merged with its entry's `iglue`), so that changing one model's fine-tune re-runs it."""
+    runs = spec.trained_models()
+    if len(runs) == 1 and runs[0][0] is None:
+        return {"iglue": fingerprint_config(spec.iglue)}
+    return {"iglue": {name: fingerprint_config(sub.iglue) for name, sub in runs}}
 
 
 def plan(ctx: Context) -> Work:

@@ -17,6 +17,7 @@ from mvlp_core.eval import heads_classify
 from mvlp_core.eval.finetune import finetune, frozen, param_groups, restore, schedule, snapshot
 from mvlp_core.eval.model_api import EvalModel
 from mvlp_core.eval.prepared import ImageCache, Prepared
+from mvlp_core.spec.iglue import IglueSpec
 
 
 class _Toy(nn.Module):
@@ -80,7 +81,13 @@ def test_the_spec_sets_the_optimiser_and_schedule(monkeypatch):
     assert len(lrs) == 24 and lrs[0] == 1e-3 and lrs[12] == pytest.approx(0.5e-3)  # no warm-up
     lrs.clear()
     _finetuned(epochs=3, batch_size=1, lr=1e-3)  # IGLUE's: two of the 24 steps warm up
-    assert lrs[:3] == [pytest.approx(0.5e-3), 1e-3, 1e-3] and seen["betas"] == (0.9, 0.999)
+    assert lrs[:3] == [pytest.approx(0.5e-3), 1e-3, 1e-3]
+    # IGLUE's scripts: --adam_betas 0.9 0.999 --adam_epsilon 1e-6 --weight_decay 0.0001
+    assert (seen["betas"], seen["eps"], seen["decays"]) == ((0.9, 0.999), 1e-6, [0.0, 1e-4])
+    ft = IglueSpec().finetune
+    assert (ft.betas, ft.eps, ft.weight_decay, ft.warmup) == ((0.9, 0.999), 1e-6, 1e-4, 0.1)
+    with pytest.raises(ValueError, match="each must be in"):
+        IglueSpec(finetune={"betas": [0.9, 1.0]})
 
 
 def _finetuned(**options: Any) -> tuple[_Toy, dict[str, torch.Tensor]]:
@@ -289,4 +296,5 @@ def test_units_fine_tune_with_the_specs_optimiser_and_schedule():
 
     kw = _tuning(finetune_settings(cfg, "wit"), cfg, Ev())
     assert (kw["warmup"], kw["betas"], kw["weight_decay"], kw["batch_size"]) == (0, (0.9, 0.98), 0.2, 96)
+    assert kw["eps"] == 1e-6
     assert set(kw) <= set(finetune.__code__.co_varnames)  # every setting is one finetune() takes

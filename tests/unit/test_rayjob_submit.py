@@ -60,6 +60,13 @@ def test_body_fills_the_template() -> None:
         validate(body)
 
 
+def test_label_value_is_valid_for_any_spec_name() -> None:
+    assert job_client.label_value("unigen-cc3m") == "unigen-cc3m"
+    for name in ("_private.spec_", "x" * 80 + "_", ".v2", "a" * 62 + "._b"):
+        value = job_client.label_value(name)
+        assert len(value) <= 63 and re.fullmatch(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]", value), value
+
+
 def test_job_name_is_dns_safe_and_keeps_the_run_id() -> None:
     name = job_client.job_name("UniGen_CC3M.v2", "iglue-eval", "0f3a9c2e")
     assert name == "mvlp-iglue-eval-unigen-cc3m-v2-0f3a9c2e"

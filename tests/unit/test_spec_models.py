@@ -60,6 +60,26 @@ def test_models_are_named_and_each_trains_with_its_own_fields() -> None:
     assert one.trained_models() == [(None, one)]
 
 
+def test_a_models_own_iglue_fields_are_in_the_evaluations_fingerprint() -> None:
+    """Changing one model's fine-tune (its entry's `iglue`) re-runs iglue-eval; before, only the
+    shared section counted and a finished unit kept its old settings."""
+    from mvlp_core.stages.iglue_eval import config
+
+    def spec(ws_iglue: dict, shared_lr: float = 1e-3) -> PipelineSpec:
+        raw = _raw(
+            models=[{"name": "unigen", "size": "tiny"}, {"name": "ws", "family": "wsmvlp", "iglue": ws_iglue}]
+        )
+        raw["iglue"]["finetune"]["lr"] = shared_lr
+        return PipelineSpec.model_validate(raw)
+
+    base = config(spec({"finetune": {"lr": 2e-5}}))
+    assert config(spec({"finetune": {"lr": 2e-5}})) == base
+    assert config(spec({"finetune": {"lr": 4e-5}})) != base
+    assert config(spec({"finetune": {"lr": 2e-5}, "image_size": 48})) != base
+    assert config(spec({"finetune": {"lr": 2e-5}}, shared_lr=5e-4)) != base
+    assert set(base["iglue"]) == {"unigen", "ws"}
+
+
 @pytest.mark.parametrize(
     ("models", "message"),
     [

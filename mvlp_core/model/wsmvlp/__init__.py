@@ -48,7 +48,7 @@ def eval_bindings(model: WsmvlpModel, image_size: int | None = None) -> EvalBind
     its position embeddings to any multiple of its patch), and its tokenizer at the image-text
     length."""
     spec, tok = model.spec, model.tokenizer
-    patch = spec.dims.patch_size
+    patch = model.vision.config.patch_size  # a loaded base ViT's, not the size preset's
     if image_size is not None and image_size % patch:
         raise StageError(f"iglue.image_size {image_size} is not a multiple of the ViT's patch size {patch}")
     transform = model.image_transform() if image_size is None else resize_rgb(image_size)
