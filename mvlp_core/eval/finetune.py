@@ -115,18 +115,36 @@ def frozen(model: torch.nn.Module, freeze: tuple[str, ...]) -> Iterator[None]:
 
 
 def _train_step(
-    em: EvalModel, drawn: list[Any], opt: torch.optim.Optimizer, params: list[torch.nn.Parameter]
+    em: EvalModel,
+    examples: Examples,
+    indices: Sequence[int],
+    opt: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    micro: int,
 ) -> float | None:
-    """One optimizer step on the examples ``drawn`` (None when there are none). The batch lives only
-    in this call, so a streamed set's decoded images go as soon as the step is done."""
-    if not drawn:
-        return None
-    loss = em.model(em.on_device(em.collate(drawn)))["loss"]
+    """One optimizer step on the examples at ``indices``, in micro-batches of ``micro`` whose
+    gradients add up to the whole batch's mean (None when no example decodes). Each micro-batch
+    lives only in its forward and backward, so a streamed set's decoded images go as soon as it is
+    done."""
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    parts = [indices[i : i + micro] for i in range(0, len(indices), micro)]
+    done, total = 0, 0.0
+    for part in parts:
+        drawn = batch_of(examples, part)
+        if not drawn:
+            continue
+        loss = em.model(em.on_device(em.collate(drawn)))["loss"]
+        (loss if len(parts) == 1 else loss * len(drawn)).backward()
+        done, total = done + len(drawn), total + float(loss.detach()) * len(drawn)
+    if not done:
+        return None
+    if len(parts) > 1:  # the sum over micro-batches -> the mean over the batch
+        for p in params:
+            if p.grad is not None:
+                p.grad.div_(done)
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
-    return float(loss.detach())
+    return total / done
 
 
 def schedule(total: int, warmup: float) -> Callable[[int], float]:
@@ -156,6 +174,7 @@ def finetune(
     warmup: float = 0.1,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-6,
+    grad_accum: int = 1,
     max_steps: int | None = None,
     head_lr_scale: float = 1.0,
     freeze: tuple[str, ...] = (),
@@ -176,6 +195,7 @@ def finetune(
         groups = param_groups(em.model, lr, head_lr_scale, weight_decay)
         params = [p for g in groups for p in g["params"]]
         opt = torch.optim.AdamW(groups, betas=betas, eps=eps, fused=em.device.type in ("cuda", "cpu"))
+        micro = math.ceil(batch_size / grad_accum)
         steps_per_epoch = math.ceil(len(examples) / batch_size)
         total = min(epochs * steps_per_epoch, max_steps or epochs * steps_per_epoch)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(total, warmup))
@@ -191,7 +211,7 @@ def finetune(
             for start in range(0, len(order), batch_size):
                 if step >= total:
                     break
-                loss = _train_step(em, batch_of(examples, order[start : start + batch_size]), opt, params)
+                loss = _train_step(em, examples, order[start : start + batch_size], opt, params, micro)
                 if loss is None:
                     continue  # every image of the batch undecodable
                 sched.step()

@@ -62,6 +62,7 @@ def _tuning(ft: IglueFinetuneSpec, cfg: IglueSpec, ev: Evaluator) -> dict[str, A
     rate, frozen parts."""
     return {
         "batch_size": ft.batch_size,
+        "grad_accum": ft.grad_accum,
         "weight_decay": ft.weight_decay,
         "warmup": ft.warmup,
         "betas": ft.betas,

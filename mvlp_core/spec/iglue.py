@@ -16,6 +16,7 @@ class IglueFinetuneTaskSpec(Strict):
 
     epochs: int | None = Field(None, ge=0)
     batch_size: int | None = Field(None, gt=0)
+    grad_accum: int | None = Field(None, ge=1)
     lr: float | None = Field(None, gt=0)
     max_steps: int | None = Field(None, gt=0)
     max_train_items: int | None = Field(None, gt=0)
@@ -29,7 +30,14 @@ class IglueFinetuneSpec(Strict):
     retrieval, label words for the classifiers) want different rates."""
 
     epochs: int = Field(3, ge=0, description="0: evaluate the pretrained model as is")
-    batch_size: int = Field(16, gt=0)
+    batch_size: int = Field(16, gt=0, description="examples per optimiser step")
+    grad_accum: int = Field(
+        1,
+        ge=1,
+        description="micro-batches a step's batch is split into, their gradients added (memory: "
+        "IGLUE's scripts pass --gradient_accumulation_steps 4); in-batch negatives (retrieval) are "
+        "then the micro-batch's",
+    )
     lr: float = Field(5e-5, gt=0, description="zero-shot (English) fine-tuning")
     max_steps: int | None = Field(None, gt=0)
     max_train_items: int | None = Field(None, gt=0, description="cap on English training items")

@@ -298,3 +298,27 @@ def test_units_fine_tune_with_the_specs_optimiser_and_schedule():
     assert (kw["warmup"], kw["betas"], kw["weight_decay"], kw["batch_size"]) == (0, (0.9, 0.98), 0.2, 96)
     assert kw["eps"] == 1e-6
     assert set(kw) <= set(finetune.__code__.co_varnames)  # every setting is one finetune() takes
+
+
+def test_micro_batches_add_up_to_the_whole_batchs_gradient():
+    """grad_accum splits a step's batch (IGLUE's scripts accumulate 4): for a loss without in-batch
+    terms the step's gradient is the whole batch's mean, micro-batches of uneven size included."""
+    from mvlp_core.eval.finetune import _train_step
+
+    torch.manual_seed(0)
+    model = _Toy()
+    em = _bound(model)
+    params = list(model.parameters())
+    with torch.no_grad():  # small outputs and targets: gradients under the clip
+        for p in params:
+            p.mul_(0.01)
+    examples = [(torch.randn(2), 0.05 * torch.randn(1)) for _ in range(8)]
+    grads = {}
+    for micro in (8, 4, 3):  # 3: micro-batches of 3, 3 and 2
+        loss = _train_step(em, examples, list(range(8)), torch.optim.SGD(params, lr=0.0), params, micro)
+        grads[micro] = ([p.grad.clone() for p in params], loss)
+    for micro in (4, 3):
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads[8][0], grads[micro][0])), micro
+        assert grads[micro][1] == pytest.approx(grads[8][1])
+    # a real gradient, under the clip (1.0), so the test sees the mean and not a clipped sum
+    assert 1e-3 < float(torch.cat([g.flatten() for g in grads[8][0]]).norm()) < 1.0 / 3

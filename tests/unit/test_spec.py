@@ -72,6 +72,13 @@ def test_weakly_supervised_names_wikimatrix_and_cc100(tmp_path: Path) -> None:
     }
     assert all((f.weight_decay, f.warmup) == (0.2, 0) for f in ft.values())
     assert spec.iglue.image_size == 384
+    assert {t: f.grad_accum for t, f in ft.items()} == {
+        "xvnli": 4,
+        "xgqa": 4,
+        "marvl": 4,
+        "xflickrco": 8,
+        "wit": 8,
+    }
 
 
 def test_text_section_defaults_to_no_corpora(tmp_path: Path) -> None:
