@@ -290,7 +290,28 @@ def checks(spec: PipelineSpec) -> list[str]:
     if problem is not None:
         return [problem]
     missing = [f"{n.what} missing at {n.path}; {n.fix}" for n in annotation_files(cfg) if not n.path.exists()]
-    return missing + _image_problems(cfg)
+    return missing + _image_problems(cfg) + _image_size_problems(spec)
+
+
+def _image_size_problems(spec: PipelineSpec) -> list[str]:
+    """An `iglue.image_size` a model cannot read, found before it is pretrained: UniGen's image
+    encoder reads its own size only, the ViT's a multiple of its patch."""
+    problems = []
+    for name, sub in spec.trained_models():
+        size, model = sub.iglue.image_size, sub.model
+        who = f"models[{name}]" if name else "the model"
+        if size is None:
+            continue
+        if model.family == "unigen" and size != model.image_size:
+            problems.append(
+                f"iglue.image_size {size}: {who} is UniGen, whose image encoder reads {model.image_size} px "
+                "only; set image_size in the iglue of the models that read other sizes, not the shared section"
+            )
+        elif model.family == "wsmvlp" and size % model.dims.patch_size:
+            problems.append(
+                f"iglue.image_size {size}: {who}'s ViT reads multiples of its patch ({model.dims.patch_size} px)"
+            )
+    return problems
 
 
 def needs(spec: PipelineSpec) -> Needs:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from mvlp_core import pipeline, plan
-from mvlp_core.spec import load_spec
+from mvlp_core.spec import PipelineSpec, load_spec
 from mvlp_core.stages import iglue_eval
 
 
@@ -34,6 +34,22 @@ def test_a_root_unset_or_absent_is_one_line(tmp_path: Path) -> None:
     assert "iglue.root is not set" in unset and "iglue.image_roots" in unset
     [absent] = _checks(tmp_path, f"iglue.root={tmp_path / 'nowhere'}")
     assert f"{tmp_path / 'nowhere'} is not a folder" in absent
+
+
+def test_an_image_size_a_model_cannot_read_is_found_before_pretraining(world: Path) -> None:
+    """The demo trains UniGen (32 px, its image encoder's only size) and the weakly-supervised
+    model (patch 8): a shared iglue.image_size fails UniGen's line; the wsmvlp entry's own is fine."""
+    [unigen] = _checks(world, "iglue.image_size=48")
+    assert "models[unigen] is UniGen" in unigen and "reads 32 px only" in unigen
+
+    def wsmvlp_at(size: int) -> list[str]:
+        raw = load_spec("demo", workdir=world).model_dump(mode="json", exclude_unset=True)
+        raw["models"][1].setdefault("iglue", {})["image_size"] = size
+        return iglue_eval.STAGE.checks(PipelineSpec.model_validate(raw))
+
+    assert wsmvlp_at(48) == []
+    [patch] = wsmvlp_at(44)
+    assert "models[wsmvlp]'s ViT reads multiples of its patch (8 px)" in patch
 
 
 def test_a_written_world_passes_and_each_missing_piece_is_one_line(world: Path, tmp_path: Path) -> None:
