@@ -53,6 +53,14 @@ HEADLINE = {
     "xflickrco": "ir_r1",
     "wit": "ir_r1",
 }
+# IGLUE's few-shot scripts (experiments/few_shot/<model>/<task>/<lang>/<shots>/train.dtu.sh): the
+# optimiser step's batch and the micro-batches it is split into, by task and number of shots
+FEW_SHOT_BATCH: dict[str, dict[str, tuple[int, int]]] = {
+    "xvnli": {"1": (2, 1), "5": (16, 1), "10": (32, 1), "20": (64, 1), "25": (64, 1), "48": (64, 1)},
+    "xgqa": {"1": (8, 1), "5": (16, 1), "10": (32, 1), "20": (64, 1), "25": (64, 1), "48": (64, 1)},
+    "marvl": {"1": (2, 1), "2": (4, 1), "4": (8, 1), "10": (16, 1), "10x2": (32, 1)},
+    "xflickrco": {"1": (1, 1), "5": (2, 1), "10": (4, 1), "25": (8, 1), "50": (16, 1), "100": (32, 2)},
+}
 FAMILY = {"xvnli": "nli", "xgqa": "qa", "marvl": "pair", "xflickrco": "retrieval", "wit": "retrieval"}
 # the image folder kinds (spec iglue.image_roots) each task reads; MaRVL's English side is NLVR2
 IMAGE_FOLDERS = {

@@ -48,7 +48,7 @@ from mvlp_core.eval.selection import (
     needed_for_test,
     needed_for_training,
 )
-from mvlp_core.eval.tasks import FAMILY, HEADLINE
+from mvlp_core.eval.tasks import FAMILY, FEW_SHOT_BATCH, HEADLINE
 from mvlp_core.model import families
 from mvlp_core.spec import IglueFinetuneSpec, IglueSpec, PipelineSpec
 
@@ -72,6 +72,13 @@ def _tuning(ft: IglueFinetuneSpec, cfg: IglueSpec, ev: Evaluator) -> dict[str, A
         "freeze": ev.freeze(tuple(ft.freeze)),
         "select_start": ft.select_start,
     }
+
+
+def few_shot_batch(cfg: IglueSpec, task: str, shots: str) -> dict[str, int]:
+    """The few-shot fine-tune's batch and micro-batches where IGLUE's scripts set them (spec
+    ``iglue.few_shot_batch``), else nothing: the task's fine-tune batch stays."""
+    found = FEW_SHOT_BATCH.get(task, {}).get(shots) if cfg.few_shot_batch == "iglue" else None
+    return {} if found is None else {"batch_size": found[0], "grad_accum": found[1]}
 
 
 def _cap(items: list, n: int | None, seed: int) -> list:
@@ -321,7 +328,7 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
             lambda _: ev.dev_score(unit.lang),
             cfg.lr_grid,
             epochs=cfg.few_shot_epochs,
-            **_tuning(ft, cfg, ev),
+            **{**_tuning(ft, cfg, ev), **few_shot_batch(cfg, unit.task, shots)},
         )
         info = {"shots": shots, "lr": res.lr, "best_dev": res.best_dev, "best_epoch": res.best_epoch}
         info["dev"] = str(ev.selected_on)  # the dev file that selected lr and epoch

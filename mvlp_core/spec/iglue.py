@@ -117,6 +117,13 @@ class IglueSpec(Strict):
     )
     lr_grid: list[float] = Field([1e-4, 5e-5, 1e-5], min_length=1, description="few-shot learning rates")
     few_shot_epochs: int = Field(20, ge=1, description="IGLUE's few-shot scripts: --num_epoch 20")
+    few_shot_batch: Literal["iglue", "finetune"] = Field(
+        "iglue",
+        description="the few-shot fine-tune's batch: IGLUE's scripts' for the task and shots (xvnli "
+        "and xgqa 48: 64, marvl 10x2: 32, xflickrco 100: 32 in two micro-batches; mvlp_core/eval/"
+        "tasks.py FEW_SHOT_BATCH), the task's fine-tune batch for shots they do not run; finetune: "
+        "always the task's fine-tune batch",
+    )
     finetune: IglueFinetuneSpec = IglueFinetuneSpec()
     rerank_k: int = Field(16, ge=0, description="retrieval: top-k re-ranked with the [match] score")
     image_size: int | None = Field(

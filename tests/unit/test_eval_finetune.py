@@ -322,3 +322,17 @@ def test_micro_batches_add_up_to_the_whole_batchs_gradient():
         assert grads[micro][1] == pytest.approx(grads[8][1])
     # a real gradient, under the clip (1.0), so the test sees the mean and not a clipped sum
     assert 1e-3 < float(torch.cat([g.flatten() for g in grads[8][0]]).norm()) < 1.0 / 3
+
+
+def test_few_shot_batches_are_iglues_for_the_task_and_shots():
+    """IGLUE's few-shot scripts set the batch by task and shots (xvnli/48: --batch_size 64;
+    xflickrco/100: --batch_size 32 --gradient_accumulation_steps 2)."""
+    from mvlp_core.eval.units import few_shot_batch
+    from mvlp_core.spec.iglue import IglueSpec
+
+    cfg = IglueSpec()
+    assert few_shot_batch(cfg, "xvnli", "48") == {"batch_size": 64, "grad_accum": 1}
+    assert few_shot_batch(cfg, "marvl", "10x2") == {"batch_size": 32, "grad_accum": 1}
+    assert few_shot_batch(cfg, "xflickrco", "100") == {"batch_size": 32, "grad_accum": 2}
+    assert few_shot_batch(cfg, "xvnli", "7") == {}  # shots IGLUE does not run: the task's batch
+    assert few_shot_batch(IglueSpec(few_shot_batch="finetune"), "xvnli", "48") == {}
