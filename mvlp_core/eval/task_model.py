@@ -140,9 +140,18 @@ class TaskModel(nn.Module):
         caption of another image, and of its caption with a random other image."""
         pixels, ids, mask, group = batch["pixel_values"], batch["ids"], batch["mask"], batch["group"]
         same = group[:, None] == group[None, :]
-        image = image_embedding(self.base.image_features(pixels))
-        text = self.base.text_features(ids, mask)
-        sim = text @ image.T / self.base.itc_temperature()
+        base = self.base
+        # a family with tower states runs each tower once, its negatives re-paired from the states
+        # (as ALBEF); another encodes the re-paired images and texts again
+        states = hasattr(base, "match_logit_states")
+        if states:
+            image_states, text_states = base.encode_image(pixels), base.encode_text(ids, mask)
+            image = base.image_features_states(image_states)
+            text = base.text_features_states(text_states)
+        else:
+            image = image_embedding(base.image_features(pixels))
+            text = base.text_features(ids, mask)
+        sim = text @ image.T / base.itc_temperature()
         targets = same.to(sim.dtype) / same.sum(dim=1, keepdim=True)
         itc = (
             -(
@@ -153,13 +162,19 @@ class TaskModel(nn.Module):
         )
         other = (~same).to(sim.dtype)
         rows = (other.sum(dim=1) > 0).nonzero(as_tuple=True)[0]
+        images, texts = (
+            torch.arange(len(group), device=group.device),
+            torch.arange(len(group), device=group.device),
+        )
         if len(rows):
             neg_text = torch.multinomial(other[rows], 1)[:, 0]
             neg_image = torch.multinomial(other[rows], 1)[:, 0]
-            pixels = torch.cat([pixels, pixels[rows], pixels[neg_image]])
-            ids = torch.cat([ids, ids[neg_text], ids[rows]])
-            mask = torch.cat([mask, mask[neg_text], mask[rows]])
-        logit = self.base.match_logit(pixels, ids, mask)
+            images = torch.cat([images, rows, neg_image])  # each positive, then (image, other text)
+            texts = torch.cat([texts, neg_text, rows])  # and (other image, text) pairs
+        if states:
+            logit = base.match_logit_states(image_states[images], text_states[texts], mask[texts])
+        else:
+            logit = base.match_logit(pixels[images], ids[texts], mask[texts])
         target = torch.zeros_like(logit)
         target[: len(group)] = 1.0
         itm = F.binary_cross_entropy_with_logits(logit, target)

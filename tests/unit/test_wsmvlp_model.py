@@ -380,6 +380,35 @@ def test_iglue_reads_images_at_its_own_size_with_interpolated_positions(tmp_path
         EvalModel.load(tmp_path / "m", image_size=44)
 
 
+def test_retrieval_fine_tune_runs_each_tower_once_with_albefs_negatives(tmp_path: Path, monkeypatch) -> None:
+    """ITC + ITM with in-batch negatives re-paired from one pass of each tower (as ALBEF): the same
+    loss as encoding the re-paired images and texts again, in one ViT pass instead of two."""
+    from mvlp_core.eval import task_model
+    from mvlp_core.eval.model_api import EvalModel
+
+    build(WsmvlpModelSpec(size="micro"), texts(), out_dir=tmp_path / "m")
+    em = task_model.wrap(EvalModel.load(tmp_path / "m"), "xflickrco")
+    em.model.eval()  # no dropout: both ways see the same states
+    examples = [
+        task_model.Example(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8), caption, group=str(i // 2))
+        for i, caption in enumerate(["a red square", "ein rotes Quadrat", "a blue circle", "a big star"])
+    ]
+    batch = em.collate(examples)
+    passes = []
+    em.model.base.vision.register_forward_hook(lambda *_: passes.append(1))
+
+    def loss() -> torch.Tensor:
+        torch.manual_seed(3)  # the same negatives drawn
+        return em.model(batch)["loss"]
+
+    reused = loss()
+    assert len(passes) == 1
+    monkeypatch.delattr(WsmvlpModel, "match_logit_states")
+    passes.clear()
+    again = loss()
+    assert len(passes) == 2 and torch.allclose(reused, again, atol=1e-5)
+
+
 def test_load_refuses_a_foreign_folder(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"family": "unigen"}')
     with pytest.raises(StageError, match="not a wsmvlp checkpoint"):

@@ -307,6 +307,23 @@ class WsmvlpModel(FrozenTowersStayInEval, nn.Module):
         scores = self.itm_head(self.fused(pixel_values, ids, mask)).float()
         return scores[..., 1] - scores[..., 0]
 
+    # the same from tower states, so that a caller pairing one batch's images and texts several
+    # ways (retrieval fine-tuning's ITM negatives, as ALBEF) runs each tower once
+    def image_features_states(self, image_states: torch.Tensor) -> torch.Tensor:
+        """`image_features` of `encode_image`'s states."""
+        return self._image_feature(image_states)
+
+    def text_features_states(self, text_states: torch.Tensor) -> torch.Tensor:
+        """`text_features` of `encode_text`'s states."""
+        return self._text_feature(text_states)
+
+    def match_logit_states(
+        self, image_states: torch.Tensor, text_states: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """`match_logit` of `encode_image`'s and `encode_text`'s states, row by row."""
+        scores = self.itm_head(self.unify(text_states, mask, image_states)[:, 0]).float()
+        return scores[..., 1] - scores[..., 0]
+
     def image_transform(self):
         """The PIL -> uint8 tensor transform with the image size this model was built with."""
         from mvlp_core.model.wsmvlp.batch import image_transform
