@@ -286,11 +286,12 @@ def checks(spec: PipelineSpec) -> list[str]:
     """What evaluation needs that is missing, one line each naming the cause and the fix, before
     any model loads: [] when everything is in place."""
     cfg = spec.iglue
+    sizes = _image_size_problems(spec)
     problem = _root_problem(cfg)
     if problem is not None:
-        return [problem]
+        return [problem, *sizes]
     missing = [f"{n.what} missing at {n.path}; {n.fix}" for n in annotation_files(cfg) if not n.path.exists()]
-    return missing + _image_problems(cfg) + _image_size_problems(spec)
+    return missing + _image_problems(cfg) + sizes
 
 
 def _image_size_problems(spec: PipelineSpec) -> list[str]:
@@ -303,9 +304,14 @@ def _image_size_problems(spec: PipelineSpec) -> list[str]:
         if size is None:
             continue
         if model.family == "unigen" and size != model.image_size:
+            fix = (
+                "set image_size in the iglue of the models that read other sizes, not the shared section"
+                if name
+                else "leave iglue.image_size unset"
+            )
             problems.append(
                 f"iglue.image_size {size}: {who} is UniGen, whose image encoder reads {model.image_size} px "
-                "only; set image_size in the iglue of the models that read other sizes, not the shared section"
+                f"only; {fix}"
             )
         elif model.family == "wsmvlp" and size % model.dims.patch_size:
             problems.append(

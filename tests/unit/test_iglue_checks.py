@@ -41,6 +41,8 @@ def test_an_image_size_a_model_cannot_read_is_found_before_pretraining(world: Pa
     model (patch 8): a shared iglue.image_size fails UniGen's line; the wsmvlp entry's own is fine."""
     [unigen] = _checks(world, "iglue.image_size=48")
     assert "models[unigen] is UniGen" in unigen and "reads 32 px only" in unigen
+    [_, before] = _checks(world, "iglue.root=null", "iglue.image_size=48")  # whatever the root
+    assert before == unigen
 
     def wsmvlp_at(size: int) -> list[str]:
         raw = load_spec("demo", workdir=world).model_dump(mode="json", exclude_unset=True)
