@@ -31,6 +31,7 @@ import torch
 from mvlp_core.contract import StageError
 from mvlp_core.eval.model_api import EvalModel
 from mvlp_core.eval.prepared import Streamed
+from mvlp_core.train.loop import decay_groups, warmup_linear
 
 Examples = Sequence[Any] | Streamed
 
@@ -67,21 +68,14 @@ def param_groups(
     model: torch.nn.Module, lr: float, head_lr_scale: float, weight_decay: float = 0.0
 ) -> list[dict[str, Any]]:
     """AdamW groups: the model's ``HEAD_PARAMS`` at ``lr × head_lr_scale``, the rest at ``lr``;
-    each split into weights (``weight_decay``) and biases and norm weights (1-D: no decay, as
-    VOLTA exempts bias and LayerNorm)."""
+    each split as pretraining splits them (``decay_groups``: matrices decay, biases and norms do
+    not, as VOLTA exempts bias and LayerNorm)."""
     heads = tuple(getattr(model, "HEAD_PARAMS", ()))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = []
     for is_head, rate in ((False, lr), (True, lr * head_lr_scale)):
-        for decays in (True, False):
-            params = [
-                p
-                for n, p in model.named_parameters()
-                if p.requires_grad
-                and bool(heads and n.startswith(heads)) == is_head
-                and (p.ndim > 1) == decays
-            ]
-            if params:
-                groups.append({"params": params, "lr": rate, "weight_decay": weight_decay if decays else 0.0})
+        params = [p for n, p in named if bool(heads and n.startswith(heads)) == is_head]
+        groups += [{**g, "lr": rate} for g in decay_groups(params, weight_decay) if g["params"]]
     return groups
 
 
@@ -150,15 +144,9 @@ def _train_step(
 def schedule(total: int, warmup: float) -> Callable[[int], float]:
     """The lr factor at step s: linear warm-up over the first ``warmup`` share of ``total`` steps
     (at least one when the share is not 0), then linear decay to 0 at ``total`` (VOLTA's
-    WarmupLinearSchedule)."""
+    WarmupLinearSchedule; pretraining's ``warmup_linear``)."""
     steps = max(1, int(total * warmup + 1e-9)) if warmup > 0 else 0
-
-    def factor(s: int) -> float:
-        if s < steps:
-            return (s + 1) / steps
-        return max(0.0, (total - s) / max(1, total - steps))
-
-    return factor
+    return lambda s: warmup_linear(s, steps, total)
 
 
 def finetune(

@@ -162,10 +162,7 @@ class TaskModel(nn.Module):
         )
         other = (~same).to(sim.dtype)
         rows = (other.sum(dim=1) > 0).nonzero(as_tuple=True)[0]
-        images, texts = (
-            torch.arange(len(group), device=group.device),
-            torch.arange(len(group), device=group.device),
-        )
+        images = texts = torch.arange(len(group), device=group.device)  # the positive pairs
         if len(rows):
             neg_text = torch.multinomial(other[rows], 1)[:, 0]
             neg_image = torch.multinomial(other[rows], 1)[:, 0]

@@ -90,21 +90,30 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def decay_groups(params: list[torch.nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
     """Matrices decay; biases, norms and scalars (e.g. the contrastive temperature) do not."""
-    params = [p for p in model.parameters() if p.requires_grad]
     return [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
 
 
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """The model's trainable parameters in `decay_groups`."""
+    return decay_groups([p for p in model.parameters() if p.requires_grad], weight_decay)
+
+
+def warmup_linear(step: int, warmup_steps: int, total_steps: int) -> float:
+    """The lr factor at `step`: linear warm-up over `warmup_steps`, then linear decay to 0 at
+    `total_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(0.0, 1 - (step - warmup_steps) / max(1, total_steps - warmup_steps))
+
+
 def lr_at(step: int, cfg: PretrainSpec) -> float:
     """Linear warm-up to cfg.lr, then linear decay to 0 at max_steps (UniGen's schedule)."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(1, cfg.max_steps - cfg.warmup_steps)
-    return cfg.lr * max(0.0, 1 - (step - cfg.warmup_steps) / span)
+    return cfg.lr * warmup_linear(step, cfg.warmup_steps, cfg.max_steps)
 
 
 def save_checkpoint(
