@@ -21,7 +21,16 @@ from mvlp_core.contract import Reject
 from mvlp_core.eval import data_marvl, data_xvnli
 from mvlp_core.eval.images import ImageRoots
 from mvlp_core.eval.model_api import EvalModel
-from mvlp_core.eval.prepared import ImageCache, Pending, Prepared, Streamed, chunks, decoded, keep_resolved
+from mvlp_core.eval.prepared import (
+    ImageCache,
+    ImageSource,
+    Pending,
+    Prepared,
+    Streamed,
+    chunks,
+    decoded,
+    keep_resolved,
+)
 
 
 @dataclass(frozen=True)
@@ -93,7 +102,7 @@ def predict(
     return out, rejects
 
 
-def training_examples(em: EvalModel, items: list[Prepared], prompt: Prompt, cache: ImageCache) -> Streamed:
+def training_examples(em: EvalModel, items: list[Prepared], prompt: Prompt, cache: ImageSource) -> Streamed:
     """Items with a gold label as examples targeting its word (XVNLI's ``-`` items skipped)."""
     pending = [
         Pending(i.images, _fields(prompt, i, prompt.word(i.gold)), i.id) for i in items if i.gold is not None

@@ -41,7 +41,7 @@ from mvlp_core.contract import Reject, StageError
 from mvlp_core.eval import data_marvl, data_retrieval, data_xgqa, data_xvnli, heads_retrieval
 from mvlp_core.eval.images import ImageRef
 from mvlp_core.eval.model_api import EvalModel
-from mvlp_core.eval.prepared import ImageCache, Pending, Prepared, Streamed, chunks, decoded
+from mvlp_core.eval.prepared import ImageCache, ImageSource, Pending, Prepared, Streamed, chunks, decoded
 from mvlp_core.eval.task_model import IGNORE, TaskModel
 
 CLASSIFIER_TASKS = ("xvnli", "xgqa", "marvl")
@@ -109,7 +109,7 @@ def task_model(em: EvalModel) -> TaskModel:
 
 
 # classification ---------------------------------------------------------------------------------
-def training_examples(em: EvalModel, items: list[Prepared], cache: ImageCache) -> Streamed:
+def training_examples(em: EvalModel, items: list[Prepared], cache: ImageSource) -> Streamed:
     """Items with a gold label as examples of its index (XVNLI's ``-`` items skipped; an xGQA
     answer outside the label set is -1: an all-zero target, as VOLTA keeps it)."""
     index = {label: i for i, label in enumerate(task_model(em).labels)}
@@ -140,7 +140,7 @@ def predict(
 
 # retrieval --------------------------------------------------------------------------------------
 def retrieval_examples(
-    em: EvalModel, rset: data_retrieval.RetrievalSet, paths: list[ImageRef], cache: ImageCache
+    em: EvalModel, rset: data_retrieval.RetrievalSet, paths: list[ImageRef], cache: ImageSource
 ) -> Streamed:
     """One example per caption, grouped by its image's key (in-batch negatives come from others)."""
     pending = [

@@ -12,7 +12,16 @@ from mvlp_core.contract import Reject
 from mvlp_core.eval import data_xgqa
 from mvlp_core.eval.images import ImageRoots
 from mvlp_core.eval.model_api import EvalModel
-from mvlp_core.eval.prepared import ImageCache, Pending, Prepared, Streamed, chunks, decoded, keep_resolved
+from mvlp_core.eval.prepared import (
+    ImageCache,
+    ImageSource,
+    Pending,
+    Prepared,
+    Streamed,
+    chunks,
+    decoded,
+    keep_resolved,
+)
 
 
 def prepare_xgqa(path: Path, roots: ImageRoots, lang: str) -> tuple[list[Prepared], list[Reject]]:
@@ -44,6 +53,6 @@ def predict(
     return out, rejects
 
 
-def training_examples(em: EvalModel, items: list[Prepared], cache: ImageCache) -> Streamed:
+def training_examples(em: EvalModel, items: list[Prepared], cache: ImageSource) -> Streamed:
     """Each question as a [qus] example targeting its answer, images decoded batch by batch."""
     return Streamed(em.example, [Pending(i.images, _fields(i, i.gold), i.id) for i in items], cache)

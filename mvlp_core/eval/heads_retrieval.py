@@ -24,7 +24,7 @@ from mvlp_core.contract import Reject
 from mvlp_core.eval import data_retrieval, metrics
 from mvlp_core.eval.images import ImageRef, ImageRoots
 from mvlp_core.eval.model_api import EvalModel
-from mvlp_core.eval.prepared import DecodedImages, ImageCache, Pending, Streamed
+from mvlp_core.eval.prepared import DecodedImages, ImageCache, ImageSource, Pending, Streamed
 
 RERANK_OFFSET = 1e4  # lifts re-ranked entries above every similarity (cosines lie in [-1, 1])
 
@@ -154,7 +154,7 @@ def evaluate(
 
 
 def training_examples(
-    em: EvalModel, rset: data_retrieval.RetrievalSet, paths: list[ImageRef], cache: ImageCache, lang: str
+    em: EvalModel, rset: data_retrieval.RetrievalSet, paths: list[ImageRef], cache: ImageSource, lang: str
 ) -> Streamed:
     """[cap] examples carrying the caption for the in-batch contrastive and [match] losses."""
     pending = [

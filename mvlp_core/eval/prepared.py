@@ -8,16 +8,19 @@ Memory is bounded by a batch, not by a data set: heads decode images as their ba
 through an ``ImageCache`` that holds at most ``max_bytes`` of image tensors (spec
 ``iglue.image_cache_mb``), least recently used out first. A training set (``Streamed``) keeps image
 references and builds each batch's examples when the batch is drawn, so fine-tuning over NLVR2's
-or GQA's training sets never holds more than the cache and one batch of images.
+or GQA's training sets never holds more than the cache and one batch of images. With
+``iglue.finetune.augment`` a training set draws through ``AugmentedImages`` instead: every draw a
+fresh crop, flip and RandAugment of the decoded image, nothing cached.
 """
 
 from __future__ import annotations
 
+import random
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -98,6 +101,32 @@ class ImageCache:
         return tensors[0] if len(tensors) == 1 else torch.stack(tensors)
 
 
+class ImageSource(Protocol):
+    """Where a training set's images come from: ``stack`` gives an item's image tensor (one, or
+    [n, ...] for n images), None when one does not decode."""
+
+    def stack(self, refs: tuple[ImageRef, ...]) -> torch.Tensor | None: ...
+
+
+class AugmentedImages:
+    """Training images decoded and augmented at every draw (``iglue.finetune.augment``), never
+    cached: each epoch sees another crop, flip and RandAugment of an image, as the weakly-supervised
+    paper fine-tunes (App. B.2.2). The draws come from one generator seeded with the run's seed, so
+    a fine-tune repeats its images exactly; memory is the batch's images."""
+
+    def __init__(self, augment: Callable[[Any, random.Random], torch.Tensor], seed: int) -> None:
+        self.augment, self.rng = augment, random.Random(seed)
+
+    def stack(self, refs: tuple[ImageRef, ...]) -> torch.Tensor | None:
+        tensors = []
+        for ref in refs:
+            image = open_rgb(ref)
+            if image is None:
+                return None
+            tensors.append(self.augment(image, self.rng))
+        return tensors[0] if len(tensors) == 1 else torch.stack(tensors)
+
+
 def decoded(
     items: Iterable[Prepared], cache: ImageCache, rejects: list[Reject]
 ) -> Iterator[tuple[Prepared, torch.Tensor]]:
@@ -133,7 +162,7 @@ class Streamed:
     decoded when it is built. An example whose image cannot be decoded is left out of its batch and
     recorded once in ``bad`` (index -> ``bad_image`` reject), so a fine-tune can report it."""
 
-    def __init__(self, example: Callable[..., Any], pending: list[Pending], cache: ImageCache) -> None:
+    def __init__(self, example: Callable[..., Any], pending: list[Pending], cache: ImageSource) -> None:
         self.example, self.pending, self.cache = example, pending, cache
         self.bad: dict[int, Reject] = {}
 

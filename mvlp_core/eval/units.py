@@ -37,7 +37,7 @@ from mvlp_core.eval import (
 from mvlp_core.eval.finetune import finetune, grid_search
 from mvlp_core.eval.images import ImageRef, ImageRoots, image_roots
 from mvlp_core.eval.model_api import EvalModel
-from mvlp_core.eval.prepared import ImageCache, Prepared, Streamed
+from mvlp_core.eval.prepared import AugmentedImages, ImageCache, ImageSource, Prepared, Streamed
 from mvlp_core.eval.selection import (
     Needed,
     Unit,
@@ -50,7 +50,9 @@ from mvlp_core.eval.selection import (
 )
 from mvlp_core.eval.tasks import FAMILY, FEW_SHOT_BATCH, HEADLINE
 from mvlp_core.model import families
+from mvlp_core.model.parts.augment import AugmentedSquare
 from mvlp_core.spec import IglueFinetuneSpec, IglueSpec, PipelineSpec
+from mvlp_core.spec.augment import AugmentSpec
 
 FINETUNED = "_finetuned"
 PREDICTIONS = "predictions"
@@ -115,6 +117,20 @@ class Evaluator:
         )
         if self.discriminative:
             self.em = self._with_head(em)
+        self.train_images = self._train_images(finetune_settings(cfg, task).augment)
+
+    def _train_images(self, augment: AugmentSpec | None) -> ImageSource:
+        """Where training sets draw their images: the bounded cache dev and test read too, or with
+        ``iglue.finetune.augment`` a fresh augmented draw each time, cropped to the model's size."""
+        if augment is None:
+            return self.cache
+        size = getattr(self.em.transform, "size", None)
+        if not isinstance(size, int):
+            raise StageError(
+                "iglue.finetune.augment: this model's image transform is not a square resize "
+                "(images.RGBSquare), so there is no size to crop to; set iglue.finetune.augment: null"
+            )
+        return AugmentedImages(AugmentedSquare(size, **augment.model_dump()), self.cfg.seed)
 
     def _with_head(self, em: EvalModel) -> EvalModel:
         """``em`` as a TaskModel for this task: as loaded, or with a fresh head."""
@@ -222,21 +238,23 @@ class Evaluator:
 
     # training -------------------------------------------------------------------------------------
     def training_examples(self, path: Path, lang: str, cap: int | None) -> tuple[Streamed, list[Reject]]:
-        """The examples of a training file, images decoded as batches are drawn, and the items
-        whose images did not resolve."""
+        """The examples of a training file, images decoded (and augmented, where the spec says)
+        as batches are drawn, and the items whose images did not resolve."""
         if self.family == "retrieval":
             rset, paths, rejects = self._retrieval_set(path, cap)
             if self.discriminative:
-                return heads_discriminative.retrieval_examples(self.em, rset, paths, self.cache), rejects
-            return heads_retrieval.training_examples(self.em, rset, paths, self.cache, lang), rejects
+                return heads_discriminative.retrieval_examples(
+                    self.em, rset, paths, self.train_images
+                ), rejects
+            return heads_retrieval.training_examples(self.em, rset, paths, self.train_images, lang), rejects
         items, rejects = self.prepare(path, lang)
         items = _cap(items, cap, self.cfg.seed)
         if self.discriminative:
-            return heads_discriminative.training_examples(self.em, items, self.cache), rejects
+            return heads_discriminative.training_examples(self.em, items, self.train_images), rejects
         if self.family == "qa":
-            return heads_qa.training_examples(self.em, items, self.cache), rejects
+            return heads_qa.training_examples(self.em, items, self.train_images), rejects
         return heads_classify.training_examples(
-            self.em, items, heads_classify.PROMPTS[self.task], self.cache
+            self.em, items, heads_classify.PROMPTS[self.task], self.train_images
         ), rejects
 
     def dev_score(self, few_shot_lang: str | None = None) -> float:

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from mvlp_core.spec.augment import AugmentSpec
 from mvlp_core.spec.base import Strict, perf_only
 
 IGLUE_TASKS = ("xvnli", "xgqa", "marvl", "xflickrco", "wit")
@@ -69,6 +70,12 @@ class IglueFinetuneSpec(Strict):
     )
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW's (IGLUE's scripts: 0.9 0.999)")
     eps: float = Field(1e-6, gt=0, description="AdamW's (IGLUE's scripts: --adam_epsilon 1e-6)")
+    augment: AugmentSpec | None = Field(
+        None,
+        description="training images augmented as the weakly-supervised paper fine-tunes (App. "
+        "B.2.2: RandAugment; its released code crops 50-100% of the area, flips, RandAugment(2, 7)); "
+        "dev and test images never are. null: resized only, as IGLUE's scripts",
+    )
     select_start: bool = Field(
         False,
         description="the starting weights compete with the trained epochs on dev, so a fine-tune "

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from mvlp_core.spec.augment import AugmentSpec
 from mvlp_core.spec.base import Strict
 
 
@@ -68,60 +69,6 @@ class StreamBatch(Strict):
     image: int = Field(512, ge=0, description="English image–caption pairs")
     parallel: int = Field(2048, ge=0, description="translation pairs")
     mono: int = Field(2048, ge=0, description="monolingual sentences")
-
-
-AugmentOp = Literal[
-    "Identity",
-    "AutoContrast",
-    "Equalize",
-    "Brightness",
-    "Sharpness",
-    "Color",
-    "Contrast",
-    "Solarize",
-    "Posterize",
-    "ShearX",
-    "ShearY",
-    "TranslateX",
-    "TranslateY",
-    "Rotate",
-]
-RELEASED_OPS: tuple[AugmentOp, ...] = (
-    "Identity",
-    "AutoContrast",
-    "Equalize",
-    "Brightness",
-    "Sharpness",
-    "ShearX",
-    "ShearY",
-    "TranslateX",
-    "TranslateY",
-    "Rotate",
-)
-
-
-class AugmentSpec(Strict):
-    """Pretraining image augmentation (mvlp_core/model/parts/augment.py). The paper applies
-    RandAugment to its pretraining images (App. B.1.3) without its settings; these defaults are
-    its released code's: RandomResizedCrop, a horizontal flip, RandAugment(2, 7) over ten
-    operations, each applied with p 0.5. Evaluation and IGLUE fine-tuning images are not
-    augmented."""
-
-    crop_scale: tuple[float, float] = Field(
-        (0.2, 1.0), description="RandomResizedCrop's area share range; (1, 1) crops nothing"
-    )
-    hflip: bool = Field(True, description="flip left-right with p 0.5")
-    ops: list[AugmentOp] = Field(list(RELEASED_OPS), description="RandAugment's operations")
-    n_ops: int = Field(2, ge=0, le=16, description="RandAugment's N: operations drawn per image")
-    magnitude: int = Field(7, ge=0, le=10, description="RandAugment's M, of 10")
-    prob: float = Field(0.5, ge=0, le=1, description="the chance each drawn operation is applied")
-
-    @model_validator(mode="after")
-    def _scale(self) -> AugmentSpec:
-        low, high = self.crop_scale
-        if not 0 < low <= high <= 1:
-            raise ValueError(f"augment.crop_scale {self.crop_scale} must satisfy 0 < low <= high <= 1")
-        return self
 
 
 class WsmvlpModelSpec(Strict):

@@ -15,7 +15,8 @@ from PIL import Image, ImageDraw
 
 from mvlp_core.model.parts.augment import OPS, AugmentedSquare, crop_box, rand_augment
 from mvlp_core.model.parts.images import RGBSquare
-from mvlp_core.spec.model_wsmvlp import RELEASED_OPS, AugmentSpec, WsmvlpModelSpec
+from mvlp_core.spec.augment import RELEASED_OPS, AugmentSpec
+from mvlp_core.spec.model_wsmvlp import WsmvlpModelSpec
 
 Z999 = 3.2905  # two-sided 99.9% normal quantile
 
@@ -130,3 +131,21 @@ def test_wsmvlp_trains_on_augmented_images_and_evaluates_on_plain_ones() -> None
     assert isinstance(train_image_transform(spec), AugmentedSquare)
     assert train_image_transform(spec).needs_rng and isinstance(image_transform(spec), RGBSquare)
     assert isinstance(train_image_transform(spec.model_copy(update={"augment": None})), RGBSquare)
+
+
+def test_finetune_images_are_augmented_afresh_at_each_draw_and_repeat_with_the_seed(tmp_path) -> None:
+    """`AugmentedImages` (iglue.finetune.augment): the same file gives another image at each draw,
+    the same sequence again from the same seed, an item's two images (MaRVL) stacked, and None
+    for a file that does not decode."""
+    from mvlp_core.eval.prepared import AugmentedImages
+
+    _bar(64, 20).save(tmp_path / "a.png")
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    aug = AugmentedSquare(16, **AugmentSpec(crop_scale=(0.5, 1.0)).model_dump())
+    first, second = AugmentedImages(aug, seed=3), AugmentedImages(aug, seed=3)
+    draws = [first.stack((tmp_path / "a.png",)) for _ in range(4)]
+    assert all(d.shape == (3, 16, 16) and d.dtype == torch.uint8 for d in draws)
+    assert len({d.numpy().tobytes() for d in draws}) == 4
+    assert all(torch.equal(d, second.stack((tmp_path / "a.png",))) for d in draws)
+    assert first.stack((tmp_path / "a.png", tmp_path / "a.png")).shape == (2, 3, 16, 16)
+    assert first.stack((tmp_path / "a.png", tmp_path / "bad.jpg")) is None

@@ -28,6 +28,8 @@ from mvlp_core.eval.finetune import finetune, frozen
 from mvlp_core.eval.model_api import EvalModel
 from mvlp_core.eval.prepared import ImageCache, Prepared
 from mvlp_core.model import EvalBindings, families
+from mvlp_core.model.parts.augment import AugmentedSquare
+from mvlp_core.model.parts.images import RGBSquare
 
 VOCAB = 211
 FREEZE = ("vis_encoder", "txt_encoder")  # the stand-in family's FINETUNE_FREEZE: its uni-modal encoders
@@ -62,6 +64,8 @@ class FusedStandIn(nn.Module):
         self.text_proj = nn.Linear(hidden, embed)
 
     def _image(self, pixels: torch.Tensor) -> torch.Tensor:
+        if pixels.dtype == torch.uint8:  # a real family's transform (images.RGBSquare)
+            pixels = pixels.float() / 255
         return self.vis_encoder(F.adaptive_avg_pool2d(pixels, 2).flatten(1))
 
     def _text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -602,3 +606,59 @@ def test_the_units_fine_tune_save_and_test_a_discriminative_family(
     } <= {"true", "false"}
     top = json.loads((out / "predictions/xflickrco/translate-test/de.json").read_text())
     assert len(top) == 12 and all(sorted(r) == list(range(6)) for r in top)
+
+
+def test_finetune_augment_draws_fresh_training_images_only(
+    tmp_path: Path, standin_family: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """iglue.finetune.augment: every training example is augmented afresh at each draw (epochs x
+    items augmentations, the model's 8 px), while dev (scored every epoch) and test read plain
+    images; with it null nothing is augmented, and a family whose transform is not a square resize
+    is told so before any training."""
+    from mvlp_core.eval.units import compute_unit
+    from mvlp_core.spec import load_spec
+
+    root = tmp_path / "iglue"
+    _mini_iglue(root)
+    torch.manual_seed(0)
+    FusedStandIn().save_pretrained(tmp_path / "pretrained")
+    sizes: list[int] = []
+    real_call = AugmentedSquare.__call__
+
+    def counted(self: AugmentedSquare, image: Image.Image, rng: random.Random) -> torch.Tensor:
+        sizes.append(self.size)
+        return real_call(self, image, rng)
+
+    monkeypatch.setattr(AugmentedSquare, "__call__", counted)
+
+    def run(augment: str, out: str) -> None:
+        spec = load_spec(
+            "demo",
+            [
+                f"iglue.root={root}",
+                "iglue.image_roots={}",
+                "iglue.tasks=[xvnli]",
+                "iglue.languages={xvnli: [de]}",
+                "iglue.finetune.epochs=2",
+                "iglue.finetune.batch_size=8",
+                "iglue.finetune.tasks={}",
+                f"iglue.finetune.augment={augment}",
+            ],
+            workdir=tmp_path,
+        )
+        for unit in ("xvnli.finetune", "xvnli.zero-shot.de"):
+            compute_unit(spec, str(tmp_path / "pretrained"), str(tmp_path / out), unit)
+
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(StageError, match="not a square resize"):
+            run("{}", "plain-transform")
+        monkeypatch.setattr(
+            STANDIN_FAMILY, "eval_bindings", lambda model, image_size=None: EvalBindings(RGBSquare(8), encode)
+        )
+        run("{crop_scale: [0.5, 1.0]}", "augmented")
+        assert sizes == [8] * (2 * 24)  # 24 training items, 2 epochs; dev's 6 x 3 scorings and test: none
+        run("null", "plain")
+        assert len(sizes) == 2 * 24
+    finally:
+        torch.set_num_threads(threads)

@@ -21,7 +21,7 @@ from PIL import Image
 
 from mvlp_core import contract, sampling
 from mvlp_core.model.parts.augment import AugmentedSquare
-from mvlp_core.spec.model_wsmvlp import AugmentSpec
+from mvlp_core.spec.augment import AugmentSpec
 from mvlp_core.train import streams as ms
 from mvlp_core.train.data import Skips
 from mvlp_core.train.plan import Schedule, StepPlan, lane_of, owned_steps, plan_for

@@ -1,9 +1,10 @@
-"""Pretraining image augmentation: RandomResizedCrop, a horizontal flip and RandAugment (Cubuk et
-al., 2020), on PIL images, before the loader's uint8 hand-off (`images.RGBSquare`).
+"""Training image augmentation: RandomResizedCrop, a horizontal flip and RandAugment (Cubuk et
+al., 2020), on PIL images, before the uint8 hand-off (`images.RGBSquare`); the pretraining loader
+uses it (`model.augment`) and so does IGLUE fine-tuning (`iglue.finetune.augment`).
 
 The weakly-supervised mVLP paper applies RandAugment to its pretraining images (App. B.1.3)
 without its settings; its released code (ALBEF's) fills them in, and they are the defaults of
-`spec.model_wsmvlp.AugmentSpec`: a crop of 20-100% of the area at aspect 3/4-4/3 resized
+`spec.augment.AugmentSpec`: a crop of 20-100% of the area at aspect 3/4-4/3 resized
 (bicubic) to the model's size, a flip with p 0.5, then RandAugment(N=2, M=7): two operations
 drawn with replacement from ten, each applied with p 0.5 at magnitude M of 10. The operations and
 how a magnitude becomes their argument are the released code's (its `randaugment.py`, cv2 on
@@ -13,7 +14,8 @@ are at its 256 px pretraining size; at another size the shift scales with the im
 the same share of the picture (as torchvision's RandAugment scales it).
 
 Every draw comes from the `random.Random` the caller passes, which the loader seeds from the run's
-seed, the step and the sample's key: a resumed run augments a sample as the first run did.
+seed, the step and the sample's key: a resumed run augments a sample as the first run did (a
+fine-tune draws from one generator seeded with `iglue.seed`, in its batches' order).
 """
 
 from __future__ import annotations
