@@ -38,9 +38,12 @@ class EvalModel:
     family: str | None = None  # the model family (picks the IGLUE heads); None: bound by hand
 
     @classmethod
-    def load(cls, folder: str | Path, image_size: int | None = None) -> EvalModel:
+    def load(
+        cls, folder: str | Path, image_size: int | None = None, max_text_len: int | None = None
+    ) -> EvalModel:
         """The model saved in ``folder`` (e.g. ``pretrain/final/``), bound by its family; its
-        images at ``image_size`` where given (``iglue.image_size``)."""
+        images at ``image_size`` and its texts cut at ``max_text_len`` tokens where given
+        (``iglue.image_size``, ``iglue.max_text_len``)."""
         from mvlp_core.model import families  # torch: only when evaluating
 
         folder = Path(folder)
@@ -51,11 +54,11 @@ class EvalModel:
         if (folder / TASK_MODEL_FILE).is_file():
             from mvlp_core.eval.task_model import BASE_FOLDER, load_task_model
 
-            return load_task_model(folder, cls.load(folder / BASE_FOLDER, image_size))
+            return load_task_model(folder, cls.load(folder / BASE_FOLDER, image_size, max_text_len))
         name = families.family_of(folder)
         fam = families.family(name)
         model = fam.load(folder)
-        b = fam.eval_bindings(model, image_size)
+        b = fam.eval_bindings(model, image_size=image_size, max_text_len=max_text_len)
         return cls(model, b.collate, b.example, b.transform, b.encode, model.save_pretrained, name)
 
     def to(self, device: str | torch.device) -> EvalModel:

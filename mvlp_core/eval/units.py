@@ -267,8 +267,8 @@ class Evaluator:
         return out["metrics"][key]
 
 
-def _load(model_dir: Path, cfg: IglueSpec) -> EvalModel:
-    em = EvalModel.load(model_dir, cfg.image_size).to(cfg.device)
+def _load(model_dir: Path, cfg: IglueSpec, task: str) -> EvalModel:
+    em = EvalModel.load(model_dir, cfg.image_size, cfg.max_text_len.get(task)).to(cfg.device)
     torch.manual_seed(cfg.seed)
     return em
 
@@ -291,7 +291,7 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
     layout = layout_of(cfg)
     tuned = out / FINETUNED / unit.task
     if unit.setting == "finetune":
-        ev = Evaluator(_load(Path(model_dir), cfg), cfg, unit.task)
+        ev = Evaluator(_load(Path(model_dir), cfg, unit.task), cfg, unit.task)
         em = ev.em  # with a fresh head where the family reads the task discriminatively
         ft = finetune_settings(cfg, unit.task)
         info: dict[str, Any] = {"epochs": ft.epochs}
@@ -332,7 +332,7 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
             f"iglue-eval unit {name}: the English fine-tuned model {tuned} is missing; "
             f"unit {unit.task}.finetune must run first"
         )
-    ev = Evaluator(_load(tuned, cfg), cfg, unit.task)
+    ev = Evaluator(_load(tuned, cfg, unit.task), cfg, unit.task)
     em = ev.em
     info = {}
     if unit.setting == "few-shot":

@@ -9,8 +9,9 @@ A family is a package `mvlp_core/model/<name>/` whose `__init__` exposes (see do
 - `load(folder) -> nn.Module`: what `save_pretrained(folder)` wrote, outputs identical;
 - `train_batches(job, model, rank, world) -> IterableDataset`: the records of the shard and
   text-shard stages turned into this family's batches for one rank;
-- `eval_bindings(model, image_size=None) -> EvalBindings`: what IGLUE heads call besides the model's
-  scoring methods, its images at `image_size` where given (`iglue.image_size`).
+- `eval_bindings(model, image_size=None, max_text_len=None) -> EvalBindings`: what IGLUE heads call
+  besides the model's scoring methods, its images at `image_size` and its texts cut at
+  `max_text_len` tokens where given (`iglue.image_size`, `iglue.max_text_len`).
 
 The family's spec (a `model` section with `family: <name>`, mvlp_core/spec/) says which checkpoints
 `build` reads (`checkpoints()`, for `mvlp plan`) and whether it is built with random weights

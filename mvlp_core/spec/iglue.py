@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -141,6 +141,15 @@ class IglueSpec(Strict):
         "embeddings interpolated (the weakly-supervised paper fine-tunes at 384, App. B.2.2); None: "
         "the size the model was pretrained at. A family whose image encoder reads one size "
         "(UniGen's) refuses another",
+    )
+    max_text_len: dict[
+        Literal["xvnli", "xgqa", "marvl", "xflickrco", "wit"], Annotated[int, Field(ge=4, le=512)]
+    ] = Field(
+        {},
+        description="task -> the text's token limit (special tokens included) when fine-tuning and "
+        "testing it (the weakly-supervised paper: 40 for XVNLI, xGQA and MaRVL, 50 for xFlickr&CO "
+        "and WIT, Tables 7-8); unset: the model's pretraining limit (UniGen's max_text_len, the "
+        "weakly-supervised model's max_len.image_text)",
     )
     answer_normalisation: Literal["vqa", "lower", "none"] = "vqa"
     max_test_items: int | None = Field(None, gt=0, description="cap per test file (smoke runs)")

@@ -32,7 +32,9 @@ def test_stage_runs_every_task_and_setting(
     world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        EvalModel, "load", classmethod(lambda cls, folder, image_size=None: standin_model.load(folder))
+        EvalModel,
+        "load",
+        classmethod(lambda cls, folder, image_size=None, max_text_len=None: standin_model.load(folder)),
     )
     pretrain = tmp_path / "pretrain"
     (pretrain / "final").mkdir(parents=True)
@@ -228,7 +230,9 @@ def test_nlvr2_on_its_real_layout_and_its_dev_split_labelled(
     test file: an error, unless iglue.dev_when_no_test lets English test on NLVR2 dev, which
     results, tables, manifest and status then all say."""
     monkeypatch.setattr(
-        EvalModel, "load", classmethod(lambda cls, folder, image_size=None: standin_model.load(folder))
+        EvalModel,
+        "load",
+        classmethod(lambda cls, folder, image_size=None, max_text_len=None: standin_model.load(folder)),
     )
     root = tmp_path / "iglue"
     _nlvr2_root(root, n_train=12)

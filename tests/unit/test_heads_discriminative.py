@@ -114,7 +114,9 @@ def transform(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image.resize((8, 8)), dtype=np.float32) / 255).permute(2, 0, 1)
 
 
-def bindings(model: FusedStandIn, image_size: int | None = None) -> EvalBindings:
+def bindings(
+    model: FusedStandIn, image_size: int | None = None, max_text_len: int | None = None
+) -> EvalBindings:
     """The family's data side: image transform and text encoding (the heads bring their own collate);
     it reads 8 px images only."""
     assert image_size is None, "the stand-in reads 8 px images only"
@@ -654,11 +656,64 @@ def test_finetune_augment_draws_fresh_training_images_only(
         with pytest.raises(StageError, match="not a square resize"):
             run("{}", "plain-transform")
         monkeypatch.setattr(
-            STANDIN_FAMILY, "eval_bindings", lambda model, image_size=None: EvalBindings(RGBSquare(8), encode)
+            STANDIN_FAMILY, "eval_bindings", lambda model, **_: EvalBindings(RGBSquare(8), encode)
         )
         run("{crop_scale: [0.5, 1.0]}", "augmented")
         assert sizes == [8] * (2 * 24)  # 24 training items, 2 epochs; dev's 6 x 3 scorings and test: none
         run("null", "plain")
         assert len(sizes) == 2 * 24
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_units_cut_texts_at_the_tasks_max_text_len(
+    tmp_path: Path, standin_family: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """iglue.max_text_len: the fine-tune unit and the test unit (loading the saved TaskModel's base)
+    both bind the model with the task's limit, and the texts the model reads are cut there; a task
+    without one keeps the model's own."""
+    from mvlp_core.eval.units import compute_unit
+    from mvlp_core.spec import load_spec
+
+    root = tmp_path / "iglue"
+    _mini_iglue(root)
+    torch.manual_seed(0)
+    FusedStandIn().save_pretrained(tmp_path / "pretrained")
+    limits: list[int | None] = []
+    widths: set[int] = set()
+
+    def bound(model: FusedStandIn, image_size: int | None = None, max_text_len: int | None = None):
+        limits.append(max_text_len)
+
+        def cut(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+            ids, mask = encode(texts)
+            ids, mask = ids[:, :max_text_len], mask[:, :max_text_len]
+            widths.add(ids.shape[1])
+            return ids, mask
+
+        return EvalBindings(transform, cut)
+
+    monkeypatch.setattr(STANDIN_FAMILY, "eval_bindings", bound)
+    spec = load_spec(
+        "demo",
+        [
+            f"iglue.root={root}",
+            "iglue.image_roots={}",
+            "iglue.tasks=[xvnli, marvl]",
+            "iglue.languages={xvnli: [de], marvl: [de]}",
+            "iglue.finetune.epochs=1",
+            "iglue.finetune.batch_size=8",
+            "iglue.finetune.tasks={}",
+            "iglue.max_text_len={marvl: 4}",
+        ],
+        workdir=tmp_path,
+    )
+    threads = torch.get_num_threads()
+    try:
+        for unit in ("marvl.finetune", "marvl.zero-shot.de"):
+            compute_unit(spec, str(tmp_path / "pretrained"), str(tmp_path / "out"), unit)
+        assert limits == [4, 4] and max(widths) == 4  # "the left image is <colour>": 5 words, cut to 4
+        compute_unit(spec, str(tmp_path / "pretrained"), str(tmp_path / "out"), "xvnli.finetune")
+        assert limits[2:] == [None]
     finally:
         torch.set_num_threads(threads)

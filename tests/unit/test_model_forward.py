@@ -401,3 +401,20 @@ def test_iglue_image_size_other_than_blip2s_is_refused(tok):
     )
     with pytest.raises(StageError, match="leave iglue.image_size unset"):
         eval_bindings(model, spec.image_size * 2)
+
+
+def test_iglue_max_text_len_cuts_unigens_encoder_texts(tok):
+    """iglue.max_text_len: both the dual encoder's texts and the generative heads' source cut there."""
+    from mvlp_core.model.unigen import Example, eval_bindings
+
+    spec = tiny_spec()
+    model = build_model(spec, tok)
+    long = " ".join(["two dogs run on the beach"] * 20)
+    own, cut = eval_bindings(model), eval_bindings(model, max_text_len=5)
+    assert own.encode([long])[0].shape[1] == spec.max_text_len > 5
+    assert cut.encode([long])[0].shape[1] == 5
+    image = torch.zeros(3, spec.image_size, spec.image_size, dtype=torch.uint8)
+    ex = Example(task="trans", image=image, source=long, source_lang="en", target="x", caption=long)
+    for key in ("enc_ids", "itc_ids"):
+        assert cut.collate([ex])[key].shape[1] == 5
+        assert own.collate([ex])[key].shape[1] == spec.max_text_len

@@ -380,6 +380,25 @@ def test_iglue_reads_images_at_its_own_size_with_interpolated_positions(tmp_path
         EvalModel.load(tmp_path / "m", image_size=44)
 
 
+def test_iglue_max_text_len_cuts_texts_where_the_task_says(tmp_path: Path) -> None:
+    """iglue.max_text_len: the paper fine-tunes at 40 or 50 tokens by task (Tables 7-8); unset, the
+    model's pretraining image-text length."""
+    from mvlp_core.eval import task_model
+    from mvlp_core.eval.model_api import EvalModel
+
+    spec = WsmvlpModelSpec(size="micro")
+    build(spec, texts(), out_dir=tmp_path / "m")
+    long = " ".join(["a red square next to a blue circle"] * 10)
+    own, cut = EvalModel.load(tmp_path / "m"), EvalModel.load(tmp_path / "m", max_text_len=6)
+    assert own.encode([long])[0].shape[1] == spec.max_len.image_text
+    assert cut.encode([long])[0].shape[1] == 6
+    wrapped = task_model.wrap(cut, "xvnli", ("entailment", "neutral", "contradiction"))
+    wrapped.save(tmp_path / "tuned")
+    back = EvalModel.load(tmp_path / "tuned", max_text_len=7)  # a saved TaskModel's base too
+    image = torch.zeros(3, 32, 32, dtype=torch.uint8)
+    assert back.collate([task_model.Example(image, long, 0)])["ids"].shape[1] == 7
+
+
 def test_retrieval_fine_tune_runs_each_tower_once_with_albefs_negatives(tmp_path: Path, monkeypatch) -> None:
     """ITC + ITM with in-batch negatives re-paired from one pass of each tower (as ALBEF): the same
     loss as encoding the re-paired images and texts again, in one ViT pass instead of two."""

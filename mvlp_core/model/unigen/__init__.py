@@ -85,8 +85,14 @@ def train_batches(job: TrainJob, model: UniGen, rank: int, world: int) -> torch.
     return data.Batches(cfg, image_transform(model_spec), collate_fn, rank, world)
 
 
-def eval_bindings(model: UniGen, image_size: int | None = None) -> EvalBindings:
+def eval_bindings(
+    model: UniGen, image_size: int | None = None, max_text_len: int | None = None
+) -> EvalBindings:
+    """The model's image transform and its encoder's text encoding, texts cut at `max_text_len`
+    tokens where given (`iglue.max_text_len`), else at its pretraining `max_text_len`."""
     tok, spec = model.tokenizers, model.spec
+    if max_text_len is not None:
+        spec = spec.model_copy(update={"max_text_len": max_text_len})
     if image_size not in (None, spec.image_size):
         raise StageError(
             f"iglue.image_size {image_size}: UniGen's image encoder reads {spec.image_size} px images "

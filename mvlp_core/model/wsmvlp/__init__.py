@@ -43,20 +43,22 @@ __all__ = [
 ]
 
 
-def eval_bindings(model: WsmvlpModel, image_size: int | None = None) -> EvalBindings:
+def eval_bindings(
+    model: WsmvlpModel, image_size: int | None = None, max_text_len: int | None = None
+) -> EvalBindings:
     """The image transform the model was built with, or one to `image_size` (its ViT interpolates
-    its position embeddings to any multiple of its patch), and its tokenizer at the image-text
-    length."""
+    its position embeddings to any multiple of its patch), and its tokenizer at `max_text_len`
+    tokens where given (the paper fine-tunes at 40 or 50 by task, Tables 7-8), else at its
+    pretraining image-text length."""
     spec, tok = model.spec, model.tokenizer
+    length = max_text_len or spec.max_len.image_text
     patch = model.vision.config.patch_size  # a loaded base ViT's, not the size preset's
     if image_size is not None and image_size % patch:
         raise StageError(f"iglue.image_size {image_size} is not a multiple of the ViT's patch size {patch}")
     transform = model.image_transform() if image_size is None else resize_rgb(image_size)
 
     def encode(texts: list[str]) -> tuple[Any, Any]:
-        out = tok(
-            texts, padding=True, truncation=True, max_length=spec.max_len.image_text, return_tensors="pt"
-        )
+        out = tok(texts, padding=True, truncation=True, max_length=length, return_tensors="pt")
         return out["input_ids"], out["attention_mask"]
 
     return EvalBindings(transform, encode)
