@@ -12,6 +12,9 @@ at the body's rate the gate barely leaves its start before the body has adapted 
 Training examples come as a list, or as a ``Streamed`` set whose images are decoded as each batch
 is drawn (bounded memory: ``mvlp_core.eval.prepared``).
 
+With ``bf16`` (spec ``iglue.bf16``) the forward runs under bf16 autocast and the backward outside
+it, as autocast asks; parameters, gradients and AdamW's state stay fp32.
+
 Parameters named by ``freeze`` (name prefixes) stay fixed: English-only fine-tuning moves the English
 tokens' embeddings alone, away from the other languages' that pretraining aligned with them, so
 holding the embeddings keeps the alignment zero-shot transfer reads.
@@ -115,6 +118,7 @@ def _train_step(
     opt: torch.optim.Optimizer,
     params: list[torch.nn.Parameter],
     micro: int,
+    bf16: bool = False,
 ) -> float | None:
     """One optimizer step on the examples at ``indices``, in micro-batches of ``micro`` whose
     gradients add up to the whole batch's mean (None when no example decodes). Each micro-batch
@@ -127,7 +131,8 @@ def _train_step(
         drawn = batch_of(examples, part)
         if not drawn:
             continue
-        loss = em.model(em.on_device(em.collate(drawn)))["loss"]
+        with autocast(em, bf16):
+            loss = em.model(em.on_device(em.collate(drawn)))["loss"].float()
         (loss if len(parts) == 1 else loss * len(drawn)).backward()
         done, total = done + len(drawn), total + float(loss.detach()) * len(drawn)
     if not done:
@@ -139,6 +144,11 @@ def _train_step(
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
     return total / done
+
+
+def autocast(em: EvalModel, bf16: bool) -> torch.autocast:
+    """bf16 autocast on the model's device where ``bf16`` (spec ``iglue.bf16``), else a no-op."""
+    return torch.autocast(em.device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def schedule(total: int, warmup: float) -> Callable[[int], float]:
@@ -167,6 +177,7 @@ def finetune(
     head_lr_scale: float = 1.0,
     freeze: tuple[str, ...] = (),
     select_start: bool = False,
+    bf16: bool = False,
 ) -> FinetuneResult:
     """Train ``em.model`` in place on ``examples``; leave it holding the best trained epoch's
     weights on dev, as VOLTA keeps its best checkpoint (its best score starts at -inf). The
@@ -199,7 +210,7 @@ def finetune(
             for start in range(0, len(order), batch_size):
                 if step >= total:
                     break
-                loss = _train_step(em, examples, order[start : start + batch_size], opt, params, micro)
+                loss = _train_step(em, examples, order[start : start + batch_size], opt, params, micro, bf16)
                 if loss is None:
                     continue  # every image of the batch undecodable
                 sched.step()

@@ -34,7 +34,7 @@ from mvlp_core.eval import (
     metrics,
     task_model,
 )
-from mvlp_core.eval.finetune import finetune, grid_search
+from mvlp_core.eval.finetune import autocast, finetune, grid_search
 from mvlp_core.eval.images import ImageRef, ImageRoots, image_roots
 from mvlp_core.eval.model_api import EvalModel
 from mvlp_core.eval.prepared import AugmentedImages, ImageCache, ImageSource, Prepared, Streamed
@@ -73,6 +73,7 @@ def _tuning(ft: IglueFinetuneSpec, cfg: IglueSpec, ev: Evaluator) -> dict[str, A
         "head_lr_scale": ft.head_lr_scale,
         "freeze": ev.freeze(tuple(ft.freeze)),
         "select_start": ft.select_start,
+        "bf16": cfg.bf16,
     }
 
 
@@ -162,6 +163,12 @@ class Evaluator:
         return fn(path, self.roots, lang)
 
     def evaluate(self, path: Path, lang: str, cap: int | None) -> dict[str, Any]:
+        """The scores of ``path``'s items (at most ``cap``), under bf16 autocast where the spec
+        says (``iglue.bf16``)."""
+        with autocast(self.em, self.cfg.bf16):
+            return self._evaluate(path, lang, cap)
+
+    def _evaluate(self, path: Path, lang: str, cap: int | None) -> dict[str, Any]:
         if self.family == "retrieval":
             return self._evaluate_retrieval(path, cap)
         items, rejects = self.prepare(path, lang)

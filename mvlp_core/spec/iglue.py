@@ -151,6 +151,12 @@ class IglueSpec(Strict):
         "and WIT, Tables 7-8); unset: the model's pretraining limit (UniGen's max_text_len, the "
         "weakly-supervised model's max_len.image_text)",
     )
+    bf16: bool = Field(
+        False,
+        description="fine-tune and test under bf16 autocast (weights, gradients and AdamW's state "
+        "stay fp32): on a GPU about half the activation memory and time of fp32. Scores can move "
+        "a little; IGLUE's scripts and the recipes' papers fine-tune in fp32 (false)",
+    )
     answer_normalisation: Literal["vqa", "lower", "none"] = "vqa"
     max_test_items: int | None = Field(None, gt=0, description="cap per test file (smoke runs)")
     max_missing_test_images: float = perf_only(

@@ -144,13 +144,15 @@ SMALL = [
 ]
 
 
-@pytest.mark.slow  # ~45 s; the default suite's e2e demo runs a saved UniGen through every task too
-def test_stage_with_the_real_tiny_unigen(world: Path, tiny_unigen: Path, tmp_path: Path) -> None:
+@pytest.mark.slow  # ~45 s each; the default suite's e2e demo runs a saved UniGen through every task too
+@pytest.mark.parametrize("bf16", [False, True])
+def test_stage_with_the_real_tiny_unigen(world: Path, tiny_unigen: Path, tmp_path: Path, bf16: bool) -> None:
     """The production path: a tiny UniGen saved by save_pretrained in pretrain/final/, loaded by
-    EvalModel.load (load_model, its tokenizers and spec), fine-tuned and tested on every task."""
+    EvalModel.load (load_model, its tokenizers and spec), fine-tuned and tested on every task, in
+    fp32 and under bf16 autocast (iglue.bf16)."""
     import torch
 
-    spec = load_spec("demo", SMALL, workdir=world)
+    spec = load_spec("demo", [*SMALL, f"iglue.bf16={str(bf16).lower()}"], workdir=world)
     em = EvalModel.load(tiny_unigen / "final")
     assert em.encode(["ein roter Kreis"])[0].shape[0] == 1
     threads = torch.get_num_threads()

@@ -399,6 +399,74 @@ def test_iglue_max_text_len_cuts_texts_where_the_task_says(tmp_path: Path) -> No
     assert back.collate([task_model.Example(image, long, 0)])["ids"].shape[1] == 7
 
 
+@pytest.mark.parametrize("bf16", [False, True])
+def test_iglue_units_run_the_model_under_bf16_autocast_where_the_spec_says(
+    tmp_path: Path, bf16: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """iglue.bf16: every task's fine-tune forward and its dev and test scoring run the model's
+    matrices in bf16 (autocast) while its weights stay fp32; false: fp32 throughout. (The probe
+    that reads the fused width when a head is put on runs outside both, and is not counted.)"""
+    from _mini_iglue import mini_iglue
+
+    from mvlp_core.eval import task_model
+    from mvlp_core.eval.units import FINETUNED, compute_unit
+    from mvlp_core.spec import load_spec
+
+    mini_iglue(tmp_path / "iglue")
+    build(WsmvlpModelSpec(size="micro"), texts(), out_dir=tmp_path / "m")
+    seen: dict[bool, set[torch.dtype]] = {True: set(), False: set()}  # training? -> Linear output dtypes
+
+    probing: list[bool] = []
+    real_width = task_model.fused_width
+
+    def width(em) -> int:
+        probing.append(True)
+        try:
+            return real_width(em)
+        finally:
+            probing.pop()
+
+    monkeypatch.setattr(task_model, "fused_width", width)
+
+    def record(module: torch.nn.Module, _inputs, output: torch.Tensor) -> None:
+        if not probing:
+            seen[module.training].add(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: record(m, i, o) if isinstance(m, torch.nn.Linear) else None
+    )
+    tasks = ["xvnli", "xgqa", "marvl", "xflickrco"]
+    spec = load_spec(
+        "demo",
+        [
+            "models=null",
+            f"iglue.root={tmp_path / 'iglue'}",
+            "iglue.image_roots={}",
+            f"iglue.tasks=[{', '.join(tasks)}]",
+            "iglue.languages={" + ", ".join(f"{t}: [de]" for t in tasks) + "}",
+            "iglue.finetune.epochs=1",
+            "iglue.finetune.batch_size=8",
+            "iglue.finetune.tasks={}",
+            "iglue.rerank_k=3",
+            f"iglue.bf16={str(bf16).lower()}",
+        ],
+        workdir=tmp_path,
+    )
+    threads = torch.get_num_threads()
+    try:
+        for task in tasks:
+            for unit in (f"{task}.finetune", f"{task}.zero-shot.de"):
+                result = compute_unit(spec, str(tmp_path / "m"), str(tmp_path / "out"), unit)
+            assert result["samples_out"] == 6 and 0 <= result["score"] <= 100
+    finally:
+        handle.remove()
+        torch.set_num_threads(threads)
+    want = {torch.bfloat16} if bf16 else {torch.float32}
+    assert seen[True] == want and seen[False] == want
+    weights = load(tmp_path / "out" / FINETUNED / "xvnli" / "base").state_dict()
+    assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float32}
+
+
 def test_retrieval_fine_tune_runs_each_tower_once_with_albefs_negatives(tmp_path: Path, monkeypatch) -> None:
     """ITC + ITM with in-batch negatives re-paired from one pass of each tower (as ALBEF): the same
     loss as encoding the re-paired images and texts again, in one ViT pass instead of two."""
