@@ -68,6 +68,7 @@ def _same_training(eager: torch.nn.Module, batches: list[dict]) -> None:
     assert torch._dynamo.config.recompile_limit >= compiled.ENTRIES_PER_TOWER * len(towers)
 
 
+@pytest.mark.slow  # ~35 s of dynamo tracing on 2 cores; compile is an opt-in perf setting (make test-slow)
 def test_unigen_towers_compile_and_train_as_eager(fresh_dynamo) -> None:
     tok = tokenizers()
     spec = tiny_spec(freeze=["vision"])
@@ -83,6 +84,7 @@ def test_unigen_towers_compile_and_train_as_eager(fresh_dynamo) -> None:
     _same_training(model, [collate(examples(spec, n), tok, spec) for n in (6, 8)])
 
 
+@pytest.mark.slow  # ~12 s of dynamo tracing; compile is an opt-in perf setting (make test-slow)
 def test_wsmvlp_towers_compile_and_train_as_eager(fresh_dynamo) -> None:
     from test_wsmvlp_model import batch, micro
 
