@@ -154,8 +154,8 @@ class IglueSpec(Strict):
     bf16: bool = Field(
         False,
         description="fine-tune and test under bf16 autocast (weights, gradients and AdamW's state "
-        "stay fp32): on a GPU about half the activation memory and time of fp32. Scores can move "
-        "a little. IGLUE's scripts fine-tune in fp32 (false); UniGen's paper in mixed precision",
+        "stay fp32), for the activation memory and the tensor-core speed of bf16 on a GPU. Scores "
+        "can move a little. IGLUE's scripts fine-tune in fp32 (false); UniGen's paper in mixed precision",
     )
     answer_normalisation: Literal["vqa", "lower", "none"] = "vqa"
     max_test_items: int | None = Field(None, gt=0, description="cap per test file (smoke runs)")
