@@ -10,7 +10,8 @@ UniGen's multi-image gate) learn at ``lr × head_lr_scale``, as fresh classifier
 at the body's rate the gate barely leaves its start before the body has adapted around it.
 
 Training examples come as a list, or as a ``Streamed`` set whose images are decoded as each batch
-is drawn (bounded memory: ``mvlp_core.eval.prepared``).
+is drawn (bounded memory: ``mvlp_core.eval.prepared``), by ``workers`` loader processes a few
+micro-batches ahead of the step where that is more than 0 (spec ``iglue.loader_workers``).
 
 With ``bf16`` (spec ``iglue.bf16``) the forward runs under bf16 autocast and the backward outside
 it, as autocast asks; parameters, gradients and AdamW's state stay fp32.
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,11 +83,12 @@ def param_groups(
     return groups
 
 
-def batch_of(examples: Examples, indices: Sequence[int]) -> list[Any]:
-    """The model examples at ``indices``: a streamed set decodes their images now."""
+def draws(examples: Examples, parts: list[list[int]], key: str, workers: int = 0) -> Iterator[list[Any]]:
+    """The model examples of each index list in ``parts``, in order: a streamed set decodes their
+    images as they are reached, ahead of them in ``workers`` processes (``Streamed.batches``)."""
     if isinstance(examples, Streamed):
-        return examples.batch(indices)
-    return [examples[i] for i in indices]
+        return examples.batches(parts, key, workers)
+    return ([examples[i] for i in part] for part in parts)
 
 
 @contextmanager
@@ -113,31 +115,28 @@ def frozen(model: torch.nn.Module, freeze: tuple[str, ...]) -> Iterator[None]:
 
 def _train_step(
     em: EvalModel,
-    examples: Examples,
-    indices: Sequence[int],
+    parts: Iterable[list[Any]],
+    n_parts: int,
     opt: torch.optim.Optimizer,
     params: list[torch.nn.Parameter],
-    micro: int,
     bf16: bool = False,
 ) -> float | None:
-    """One optimizer step on the examples at ``indices``, in micro-batches of ``micro`` whose
+    """One optimizer step on a batch given as its ``n_parts`` micro-batches' examples, whose
     gradients add up to the whole batch's mean (None when no example decodes). Each micro-batch
-    lives only in its forward and backward, so a streamed set's decoded images go as soon as it is
-    done."""
+    is drawn as the loop reaches it and lives only in its forward and backward, so a streamed set's
+    decoded images go as soon as it is done."""
     opt.zero_grad(set_to_none=True)
-    parts = [indices[i : i + micro] for i in range(0, len(indices), micro)]
     done, total = 0, 0.0
-    for part in parts:
-        drawn = batch_of(examples, part)
+    for drawn in parts:
         if not drawn:
             continue
         with autocast(em, bf16):
             loss = em.model(em.on_device(em.collate(drawn)))["loss"].float()
-        (loss if len(parts) == 1 else loss * len(drawn)).backward()
+        (loss if n_parts == 1 else loss * len(drawn)).backward()
         done, total = done + len(drawn), total + float(loss.detach()) * len(drawn)
     if not done:
         return None
-    if len(parts) > 1:  # the sum over micro-batches -> the mean over the batch
+    if n_parts > 1:  # the sum over micro-batches -> the mean over the batch
         for p in params:
             if p.grad is not None:
                 p.grad.div_(done)
@@ -178,6 +177,7 @@ def finetune(
     freeze: tuple[str, ...] = (),
     select_start: bool = False,
     bf16: bool = False,
+    workers: int = 0,
 ) -> FinetuneResult:
     """Train ``em.model`` in place on ``examples``; leave it holding the best trained epoch's
     weights on dev, as VOLTA keeps its best checkpoint (its best score starts at -inf). The
@@ -207,15 +207,21 @@ def finetune(
             order = list(range(len(examples)))
             rng.shuffle(order)
             losses = []
-            for start in range(0, len(order), batch_size):
-                if step >= total:
-                    break
-                loss = _train_step(em, examples, order[start : start + batch_size], opt, params, micro, bf16)
-                if loss is None:
-                    continue  # every image of the batch undecodable
-                sched.step()
-                step += 1
-                losses.append(loss)
+            batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)][: total - step]
+            micro_batches = [[b[i : i + micro] for i in range(0, len(b), micro)] for b in batches]
+            drawn = draws(examples, [m for ms in micro_batches for m in ms], str(epoch), workers)
+            try:
+                for ms in micro_batches:
+                    loss = _train_step(em, (next(drawn) for _ in ms), len(ms), opt, params, bf16)
+                    if loss is None:
+                        continue  # every image of the batch undecodable
+                    sched.step()
+                    step += 1
+                    losses.append(loss)
+            finally:
+                close = getattr(drawn, "close", None)
+                if close is not None:
+                    close()  # a streamed set's loader processes stop here
             if step == 0:
                 raise StageError(
                     f"fine-tuning: none of the {len(examples)} training examples' images could be "

@@ -10,7 +10,9 @@ through an ``ImageCache`` that holds at most ``max_bytes`` of image tensors (spe
 references and builds each batch's examples when the batch is drawn, so fine-tuning over NLVR2's
 or GQA's training sets never holds more than the cache and one batch of images. With
 ``iglue.finetune.augment`` a training set draws through ``AugmentedImages`` instead: every draw a
-fresh crop, flip and RandAugment of the decoded image, nothing cached.
+fresh crop, flip and RandAugment of the decoded image, nothing cached. With ``iglue.loader_workers``
+a fine-tune's batches are drawn a few micro-batches ahead in DataLoader processes
+(``Streamed.batches``), each with its own cache; what they draw is what the unit's thread would.
 """
 
 from __future__ import annotations
@@ -94,7 +96,9 @@ class ImageCache:
         self._cache[ref] = tensor
         self.nbytes += size
 
-    def stack(self, refs: tuple[ImageRef, ...]) -> torch.Tensor | None:
+    def stack(self, refs: tuple[ImageRef, ...], key: str | None = None) -> torch.Tensor | None:
+        """The images of ``refs`` stacked (one: as is), None when one does not decode; ``key``
+        names the draw for an augmenting source and changes nothing here."""
         tensors = [self.get(r) for r in refs]
         if any(t is None for t in tensors):
             return None
@@ -103,27 +107,30 @@ class ImageCache:
 
 class ImageSource(Protocol):
     """Where a training set's images come from: ``stack`` gives an item's image tensor (one, or
-    [n, ...] for n images), None when one does not decode."""
+    [n, ...] for n images), None when one does not decode; ``key`` names the draw (epoch and
+    index), which an augmenting source seeds its draws from."""
 
-    def stack(self, refs: tuple[ImageRef, ...]) -> torch.Tensor | None: ...
+    def stack(self, refs: tuple[ImageRef, ...], key: str | None = None) -> torch.Tensor | None: ...
 
 
 class AugmentedImages:
     """Training images decoded and augmented at every draw (``iglue.finetune.augment``), never
     cached: each epoch sees another crop, flip and RandAugment of an image, as the weakly-supervised
-    paper fine-tunes (App. B.2.2). The draws come from one generator seeded with the run's seed, so
-    a fine-tune repeats its images exactly; memory is the batch's images."""
+    paper fine-tunes (App. B.2.2). A keyed draw is seeded by the run's seed and the key alone, so
+    it is the same whichever loader process makes it and a fine-tune repeats its images exactly;
+    unkeyed draws follow one generator seeded with the run's seed. Memory is the batch's images."""
 
     def __init__(self, augment: Callable[[Any, random.Random], torch.Tensor], seed: int) -> None:
-        self.augment, self.rng = augment, random.Random(seed)
+        self.augment, self.seed, self.rng = augment, seed, random.Random(seed)
 
-    def stack(self, refs: tuple[ImageRef, ...]) -> torch.Tensor | None:
+    def stack(self, refs: tuple[ImageRef, ...], key: str | None = None) -> torch.Tensor | None:
+        rng = self.rng if key is None else random.Random(f"{self.seed}/{key}")
         tensors = []
         for ref in refs:
             image = open_rgb(ref)
             if image is None:
                 return None
-            tensors.append(self.augment(image, self.rng))
+            tensors.append(self.augment(image, rng))
         return tensors[0] if len(tensors) == 1 else torch.stack(tensors)
 
 
@@ -169,22 +176,72 @@ class Streamed:
     def __len__(self) -> int:
         return len(self.pending)
 
-    def batch(self, indices: Sequence[int]) -> list[Any]:
-        """The model examples at ``indices``, their images decoded now."""
-        out = []
+    def batch(self, indices: Sequence[int], key: str | None = None) -> list[Any]:
+        """The model examples at ``indices``, their images decoded now (draws keyed
+        ``<key>/<index>`` where ``key`` is given)."""
+        out, bad = self.draw(indices, key)
+        for i, reject in bad.items():
+            self.bad.setdefault(i, reject)
+        return out
+
+    def draw(self, indices: Sequence[int], key: str | None = None) -> tuple[list[Any], dict[int, Reject]]:
+        """``batch`` without recording: the examples, and the undecodable ones by index (what a
+        loader process sends back)."""
+        out, bad = [], {}
         for i in indices:
             pending = self.pending[i]
-            image = self.cache.stack(pending.images)
+            image = self.cache.stack(pending.images, None if key is None else f"{key}/{i}")
             if image is None:
-                self.bad.setdefault(i, Reject(pending.key, "bad_image", ", ".join(map(str, pending.images))))
+                bad[i] = Reject(pending.key, "bad_image", ", ".join(map(str, pending.images)))
             else:
                 out.append(self.example(image=image, **pending.fields))
-        return out
+        return out, bad
+
+    def batches(self, parts: Sequence[Sequence[int]], key: str, workers: int = 0) -> Iterator[list[Any]]:
+        """``batch`` of each index list in ``parts``, in order, draws keyed by ``key`` (an epoch):
+        with ``workers`` > 0 decoded ahead in that many DataLoader processes, two lists each in
+        flight, so a GPU step does not wait on JPEG decoding; the undecodable are recorded here as
+        ``batch`` records them. Close the iterator (or exhaust it) to stop the processes."""
+        if not workers:
+            for part in parts:
+                yield self.batch(part, key)
+            return
+        loader = torch.utils.data.DataLoader(
+            _Draws(self, [list(p) for p in parts], key),
+            batch_size=None,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=_as_is,
+            prefetch_factor=2,
+            generator=torch.Generator().manual_seed(0),  # leaves the global RNG (dropout's) alone
+        )
+        for out, bad in loader:
+            for i, reject in bad.items():
+                self.bad.setdefault(i, reject)
+            yield out
 
     @property
     def rejects(self) -> list[Reject]:
         """The examples found undecodable so far, in index order."""
         return [self.bad[i] for i in sorted(self.bad)]
+
+
+class _Draws(torch.utils.data.Dataset):
+    """A loader process's view of a ``Streamed`` set: item j is ``draw`` of the j-th index list."""
+
+    def __init__(self, streamed: Streamed, parts: list[list[int]], key: str) -> None:
+        self.streamed, self.parts, self.key = streamed, parts, key
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def __getitem__(self, j: int) -> tuple[list[Any], dict[int, Reject]]:
+        return self.streamed.draw(self.parts[j], self.key)
+
+
+def _as_is(drawn: Any) -> Any:
+    """The loader's collate: a drawn part goes to the fine-tune loop as the process made it."""
+    return drawn
 
 
 class DecodedImages(Sequence[torch.Tensor]):

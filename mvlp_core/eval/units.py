@@ -74,6 +74,7 @@ def _tuning(ft: IglueFinetuneSpec, cfg: IglueSpec, ev: Evaluator) -> dict[str, A
         "freeze": ev.freeze(tuple(ft.freeze)),
         "select_start": ft.select_start,
         "bf16": cfg.bf16,
+        "workers": cfg.loader_processes(),
     }
 
 

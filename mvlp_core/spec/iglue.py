@@ -195,6 +195,15 @@ class IglueSpec(Strict):
         description="GPUs each Ray task asks for when device is a GPU (cuda...): Ray hides the GPUs "
         "from a task that asks for none; 0.5 puts two units on one GPU",
     )
+    loader_workers: int | None = perf_only(
+        None,
+        ge=0,
+        le=64,
+        description="processes per unit that decode (and augment) fine-tuning images a few "
+        "micro-batches ahead of the step; default: 4 when device is a GPU, none on CPU, where they "
+        "would compete with the unit's one training thread. A Ray unit asks for these CPUs besides "
+        "its own; each keeps its own image cache (image_cache_mb)",
+    )
     image_cache_mb: int = perf_only(
         1024,
         gt=0,
@@ -202,3 +211,10 @@ class IglueSpec(Strict):
         description="decoded image tensors a unit keeps (MiB, least recently used out first): memory "
         "is bounded by this and one batch, not by the size of a training or test set",
     )
+
+    def loader_processes(self) -> int:
+        """Fine-tuning's image-decoding processes per unit: `loader_workers`, else the default it
+        describes."""
+        if self.loader_workers is not None:
+            return self.loader_workers
+        return 4 if self.device.startswith("cuda") else 0

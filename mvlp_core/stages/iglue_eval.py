@@ -322,15 +322,18 @@ def _image_size_problems(spec: PipelineSpec) -> list[str]:
 
 def needs(spec: PipelineSpec) -> Needs:
     """The annotation root and the image folders read, and the units with what each asks for: a Ray
-    task per unit (1 CPU, plus iglue.gpus_per_unit GPUs when iglue.device is a GPU) on the ray
-    engine, else this process, one unit after another."""
+    task per unit (1 CPU and one per fine-tuning loader process, plus iglue.gpus_per_unit GPUs when
+    iglue.device is a GPU) on the ray engine, else this process, one unit after another."""
     cfg = spec.iglue
     if cfg.root is None:
         return Needs(resources="nothing until iglue.root is set")
     units = plan_units(cfg) if Path(cfg.root).is_dir() else []
     count = f"{len(units)} units" if units else "its units"
     reads = tuple(dict.fromkeys([str(cfg.root), *map(str, _image_folders(cfg).values())]))
-    cache = f"up to {cfg.image_cache_mb} MiB of decoded images per unit"
+    procs = 1 + cfg.loader_processes()
+    cache = f"up to {cfg.image_cache_mb} MiB of decoded images per unit" + (
+        f" and as much in each of its {procs - 1} loader processes" if procs > 1 else ""
+    )
     if (spec.execution.engines.get(STAGE_NAME) or "local") == "ray":
         asks = unit_resources(cfg)
         each = f"{asks['num_cpus']} CPU" + (f" + {asks['num_gpus']:g} GPU" if asks["num_gpus"] else "")

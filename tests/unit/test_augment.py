@@ -149,3 +149,32 @@ def test_finetune_images_are_augmented_afresh_at_each_draw_and_repeat_with_the_s
     assert all(torch.equal(d, second.stack((tmp_path / "a.png",))) for d in draws)
     assert first.stack((tmp_path / "a.png", tmp_path / "a.png")).shape == (2, 3, 16, 16)
     assert first.stack((tmp_path / "a.png", tmp_path / "bad.jpg")) is None
+
+
+def test_a_streamed_set_drawn_ahead_in_processes_gives_the_same_examples(tmp_path) -> None:
+    """`Streamed.batches` with loader processes: the same augmented images, in the same order, as
+    drawn in the caller's thread; the undecodable recorded in the caller's set; torch's global RNG
+    (dropout's, in the training step) not drawn from."""
+    from mvlp_core.eval.prepared import AugmentedImages, Pending, Streamed
+
+    for i in range(6):
+        _bar(64, 10 + 7 * i).save(tmp_path / f"{i}.png")
+    (tmp_path / "3.png").write_bytes(b"broken")
+    aug = AugmentedImages(AugmentedSquare(16, **AugmentSpec().model_dump()), seed=1)
+    pending = [Pending((tmp_path / f"{i}.png",), {"label": i}, f"item{i}") for i in range(6)]
+    parts = [[4, 0], [3, 5], [1, 2]]
+    drawn, sets = {}, {}
+    for workers in (0, 2):
+        sets[workers] = Streamed(lambda image, label: (label, image), pending, aug)
+        rng = torch.get_rng_state()
+        drawn[workers] = list(sets[workers].batches(parts, "1", workers))
+        assert torch.equal(torch.get_rng_state(), rng)
+    assert [[label for label, _ in part] for part in drawn[2]] == [[4, 0], [5], [1, 2]]
+    assert all(
+        torch.equal(a[1], b[1])
+        for pa, pb in zip(drawn[0], drawn[2], strict=True)
+        for a, b in zip(pa, pb, strict=True)
+    )
+    assert [r.key for r in sets[2].rejects] == [r.key for r in sets[0].rejects] == ["item3"]
+    again = list(Streamed(lambda image, label: (label, image), pending, aug).batches(parts, "2", 0))
+    assert not torch.equal(again[0][0][1], drawn[0][0][0][1])  # another epoch's key: another draw

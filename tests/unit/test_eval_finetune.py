@@ -315,7 +315,8 @@ def test_micro_batches_add_up_to_the_whole_batchs_gradient():
     examples = [(torch.randn(2), 0.05 * torch.randn(1)) for _ in range(8)]
     grads = {}
     for micro in (8, 4, 3):  # 3: micro-batches of 3, 3 and 2
-        loss = _train_step(em, examples, list(range(8)), torch.optim.SGD(params, lr=0.0), params, micro)
+        parts = [examples[i : i + micro] for i in range(0, 8, micro)]
+        loss = _train_step(em, iter(parts), len(parts), torch.optim.SGD(params, lr=0.0), params)
         grads[micro] = ([p.grad.clone() for p in params], loss)
     for micro in (4, 3):
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads[8][0], grads[micro][0])), micro

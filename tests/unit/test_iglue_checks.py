@@ -136,6 +136,7 @@ def test_needs_names_the_folders_read_and_what_each_unit_asks_for(world: Path) -
             workdir=world,
         )
     )
-    assert "29 units as Ray tasks x (1 CPU + 0.5 GPU)" in ray.resources
+    assert "29 units as Ray tasks x (5 CPU + 0.5 GPU)" in ray.resources  # 4 loader processes each
+    assert "as much in each of its 4 loader processes" in ray.resources
     shown = plan.stage_plan(load_spec("demo", workdir=world), "iglue-eval")
     assert shown.reads[0] == f"{iglue} ({plan.size_of(str(iglue))})"

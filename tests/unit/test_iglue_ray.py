@@ -57,7 +57,10 @@ def _submitted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *overrides: str)
 def test_units_on_a_gpu_ask_ray_for_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     submitted = _submitted(monkeypatch, tmp_path, "iglue.device=cuda")
     assert {name for name, _ in submitted[:2]} == {"xvnli.finetune", "marvl.finetune"}  # fine-tunes first
-    assert [options for _, options in submitted] == [{"num_cpus": 1, "num_gpus": 1.0}] * 4
+    # a CPU for the unit and one for each of its 4 fine-tuning loader processes (the GPU default)
+    assert [options for _, options in submitted] == [{"num_cpus": 5, "num_gpus": 1.0}] * 4
+    lean = _submitted(monkeypatch, tmp_path, "iglue.device=cuda", "iglue.loader_workers=0")
+    assert [options for _, options in lean] == [{"num_cpus": 1, "num_gpus": 1.0}] * 4
 
     halves = _submitted(monkeypatch, tmp_path, "iglue.device=cuda:0", "iglue.gpus_per_unit=0.5")
     assert {options["num_gpus"] for _, options in halves} == {0.5}  # two units share a GPU

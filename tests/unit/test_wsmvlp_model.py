@@ -467,6 +467,56 @@ def test_iglue_units_run_the_model_under_bf16_autocast_where_the_spec_says(
     assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float32}
 
 
+def test_loader_processes_change_nothing_but_where_images_are_decoded(tmp_path: Path) -> None:
+    """iglue.loader_workers: two processes decoding and augmenting the fine-tune's images ahead of
+    the step train the same weights as the unit's own thread does (every draw keyed by epoch and
+    index, dropout's RNG left alone), and an image that does not decode is the same reject."""
+    from _mini_iglue import mini_iglue
+
+    from mvlp_core.eval.units import FINETUNED, compute_unit
+    from mvlp_core.spec import load_spec
+
+    root = tmp_path / "iglue"
+    mini_iglue(root)
+    (root / "images/flickr30k/entrain5.jpg").write_bytes(b"not a jpeg")
+    build(WsmvlpModelSpec(size="micro"), texts(), out_dir=tmp_path / "m")
+    runs = {}
+    threads = torch.get_num_threads()
+    try:
+        for workers in (0, 2):
+            spec = load_spec(
+                "demo",
+                [
+                    "models=null",
+                    f"iglue.root={root}",
+                    "iglue.image_roots={}",
+                    "iglue.tasks=[xvnli]",
+                    "iglue.finetune.epochs=2",
+                    "iglue.finetune.batch_size=8",
+                    "iglue.finetune.grad_accum=2",
+                    "iglue.finetune.tasks={}",
+                    "iglue.finetune.augment={}",
+                    f"iglue.loader_workers={workers}",
+                ],
+                workdir=tmp_path,
+            )
+            out = tmp_path / f"out{workers}"
+            result = compute_unit(spec, str(tmp_path / "m"), str(out), "xvnli.finetune")
+            runs[workers] = (result, load(out / FINETUNED / "xvnli" / "base").state_dict())
+    finally:
+        torch.set_num_threads(threads)
+    (plain, plain_weights), (ahead, ahead_weights) = runs[0], runs[2]
+    assert (
+        plain["rejects"]
+        == ahead["rejects"]
+        == [{"key": "entrain5", "reason": "bad_image", "detail": str(root / "images/flickr30k/entrain5.jpg")}]
+    )
+    assert plain["finetune"]["history"] == ahead["finetune"]["history"]
+    assert all(torch.equal(plain_weights[k], ahead_weights[k]) for k in plain_weights)
+    start = load(tmp_path / "m").state_dict()
+    assert any(not torch.equal(plain_weights[k], v) for k, v in start.items())  # it did train
+
+
 def test_retrieval_fine_tune_runs_each_tower_once_with_albefs_negatives(tmp_path: Path, monkeypatch) -> None:
     """ITC + ITM with in-batch negatives re-paired from one pass of each tower (as ALBEF): the same
     loss as encoding the re-paired images and texts again, in one ViT pass instead of two."""
