@@ -34,6 +34,22 @@ def nested(results: list[Result]) -> dict[str, Any]:
     return out
 
 
+SECONDARY = {"xflickrco": "tr_r1", "wit": "tr_r1"}  # what IGLUE reports beside the headline: TR R@1
+
+
+def secondary(results: list[Result]) -> dict[str, dict[str, dict[str, float]]]:
+    """{task: {setting: {lang: score}}} of the metric IGLUE reports beside a task's headline
+    (``SECONDARY``: text retrieval's R@1 beside image retrieval's), for the tasks that have one."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for r in results:
+        metric = SECONDARY.get(r["task"])
+        if r.get("setting") != "finetune" and metric in r.get("metrics", {}):
+            out.setdefault(r["task"], {}).setdefault(r["setting"], {})[r["lang"]] = round(
+                r["metrics"][metric], 2
+            )
+    return out
+
+
 def split_of(result: Result) -> str:
     """The split a test unit's score comes from (results written before splits were recorded: test)."""
     return result.get("split", "test")

@@ -9,7 +9,9 @@ file, and the units then only read them. Outputs: ``results.json``, CSV tables
 ``results/`` and ``predictions/`` (VOLTA's formats, scoreable with ``mvlp eval score``); the
 manifest extra holds ``{"results": {task: {setting: {lang: score}, "metric", "chance"}}}`` and
 ``{"splits": {task: {setting: {lang: "dev"}}}}`` for the units that tested on a dev split, as IGLUE
-publishes no test file there (``mvlp_core.eval.tasks``); tables and results say so too.
+publishes no test file there (``mvlp_core.eval.tasks``); tables and results say so too. Retrieval's
+TR R@1, which IGLUE reports beside IR R@1, is ``{"secondary": {task: {setting: {lang: score}}}}``:
+the leaderboard and ``mvlp status`` show both.
 
 ``checks`` (``mvlp plan``, and ``mvlp run`` before any stage) needs no model: iglue.root set and
 present, every annotation file the selected units read (test files included: a missing one is never
@@ -115,7 +117,10 @@ def plan(ctx: Context) -> Work:
                 merged.setdefault(key, []).extend(rows)
         for (task, setting, metric), rows in merged.items():
             tables.write_csv(folder / "tables" / f"{task}.{setting}.{metric}.csv", rows)
-        nested = {name: {"results": o["results"], "splits": o["splits"]} for name, o in out.items()}
+        nested = {
+            name: {"results": o["results"], "splits": o["splits"], "secondary": o["secondary"]}
+            for name, o in out.items()
+        }
         tables.leaderboard_chart(nested, folder / CHART, f"{ctx.spec.name}: IGLUE zero-shot by model")
         return {"models": nested, "chart": str(folder / CHART)}
 
@@ -128,7 +133,12 @@ def _write_outputs(folder: Path, results: list[dict[str, Any]], model: str, titl
     for (task, setting, metric), rows in tables.table_rows(results, model).items():
         tables.write_csv(folder / "tables" / f"{task}.{setting}.{metric}.csv", rows)
     tables.bar_chart(results, folder / CHART, f"{title}: IGLUE")
-    return {"results": tables.nested(results), "splits": tables.splits(results), "chart": str(folder / CHART)}
+    return {
+        "results": tables.nested(results),
+        "splits": tables.splits(results),
+        "secondary": tables.secondary(results),
+        "chart": str(folder / CHART),
+    }
 
 
 def result_rows(results: dict[str, Any], splits: dict[str, Any]) -> list[dict[str, Any]]:
@@ -165,11 +175,15 @@ def shows(spec: PipelineSpec, folder: Path, state: dict[str, Any]) -> Shows:
     if "models" in state:
         return _leaderboard_shows(spec, folder, state["models"])
     results, splits = state.get("results", {}), state.get("splits", {})
-    headline = "; ".join(
-        f"{task} {r['metric']} {_score(r, 'en', splits.get(task, {}))} / "
-        f"{_score(r, 'avg', splits.get(task, {}))} ({r['chance']})"
-        for task, r in results.items()
-    )
+    parts = []
+    for task, r in results.items():
+        on = splits.get(task, {})
+        text = f"{task} {r['metric']} {_score(r, 'en', on)} / {_score(r, 'avg', on)} ({r['chance']})"
+        also = state.get("secondary", {}).get(task)  # TR R@1 beside retrieval's IR R@1
+        if also and "zero-shot" in also:
+            text += f", {tables.SECONDARY[task]} {_score(also, 'en', on)} / {_score(also, 'avg', on)}"
+        parts.append(text)
+    headline = "; ".join(parts)
     return Shows(
         lines=(
             "IGLUE (zero-shot, English / avg of the other languages; chance): "
@@ -187,41 +201,49 @@ def shows(spec: PipelineSpec, folder: Path, state: dict[str, Any]) -> Shows:
 
 
 def leaderboard(models: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per task and model: zero-shot English, the other languages' average, chance."""
+    """One row per task, metric and model: zero-shot English, the other languages' average, chance
+    (the headline's; retrieval's TR R@1 rows follow its IR R@1 rows, as IGLUE reports both)."""
     rows = []
     tasks = dict.fromkeys(t for m in models.values() for t in m["results"])
     for task in tasks:
+        second: list[dict[str, Any]] = []
         for name, m in models.items():
             r, splits = m["results"].get(task), m["splits"].get(task, {})
             if r is None:
                 continue
+            row = {"task": task, "metric": r["metric"], "model": name}
             rows.append(
-                {
-                    "task": task,
-                    "metric": r["metric"],
-                    "model": name,
-                    "en": _score(r, "en", splits),
-                    "avg": _score(r, "avg", splits),
-                    "chance": r["chance"],
-                }
+                {**row, "en": _score(r, "en", splits), "avg": _score(r, "avg", splits), "chance": r["chance"]}
             )
+            also = m.get("secondary", {}).get(task)  # absent from manifests written before it was
+            if also and "zero-shot" in also:
+                row["metric"] = tables.SECONDARY[task]
+                second.append(
+                    {
+                        **row,
+                        "en": _score(also, "en", splits),
+                        "avg": _score(also, "avg", splits),
+                        "chance": r["chance"],  # 1 / images either way: an image's captions share its chance
+                    }
+                )
+        rows += second
     return rows
 
 
 def _leaderboard_shows(spec: PipelineSpec, folder: Path, models: dict[str, Any]) -> Shows:
     rows = leaderboard(models)
-    by_task: dict[str, list[dict[str, Any]]] = {}
+    by_task: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
-        by_task.setdefault(row["task"], []).append(row)
+        by_task.setdefault((row["task"], row["metric"]), []).append(row)
     lines = [
         "IGLUE leaderboard (zero-shot, English / avg of the other languages; chance), tables "
         f"{folder / 'tables'}:"
     ]
-    lines += [
-        f"  {task} {rs[0]['metric']} ({rs[0]['chance']}): "
-        + ", ".join(f"{r['model']} {r['en']} / {r['avg']}" for r in rs)
-        for task, rs in by_task.items()
-    ]
+    for (task, metric), rs in by_task.items():
+        lines.append(
+            f"  {task} {metric} ({rs[0]['chance']}): "
+            + ", ".join(f"{r['model']} {r['en']} / {r['avg']}" for r in rs)
+        )
     figures = [Figure("iglue-eval-leaderboard", f"IGLUE by model ({spec.name})", folder / CHART)]
     figures += [
         Figure(f"iglue-eval-bars-{n}", f"IGLUE per language ({n})", folder / n / CHART) for n in models

@@ -194,3 +194,47 @@ def test_a_dev_split_is_labelled_in_tables_manifest_and_status(tmp_path: Path) -
     # every language on a test split: no split column, as before
     plain = [_result("xgqa", "en", 40.0, "test"), _result("xgqa", "de", 30.0, "test")]
     assert "split" not in tables.table_rows(plain, "m")[("xgqa", "zero-shot", "accuracy")][0]
+
+
+def _retrieval(task: str, lang: str, ir: float, tr: float, setting: str = "zero-shot") -> dict:
+    return {
+        "task": task,
+        "setting": setting,
+        "lang": lang,
+        "split": "test",
+        "metrics": {"ir_r1": ir, "ir_r5": ir + 20, "tr_r1": tr, "tr_r5": tr + 20},
+        "headline": "ir_r1",
+        "score": ir,
+        "chance": 0.05,
+    }
+
+
+def test_text_retrieval_r1_stands_beside_image_retrievals_in_leaderboard_and_status(tmp_path: Path) -> None:
+    """IGLUE reports retrieval as IR and TR R@1: the leaderboard has a tr_r1 row after each
+    retrieval task's ir_r1 rows, `mvlp status` shows both; a manifest written before TR was kept
+    shows IR alone."""
+    a = [_retrieval("xflickrco", "en", 50.0, 40.0), _retrieval("xflickrco", "de", 30.0, 20.0)]
+    a += [_retrieval("xflickrco", "de", 35.0, 25.0, "few-shot"), _result("marvl", "en", 60.0, "test")]
+    b = [_retrieval("xflickrco", "en", 45.0, 44.0), _retrieval("xflickrco", "de", 25.0, 22.0)]
+    assert tables.secondary(a) == {
+        "xflickrco": {"zero-shot": {"en": 40.0, "de": 20.0}, "few-shot": {"de": 25.0}}
+    }
+    models = {
+        name: {"results": tables.nested(rs), "splits": tables.splits(rs), "secondary": tables.secondary(rs)}
+        for name, rs in (("a", a), ("b", b))
+    }
+    models["old"] = {"results": tables.nested(b), "splits": {}}  # no "secondary": written before
+    rows = [(r["task"], r["metric"], r["model"], r["en"], r["avg"]) for r in iglue_eval.leaderboard(models)]
+    assert rows == [
+        ("xflickrco", "ir_r1", "a", "50.0", "30.0"),
+        ("xflickrco", "ir_r1", "b", "45.0", "25.0"),
+        ("xflickrco", "ir_r1", "old", "45.0", "25.0"),
+        ("xflickrco", "tr_r1", "a", "40.0", "20.0"),
+        ("xflickrco", "tr_r1", "b", "44.0", "22.0"),
+        ("marvl", "accuracy", "a", "60.0", "-"),
+    ]
+    spec = load_spec("demo", workdir=tmp_path)
+    lines = iglue_eval.shows(spec, tmp_path, {"models": models}).lines
+    assert "  xflickrco tr_r1 (0.05): a 40.0 / 20.0, b 44.0 / 22.0" in lines
+    single = iglue_eval.shows(spec, tmp_path, models["a"]).lines[0]
+    assert "xflickrco ir_r1 50.0 / 30.0 (0.05), tr_r1 40.0 / 20.0;" in single
