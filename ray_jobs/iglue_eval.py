@@ -6,7 +6,8 @@ not start last and leave the other workers idle; each (task, setting, language) 
 its own task's fine-tune only (its reference is an argument), so tests run while other fine-tunes
 still train and one model's units fill the workers another model's leave free.
 
-Each task asks Ray for one CPU and, when ``iglue.device`` is a GPU, ``iglue.gpus_per_unit`` GPUs:
+Each task asks Ray for one CPU (a fine-tune or few-shot unit one more per loader process,
+``iglue.loader_workers``) and, when ``iglue.device`` is a GPU, ``iglue.gpus_per_unit`` GPUs:
 Ray sets ``CUDA_VISIBLE_DEVICES`` to the GPUs a task was given, so a task that asks for none sees
 no GPU at all (with ``RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO``, which ray_jobs/connect.py sets)."""
 
@@ -38,7 +39,21 @@ def _cost(units: ModelUnits, name: str) -> float:
 def run_units_with_ray(models: list[ModelUnits]) -> None:
     if not models:
         return
-    connect(models[0].spec, num_cpus=max(m.spec.iglue.workers for m in models))
+    # a local Ray: room for `workers` units side by side, fine-tunes with their loader processes
+    connect(
+        models[0].spec,
+        num_cpus=max(m.spec.iglue.workers * unit_resources(m.spec.iglue)["num_cpus"] for m in models),
+    )
+    largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
+
+    def asks(spec: PipelineSpec, name: str) -> dict[str, float]:
+        """The unit's resources, its CPUs cut to the largest node's (a Ray already running, e.g.
+        pretraining's, may be smaller than loader processes ask for: a task no node can hold would
+        wait forever; its loader processes then share the CPUs it gets)."""
+        setting = Unit.parse(name).setting
+        res = unit_resources(spec.iglue, trains=setting in ("finetune", "few-shot"))
+        return {**res, "num_cpus": min(res["num_cpus"], largest)} if largest >= 1 else res
+
     finetunes = sorted(
         ((m, n) for m in models for n in m.names if Unit.parse(n).setting == "finetune"),
         key=lambda pair: _cost(*pair),
@@ -46,10 +61,10 @@ def run_units_with_ray(models: list[ModelUnits]) -> None:
     )
     tuned: dict[tuple[str, str], ray.ObjectRef] = {}
     for m, name in finetunes:
-        remote = _unit.options(**unit_resources(m.spec.iglue))
+        remote = _unit.options(**asks(m.spec, name))
         tuned[(m.out_dir, Unit.parse(name).task)] = remote.remote(m.spec, m.model_dir, m.out_dir, name)
     tests = [
-        _unit.options(**unit_resources(m.spec.iglue)).remote(
+        _unit.options(**asks(m.spec, name)).remote(
             m.spec, m.model_dir, m.out_dir, name, tuned.get((m.out_dir, Unit.parse(name).task))
         )
         for m in models

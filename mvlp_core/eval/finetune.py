@@ -85,7 +85,8 @@ def param_groups(
 
 def draws(examples: Examples, parts: list[list[int]], key: str, workers: int = 0) -> Iterator[list[Any]]:
     """The model examples of each index list in ``parts``, in order: a streamed set decodes their
-    images as they are reached, ahead of them in ``workers`` processes (``Streamed.batches``)."""
+    images as they are reached, ahead of them in ``workers`` processes (``Streamed.batches``; the
+    caller closes the set when its fine-tunes are done)."""
     if isinstance(examples, Streamed):
         return examples.batches(parts, key, workers)
     return ([examples[i] for i in part] for part in parts)
@@ -207,21 +208,18 @@ def finetune(
             order = list(range(len(examples)))
             rng.shuffle(order)
             losses = []
-            batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)][: total - step]
+            batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
             micro_batches = [[b[i : i + micro] for i in range(0, len(b), micro)] for b in batches]
             drawn = draws(examples, [m for ms in micro_batches for m in ms], str(epoch), workers)
-            try:
-                for ms in micro_batches:
-                    loss = _train_step(em, (next(drawn) for _ in ms), len(ms), opt, params, bf16)
-                    if loss is None:
-                        continue  # every image of the batch undecodable
-                    sched.step()
-                    step += 1
-                    losses.append(loss)
-            finally:
-                close = getattr(drawn, "close", None)
-                if close is not None:
-                    close()  # a streamed set's loader processes stop here
+            for ms in micro_batches:
+                if step >= total:
+                    break  # what loader processes drew ahead is dropped with the iterator
+                loss = _train_step(em, (next(drawn) for _ in ms), len(ms), opt, params, bf16)
+                if loss is None:
+                    continue  # every image of the batch undecodable: the next batch takes its step
+                sched.step()
+                step += 1
+                losses.append(loss)
             if step == 0:
                 raise StageError(
                     f"fine-tuning: none of the {len(examples)} training examples' images could be "

@@ -116,15 +116,15 @@ class ImageSource(Protocol):
 class AugmentedImages:
     """Training images decoded and augmented at every draw (``iglue.finetune.augment``), never
     cached: each epoch sees another crop, flip and RandAugment of an image, as the weakly-supervised
-    paper fine-tunes (App. B.2.2). A keyed draw is seeded by the run's seed and the key alone, so
-    it is the same whichever loader process makes it and a fine-tune repeats its images exactly;
-    unkeyed draws follow one generator seeded with the run's seed. Memory is the batch's images."""
+    paper fine-tunes (App. B.2.2). A draw is seeded by the run's seed and its key (epoch and
+    index) alone, so it is the same whichever loader process makes it and a fine-tune repeats its
+    images exactly. Memory is the batch's images."""
 
     def __init__(self, augment: Callable[[Any, random.Random], torch.Tensor], seed: int) -> None:
-        self.augment, self.seed, self.rng = augment, seed, random.Random(seed)
+        self.augment, self.seed = augment, seed
 
     def stack(self, refs: tuple[ImageRef, ...], key: str | None = None) -> torch.Tensor | None:
-        rng = self.rng if key is None else random.Random(f"{self.seed}/{key}")
+        rng = random.Random(f"{self.seed}/{key}")
         tensors = []
         for ref in refs:
             image = open_rgb(ref)
@@ -167,11 +167,16 @@ class Pending:
 class Streamed:
     """A training set whose images are decoded batch by batch through a bounded cache: nothing is
     decoded when it is built. An example whose image cannot be decoded is left out of its batch and
-    recorded once in ``bad`` (index -> ``bad_image`` reject), so a fine-tune can report it."""
+    recorded once in ``bad`` (index -> ``bad_image`` reject), so a fine-tune can report it.
+
+    ``batches`` with loader processes keeps them (and their image caches) from one call to the
+    next: every epoch of a fine-tune and every fine-tune of a few-shot grid; ``close`` stops them."""
 
     def __init__(self, example: Callable[..., Any], pending: list[Pending], cache: ImageSource) -> None:
         self.example, self.pending, self.cache = example, pending, cache
         self.bad: dict[int, Reject] = {}
+        self._loader: torch.utils.data.DataLoader | None = None
+        self._parts = _Parts()
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -184,41 +189,61 @@ class Streamed:
             self.bad.setdefault(i, reject)
         return out
 
-    def draw(self, indices: Sequence[int], key: str | None = None) -> tuple[list[Any], dict[int, Reject]]:
-        """``batch`` without recording: the examples, and the undecodable ones by index (what a
-        loader process sends back)."""
+    def draw(
+        self, indices: Sequence[int], key: str | None = None, private: bool = False
+    ) -> tuple[list[Any], dict[int, Reject]]:
+        """``batch`` without recording: the examples, and the undecodable ones by index. A loader
+        process asks for ``private`` images: copies of what its cache keeps, since sending a tensor
+        to the training process moves it into shared memory (a file descriptor each while cached)."""
         out, bad = [], {}
+        copy = private and isinstance(self.cache, ImageCache)
         for i in indices:
             pending = self.pending[i]
             image = self.cache.stack(pending.images, None if key is None else f"{key}/{i}")
             if image is None:
                 bad[i] = Reject(pending.key, "bad_image", ", ".join(map(str, pending.images)))
             else:
-                out.append(self.example(image=image, **pending.fields))
+                out.append(self.example(image=image.clone() if copy else image, **pending.fields))
         return out, bad
 
     def batches(self, parts: Sequence[Sequence[int]], key: str, workers: int = 0) -> Iterator[list[Any]]:
         """``batch`` of each index list in ``parts``, in order, draws keyed by ``key`` (an epoch):
         with ``workers`` > 0 decoded ahead in that many DataLoader processes, two lists each in
         flight, so a GPU step does not wait on JPEG decoding; the undecodable are recorded here as
-        ``batch`` records them. Close the iterator (or exhaust it) to stop the processes."""
+        ``batch`` records them. Stopping early is fine: the next call starts from its own parts."""
         if not workers:
             for part in parts:
                 yield self.batch(part, key)
             return
-        loader = torch.utils.data.DataLoader(
-            _Draws(self, [list(p) for p in parts], key),
-            batch_size=None,
-            shuffle=False,
-            num_workers=workers,
-            collate_fn=_as_is,
-            prefetch_factor=2,
-            generator=torch.Generator().manual_seed(0),  # leaves the global RNG (dropout's) alone
-        )
-        for out, bad in loader:
+        self._parts.parts, self._parts.key = parts, key
+        for out, bad in self._loader_of(workers):
             for i, reject in bad.items():
                 self.bad.setdefault(i, reject)
             yield out
+
+    def _loader_of(self, workers: int) -> torch.utils.data.DataLoader:
+        """The persistent loader with ``workers`` processes (forked: they share the set's index
+        lists and read image files, nothing of CUDA), started on first use."""
+        if self._loader is None or self._loader.num_workers != workers:
+            self.close()
+            self._loader = torch.utils.data.DataLoader(
+                _Draws(self),
+                batch_sampler=self._parts,
+                num_workers=workers,
+                collate_fn=_as_is,
+                prefetch_factor=2,
+                persistent_workers=True,
+                multiprocessing_context="fork",
+                generator=torch.Generator().manual_seed(0),  # leaves the global RNG (dropout's) alone
+            )
+        return self._loader
+
+    def close(self) -> None:
+        """Stop the loader processes, if any ran."""
+        loader, self._loader = self._loader, None
+        running = getattr(loader, "_iterator", None)
+        if running is not None:
+            running._shutdown_workers()
 
     @property
     def rejects(self) -> list[Reject]:
@@ -226,17 +251,35 @@ class Streamed:
         return [self.bad[i] for i in sorted(self.bad)]
 
 
-class _Draws(torch.utils.data.Dataset):
-    """A loader process's view of a ``Streamed`` set: item j is ``draw`` of the j-th index list."""
+class _Parts:
+    """The loader's batch sampler: each index list of the current call to ``Streamed.batches``,
+    with its key, as the (key, index) pairs a loader process reads (set before each call; the
+    sampler runs in the training process)."""
 
-    def __init__(self, streamed: Streamed, parts: list[list[int]], key: str) -> None:
-        self.streamed, self.parts, self.key = streamed, parts, key
+    def __init__(self) -> None:
+        self.parts: Sequence[Sequence[int]] = ()
+        self.key = ""
+
+    def __iter__(self) -> Iterator[list[tuple[str, int]]]:
+        for part in self.parts:
+            yield [(self.key, i) for i in part]
 
     def __len__(self) -> int:
         return len(self.parts)
 
-    def __getitem__(self, j: int) -> tuple[list[Any], dict[int, Reject]]:
-        return self.streamed.draw(self.parts[j], self.key)
+
+class _Draws(torch.utils.data.Dataset):
+    """A loader process's view of a ``Streamed`` set: a list of (key, index) pairs -> ``draw``."""
+
+    def __init__(self, streamed: Streamed) -> None:
+        self.streamed = streamed
+
+    def __getitems__(self, pairs: list[tuple[str, int]]) -> tuple[list[Any], dict[int, Reject]]:
+        key = pairs[0][0] if pairs else ""
+        return self.streamed.draw([i for _, i in pairs], key, private=True)
+
+    def __getitem__(self, pair: tuple[str, int]) -> tuple[list[Any], dict[int, Reject]]:
+        return self.__getitems__([pair])
 
 
 def _as_is(drawn: Any) -> Any:

@@ -158,11 +158,13 @@ def annotation_files(cfg: IglueSpec) -> list[Needed]:
     return list(found.values())
 
 
-def unit_resources(cfg: IglueSpec) -> dict[str, Any]:
-    """What one unit asks Ray for: a CPU and one for each fine-tuning loader process
-    (``iglue.loader_workers``), and ``iglue.gpus_per_unit`` GPUs when ``iglue.device`` is
+def unit_resources(cfg: IglueSpec, trains: bool = True) -> dict[str, Any]:
+    """What one unit asks Ray for: a CPU, one more for each fine-tuning loader process
+    (``iglue.loader_workers``) when it ``trains`` (a fine-tune or few-shot unit; a zero-shot or
+    translate-test unit only tests), and ``iglue.gpus_per_unit`` GPUs when ``iglue.device`` is
     a GPU (``cuda...``). Ray sets ``CUDA_VISIBLE_DEVICES`` to the GPUs a task was given, so a task
     that asks for none sees no GPU at all (with ``RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO``, which
     ray_jobs/connect.py sets)."""
     on_gpu = cfg.device.startswith("cuda")
-    return {"num_cpus": 1 + cfg.loader_processes(), "num_gpus": cfg.gpus_per_unit if on_gpu else 0}
+    loaders = cfg.loader_processes() if trains else 0
+    return {"num_cpus": 1 + loaders, "num_gpus": cfg.gpus_per_unit if on_gpu else 0}

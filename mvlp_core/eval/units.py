@@ -276,6 +276,10 @@ class Evaluator:
 
 
 def _load(model_dir: Path, cfg: IglueSpec, task: str) -> EvalModel:
+    if cfg.bf16 and cfg.device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+        raise StageError(
+            f"iglue.bf16: {torch.cuda.get_device_name()} has no bf16 support; set iglue.bf16: false"
+        )
     em = EvalModel.load(model_dir, cfg.image_size, cfg.max_text_len.get(task)).to(cfg.device)
     torch.manual_seed(cfg.seed)
     return em
@@ -308,15 +312,18 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
         if ft.epochs:
             train = _require(needed_for_training(layout, unit.task), name).path
             examples, rejects = ev.training_examples(train, "en", ft.max_train_items)
-            res = finetune(
-                em,
-                examples,
-                lambda _: ev.dev_score(),
-                epochs=ft.epochs,
-                lr=ft.lr,
-                max_steps=ft.max_steps,
-                **_tuning(ft, cfg, ev),
-            )
+            try:
+                res = finetune(
+                    em,
+                    examples,
+                    lambda _: ev.dev_score(),
+                    epochs=ft.epochs,
+                    lr=ft.lr,
+                    max_steps=ft.max_steps,
+                    **_tuning(ft, cfg, ev),
+                )
+            finally:
+                examples.close()  # its loader processes, if any
             # images are decoded as batches are drawn: the undecodable ones are known only now
             n_out = len(examples) - len(examples.rejects)
             rejects += examples.rejects
@@ -348,14 +355,17 @@ def compute_unit(spec: PipelineSpec, model_dir: str, out_dir: str, name: str) ->
         train = _require(needed_for_few_shot(layout, unit, shots), name).path
         examples, _ = ev.training_examples(train, unit.lang, None)
         ft = finetune_settings(cfg, unit.task)
-        res = grid_search(
-            em,
-            examples,
-            lambda _: ev.dev_score(unit.lang),
-            cfg.lr_grid,
-            epochs=cfg.few_shot_epochs,
-            **{**_tuning(ft, cfg, ev), **few_shot_batch(cfg, unit.task, shots)},
-        )
+        try:
+            res = grid_search(
+                em,
+                examples,
+                lambda _: ev.dev_score(unit.lang),
+                cfg.lr_grid,
+                epochs=cfg.few_shot_epochs,
+                **{**_tuning(ft, cfg, ev), **few_shot_batch(cfg, unit.task, shots)},
+            )
+        finally:
+            examples.close()
         info = {"shots": shots, "lr": res.lr, "best_dev": res.best_dev, "best_epoch": res.best_epoch}
         info["dev"] = str(ev.selected_on)  # the dev file that selected lr and epoch
     test = _require(needed_for_test(layout, unit), name)

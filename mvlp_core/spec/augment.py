@@ -61,3 +61,12 @@ class AugmentSpec(Strict):
         if not 0 < low <= high <= 1:
             raise ValueError(f"augment.crop_scale {self.crop_scale} must satisfy 0 < low <= high <= 1")
         return self
+
+
+class FinetuneAugmentSpec(AugmentSpec):
+    """Fine-tuning augmentation (`iglue.finetune.augment`): the released code's fine-tune pipeline,
+    which crops 50-100% of the area where pretraining crops 20-100%; the rest as pretraining."""
+
+    crop_scale: tuple[float, float] = Field(
+        (0.5, 1.0), description="RandomResizedCrop's area share range; (1, 1) crops nothing"
+    )

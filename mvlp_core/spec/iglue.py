@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from mvlp_core.spec.augment import AugmentSpec
+from mvlp_core.spec.augment import FinetuneAugmentSpec
 from mvlp_core.spec.base import Strict, perf_only
 
 IGLUE_TASKS = ("xvnli", "xgqa", "marvl", "xflickrco", "wit")
@@ -70,7 +70,7 @@ class IglueFinetuneSpec(Strict):
     )
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW's (IGLUE's scripts: 0.9 0.999)")
     eps: float = Field(1e-6, gt=0, description="AdamW's (IGLUE's scripts: --adam_epsilon 1e-6)")
-    augment: AugmentSpec | None = Field(
+    augment: FinetuneAugmentSpec | None = Field(
         None,
         description="training images augmented as the weakly-supervised paper fine-tunes (App. "
         "B.2.2: RandAugment; its released code crops 50-100% of the area, flips, RandAugment(2, 7)); "
@@ -200,9 +200,10 @@ class IglueSpec(Strict):
         ge=0,
         le=64,
         description="processes per unit that decode (and augment) fine-tuning images a few "
-        "micro-batches ahead of the step; default: 4 when device is a GPU, none on CPU, where they "
-        "would compete with the unit's one training thread. A Ray unit asks for these CPUs besides "
-        "its own; each keeps its own image cache (image_cache_mb)",
+        "micro-batches ahead of the step; default: 4 a GPU when device is a GPU (4 x gpus_per_unit, "
+        "at least 1, so that units sharing a GPU share its CPUs too), none on CPU, where they would "
+        "compete with the unit's one training thread. A fine-tuning Ray unit asks for these CPUs "
+        "besides its own; each keeps its own image cache (image_cache_mb)",
     )
     image_cache_mb: int = perf_only(
         1024,
@@ -217,4 +218,4 @@ class IglueSpec(Strict):
         describes."""
         if self.loader_workers is not None:
             return self.loader_workers
-        return 4 if self.device.startswith("cuda") else 0
+        return max(1, round(4 * self.gpus_per_unit)) if self.device.startswith("cuda") else 0

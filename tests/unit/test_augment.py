@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from mvlp_core.model.parts.augment import OPS, AugmentedSquare, crop_box, rand_augment
 from mvlp_core.model.parts.images import RGBSquare
-from mvlp_core.spec.augment import RELEASED_OPS, AugmentSpec
+from mvlp_core.spec.augment import RELEASED_OPS, AugmentSpec, FinetuneAugmentSpec
 from mvlp_core.spec.model_wsmvlp import WsmvlpModelSpec
 
 Z999 = 3.2905  # two-sided 99.9% normal quantile
@@ -45,6 +45,10 @@ def test_defaults_are_the_released_codes() -> None:
     assert set(RELEASED_OPS) <= set(OPS) and "Solarize" not in RELEASED_OPS
     assert WsmvlpModelSpec(size="micro").augment == a
     assert WsmvlpModelSpec(size="micro", augment=None).augment is None
+    tune = FinetuneAugmentSpec()  # the released fine-tune pipeline crops 50-100%
+    assert tune.crop_scale == (0.5, 1.0) and tune.model_dump(exclude={"crop_scale"}) == a.model_dump(
+        exclude={"crop_scale"}
+    )
     with pytest.raises(ValueError, match="crop_scale"):
         AugmentSpec(crop_scale=(0.5, 0.2))
 
@@ -134,21 +138,28 @@ def test_wsmvlp_trains_on_augmented_images_and_evaluates_on_plain_ones() -> None
 
 
 def test_finetune_images_are_augmented_afresh_at_each_draw_and_repeat_with_the_seed(tmp_path) -> None:
-    """`AugmentedImages` (iglue.finetune.augment): the same file gives another image at each draw,
-    the same sequence again from the same seed, an item's two images (MaRVL) stacked, and None
-    for a file that does not decode."""
+    """`AugmentedImages` (iglue.finetune.augment): the same file gives another image for each draw
+    key (epoch and index), the same image again for the same seed and key in another instance (a
+    loader process), another for another seed; an item's two images (MaRVL) stacked, and None for a
+    file that does not decode."""
     from mvlp_core.eval.prepared import AugmentedImages
 
     _bar(64, 20).save(tmp_path / "a.png")
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     aug = AugmentedSquare(16, **AugmentSpec(crop_scale=(0.5, 1.0)).model_dump())
-    first, second = AugmentedImages(aug, seed=3), AugmentedImages(aug, seed=3)
-    draws = [first.stack((tmp_path / "a.png",)) for _ in range(4)]
+    first, second, other = (
+        AugmentedImages(aug, seed=3),
+        AugmentedImages(aug, seed=3),
+        AugmentedImages(aug, seed=4),
+    )
+    keys = ["1/0", "2/0", "3/0", "1/1"]
+    draws = [first.stack((tmp_path / "a.png",), key) for key in keys]
     assert all(d.shape == (3, 16, 16) and d.dtype == torch.uint8 for d in draws)
     assert len({d.numpy().tobytes() for d in draws}) == 4
-    assert all(torch.equal(d, second.stack((tmp_path / "a.png",))) for d in draws)
-    assert first.stack((tmp_path / "a.png", tmp_path / "a.png")).shape == (2, 3, 16, 16)
-    assert first.stack((tmp_path / "a.png", tmp_path / "bad.jpg")) is None
+    assert all(torch.equal(d, second.stack((tmp_path / "a.png",), key)) for d, key in zip(draws, keys))
+    assert not all(torch.equal(d, other.stack((tmp_path / "a.png",), key)) for d, key in zip(draws, keys))
+    assert first.stack((tmp_path / "a.png", tmp_path / "a.png"), "1/0").shape == (2, 3, 16, 16)
+    assert first.stack((tmp_path / "a.png", tmp_path / "bad.jpg"), "1/0") is None
 
 
 def test_a_streamed_set_drawn_ahead_in_processes_gives_the_same_examples(tmp_path) -> None:
@@ -167,7 +178,10 @@ def test_a_streamed_set_drawn_ahead_in_processes_gives_the_same_examples(tmp_pat
     for workers in (0, 2):
         sets[workers] = Streamed(lambda image, label: (label, image), pending, aug)
         rng = torch.get_rng_state()
-        drawn[workers] = list(sets[workers].batches(parts, "1", workers))
+        try:
+            drawn[workers] = list(sets[workers].batches(parts, "1", workers))
+        finally:
+            sets[workers].close()
         assert torch.equal(torch.get_rng_state(), rng)
     assert [[label for label, _ in part] for part in drawn[2]] == [[4, 0], [5], [1, 2]]
     assert all(
@@ -178,3 +192,45 @@ def test_a_streamed_set_drawn_ahead_in_processes_gives_the_same_examples(tmp_pat
     assert [r.key for r in sets[2].rejects] == [r.key for r in sets[0].rejects] == ["item3"]
     again = list(Streamed(lambda image, label: (label, image), pending, aug).batches(parts, "2", 0))
     assert not torch.equal(again[0][0][1], drawn[0][0][0][1])  # another epoch's key: another draw
+
+
+class _LoggedSquare(RGBSquare):
+    """RGBSquare that appends a line to a file for each image it transforms (decodes), from
+    whichever process runs it."""
+
+    def __init__(self, size: int, log) -> None:
+        super().__init__(size)
+        self.log = log
+
+    def __call__(self, image):
+        with open(self.log, "a") as f:
+            f.write("decoded\n")
+        return super().__call__(image)
+
+
+def test_loader_processes_and_their_caches_last_from_one_epoch_to_the_next(tmp_path) -> None:
+    """Without augmentation the loader processes keep their image caches across `batches` calls
+    (the epochs of a fine-tune, the fine-tunes of a few-shot grid): a second epoch decodes nothing;
+    the images they send are copies of what they cache (a cached tensor sent as is would hold a
+    shared-memory file descriptor for as long as it stays cached); `close` stops them."""
+    from mvlp_core.eval.prepared import ImageCache, Pending, Streamed
+
+    for i in range(6):
+        _bar(64, 10 + 7 * i).save(tmp_path / f"{i}.png")
+    log = tmp_path / "decodes.log"
+    cache = ImageCache(_LoggedSquare(16, log), max_bytes=2**20)
+    pending = [Pending((tmp_path / f"{i}.png",), {"label": i}, f"item{i}") for i in range(6)]
+    streamed = Streamed(lambda image, label: (label, image), pending, cache)
+    try:
+        first = list(streamed.batches([[0, 1, 2], [3, 4, 5]], "1", workers=1))
+        second = list(streamed.batches([[5, 4, 3], [2, 1, 0]], "2", workers=1))
+        workers = streamed._loader._iterator._workers
+        assert all(w.is_alive() for w in workers)
+    finally:
+        streamed.close()
+    assert not any(w.is_alive() for w in workers)
+    assert log.read_text().count("decoded") == 6  # the second epoch came from the process's cache
+    assert [label for part in second for label, _ in part] == [5, 4, 3, 2, 1, 0]
+    assert torch.equal(first[0][0][1], second[1][2][1])
+    out, _ = streamed.draw([0], "1", private=True)  # what a loader process sends: not its cached tensor
+    assert out[0][1].data_ptr() != cache.get(tmp_path / "0.png").data_ptr()

@@ -20,6 +20,7 @@ class _Asked:
     def __init__(self) -> None:
         self.submitted: list[tuple[str, dict[str, Any]]] = []
         self.after: dict[str, Any] = {}
+        self.connected: list[int | None] = []  # num_cpus given to connect (a local Ray's size)
 
     def options(self, **options: Any) -> Any:
         asked = self
@@ -33,14 +34,18 @@ class _Asked:
         return _Remote()
 
 
-def _asked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *overrides: str, models: int = 1) -> _Asked:
+def _asked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *overrides: str, models: int = 1, node_cpus: float = 16
+) -> _Asked:
     import ray
 
     from mvlp_core.eval.selection import ModelUnits
     from ray_jobs import iglue_eval as engine
 
     asked = _Asked()
-    monkeypatch.setattr(engine, "connect", lambda spec, num_cpus=None: None)
+    monkeypatch.setattr(engine, "connect", lambda spec, num_cpus=None: asked.connected.append(num_cpus))
+    nodes = [{"Alive": True, "Resources": {"CPU": node_cpus}}, {"Alive": False, "Resources": {"CPU": 64.0}}]
+    monkeypatch.setattr(ray, "nodes", lambda: nodes)
     monkeypatch.setattr(engine, "_unit", asked)
     monkeypatch.setattr(ray, "get", lambda refs: refs)
     spec = load_spec("demo", ["execution.engines={iglue-eval: ray}", *overrides], workdir=tmp_path)
@@ -50,20 +55,33 @@ def _asked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *overrides: str, mod
     return asked
 
 
-def _submitted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *overrides: str) -> list[tuple[str, dict]]:
-    return _asked(monkeypatch, tmp_path, *overrides).submitted
+def _submitted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *overrides: str, node_cpus: float = 16
+) -> list[tuple[str, dict]]:
+    return _asked(monkeypatch, tmp_path, *overrides, node_cpus=node_cpus).submitted
 
 
 def test_units_on_a_gpu_ask_ray_for_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    submitted = _submitted(monkeypatch, tmp_path, "iglue.device=cuda")
+    asked = _asked(monkeypatch, tmp_path, "iglue.device=cuda", "iglue.workers=2")
+    submitted = asked.submitted
     assert {name for name, _ in submitted[:2]} == {"xvnli.finetune", "marvl.finetune"}  # fine-tunes first
-    # a CPU for the unit and one for each of its 4 fine-tuning loader processes (the GPU default)
-    assert [options for _, options in submitted] == [{"num_cpus": 5, "num_gpus": 1.0}] * 4
+    # a fine-tune: a CPU and one for each of its 4 loader processes (the GPU default); a test: one
+    assert [o for _, o in submitted[:2]] == [{"num_cpus": 5, "num_gpus": 1.0}] * 2
+    assert [o for _, o in submitted[2:]] == [{"num_cpus": 1, "num_gpus": 1.0}] * 2
+    assert asked.connected == [2 * 5]  # a local Ray holds `workers` fine-tunes side by side
     lean = _submitted(monkeypatch, tmp_path, "iglue.device=cuda", "iglue.loader_workers=0")
     assert [options for _, options in lean] == [{"num_cpus": 1, "num_gpus": 1.0}] * 4
+    small = _submitted(monkeypatch, tmp_path, "iglue.device=cuda", node_cpus=2)
+    assert [o["num_cpus"] for _, o in small] == [
+        2,
+        2,
+        1,
+        1,
+    ]  # never more than a node has: it would wait forever
 
     halves = _submitted(monkeypatch, tmp_path, "iglue.device=cuda:0", "iglue.gpus_per_unit=0.5")
-    assert {options["num_gpus"] for _, options in halves} == {0.5}  # two units share a GPU
+    assert {options["num_gpus"] for _, options in halves} == {0.5}  # two units share a GPU ...
+    assert [o["num_cpus"] for _, o in halves] == [3, 3, 1, 1]  # ... and its CPUs: 2 loader processes each
 
 
 def test_units_on_the_cpu_ask_for_no_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

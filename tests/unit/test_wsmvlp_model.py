@@ -392,6 +392,9 @@ def test_iglue_max_text_len_cuts_texts_where_the_task_says(tmp_path: Path) -> No
     own, cut = EvalModel.load(tmp_path / "m"), EvalModel.load(tmp_path / "m", max_text_len=6)
     assert own.encode([long])[0].shape[1] == spec.max_len.image_text
     assert cut.encode([long])[0].shape[1] == 6
+    positions = own.model.embeddings.position_embeddings.num_embeddings - 2
+    with pytest.raises(StageError, match=f"has {positions} positions"):
+        EvalModel.load(tmp_path / "m", max_text_len=positions + 1)
     wrapped = task_model.wrap(cut, "xvnli", ("entailment", "neutral", "contradiction"))
     wrapped.save(tmp_path / "tuned")
     back = EvalModel.load(tmp_path / "tuned", max_text_len=7)  # a saved TaskModel's base too

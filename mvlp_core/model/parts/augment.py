@@ -15,7 +15,7 @@ the same share of the picture (as torchvision's RandAugment scales it).
 
 Every draw comes from the `random.Random` the caller passes, which the loader seeds from the run's
 seed, the step and the sample's key: a resumed run augments a sample as the first run did (a
-fine-tune draws from one generator seeded with `iglue.seed`, in its batches' order).
+fine-tune seeds each draw from `iglue.seed`, the epoch and the example's index).
 """
 
 from __future__ import annotations

@@ -52,6 +52,12 @@ def eval_bindings(
     pretraining image-text length."""
     spec, tok = model.spec, model.tokenizer
     length = max_text_len or spec.max_len.image_text
+    positions = model.embeddings.position_embeddings.num_embeddings - 2  # XLM-R's start after the pad id
+    if length > positions:
+        raise StageError(
+            f"iglue.max_text_len {length}: this model's text encoder has {positions} positions; "
+            f"give at most {positions}"
+        )
     patch = model.vision.config.patch_size  # a loaded base ViT's, not the size preset's
     if image_size is not None and image_size % patch:
         raise StageError(f"iglue.image_size {image_size} is not a multiple of the ViT's patch size {patch}")
