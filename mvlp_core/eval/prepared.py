@@ -17,6 +17,7 @@ a fine-tune's batches are drawn a few micro-batches ahead in DataLoader processe
 
 from __future__ import annotations
 
+import gc
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -216,7 +217,13 @@ class Streamed:
                 yield self.batch(part, key)
             return
         self._parts.parts, self._parts.key = parts, key
-        for out, bad in self._loader_of(workers):
+        loader = self._loader_of(workers)
+        gc.freeze()  # the processes fork here (first call): their GC then leaves the parent's pages alone
+        try:
+            drawing = iter(loader)
+        finally:
+            gc.unfreeze()
+        for out, bad in drawing:
             for i, reject in bad.items():
                 self.bad.setdefault(i, reject)
             yield out
