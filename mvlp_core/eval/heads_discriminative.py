@@ -15,7 +15,9 @@ batch through the bounded ``ImageCache`` / ``Streamed``.
   the paper) by ``match_logit``. As ALBEF (on which wsmVLP is built) scores them, a re-ranked pair
   scores ITM plus its cosine, lifted above every pair outside the top k, which keeps the dual
   encoder's order: the re-rank only reorders within the top k. Fine-tuning is ALBEF's (ITC + ITM)
-  with random in-batch negatives (``TaskModel._retrieval_loss``).
+  with in-batch hard negatives drawn ∝ softmax of the contrastive similarity, as the paper's
+  released fine-tune draws them (``TaskModel._retrieval_loss``; ``iglue.finetune.itm_negatives:
+  random`` draws them uniformly).
 
 Which tasks a family reads this way is its ``IGLUE`` map: ``generative`` (UniGen's decoder heads), or
 ``discriminative`` (``classifier`` for XVNLI/xGQA/MaRVL and ``dual+itm`` for retrieval are read as

@@ -40,6 +40,7 @@ from mvlp_core import atomic
 from mvlp_core.contract import StageError
 from mvlp_core.eval.heads_retrieval import image_embedding
 from mvlp_core.eval.model_api import TASK_MODEL_FILE, EvalModel
+from mvlp_core.model.losses import mine_hard_negatives
 
 BASE_FOLDER = "base"
 HEAD_WEIGHTS = "head.safetensors"
@@ -101,6 +102,7 @@ class TaskModel(nn.Module):
             raise ValueError(f"no discriminative head for task {task!r}; known: {', '.join(HEAD_OF_TASK)}")
         self.base, self.task, self.hidden = base, task, int(hidden)
         self.kind, self.labels = HEAD_OF_TASK[task], tuple(labels)
+        self.itm_negatives = "hard"  # iglue.finetune.itm_negatives: how retrieval's ITM pairs are drawn
         if self.kind != "itm" and len(self.labels) < 2:
             raise StageError(f"{task}: a classifier head needs at least 2 labels, got {list(self.labels)}")
         self.head = build_head(self.kind, self.hidden, len(self.labels))
@@ -134,10 +136,12 @@ class TaskModel(nn.Module):
 
     # retrieval ------------------------------------------------------------------------------------
     def _retrieval_loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """ALBEF's retrieval fine-tune with random in-batch negatives: ITC over the batch (targets
-        spread over the captions of the same image, as ALBEF's ``idx`` targets) plus ITM as binary
-        cross-entropy on ``match_logit`` for each positive pair, the pair of its image with a random
-        caption of another image, and of its caption with a random other image."""
+        """ALBEF's retrieval fine-tune: ITC over the batch (targets spread over the captions of the
+        same image, as ALBEF's ``idx`` targets) plus ITM as binary cross-entropy on ``match_logit``
+        for each positive pair, the pair of its image with a caption of another image, and of its
+        caption with another image. The negatives are in-batch hard ones, drawn ∝ softmax of the
+        contrastive similarity (ALBEF, and the weakly-supervised paper's released fine-tune), or
+        uniform with ``itm_negatives`` "random"."""
         pixels, ids, mask, group = batch["pixel_values"], batch["ids"], batch["mask"], batch["group"]
         same = group[:, None] == group[None, :]
         base = self.base
@@ -160,14 +164,11 @@ class TaskModel(nn.Module):
             )
             / 2
         )
-        other = (~same).to(sim.dtype)
-        rows = (other.sum(dim=1) > 0).nonzero(as_tuple=True)[0]
-        images = texts = torch.arange(len(group), device=group.device)  # the positive pairs
-        if len(rows):
-            neg_text = torch.multinomial(other[rows], 1)[:, 0]
-            neg_image = torch.multinomial(other[rows], 1)[:, 0]
-            images = torch.cat([images, rows, neg_image])  # each positive, then (image, other text)
-            texts = torch.cat([texts, neg_text, rows])  # and (other image, text) pairs
+        # (image, other text) pairs, then (other image, text) pairs; the positives first
+        scores = sim.T if self.itm_negatives == "hard" else torch.zeros_like(sim)  # zeros: uniform
+        img_a, txt_a, img_b, txt_b = mine_hard_negatives(scores, same)
+        positives = torch.arange(len(group), device=group.device)
+        images, texts = torch.cat([positives, img_a, img_b]), torch.cat([positives, txt_a, txt_b])
         if states:
             logit = base.match_logit_states(image_states[images], text_states[texts], mask[texts])
         else:

@@ -119,6 +119,7 @@ class Evaluator:
         )
         if self.discriminative:
             self.em = self._with_head(em)
+            self.em.model.itm_negatives = finetune_settings(cfg, task).itm_negatives
         self.train_images = self._train_images(finetune_settings(cfg, task).augment)
 
     def _train_images(self, augment: AugmentSpec | None) -> ImageSource:

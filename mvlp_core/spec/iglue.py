@@ -70,6 +70,12 @@ class IglueFinetuneSpec(Strict):
     )
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW's (IGLUE's scripts: 0.9 0.999)")
     eps: float = Field(1e-6, gt=0, description="AdamW's (IGLUE's scripts: --adam_epsilon 1e-6)")
+    itm_negatives: Literal["hard", "random"] = Field(
+        "hard",
+        description="retrieval fine-tuning with a discriminative head (the weakly-supervised model): "
+        "each positive's ITM negatives from the batch, drawn ∝ softmax of the contrastive "
+        "similarity (ALBEF, the paper's released fine-tune), or uniformly (random)",
+    )
     augment: FinetuneAugmentSpec | None = Field(
         None,
         description="training images augmented as the weakly-supervised paper fine-tunes (App. "

@@ -308,6 +308,42 @@ def test_the_rerank_never_promotes_an_item_outside_the_dual_encoders_top_k() -> 
     assert np.argsort(-tr[:, 2]).tolist() == [0, 1] and np.argsort(-tr[:, 3]).tolist() == [0, 1]
 
 
+@pytest.mark.parametrize("negatives", ["hard", "random"])
+def test_retrieval_itm_negatives_are_drawn_by_the_contrastive_similarity(
+    negatives: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """iglue.finetune.itm_negatives: hard (ALBEF's, the weakly-supervised paper's released
+    fine-tune) draws each positive's negatives ∝ softmax of the image-text logits, never from its
+    own image's captions; random draws them uniformly; the ITM pairs are the positives, then those
+    negatives."""
+    em = wrapped("xflickrco")
+    em.model.itm_negatives = negatives
+    seen = []
+    real = task_model.mine_hard_negatives
+
+    def spy(scores: torch.Tensor, positive: torch.Tensor, generator=None):
+        picked = real(scores, positive, generator)
+        seen.append((scores.detach().clone(), positive.clone(), picked))
+        return picked
+
+    monkeypatch.setattr(task_model, "mine_hard_negatives", spy)
+    batch = batch_for(em, "xflickrco")  # 6 captions, two of each of three images
+    em.model(batch)
+    scores, positive, (img_a, txt_a, img_b, txt_b) = seen[0]
+    base = em.model.base
+    with torch.no_grad():
+        logits = (
+            base.image_features(batch["pixel_values"]) @ base.text_features(batch["ids"], batch["mask"]).T
+        )
+        logits = logits / base.itc_temperature()
+    if negatives == "hard":
+        assert torch.allclose(scores, logits, atol=1e-5) and scores.std() > 0
+    else:
+        assert torch.equal(scores, torch.zeros_like(scores))
+    assert torch.equal(positive, batch["group"][:, None] == batch["group"][None, :])
+    assert not positive[img_a, txt_a].any() and not positive[img_b, txt_b].any()
+
+
 def test_the_rerank_orders_each_querys_top_k_by_itm_and_keeps_the_rest_by_cosine() -> None:
     rng = np.random.default_rng(0)
     sim, match = rng.uniform(-1, 1, (5, 7)), rng.normal(0, 10, (5, 7))
@@ -607,3 +643,21 @@ def test_units_cut_texts_at_the_tasks_max_text_len(
         assert limits[2:] == [None]
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_specs_itm_negatives_reach_the_retrieval_head(tmp_path: Path, standin_family: None) -> None:
+    from mvlp_core.eval.units import Evaluator
+    from mvlp_core.spec import load_spec
+
+    mini_iglue(tmp_path / "iglue")
+    for setting in ("hard", "random"):
+        spec = load_spec(
+            "demo",
+            [
+                f"iglue.root={tmp_path / 'iglue'}",
+                "iglue.image_roots={}",
+                f"iglue.finetune.itm_negatives={setting}",
+            ],
+            workdir=tmp_path,
+        )
+        assert Evaluator(standin(), spec.iglue, "xflickrco").em.model.itm_negatives == setting
