@@ -6,8 +6,8 @@ not start last and leave the other workers idle; each (task, setting, language) 
 its own task's fine-tune only (its reference is an argument), so tests run while other fine-tunes
 still train and one model's units fill the workers another model's leave free.
 
-Each task asks Ray for one CPU (a fine-tune or few-shot unit one more per loader process,
-``iglue.loader_workers``) and, when ``iglue.device`` is a GPU, ``iglue.gpus_per_unit`` GPUs:
+Each task asks Ray for one CPU and one more per fine-tuning loader process (``iglue.loader_workers``)
+and, when ``iglue.device`` is a GPU, ``iglue.gpus_per_unit`` GPUs:
 Ray sets ``CUDA_VISIBLE_DEVICES`` to the GPUs a task was given, so a task that asks for none sees
 no GPU at all (with ``RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO``, which ray_jobs/connect.py sets)."""
 
@@ -44,14 +44,16 @@ def run_units_with_ray(models: list[ModelUnits]) -> None:
         models[0].spec,
         num_cpus=max(m.spec.iglue.workers * unit_resources(m.spec.iglue)["num_cpus"] for m in models),
     )
-    largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
 
-    def asks(spec: PipelineSpec, name: str) -> dict[str, float]:
-        """The unit's resources, its CPUs cut to the largest node's (a Ray already running, e.g.
-        pretraining's, may be smaller than loader processes ask for: a task no node can hold would
-        wait forever; its loader processes then share the CPUs it gets)."""
-        setting = Unit.parse(name).setting
-        res = unit_resources(spec.iglue, trains=setting in ("finetune", "few-shot"))
+    def asks(spec: PipelineSpec) -> dict[str, float]:
+        """The unit's resources, its CPUs cut to those of the largest node that has the GPUs it
+        asks for (a Ray already running, e.g. pretraining's, may be smaller than loader processes
+        ask for: a task no node can hold would wait forever; its loader processes then share the
+        CPUs it gets). No such node yet (an autoscaling cluster): asked for as they are."""
+        res = unit_resources(spec.iglue)
+        fit = [n.get("CPU", 0) for n in nodes if n.get("GPU", 0) >= res["num_gpus"]]
+        largest = max(fit, default=0)
         return {**res, "num_cpus": min(res["num_cpus"], largest)} if largest >= 1 else res
 
     finetunes = sorted(
@@ -61,10 +63,10 @@ def run_units_with_ray(models: list[ModelUnits]) -> None:
     )
     tuned: dict[tuple[str, str], ray.ObjectRef] = {}
     for m, name in finetunes:
-        remote = _unit.options(**asks(m.spec, name))
+        remote = _unit.options(**asks(m.spec))
         tuned[(m.out_dir, Unit.parse(name).task)] = remote.remote(m.spec, m.model_dir, m.out_dir, name)
     tests = [
-        _unit.options(**asks(m.spec, name)).remote(
+        _unit.options(**asks(m.spec)).remote(
             m.spec, m.model_dir, m.out_dir, name, tuned.get((m.out_dir, Unit.parse(name).task))
         )
         for m in models

@@ -125,6 +125,8 @@ class AugmentedImages:
         self.augment, self.seed = augment, seed
 
     def stack(self, refs: tuple[ImageRef, ...], key: str | None = None) -> torch.Tensor | None:
+        if key is None:
+            raise ValueError("an augmented draw needs its key (epoch/index): Streamed.batches gives one")
         rng = random.Random(f"{self.seed}/{key}")
         tensors = []
         for ref in refs:
@@ -197,9 +199,10 @@ class Streamed:
         process asks for ``private`` images: copies of what its cache keeps, since sending a tensor
         to the training process moves it into shared memory (a file descriptor each while cached)."""
         out, bad = [], {}
-        copy = private and isinstance(self.cache, ImageCache)
+        cached = private and isinstance(self.cache, ImageCache)
         for i in indices:
             pending = self.pending[i]
+            copy = cached and len(pending.images) == 1  # a stack of several is already a new tensor
             image = self.cache.stack(pending.images, None if key is None else f"{key}/{i}")
             if image is None:
                 bad[i] = Reject(pending.key, "bad_image", ", ".join(map(str, pending.images)))
@@ -218,11 +221,16 @@ class Streamed:
             return
         self._parts.parts, self._parts.key = parts, key
         loader = self._loader_of(workers)
-        gc.freeze()  # the processes fork here (first call): their GC then leaves the parent's pages alone
+        # the processes fork on the first call: frozen, the parent's objects are left out of their
+        # GC, whose writes would copy the pages they share (unless someone else froze them already)
+        freeze = loader._iterator is None and gc.get_freeze_count() == 0
+        if freeze:
+            gc.freeze()
         try:
             drawing = iter(loader)
         finally:
-            gc.unfreeze()
+            if freeze:
+                gc.unfreeze()
         for out, bad in drawing:
             for i, reject in bad.items():
                 self.bad.setdefault(i, reject)

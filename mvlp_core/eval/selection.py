@@ -158,13 +158,12 @@ def annotation_files(cfg: IglueSpec) -> list[Needed]:
     return list(found.values())
 
 
-def unit_resources(cfg: IglueSpec, trains: bool = True) -> dict[str, Any]:
-    """What one unit asks Ray for: a CPU, one more for each fine-tuning loader process
-    (``iglue.loader_workers``) when it ``trains`` (a fine-tune or few-shot unit; a zero-shot or
-    translate-test unit only tests), and ``iglue.gpus_per_unit`` GPUs when ``iglue.device`` is
-    a GPU (``cuda...``). Ray sets ``CUDA_VISIBLE_DEVICES`` to the GPUs a task was given, so a task
+def unit_resources(cfg: IglueSpec) -> dict[str, Any]:
+    """What one unit asks Ray for: a CPU and one more for each fine-tuning loader process
+    (``iglue.loader_workers``; a test unit asks for them too, so that ``iglue.workers`` units of any
+    kind fill a local Ray sized for that many), and ``iglue.gpus_per_unit`` GPUs when
+    ``iglue.device`` is a GPU (``cuda...``). Ray sets ``CUDA_VISIBLE_DEVICES`` to the GPUs a task was given, so a task
     that asks for none sees no GPU at all (with ``RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO``, which
     ray_jobs/connect.py sets)."""
     on_gpu = cfg.device.startswith("cuda")
-    loaders = cfg.loader_processes() if trains else 0
-    return {"num_cpus": 1 + loaders, "num_gpus": cfg.gpus_per_unit if on_gpu else 0}
+    return {"num_cpus": 1 + cfg.loader_processes(), "num_gpus": cfg.gpus_per_unit if on_gpu else 0}

@@ -277,10 +277,12 @@ class Evaluator:
 
 
 def _load(model_dir: Path, cfg: IglueSpec, task: str) -> EvalModel:
-    if cfg.bf16 and cfg.device.startswith("cuda") and not torch.cuda.is_bf16_supported():
-        raise StageError(
-            f"iglue.bf16: {torch.cuda.get_device_name()} has no bf16 support; set iglue.bf16: false"
-        )
+    if cfg.bf16 and cfg.device.startswith("cuda") and torch.cuda.is_available():
+        if not torch.cuda.is_bf16_supported(including_emulation=False):  # pre-Ampere: emulated, slow
+            raise StageError(
+                f"iglue.bf16: the GPU {cfg.device} ({torch.cuda.get_device_name(cfg.device)}) has no "
+                "native bf16; set iglue.bf16: false"
+            )
     em = EvalModel.load(model_dir, cfg.image_size, cfg.max_text_len.get(task)).to(cfg.device)
     torch.manual_seed(cfg.seed)
     return em

@@ -357,11 +357,8 @@ def needs(spec: PipelineSpec) -> Needs:
         f" and as much in each of its {procs - 1} loader processes" if procs > 1 else ""
     )
     if (spec.execution.engines.get(STAGE_NAME) or "local") == "ray":
-        asks, tests = unit_resources(cfg), unit_resources(cfg, trains=False)
-        gpu = f" + {asks['num_gpus']:g} GPU" if asks["num_gpus"] else ""
-        each = f"{asks['num_cpus']} CPU{gpu}"
-        if tests["num_cpus"] != asks["num_cpus"]:
-            each = f"fine-tunes {each}, tests {tests['num_cpus']} CPU{gpu}"
+        asks = unit_resources(cfg)
+        each = f"{asks['num_cpus']} CPU" + (f" + {asks['num_gpus']:g} GPU" if asks["num_gpus"] else "")
         where = f"{count} as Ray tasks x ({each}), fine-tunes first, up to {cfg.workers} at a time"
     else:
         where = f"this process ({cfg.device}), {count} one after another"

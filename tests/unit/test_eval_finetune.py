@@ -337,3 +337,24 @@ def test_few_shot_batches_are_iglues_for_the_task_and_shots():
     assert few_shot_batch(cfg, "xflickrco", "100") == {"batch_size": 32, "grad_accum": 2}
     assert few_shot_batch(cfg, "xvnli", "7") == {}  # shots IGLUE does not run: the task's batch
     assert few_shot_batch(IglueSpec(few_shot_batch="finetune"), "xvnli", "48") == {}
+
+
+def test_bf16_on_a_gpu_without_native_bf16_is_refused_naming_it(tmp_path, monkeypatch):
+    """iglue.bf16 on a pre-Ampere GPU (bf16 only emulated, slowly): a StageError naming the GPU and
+    the fix, before any model loads; a GPU with native bf16 goes on to load the model."""
+    from mvlp_core.contract import StageError
+    from mvlp_core.eval import units
+    from mvlp_core.spec import load_spec
+
+    native: list[bool] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bool(native))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-32GB")
+    cfg = load_spec("demo", ["iglue.bf16=true", "iglue.device=cuda:0"], workdir=tmp_path).iglue
+    with pytest.raises(
+        StageError, match=r"cuda:0 \(Tesla V100-SXM2-32GB\) has no native bf16; set iglue.bf16: false"
+    ):
+        units._load(tmp_path / "model", cfg, "xvnli")
+    native.append(True)
+    with pytest.raises(StageError, match="no model at"):  # past the check: the (missing) model
+        units._load(tmp_path / "model", cfg, "xvnli")

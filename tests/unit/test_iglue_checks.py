@@ -136,8 +136,8 @@ def test_needs_names_the_folders_read_and_what_each_unit_asks_for(world: Path) -
             workdir=world,
         )
     )
-    # half a GPU: 2 loader processes for a fine-tune (4 a GPU), none for a test
-    assert "29 units as Ray tasks x (fine-tunes 3 CPU + 0.5 GPU, tests 1 CPU + 0.5 GPU)" in ray.resources
+    # half a GPU: 2 fine-tuning loader processes a unit (4 a GPU)
+    assert "29 units as Ray tasks x (3 CPU + 0.5 GPU)" in ray.resources
     assert "as much in each of its 2 loader processes" in ray.resources
     shown = plan.stage_plan(load_spec("demo", workdir=world), "iglue-eval")
     assert shown.reads[0] == f"{iglue} ({plan.size_of(str(iglue))})"

@@ -44,7 +44,11 @@ def _asked(
 
     asked = _Asked()
     monkeypatch.setattr(engine, "connect", lambda spec, num_cpus=None: asked.connected.append(num_cpus))
-    nodes = [{"Alive": True, "Resources": {"CPU": node_cpus}}, {"Alive": False, "Resources": {"CPU": 64.0}}]
+    nodes = [
+        {"Alive": True, "Resources": {"CPU": node_cpus, "GPU": 1.0}},
+        {"Alive": True, "Resources": {"CPU": 32.0}},  # no GPU: never the node a GPU unit lands on
+        {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}},
+    ]
     monkeypatch.setattr(ray, "nodes", lambda: nodes)
     monkeypatch.setattr(engine, "_unit", asked)
     monkeypatch.setattr(ray, "get", lambda refs: refs)
@@ -65,23 +69,22 @@ def test_units_on_a_gpu_ask_ray_for_it(monkeypatch: pytest.MonkeyPatch, tmp_path
     asked = _asked(monkeypatch, tmp_path, "iglue.device=cuda", "iglue.workers=2")
     submitted = asked.submitted
     assert {name for name, _ in submitted[:2]} == {"xvnli.finetune", "marvl.finetune"}  # fine-tunes first
-    # a fine-tune: a CPU and one for each of its 4 loader processes (the GPU default); a test: one
-    assert [o for _, o in submitted[:2]] == [{"num_cpus": 5, "num_gpus": 1.0}] * 2
-    assert [o for _, o in submitted[2:]] == [{"num_cpus": 1, "num_gpus": 1.0}] * 2
-    assert asked.connected == [2 * 5]  # a local Ray holds `workers` fine-tunes side by side
+    # a CPU and one for each of the 4 fine-tuning loader processes (the GPU default), tests too, so
+    # that a local Ray of workers x 5 CPUs runs `workers` units of any kind at a time
+    assert [o for _, o in submitted] == [{"num_cpus": 5, "num_gpus": 1.0}] * 4
+    assert asked.connected == [2 * 5]
     lean = _submitted(monkeypatch, tmp_path, "iglue.device=cuda", "iglue.loader_workers=0")
     assert [options for _, options in lean] == [{"num_cpus": 1, "num_gpus": 1.0}] * 4
     small = _submitted(monkeypatch, tmp_path, "iglue.device=cuda", node_cpus=2)
     assert [o["num_cpus"] for _, o in small] == [
-        2,
-        2,
-        1,
-        1,
-    ]  # never more than a node has: it would wait forever
+        2
+    ] * 4  # no more than the GPU node has: it would wait forever
+    cpu = _submitted(monkeypatch, tmp_path, "iglue.loader_workers=40", node_cpus=2)
+    assert [o["num_cpus"] for _, o in cpu] == [32] * 4  # on the CPU any node will do: the largest
 
     halves = _submitted(monkeypatch, tmp_path, "iglue.device=cuda:0", "iglue.gpus_per_unit=0.5")
     assert {options["num_gpus"] for _, options in halves} == {0.5}  # two units share a GPU ...
-    assert [o["num_cpus"] for _, o in halves] == [3, 3, 1, 1]  # ... and its CPUs: 2 loader processes each
+    assert [o["num_cpus"] for _, o in halves] == [3] * 4  # ... and its CPUs: 2 loader processes each
 
 
 def test_units_on_the_cpu_ask_for_no_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
