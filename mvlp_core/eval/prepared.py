@@ -29,6 +29,7 @@ import torch
 
 from mvlp_core.contract import Reject
 from mvlp_core.eval.images import ImageRef, open_rgb
+from mvlp_core.forked import forget_parent_thread_exits
 
 T = TypeVar("T")
 
@@ -249,6 +250,7 @@ class Streamed:
                 prefetch_factor=2,
                 persistent_workers=True,
                 multiprocessing_context="fork",
+                worker_init_fn=forget_parent_thread_exits,
                 generator=torch.Generator().manual_seed(0),  # leaves the global RNG (dropout's) alone
             )
         return self._loader

@@ -29,6 +29,7 @@ import webdataset as wds
 from PIL import Image
 
 from mvlp_core import contract, storage, tarstream
+from mvlp_core.forked import forget_parent_thread_exits
 from mvlp_core.model.parts.images import decoded
 from mvlp_core.model.unigen import Example
 from mvlp_core.spec import MixSpec
@@ -330,6 +331,7 @@ def loader(dataset: torch.utils.data.IterableDataset, num_workers: int) -> Itera
         num_workers=num_workers,
         persistent_workers=True,
         pin_memory=torch.cuda.is_available(),
+        worker_init_fn=forget_parent_thread_exits,
     )
     return iter(dl)
 

@@ -234,3 +234,29 @@ def test_loader_processes_and_their_caches_last_from_one_epoch_to_the_next(tmp_p
     assert torch.equal(first[0][0][1], second[1][2][1])
     out, _ = streamed.draw([0], "1", private=True)  # what a loader process sends: not its cached tensor
     assert out[0][1].data_ptr() != cache.get(tmp_path / "0.png").data_ptr()
+
+
+def test_loader_processes_forked_from_a_prefect_run_end_cleanly(tmp_path) -> None:
+    """A process that ran Prefect holds thread-exit hooks for its services' threads; a loader
+    process forked from it must not run them at its exit (it would end with code 1 and the loader
+    would fail as it stops), so a fine-tune inside `mvlp run` closes its loader cleanly."""
+    import threading
+
+    from mvlp_core.eval.prepared import ImageCache, Pending, Streamed
+
+    def parents_service_drain() -> None:  # as Prefect's QueueService._at_exit in a child
+        raise RuntimeError("no such thread in this process")
+
+    _bar(64, 20).save(tmp_path / "a.png")
+    streamed = Streamed(
+        lambda image, label: (label, image),
+        [Pending((tmp_path / "a.png",), {"label": 0}, "a")],
+        ImageCache(RGBSquare(16), max_bytes=2**20),
+    )
+    threading._register_atexit(parents_service_drain)
+    try:
+        assert [len(part) for part in streamed.batches([[0], [0]], "1", workers=1)] == [1, 1]
+        streamed.close()  # raised "DataLoader worker ... exited unexpectedly with exit code 1"
+    finally:
+        hooks = threading._threading_atexits  # functools.partial objects around what was registered
+        hooks[:] = [h for h in hooks if getattr(h, "func", None) is not parents_service_drain]

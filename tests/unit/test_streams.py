@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from mvlp_core import contract, sampling
+from mvlp_core.forked import forget_parent_thread_exits
 from mvlp_core.model.parts.augment import AugmentedSquare
 from mvlp_core.spec.augment import AugmentSpec
 from mvlp_core.train import streams as ms
@@ -371,7 +372,9 @@ def test_resume_through_a_real_dataloader(world: dict[str, Any]) -> None:
 
     def run(start: int, n: int) -> list[dict[str, Any]]:
         ds = ms.MultiStreamBatches(_sources(world), schedule, collate, seed=4, start_step=start)
-        dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+        dl = torch.utils.data.DataLoader(
+            ds, batch_size=None, num_workers=2, worker_init_fn=forget_parent_thread_exits
+        )
         it = iter(dl)
         try:
             return _take(it, n)
