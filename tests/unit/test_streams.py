@@ -421,7 +421,11 @@ def test_each_dataloader_worker_says_whose_skip_count_a_batch_carries(tmp_path: 
     )
     schedule = Schedule.all_streams(image=2, parallel=1, mono=40)
     ds = ms.MultiStreamBatches(sources, schedule, collate, seed=0, image_transform=lambda im: im.size)
-    it = iter(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2))
+    it = iter(
+        torch.utils.data.DataLoader(
+            ds, batch_size=None, num_workers=2, worker_init_fn=forget_parent_thread_exits
+        )
+    )
     got = [next(it) for _ in range(8)]
     del it
     assert [int(b["loader_worker"]) for b in got] == [0, 1] * 4
