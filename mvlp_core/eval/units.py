@@ -117,10 +117,11 @@ class Evaluator:
         self.discriminative = self.model_family is not None and heads_discriminative.is_discriminative(
             getattr(self.model_family, "IGLUE", {}), task, str(em.family)
         )
+        ft = finetune_settings(cfg, task)
         if self.discriminative:
             self.em = self._with_head(em)
-            self.em.model.itm_negatives = finetune_settings(cfg, task).itm_negatives
-        self.train_images = self._train_images(finetune_settings(cfg, task).augment)
+            self.em.model.itm_negatives = ft.itm_negatives
+        self.train_images = self._train_images(ft.augment)
 
     def _train_images(self, augment: AugmentSpec | None) -> ImageSource:
         """Where training sets draw their images: the bounded cache dev and test read too, or with

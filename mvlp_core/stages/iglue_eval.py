@@ -352,9 +352,9 @@ def needs(spec: PipelineSpec) -> Needs:
     units = plan_units(cfg) if Path(cfg.root).is_dir() else []
     count = f"{len(units)} units" if units else "its units"
     reads = tuple(dict.fromkeys([str(cfg.root), *map(str, _image_folders(cfg).values())]))
-    procs = 1 + cfg.loader_processes()
+    loaders = cfg.loader_processes()
     cache = f"up to {cfg.image_cache_mb} MiB of decoded images per unit" + (
-        f" and as much in each of its {procs - 1} loader processes" if procs > 1 else ""
+        f" and as much in each of its {loaders} loader processes" if loaders else ""
     )
     if (spec.execution.engines.get(STAGE_NAME) or "local") == "ray":
         asks = unit_resources(cfg)
