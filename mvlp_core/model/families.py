@@ -38,7 +38,7 @@ from typing import Any
 
 from mvlp_core.contract import StageError
 
-FAMILIES = ("unigen", "wsmvlp")
+FAMILIES = ("unigen", "wsmvlp", "ernie")
 CONFIG_FILES = ("config.json", "unigen.json")  # where a saved model keeps its config
 
 
@@ -59,9 +59,9 @@ def family(name: str) -> ModuleType:
         raise StageError(f"unknown model family {name!r}; registered: {', '.join(FAMILIES)}")
     # imported here, not at module level: torch loads only when a family is used; named statically
     # so a stage's fingerprint (the import graph of its code) covers every family's code
-    from mvlp_core.model import unigen, wsmvlp
+    from mvlp_core.model import ernie, unigen, wsmvlp
 
-    return {"unigen": unigen, "wsmvlp": wsmvlp}[name]
+    return {"unigen": unigen, "wsmvlp": wsmvlp, "ernie": ernie}[name]
 
 
 def family_of(folder: str | Path) -> str:

@@ -14,10 +14,11 @@ from pydantic import Field, model_validator
 
 from mvlp_core.spec.base import Strict
 from mvlp_core.spec.model import ModelSpec
+from mvlp_core.spec.model_ernie import ErnieModelSpec
 from mvlp_core.spec.model_wsmvlp import WsmvlpModelSpec
 
-MODEL_SPECS = (ModelSpec, WsmvlpModelSpec)
-AnyModelSpec = Annotated[ModelSpec | WsmvlpModelSpec, Field(discriminator="family")]
+MODEL_SPECS = (ModelSpec, WsmvlpModelSpec, ErnieModelSpec)
+AnyModelSpec = Annotated[ModelSpec | WsmvlpModelSpec | ErnieModelSpec, Field(discriminator="family")]
 FAMILY_TAGS = frozenset(cls.model_fields["family"].default for cls in MODEL_SPECS)
 
 

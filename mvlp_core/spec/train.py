@@ -74,6 +74,14 @@ class PretrainSpec(Strict):
     betas: tuple[float, float] = (0.9, 0.98)
     weight_decay: float = Field(0.05, ge=0)
     warmup_steps: int = Field(2000, ge=0, le=10**9)
+    lr_schedule: Literal["linear", "cosine"] = Field(
+        "linear",
+        description="after the linear warm-up, the decay from lr to min_lr at max_steps: linear "
+        "(UniGen, the weakly-supervised mVLP) or cosine (ERNIE-UniX²)",
+    )
+    min_lr: float = Field(
+        0.0, ge=0, le=1, description="the learning rate the decay ends at (ERNIE-UniX²: 1e-6)"
+    )
     max_steps: int = Field(
         10000, gt=0, le=10**9, description="optimizer steps; with `epochs` set, derived from the data instead"
     )
@@ -115,6 +123,14 @@ class PretrainSpec(Strict):
     fail_at_step: int | None = perf_only(
         None, description="test knob: rank 1 exits hard once at this step (fault injection)"
     )
+
+    @model_validator(mode="after")
+    def _decay_ends_below_the_peak(self) -> PretrainSpec:
+        if self.min_lr > self.lr:
+            raise ValueError(
+                f"pretrain.min_lr {self.min_lr:g} is above pretrain.lr {self.lr:g}; give min_lr <= lr"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_rank_a_gpu(self) -> PretrainSpec:

@@ -335,7 +335,7 @@ def _image_size_problems(spec: PipelineSpec) -> list[str]:
                 f"iglue.image_size {size}: {who} is UniGen, whose image encoder reads {model.image_size} px "
                 f"only; {fix}"
             )
-        elif model.family == "wsmvlp" and size % model.dims.patch_size:
+        elif model.family != "unigen" and size % model.dims.patch_size:
             problems.append(
                 f"iglue.image_size {size}: {who}'s ViT reads multiples of its patch ({model.dims.patch_size} px)"
             )

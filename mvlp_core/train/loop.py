@@ -112,8 +112,13 @@ def warmup_linear(step: int, warmup_steps: int, total_steps: int) -> float:
 
 
 def lr_at(step: int, cfg: PretrainSpec) -> float:
-    """Linear warm-up to cfg.lr, then linear decay to 0 at max_steps (UniGen's schedule)."""
-    return cfg.lr * warmup_linear(step, cfg.warmup_steps, cfg.max_steps)
+    """Linear warm-up from 0 to cfg.lr, then decay to cfg.min_lr at max_steps: linear (UniGen's,
+    to 0 by default) or cosine (`lr_schedule`)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    done = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    left = 0.5 * (1 + math.cos(math.pi * done)) if cfg.lr_schedule == "cosine" else 1 - done
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * left
 
 
 def save_checkpoint(

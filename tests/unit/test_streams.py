@@ -49,11 +49,17 @@ def _png(i: int) -> bytes:
 
 
 def write_images(
-    path: Path, keys: list[str], bad_json: set[str] = frozenset(), bad_image: set[str] = frozenset()
+    path: Path,
+    keys: list[str],
+    bad_json: set[str] = frozenset(),
+    bad_image: set[str] = frozenset(),
+    languages: tuple[str, ...] = (),
 ) -> None:
+    """Image records with an English caption and one in each of `languages`."""
     with tarfile.open(path, "w") as tar:
         for i, k in enumerate(keys):
-            rec = {"key": k, "captions": {"en": f"caption {k}"}, "qa": []}
+            captions = {"en": f"caption {k}", **{lang: f"{lang} caption {k}" for lang in languages}}
+            rec = {"key": k, "captions": captions, "qa": []}
             _add(tar, f"{k}.jpg", b"no image here" if k in bad_image else _png(i))
             _add(tar, f"{k}.json", b"{oops" if k in bad_json else json.dumps(rec).encode())
 

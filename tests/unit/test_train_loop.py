@@ -3,6 +3,7 @@ resumes from its newest checkpoint at that step, and a corrupt checkpoint is a c
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,13 @@ def test_schedule_and_decay_groups() -> None:
     c = cfg(lr=1e-4, warmup_steps=2000, max_steps=10000)
     assert loop.lr_at(0, c) == pytest.approx(5e-8) and loop.lr_at(1999, c) == pytest.approx(1e-4)
     assert loop.lr_at(6000, c) == pytest.approx(5e-5) and loop.lr_at(10000, c) == 0
+    # ERNIE-UniX²'s: 4k warm-up steps, cosine decay to 1e-6 (§4.3.1)
+    e = cfg(lr=1e-4, warmup_steps=4000, max_steps=60000, lr_schedule="cosine", min_lr=1e-6)
+    assert loop.lr_at(3999, e) == pytest.approx(1e-4) and loop.lr_at(60000, e) == pytest.approx(1e-6)
+    assert loop.lr_at(32000, e) == pytest.approx(1e-6 + (1e-4 - 1e-6) / 2)  # half-way: the cosine's middle
+    assert loop.lr_at(18000, e) == pytest.approx(1e-6 + (1e-4 - 1e-6) * (1 + math.cos(math.pi / 4)) / 2)
+    with pytest.raises(ValueError, match="min_lr"):
+        cfg(lr=1e-5, min_lr=1e-4)
     groups = loop.param_groups(Toy(), 0.05)
     assert [len(g["params"]) for g in groups] == [1, 2] and [g["weight_decay"] for g in groups] == [0.05, 0.0]
 

@@ -7,15 +7,12 @@ data.py for its data recipe (all three streams every step). The hooks of the fam
 
 from __future__ import annotations
 
-from typing import Any
-
-from mvlp_core.contract import StageError
 from mvlp_core.model.families import EvalBindings
-from mvlp_core.model.parts.images import resize_rgb
+from mvlp_core.model.parts import vit_xlmr
+from mvlp_core.model.parts.bert_layers import FusionLayer, MLMHead
 from mvlp_core.model.wsmvlp.batch import collate, image_transform
 from mvlp_core.model.wsmvlp.build import build, load, save
 from mvlp_core.model.wsmvlp.data import train_batches
-from mvlp_core.model.wsmvlp.layers import FusionLayer, MLMHead
 from mvlp_core.model.wsmvlp.model import WsmvlpModel, itm_negatives
 
 NAME = "wsmvlp"
@@ -46,25 +43,7 @@ __all__ = [
 def eval_bindings(
     model: WsmvlpModel, image_size: int | None = None, max_text_len: int | None = None
 ) -> EvalBindings:
-    """The image transform the model was built with, or one to `image_size` (its ViT interpolates
-    its position embeddings to any multiple of its patch), and its tokenizer at `max_text_len`
-    tokens where given (the paper fine-tunes at 40 or 50 by task, Tables 7-8), else at its
-    pretraining image-text length."""
-    spec, tok = model.spec, model.tokenizer
-    length = max_text_len or spec.max_len.image_text
-    positions = model.embeddings.position_embeddings.num_embeddings - 2  # XLM-R's start after the pad id
-    if length > positions:
-        raise StageError(
-            f"iglue.max_text_len {length}: this model's text encoder has {positions} positions; "
-            f"give at most {positions}"
-        )
-    patch = model.vision.config.patch_size  # a loaded base ViT's, not the size preset's
-    if image_size is not None and image_size % patch:
-        raise StageError(f"iglue.image_size {image_size} is not a multiple of the ViT's patch size {patch}")
-    transform = model.image_transform() if image_size is None else resize_rgb(image_size)
-
-    def encode(texts: list[str]) -> tuple[Any, Any]:
-        out = tok(texts, padding=True, truncation=True, max_length=length, return_tensors="pt")
-        return out["input_ids"], out["attention_mask"]
-
-    return EvalBindings(transform, encode)
+    """Images at `image_size` where given (else the model's), texts cut at `max_text_len` tokens
+    where given (the paper fine-tunes at 40 or 50 by task, Tables 7-8), else at its pretraining
+    image-text length."""
+    return vit_xlmr.eval_bindings(model, image_size, max_text_len, model.spec.max_len.image_text)

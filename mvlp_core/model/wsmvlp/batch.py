@@ -27,8 +27,6 @@ from mvlp_core.model.parts.images import resize_rgb, stack_images
 from mvlp_core.model.parts.masking import IGNORE, bert_mask
 from mvlp_core.spec.model_wsmvlp import WsmvlpModelSpec
 
-DEFAULT_MEAN = (0.5, 0.5, 0.5)
-DEFAULT_STD = (0.5, 0.5, 0.5)
 CHARS_PER_TOKEN = 16  # cut pathological texts before tokenizing: no token is longer than this
 STREAMS = ("image", "parallel", "mono")
 

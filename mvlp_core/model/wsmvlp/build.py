@@ -12,80 +12,26 @@ A saved folder: config.json ({"family": "wsmvlp", "spec", "vision_config", "text
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from transformers import AutoTokenizer, ViTConfig, ViTModel, XLMRobertaConfig, XLMRobertaForMaskedLM
+from transformers import ViTModel, XLMRobertaForMaskedLM
 
-from mvlp_core.atomic import atomic_path, write_json
 from mvlp_core.contract import StageError
-from mvlp_core.model.parts.pretrained import from_pretrained, load_weights
+from mvlp_core.model.parts import vit_xlmr
+from mvlp_core.model.parts.pretrained import from_pretrained
+from mvlp_core.model.parts.vit_xlmr import DEFAULT_MEAN, DEFAULT_STD, hf_json, image_stats
 from mvlp_core.model.tokenizers import _load, _train_sentencepiece
-from mvlp_core.model.wsmvlp.batch import DEFAULT_MEAN, DEFAULT_STD
 from mvlp_core.model.wsmvlp.model import WsmvlpModel
 from mvlp_core.spec.model_wsmvlp import WsmvlpModelSpec
 
 FAMILY = "wsmvlp"
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-TOKENIZER_DIR = "tokenizer"
-XLMR_VOCAB = 250002  # xlm-roberta-base's embedding rows: the published shape of base + random
-
-
-def _json(config) -> dict:
-    return json.loads(config.to_json_string(use_diff=False))
 
 
 def _configs(spec: WsmvlpModelSpec, tokenizer) -> tuple[dict, dict]:
     """ViT and XLM-R configs of a model built from the spec's dims (base: the published shapes,
     dropout 0.1 as the paper; micro/tiny: no dropout)."""
-    d = spec.dims
-    base = spec.size == "base"
-    dropout = 0.1 if base else 0.0
-    # BERT's std 0.02 is for width 768; at width 32 it leaves every sub-layer's output ~5x below
-    # the embeddings it is added to, and the [CLS] state hardly varies across texts (the
-    # contrastive and ITM losses then sit at chance for hundreds of steps). Keep the base scale.
-    std = 0.02 * (768 / d.hidden_size) ** 0.5 if not base else 0.02
-    width = dict(
-        hidden_size=d.hidden_size,
-        num_attention_heads=d.num_heads,
-        intermediate_size=d.intermediate_size,
-        initializer_range=std,
-    )
-    vision = ViTConfig(
-        **width,
-        num_hidden_layers=d.vision_layers,
-        image_size=spec.image_size,
-        patch_size=d.patch_size,
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
-    )
-    text = XLMRobertaConfig(
-        **width,
-        vocab_size=max(XLMR_VOCAB, len(tokenizer)) if base else len(tokenizer),
-        num_hidden_layers=d.text_layers + d.fusion_layers,
-        max_position_embeddings=d.max_positions + 2,  # XLM-R's positions start after the pad id
-        type_vocab_size=1,
-        layer_norm_eps=1e-5,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
-    )
-    return _json(vision), _json(text)
-
-
-def _image_stats(name: str) -> tuple[list[float], list[float]]:
-    """The ViT checkpoint's normalisation (its image processor's mean/std), 0.5/0.5 if it has none."""
-    try:
-        from transformers import AutoImageProcessor
-
-        processor = AutoImageProcessor.from_pretrained(name)
-        return list(processor.image_mean), list(processor.image_std)
-    except (OSError, ValueError, ImportError, AttributeError, TypeError):
-        return list(DEFAULT_MEAN), list(DEFAULT_STD)
+    return vit_xlmr.configs(spec.dims, spec.size == "base", spec.image_size, tokenizer)
 
 
 def _config(spec, vision: dict, text: dict, text_layers: int, mean, std) -> dict:
@@ -112,8 +58,8 @@ def _pretrained(spec: WsmvlpModelSpec) -> WsmvlpModel:
             f"model.text_layers {text_layers} must leave at least one of {spec.text_encoder}'s"
             f" {n_layers} layers for the unified encoder; set it below {n_layers}"
         )
-    mean, std = _image_stats(spec.vision)
-    config = _config(spec, _json(vit.config), _json(xlmr.config), text_layers, mean, std)
+    mean, std = image_stats(spec.vision)
+    config = _config(spec, hf_json(vit.config), hf_json(xlmr.config), text_layers, mean, std)
     model = WsmvlpModel(config, tokenizer)
     model.vision.load_state_dict(vit.state_dict())
     model.embeddings.load_state_dict(xlmr.roberta.embeddings.state_dict())
@@ -151,27 +97,9 @@ def build(
 
 def save(model: WsmvlpModel, folder: str | Path) -> None:
     """Write `model` to `folder` (config.json, model.safetensors, tokenizer/)."""
-    from safetensors.torch import save_model
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
-    with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        save_model(model, str(tmp))
-    write_json(folder / CONFIG_FILE, model.config)
+    vit_xlmr.save(model, folder)
 
 
 def load(folder: str | Path) -> WsmvlpModel:
     """The model (with its tokenizer) from a folder written by `save` / `save_pretrained`."""
-
-    folder = Path(folder)
-    path = folder / CONFIG_FILE
-    config = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    if config.get("family") != FAMILY:
-        raise StageError(
-            f'{folder} is not a wsmvlp checkpoint (no {CONFIG_FILE} with "family": "wsmvlp"); give a'
-            " folder written by WsmvlpModel.save_pretrained"
-        )
-    model = WsmvlpModel(config, AutoTokenizer.from_pretrained(str(folder / TOKENIZER_DIR)))
-    load_weights(model, folder / WEIGHTS_FILE)
-    return model
+    return vit_xlmr.load(folder, FAMILY, WsmvlpModel)

@@ -37,11 +37,11 @@ from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaEmbed
 from mvlp_core.model.losses import contrastive_loss, mine_hard_negatives
 from mvlp_core.model.parts import host_index
 from mvlp_core.model.parts.attention import pin_sdpa
+from mvlp_core.model.parts.bert_layers import FusionLayer, MLMHead
 from mvlp_core.model.parts.frozen_towers import FrozenTowersStayInEval, is_frozen
 from mvlp_core.model.parts.images import PixelNorm
 from mvlp_core.model.parts.masking import IGNORE
 from mvlp_core.model.wsmvlp.flops import WsmvlpFlops
-from mvlp_core.model.wsmvlp.layers import FusionLayer, MLMHead
 from mvlp_core.spec.model_wsmvlp import WsmvlpModelSpec
 
 

@@ -1,7 +1,7 @@
-"""The building blocks of wsmVLP's towers: a BERT/XLM-R layer with a pluggable cross-attention, and
-XLM-R's masked-LM head.
+"""BERT/XLM-R building blocks the weakly-supervised and ERNIE-UniX² families share: a layer with a
+pluggable cross-attention (and, for a decoder, causal self-attention), and XLM-R's masked-LM head.
 
-`FusionLayer`: bidirectional self-attention → (optional) cross-attention → FFN, each sub-block
+`FusionLayer`: self-attention (bidirectional, or causal) → (optional) cross-attention → FFN, each sub-block
 post-LN with a residual, as BERT/XLM-R (and the released code's `albef/modeling/xbert.py`). HF's
 own layers cannot serve: `add_cross_attention` needs `is_decoder=True`, which turns a 2-D attention
 mask causal. Parameter names are HF's (`attention.self.query`, `attention.output.LayerNorm`,
@@ -31,13 +31,17 @@ class _Heads(nn.Module):
         self.key = nn.Linear(kv_width, width)
         self.value = nn.Linear(kv_width, width)
 
-    def forward(self, hidden: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor, causal: bool = False
+    ) -> torch.Tensor:
         b, lq, d = hidden.shape
         lk = memory.shape[1]
         q = self.query(hidden).view(b, lq, self.heads, -1).transpose(1, 2)
         k = self.key(memory).view(b, lk, self.heads, -1).transpose(1, 2)
         v = self.value(memory).view(b, lk, self.heads, -1).transpose(1, 2)
         keep = memory_mask.bool()[:, None, None, :]
+        if causal:  # position i reads positions <= i only
+            keep = keep & torch.ones(lq, lk, dtype=torch.bool, device=keep.device).tril()
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=keep, dropout_p=self.dropout if self.training else 0.0
         )
@@ -64,8 +68,10 @@ class _Attention(nn.Module):
         self.self = _Heads(width, config.num_attention_heads, kv_width, config.attention_probs_dropout_prob)
         self.output = _AddNorm(width, width, config.layer_norm_eps, config.hidden_dropout_prob)
 
-    def forward(self, hidden: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
-        return self.output(self.self(hidden, memory, memory_mask), hidden)
+    def forward(
+        self, hidden: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor, causal: bool = False
+    ) -> torch.Tensor:
+        return self.output(self.self(hidden, memory, memory_mask, causal), hidden)
 
 
 class _Intermediate(nn.Module):
@@ -84,10 +90,14 @@ class FusionLayer(nn.Module):
     `config` is an XLM-R (BERT-style) config: hidden_size, num_attention_heads, intermediate_size,
     hidden_act, layer_norm_eps and the two dropout rates. `kv_width` is the width of the states
     the cross-attention reads (image patches or the other sentence's states; default hidden_size).
+    `causal`: the self-attention reads earlier positions only (a decoder layer).
     """
 
-    def __init__(self, config, cross_attention: bool = False, kv_width: int | None = None) -> None:
+    def __init__(
+        self, config, cross_attention: bool = False, kv_width: int | None = None, causal: bool = False
+    ) -> None:
         super().__init__()
+        self.causal = causal
         self.attention = _Attention(config, config.hidden_size)
         self.crossattention = _Attention(config, kv_width or config.hidden_size) if cross_attention else None
         self.intermediate = _Intermediate(config)
@@ -104,7 +114,7 @@ class FusionLayer(nn.Module):
     ) -> torch.Tensor:
         """hidden [B, L, D] with mask [B, L] (1 = token); memory [B, M, Dk] with memory_mask [B, M],
         or None to skip the cross-attention (the pluggable part: monolingual text)."""
-        hidden = self.attention(hidden, hidden, mask)
+        hidden = self.attention(hidden, hidden, mask, self.causal)
         if memory is not None:
             if self.crossattention is None:
                 raise ValueError("this layer has no cross-attention; it cannot attend to a memory")
