@@ -23,8 +23,11 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/mvlp demo --workdir $(WORKDIR)
 
+# two pytest processes (pytest-xdist), each module kept in one: the demo's e2e module runs beside
+# the rest instead of before it (TEST_PROCESSES=1 runs the suite in this process)
+TEST_PROCESSES ?= 2
 test: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(if $(filter 1,$(TEST_PROCESSES)),,-n $(TEST_PROCESSES) --dist loadfile)
 
 # ruff: lint rules and formatting as configured in pyproject.toml (CI runs it before the tests)
 lint: setup

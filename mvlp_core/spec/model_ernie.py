@@ -174,6 +174,12 @@ class ErnieModelSpec(Strict):
             return (self.vision, self.text_encoder)
         return ()
 
+    def images_per_step(self) -> int:
+        """Image-text samples an optimizer step reads on average (what `pretrain.epochs` counts): the
+        batch times the image tasks' share of the draws (MLM's half on image-text included)."""
+        image = sum({"cmcl": 1, "itm": 1, "vplm": 1, "mmmt": 1, "mlm": 0.5}.get(t, 0) for t in self.tasks)
+        return max(1, round(self.batch * image / len(self.tasks)))
+
     @property
     def random_init(self) -> bool:
         """Built from configs with random weights (every size but base with pretrained weights)."""

@@ -152,6 +152,10 @@ class WsmvlpModelSpec(Strict):
             return (self.vision, self.text_encoder)
         return ()
 
+    def images_per_step(self) -> int:
+        """Image-caption pairs an optimizer step reads (what `pretrain.epochs` counts)."""
+        return self.batch.image
+
     @property
     def random_init(self) -> bool:
         """Built from configs with random weights (every size but base with pretrained weights)."""

@@ -93,10 +93,10 @@ def ranks(spec: PipelineSpec) -> int:
 
 def global_batch(spec: PipelineSpec) -> int:
     """Image samples per optimizer step (what epochs count): data-parallel ranks x per-rank batch x
-    accumulation, or a multi-stream family's image batch per step (`model.batch.image`)."""
-    streams = getattr(spec.model, "batch", None)
-    if streams is not None:
-        return streams.image
+    accumulation, or what a multi-stream family's spec says its steps read (`images_per_step`)."""
+    per_step = getattr(spec.model, "images_per_step", None)
+    if per_step is not None:
+        return per_step()
     p = spec.pretrain
     return ranks(spec) * p.batch_size * p.grad_accum
 
@@ -231,6 +231,8 @@ def _resources(spec: PipelineSpec) -> str:
     per_rank = f"{p.cpus_per_worker:g} CPU" + (f" + {p.gpus_per_worker:g} GPU" if p.use_gpu else "")
     ranks = f"{p.workers} Ray Train worker(s) x ({per_rank})" if on_ray else "this process, 1 rank"
     steps = f"{p.epochs:g} epochs" if p.epochs else f"{p.max_steps} steps"
+    if hasattr(spec.model, "images_per_step"):  # a multi-stream family: its steps also read text
+        return f"{ranks}; {global_batch(spec)} image samples a step; {steps}"
     return f"{ranks}; global batch {global_batch(spec)}; {steps}"
 
 

@@ -75,8 +75,23 @@ def test_spec_defaults_follow_the_paper() -> None:
     assert base.batch == 4096 and base.temperature == 0.07  # Table 5; a learnable τ
     assert (base.dims.text_layers, base.dims.fusion_layers, base.dims.hidden_size) == (6, 6, 768)  # Table 3 †
     assert base.checkpoints() == ("google/vit-base-patch16-224-in21k", "xlm-roberta-base")
+    # what pretrain.epochs counts: image-text samples a step, 4.5 of the 8 tasks' draws
+    assert base.images_per_step() == 4096 * 4.5 / 8
+    assert ErnieModelSpec(tasks=["cmcl", "clcl"], batch=10).images_per_step() == 5
     with pytest.raises(ValueError, match="twice"):
         ErnieModelSpec(tasks=["cmcl", "cmcl"])
+
+
+def test_the_pretrain_stage_counts_its_image_samples_and_plans_it() -> None:
+    """`pretrain.epochs` counts image samples: an ERNIE step reads 4.5 of 8 tasks' draws of them."""
+    from mvlp_core.spec import load_spec
+    from mvlp_core.stages.pretrain import needs, with_steps_from_epochs
+
+    spec = load_spec(
+        "demo", ["models=null", "model={family: ernie, size: micro, batch: 16}", "pretrain.epochs=3"]
+    )
+    assert with_steps_from_epochs(spec, 2000).pretrain.max_steps == math.ceil(3 * 2000 / 9)
+    assert "9 image samples a step" in needs(spec).resources
 
 
 def test_one_task_a_micro_step_drawn_uniformly_the_same_on_every_rank() -> None:
@@ -172,6 +187,12 @@ def test_decoder_position_t_never_reads_later_targets() -> None:
         after, _, _ = model._seq2seq(dict(b, dec_ids=ids), with_image=False)
     assert torch.allclose(before[:, : t + 1], after[:, : t + 1], atol=1e-6)
     assert not torch.allclose(before[:, t + 1], after[:, t + 1], atol=1e-4)
+    # the language to write is read from the first position on
+    with torch.no_grad():
+        other, _, _ = model._seq2seq(
+            dict(b, lang=(b["lang"] % len(model.spec.languages)) + 1), with_image=False
+        )
+    assert not torch.allclose(before[:, 0], other[:, 0], atol=1e-4)
 
 
 def test_mmmt_masks_the_source_predicts_it_and_translates_in_full() -> None:
@@ -219,6 +240,28 @@ def test_mmmt_masks_the_source_predicts_it_and_translates_in_full() -> None:
 
 
 # ---------------------------------------------------------------- understanding tasks
+def test_a_rank_without_a_usable_cmcl_record_still_joins_the_gathers(monkeypatch) -> None:
+    """CMCL all-gathers every rank's features (and all-reduces in its backward): a rank whose
+    records all lack a caption runs the loss on no rows, with a gradient path, or the others hang."""
+    from mvlp_core.model.ernie import model as ernie_model
+
+    calls = []
+
+    def recorded(image, text, temperature):
+        calls.append((tuple(image.shape), image.requires_grad, text.requires_grad))
+        return ernie_model.contrastive_loss.__wrapped__(image, text, temperature)
+
+    recorded.__wrapped__ = ernie_model.contrastive_loss
+    monkeypatch.setattr(ernie_model, "contrastive_loss", recorded)
+    model = micro()
+    rows = [(img, {"captions": {"en": " "}}) for img, _ in items(model, "cmcl", random.Random(0), n=3)]
+    b = Collate(model.tokenizer, model.spec)({"cmcl": rows}, torch.Generator().manual_seed(0))
+    assert int(b["n_samples"]) == 0 and b["cmcl"]["ids"].shape[0] == 0
+    out = model(b)
+    out["loss"].backward()
+    assert calls == [((0, model.spec.embed_dim), True, True)] and float(out["loss_cmcl"].detach()) == 0.0
+
+
 def test_cmcl_and_clcl_equal_the_hand_computation() -> None:
     """Eq. 1-2: −1/N (Σ log softmax(S/τ) over texts + Σ over images), S the cosine of the projected
     [CLS] states of the two towers; one τ, which both losses train."""
@@ -285,6 +328,13 @@ def test_mlm_predicts_masked_caption_tokens_from_the_image_and_text_alone() -> N
         other = model({"mlm_image": dict(b, pixel_values=b["pixel_values"].flip(0))})["loss_mlm_image"]
         text = model({"mlm_text": sub_batch(model, "mlm_text", seed=8)["mlm_text"]})
     assert not torch.allclose(one, other) and set(text) == {"loss", "loss_mlm_text", "tokens"}
+    # read at the text's own positions of the cross-modal encoder's output, after [MM_CLS]
+    with torch.no_grad():
+        image = model.encode_image(b["pixel_values"])
+        states, _ = model.fuse(model.encode_text(b["masked_ids"], b["mask"]), b["mask"], image)
+        rows, cols = (b["labels"] != IGNORE).nonzero(as_tuple=True)
+        hand = F.cross_entropy(model.mlm_head(states[rows, 1 + cols]), b["labels"][rows, cols])
+    assert torch.allclose(one, hand, atol=1e-5)
 
 
 # ---------------------------------------------------------------- learning
@@ -359,7 +409,8 @@ def test_base_builds_from_xlmr_and_vit(tmp_path: Path) -> None:
         image_size=32,
         patch_size=8,
     )
-    ViTModel(vit_config, add_pooling_layer=False).save_pretrained(tmp_path / "vit")
+    vit = ViTModel(vit_config, add_pooling_layer=False)
+    vit.save_pretrained(tmp_path / "vit")
     spec = ErnieModelSpec(
         size="base",
         vision=str(tmp_path / "vit"),
@@ -370,6 +421,7 @@ def test_base_builds_from_xlmr_and_vit(tmp_path: Path) -> None:
     )
     model = build(spec).eval()
     assert (len(model.text_layers), len(model.fusion_layers), len(model.decoder_layers)) == (2, 2, 2)
+    assert all(torch.equal(v, vit.state_dict()[k]) for k, v in model.vision.state_dict().items())
     hf = xlmr.roberta.encoder.layer
     for j, layer in enumerate(model.decoder_layers):
         own = hf[2 + j].attention.state_dict()

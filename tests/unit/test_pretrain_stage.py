@@ -32,7 +32,7 @@ def test_one_rank_on_the_local_engine_and_the_ranks_in_the_fingerprint() -> None
 def test_each_model_of_a_spec_has_its_own_config_and_steps() -> None:
     both = load_spec("demo", ["pretrain.epochs=2"])
     cfg = config(both)["models"]
-    assert set(cfg) == {"unigen", "wsmvlp"}
+    assert set(cfg) == {"unigen", "wsmvlp", "ernie"}
     assert (
         cfg["unigen"]["pretrain"]["weight_decay"] == 0.05 and cfg["wsmvlp"]["pretrain"]["weight_decay"] == 0.2
     )

@@ -15,7 +15,8 @@ Batch layout (any subset of the tasks; T text tokens with their special tokens, 
     mmmt:        pixel_values; enc_ids: the source with [MASK]s, enc_mask, enc_labels (the masked
                  tokens' ids, -100 elsewhere); dec_*: the full translation; lang
     n_samples:   rows over all tasks (int tensor); 0 where no record of an image task had the
-                 captions it needs (the model's loss is then a zero: the step learns nothing)
+                 captions it needs (the model's loss is then a zero: the step learns nothing;
+                 CMCL keeps a sub-batch of no rows, so that the rank joins the loss's all-gathers)
 
 `labels`/`enc_labels` come with `labels_at`/`enc_labels_at` and their guards (`*_of`), the labelled
 positions as host-made flat indices (mvlp_core/model/parts/host_index.py).
@@ -107,8 +108,14 @@ def mask_all(
     ids: torch.Tensor, never: torch.Tensor, mask_id: int, p: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(masked ids, labels): each maskable token replaced by [MASK] with probability `p` (mMMT's
-    "randomly replacing textual tokens ... with masked tokens"), labelled with its id."""
-    chosen = (torch.rand(ids.shape, generator=generator) < p) & ~never
+    "randomly replacing textual tokens ... with masked tokens"), at least one a row, labelled with
+    its id."""
+    maskable = ~never
+    chosen = (torch.rand(ids.shape, generator=generator) < p) & maskable
+    # a row with maskable tokens but none chosen gets one, drawn uniformly (as bert_mask does)
+    scores = torch.rand(ids.shape, generator=generator).masked_fill(~maskable, -1.0)
+    lacking = maskable.any(dim=1) & ~chosen.any(dim=1)
+    chosen[lacking, scores[lacking].argmax(dim=1)] = True
     return ids.masked_fill(chosen, mask_id), ids.masked_fill(~chosen, IGNORE)
 
 
@@ -177,6 +184,14 @@ class Collate:
                 continue
             images.append(image)
         if not images:
+            if task == "cmcl":  # every rank joins CMCL's all-gathers, with no rows if need be
+                size = self.spec.image_size
+                empty = torch.zeros((0, 1), dtype=torch.long)
+                return {
+                    "pixel_values": torch.zeros((0, 3, size, size), dtype=torch.uint8),
+                    "ids": empty,
+                    "mask": empty,
+                }
             return None
         L = self.spec.max_len.image_text
         pieces = self.enc.pieces([t for t, _ in first], L)

@@ -200,8 +200,15 @@ class ErnieModel(nn.Module):
 
     # ---------------------------------------------------------------- tasks
     def _cmcl(self, b: dict) -> dict[str, torch.Tensor]:
-        image = self._image_feature(self.encode_image(b["pixel_values"]))
-        text = self._text_feature(self.encode_text(b["ids"], b["mask"]))
+        if b["ids"].shape[0] == 0:
+            # a rank left without a usable record still joins the loss's all-gathers (and their
+            # backward), or the ranks that have rows wait on it forever: no rows, a gradient path
+            dv, d = self.vision_proj.in_features, self.text_proj.in_features
+            image = F.normalize(self.vision_proj(self.temp.new_zeros(0, dv)), dim=-1)
+            text = F.normalize(self.text_proj(self.temp.new_zeros(0, d)), dim=-1)
+        else:
+            image = self._image_feature(self.encode_image(b["pixel_values"]))
+            text = self._text_feature(self.encode_text(b["ids"], b["mask"]))
         return {"loss_cmcl": self._contrastive(image, text)}
 
     def _clcl(self, b: dict) -> dict[str, torch.Tensor]:
