@@ -337,6 +337,26 @@ def test_mlm_predicts_masked_caption_tokens_from_the_image_and_text_alone() -> N
     assert torch.allclose(one, hand, atol=1e-5)
 
 
+# ---------------------------------------------------------------- FLOPs
+@pytest.mark.parametrize("task", TASK_ROWS)
+def test_counted_training_flops_match_torchs_count(task: str) -> None:
+    """The MFU numerator (mvlp_core/model/ernie/flops.py), counted on the host from the batch,
+    against torch's FLOP counter of the step (masks full: torch counts padded shapes, the count
+    only real tokens; attention on the math kernel, whose matmuls torch counts)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = micro()
+    model.vision.set_attn_implementation("eager")
+    b = sub_batch(model, task, seed=3)
+    for key in [k for k in b[task] if k.endswith("mask") or k.startswith("mask_")]:
+        b[task][key] = torch.ones_like(b[task][key])
+    counted = model.train_flops(b)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(b)["loss"].backward()
+    assert counted == pytest.approx(counter.get_total_flops(), rel=0.03)
+
+
 # ---------------------------------------------------------------- learning
 def train(model: ErnieModel, tasks: tuple[str, ...], steps: int, lr: float = 1e-3) -> dict[str, list[float]]:
     """`steps` AdamW steps on fresh samples of the world, task by task in turn; each loss per step."""

@@ -29,6 +29,7 @@ Losses, one per task (§3.2; one task per micro-step, so a batch usually holds o
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -37,6 +38,7 @@ from torch import nn
 from transformers import ViTConfig, ViTModel, XLMRobertaConfig
 from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaEmbeddings
 
+from mvlp_core.model.ernie.flops import ErnieFlops
 from mvlp_core.model.losses import contrastive_loss, mine_hard_negatives
 from mvlp_core.model.parts import host_index
 from mvlp_core.model.parts.attention import pin_sdpa
@@ -310,6 +312,14 @@ class ErnieModel(nn.Module):
             )
         loss = sum(out.values(), self.temp * 0.0)
         return {"loss": loss, **out, "tokens": tokens.detach().float()}
+
+    @functools.cached_property
+    def _flop_count(self) -> ErnieFlops:
+        return ErnieFlops(self)
+
+    def train_flops(self, batch: dict) -> float:
+        """Training FLOPs of a host batch, for MFU (mvlp_core/model/ernie/flops.py)."""
+        return self._flop_count(batch)
 
     # ---------------------------------------------------------------- scoring (IGLUE heads)
     # all differentiable: retrieval fine-tuning trains through them; inference callers hold no_grad
