@@ -12,12 +12,11 @@ small size for the test."""
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
-from benchmarks._metrics import result, steady
+from benchmarks import gpu_family
+from benchmarks._metrics import result
 from benchmarks.bench_gpu_train import available, one_worker_run
-from benchmarks.gpu_data import write_shard_stage, write_text_shard_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "data_specs" / "pipelines" / "weakly-supervised.yaml"
@@ -41,38 +40,15 @@ def measure(
     log_every: int = LOG_EVERY,
     report: Path | None = None,
 ) -> dict[str, float]:
-    """Train `steps` steps on `device` in this process, then measure the ceiling on the same model
-    and data (built again from the job's initial weights): the loop's steady samples/s (and MFU
-    where the device's peak is known), the ViT's forward alone (seconds, MFU) and the busy
-    fraction of a step (its profile to `report`)."""
-    import torch
-
-    from benchmarks import gpu_ceiling
-    from mvlp_core.spec import load_spec
-    from mvlp_core.stages.pretrain import train_in_process
-    from mvlp_core.train.data import loader
-    from mvlp_core.train.job import build, prepare
-
+    """Train `steps` steps on `device` in this process, then measure its ceiling
+    (benchmarks/gpu_family.py)."""
     batch = batch or PER_GPU
-    write_shard_stage(workdir / "shard", 4 * batch["image"])
-    write_text_shard_stage(workdir / "text-shard", 2 * max(batch["parallel"], batch["mono"]))
-    spec = load_spec(SPEC, _overrides(size, batch, device, steps, log_every), workdir)
-    job = prepare(
-        spec, {"shard": workdir / "shard", "text-shard": workdir / "text-shard"}, workdir / "pretrain"
+    overrides = _overrides(size, batch, device, steps, log_every)
+    texts = 2 * max(batch["parallel"], batch["mono"])
+    label = f"wsmvlp {size}"
+    return gpu_family.measure(
+        workdir, SPEC, overrides, 4 * batch["image"], texts, device, batch["image"], report, label
     )
-    t0 = time.perf_counter()
-    train_in_process(job, device=device)
-    keys = ("samples_per_second", "loss") + (("mfu",) if device == "cuda" else ())
-    figures = steady(job.metrics_path, keys, 1)
-    print(f"wsmvlp {size} on {device}: {figures} ({time.perf_counter() - t0:.0f} s)", flush=True)
-
-    target = torch.device(device)
-    model, dataset = build(job, rank=0, world=1)
-    model = model.to(target)
-    vit = gpu_ceiling.vit_forward(model, batch["image"], target, bf16=True)
-    batches = loader(dataset, job.spec.pretrain.loader_processes(on_gpu=device == "cuda"))
-    busy = gpu_ceiling.busy_fraction(model, batches, target, bf16=True, report=report)
-    return {**figures, "vit_seconds": vit["seconds"], "vit_mfu": vit["mfu"], "busy": busy}
 
 
 def run(runs: int = 1) -> list[dict]:

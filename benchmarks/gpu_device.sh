@@ -10,6 +10,8 @@
 #                                     bench_gpu_wsmvlp, the weakly-supervised model's MFU and ceiling
 #   benchmarks/gpu_device.sh compile  there, a third (about 5 min): bench_gpu_compile, the towers
 #                                     compiled against eager
+#   benchmarks/gpu_device.sh ernie    there, if time is left (not yet timed): bench_gpu_ernie,
+#                                     ERNIE-UniX²'s MFU and ceiling
 # `run` trains Ray bf16, then plain bf16 and fp32 (Ray's overhead and bf16's gain in one call). The
 # last run on an H200 (Ray bf16 + fp32, before plain runs were added) trained in 4.5 min, then
 # overran 330 s while deleting 10 GB of checkpoints (hence RAY_TIMEOUT 540); the plain-only fallback
@@ -63,7 +65,7 @@ case "${1:-}" in
     cp -r benchmarks/results.json BENCHMARKS.md benchmarks/profiles "${OUT:-.}/" 2>/dev/null || true
     exit "$status"
     ;;
-  wsmvlp|compile)
+  wsmvlp|compile|ernie)
     install
     status=0
     timeout "${BENCH_TIMEOUT:-540}" python3 -m benchmarks.harness --runs 1 --only "gpu_$1" 2>&1 \
@@ -72,7 +74,7 @@ case "${1:-}" in
     exit "$status"
     ;;
   *)
-    echo "usage: $0 wheels|run|wsmvlp|compile" >&2
+    echo "usage: $0 wheels|run|wsmvlp|compile|ernie" >&2
     exit 2
     ;;
 esac

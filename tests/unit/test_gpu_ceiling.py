@@ -75,6 +75,20 @@ def test_the_weakly_supervised_gpu_bench_trains_and_measures_its_ceiling_on_cpu(
     assert out["samples_per_second"] > 0 and out["vit_seconds"] > 0 and 0 < out["busy"] <= 1.05
 
 
+def test_the_ernie_gpu_bench_trains_and_measures_its_ceiling_on_cpu(tmp_path) -> None:
+    """bench_gpu_ernie's whole path, at the micro size: its recipe's tasks drawn over the steps
+    from the synthetic stages, the loop's MFU numerator from the family's count, the ceiling."""
+    from benchmarks.bench_gpu_ernie import measure
+    from mvlp_core.train import curves
+
+    out = measure(tmp_path, "cpu", "micro", batch=8, steps=16, log_every=8, report=tmp_path / "step.txt")
+    assert "by host time" in (tmp_path / "step.txt").read_text()
+    rows = curves.history(curves.read_metrics(tmp_path / "pretrain" / "metrics.jsonl"))
+    assert [r["step"] for r in rows] == [8, 16]
+    assert len({k for r in rows for k in r if k.startswith("loss_")}) >= 4  # one task a step, several drawn
+    assert out["samples_per_second"] > 0 and out["vit_seconds"] > 0 and 0 < out["busy"] <= 1.05
+
+
 def test_the_unigen_gpu_bench_trains_measures_its_ceiling_and_writes_its_rows_on_cpu(tmp_path) -> None:
     """bench_gpu_train's whole path at the tiny size, as `gpu_device.sh run` takes it on a GPU
     (there with Ray Train first): its synthetic shard stage, the plain loop in bf16 and fp32, the
