@@ -38,6 +38,7 @@ from mvlp_core.model.losses import contrastive_loss, mine_hard_negatives
 from mvlp_core.model.parts import host_index
 from mvlp_core.model.parts.attention import pin_sdpa
 from mvlp_core.model.parts.bert_layers import FusionLayer, MLMHead
+from mvlp_core.model.parts.dual_scoring import DualEncoderScoring
 from mvlp_core.model.parts.frozen_towers import FrozenTowersStayInEval, is_frozen
 from mvlp_core.model.parts.images import PixelNorm
 from mvlp_core.model.parts.masking import IGNORE
@@ -62,7 +63,7 @@ def _mlm_loss(logits: torch.Tensor, targets: torch.Tensor, anchor: torch.Tensor)
     return F.cross_entropy(logits, targets)
 
 
-class WsmvlpModel(FrozenTowersStayInEval, nn.Module):
+class WsmvlpModel(DualEncoderScoring, FrozenTowersStayInEval, nn.Module):
     """The model. `config` holds the spec, the ViT and XLM-R configs and the layer split, so
     `from_pretrained` rebuilds it without the hub. `generator` (None: the global RNG) draws the ITM
     hard negatives."""
@@ -276,52 +277,14 @@ class WsmvlpModel(FrozenTowersStayInEval, nn.Module):
         """Training FLOPs of a host batch, for MFU (mvlp_core/model/wsmvlp/flops.py)."""
         return self._flop_count(batch)
 
-    # ---------------------------------------------------------------- scoring (IGLUE heads)
-    # all differentiable: retrieval fine-tuning trains through them; inference callers hold no_grad
-    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Image features [B, E], L2-normalised (the contrastive space)."""
-        return self._image_feature(self.encode_image(pixel_values))
+    # ---------------------------------------------------------------- scoring (parts/dual_scoring.py)
+    def _joint_cls(self, image: torch.Tensor, text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The unified encoder's [CLS] of each text attending to its image's patch states."""
+        return self.unify(text, mask, image)[:, 0]
 
-    def text_features(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Text features [B, E], L2-normalised: the text encoder's [CLS] through text_proj."""
-        return self._text_feature(self.encode_text(ids, mask))
-
-    def itc_temperature(self) -> float:
-        """The temperature in use: feature similarity / it = the contrastive logit."""
-        return float(self._temperature().detach())
-
-    def fused(self, pixel_values: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The unified encoder's [CLS] for each text attending to its image: [B, D], or [B, K, D]
-        for K images per text (pixel_values [B, K, 3, S, S], e.g. MaRVL). Differentiable."""
-        if pixel_values.dim() == 5:
-            b, k = pixel_values.shape[:2]
-            flat = self.fused(
-                pixel_values.flatten(0, 1), ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
-            )
-            return flat.view(b, k, -1)
-        image = self.encode_image(pixel_values)
-        return self.unify(self.encode_text(ids, mask), mask, image)[:, 0]
-
-    def match_logit(self, pixel_values: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """ITM log-odds [B] (logit "match" − logit "no match") of each image with its text."""
-        scores = self.itm_head(self.fused(pixel_values, ids, mask)).float()
-        return scores[..., 1] - scores[..., 0]
-
-    # the same from tower states, so that a caller pairing one batch's images and texts several
-    # ways (retrieval fine-tuning's ITM negatives, as ALBEF) runs each tower once
-    def image_features_states(self, image_states: torch.Tensor) -> torch.Tensor:
-        """`image_features` of `encode_image`'s states."""
-        return self._image_feature(image_states)
-
-    def text_features_states(self, text_states: torch.Tensor) -> torch.Tensor:
-        """`text_features` of `encode_text`'s states."""
-        return self._text_feature(text_states)
-
-    def match_logit_states(
-        self, image_states: torch.Tensor, text_states: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
-        """`match_logit` of `encode_image`'s and `encode_text`'s states, row by row."""
-        scores = self.itm_head(self.unify(text_states, mask, image_states)[:, 0]).float()
+    def _match(self, joint: torch.Tensor) -> torch.Tensor:
+        """ITM log-odds (logit "match" − logit "no match") of joint [CLS] states."""
+        scores = self.itm_head(joint).float()
         return scores[..., 1] - scores[..., 0]
 
     def image_transform(self):
@@ -329,10 +292,6 @@ class WsmvlpModel(FrozenTowersStayInEval, nn.Module):
         from mvlp_core.model.wsmvlp.batch import image_transform
 
         return image_transform(self.spec)
-
-    def num_params(self, trainable_only: bool = False) -> int:
-        seen = {id(p): p for p in self.parameters() if p.requires_grad or not trainable_only}
-        return sum(p.numel() for p in seen.values())
 
     # ---------------------------------------------------------------- persistence
     def save_pretrained(self, folder: str | Path) -> None:
