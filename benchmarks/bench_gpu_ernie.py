@@ -1,8 +1,8 @@
 """Pretraining ERNIE-UniX² on a GPU: its base shape (ViT-B/16 at 224 px, trained; XLM-R base split
 6 + 6 with a 6-layer decoder, its 250k vocabulary; random weights, `model.weights: random`), one
-task a micro-step drawn uniformly as the paper does, a GPU's micro-step of its recipe (4,096
-samples over 32 GPUs and 8 accumulated micro-steps: 16; here 128, the paper's per-GPU share of a
-step without accumulation), bf16, in the plain loop: the loop's MFU (its family's `train_flops`)
+task a micro-step drawn uniformly as the paper does, micro-steps of 128 samples (the paper's 4,096
+over 32 GPUs without accumulation; the recipe accumulates 8 micro-steps of 16, which a GPU runs
+less efficiently: this measures the larger shape), bf16, in the plain loop: the loop's MFU (its family's `train_flops`)
 against the ceiling on the same model, the ViT's forward alone, and the fraction of a step the
 device is busy (benchmarks/gpu_ceiling.py).
 

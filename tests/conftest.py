@@ -1,7 +1,24 @@
-"""Test-wide settings: a private Prefect home per session, no update checks, no telemetry."""
+"""Test-wide settings: a private Prefect home per session, no update checks, no telemetry, and
+Ray's authentication token made once, before `make test`'s two processes start Ray clusters."""
 
 import os
 import tempfile
+from pathlib import Path
+
+
+def _ray_token_once() -> None:
+    """A first `ray.init()` writes ~/.ray/auth_token when there is none; two test processes doing
+    it at once on a fresh machine would each write one, and a cluster would hold the other's."""
+    if (Path.home() / ".ray" / "auth_token").exists():
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import generate_and_save_token
+    except ImportError:  # a Ray without token authentication writes none
+        return
+    generate_and_save_token()
+
+
+_ray_token_once()
 
 _home = tempfile.mkdtemp(prefix="mvlp-prefect-")
 os.environ["PREFECT_HOME"] = _home

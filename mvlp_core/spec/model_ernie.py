@@ -15,6 +15,7 @@ lr 1e-4, 4k warm-up steps, cosine decay to 1e-6, weight decay 0.1, β (0.9, 0.99
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -174,11 +175,13 @@ class ErnieModelSpec(Strict):
             return (self.vision, self.text_encoder)
         return ()
 
-    def images_per_step(self) -> int:
-        """Image-text samples an optimizer step reads on average (what `pretrain.epochs` counts): the
-        batch times the image tasks' share of the draws (MLM's half on image-text included)."""
+    def images_per_step(self, ranks: int = 1) -> int:
+        """Image-text samples an optimizer step reads on average (what `pretrain.epochs` counts):
+        the batch as `ranks` (workers x grad_accum) micro-batches read it (each rounded up), times
+        the image tasks' share of the draws (MLM's half on image-text included)."""
+        batch = math.ceil(self.batch / ranks) * ranks
         image = sum({"cmcl": 1, "itm": 1, "vplm": 1, "mmmt": 1, "mlm": 0.5}.get(t, 0) for t in self.tasks)
-        return max(1, round(self.batch * image / len(self.tasks)))
+        return max(1, round(batch * image / len(self.tasks)))
 
     @property
     def random_init(self) -> bool:

@@ -9,6 +9,7 @@ has 0.02), dropout 0.1, all three streams in every step.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -152,9 +153,10 @@ class WsmvlpModelSpec(Strict):
             return (self.vision, self.text_encoder)
         return ()
 
-    def images_per_step(self) -> int:
-        """Image-caption pairs an optimizer step reads (what `pretrain.epochs` counts)."""
-        return self.batch.image
+    def images_per_step(self, ranks: int = 1) -> int:
+        """Image-caption pairs an optimizer step reads (what `pretrain.epochs` counts): the image
+        batch as `ranks` (workers x grad_accum) micro-batches read it, each rounded up."""
+        return math.ceil(self.batch.image / ranks) * ranks
 
     @property
     def random_init(self) -> bool:

@@ -96,7 +96,7 @@ def global_batch(spec: PipelineSpec) -> int:
     accumulation, or what a multi-stream family's spec says its steps read (`images_per_step`)."""
     per_step = getattr(spec.model, "images_per_step", None)
     if per_step is not None:
-        return per_step()
+        return per_step(ranks(spec) * spec.pretrain.grad_accum)
     p = spec.pretrain
     return ranks(spec) * p.batch_size * p.grad_accum
 

@@ -43,8 +43,15 @@ def demo(workdir: Path, *args: str, **popen) -> subprocess.Popen:
     )
 
 
-def finish(proc: subprocess.Popen, timeout: float = 1800) -> str:
-    out, _ = proc.communicate(timeout=timeout)
+def finish(proc: subprocess.Popen, timeout: float = 1700) -> str:
+    """The demo's output once it ends; past `timeout` (inside the tests' 1,800 s) its whole process
+    group is killed, so a hung run does not hold the cores for the rest of the suite."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
     assert proc.returncode == 0, out[-3000:]
     return out
 

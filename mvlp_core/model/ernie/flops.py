@@ -6,7 +6,7 @@ device sync), by the convention in mvlp_core/model/parts/flops.py, over every pa
 - the text encoder over each text (a row without a token reads one: `ErnieModel.encode_text`);
 - the cross-modal encoder over [MM_CLS] + the text + the image's patches (through `image_in`), for
   ITM's positives and negatives (one text-replaced and one image-replaced negative a pair, the most
-  the miner returns; their captions counted at the batch's mean length), MLM, and the encoder side
+  the miner returns; a drawn caption counted at the batch's mean length), MLM, and the encoder side
   of the generation tasks;
 - the decoder over its input tokens, with cross-attention to the cross-modal encoder's rows, and
   its LM head over every decoder token; the MLM head at the masked positions;
@@ -116,9 +116,11 @@ class ErnieFlops:
                 flops += self.vision_proj.flops(n, True, no_grad=True) + self.text_proj.flops(
                     n, True, no_grad=True
                 )
-            negatives = 2 * n if n >= 2 else 0
-            mean = float(lengths.double().mean())
-            pairs = torch.cat([lengths.double(), torch.full((negatives,), mean, dtype=torch.float64)])
+            # negatives, 2 a pair: a text-replaced one (a drawn caption: the batch's mean length)
+            # and an image-replaced one (every caption once: its own length)
+            drawn = torch.full((n,), float(lengths.double().mean()), dtype=torch.float64)
+            pairs = torch.cat([lengths.double(), drawn, lengths.double()]) if n >= 2 else lengths.double()
+            negatives = len(pairs) - n
             flops += self._fuse(pairs, n + negatives) + self.itm_head.flops(n + negatives, True)
         for task in ("mlm_image", "mlm_text"):
             if b := batch.get(task):
