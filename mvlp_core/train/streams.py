@@ -537,3 +537,11 @@ class MultiStreamBatches(torch.utils.data.IterableDataset):
             batch["skipped"] = torch.tensor(sum(self.skips.counts.values()))
             batch["loader_worker"] = torch.tensor(worker)
             yield batch
+
+
+def content_generator(seed: int, rank: int, items: dict[str, list]) -> torch.Generator:
+    """A generator for a batch's draws (masks, languages, prefixes) seeded by its content: a
+    resumed run draws for a batch what the first run did."""
+    first = {k: repr(v[0][:2]) for k, v in items.items() if v}
+    digest = hashlib.blake2b(repr((seed, rank, sorted(first.items()))).encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little"))

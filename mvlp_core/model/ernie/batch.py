@@ -119,15 +119,11 @@ def mask_all(
     return ids.masked_fill(chosen, mask_id), ids.masked_fill(~chosen, IGNORE)
 
 
-def label_index(labels: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
-    masked = labels != IGNORE
-    return {f"{prefix}_at": host_index.flat_index(masked), f"{prefix}_of": host_index.guard(masked)}
-
-
 class Collate:
     """`items` {task: [...]} -> the batch (module docstring). Image tasks take (image [3,S,S],
     record) with the record's `captions`; pair tasks (text_a, lang_a, text_b, lang_b); monolingual
-    tasks (text, lang). `language_index` maps a language to the decoder's language row."""
+    tasks (text, lang). `lang_ids` maps languages to the decoder's language rows (0: any not
+    in `spec.languages`)."""
 
     def __init__(self, tokenizer, spec: ErnieModelSpec) -> None:
         self.enc = Encoder(tokenizer)
@@ -150,7 +146,12 @@ class Collate:
         masked, labels = bert_mask(
             ids, never, self.enc.vocab, self.enc.mask_id, generator, self.spec.mask_prob
         )
-        return {"masked_ids": masked, "mask": mask, "labels": labels, **label_index(labels, "labels")}
+        return {
+            "masked_ids": masked,
+            "mask": mask,
+            "labels": labels,
+            **host_index.label_index(labels, "labels_at", "labels_of", IGNORE),
+        }
 
     def _prefix_lm(self, pieces: list[list[int]], langs: list[str], g: torch.Generator) -> dict:
         cut = prefix_lengths([len(p) for p in pieces], self.spec, g)
@@ -211,7 +212,7 @@ class Collate:
                 enc_ids=masked,
                 enc_mask=mask,
                 enc_labels=labels,
-                **label_index(labels, "enc_labels"),
+                **host_index.label_index(labels, "enc_labels_at", "enc_labels_of", IGNORE),
                 **self.enc.decoder(target),
                 lang=self.lang_ids([lang for _, lang in second]),
             )

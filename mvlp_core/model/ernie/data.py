@@ -15,16 +15,13 @@ MLM is one task of the eight: half its draws read image–text pairs, half monol
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import TYPE_CHECKING, Any
-
-import torch
 
 from mvlp_core.contract import StageError
 from mvlp_core.model.ernie.batch import Collate, image_transform
 from mvlp_core.train.plan import Schedule
-from mvlp_core.train.streams import MultiStreamBatches, Sources, text_stream_index
+from mvlp_core.train.streams import MultiStreamBatches, Sources, content_generator, text_stream_index
 
 if TYPE_CHECKING:
     from mvlp_core.model.ernie.model import ErnieModel
@@ -61,13 +58,6 @@ def schedule(tasks: list[str], per_micro_step: int) -> Schedule:
     )
 
 
-def _generator(seed: int, rank: int, items: dict[str, list]) -> torch.Generator:
-    """Draws seeded by the batch's content: a resumed run draws for a batch what the first did."""
-    first = {k: repr(v[0][:2]) for k, v in items.items() if v}
-    digest = hashlib.blake2b(repr((seed, rank, sorted(first.items()))).encode(), digest_size=8).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest, "little"))
-
-
 def train_batches(job: TrainJob, model: ErnieModel, rank: int, world: int) -> MultiStreamBatches:
     spec, p = job.spec.model, job.spec.pretrain
     plan = schedule(list(spec.tasks), math.ceil(spec.batch / (world * p.grad_accum)))
@@ -89,7 +79,7 @@ def train_batches(job: TrainJob, model: ErnieModel, rank: int, world: int) -> Mu
             task: [(image, record) for _, record, image in got] if STREAM[task] == "image" else got
             for task, got in items.items()
         }
-        return collate(rows, _generator(p.seed, rank, items))
+        return collate(rows, content_generator(p.seed, rank, items))
 
     return MultiStreamBatches(
         sources,

@@ -264,17 +264,10 @@ class ErnieModel(DualEncoderScoring, nn.Module):
         logits = self.decode(b["dec_ids"], b["dec_mask"], b["lang"], memory, memory_mask)
         return logits, memory, memory_mask
 
-    def _plm(self, b: dict) -> dict[str, torch.Tensor]:
-        logits, _, _ = self._seq2seq(b, with_image=False)
-        return {"loss_plm": self._generation_loss(logits, b["dec_labels"])}
-
-    def _vplm(self, b: dict) -> dict[str, torch.Tensor]:
-        logits, _, _ = self._seq2seq(b, with_image=True)
-        return {"loss_vplm": self._generation_loss(logits, b["dec_labels"])}
-
-    def _mt(self, b: dict) -> dict[str, torch.Tensor]:
-        logits, _, _ = self._seq2seq(b, with_image=False)
-        return {"loss_mt": self._generation_loss(logits, b["dec_labels"])}
+    def _generation(self, task: str, b: dict) -> dict[str, torch.Tensor]:
+        """PLM and MT (text in the encoder) or vPLM (the image too): the decoder's CE."""
+        logits, _, _ = self._seq2seq(b, with_image=task == "vplm")
+        return {f"loss_{task}": self._generation_loss(logits, b["dec_labels"])}
 
     def _mmmt(self, b: dict) -> dict[str, torch.Tensor]:
         logits, memory, _ = self._seq2seq(b, with_image=True)
@@ -298,9 +291,9 @@ class ErnieModel(DualEncoderScoring, nn.Module):
             "itm": self._itm,
             "mlm_image": self._mlm_image,
             "mlm_text": self._mlm_text,
-            "plm": self._plm,
-            "vplm": self._vplm,
-            "mt": self._mt,
+            "plm": functools.partial(self._generation, "plm"),
+            "vplm": functools.partial(self._generation, "vplm"),
+            "mt": functools.partial(self._generation, "mt"),
             "mmmt": self._mmmt,
         }
         for name, routine in routines.items():

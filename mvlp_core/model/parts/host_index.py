@@ -29,3 +29,10 @@ def fitting(index: torch.Tensor | None, made_for: torch.Tensor | None, mask: tor
     if index is None or made_for is None or made_for.shape[1:] != mask.shape:
         return flat_index(mask)
     return index
+
+
+def label_index(labels: torch.Tensor, at: str, of: str, ignore: int = -100) -> dict[str, torch.Tensor]:
+    """The labelled positions of `labels` (not `ignore`) as a flat index under key `at`, its guard
+    under `of`: what a collate puts in the batch for the model to select them with."""
+    labelled = labels != ignore
+    return {at: flat_index(labelled), of: guard(labelled)}

@@ -72,11 +72,7 @@ def _tokenize(
 def label_index(labels: torch.Tensor, suffix: str = "") -> dict[str, torch.Tensor]:
     """The masked positions of `labels` [N, L] as flat indices made here on the host (`labels_at`),
     and their guard (`labels_of`; mvlp_core/model/parts/host_index.py)."""
-    masked = labels != IGNORE
-    return {
-        f"labels_at{suffix}": host_index.flat_index(masked),
-        f"labels_of{suffix}": host_index.guard(masked),
-    }
+    return host_index.label_index(labels, f"labels_at{suffix}", f"labels_of{suffix}", IGNORE)
 
 
 def _images(images: list[torch.Tensor], size: int) -> torch.Tensor:

@@ -10,16 +10,13 @@ record without one is left out of the batch.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import TYPE_CHECKING, Any
-
-import torch
 
 from mvlp_core.contract import StageError
 from mvlp_core.model.wsmvlp.batch import collate, train_image_transform
 from mvlp_core.train.plan import Schedule
-from mvlp_core.train.streams import MultiStreamBatches, Sources, text_stream_index
+from mvlp_core.train.streams import MultiStreamBatches, Sources, content_generator, text_stream_index
 
 if TYPE_CHECKING:
     from mvlp_core.model.wsmvlp.model import WsmvlpModel
@@ -39,13 +36,6 @@ def english_pairs(items: list[tuple[str, dict[str, Any], Any]]) -> list[tuple[An
         if caption:
             out.append((image, caption))
     return out
-
-
-def _generator(seed: int, rank: int, items: dict[str, list]) -> torch.Generator:
-    """Masking draws seeded by the batch's content: a resumed run masks a batch as the first did."""
-    first = {k: repr(v[0][:2]) for k, v in items.items() if v}
-    digest = hashlib.blake2b(repr((seed, rank, sorted(first.items()))).encode(), digest_size=8).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest, "little"))
 
 
 def train_batches(job: TrainJob, model: WsmvlpModel, rank: int, world: int) -> MultiStreamBatches:
@@ -74,7 +64,7 @@ def train_batches(job: TrainJob, model: WsmvlpModel, rank: int, world: int) -> M
 
     def collate_fn(items: dict[str, list]) -> dict[str, Any]:
         streams = {**items, **({"image": english_pairs(items["image"])} if "image" in items else {})}
-        return collate(streams, tokenizer, spec, _generator(p.seed, rank, items))
+        return collate(streams, tokenizer, spec, content_generator(p.seed, rank, items))
 
     return MultiStreamBatches(
         sources,
